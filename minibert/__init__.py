@@ -1,0 +1,16 @@
+"""minibert: a pure-NumPy BERT encoder that records every layer.
+
+>>> import minibert
+>>> model = minibert.load()                 # weights/all-MiniLM-L6-v2
+>>> enc = model.encode(["Hello world"])
+>>> len(enc.hidden_states)                  # embeddings + 6 layers
+7
+"""
+
+from .config import Config
+from .errors import MinibertError
+from .model import Encoding, Model, forward, load
+from .tokenizer import Batch
+
+__version__ = "0.1.0"
+__all__ = ["Batch", "Config", "Encoding", "MinibertError", "Model", "forward", "load"]

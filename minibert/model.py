@@ -1,0 +1,191 @@
+"""Batch + Weights -> forward -> Encoding: the record of every layer.
+
+:func:`forward` is the whole encoder, written with the formula functions of
+:mod:`minibert.ops` and no I/O. :class:`Model` ties a directory's config,
+weights and tokenizer together; :func:`load` builds one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ops
+from .config import Config
+from .errors import MinibertError
+from .tokenizer import Batch, Tokenizer
+from .weights import Weights, load_weights
+
+DTYPES = ("float32", "float64")
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+FETCH_HINT = "make weights   (or: python weights/fetch.py)"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What one forward pass computed, for a batch of B texts padded to S.
+
+    input_ids, token_type_ids, attention_mask: (B, S) int64.
+    hidden_states: num_hidden_layers + 1 arrays (B, S, H); [0] is the
+      embedding output, [i] the output of encoder layer i (transformers'
+      ``output_hidden_states`` indexing).
+    attentions: num_hidden_layers arrays (B, h, S, S), or None.
+    tokens, word_ids, num_tokens: per text, as in :class:`Batch`.
+    trace: with ``trace=True``, every intermediate by formula name:
+      ``trace["embeddings"]`` (word, position, token_type, sum, output) and
+      ``trace["layers"][i]`` (q, k, v, scores, mask, masked_scores, probs,
+      context, concat, attention_output, residual_1, ln_1, ffn_pre, ffn_act,
+      ffn_output, residual_2, ln_2); else None.
+    """
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    attention_mask: np.ndarray
+    hidden_states: tuple[np.ndarray, ...]
+    attentions: tuple[np.ndarray, ...] | None
+    tokens: list[list[str]]
+    word_ids: list[list[int | None]] = field(default_factory=list)
+    num_tokens: list[int] = field(default_factory=list)
+    trace: dict | None = None
+
+
+def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Absolute positions 0..S-1 for every text: (B, S) -> (B, S)."""
+    B, S = input_ids.shape
+    return np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
+
+
+def forward(
+    weights: Weights,
+    config: Config,
+    input_ids: np.ndarray,
+    token_type_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    output_attentions: bool = False,
+    trace: bool = False,
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None, dict | None]:
+    """The encoder: embeddings, then num_hidden_layers post-LN layers.
+
+    input_ids, token_type_ids, attention_mask: (B, S) ints.
+    Returns (hidden_states: L+1 arrays (B, S, H), attentions: L arrays
+    (B, h, S, S) or None, trace dict or None).
+    """
+    emb = weights.embeddings
+    dtype = emb.word.dtype
+    record = {"embeddings": {}, "layers": []} if trace else None
+    x = ops.embed(
+        input_ids, position_ids(config, input_ids, attention_mask), token_type_ids,
+        emb.word, emb.position, emb.token_type, emb.ln_gamma, emb.ln_beta,
+        config.layer_norm_eps, record["embeddings"] if trace else None,
+    )  # fmt: skip
+    mask = ops.additive_mask(attention_mask, dtype)  # (B, S) -> (B, 1, 1, S)
+    act = ops.ACTIVATIONS[config.hidden_act]
+    hidden_states, attentions = [x], []
+    for layer in weights.layers:
+        layer_trace = {} if trace else None
+        x, probs = ops.encoder_layer(
+            x, layer, mask, config.num_attention_heads, act, config.layer_norm_eps, layer_trace
+        )
+        hidden_states.append(x)
+        if output_attentions:
+            attentions.append(probs)
+        if trace:
+            record["layers"].append(layer_trace)
+    return tuple(hidden_states), (tuple(attentions) if output_attentions else None), record
+
+
+class Model:
+    """A loaded encoder: ``config``, ``weights``, ``tokenizer``, ``dtype``."""
+
+    def __init__(self, config: Config, weights: Weights, tokenizer: Tokenizer, path: Path, dtype: str):
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.path = path
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the position table allows (special tokens included)."""
+        return self.config.max_position_embeddings
+
+    def tokenize(
+        self, texts: list[str] | str, text_pairs: list[str] | str | None = None, max_length: int | None = None
+    ) -> Batch:
+        """Texts (and optional second segments) -> Batch, truncated to
+        ``max_length`` (default: the model's limit)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(text_pairs, str):
+            text_pairs = [text_pairs]
+        if max_length is None:
+            max_length = self.max_length
+        if not isinstance(max_length, int) or not 2 <= max_length <= self.max_length:
+            raise MinibertError(
+                f"max_length must be an integer from 2 to {self.max_length}, got {max_length!r}"
+            )
+        return self.tokenizer(list(texts), None if text_pairs is None else list(text_pairs), max_length)
+
+    def forward(self, batch: Batch, output_attentions: bool = False, trace: bool = False) -> Encoding:
+        """Run the encoder on a tokenized batch."""
+        if batch.input_ids.size == 0:
+            hs = tuple(
+                np.zeros((len(batch.tokens), 0, self.config.hidden_size), self.dtype)
+                for _ in range(self.config.num_hidden_layers + 1)
+            )
+            return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
+                            () if output_attentions else None, batch.tokens,
+                            batch.word_ids, batch.num_tokens)  # fmt: skip
+        hidden_states, attentions, record = forward(
+            self.weights, self.config, batch.input_ids, batch.token_type_ids,
+            batch.attention_mask, output_attentions, trace,
+        )  # fmt: skip
+        return Encoding(
+            batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
+            batch.tokens, batch.word_ids, batch.num_tokens, record,
+        )  # fmt: skip
+
+    def encode(
+        self,
+        texts: list[str] | str,
+        text_pairs: list[str] | str | None = None,
+        max_length: int | None = None,
+        output_attentions: bool = False,
+        trace: bool = False,
+    ) -> Encoding:
+        """Tokenize and run the encoder on one batch, recording every layer.
+
+        Texts are right-padded to the longest; padding never changes a
+        text's vectors. ``max_length`` truncates each sequence, special
+        tokens included (default and maximum: max_position_embeddings).
+        """
+        return self.forward(self.tokenize(texts, text_pairs, max_length), output_attentions, trace)
+
+
+def default_model_dir() -> Path:
+    """``$MINIBERT_WEIGHTS/all-MiniLM-L6-v2``, else ``weights/`` of this checkout."""
+    root = os.environ.get("MINIBERT_WEIGHTS")
+    base = Path(root) if root else Path(__file__).resolve().parent.parent / "weights"
+    return base / DEFAULT_MODEL
+
+
+def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
+    """Load a model directory (config.json, model.safetensors, tokenizer.json
+    or vocab.txt) in ``dtype`` ("float32" or "float64"); with no path, the
+    default model all-MiniLM-L6-v2 from ``weights/``."""
+    if str(dtype) not in DTYPES:
+        raise MinibertError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if path is None:
+        path = default_model_dir()
+        if not path.is_dir():
+            raise MinibertError(f"default model not found at {path}; fetch it with: {FETCH_HINT}")
+    path = Path(path)
+    if not path.is_dir():
+        raise MinibertError(f"{path}: model directory not found")
+    config = Config.from_json(path / "config.json")
+    tokenizer = Tokenizer.from_dir(path, default_pad_id=config.pad_token_id)
+    weights = load_weights(path / "model.safetensors", config, dtype)
+    return Model(config, weights, tokenizer, path, str(dtype))
