@@ -101,7 +101,7 @@ class Tokenizer:
         with transformers' ``longest_first`` rule for pairs, and right-pad."""
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise MinibertError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
-        inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs))
+        inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs, strict=True))
         if not inputs:
             empty = np.zeros((0, 0), dtype=np.int64)
             return Batch(empty, empty.copy(), empty.copy(), [], [], [])

@@ -1,0 +1,35 @@
+# The way in. Every target uses the project's own virtual environment at .venv,
+# so nothing depends on what was installed by hand.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint weights reference bench venv clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -e '.[test,lint]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+weights: $(STAMP)
+	$(PY) weights/fetch.py
+
+demo: weights
+	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all --pool mean
+	$(VENV)/bin/minibert summary out/sample.npz
+
+test: weights
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check minibert tests weights
+	$(VENV)/bin/ruff format --check minibert tests weights
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real model (skipped when absent) and the tiny one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import minibert
+from minibert.model import default_model_dir
+
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+REFERENCE = TESTS / "reference"
+TINY_BERT = DATA / "tiny-bert"
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    path = default_model_dir()
+    if not (path / "model.safetensors").is_file():
+        pytest.skip(f"real model weights absent at {path}: run `make weights` to fetch them")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_model(real_model_dir):
+    return minibert.load(real_model_dir, "float32")
+
+
+@pytest.fixture(scope="session")
+def real_model64(real_model_dir):
+    return minibert.load(real_model_dir, "float64")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    if not (TINY_BERT / "model.safetensors").is_file():
+        pytest.fail(f"committed tiny model missing at {TINY_BERT}: run `make reference`")
+    return TINY_BERT
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    return minibert.load(tiny_model_dir, "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_model64(tiny_model_dir):
+    return minibert.load(tiny_model_dir, "float64")
