@@ -108,13 +108,16 @@ class Weights:
 
     ``layers[i]`` is encoder layer i. ``names`` maps each slot
     (``"embeddings.word"``, ``"layer.0.W_q"``) to the checkpoint tensor it came
-    from; ``ignored`` lists checkpoint tensors the encoder does not use.
+    from; ``ignored`` lists checkpoint tensors the encoder does not use;
+    ``checkpoint_shapes`` and ``source_dtypes`` describe every tensor of the
+    file as stored.
     """
 
     embeddings: EmbeddingWeights
     layers: tuple[LayerWeights, ...]
     names: dict
     ignored: tuple[str, ...]
+    checkpoint_shapes: dict
     source_dtypes: dict
 
     def num_parameters(self) -> dict[str, int]:
@@ -267,7 +270,8 @@ def from_tensors(
             f"num_hidden_layers={config.num_hidden_layers}"
         )
     ignored = tuple(sorted(by_name[c] for c in by_name if c not in used and not BUFFERS.search(c)))
-    return Weights(emb, tuple(layers), names, ignored, dict(source_dtypes or {}))
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    return Weights(emb, tuple(layers), names, ignored, shapes, dict(source_dtypes or {}))
 
 
 def load_weights(path: str | Path, config: Config, dtype: str | np.dtype = "float32") -> Weights:

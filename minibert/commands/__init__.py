@@ -1,0 +1,13 @@
+"""CLI subcommands. Each module has ``add_parser(subparsers)``; its parser's
+``func(args)`` does the work and returns the exit status.
+
+To add a subcommand: write a module here and append its ``add_parser`` to
+REGISTRY (one line).
+"""
+
+from . import inspect, verify
+
+REGISTRY = [
+    inspect.add_parser,
+    verify.add_parser,
+]

@@ -1,0 +1,37 @@
+"""``minibert inspect``: config, parameters per part, tensor names and shapes,
+tensors the encoder ignores."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from .. import load
+from .common import add_model_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="show a model's config, parameters and tensors")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load(args.model, args.dtype)
+    print(f"model: {model.path}")
+    print("config:")
+    for key, value in asdict(model.config).items():
+        print(f"  {key:<26} {value}")
+    counts = model.weights.num_parameters()
+    print("parameters:")
+    for part, n in counts.items():
+        print(f"  {part:<26} {n:>12,}")
+    print("tensors (checkpoint name -> slot, checkpoint shape, stored dtype):")
+    shapes = model.weights.checkpoint_shapes
+    for slot, name in model.weights.names.items():
+        print(f"  {name:<58} {slot:<22} {str(shapes[name]):<14} {model.weights.source_dtypes.get(name, '?')}")
+    ignored = model.weights.ignored
+    print(f"ignored tensors (not part of the encoder): {len(ignored)}")
+    for name in ignored:
+        print(f"  {name:<58} {str(shapes.get(name, '')):<14} {model.weights.source_dtypes.get(name, '?')}")
+    return 0
