@@ -1,0 +1,395 @@
+"""The fast forward pass: the same encoder as :func:`minibert.model.forward`,
+arranged for speed. :mod:`minibert.ops` stays the reference; this module is
+tested equal to it (``tests/test_fast.py``) and to transformers.
+
+What it does differently, and why (docs/performance.md has the measurements):
+
+- **Packed tokens.** The padded batch (B, S) is packed into the N real tokens
+  of all texts, so every matrix product runs on (N, H) and no time is spent on
+  padding. Attention runs per text on its own unpadded length, so no mask is
+  needed. Padding positions of the returned hidden states are 0 (the plain
+  path leaves whatever the formulas give there; neither is meaningful).
+- **One fused QKV product.** W_q, W_k, W_v are concatenated once, in
+  :class:`FastWeights`, into one (H, 3H) matrix; the 1/sqrt(d) of attention
+  is folded into the W_q and b_q columns, which changes float32 results by
+  rounding only.
+- **Row blocks.** The attention output projection, both LayerNorms and the
+  FFN run on blocks of :data:`ROW_BLOCK` tokens, so the (rows, I) FFN
+  intermediate stays in cache and is never materialised for the whole batch.
+- **In place.** Biases, residuals, LayerNorm, softmax and GELU write into
+  buffers with ``out=`` and in-place operators instead of new temporaries.
+- **A faster float32 erf** for the exact GELU: :func:`erf32`, a polynomial
+  approximation that stays within 1 ulp of ``scipy.special.erf`` over the
+  whole float32 range (proven by ``tests/test_fast.py``). scipy's erf costs
+  about 15 ns per element on this machine, more than all the FFN's matrix
+  products' arithmetic per element; erf32 about 3 ns. This is the only
+  place the fast path trades exactness, and only for float32: float64 uses
+  ``scipy.special.erf``.
+
+Not covered here, and served by the plain path instead (the caller falls
+back): ``output_attentions=True`` and ``trace=True``.
+
+Shape alphabet as in :mod:`minibert.ops`, plus N = total real (non-padding)
+tokens of the batch.
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erf as _erf
+
+from . import ops
+from .config import Config
+from .errors import MinibertError
+from .weights import EmbeddingWeights, Weights
+
+#: Tokens per row block of the post-attention part of a layer: (ROW_BLOCK, I)
+#: float32 is 1.5 MB for I = 1536, and BLAS is near full speed at this size.
+ROW_BLOCK = 256
+
+#: Elements per chunk of the float32 GELU: its four scratch buffers of this
+#: many float32 stay in the L2 cache.
+GELU_CHUNK = 16384
+
+# erf32 coefficients (float32). Fitted by bench/fit_erf.py (Lawson's minimax
+# iteration on scipy's float64 erf), then checked in float32 over every
+# float32 in the tests.
+#   |x| <= ERF_SPLIT: erf(x) = x + x * P(x^2)          (P: degree 5)
+#   |x| >  ERF_SPLIT: erf(x) = sign(x) (1 - exp(Q(|x|)))  (Q ~ log erfc, degree 7)
+ERF_SPLIT = np.float32(0.92)
+ERF_P = tuple(np.float32(c) for c in (
+    0.12837915, -0.37612498, 0.11281846, -0.026767718, 0.004994827, -0.0005999388,
+))  # fmt: skip
+ERF_Q = tuple(np.float32(c) for c in (
+    0.00017587071, -1.1295208, -0.6333347, -0.108293906, 0.025128596, -0.004174632, 0.00043521659,
+    -2.1161703e-05,
+))  # fmt: skip
+_SIGN = np.int32(-(2**31))  # the float32 sign bit as int32
+_SPLIT_BITS = ERF_SPLIT.view(np.int32)
+
+
+def erf32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """erf(x) for float32 x, within 1 ulp of ``scipy.special.erf`` everywhere.
+
+    A polynomial approximation (see ``ERF_P``, ``ERF_Q``): one branch near 0,
+    where erf(x) ~ 2x/sqrt(pi), and one for |x| > 0.92 through erfc =
+    exp(log erfc), so the result near 1 keeps full accuracy. Both branches
+    are computed for every element and the right one picked with bit masks
+    (NumPy has no fast per-element select). NaN stays NaN, erf(+-inf) = +-1.
+    This is an approximation: the plain path (:func:`minibert.ops.gelu`)
+    uses scipy's erf. ``tests/test_fast.py`` checks every float32 value.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise MinibertError(f"erf32 takes float32, got {x.dtype}")
+    flat = np.ascontiguousarray(x).reshape(-1)
+    result = np.empty_like(flat) if out is None else out.reshape(-1)
+    scratch = [np.empty(min(GELU_CHUNK, flat.size), np.float32) for _ in range(4)]
+    for i in range(0, flat.size, GELU_CHUNK):
+        n = min(GELU_CHUNK, flat.size - i)
+        a, s, t, u = (buf[:n] for buf in scratch)
+        np.copyto(a, flat[i : i + n])
+        result[i : i + n] = _erf32_inplace(a, s, t, u)
+    return result.reshape(x.shape)
+
+
+def _erf32_inplace(x: np.ndarray, s: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """erf32 on one 1-D chunk. Destroys x, s, t; returns u holding erf(x)."""
+    P, Q = ERF_P, ERF_Q
+    with np.errstate(over="ignore", invalid="ignore"):
+        # small |x|: r = x + x P(x^2), into t
+        np.multiply(x, x, out=s)
+        np.multiply(s, P[5], out=t)
+        for c in P[4:0:-1]:
+            t += c
+            t *= s
+        t += P[0]
+        t *= x
+        t += x
+        # large |x|: 1 - exp(Q(|x|)), into u. Q's leading coefficient is
+        # negative, so Q(|x|) -> -inf for huge |x| (even inf) and exp gives 0.
+        np.abs(x, out=s)
+        np.multiply(s, Q[7], out=u)
+        for c in Q[6:0:-1]:
+            u += c
+            u *= s
+        u += Q[0]
+        np.exp(u, out=u)
+        np.subtract(np.float32(1), u, out=u)
+    xi, si, ti, ui = x.view(np.int32), s.view(np.int32), t.view(np.int32), u.view(np.int32)
+    # mask: all ones where |x| > ERF_SPLIT (positive floats order like their bits)
+    np.subtract(_SPLIT_BITS, si, out=si)
+    si >>= 31
+    # give the large branch the sign of x
+    xi &= _SIGN
+    ui |= xi
+    # u = mask ? u : t  (as t ^ ((t ^ u) & mask))
+    ui ^= ti
+    ui &= si
+    ui ^= ti
+    return u
+
+
+def _gelu_inplace(h: np.ndarray) -> None:
+    """h <- GELU(h) = 0.5 h (1 + erf(h / sqrt(2))), in place, h (m, I) contiguous.
+
+    float32: erf is :func:`erf32` (within 1 ulp of scipy's); float64: scipy's
+    erf itself, so float64 stays the exact formula of :func:`ops.gelu`.
+    """
+    flat = h.reshape(-1)
+    root2 = np.sqrt(2).astype(h.dtype)
+    if h.dtype != np.float32:
+        for i in range(0, flat.size, GELU_CHUNK):
+            c = flat[i : i + GELU_CHUNK]
+            e = np.divide(c, root2)
+            _erf(e, out=e)
+            e += 1
+            c *= 0.5
+            c *= e
+        return
+    n0 = min(GELU_CHUNK, flat.size)
+    scratch = [np.empty(n0, np.float32) for _ in range(4)]
+    for i in range(0, flat.size, GELU_CHUNK):
+        c = flat[i : i + GELU_CHUNK]
+        a, s, t, u = (buf[: c.size] for buf in scratch)
+        np.divide(c, root2, out=a)
+        e = _erf32_inplace(a, s, t, u)
+        e += 1
+        c *= np.float32(0.5)
+        c *= e
+
+
+def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, tmp: np.ndarray):
+    """y <- LayerNorm(y), in the same order of operations as :func:`ops.layer_norm`.
+
+    y, tmp: (m, H); tmp is scratch.
+    """
+    y -= np.mean(y, axis=-1, keepdims=True)
+    var = np.mean(np.square(y, out=tmp), axis=-1, keepdims=True)
+    var += np.asarray(eps, y.dtype)
+    np.sqrt(var, out=var)
+    y /= var
+    y *= gamma
+    y += beta
+
+
+def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, ones: np.ndarray, h: int) -> None:
+    """ctx <- MultiHead attention context of one text, before W^O.
+
+    qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
+    ctx: (n, H), written; scores: flat scratch of >= h n^2; ones: >= n ones.
+
+    softmax is shift-invariant, and the shift by the row maximum in
+    :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
+    of the raw scores and the rows are normalised after the product with V
+    (dividing (n, d) instead of (n, n)): ctx = (exp(S) V) / rowsum(exp(S)).
+    If a score is large enough to overflow exp, or every score of a row so
+    negative that the row sum underflows, the text is redone with the shift.
+    """
+    n, H3 = qkv.shape
+    d = H3 // (3 * h)
+    heads = qkv.reshape(n, 3, h, d)  # (n, 3H) -> (n, 3, h, d)
+    q = heads[:, 0].transpose(1, 0, 2)  # (n, h, d) -> (h, n, d)
+    kT = heads[:, 1].transpose(1, 2, 0)  # (n, h, d) -> (h, d, n)
+    v = heads[:, 2].transpose(1, 0, 2)  # (n, h, d) -> (h, n, d)
+    out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) viewed as (h, n, d)
+    p = scores[: h * n * n].reshape(h, n, n)
+    np.matmul(q, kT, out=p)  # (h, n, d) @ (h, d, n) -> (h, n, n); 1/sqrt(d) is in W_q
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(p, out=p)
+    z = p.reshape(h * n, n) @ ones[:n]  # row sums: (h n, n) -> (h n,)
+    if not (np.isfinite(z).all() and z.min() > np.finfo(p.dtype).tiny * 2**24):
+        np.matmul(q, kT, out=p)
+        p -= np.max(p, axis=-1, keepdims=True)
+        np.exp(p, out=p)
+        z = p.reshape(h * n, n) @ ones[:n]
+    np.matmul(p, v, out=out)  # (h, n, n) @ (h, n, d) -> (h, n, d)
+    out /= z.reshape(h, n, 1)
+
+
+@dataclass(frozen=True)
+class FastLayer:
+    """One layer's weights as the fast path uses them.
+
+    W_qkv: (H, 3H) = [W_q / sqrt(d) | W_k | W_v], b_qkv: (3H,) likewise;
+    the rest are the plain arrays themselves (no copy).
+    """
+
+    W_qkv: np.ndarray
+    b_qkv: np.ndarray
+    W_o: np.ndarray
+    b_o: np.ndarray
+    ln1_gamma: np.ndarray
+    ln1_beta: np.ndarray
+    W_1: np.ndarray
+    b_1: np.ndarray
+    W_2: np.ndarray
+    b_2: np.ndarray
+    ln2_gamma: np.ndarray
+    ln2_beta: np.ndarray
+
+
+@dataclass(frozen=True)
+class FastWeights:
+    """The weights rearranged once per model for :func:`forward`.
+
+    Built from (and beside) the plain :class:`~minibert.weights.Weights`:
+    only the fused QKV matrices are new memory (3 H^2 per layer).
+    """
+
+    embeddings: EmbeddingWeights
+    layers: tuple[FastLayer, ...]
+
+    @classmethod
+    def from_weights(cls, weights: Weights, config: Config) -> FastWeights:
+        scale = 1 / np.sqrt(config.hidden_size // config.num_attention_heads)
+        layers = []
+        for w in weights.layers:
+            dtype = w.W_q.dtype
+            s = np.asarray(scale, dtype)
+            layers.append(
+                FastLayer(
+                    W_qkv=np.ascontiguousarray(np.concatenate([w.W_q * s, w.W_k, w.W_v], axis=1)),
+                    b_qkv=np.concatenate([w.b_q * s, w.b_k, w.b_v]),
+                    W_o=w.W_o, b_o=w.b_o, ln1_gamma=w.ln1_gamma, ln1_beta=w.ln1_beta,
+                    W_1=w.W_1, b_1=w.b_1, W_2=w.W_2, b_2=w.b_2,
+                    ln2_gamma=w.ln2_gamma, ln2_beta=w.ln2_beta,
+                )  # fmt: skip
+            )
+        return cls(weights.embeddings, tuple(layers))
+
+
+_PREPARED: dict[int, tuple[weakref.ref, FastWeights]] = {}
+
+
+def prepare(weights: Weights, config: Config) -> FastWeights:
+    """The :class:`FastWeights` of ``weights``, built on first use and kept
+    as long as ``weights`` lives (so each model pays for it once)."""
+    key = id(weights)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0]() is weights:
+        return hit[1]
+    fast = FastWeights.from_weights(weights, config)
+    _PREPARED[key] = (weakref.ref(weights, lambda _, key=key: _PREPARED.pop(key, None)), fast)
+    return fast
+
+
+def forward(
+    weights: Weights,
+    config: Config,
+    input_ids: np.ndarray,
+    position_ids: np.ndarray,
+    token_type_ids: np.ndarray,
+    attention_mask: np.ndarray,
+) -> tuple[tuple[np.ndarray, ...], None, None]:
+    """The encoder, fast: same inputs and return shape as
+    :func:`minibert.model.forward` (attentions and trace are always None).
+
+    input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
+    Returns hidden_states: L+1 arrays (B, S, H), 0 at padding positions.
+    """
+    fw = prepare(weights, config)
+    emb = fw.embeddings
+    dtype = emb.word.dtype
+    B, S = input_ids.shape
+    H, h = config.hidden_size, config.num_attention_heads
+    d = H // h
+    eps = config.layer_norm_eps
+    real = attention_mask.astype(bool)
+    dense = bool(real.all())
+    lengths = real.sum(axis=1)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    N = int(starts[-1])
+
+    def pack(a):  # (B, S) -> (N,)
+        return a.reshape(-1) if dense else a[real]
+
+    def unpack(x):  # (N, H) -> (B, S, H), 0 at padding
+        if dense:
+            return x.reshape(B, S, H)
+        out = np.zeros((B, S, H), dtype)
+        out[real] = x
+        return out
+
+    types = None if token_type_ids is None else pack(token_type_ids)
+    x = ops.embed(
+        pack(input_ids), pack(position_ids), types, emb.word, emb.position, emb.token_type,
+        emb.ln_gamma, emb.ln_beta, eps,
+    )  # fmt: skip  # (N,) -> (N, H)
+    hidden_states = [unpack(x)]
+    act = _gelu_inplace if config.hidden_act == "gelu" else None
+    act_plain = ops.ACTIVATIONS[config.hidden_act]
+
+    R = min(ROW_BLOCK, max(N, 1))
+    qkv = np.empty((N, 3 * H), dtype)
+    ctx = np.empty((N, H), dtype)
+    longest = int(lengths.max(initial=0))
+    scores = np.empty(h * longest * longest, dtype)
+    ones = np.ones(longest, dtype)
+    x1 = np.empty((R, H), dtype)
+    tmp = np.empty((R, H), dtype)
+    inter = np.empty((R, config.intermediate_size), dtype)
+
+    for layer in fw.layers:
+        np.matmul(x, layer.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
+        qkv += layer.b_qkv
+        for b in range(B):
+            s, e = starts[b], starts[b + 1]
+            if e > s:
+                _attention(qkv[s:e], ctx[s:e], scores, ones, h)
+        x_next = np.empty((N, H), dtype)
+        for r0 in range(0, N, R):
+            r1 = min(r0 + R, N)
+            m = r1 - r0
+            a = x1[:m]
+            np.matmul(ctx[r0:r1], layer.W_o, out=a)  # (m, H) -> (m, H)
+            a += layer.b_o
+            a += x[r0:r1]
+            _layer_norm_inplace(a, layer.ln1_gamma, layer.ln1_beta, eps, tmp[:m])
+            f = inter[:m]
+            np.matmul(a, layer.W_1, out=f)  # (m, H) -> (m, I)
+            f += layer.b_1
+            if act is not None:
+                act(f)
+            else:
+                f[...] = act_plain(f)
+            y = x_next[r0:r1]
+            np.matmul(f, layer.W_2, out=y)  # (m, I) -> (m, H)
+            y += layer.b_2
+            y += a
+            _layer_norm_inplace(y, layer.ln2_gamma, layer.ln2_beta, eps, tmp[:m])
+        x = x_next
+        hidden_states.append(unpack(x))
+    return tuple(hidden_states), None, None
+
+
+_controller = None
+
+
+@contextmanager
+def blas_threads(threads: int | None):
+    """Limit the BLAS to ``threads`` threads inside the block (None: leave it).
+
+    Uses threadpoolctl; more BLAS threads than cores (or than cores left
+    by other worker processes) collapses throughput, so extraction at scale
+    should set this.
+    """
+    global _controller
+    if threads is None:
+        with nullcontext():
+            yield
+        return
+    if not isinstance(threads, int) or threads < 1:
+        raise MinibertError(f"threads must be a positive integer or None, got {threads!r}")
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        raise MinibertError("threads=... needs the threadpoolctl package: pip install threadpoolctl") from None
+    if _controller is None:
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=threads, user_api="blas"):
+        yield
