@@ -117,7 +117,7 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | None = No
     new = np.ones(T, dtype=bool)  # a token starts a word when text, segment or word changes
     new[1:] = (row[1:] != row[:-1]) | (seg[1:] != seg[:-1]) | (word_id[1:] != word_id[:-1])
     first = np.flatnonzero(new)  # (W,) token index of each word's first piece
-    last = np.append(first[1:], T) - 1  # (W,) ... and of its last piece
+    last = np.append(first[1:], T)[: len(first)] - 1  # (W,) ... and of its last piece
     W = len(first)
     H = enc.hidden_states[0].shape[-1]
 
