@@ -56,11 +56,11 @@ class Encoding:
     sequence_ids: list[list[int | None]] = field(default_factory=list)
     offsets: list[list[tuple[int, int]]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    text_pairs: list[str] | None = None
+    text_pairs: list[str | None] = field(default_factory=list)
     windows: list[np.ndarray] | None = None
 
 
-def _per_text(batch: Batch) -> dict:
+def batch_fields(batch: Batch) -> dict:
     """The Batch's per-text bookkeeping, carried into the Encoding as is."""
     return dict(
         tokens=batch.tokens, word_ids=batch.word_ids, num_tokens=batch.num_tokens,
@@ -154,14 +154,14 @@ class Model:
                 for _ in range(self.config.num_hidden_layers + 1)
             )
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
-                            () if output_attentions else None, **_per_text(batch))  # fmt: skip
+                            () if output_attentions else None, **batch_fields(batch))  # fmt: skip
         hidden_states, attentions, record = forward(
             self.weights, self.config, batch.input_ids, batch.token_type_ids,
             batch.attention_mask, output_attentions, trace,
         )  # fmt: skip
         return Encoding(
             batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
-            trace=record, **_per_text(batch),
+            trace=record, **batch_fields(batch),
         )  # fmt: skip
 
     def encode(

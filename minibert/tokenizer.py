@@ -32,8 +32,8 @@ class Batch:
     tokenizer (RoBERTa's are all 0): use these.
     offsets[b]: for each token of text b, its (start, end) character span
     in its own segment's string ((0, 0) for special tokens).
-    texts, text_pairs: the strings that were tokenized, so spans can be
-    read back as words.
+    texts[b], text_pairs[b]: the strings that were tokenized (text_pairs[b]
+    None when text b has no second segment), so spans read back as words.
     """
 
     input_ids: np.ndarray
@@ -45,7 +45,7 @@ class Batch:
     sequence_ids: list[list[int | None]] = field(default_factory=list)
     offsets: list[list[tuple[int, int]]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    text_pairs: list[str] | None = None
+    text_pairs: list[str | None] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> dict:
@@ -119,8 +119,7 @@ class Tokenizer:
         inputs = [t if p is None else (t, p) for t, p in zip(texts, text_pairs, strict=True)]
         if not inputs:
             empty = np.zeros((0, 0), dtype=np.int64)
-            pairs = None if text_pairs is None else []
-            return Batch(empty, empty.copy(), empty.copy(), [], [], [], text_pairs=pairs)
+            return Batch(empty, empty.copy(), empty.copy(), [], [], [])
         full = None
         if max_length is not None:
             full = [len(e.ids) for e in self.backend.encode_batch(inputs)]
@@ -149,5 +148,5 @@ class Tokenizer:
             sequence_ids=[list(e.sequence_ids) for e in encodings],
             offsets=[list(e.offsets) for e in encodings],
             texts=list(texts),
-            text_pairs=None if text_pairs is None else list(text_pairs),
+            text_pairs=list(text_pairs),
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinibertError
-from .model import Encoding, Model, forward
+from .model import Encoding, Model, batch_fields, forward
 
 
 def window_starts(n: int, size: int, stride: int) -> np.ndarray:
@@ -121,9 +121,7 @@ def encode_long(
                 out[dest_b[here], dest_t[here]] = h[src_w[here] - lo, src_col[here]]
     return Encoding(
         full.input_ids, full.token_type_ids, full.attention_mask, tuple(states), None,
-        tokens=full.tokens, word_ids=full.word_ids, num_tokens=full.num_tokens,
-        sequence_ids=full.sequence_ids, offsets=full.offsets, texts=full.texts,
-        text_pairs=None, windows=chosen,
+        windows=chosen, **batch_fields(full),
     )  # fmt: skip
 
 
