@@ -7,7 +7,7 @@ one vector per word, for every selected layer at once, by one of four rules:
     first       v(word) = v(first piece)           (BERT paper, NER: section 5.3)
     last        v(word) = v(last piece)
     mean        v(word) = mean of v(piece) over its pieces
-    first_last  v(word) = [v(first piece); v(last piece)]   (flair's default; 2H wide)
+    first_last  v(word) = [v(first piece); v(last piece)]   (2H wide; flair's subtoken_pooling="first_last")
 
 Which pieces form a word is the tokenizer's own answer (the ``tokenizers``
 encoding's ``word_ids``, following each tokenizer's pre-tokenization), kept
