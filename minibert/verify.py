@@ -161,7 +161,9 @@ def load_reference(path: str | Path) -> dict:
             raise MinibertError(f"{path}: {key!r} has shape {arrays[key].shape}, expected ({B}, S)")
         ref[key] = arrays[key].astype(np.int64)
     lengths = ref["attention_mask"].sum(1)
-    L = sum(1 for k in arrays if k.startswith("hidden_states.")) - 1
+    # L layers: hidden_states.0..L and attentions.0..L-1, whichever names the deeper layer
+    numbered = [k.split(".") for k in arrays if k.startswith(("hidden_states.", "attentions."))]
+    L = max(int(i) + (kind == "attentions") for kind, i in numbered if i.isdigit())
     ref["hidden_states"] = [arrays.get(f"hidden_states.{i}") for i in range(L + 1)]
     ref["attentions"] = [arrays.get(f"attentions.{i}") for i in range(L)]
     for kind, coords, width in (("hidden_states", "positions", 2), ("attentions", "attention_positions", 3)):
