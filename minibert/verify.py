@@ -141,8 +141,8 @@ def load_reference(path: str | Path) -> dict:
     for key in _REQUIRED:
         if key not in arrays:
             raise MinibertError(f"{path}: missing key {key!r} (not a minibert reference file?)")
-    if int(arrays["format"]) != FORMAT_VERSION:
-        raise MinibertError(f"{path}: format {int(arrays['format'])} is not {FORMAT_VERSION}")
+    if arrays["format"].shape != () or arrays["format"][()] != FORMAT_VERSION:
+        raise MinibertError(f"{path}: format {arrays['format']!r} is not {FORMAT_VERSION}")
     ref = {
         "path": path,
         "provenance": _json(arrays, "provenance", path),
@@ -151,10 +151,15 @@ def load_reference(path: str | Path) -> dict:
         "max_length": int(arrays["max_length"]),
         "tokens": _json(arrays, "tokens", path) if "tokens" in arrays else None,
     }
-    B = len(ref["texts"])
     if not isinstance(ref["texts"], list) or not all(isinstance(t, str) for t in ref["texts"]):
         raise MinibertError(f"{path}: 'texts' must be a JSON list of strings")
-    if not isinstance(ref["text_pairs"], list) or len(ref["text_pairs"]) != B:
+    B = len(ref["texts"])
+    pairs = ref["text_pairs"]
+    if (
+        not isinstance(pairs, list)
+        or len(pairs) != B
+        or not all(p is None or isinstance(p, str) for p in pairs)
+    ):
         raise MinibertError(f"{path}: 'text_pairs' must be a JSON list of {B} strings or nulls")
     for key in ("input_ids", "token_type_ids", "attention_mask"):
         if arrays[key].ndim != 2 or arrays[key].shape[0] != B:
