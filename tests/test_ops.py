@@ -244,7 +244,8 @@ def test_encoder_layer_vs_loops(rng):
 # ---------------------------------------------------------------- properties
 
 finite = st.floats(-50, 50, allow_nan=False, allow_infinity=False, width=32)
-SETTINGS = settings(max_examples=60, deadline=None)
+# database=None: no .hypothesis/ folder in the working directory (tests write only to tmp_path)
+SETTINGS = settings(max_examples=60, deadline=None, database=None)
 
 
 @SETTINGS
