@@ -28,6 +28,12 @@ demo: weights
 test: weights
 	$(PY) -m pytest -q
 
+# Regenerate tests/data/tiny-bert/ and tests/reference/ with transformers (needs torch: the
+# [reference] extra). The outputs are committed, so `make test` never needs torch.
+reference: $(STAMP)
+	$(PIP) install -e '.[reference]'
+	$(PY) tests/reference/generate.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check minibert tests weights
 	$(VENV)/bin/ruff format --check minibert tests weights
