@@ -7,7 +7,7 @@ weights and tokenizer together; :func:`load` builds one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +167,12 @@ class Model:
             raise MinibertError(
                 f"max_length must be an integer from 2 to {self.max_length}, got {max_length!r}"
             )
-        return self.tokenizer(list(texts), None if text_pairs is None else list(text_pairs), max_length)
+        batch = self.tokenizer(list(texts), None if text_pairs is None else list(text_pairs), max_length)
+        if self.config.type_vocab_size <= 1 and batch.token_type_ids.any():
+            # RoBERTa (one type) and DistilBERT (none): transformers' tokenizers give
+            # these models no type ids, and the model uses zeros.
+            batch = replace(batch, token_type_ids=np.zeros_like(batch.token_type_ids))
+        return batch
 
     def forward(self, batch: Batch, output_attentions: bool = False, trace: bool = False) -> Encoding:
         """Run the encoder on a tokenized batch."""
@@ -179,6 +184,11 @@ class Model:
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
                             () if output_attentions else None, batch.tokens,
                             batch.word_ids, batch.num_tokens)  # fmt: skip
+        T = self.config.type_vocab_size
+        if self.weights.embeddings.token_type is not None and batch.token_type_ids.max() >= T:
+            raise MinibertError(
+                f"token_type_ids reach {batch.token_type_ids.max()}, the model has {T} type(s)"
+            )
         hidden_states, attentions, record = forward(
             self.weights, self.config, batch.input_ids, batch.token_type_ids,
             batch.attention_mask, output_attentions, trace,
