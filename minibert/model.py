@@ -30,12 +30,14 @@ class Encoding:
 
     input_ids, token_type_ids, attention_mask: (B, S) int64.
     hidden_states: num_hidden_layers + 1 arrays (B, S, H); [0] is the
-      embedding output, [i] the output of encoder layer i (transformers'
-      ``output_hidden_states`` indexing).
+      embedding output (projected to H for ELECTRA and ALBERT), [i] the
+      output of encoder layer i (transformers' ``output_hidden_states``
+      indexing; ALBERT with inner_group_num > 1: one per inner layer).
     attentions: num_hidden_layers arrays (B, h, S, S), or None.
     tokens, word_ids, num_tokens: per text, as in :class:`Batch`.
     trace: with ``trace=True``, every intermediate by formula name:
-      ``trace["embeddings"]`` (word, position, token_type, sum, output) and
+      ``trace["embeddings"]`` (word, position, token_type, sum, output, and
+      projection for ELECTRA and ALBERT) and
       ``trace["layers"][i]`` (q, k, v, scores, mask, masked_scores, probs,
       context, concat, attention_output, residual_1, ln_1, ffn_pre, ffn_act,
       ffn_output, residual_2, ln_2); else None.
