@@ -26,9 +26,12 @@ For each :class:`Spec` below it writes
   :data:`TOKEN_CASES` (truncation of singles and pairs, the default length).
 
 Determinism: weights come from NumPy's seeded generator. The ``tokenizers``
-trainers break ties in hash order, which changes between runs: WordPiece
-gives the same vocabulary in another order (sorted here), Unigram the same
-pieces with scores that differ by ~1e-3 (rounded here to 0.01), BPE is stable.
+trainers break ties between equally frequent merges in hash order, which
+changes from run to run (WordPiece: a token or two at the vocabulary's
+cut-off; Unigram: scores within ~1e-3, rounded here to 0.01; byte-level BPE
+is stable). So a vocabulary is trained once: when ``tests/data/<name>/``
+already has a tokenizer.json, its vocabulary is reused (``--retrain`` trains
+new ones), and a rerun reproduces every number.
 """
 
 from __future__ import annotations
@@ -220,20 +223,37 @@ def train_unigram(specials: tuple[str, ...], unk: str, lowercase: bool) -> list[
     return [(s, 0.0) for s in specials] + pieces
 
 
-def build_tokenizer(spec: Spec):
-    """The family's own transformers tokenizer class over a vocabulary trained here."""
+def trained_vocabulary(spec: Spec, retrain: bool) -> dict:
+    """The tokenizer class's vocabulary arguments: trained here, or (unless
+    ``retrain``) read back from the tokenizer.json trained on an earlier run."""
+    saved = DATA / spec.name / "tokenizer.json"
+    if saved.is_file() and not retrain:
+        model = json.loads(saved.read_text(encoding="utf-8"))["model"]
+        if spec.tokenizer == "wordpiece":
+            return {"vocab": model["vocab"]}
+        if spec.tokenizer == "bpe":
+            merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+            return {"vocab": model["vocab"], "merges": merges}
+        return {"vocab": [tuple(piece) for piece in model["vocab"]]}
+    if spec.tokenizer == "wordpiece":
+        return {"vocab": train_wordpiece(spec.specials)}
+    if spec.tokenizer == "bpe":
+        vocab, merges = train_bpe(spec.specials)
+        return {"vocab": vocab, "merges": merges}
+    return {
+        "vocab": train_unigram(spec.specials, "<unk>", lowercase=spec.tokenizer_class == "AlbertTokenizer")
+    }
+
+
+def build_tokenizer(spec: Spec, retrain: bool):
+    """The family's own transformers tokenizer class over a vocabulary trained with ``tokenizers``."""
     import transformers
 
     cls = getattr(transformers, spec.tokenizer_class)
     kwargs = dict(spec.tokenizer_kwargs, model_max_length=spec.model_max_length)
     if spec.tokenizer == "wordpiece":
-        return cls(vocab=train_wordpiece(spec.specials), do_lower_case=True, **kwargs)
-    if spec.tokenizer == "bpe":
-        vocab, merges = train_bpe(spec.specials)
-        return cls(vocab=vocab, merges=merges, **kwargs)
-    unk = "<unk>"
-    vocab = train_unigram(spec.specials, unk, lowercase=spec.tokenizer_class == "AlbertTokenizer")
-    return cls(vocab=vocab, **kwargs)
+        kwargs["do_lower_case"] = True
+    return cls(**trained_vocabulary(spec, retrain), **kwargs)
 
 
 # --------------------------------------------------------------------------- models
@@ -289,10 +309,10 @@ def build_model(spec: Spec, vocab_size: int, pad_token_id: int, path: Path) -> N
     model.to(dtype).save_pretrained(path, safe_serialization=True)
 
 
-def build(spec: Spec) -> Path:
+def build(spec: Spec, retrain: bool) -> Path:
     """Write tests/data/<name>/ (tokenizer, config, weights), replacing what was there."""
     path = DATA / spec.name
-    tok = build_tokenizer(spec)
+    tok = build_tokenizer(spec, retrain)
     tmp = Path(tempfile.mkdtemp(dir=DATA, prefix=f".{spec.name}."))
     try:
         tok.save_pretrained(tmp)
@@ -475,8 +495,14 @@ def token_reference(spec: Spec, path: Path, common: dict) -> Path:
     return out_path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--retrain", action="store_true", help="train new vocabularies")
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -489,7 +515,7 @@ def main() -> int:
     }
     written = []
     for spec in SPECS:
-        path = build(spec)
+        path = build(spec, args.retrain)
         written += [*path.iterdir(), token_reference(spec, path, common)]
         written += [run_reference(spec, path, dtype, common) for dtype in spec.dtypes]
         size = sum(f.stat().st_size for f in path.iterdir())
