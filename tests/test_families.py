@@ -12,6 +12,7 @@ exactly equal. Observed when written: see each test's comment.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +363,16 @@ def test_distilbert_contradicting_names_is_an_error():
 def test_roberta_needs_room_for_its_positions():
     with pytest.raises(MinibertError, match="pad_token_id"):
         Config.from_dict(BASE | {"model_type": "roberta", "pad_token_id": 7})
+
+
+def test_empty_batch_has_one_hidden_state_per_step():
+    m = model("tiny-albert-groups")
+    assert len(m.encode([]).hidden_states) == len(m.weights.layer_map) + 1 == 7
+
+
+def test_token_type_beyond_the_table_is_an_error():
+    m = model("tiny-electra")
+    batch = m.tokenize(["Hello world!"])
+    bad = replace(batch, token_type_ids=batch.token_type_ids + 2)
+    with pytest.raises(MinibertError, match="token_type_ids reach 2, the model has 2 type"):
+        m.forward(bad)
