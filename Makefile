@@ -21,11 +21,18 @@ weights: $(STAMP)
 	$(PY) weights/fetch.py
 
 demo: weights
-	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all --pool mean
+	@mkdir -p out
+	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all
 	$(VENV)/bin/minibert summary out/sample.npz
 
 test: weights
 	$(PY) -m pytest -q
+
+# Regenerate tests/data/tiny-bert/ and tests/reference/ with transformers (needs torch: the
+# [reference] extra). The outputs are committed, so `make test` never needs torch.
+reference: $(STAMP)
+	$(PIP) install -e '.[reference]'
+	$(PY) tests/reference/generate.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check minibert tests weights

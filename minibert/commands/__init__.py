@@ -5,9 +5,11 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import inspect, verify
+from . import extract, inspect, summary, verify
 
 REGISTRY = [
+    extract.add_parser,
+    summary.add_parser,
     inspect.add_parser,
     verify.add_parser,
 ]

@@ -1,0 +1,112 @@
+"""Corpus -> per-text features: batching, layer selection, combining, pooling.
+
+The library half of ``minibert extract`` (the command only parses arguments
+and opens files). Texts are batched by length (similar lengths together, so
+little padding is computed) and each text's record carries its input index,
+so writers restore the input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from .errors import MinibertError
+from .inputs import Item
+from .model import Model
+from .output import Record, WordRows
+from .pooling import combine, pool
+from .windows import encode_long
+from .words import words
+
+LONG_MODES = ("truncate", "window")
+
+
+def length_sorted_batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
+    """Batches of ``batch_size`` items, items sorted by character length
+    (a cheap proxy for token length), longest first."""
+    order = sorted(items, key=lambda it: len(it.text) + len(it.text_pair or ""), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def batch_records(
+    model: Model,
+    items: list[Item],
+    layers: list[int],
+    pool_how: str = "none",
+    combine_how: str = "none",
+    max_length: int | None = None,
+    word_pool: str = "none",
+    long: str = "truncate",
+    stride: int | None = None,
+) -> list[Record]:
+    """Run one batch and cut each text's features out of it.
+
+    Token-level features keep only the text's real tokens (no padding);
+    ``word_pool`` (first|last|mean|first_last) turns them into one vector
+    per word (:func:`minibert.words`); ``combine`` reduces the selected
+    layers per token or word, then ``pool`` reduces tokens per text,
+    ignoring padding. ``long="window"`` runs texts past ``max_length``
+    (default: the model's limit) as overlapping windows ``stride`` tokens
+    apart and stitches them (:func:`minibert.encode_long`) instead of
+    truncating them.
+    """
+    if long not in LONG_MODES:
+        raise MinibertError(f"long must be one of {', '.join(LONG_MODES)}, got {long!r}")
+    if word_pool != "none" and pool_how != "none":
+        raise MinibertError("word pooling gives one vector per word: use it with pool 'none'")
+    pairs = [it.text_pair for it in items]
+    texts = [it.text for it in items]
+    if long == "window":
+        paired = [it.index for it in items if it.text_pair is not None]
+        if paired:
+            raise MinibertError(f"text {paired[0]}: windows take single texts, not text pairs")
+        enc = encode_long(model, texts, stride=stride, window=max_length)
+    else:
+        enc = model.encode(texts, None if all(p is None for p in pairs) else pairs, max_length)
+    if word_pool != "none":
+        w = words(enc, word_pool, layers)
+        selected = list(w.vectors)  # L x (W, H')
+        rows = [slice(w.offsets[b], w.offsets[b + 1]) for b in range(len(items))]
+    else:
+        selected = [enc.hidden_states[i] for i in layers]  # L x (B, S, H)
+        rows = [(b, slice(0, int(n))) for b, n in enumerate(enc.attention_mask.sum(axis=1))]
+    if combine_how != "none":
+        named = {"combined": combine(selected, combine_how)}
+    else:
+        named = {f"hidden_states.{i}": h for i, h in zip(layers, selected, strict=True)}
+    if pool_how != "none":
+        named = {k: pool(v, enc.attention_mask, pool_how) for k, v in named.items()}  # (B, S, H') -> (B, H')
+        rows = list(range(len(items)))
+    lengths = enc.attention_mask.sum(axis=1)
+    records = []
+    for b, it in enumerate(items):
+        n = int(lengths[b])
+        feats = {k: np.ascontiguousarray(v[rows[b]]) for k, v in named.items()}
+        ids = enc.input_ids[b, :n].copy()
+        word_rows = None
+        if word_pool != "none":
+            word_rows = WordRows(w.words[b], w.spans[rows[b]], w.segments[rows[b]])
+        records.append(
+            Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows)
+        )
+    return records
+
+
+def extract(
+    model: Model,
+    items: Iterable[Item],
+    layers: list[int],
+    pool_how: str = "none",
+    combine_how: str = "none",
+    max_length: int | None = None,
+    batch_size: int = 32,
+    word_pool: str = "none",
+    long: str = "truncate",
+    stride: int | None = None,
+) -> Iterator[list[Record]]:
+    """Yield the records of every item, one length-sorted batch at a time."""
+    for batch in length_sorted_batches(list(items), batch_size):
+        yield batch_records(model, batch, layers, pool_how, combine_how, max_length, word_pool, long, stride)
