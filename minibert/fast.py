@@ -255,9 +255,16 @@ class FastWeights:
                 FastLayer(
                     W_qkv=np.ascontiguousarray(np.concatenate([w.W_q * s, w.W_k, w.W_v], axis=1)),
                     b_qkv=np.concatenate([w.b_q * s, w.b_k, w.b_v]),
-                    W_o=w.W_o, b_o=w.b_o, ln1_gamma=w.ln1_gamma, ln1_beta=w.ln1_beta,
-                    W_1=w.W_1, b_1=w.b_1, W_2=w.W_2, b_2=w.b_2,
-                    ln2_gamma=w.ln2_gamma, ln2_beta=w.ln2_beta,
+                    W_o=w.W_o,
+                    b_o=w.b_o,
+                    ln1_gamma=w.ln1_gamma,
+                    ln1_beta=w.ln1_beta,
+                    W_1=w.W_1,
+                    b_1=w.b_1,
+                    W_2=w.W_2,
+                    b_2=w.b_2,
+                    ln2_gamma=w.ln2_gamma,
+                    ln2_beta=w.ln2_beta,
                 )  # fmt: skip
             )
         return cls(weights.embeddings, tuple(layers))
@@ -286,18 +293,19 @@ def forward(
     token_type_ids: np.ndarray,
     attention_mask: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], None, None]:
-    """The encoder, fast: same inputs and return shape as
-    :func:`minibert.model.forward` (attentions and trace are always None).
+    """The encoder, fast: same inputs (plus the position ids, which
+    :func:`minibert.model.position_ids` computes per family) and return
+    shape as :func:`minibert.model.forward`; attentions and trace are None.
 
     input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
-    Returns hidden_states: L+1 arrays (B, S, H), 0 at padding positions.
+    Returns hidden_states: one array (B, S, H) per step of
+    ``weights.layer_map`` plus the embeddings, 0 at padding positions.
     """
     fw = prepare(weights, config)
     emb = fw.embeddings
     dtype = emb.word.dtype
     B, S = input_ids.shape
     H, h = config.hidden_size, config.num_attention_heads
-    d = H // h
     eps = config.layer_norm_eps
     real = attention_mask.astype(bool)
     dense = bool(real.all())
@@ -319,7 +327,9 @@ def forward(
     x = ops.embed(
         pack(input_ids), pack(position_ids), types, emb.word, emb.position, emb.token_type,
         emb.ln_gamma, emb.ln_beta, eps,
-    )  # fmt: skip  # (N,) -> (N, H)
+    )  # fmt: skip  # (N,) -> (N, E)
+    if emb.W_proj is not None:
+        x = ops.linear(x, emb.W_proj, emb.b_proj)  # (N, E) -> (N, H)
     hidden_states = [unpack(x)]
     act = _gelu_inplace if config.hidden_act == "gelu" else None
     act_plain = ops.ACTIVATIONS[config.hidden_act]
@@ -334,7 +344,8 @@ def forward(
     tmp = np.empty((R, H), dtype)
     inter = np.empty((R, config.intermediate_size), dtype)
 
-    for layer in fw.layers:
+    for k in weights.layer_map:
+        layer = fw.layers[k]
         np.matmul(x, layer.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
         qkv += layer.b_qkv
         for b in range(B):
@@ -388,7 +399,7 @@ def blas_threads(threads: int | None):
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
-        raise MinibertError("threads=... needs the threadpoolctl package: pip install threadpoolctl") from None
+        raise MinibertError("threads needs the threadpoolctl package: pip install threadpoolctl") from None
     if _controller is None:
         _controller = ThreadpoolController()
     with _controller.limit(limits=threads, user_api="blas"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hub, ops
+from . import fast, hub, ops
 from .config import Config
 from .errors import MinibertError
 from .hub import SentenceConfig
@@ -20,6 +20,9 @@ from .tokenizer import Batch, Tokenizer
 from .weights import Weights, load_weights
 
 DTYPES = ("float32", "float64")
+#: Ways to run the encoder: "fast" (:mod:`minibert.fast`, the default) or
+#: "plain" (the formula functions of :mod:`minibert.ops`, the reference).
+IMPLS = ("fast", "plain")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 FETCH_HINT = "make weights   (or: python weights/fetch.py)"
 
@@ -96,6 +99,7 @@ def forward(
     attention_mask: np.ndarray,
     output_attentions: bool = False,
     trace: bool = False,
+    impl: str = "fast",
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None, dict | None]:
     """The encoder: embeddings, then num_hidden_layers post-LN layers.
 
@@ -109,7 +113,17 @@ def forward(
     layer L times). With ALBERT's rare ``inner_group_num`` > 1 every inner
     layer is a step: L * inner_group_num + 1 hidden states, as transformers
     5 records them.
+
+    ``impl="fast"`` hands the work to :func:`minibert.fast.forward` (the same
+    numbers to float rounding, tested; 0 at padding positions), except with
+    ``output_attentions`` or ``trace``, which the formulas below always serve.
+    The code below is the reference: ``impl="plain"``.
     """
+    if impl not in IMPLS:
+        raise MinibertError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    if impl == "fast" and not (output_attentions or trace):
+        positions = position_ids(config, input_ids, attention_mask)
+        return fast.forward(weights, config, input_ids, positions, token_type_ids, attention_mask)
     emb = weights.embeddings
     dtype = emb.word.dtype
     record = {"embeddings": {}, "layers": []} if trace else None
@@ -141,7 +155,15 @@ def forward(
 class Model:
     """A loaded encoder: ``config``, ``weights``, ``tokenizer``, ``dtype``, and
     ``sentence``: the sentence-transformers pooling of the directory
-    (:class:`minibert.hub.SentenceConfig`), or None."""
+    (:class:`minibert.hub.SentenceConfig`), or None.
+
+    Two settings, plain attributes: ``impl`` ("fast", default, or "plain":
+    see :func:`forward`) and ``threads`` (None: the BLAS's own default; an
+    int: the BLAS thread count during each forward pass, via threadpoolctl).
+    """
+
+    impl: str = "fast"
+    threads: int | None = None
 
     def __init__(
         self,
@@ -207,10 +229,11 @@ class Model:
             raise MinibertError(
                 f"token_type_ids reach {batch.token_type_ids.max()}, the model has {T} type(s)"
             )
-        hidden_states, attentions, record = forward(
-            self.weights, self.config, batch.input_ids, batch.token_type_ids,
-            batch.attention_mask, output_attentions, trace,
-        )  # fmt: skip
+        with fast.blas_threads(self.threads):
+            hidden_states, attentions, record = forward(
+                self.weights, self.config, batch.input_ids, batch.token_type_ids,
+                batch.attention_mask, output_attentions, trace, self.impl,
+            )  # fmt: skip
         return Encoding(
             batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
             trace=record, **batch_fields(batch),
