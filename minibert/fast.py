@@ -36,7 +36,9 @@ tokens of the batch.
 from __future__ import annotations
 
 import weakref
-from contextlib import contextmanager, nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,7 +292,7 @@ def forward(
     config: Config,
     input_ids: np.ndarray,
     position_ids: np.ndarray,
-    token_type_ids: np.ndarray,
+    token_type_ids: np.ndarray | None,
     attention_mask: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], None, None]:
     """The encoder, fast: same inputs (plus the position ids, which
@@ -300,28 +302,81 @@ def forward(
     input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
     Returns hidden_states: one array (B, S, H) per step of
     ``weights.layer_map`` plus the embeddings, 0 at padding positions.
+
+    Inside :func:`threads` (n > 1), the texts are split into n groups of
+    about equal work, each run by its own thread with a one-thread BLAS: no
+    text depends on another, so this parallelises every operation, not only
+    the matrix products. A batch that does not split evenly (one text, or
+    one long text among short ones) uses an n-thread BLAS instead.
     """
     fw = prepare(weights, config)
+    B, S = input_ids.shape
+    real = attention_mask.astype(bool)
+    dense = bool(real.all())
+    steps = len(weights.layer_map) + 1
+    alloc = np.empty if dense else np.zeros  # padding positions are 0
+    outs = [alloc((B, S, config.hidden_size), fw.embeddings.word.dtype) for _ in range(steps)]
+    n = _THREADS.get()
+    groups = _split(real.sum(axis=1), config, n or 1)
+    args = (fw, weights.layer_map, config, input_ids, position_ids, token_type_ids, real, outs)
+    if len(groups) == 1:
+        _encode(*args, 0, B)
+    else:
+        with _controller.limit(limits=1, user_api="blas"):
+            pool = _pool(len(groups))
+            jobs = [pool.submit(_encode, *args, b0, b1) for b0, b1 in groups[1:]]
+            _encode(*args, *groups[0])
+            for job in jobs:
+                job.result()
+    return tuple(outs), None, None
+
+
+def _split(lengths: np.ndarray, config: Config, n: int) -> list[tuple[int, int]]:
+    """Cut texts 0..B-1 into at most n contiguous ranges of about equal work
+    (matrix products per token, plus attention growing with length); one
+    range if that would leave any thread with more than 3/4 of the work."""
+    B = len(lengths)
+    if n <= 1 or B < 2:
+        return [(0, B)]
+    H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    cost = lengths * (4 * H * H + 2 * H * I + 2 * lengths * H) * L
+    total = np.cumsum(cost)
+    cuts = [0] + [int(np.searchsorted(total, total[-1] * k / n)) + 1 for k in range(1, n)] + [B]
+    cuts = sorted(set(min(c, B) for c in cuts))
+    groups = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+    work = [cost[a:b].sum() for a, b in groups]
+    if len(groups) < 2 or max(work) > 0.75 * total[-1]:
+        return [(0, B)]
+    return groups
+
+
+def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
+    """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1].
+
+    The texts' N real tokens are packed into (N, H) rows; when there is no
+    padding, the rows are the output arrays themselves (no copy).
+    """
     emb = fw.embeddings
     dtype = emb.word.dtype
-    B, S = input_ids.shape
     H, h = config.hidden_size, config.num_attention_heads
     eps = config.layer_norm_eps
-    real = attention_mask.astype(bool)
+    real = real[b0:b1]
     dense = bool(real.all())
     lengths = real.sum(axis=1)
     starts = np.concatenate([[0], np.cumsum(lengths)])
     N = int(starts[-1])
+    if N == 0:
+        return
 
     def pack(a):  # (B, S) -> (N,)
-        return a.reshape(-1) if dense else a[real]
+        return a[b0:b1].reshape(-1) if dense else a[b0:b1][real]
 
-    def unpack(x):  # (N, H) -> (B, S, H), 0 at padding
-        if dense:
-            return x.reshape(B, S, H)
-        out = np.zeros((B, S, H), dtype)
-        out[real] = x
-        return out
+    def destination(i):  # rows of outs[i] to write: (N, H), a view when dense
+        return outs[i][b0:b1].reshape(N, H) if dense else np.empty((N, H), dtype)
+
+    def publish(i, x):
+        if not dense:
+            outs[i][b0:b1][real] = x
 
     types = None if token_type_ids is None else pack(token_type_ids)
     x = ops.embed(
@@ -330,29 +385,32 @@ def forward(
     )  # fmt: skip  # (N,) -> (N, E)
     if emb.W_proj is not None:
         x = ops.linear(x, emb.W_proj, emb.b_proj)  # (N, E) -> (N, H)
-    hidden_states = [unpack(x)]
+    dest = destination(0)
+    dest[...] = x
+    publish(0, dest)
+    x = dest
     act = _gelu_inplace if config.hidden_act == "gelu" else None
     act_plain = ops.ACTIVATIONS[config.hidden_act]
 
-    R = min(ROW_BLOCK, max(N, 1))
+    R = min(ROW_BLOCK, N)
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
-    longest = int(lengths.max(initial=0))
+    longest = int(lengths.max())
     scores = np.empty(h * longest * longest, dtype)
     ones = np.ones(longest, dtype)
     x1 = np.empty((R, H), dtype)
     tmp = np.empty((R, H), dtype)
     inter = np.empty((R, config.intermediate_size), dtype)
 
-    for k in weights.layer_map:
+    for i, k in enumerate(layer_map, start=1):
         layer = fw.layers[k]
         np.matmul(x, layer.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
         qkv += layer.b_qkv
-        for b in range(B):
+        for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
                 _attention(qkv[s:e], ctx[s:e], scores, ones, h)
-        x_next = np.empty((N, H), dtype)
+        x_next = destination(i)
         for r0 in range(0, N, R):
             r1 = min(r0 + R, N)
             m = r1 - r0
@@ -373,34 +431,47 @@ def forward(
             y += layer.b_2
             y += a
             _layer_norm_inplace(y, layer.ln2_gamma, layer.ln2_beta, eps, tmp[:m])
+        publish(i, x_next)
         x = x_next
-        hidden_states.append(unpack(x))
-    return tuple(hidden_states), None, None
 
 
+_THREADS: ContextVar[int | None] = ContextVar("minibert_threads", default=None)
 _controller = None
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of n - 1 worker threads (the caller is the n-th), kept for reuse."""
+    if n not in _pools:
+        _pools[n] = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minibert")
+    return _pools[n]
 
 
 @contextmanager
-def blas_threads(threads: int | None):
-    """Limit the BLAS to ``threads`` threads inside the block (None: leave it).
+def threads(n: int | None):
+    """Run minibert with ``n`` threads inside the block (None: leave NumPy's
+    BLAS at its own default and use one thread elsewhere).
 
-    Uses threadpoolctl; more BLAS threads than cores (or than cores left
-    by other worker processes) collapses throughput, so extraction at scale
-    should set this.
+    With n: the BLAS is limited to n threads (threadpoolctl), and the fast
+    path runs groups of texts on n threads (see :func:`forward`). More
+    threads than free cores (e.g. BLAS threads x worker processes) collapses
+    throughput: with several processes, give each ``cores // processes``.
     """
     global _controller
-    if threads is None:
-        with nullcontext():
-            yield
+    if n is None:
+        yield
         return
-    if not isinstance(threads, int) or threads < 1:
-        raise MinibertError(f"threads must be a positive integer or None, got {threads!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise MinibertError(f"threads must be a positive integer or None, got {n!r}")
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         raise MinibertError("threads needs the threadpoolctl package: pip install threadpoolctl") from None
     if _controller is None:
         _controller = ThreadpoolController()
-    with _controller.limit(limits=threads, user_api="blas"):
-        yield
+    token = _THREADS.set(n)
+    try:
+        with _controller.limit(limits=n, user_api="blas"):
+            yield
+    finally:
+        _THREADS.reset(token)

@@ -229,7 +229,7 @@ class Model:
             raise MinibertError(
                 f"token_type_ids reach {batch.token_type_ids.max()}, the model has {T} type(s)"
             )
-        with fast.blas_threads(self.threads):
+        with fast.threads(self.threads):
             hidden_states, attentions, record = forward(
                 self.weights, self.config, batch.input_ids, batch.token_type_ids,
                 batch.attention_mask, output_attentions, trace, self.impl,

@@ -1,0 +1,387 @@
+"""The fast path (minibert/fast.py) against the plain formulas, transformers and scipy.
+
+The plain path (minibert/ops.py) is the reference the fast path must equal;
+the transformers references (tests/reference/) are independent of both; the
+float32 erf approximation is checked against scipy.special.erf over float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA, REFERENCE, TINY_BERT
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import erf
+
+import minibert
+from minibert import fast, ops
+from minibert.model import Model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Mixed lengths, so the batch is padded; a pair; an empty text; CJK and emoji.
+TEXTS = [
+    "Hello world!",
+    "A much longer text that forces padding onto the short ones, " * 4,
+    "",
+    "北京欢迎你 🎉",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def variant(model: Model, impl: str, threads: int | None = None) -> Model:
+    """The same loaded weights, with another impl/threads (fixtures stay untouched)."""
+    other = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype), model.sentence)
+    other.impl, other.threads = impl, threads
+    return other
+
+
+def encode_both(model: Model, threads: int | None = None):
+    batch = model.tokenize(TEXTS)
+    plain = variant(model, "plain").forward(batch)
+    quick = variant(model, "fast", threads).forward(batch)
+    return batch, plain, quick
+
+
+def relative_max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max |b|: the error relative to the layer's scale."""
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def check_fast_equals_plain(model: Model, rtol: float, threads: int | None = None) -> float:
+    """Every hidden state at every real token, fast vs plain; padding is 0 in fast."""
+    batch, plain, quick = encode_both(model, threads)
+    real = batch.attention_mask.astype(bool)
+    assert (~real).any(), "the batch should be padded"
+    assert quick.attentions is None and quick.trace is None
+    assert len(quick.hidden_states) == len(plain.hidden_states)
+    worst = 0.0
+    for i, (f, p) in enumerate(zip(quick.hidden_states, plain.hidden_states, strict=True)):
+        assert f.shape == p.shape and f.dtype == p.dtype == model.dtype, i
+        d = relative_max_diff(f[real], p[real])
+        assert d <= rtol, f"hidden_states[{i}]: max |fast - plain| / max |plain| = {d:.2e} > {rtol:.0e}"
+        assert not f[~real].any(), f"hidden_states[{i}]: padding positions should be 0"
+        worst = max(worst, d)
+    return worst
+
+
+# Observed (relative to each layer's largest value): real float32 4.5e-7, tiny float32 4.0e-7,
+# every tiny family 4.7e-7; real float64 6.4e-16, tiny float64 7.8e-16, families 8.0e-16.
+# The tolerances are the issue's.
+@pytest.mark.real
+def test_fast_equals_plain_real_float32(real_model):
+    check_fast_equals_plain(real_model, 1e-5)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_fast_equals_plain_real_float64(real_model64):
+    check_fast_equals_plain(real_model64, 1e-12)
+
+
+def test_fast_equals_plain_tiny(tiny_model, tiny_model64):
+    check_fast_equals_plain(tiny_model, 1e-5)
+    check_fast_equals_plain(tiny_model64, 1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir() if (p / "config.json").is_file()))
+def test_fast_equals_plain_every_tiny_family(name):
+    """RoBERTa positions, DistilBERT (no types), ELECTRA/ALBERT projections,
+    ALBERT's shared layers, gelu_new, fp16/bf16 checkpoints: all through the fast path."""
+    check_fast_equals_plain(minibert.load(DATA / name, "float32"), 1e-5)
+    check_fast_equals_plain(minibert.load(DATA / name, "float64"), 1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fast_with_threads_equals_plain(tiny_model, tiny_model64, threads):
+    check_fast_equals_plain(tiny_model, 1e-5, threads)
+    check_fast_equals_plain(tiny_model64, 1e-12, threads)
+
+
+def test_fast_pairs_and_truncation(tiny_model):
+    model = tiny_model
+    batch = model.tokenize(["first segment here", "x", "y " * 40], ["second", "pair two", "z " * 40], 24)
+    plain = variant(model, "plain").forward(batch)
+    quick = variant(model, "fast").forward(batch)
+    real = batch.attention_mask.astype(bool)
+    assert batch.token_type_ids.any()
+    for f, p in zip(quick.hidden_states, plain.hidden_states, strict=True):
+        assert relative_max_diff(f[real], p[real]) <= 1e-5
+
+
+# --------------------------------------------------------------------------- vs transformers
+
+
+def load_reference(name: str) -> dict:
+    with np.load(REFERENCE / f"{name}.npz", allow_pickle=False) as f:
+        ref = {k: f[k] for k in f.files}
+    for key in ("texts", "text_pairs"):
+        ref[key] = json.loads(str(ref[key][()]))
+    return ref
+
+
+def check_fast_against_reference(model: Model, name: str, atol: float) -> float:
+    """All reference inputs in one padded batch through the fast path, compared
+    with transformers' hidden states at every stored position."""
+    ref = load_reference(name)
+    texts, pairs = ref["texts"], ref["text_pairs"]
+    worst = 0.0
+    fast_model = variant(model, "fast")
+    groups = {}  # texts with a pair and texts without go in separate batches
+    for b, pair in enumerate(pairs):
+        groups.setdefault(pair is None, []).append(b)
+    for no_pair, rows_b in groups.items():
+        enc = fast_model.encode(
+            [texts[b] for b in rows_b],
+            None if no_pair else [pairs[b] for b in rows_b],
+            max_length=int(ref["max_length"]),
+        )
+        assert enc.attentions is None
+        for j, b in enumerate(rows_b):
+            rows = ref["positions"][:, 0] == b
+            n = int(ref["attention_mask"][b].sum())
+            assert_array_equal(enc.input_ids[j, :n], ref["input_ids"][b, :n])
+            for i, h in enumerate(enc.hidden_states):
+                mine, want = h[j, ref["positions"][rows, 1]], ref[f"hidden_states.{i}"][rows]
+                assert_allclose(mine, want, rtol=0, atol=atol, err_msg=f"input {b}: hidden_states[{i}]")
+                worst = max(worst, float(np.abs(mine - want).max()))
+    return worst
+
+
+# The issue's tolerances. Observed, fast path in padded batches: real float32 4.6e-6,
+# real float64 1.2e-14, tiny float32 1.8e-6, tiny float64 4.0e-15.
+@pytest.mark.real
+def test_fast_against_transformers_real_float32(real_model):
+    check_fast_against_reference(real_model, "all-MiniLM-L6-v2-float32", 1e-4)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_fast_against_transformers_real_float64(real_model64):
+    check_fast_against_reference(real_model64, "all-MiniLM-L6-v2-float64", 1e-9)
+
+
+def test_fast_against_transformers_tiny(tiny_model, tiny_model64):
+    check_fast_against_reference(tiny_model, "tiny-bert-float32", 1e-4)
+    check_fast_against_reference(tiny_model64, "tiny-bert-float64", 1e-9)
+
+
+# --------------------------------------------------------------------------- what falls back
+
+
+def test_attentions_and_trace_use_the_plain_path(tiny_model):
+    """output_attentions and trace are served by the plain formulas: the same
+    numbers, bit for bit, as impl="plain"."""
+    batch = tiny_model.tokenize(TEXTS)
+    plain = variant(tiny_model, "plain").forward(batch, output_attentions=True, trace=True)
+    for kwargs in ({"output_attentions": True}, {"trace": True}):
+        enc = variant(tiny_model, "fast").forward(batch, **kwargs)
+        for f, p in zip(enc.hidden_states, plain.hidden_states, strict=True):
+            assert_array_equal(f, p)
+    assert variant(tiny_model, "fast").forward(batch, output_attentions=True).attentions is not None
+    assert variant(tiny_model, "fast").forward(batch, trace=True).trace is not None
+
+
+def test_default_is_fast_and_bad_impl_is_an_error(tiny_model):
+    assert Model.impl == "fast" and tiny_model.impl == "fast"
+    with pytest.raises(minibert.MinibertError, match="impl must be one of fast, plain"):
+        variant(tiny_model, "quick").encode(["hi"])
+
+
+def test_fast_weights_are_built_once_per_model(tiny_model):
+    w = tiny_model.weights
+    first = fast.prepare(w, tiny_model.config)
+    assert fast.prepare(w, tiny_model.config) is first
+    layer, fused = w.layers[0], first.layers[0]
+    H = tiny_model.config.hidden_size
+    d = H // tiny_model.config.num_attention_heads
+    assert fused.W_qkv.shape == (H, 3 * H) and fused.W_qkv.flags.c_contiguous
+    assert_allclose(fused.W_qkv[:, :H], layer.W_q / np.sqrt(d), rtol=1e-6)
+    assert_array_equal(fused.W_qkv[:, H:], np.concatenate([layer.W_k, layer.W_v], axis=1))
+    assert fused.W_1 is layer.W_1  # the rest is shared, not copied
+
+
+def test_fast_path_imports_no_framework():
+    script = (
+        "import sys, minibert\n"
+        f"m = minibert.load({str(TINY_BERT)!r})\n"
+        "m.threads = 2\n"
+        "m.encode(['Hello world!', 'a longer second text here'])\n"
+        "bad = [k for k in sys.modules if k.split('.')[0] in "
+        "('torch', 'transformers', 'tensorflow', 'jax', 'onnxruntime', 'sentence_transformers')]\n"
+        "print(bad)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def attention_float64(qkv: np.ndarray, h: int) -> np.ndarray:
+    """softmax(Q K^T) V per head with explicit loops in float64 (Q already scaled)."""
+    n, H3 = qkv.shape
+    H = H3 // 3
+    d = H // h
+    q, k, v = (qkv[:, i * H : (i + 1) * H].astype(np.float64) for i in range(3))
+    out = np.zeros((n, H))
+    for head in range(h):
+        cols = slice(head * d, (head + 1) * d)
+        s = q[:, cols] @ k[:, cols].T
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        out[:, cols] = (p / p.sum(axis=1, keepdims=True)) @ v[:, cols]
+    return out
+
+
+@pytest.mark.parametrize("scale", [0.3, 40.0, -40.0], ids=["normal", "exp-overflows", "row-underflows"])
+def test_attention_scores_that_overflow_exp_fall_back_to_the_shift(scale):
+    """Scores of +-hundreds overflow exp (or underflow a whole row) unless shifted:
+    the fast attention detects it and redoes the text with the max shift."""
+    rng = np.random.default_rng(0)
+    n, h, d = 7, 2, 4
+    qkv = rng.standard_normal((n, 3 * h * d)).astype(np.float32)
+    qkv[:, : h * d] *= abs(scale)
+    qkv[:, h * d : 2 * h * d] = np.abs(qkv[:, h * d : 2 * h * d]) * abs(scale) * np.sign(scale)
+    qkv[:, : h * d] = np.abs(qkv[:, : h * d])  # q > 0, so q.k has the sign of `scale`
+    ctx = np.empty((n, h * d), np.float32)
+    fast._attention(qkv, ctx, np.empty(h * n * n, np.float32), np.ones(n, np.float32), h)
+    want = attention_float64(qkv, h)
+    assert np.isfinite(ctx).all()
+    assert_allclose(ctx, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+# --------------------------------------------------------------------------- erf32
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Number of float32 values between a and b (0 = equal; +0 and -0 equal)."""
+
+    def ordered(x):
+        i = x.view(np.int32).astype(np.int64)
+        return np.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+    return np.abs(ordered(a) - ordered(b))
+
+
+def check_erf32(bits: np.ndarray) -> int:
+    x = bits.view(np.float32)
+    x = x[~np.isnan(x)]
+    got, want = fast.erf32(x), erf(x)
+    assert got.dtype == np.float32 and want.dtype == np.float32
+    u = ulp_distance(got, want)
+    worst = int(u.argmax())
+    assert u[worst] <= 2, f"erf32({x[worst]!r}) = {got[worst]!r}, scipy: {want[worst]!r} ({u[worst]} ulp)"
+    return int(u.max())
+
+
+def test_erf32_dense_sweep_over_all_float32():
+    """Every 127th float32 bit pattern, positive and negative, from the
+    smallest subnormal to the largest finite value (about 34 million values,
+    every exponent and mantissa pattern class). Observed: at most 1 ulp."""
+    for start in range(0, 2**32, 2**28):
+        bits = np.arange(start, start + 2**28, 127, dtype=np.uint64).astype(np.uint32)
+        check_erf32(bits)
+
+
+@pytest.mark.skipif(os.environ.get("MINIBERT_EXHAUSTIVE") != "1", reason="set MINIBERT_EXHAUSTIVE=1 (~1 min)")
+def test_erf32_every_float32():
+    """Every non-negative float32 below 4 (where erf < 1) - about 1.08e9 values; above
+    it both give 1 - and erf32 is odd bit for bit. Observed: at most 1 ulp."""
+    end = int(np.float32(4.0).view(np.uint32))
+    for start in range(0, end, 2**24):
+        check_erf32(np.arange(start, min(start + 2**24, end), dtype=np.uint32))
+    x = np.arange(0, end, 4099, dtype=np.uint32).view(np.float32)
+    assert_array_equal(fast.erf32(-x), -fast.erf32(x))
+
+
+def test_erf32_special_values():
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38, 1e-45, -1e-45], np.float32)
+    got = fast.erf32(x)
+    assert_array_equal(got[:4], [0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(got[1]) and np.isnan(got[4])
+    assert_array_equal(got[5:7], [1.0, -1.0])
+    assert_array_equal(got[7:], erf(x[7:]))
+
+
+def test_erf32_is_float32_only():
+    with pytest.raises(minibert.MinibertError, match="float32"):
+        fast.erf32(np.zeros(3))
+
+
+def test_gelu_float64_is_scipys_erf_exactly():
+    """In float64 the fast GELU is the exact formula of ops.gelu (same scipy erf)."""
+    x = np.random.default_rng(1).standard_normal((5, 40000)) * 4
+    y = x.copy()
+    fast._gelu_inplace(y)
+    assert_allclose(y, ops.gelu(x), rtol=1e-15, atol=1e-300)
+
+
+def test_gelu_float32_matches_the_formula():
+    """0.5 x (1 + erf) with erf within 2 ulp (6e-8 each near -1) differs by at most
+    0.5 |x| 1.2e-7, and erf is exactly -1 below x = -5.6: bound 3.4e-7."""
+    x = (np.random.default_rng(2).standard_normal((7, 30000)) * 4).astype(np.float32)
+    y = x.copy()
+    fast._gelu_inplace(y)
+    assert_allclose(y, ops.gelu(x), rtol=2e-6, atol=3.4e-7)  # observed 2.4e-7 max
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def blas_threads_now() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_threads_are_honoured(tiny_model, monkeypatch):
+    """threads=n: n threads run groups of texts with a one-thread BLAS; one text
+    runs on an n-thread BLAS; the BLAS setting is restored afterwards."""
+    pytest.importorskip("threadpoolctl")
+    seen = []
+    real_encode = fast._encode
+
+    def spy(*args):
+        seen.append((threading.get_ident(), blas_threads_now()))
+        return real_encode(*args)
+
+    monkeypatch.setattr(fast, "_encode", spy)
+    before = blas_threads_now()
+    model = variant(tiny_model, "fast", threads=2)
+    model.encode(["one text"] * 4)
+    assert len(seen) == 2 and len({t for t, _ in seen}) == 2 and all(n == 1 for _, n in seen)
+    seen.clear()
+    model.encode(["one text"])
+    assert seen == [(threading.get_ident(), 2)]
+    seen.clear()
+    variant(tiny_model, "fast", threads=1).encode(["one text"] * 4)
+    assert [n for _, n in seen] == [1]
+    assert blas_threads_now() == before
+    seen.clear()
+    variant(tiny_model, "plain", threads=1).encode(["one text"] * 4)
+    assert seen == []  # the plain path does not go through fast._encode
+    assert blas_threads_now() == before
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_threads_are_an_error(tiny_model, bad):
+    with pytest.raises(minibert.MinibertError, match="threads must be a positive integer"):
+        variant(tiny_model, "fast", threads=bad).encode(["hi"])
+
+
+def test_split_balances_work():
+    config = minibert.load(TINY_BERT).config
+    assert fast._split(np.array([10, 10, 10, 10]), config, 2) == [(0, 2), (2, 4)]
+    assert fast._split(np.array([10, 10, 10]), config, 1) == [(0, 3)]
+    assert fast._split(np.array([12]), config, 2) == [(0, 1)]
+    assert fast._split(np.array([500, 3, 3, 3]), config, 2) == [(0, 4)]  # one text holds most work
+    groups = fast._split(np.array([64] * 7), config, 3)
+    assert groups[0][0] == 0 and groups[-1][1] == 7 and len(groups) == 3
