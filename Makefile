@@ -34,9 +34,16 @@ reference: $(STAMP)
 	$(PIP) install -e '.[reference]'
 	$(PY) tests/reference/generate.py
 
+# Speed side by side (docs/performance.md): transformers+torch ([reference] extra) and ONNX
+# Runtime ([bench] extra) when they install; without them only the minibert columns print.
+# Pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--threads 1 --runs 9".
+bench: weights
+	$(PIP) install -e '.[reference,bench]' || echo "bench: extras not installed, minibert columns only"
+	$(PY) bench/bench.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check minibert tests weights
-	$(VENV)/bin/ruff format --check minibert tests weights
+	$(VENV)/bin/ruff check minibert tests weights bench
+	$(VENV)/bin/ruff format --check minibert tests weights bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinibertError
+from .fast import threads
 from .model import Encoding, Model, batch_fields, forward
 
 
@@ -115,7 +116,8 @@ def encode_long(
         for lo in range(0, len(rows), batch_size):
             hi = min(lo + batch_size, len(rows))
             ids, types, mask = _window_batch(full, rows[lo:hi], cols[lo:hi], model.tokenizer.pad_id)
-            hidden, _, _ = forward(model.weights, model.config, ids, types, mask)
+            with threads(model.threads):
+                hidden, _, _ = forward(model.weights, model.config, ids, types, mask, impl=model.impl)
             here = (src_w >= lo) & (src_w < hi)  # stitched tokens taken from this chunk's windows
             for out, h in zip(states, hidden, strict=True):
                 out[dest_b[here], dest_t[here]] = h[src_w[here] - lo, src_col[here]]

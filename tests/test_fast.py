@@ -385,3 +385,28 @@ def test_split_balances_work():
     assert fast._split(np.array([500, 3, 3, 3]), config, 2) == [(0, 4)]  # one text holds most work
     groups = fast._split(np.array([64] * 7), config, 3)
     assert groups[0][0] == 0 and groups[-1][1] == 7 and len(groups) == 3
+
+
+def test_cli_threads_flag(tmp_path, capsys):
+    from minibert.cli import main
+
+    src = tmp_path / "in.txt"
+    src.write_text("Hello world!\nA second, longer line of text.\n北京\nfour\n", encoding="utf-8")
+    outs = []
+    for extra in ([], ["--threads", "2"], ["--threads", "1"]):
+        out = tmp_path / f"out{len(outs)}.npz"
+        assert main(["extract", "--model", str(TINY_BERT), str(src), "-o", str(out), "--quiet", *extra]) == 0
+        with np.load(out, allow_pickle=False) as f:
+            outs.append({k: f[k] for k in f.files})
+    for other in outs[1:]:
+        assert other.keys() == outs[0].keys()
+        for k in outs[0]:
+            if outs[0][k].dtype.kind == "f":
+                assert_allclose(other[k], outs[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
+            else:
+                assert_array_equal(other[k], outs[0][k], err_msg=k)
+    with pytest.raises(SystemExit):
+        main(
+            ["extract", "--model", str(TINY_BERT), str(src), "-o", str(tmp_path / "x.npz"), "--threads", "0"]
+        )
+    assert "expected a positive number of threads" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from ..output import Settings, check_output_path, open_writer
 from ..pooling import COMBINES, POOLS, select_layers
 from ..progress import Progress
 from ..words import HOWS
-from .common import add_model_args
+from .common import add_model_args, add_threads_arg
 
 
 def positive_int(value: str) -> int:
@@ -72,6 +72,7 @@ def add_parser(sub) -> None:
         help="with --long window: tokens from one window's start to the next (default: half a window)",
     )
     p.add_argument("--batch-size", type=positive_int, default=32)
+    add_threads_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
 
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             f"--word-pool gives one vector per word: it cannot be combined with --pool {args.pool}"
         )
     model = load(args.model, args.dtype)
+    model.threads = args.threads
     layers = select_layers(args.layers, model.config.num_hidden_layers + 1)
     if args.max_length is not None and args.max_length > model.max_length:
         raise MinibertError(f"--max-length {args.max_length} exceeds the model's limit {model.max_length}")
