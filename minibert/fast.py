@@ -55,7 +55,7 @@ ROW_BLOCK = 256
 
 #: Elements per chunk of the float32 GELU: its four scratch buffers of this
 #: many float32 stay in the L2 cache.
-GELU_CHUNK = 16384
+GELU_CHUNK = 65536
 
 # erf32 coefficients (float32). Fitted by bench/fit_erf.py (Lawson's minimax
 # iteration on scipy's float64 erf), then checked in float32 over every
