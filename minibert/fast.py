@@ -53,6 +53,10 @@ from .weights import EmbeddingWeights, Weights
 #: float32 is 1.5 MB for I = 1536, and BLAS is near full speed at this size.
 ROW_BLOCK = 256
 
+#: Score elements (g heads x n x n) computed at once in attention: 2**18
+#: float32 is 1 MB, so exp and the product with V read them from cache.
+ATTENTION_BLOCK = 2**18
+
 #: Elements per chunk of the float32 GELU: its four scratch buffers of this
 #: many float32 stay in the L2 cache.
 GELU_CHUNK = 65536
@@ -180,37 +184,45 @@ def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps:
 
 
 def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, ones: np.ndarray, h: int) -> None:
-    """ctx <- MultiHead attention context of one text, before W^O.
+    """ctx <- multi-head attention context of one text, before W^O.
 
     qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
-    ctx: (n, H), written; scores: flat scratch of >= h n^2; ones: >= n ones.
+    ctx: (n, H), written; scores: flat scratch of >= min(h, g) n^2 (see
+    :data:`ATTENTION_BLOCK`); ones: >= n ones.
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
     of the raw scores and the rows are normalised after the product with V
     (dividing (n, d) instead of (n, n)): ctx = (exp(S) V) / rowsum(exp(S)).
     If a score is large enough to overflow exp, or every score of a row so
-    negative that the row sum underflows, the text is redone with the shift.
+    negative that the row sum underflows, those heads are redone with the
+    shift. Heads go g at a time, g chosen so the g (n, n) score matrices
+    stay in cache (all heads at once for short texts, one by one at 512).
     """
     n, H3 = qkv.shape
     d = H3 // (3 * h)
     heads = qkv.reshape(n, 3, h, d)  # (n, 3H) -> (n, 3, h, d)
-    q = heads[:, 0].transpose(1, 0, 2)  # (n, h, d) -> (h, n, d)
-    kT = heads[:, 1].transpose(1, 2, 0)  # (n, h, d) -> (h, d, n)
-    v = heads[:, 2].transpose(1, 0, 2)  # (n, h, d) -> (h, n, d)
     out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) viewed as (h, n, d)
-    p = scores[: h * n * n].reshape(h, n, n)
-    np.matmul(q, kT, out=p)  # (h, n, d) @ (h, d, n) -> (h, n, n); 1/sqrt(d) is in W_q
-    with np.errstate(over="ignore", under="ignore"):
-        np.exp(p, out=p)
-    z = p.reshape(h * n, n) @ ones[:n]  # row sums: (h n, n) -> (h n,)
-    if not (np.isfinite(z).all() and z.min() > np.finfo(p.dtype).tiny * 2**24):
-        np.matmul(q, kT, out=p)
-        p -= np.max(p, axis=-1, keepdims=True)
-        np.exp(p, out=p)
-        z = p.reshape(h * n, n) @ ones[:n]
-    np.matmul(p, v, out=out)  # (h, n, n) @ (h, n, d) -> (h, n, d)
-    out /= z.reshape(h, n, 1)
+    g = max(1, min(h, ATTENTION_BLOCK // (n * n)))
+    tiny = np.finfo(qkv.dtype).tiny * 2**24
+    for h0 in range(0, h, g):
+        h1 = min(h0 + g, h)
+        q = heads[:, 0, h0:h1].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
+        kT = heads[:, 1, h0:h1].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
+        v = heads[:, 2, h0:h1].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
+        p = scores[: (h1 - h0) * n * n].reshape(h1 - h0, n, n)
+        np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in W_q
+        with np.errstate(over="ignore", under="ignore"):
+            np.exp(p, out=p)
+        z = p.reshape(-1, n) @ ones[:n]  # row sums: (g n, n) -> (g n,)
+        if not (np.isfinite(z).all() and z.min() > tiny):
+            np.matmul(q, kT, out=p)
+            p -= np.max(p, axis=-1, keepdims=True)
+            np.exp(p, out=p)
+            z = p.reshape(-1, n) @ ones[:n]
+        o = out[h0:h1]
+        np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+        o /= z.reshape(h1 - h0, n, 1)
 
 
 @dataclass(frozen=True)
@@ -396,7 +408,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
     longest = int(lengths.max())
-    scores = np.empty(h * longest * longest, dtype)
+    scores = np.empty(max(1, min(h, ATTENTION_BLOCK // longest**2)) * longest**2, dtype)
     ones = np.ones(longest, dtype)
     x1 = np.empty((R, H), dtype)
     tmp = np.empty((R, H), dtype)

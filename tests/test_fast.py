@@ -241,10 +241,13 @@ def attention_float64(qkv: np.ndarray, h: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("heads_at_once", [2, 1])
 @pytest.mark.parametrize("scale", [0.3, 40.0, -40.0], ids=["normal", "exp-overflows", "row-underflows"])
-def test_attention_scores_that_overflow_exp_fall_back_to_the_shift(scale):
+def test_attention_scores_that_overflow_exp_fall_back_to_the_shift(scale, heads_at_once, monkeypatch):
     """Scores of +-hundreds overflow exp (or underflow a whole row) unless shifted:
-    the fast attention detects it and redoes the text with the max shift."""
+    the fast attention detects it and redoes those heads with the max shift.
+    Heads go all at once (short texts) or one by one (long texts)."""
+    monkeypatch.setattr(fast, "ATTENTION_BLOCK", heads_at_once * 7 * 7)
     rng = np.random.default_rng(0)
     n, h, d = 7, 2, 4
     qkv = rng.standard_normal((n, 3 * h * d)).astype(np.float32)
