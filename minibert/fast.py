@@ -169,16 +169,22 @@ def _gelu_inplace(h: np.ndarray) -> None:
         c *= e
 
 
-def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, tmp: np.ndarray):
-    """y <- LayerNorm(y), in the same order of operations as :func:`ops.layer_norm`.
+def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> None:
+    """y <- LayerNorm(y) = gamma (y - mu) / sqrt(sigma^2 + eps) + beta, in place.
 
-    y, tmp: (m, H); tmp is scratch.
+    y: (m, H). The formula of :func:`ops.layer_norm`; the row sums are a
+    matrix-vector product with ones and the sums of squares a row-wise dot
+    (``einsum``), each one pass instead of a reduction plus a temporary.
     """
-    y -= np.mean(y, axis=-1, keepdims=True)
-    var = np.mean(np.square(y, out=tmp), axis=-1, keepdims=True)
+    H = y.shape[-1]
+    mu = y @ np.ones(H, y.dtype)  # (m, H) -> (m,)
+    mu /= H
+    y -= mu[:, None]
+    var = np.einsum("ij,ij->i", y, y)  # (m, H) -> (m,)
+    var /= H
     var += np.asarray(eps, y.dtype)
     np.sqrt(var, out=var)
-    y /= var
+    y /= var[:, None]
     y *= gamma
     y += beta
 
@@ -411,7 +417,6 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
     scores = np.empty(max(1, min(h, ATTENTION_BLOCK // longest**2)) * longest**2, dtype)
     ones = np.ones(longest, dtype)
     x1 = np.empty((R, H), dtype)
-    tmp = np.empty((R, H), dtype)
     inter = np.empty((R, config.intermediate_size), dtype)
 
     for i, k in enumerate(layer_map, start=1):
@@ -430,7 +435,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
             np.matmul(ctx[r0:r1], layer.W_o, out=a)  # (m, H) -> (m, H)
             a += layer.b_o
             a += x[r0:r1]
-            _layer_norm_inplace(a, layer.ln1_gamma, layer.ln1_beta, eps, tmp[:m])
+            _layer_norm_inplace(a, layer.ln1_gamma, layer.ln1_beta, eps)
             f = inter[:m]
             np.matmul(a, layer.W_1, out=f)  # (m, H) -> (m, I)
             f += layer.b_1
@@ -442,7 +447,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
             np.matmul(f, layer.W_2, out=y)  # (m, I) -> (m, H)
             y += layer.b_2
             y += a
-            _layer_norm_inplace(y, layer.ln2_gamma, layer.ln2_beta, eps, tmp[:m])
+            _layer_norm_inplace(y, layer.ln2_gamma, layer.ln2_beta, eps)
         publish(i, x_next)
         x = x_next
 
