@@ -38,8 +38,8 @@ from __future__ import annotations
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import erf as _erf
@@ -321,11 +321,12 @@ def forward(
     Returns hidden_states: one array (B, S, H) per step of
     ``weights.layer_map`` plus the embeddings, 0 at padding positions.
 
-    Inside :func:`threads` (n > 1), the texts are split into n groups of
-    about equal work, each run by its own thread with a one-thread BLAS: no
-    text depends on another, so this parallelises every operation, not only
-    the matrix products. A batch that does not split evenly (one text, or
-    one long text among short ones) uses an n-thread BLAS instead.
+    With NumPy's BLAS set to n > 1 threads (its default is all cores; see
+    :func:`threads`), the texts are split into n groups of about equal work,
+    each run by its own thread with a one-thread BLAS: no text depends on
+    another, so this parallelises every operation, not only the matrix
+    products. A batch that does not split evenly (one text, or one long
+    text among short ones) uses the n-thread BLAS instead.
     """
     fw = prepare(weights, config)
     B, S = input_ids.shape
@@ -334,13 +335,12 @@ def forward(
     steps = len(weights.layer_map) + 1
     alloc = np.empty if dense else np.zeros  # padding positions are 0
     outs = [alloc((B, S, config.hidden_size), fw.embeddings.word.dtype) for _ in range(steps)]
-    n = _THREADS.get()
-    groups = _split(real.sum(axis=1), config, n or 1)
+    groups = _split(real.sum(axis=1), config, _blas_threads())
     args = (fw, weights.layer_map, config, input_ids, position_ids, token_type_ids, real, outs)
     if len(groups) == 1:
         _encode(*args, 0, B)
     else:
-        with _controller.limit(limits=1, user_api="blas"):
+        with _controller().limit(limits=1, user_api="blas"):
             pool = _pool(len(groups))
             jobs = [pool.submit(_encode, *args, b0, b1) for b0, b1 in groups[1:]]
             _encode(*args, *groups[0])
@@ -452,8 +452,6 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
         x = x_next
 
 
-_THREADS: ContextVar[int | None] = ContextVar("minibert_threads", default=None)
-_controller = None
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -464,31 +462,44 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return _pools[n]
 
 
+@lru_cache(maxsize=1)
+def _controller():
+    """threadpoolctl's view of the BLAS libraries loaded (ImportError without it)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _blas_threads() -> int:
+    """How many threads NumPy's BLAS is set to use now (1 without threadpoolctl)."""
+    try:
+        info = _controller().select(user_api="blas").info()
+    except ImportError:
+        return 1
+    return max((lib["num_threads"] for lib in info), default=1)
+
+
 @contextmanager
 def threads(n: int | None):
-    """Run minibert with ``n`` threads inside the block (None: leave NumPy's
-    BLAS at its own default and use one thread elsewhere).
+    """Run minibert on ``n`` threads inside the block (None: change nothing).
 
-    With n: the BLAS is limited to n threads (threadpoolctl), and the fast
-    path runs groups of texts on n threads (see :func:`forward`). More
-    threads than free cores (e.g. BLAS threads x worker processes) collapses
-    throughput: with several processes, give each ``cores // processes``.
+    Limits NumPy's BLAS to n threads (threadpoolctl). The fast path uses as
+    many threads as the BLAS is set to (so by default what NumPy would use,
+    including OPENBLAS_NUM_THREADS and threadpoolctl limits set by the
+    caller): groups of texts on that many threads, each with a one-thread
+    BLAS (see :func:`forward`). More threads than free cores (e.g. BLAS
+    threads x worker processes) collapses throughput: with several
+    processes on one machine, give each ``cores // processes``. The limit is
+    process-wide while the block runs.
     """
-    global _controller
     if n is None:
         yield
         return
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise MinibertError(f"threads must be a positive integer or None, got {n!r}")
     try:
-        from threadpoolctl import ThreadpoolController
+        controller = _controller()
     except ImportError:
         raise MinibertError("threads needs the threadpoolctl package: pip install threadpoolctl") from None
-    if _controller is None:
-        _controller = ThreadpoolController()
-    token = _THREADS.set(n)
-    try:
-        with _controller.limit(limits=n, user_api="blas"):
-            yield
-    finally:
-        _THREADS.reset(token)
+    with controller.limit(limits=n, user_api="blas"):
+        yield

@@ -158,8 +158,9 @@ class Model:
     (:class:`minibert.hub.SentenceConfig`), or None.
 
     Two settings, plain attributes: ``impl`` ("fast", default, or "plain":
-    see :func:`forward`) and ``threads`` (None: the BLAS's own default; an
-    int: the BLAS thread count during each forward pass, via threadpoolctl).
+    see :func:`forward`) and ``threads`` (None: as many as NumPy's BLAS is
+    set to use, all cores by default; an int: that many, see
+    :func:`minibert.fast.threads`).
     """
 
     impl: str = "fast"
