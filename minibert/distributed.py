@@ -44,6 +44,11 @@ def cached_model(path: str, dtype: str):
         return _MODELS[key]
 
 
+def loaded_models() -> list[tuple[str, str]]:
+    """(path, dtype) of the models this process has loaded (on a worker: at most one each)."""
+    return sorted(_MODELS)
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -133,7 +133,8 @@ def cast_features(records: list[Record], dtype: np.dtype) -> list[Record]:
         for name, v in r.features.items():
             if v.dtype == dtype:
                 continue
-            c = v.astype(dtype)
+            with np.errstate(over="ignore"):  # overflow is checked on the next line
+                c = v.astype(dtype)
             if dtype.itemsize < v.dtype.itemsize and not np.isfinite(c).all() and np.isfinite(v).all():
                 bad = float(np.abs(v).max())
                 raise MinibertError(
