@@ -231,16 +231,17 @@ _UMASK = _umask()
 SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64", "int64": "I64"}
 
 
-def safetensors_bytes(arrays: dict[str, np.ndarray], tokens: list[str], settings: Settings) -> bytes:
-    """The .safetensors layout: arrays, with token strings and settings as
-    JSON in the header metadata.
+def safetensors_parts(arrays: dict[str, np.ndarray], tokens: list[str], settings: Settings) -> list:
+    """The .safetensors layout, as the buffers to write one after another:
+    arrays, with token strings and settings as JSON in the header metadata.
 
     Serialized here rather than by ``safetensors.numpy.save``, whose header
     lists metadata keys in a random order per process: equal features must
     give equal bytes (and sha256) whichever process or machine wrote them.
-    The format (huggingface/safetensors): an 8-byte little-endian header
-    length, a JSON header padded with spaces to 8 bytes, then the tensors'
-    little-endian bytes back to back.
+    The arrays are not copied into one big bytes object first. The format
+    (huggingface/safetensors): an 8-byte little-endian header length, a JSON
+    header padded with spaces to 8 bytes, then the tensors' little-endian
+    bytes back to back.
     """
     metadata = {"settings": settings.to_json(), "tokens": json.dumps(tokens, ensure_ascii=False)}
     header: dict = {"__metadata__": metadata}
@@ -253,11 +254,16 @@ def safetensors_bytes(arrays: dict[str, np.ndarray], tokens: list[str], settings
             "shape": list(a.shape),
             "data_offsets": [offset, offset + a.nbytes],
         }
-        blobs.append(a.tobytes())
+        blobs.append(memoryview(a.reshape(-1)).cast("B"))
         offset += a.nbytes
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
-    return b"".join([struct.pack("<Q", len(head)), head, *blobs])
+    return [struct.pack("<Q", len(head)), head, *blobs]
+
+
+def safetensors_bytes(arrays: dict[str, np.ndarray], tokens: list[str], settings: Settings) -> bytes:
+    """:func:`safetensors_parts` joined (for small outputs and tests)."""
+    return b"".join(safetensors_parts(arrays, tokens, settings))
 
 
 class NpzWriter(Writer):
@@ -270,7 +276,8 @@ class NpzWriter(Writer):
 
 class SafetensorsWriter(Writer):
     def _write(self, f) -> None:
-        f.write(safetensors_bytes(*self._arrays(), self.settings))
+        for part in safetensors_parts(*self._arrays(), self.settings):
+            f.write(part)
 
 
 def _json_numbers(a: np.ndarray) -> str:

@@ -48,7 +48,7 @@ from .output import (
     Settings,
     cast_features,
     records_to_arrays,
-    safetensors_bytes,
+    safetensors_parts,
     write_atomic,
 )
 
@@ -69,11 +69,22 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, parts: list) -> tuple[int, str]:
+    """Write ``parts`` to ``path`` atomically; return (bytes, sha256)."""
+    h, size = hashlib.sha256(), 0
+
+    def write(f):
+        nonlocal size
+        for part in parts:
+            f.write(part)
+            h.update(part)
+            size += len(part) if isinstance(part, bytes) else part.nbytes
+
     try:
-        write_atomic(path, lambda f: f.write(data))
+        write_atomic(path, write)
     except OSError as e:
         raise MinibertError(f"{path}: cannot write ({e.strerror or e})") from None
+    return size, h.hexdigest()
 
 
 def write_shard(out_dir: str | Path, k: int, records: list[Record], settings: Settings, digest: str) -> dict:
@@ -82,9 +93,8 @@ def write_shard(out_dir: str | Path, k: int, records: list[Record], settings: Se
     records = cast_features(sorted(records, key=lambda r: r.index), settings.out_dtype)
     arrays, tokens = records_to_arrays(records, settings)
     arrays["index"] = np.asarray([r.index for r in records], dtype=np.int64)
-    data = safetensors_bytes(arrays, tokens, settings)
     path = Path(out_dir) / shard_name(k)
-    _write(path, data)
+    size, sha256 = _write(path, safetensors_parts(arrays, tokens, settings))
     return {
         "shard": k,
         "file": path.name,
@@ -92,8 +102,8 @@ def write_shard(out_dir: str | Path, k: int, records: list[Record], settings: Se
         "count": len(records),
         "tokens": len(tokens),
         "truncated": sum(r.num_tokens > len(r.tokens) for r in records),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": size,
+        "sha256": sha256,
         "input_sha256": digest,
     }
 
@@ -223,7 +233,7 @@ class ShardedWriter:
             "num_tokens": sum(e["tokens"] for e in self.entries.values()) if complete else None,
             "complete": complete,
         }
-        _write(self.mpath, format_manifest(manifest).encode("utf-8"))
+        _write(self.mpath, [format_manifest(manifest).encode("utf-8")])
 
 
 def format_manifest(manifest: dict) -> str:
