@@ -10,7 +10,8 @@
 from .config import Config
 from .errors import MinibertError
 from .model import Encoding, Model, forward, load
+from .output import open_output
 from .tokenizer import Batch
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "Config", "Encoding", "MinibertError", "Model", "forward", "load"]
+__all__ = ["Batch", "Config", "Encoding", "MinibertError", "Model", "forward", "load", "open_output"]

@@ -323,9 +323,10 @@ class Output:
     ``settings`` (dict; empty for .jsonl), ``layers``, ``num_texts``,
     ``pooled``; ``tokens(n)`` and ``vectors(n, name)`` give text n's tokens
     and its (n_tokens, H) or (H,) array for ``name`` (``"hidden_states.{i}"``,
-    ``i`` an int, or ``"combined"``). ``parts()`` yields the output piece by
-    piece (one piece for a file, one per shard for a directory), each with
-    whole ``arrays``, for statistics over a corpus that does not fit.
+    ``i`` an int -- negative counts from the last layer -- or ``"combined"``).
+    ``parts()`` yields the output piece by piece (one piece for a file, one
+    per shard for a directory), each with whole ``arrays``, for statistics
+    over a corpus that does not fit.
     """
 
     def __init__(self, arrays, tokens: list[str], settings: dict, pooled: bool):
@@ -343,7 +344,10 @@ class Output:
 
     def _check(self, n: int, name: str | int) -> str:
         if isinstance(name, int | np.integer):
-            name = f"hidden_states.{int(name)}"
+            i, states = int(name), self.settings.get("num_hidden_layers")
+            if i < 0 and states is not None:
+                i %= states + 1  # -1: the last layer, as in --layers
+            name = f"hidden_states.{i}"
         if name not in self.names:
             raise MinibertError(f"no {name!r} in this output (has: {', '.join(self.names)})")
         if not 0 <= n < self.num_texts:

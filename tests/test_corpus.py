@@ -154,6 +154,7 @@ def test_float16_output_is_the_float32_output_rounded(small, model_dir, tmp_path
         ("one.npz", ["--resume"], "--resume needs a directory OUTPUT"),
         ("one.npz", ["--engine", "dask"], "--engine dask needs a directory OUTPUT"),
         ("out/", ["--scheduler", "tcp://127.0.0.1:1"], "--scheduler is for --engine dask"),
+        ("out/", ["--workers", "2"], "--workers is for --engine dask without --scheduler"),
         ("mine/", [], "mine: output directory is not empty"),
     ],
 )

@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
                 raise MinibertError(f"{flag} needs a directory OUTPUT (sharded), not {args.output}")
     if args.scheduler is not None and args.engine != "dask":
         raise MinibertError("--scheduler is for --engine dask")
+    if args.workers is not None and (args.engine != "dask" or args.scheduler is not None):
+        raise MinibertError("--workers is for --engine dask without --scheduler (a local cluster)")
     model = load(args.model, args.dtype)
     layers = select_layers(args.layers, model.config.num_hidden_layers + 1)
     if args.max_length is not None and args.max_length > model.max_length:
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         limit = args.max_length or model.max_length
         print(f"minibert: {truncated} of {num_texts} texts were truncated to {limit} tokens", file=sys.stderr)
     if not args.quiet:
-        rate = f" ({progress.rate():,.1f} texts/s)" if num_texts else ""
+        rate = f" ({progress.rate():,.1f} texts/s)" if progress.done > progress.skipped else ""
         print(f"minibert: wrote {num_texts} texts, layers {layers}, to {args.output}{rate}", file=sys.stderr)
     return 0
 
