@@ -266,3 +266,26 @@ def test_manifest_is_plain_json(tmp_path):
     _write(tmp_path / "out", 6)
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["settings"]["layers"] == [0, 2] and manifest["settings"]["shard_size"] == SIZE
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".jsonl"])
+def test_float16_single_files_round_trip(tmp_path, suffix):
+    from minibert.output import open_writer
+
+    recs = _records(_items(5))
+    rng = np.random.default_rng(0)
+    for r in recs:  # values of every magnitude float16 holds, not just integers
+        r.features = {k: (rng.normal(size=v.shape) * 10.0 ** rng.integers(-6, 4)).astype(np.float32)
+                      for k, v in r.features.items()}  # fmt: skip
+    want = {r.index: {k: v.astype(np.float16) for k, v in r.features.items()} for r in recs}
+    path = tmp_path / f"out{suffix}"
+    w = open_writer(path, _settings(output_dtype="float16"))
+    w.add(recs)
+    w.close()
+    out = open_output(path)
+    for n, feats in want.items():
+        for name, v in feats.items():
+            got = out.vectors(n, name)
+            if suffix != ".jsonl":  # JSON numbers read back as float64; 5 digits round-trip float16
+                assert got.dtype == np.float16
+            np.testing.assert_array_equal(got.astype(np.float16), v, err_msg=f"{suffix} {name} text {n}")
