@@ -12,7 +12,7 @@ the same bits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -77,11 +77,15 @@ def extract_chunk(
     combine_how: str = "none",
     max_length: int | None = None,
     batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[Record]:
-    """The records of one chunk, in input order (batched by length inside it)."""
+    """The records of one chunk, in input order (batched by length inside it).
+    ``on_batch(n)`` is called after each batch of n texts (a progress bar)."""
     records = []
     for batch in length_sorted_batches(items, batch_size):
         records.extend(batch_records(model, batch, layers, pool_how, combine_how, max_length))
+        if on_batch is not None:
+            on_batch(len(batch))
     return sorted(records, key=lambda r: r.index)
 
 

@@ -130,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(entry["count"])
         else:
             for k, chunk, digest in todo:
-                entry = sink.add(k, extract_chunk(model, chunk, **features), digest)
-                progress.update(entry["count"])
+                sink.add(k, extract_chunk(model, chunk, **features, on_batch=progress.update), digest)
         num_texts = todo.num_texts
         sink.close(num_texts)
         truncated = sum(e["truncated"] for e in sink.entries.values())
@@ -139,11 +138,10 @@ def run(args: argparse.Namespace) -> int:
         writer = open_writer(args.output, settings)
         num_texts = truncated = 0
         for chunk in chunked(read_items(args.input), args.shard_size):
-            records = extract_chunk(model, chunk, **features)
+            records = extract_chunk(model, chunk, **features, on_batch=progress.update)
             writer.add(records)
             num_texts += len(records)
             truncated += sum(r.num_tokens > len(r.tokens) for r in records)
-            progress.update(len(records))
         writer.close()
     progress.close()
     if truncated:  # never silent, even with --quiet
