@@ -149,19 +149,30 @@ class ShardedWriter:
             self._create(resume)
 
     # -- opening -----------------------------------------------------------------
-    def _create(self, resume: bool) -> None:
-        p = self.path
+    @staticmethod
+    def check(path: str | Path, resume: bool = False) -> None:
+        """Fail early (before a model loads) on an OUTPUT that cannot be a new
+        shard directory: a file, a non-empty directory without ``--resume``
+        (or without a manifest to resume from), a missing parent."""
+        p = Path(path)
+        if resume and (p / MANIFEST).is_file():
+            return
         if p.exists() and not p.is_dir():
             raise MinibertError(f"{p}: exists and is not a directory")
         if p.is_dir():
             if any(p.iterdir()):
                 hint = "it holds no manifest.json to resume from" if resume else "use --resume to continue"
                 raise MinibertError(f"{p}: output directory is not empty ({hint}; or choose a new OUTPUT)")
-        else:
+        elif not p.parent.is_dir():
+            what = "is not a directory" if p.parent.exists() else "does not exist"
+            raise MinibertError(f"{p}: cannot create output directory ({p.parent} {what})")
+
+    def _create(self, resume: bool) -> None:
+        p = self.path
+        self.check(p, resume)
+        if not p.is_dir():
             try:
                 p.mkdir()
-            except FileNotFoundError:
-                raise MinibertError(f"{p}: output directory {p.parent} does not exist") from None
             except OSError as e:
                 raise MinibertError(f"{p}: cannot create output directory ({e.strerror or e})") from None
         self._save()

@@ -92,8 +92,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sharded = is_sharded(args.output)
-    if not sharded:
-        check_output_path(args.output)  # fail before the model loads
+    if sharded:
+        ShardedWriter.check(args.output, args.resume)  # fail before the model loads
+    else:
+        check_output_path(args.output)
         for flag, given in (("--resume", args.resume), ("--engine dask", args.engine == "dask")):
             if given:
                 raise MinibertError(f"{flag} needs a directory OUTPUT (sharded), not {args.output}")
