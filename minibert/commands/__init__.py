@@ -5,9 +5,10 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import inspect, verify
+from . import explain, inspect, verify
 
 REGISTRY = [
     inspect.add_parser,
     verify.add_parser,
+    explain.add_parser,
 ]
