@@ -5,10 +5,11 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import explain, inspect, verify
+from . import check_article, explain, inspect, verify
 
 REGISTRY = [
     inspect.add_parser,
     verify.add_parser,
     explain.add_parser,
+    check_article.add_parser,
 ]
