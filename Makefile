@@ -21,7 +21,8 @@ weights: $(STAMP)
 	$(PY) weights/fetch.py
 
 demo: weights
-	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all --pool mean
+	@mkdir -p out
+	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all
 	$(VENV)/bin/minibert summary out/sample.npz
 
 test: weights

@@ -9,6 +9,7 @@ no traceback. Nothing imports this module.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from .errors import MinibertError
@@ -27,9 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def join_negative_values(argv: list[str]) -> list[str]:
+    """``--layers -4,-3`` -> ``--layers=-4,-3``: argparse would take a value
+    that starts with '-' and is not a plain number for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"-\d", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args.func(args) or 0)
     except MinibertError as e:

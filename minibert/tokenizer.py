@@ -95,13 +95,16 @@ class Tokenizer:
         return cls(backend, default_pad_id if pad_id is None else pad_id, str(source))
 
     def __call__(
-        self, texts: list[str], text_pairs: list[str] | None = None, max_length: int | None = None
+        self, texts: list[str], text_pairs: list[str | None] | None = None, max_length: int | None = None
     ) -> Batch:
         """Tokenize, truncate each sequence (specials included) to ``max_length``
-        with transformers' ``longest_first`` rule for pairs, and right-pad."""
+        with transformers' ``longest_first`` rule for pairs, and right-pad.
+        A ``None`` in ``text_pairs`` means that text has no second segment."""
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise MinibertError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
-        inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs, strict=True))
+        if text_pairs is None:
+            text_pairs = [None] * len(texts)
+        inputs = [t if p is None else (t, p) for t, p in zip(texts, text_pairs, strict=True)]
         if not inputs:
             empty = np.zeros((0, 0), dtype=np.int64)
             return Batch(empty, empty.copy(), empty.copy(), [], [], [])

@@ -1,0 +1,64 @@
+"""``minibert summary``: one line per stored layer of an extract output: what
+the layer is, mean vector norm, mean cosine to the previous stored layer."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..output import open_output
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("summary", help="per-layer summary of an extract output file")
+    p.add_argument("output", metavar="OUTPUT", help=".npz, .safetensors or .jsonl written by extract")
+    p.set_defaults(func=run)
+
+
+def describe(index: int, last: int | None) -> str:
+    """What hidden_states[index] is."""
+    if index == 0:
+        return "embeddings: LN(word + position + type)"
+    if index == last:
+        return f"output of encoder layer {index} (last)"
+    return f"output of encoder layer {index}"
+
+
+def layer_stats(out) -> list[tuple[int, float, float | None]]:
+    """(layer index, mean L2 norm of its vectors, mean cosine to the
+    previous stored layer's vector at the same position, or None)."""
+    rows, prev = [], None
+    for i in out.layers:
+        v = np.asarray(out.arrays[f"hidden_states.{i}"], dtype=np.float64)  # (N or T, H)
+        norms = np.linalg.norm(v, axis=-1)
+        cos = None
+        if prev is not None:
+            pn = np.linalg.norm(prev, axis=-1)
+            cos = float(np.mean(np.sum(v * prev, axis=-1) / np.maximum(norms * pn, 1e-30)))
+        rows.append((i, float(norms.mean()) if norms.size else float("nan"), cos))
+        prev = v
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    out = open_output(args.output)
+    settings = out.settings
+    kind = "pooled vectors" if out.pooled else "token vectors"
+    print(f"{args.output}: {out.num_texts} texts, {kind}", end="")
+    if settings:
+        print(f" (pool={settings.get('pool')}, model={settings.get('model')})", end="")
+    print()
+    if out.num_texts == 0:
+        print("no texts")
+        return 0
+    if "combined" in out.arrays:
+        v = out.arrays["combined"]
+        print(f"combined ({settings.get('combine')}) of layers {out.layers}: shape {v.shape}")
+        return 0
+    last = settings.get("num_hidden_layers")
+    print(f"{'layer':>5}  {'what it is':<42} {'mean norm':>9}  {'cos(prev)':>9}")
+    for i, norm, cos in layer_stats(out):
+        cos_s = "" if cos is None else f"{cos:9.4f}"
+        print(f"{i:>5}  {describe(i, last):<42} {norm:9.3f}  {cos_s:>9}")
+    return 0

@@ -1,0 +1,85 @@
+"""Trace -> features: choose layers, pool tokens, combine layers.
+
+Shape alphabet: B texts, S tokens (padded), H hidden size, L selected layers.
+Layer indices follow transformers' ``hidden_states``: 0 is the embedding
+output, i (1..num_hidden_layers) the output of encoder layer i; negative
+indices count from the last layer (-1 = last).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import MinibertError
+
+POOLS = ("none", "cls", "mean", "max")
+COMBINES = ("none", "sum", "mean", "concat")
+
+
+def select_layers(spec: str, num_states: int) -> list[int]:
+    """``"all"``, ``"-4,-3,-2,-1"`` or a slice ``"0:7"`` -> sorted-as-given
+    non-negative indices into ``hidden_states`` (``num_states`` = L + 1)."""
+    spec = spec.strip()
+    valid = f"valid: 0..{num_states - 1}, or -{num_states}..-1"
+    if spec == "all":
+        return list(range(num_states))
+    try:
+        if ":" in spec:
+            parts = spec.split(":")
+            if len(parts) > 3:
+                raise ValueError
+            start, stop, step = (int(p) if p.strip() else None for p in parts + [""] * (3 - len(parts)))
+            for bound in (start, stop):
+                if bound is not None and not -num_states <= bound <= num_states:
+                    raise MinibertError(f"--layers {spec!r}: index {bound} out of range ({valid})")
+            indices = list(range(num_states))[slice(start, stop, step)]
+        else:
+            indices = [int(p) for p in spec.split(",")]
+    except ValueError:
+        raise MinibertError(
+            f"--layers {spec!r}: expected 'all', a list like -4,-3,-2,-1, or a slice like 0:7"
+        ) from None
+    out = []
+    for i in indices:
+        if not -num_states <= i < num_states:
+            raise MinibertError(f"--layers {spec!r}: index {i} out of range ({valid})")
+        out.append(i % num_states)
+    if not out:
+        raise MinibertError(f"--layers {spec!r} selects no layer ({valid})")
+    if len(set(out)) != len(out):
+        raise MinibertError(f"--layers {spec!r} names a layer twice")
+    return out
+
+
+def pool(hidden: np.ndarray, attention_mask: np.ndarray, how: str) -> np.ndarray:
+    """One vector per text from its token vectors; padding is ignored.
+
+    hidden: (B, S, H), attention_mask: (B, S) of 1/0 -> (B, H).
+    cls: the first token ([CLS] / <s>); mean: average over real tokens;
+    max: element-wise maximum over real tokens. The input is not modified.
+    """
+    if how == "cls":
+        return hidden[:, 0]
+    m = attention_mask.astype(bool)[:, :, None]  # (B, S) -> (B, S, 1)
+    if how == "mean":
+        count = np.maximum(m.sum(axis=1), 1).astype(hidden.dtype)  # (B, 1)
+        return np.where(m, hidden, 0).sum(axis=1) / count
+    if how == "max":
+        return np.where(m, hidden, -np.inf).max(axis=1).astype(hidden.dtype)
+    raise MinibertError(f"unknown pooling {how!r} (choose from {', '.join(POOLS[1:])})")
+
+
+def combine(layers: list[np.ndarray], how: str) -> np.ndarray:
+    """Reduce the selected layers to one array, the BERT paper's
+    feature-based strategies (Devlin et al. 2019, sec. 5.3):
+
+    sum / mean: element-wise over layers, (..., H) each -> (..., H);
+    concat: along the feature axis -> (..., L * H).
+    """
+    if how == "sum":
+        return np.sum(layers, axis=0)
+    if how == "mean":
+        return np.mean(layers, axis=0)
+    if how == "concat":
+        return np.concatenate(layers, axis=-1)
+    raise MinibertError(f"unknown combine {how!r} (choose from {', '.join(COMBINES[1:])})")

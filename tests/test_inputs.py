@@ -1,0 +1,42 @@
+"""Corpus input: text lines, JSON Lines, stdin; errors name the line."""
+
+from __future__ import annotations
+
+import pytest
+
+from minibert import MinibertError
+from minibert.inputs import Item, read_items
+
+
+def test_text_lines_keep_empty_lines_as_texts(tmp_path):
+    p = tmp_path / "in.txt"
+    p.write_bytes("\ufeffone\r\n\nthree ünïcode\n".encode())
+    assert list(read_items(p)) == [Item(0, "one"), Item(1, ""), Item(2, "three ünïcode")]
+
+
+def test_jsonl_text_and_pair(tmp_path):
+    p = tmp_path / "in.jsonl"
+    p.write_text('{"text": "a"}\n\n{"text": "b", "text_pair": "c"}\n', encoding="utf-8")
+    assert list(read_items(p)) == [Item(0, "a"), Item(1, "b", "c")]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("in.txt", b"fine\nbad \xff byte\n", "line 2 is not valid UTF-8"),
+        ("in.jsonl", b'{"text": "a"}\n{"text": \n', "line 2 is not valid JSON"),
+        ("in.jsonl", b'{"txt": "a"}\n', 'line 1 has no string field "text"'),
+        ("in.jsonl", b'{"text": "a", "text_pair": 3}\n', '"text_pair" must be a string'),
+    ],
+)
+def test_bad_input_names_the_line(tmp_path, name, content, message):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(MinibertError, match=message) as e:
+        list(read_items(p))
+    assert str(p) in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MinibertError, match="input file not found"):
+        list(read_items(tmp_path / "nope.txt"))
