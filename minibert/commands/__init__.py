@@ -5,7 +5,7 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import check_article, explain, extract, inspect, summary, verify
+from . import check_article, explain, extract, inspect, plot, summary, verify
 
 REGISTRY = [
     extract.add_parser,
@@ -14,4 +14,5 @@ REGISTRY = [
     verify.add_parser,
     explain.add_parser,
     check_article.add_parser,
+    plot.add_parser,
 ]
