@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint weights reference bench venv clean
+.PHONY: demo test lint weights reference bench venv clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: weights
 
 test: weights
 	$(PY) -m pytest -q
+
+# Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py).
+docs: weights
+	$(PIP) install -e '.[plot]'
+	$(VENV)/bin/minibert plot attention "The bank raised interest rates again." --layer 2 -o docs/attention.png
+	$(VENV)/bin/minibert plot layers examples/sentences.txt -o docs/layers.png
+	$(PY) docs/build.py --write
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check minibert tests weights

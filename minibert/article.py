@@ -162,7 +162,9 @@ def consistent_example() -> dict[str, np.ndarray]:
     return {"X": X, "Q": Q, "K": K, "V": V, "QK^T": Q @ K.T, **trace}
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
+    """A number, vector or matrix as short text: ``3.464``, ``[2, 0, 2]``,
+    ``[0, 1, 1; 0, 2, 2]`` (rows separated by ';')."""
     a = np.asarray(value, dtype=np.float64)
     if a.ndim == 0:
         return f"{float(a):.4g}"
@@ -200,7 +202,7 @@ def report(items: list[Item] | None = None, example: dict | None = None) -> str:
         verdict = "agree: yes" if item.agree else "agree: NO"
         lines.append("")
         lines.append(f"  {f'{n:>2}. {item.quantity} ':.<66} {verdict}")
-        lines.append(f"      article  {_fmt(item.article):<24} correct  {_fmt(item.correct)}")
+        lines.append(f"      article  {format_value(item.article):<24} correct  {format_value(item.correct)}")
         lines.append(f"      {item.note}")
     wrong = sum(not i.agree for i in items)
     Q = example["Q"]
