@@ -28,6 +28,13 @@ demo: weights
 test: weights
 	$(PY) -m pytest -q
 
+# Regenerate tests/data/tiny-bert/ and tests/reference/ with transformers (needs torch: the
+# [reference] extra). The outputs are committed, so `make test` never needs torch.
+reference: $(STAMP)
+	$(PIP) install -e '.[reference]'
+	$(PY) tests/reference/generate.py
+	$(PY) tests/reference/generate_trace.py
+
 # Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py).
 docs: weights
 	$(PIP) install -e '.[plot]'

@@ -11,6 +11,19 @@ from .config import Config
 from .errors import MinibertError
 from .model import Encoding, Model, forward, load
 from .tokenizer import Batch
+from .windows import encode_long
+from .words import Words, words
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "Config", "Encoding", "MinibertError", "Model", "forward", "load"]
+__all__ = [
+    "Batch",
+    "Config",
+    "Encoding",
+    "MinibertError",
+    "Model",
+    "Words",
+    "encode_long",
+    "forward",
+    "load",
+    "words",
+]

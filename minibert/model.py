@@ -33,12 +33,15 @@ class Encoding:
       embedding output, [i] the output of encoder layer i (transformers'
       ``output_hidden_states`` indexing).
     attentions: num_hidden_layers arrays (B, h, S, S), or None.
-    tokens, word_ids, num_tokens: per text, as in :class:`Batch`.
+    tokens, word_ids, num_tokens, sequence_ids, offsets, texts, text_pairs:
+      per text, as in :class:`Batch`.
     trace: with ``trace=True``, every intermediate by formula name:
       ``trace["embeddings"]`` (word, position, token_type, sum, output) and
       ``trace["layers"][i]`` (q, k, v, scores, mask, masked_scores, probs,
       context, concat, attention_output, residual_1, ln_1, ffn_pre, ffn_act,
       ffn_output, residual_2, ln_2); else None.
+    windows: from :func:`minibert.encode_long`, per text the index of the
+      window each token's vectors were taken from; None otherwise.
     """
 
     input_ids: np.ndarray
@@ -50,6 +53,20 @@ class Encoding:
     word_ids: list[list[int | None]] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)
     trace: dict | None = None
+    sequence_ids: list[list[int | None]] = field(default_factory=list)
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    text_pairs: list[str | None] = field(default_factory=list)
+    windows: list[np.ndarray] | None = None
+
+
+def batch_fields(batch: Batch) -> dict:
+    """The Batch's per-text bookkeeping, carried into the Encoding as is."""
+    return dict(
+        tokens=batch.tokens, word_ids=batch.word_ids, num_tokens=batch.num_tokens,
+        sequence_ids=batch.sequence_ids, offsets=batch.offsets, texts=batch.texts,
+        text_pairs=batch.text_pairs,
+    )  # fmt: skip
 
 
 def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -137,15 +154,14 @@ class Model:
                 for _ in range(self.config.num_hidden_layers + 1)
             )
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
-                            () if output_attentions else None, batch.tokens,
-                            batch.word_ids, batch.num_tokens)  # fmt: skip
+                            () if output_attentions else None, **batch_fields(batch))  # fmt: skip
         hidden_states, attentions, record = forward(
             self.weights, self.config, batch.input_ids, batch.token_type_ids,
             batch.attention_mask, output_attentions, trace,
         )  # fmt: skip
         return Encoding(
             batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
-            batch.tokens, batch.word_ids, batch.num_tokens, record,
+            trace=record, **batch_fields(batch),
         )  # fmt: skip
 
     def encode(
