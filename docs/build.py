@@ -13,7 +13,8 @@ Two markers in a docs page, each followed by a fenced code block:
     ```
 
 Every other ```python block is a tutorial step: the blocks of one page run in
-order, in one namespace, from the repository root. ``tests/test_docs.py`` runs
+order, in one namespace, from the repository root (doctest-style blocks,
+starting with ``>>>``, are left to doctest: see tests/test_docs_words.py). ``tests/test_docs.py`` runs
 them in ``make test`` and fails when a quoted function differs from the source
 or a shown output differs from what the code prints (numbers within 1e-3: the
 docs print 4 decimals).
@@ -56,7 +57,8 @@ class Block:
 
     @property
     def runnable(self) -> bool:
-        return self.lang == "python" and self.marker is None
+        """A tutorial step. Doctest-style blocks (``>>>``) are left to doctest."""
+        return self.lang == "python" and self.marker is None and not self.body.lstrip().startswith(">>>")
 
 
 def pages() -> list[Path]:

@@ -137,13 +137,18 @@ def _layer_norm64(x, gamma, beta, eps):
     return gamma.astype(np.float64) * (x - mu) / np.sqrt(var + eps) + beta.astype(np.float64)
 
 
-def test_identities(traced, real_model):
+@pytest.mark.parametrize("which", ["real_model", "tiny_model", "tiny_model64"])
+def test_identities(request, which):
     """Each traced value is what its formula says, recomputed in float64 from
     the traced inputs. Tolerances cover float32 rounding of the traced values;
     observed max errors: scores 3.8e-6, probs 1.7e-7 (row sums 2.4e-7),
     context 3.0e-7, W^O 1.2e-6, LayerNorm outputs 3.6e-6 (mean 2.3e-8,
-    variance 3.7e-7 off), GELU 1.8e-7, embedding LayerNorm 1.1e-6."""
+    variance 3.7e-7 off), GELU 1.8e-7, embedding LayerNorm 1.1e-6 (real model,
+    float32). A batch with padding, so the mask is exercised."""
+    real_model = request.getfixturevalue(which)
+    traced = real_model.encode(["The cat sat on the mat.", "Attention is all you need!", "Hello"], trace=True)
     mask = traced.attention_mask.astype(bool)
+    assert not mask.all()
     tr = traced.trace
     hs = traced.hidden_states
     e = tr["embeddings"]
@@ -204,9 +209,11 @@ def test_trace_does_not_change_the_result(real_model, traced):
         assert_array_equal(a, b)
 
 
-def test_no_trace_by_default(real_model):
-    enc = real_model.encode(["Hello world", "Hi"])
+@pytest.mark.parametrize("which", ["real_model", "tiny_model"])
+def test_no_trace_by_default(request, which):
+    model = request.getfixturevalue(which)
+    enc = model.encode(["Hello world", "Hi"])
     assert enc.trace is None
     assert enc.attentions is None
-    enc = real_model.encode(["Hello world"], trace=False)
+    enc = model.encode(["Hello world"], trace=False)
     assert enc.trace is None
