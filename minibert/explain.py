@@ -215,6 +215,7 @@ def explain(
     tokens = plain.tokens[0]
     T = _resolve_token(token, tokens)
     n = len(tokens)
+    pad = max(0, min(pad, model.max_length - n))  # positions beyond the table do not exist
     batch = _pad(plain, pad, model.tokenizer.pad_id)
     enc = model.forward(batch, trace=True)
     unpadded = model.forward(plain) if pad > 0 else enc

@@ -33,6 +33,7 @@ from .model import Model
 
 PLOT_HINT = "install the [plot] extra: pip install 'minibert-numpy[plot]' (or: pip install matplotlib)"
 FORMATS = (".png", ".svg", ".pdf")
+MAX_LABELLED_TOKENS = 64  # beyond this, token labels would overlap: the heatmap has none
 
 
 def require_matplotlib():
@@ -81,14 +82,16 @@ def attention_figure(tokens: list[str], probs: np.ndarray, layer: int, head: int
     """Heatmap(s) of attention probabilities P (rows: queries, columns: keys).
 
     tokens: the S token strings; probs: (h, S, S) for one text and one layer.
-    ``head`` None draws the grid of all h heads, else that head alone.
+    ``head`` None draws the grid of all h heads, else that head alone. Texts
+    longer than MAX_LABELLED_TOKENS are drawn without token labels.
     """
     Figure = require_matplotlib()
     h, S, _ = probs.shape
     heads = list(range(h)) if head is None else [head]
     ncols = min(len(heads), math.ceil(math.sqrt(len(heads) * 4 / 3)))
     nrows = math.ceil(len(heads) / ncols)
-    cell = 0.22 * S + 1.2 if head is None else 0.4 * S + 2
+    # inches per panel, capped so a 512-token text still gives a drawable figure
+    cell = min(0.22 * S + 1.2, 5.0) if head is None else min(0.4 * S + 2, 14.0)
     fig = Figure(figsize=(max(cell * ncols + 1, 5), max(cell * nrows + 0.6, 4)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     small = 8 if head is not None else max(4, 9 - S // 6)
@@ -100,12 +103,14 @@ def attention_figure(tokens: list[str], probs: np.ndarray, layer: int, head: int
         j = heads[n]
         image = ax.imshow(probs[j], vmin=0.0, vmax=1.0, cmap="viridis", aspect="equal")
         ax.set_title(f"head {j}", fontsize=small + 1)
-        ax.set_xticks(range(S))
-        ax.set_yticks(range(S))
+        labelled = S <= MAX_LABELLED_TOKENS
+        ax.set_xticks(range(S) if labelled else [])
+        ax.set_yticks(range(S) if labelled else [])
         show_x = head is not None or n // ncols == nrows - 1 or n + ncols >= len(heads)
         show_y = head is not None or n % ncols == 0
-        ax.set_xticklabels(tokens if show_x else [], rotation=90, fontsize=small)
-        ax.set_yticklabels(tokens if show_y else [], fontsize=small)
+        if labelled:
+            ax.set_xticklabels(tokens if show_x else [], rotation=90, fontsize=small)
+            ax.set_yticklabels(tokens if show_y else [], fontsize=small)
         ax.tick_params(length=0)
     if head is not None:
         axes[0, 0].set_xlabel("key")

@@ -121,3 +121,12 @@ def test_explain_console_script(real_model_dir):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     _assert_walkthrough(proc.stdout, 6)
+
+
+def test_explain_text_at_the_length_limit(tiny_model):
+    """A text truncated to max_position_embeddings leaves no room for the
+    demonstration padding: none is added, and every check still passes."""
+    result = explain(tiny_model, "hello world " * 100, layer=1, token=-1)
+    assert result.ok, result.text
+    assert f"1. Tokens: {tiny_model.max_length} real + 0 padding" in result.text
+    assert "padding positions change no real token" not in result.text

@@ -161,3 +161,15 @@ def test_minibert_imports_no_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_attention_figure_long_text_has_no_labels():
+    pytest.importorskip("matplotlib")
+    from minibert.plot import MAX_LABELLED_TOKENS, attention_figure
+
+    S = MAX_LABELLED_TOKENS + 1
+    probs = np.full((2, S, S), 1.0 / S)
+    fig = attention_figure([f"t{i}" for i in range(S)], probs, layer=1)
+    assert len(heatmaps(fig)) == 2
+    assert all(len(ax.get_xticks()) == 0 for ax in heatmaps(fig))
+    assert max(fig.get_size_inches()) <= 16
