@@ -205,7 +205,8 @@ def explain(
     position ``token`` (an index into the text's tokens, or a token string;
     default the first token after [CLS]). Returns the lines and the checks."""
     cfg = model.config
-    L, h, d = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_size
+    # encoder steps: num_hidden_layers, or more for ALBERT's inner groups (weights.layer_map)
+    L, h, d = len(model.weights.layer_map), cfg.num_attention_heads, cfg.head_size
     N = resolve_layer(layer, L)
     if not 0 <= head < h:
         raise MinibertError(f"--head {head} is out of range: this model has heads 0..{h - 1}")
@@ -275,10 +276,18 @@ def explain(
     check("sum = word + position + type", _maxerr(e["sum"], parts))
     z, ln = _ln64(e["sum"], ew.ln_gamma, ew.ln_beta, cfg.layer_norm_eps)
     check("e = LayerNorm(sum), float64", _maxerr(e["output"], ln))
+    if "projection" in e:  # ELECTRA, ALBERT: embeddings of size E, projected to H
+        E = e["output"].shape[-1]
+        emit(f"  projection: x = e W_proj + b_proj, (1, {S}, {E}) -> (1, {S}, {cfg.hidden_size})")
+        row("projected", e["projection"][0, T])
+        check(
+            "x = e W_proj + b_proj, float64",
+            _maxerr(e["projection"], _affine64(e["output"], ew.W_proj, ew.b_proj)),
+        )
 
     # 3. the chosen layer -----------------------------------------------------
     t = enc.trace["layers"][N - 1]
-    w = model.weights.layers[N - 1]
+    w = model.weights.layers[model.weights.layer_map[N - 1]]  # ALBERT: one shared layer
     x = enc.hidden_states[N - 1]
     X = f"(1, {S}, {cfg.hidden_size})"
     heads = f"(1, {h}, {S}, {d})"

@@ -69,6 +69,23 @@ def test_explain_tiny_model(tiny_model_dir, capsys):
     _assert_walkthrough(out, minibert_layers(tiny_model_dir))
 
 
+FAMILY_MODELS = sorted(p.parent for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors"))
+
+
+@pytest.mark.parametrize("path", FAMILY_MODELS, ids=lambda p: p.name)
+def test_explain_every_tiny_family(path):
+    """Every committed tiny model (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT,
+    bf16/fp16 weights, gelu_new): the walkthrough's checks all pass."""
+    import minibert
+
+    model = minibert.load(path)
+    result = explain(model, "hello world, this is a test", layer=-1)
+    assert result.ok, [c for c in result.checks if not c.ok]
+    assert all(len(line) <= 80 for line in result.text.splitlines())
+    if model.weights.embeddings.W_proj is not None:
+        assert any(c.what == "x = e W_proj + b_proj, float64" for c in result.checks)
+
+
 def minibert_layers(path: Path) -> int:
     import json
 
