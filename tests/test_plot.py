@@ -173,3 +173,16 @@ def test_attention_figure_long_text_has_no_labels():
     assert len(heatmaps(fig)) == 2
     assert all(len(ax.get_xticks()) == 0 for ax in heatmaps(fig))
     assert max(fig.get_size_inches()) <= 16
+
+
+def test_layer_statistics_albert_groups(tiny_model_dir):
+    """One statistic per hidden state, also when a model has more encoder
+    steps than num_hidden_layers (ALBERT with inner groups)."""
+    import minibert
+    from minibert.plot import layer_statistics
+
+    model = minibert.load(tiny_model_dir.parent / "tiny-albert-groups")
+    steps = len(model.weights.layer_map)
+    stats = layer_statistics(model, TEXTS[:3], num_pairs=200)
+    assert stats.norm.shape == (steps + 1,) and stats.self_similarity.shape == (steps,)
+    assert len(model.encode(TEXTS[:1]).hidden_states) == steps + 1
