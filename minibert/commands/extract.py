@@ -85,13 +85,13 @@ def run(args: argparse.Namespace) -> int:
             f"--word-pool gives one vector per word: it cannot be combined with --pool {args.pool}"
         )
     model = load(args.model, args.dtype)
-    layers = select_layers(args.layers, model.config.num_hidden_layers + 1)
+    layers = select_layers(args.layers, model.num_layers + 1)
     if args.max_length is not None and args.max_length > model.max_length:
         raise MinibertError(f"--max-length {args.max_length} exceeds the model's limit {model.max_length}")
     items = list(read_items(args.input))
     settings = Settings(
         layers, args.pool, args.combine, args.dtype, str(model.path),
-        extra={"num_hidden_layers": model.config.num_hidden_layers, "max_length": args.max_length,
+        extra={"num_hidden_layers": model.num_layers, "max_length": args.max_length,
                "long": args.long, "stride": args.stride},
         word_pool=args.word_pool,
     )  # fmt: skip
