@@ -205,8 +205,7 @@ def explain(
     position ``token`` (an index into the text's tokens, or a token string;
     default the first token after [CLS]). Returns the lines and the checks."""
     cfg = model.config
-    # encoder steps: num_hidden_layers, or more for ALBERT's inner groups (weights.layer_map)
-    L, h, d = len(model.weights.layer_map), cfg.num_attention_heads, cfg.head_size
+    L, h, d = model.num_layers, cfg.num_attention_heads, cfg.head_size
     N = resolve_layer(layer, L)
     if not 0 <= head < h:
         raise MinibertError(f"--head {head} is out of range: this model has heads 0..{h - 1}")

@@ -125,7 +125,7 @@ def attention(model: Model, text: str, layer: int, head: int | None = None):
     """Encode ``text`` and draw layer ``layer`` (1..L, or -1 for the last)."""
     from .explain import resolve_layer
 
-    L, h = len(model.weights.layer_map), model.config.num_attention_heads  # encoder steps
+    L, h = model.num_layers, model.config.num_attention_heads
     N = resolve_layer(layer, L)
     if head is not None and not 0 <= head < h:
         raise MinibertError(f"--head {head} is out of range: this model has heads 0..{h - 1}")
@@ -165,7 +165,7 @@ def layer_statistics(
     texts = [t for t in texts if t.strip()]
     if len(texts) < 2:
         raise MinibertError("layer statistics need at least two non-empty texts (anisotropy compares texts)")
-    per_layer: list[list[np.ndarray]] = [[] for _ in range(len(model.weights.layer_map) + 1)]
+    per_layer: list[list[np.ndarray]] = [[] for _ in range(model.num_layers + 1)]
     owner: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
         enc = model.encode(texts[start : start + batch_size])
