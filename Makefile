@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,lint]'
+	$(PIP) install -e '.[test,lint,plot]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,12 +28,15 @@ demo: weights
 test: weights
 	$(PY) -m pytest -q
 
-# Regenerate tests/data/tiny-bert/ and tests/reference/ with transformers (needs torch: the
+# Regenerate the tiny models in tests/data/ and the references in tests/reference/ with transformers (needs torch: the
 # [reference] extra). The outputs are committed, so `make test` never needs torch.
 reference: $(STAMP)
 	$(PIP) install -e '.[reference]'
 	$(PY) tests/reference/generate.py
 	$(PY) tests/reference/generate_trace.py
+	$(PY) tests/reference/generate_families.py
+	$(PY) tests/reference/generate_sentence.py
+	$(PY) tests/reference/generate_words.py
 
 # Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py).
 docs: weights
