@@ -12,6 +12,20 @@ from .errors import MinibertError
 from .model import Encoding, Model, forward, load
 from .output import open_output
 from .tokenizer import Batch
+from .windows import encode_long
+from .words import Words, words
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "Config", "Encoding", "MinibertError", "Model", "forward", "load", "open_output"]
+__all__ = [
+    "Batch",
+    "Config",
+    "Encoding",
+    "MinibertError",
+    "Model",
+    "Words",
+    "encode_long",
+    "forward",
+    "load",
+    "open_output",
+    "words",
+]

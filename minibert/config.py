@@ -1,7 +1,11 @@
 """config.json -> Config: the fields the forward pass relies on, validated.
 
 Field names are the checkpoint's own (BERT's config.json keys), so a reader
-can match each one to the file.
+can match each one to the file. ``model_type`` picks the family: every
+supported type is a BERT encoder with a different weight-name table, a
+different embedding rule, or shared layers (see docs/families.md). DistilBERT
+names its fields differently (``dim``, ``n_heads``, ...); :meth:`Config.from_dict`
+maps them to the BERT names.
 """
 
 from __future__ import annotations
@@ -13,12 +17,47 @@ from pathlib import Path
 from .errors import MinibertError
 from .ops import ACTIVATIONS
 
-SUPPORTED_MODEL_TYPES = ("bert",)
+#: config.json ``model_type`` -> the family that runs it.
+FAMILIES = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "camembert": "roberta",
+    "distilbert": "distilbert",
+    "electra": "electra",
+    "albert": "albert",
+}
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
+
+#: Defaults that differ from BERT's, for keys a family's config.json may omit
+#: (the defaults of transformers' config class for that family).
+FAMILY_DEFAULTS = {
+    "roberta": {"pad_token_id": 1},
+    "electra": {"embedding_size": 128},
+    "albert": {"embedding_size": 128, "hidden_act": "gelu_new"},
+}
+
+#: DistilBERT's config.json keys -> the BERT names used here.
+DISTILBERT_KEYS = {
+    "dim": "hidden_size",
+    "n_heads": "num_attention_heads",
+    "hidden_dim": "intermediate_size",
+    "n_layers": "num_hidden_layers",
+    "activation": "hidden_act",
+}
 
 
 @dataclass(frozen=True)
 class Config:
-    """A BERT config: hidden sizes, depth, heads, activation, LayerNorm eps."""
+    """A BERT-family config: hidden sizes, depth, heads, activation, LayerNorm eps.
+
+    ``embedding_size`` (E) is the width of the embedding tables; it equals
+    ``hidden_size`` except for ELECTRA and ALBERT, which project E -> H.
+    ``type_vocab_size`` is 0 for DistilBERT, which has no token types.
+    ``num_hidden_groups`` and ``inner_group_num`` describe ALBERT's shared
+    layers (1 and 1 elsewhere). ``sinusoidal_pos_embds`` (DistilBERT): the
+    position table is sin/cos, computed when the checkpoint lacks it.
+    """
 
     vocab_size: int
     hidden_size: int
@@ -32,6 +71,19 @@ class Config:
     pad_token_id: int = 0
     position_embedding_type: str = "absolute"
     model_type: str = "bert"
+    embedding_size: int | None = None
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+    sinusoidal_pos_embds: bool = False
+
+    def __post_init__(self):
+        if self.embedding_size is None:  # BERT: embeddings are as wide as the hidden states
+            object.__setattr__(self, "embedding_size", self.hidden_size)
+
+    @property
+    def family(self) -> str:
+        """ "bert", "roberta", "distilbert", "electra" or "albert"."""
+        return FAMILIES[self.model_type]
 
     @property
     def head_size(self) -> int:
@@ -44,11 +96,16 @@ class Config:
         if not isinstance(raw, dict):
             raise MinibertError(f"{source}: expected a JSON object, got {type(raw).__name__}")
         model_type = raw.get("model_type", "bert")
-        if model_type not in SUPPORTED_MODEL_TYPES:
+        if model_type not in FAMILIES:
             raise MinibertError(
                 f"{source}: model_type {model_type!r} is not supported "
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
             )
+        family = FAMILIES[model_type]
+        raw = {k: v for k, v in raw.items() if not (k == "pad_token_id" and v is None)}  # null: the default
+        raw = FAMILY_DEFAULTS.get(family, {}) | raw
+        if family == "distilbert":
+            raw = _distilbert_to_bert(raw, source)
         values = {}
         for f in fields(cls):
             if f.name in raw:
@@ -62,7 +119,10 @@ class Config:
             "num_attention_heads",
             "intermediate_size",
             "max_position_embeddings",
-            "type_vocab_size",
+            *(("type_vocab_size",) if family != "distilbert" else ()),  # DistilBERT: 0, no table
+            "embedding_size",
+            "num_hidden_groups",
+            "inner_group_num",
         ):
             value = values.get(key, 1)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -85,6 +145,14 @@ class Config:
         eps = values.get("layer_norm_eps", 1e-12)
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
             raise MinibertError(f"{source}: layer_norm_eps must be a positive number, got {eps!r}")
+        pad = values.get("pad_token_id", 0)
+        if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+            raise MinibertError(f"{source}: pad_token_id must be a non-negative integer, got {pad!r}")
+        if family == "roberta" and pad + 1 >= values["max_position_embeddings"]:
+            raise MinibertError(
+                f"{source}: RoBERTa positions start at pad_token_id + 1 = {pad + 1}, "
+                f"beyond max_position_embeddings {values['max_position_embeddings']}"
+            )
         return cls(**values)
 
     @classmethod
@@ -102,3 +170,20 @@ class Config:
         except json.JSONDecodeError as e:
             raise MinibertError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
         return cls.from_dict(raw, source=str(path))
+
+
+def _distilbert_to_bert(raw: dict, source: str) -> dict:
+    """DistilBERT's config.json -> BERT's keys: ``dim`` -> hidden_size etc.
+
+    DistilBERT has no token types (type_vocab_size 0) and hard-codes its
+    LayerNorm eps to 1e-12 (transformers' ``modeling_distilbert.py``), so a
+    ``layer_norm_eps`` in the file is not used.
+    """
+    out = {k: v for k, v in raw.items() if k not in DISTILBERT_KEYS}
+    for old, new in DISTILBERT_KEYS.items():
+        if old in raw:
+            if new in raw and raw[new] != raw[old]:
+                raise MinibertError(f"{source}: {old}={raw[old]!r} contradicts {new}={raw[new]!r}")
+            out[new] = raw[old]
+    out |= {"type_vocab_size": 0, "layer_norm_eps": 1e-12}
+    return out

@@ -16,10 +16,15 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .errors import MinibertError
 from .inputs import Item, chunked
 from .model import Model
-from .output import Record
+from .output import Record, WordRows
 from .pooling import combine, pool
+from .windows import encode_long
+from .words import words
+
+LONG_MODES = ("truncate", "window")
 
 
 def length_sorted_batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
@@ -37,31 +42,60 @@ def batch_records(
     pool_how: str = "none",
     combine_how: str = "none",
     max_length: int | None = None,
+    word_pool: str = "none",
+    long: str = "truncate",
+    stride: int | None = None,
 ) -> list[Record]:
     """Run one batch and cut each text's features out of it.
 
     Token-level features keep only the text's real tokens (no padding);
-    ``combine`` reduces the selected layers per token, then ``pool`` reduces
-    tokens per text, ignoring padding.
+    ``word_pool`` (first|last|mean|first_last) turns them into one vector
+    per word (:func:`minibert.words`); ``combine`` reduces the selected
+    layers per token or word, then ``pool`` reduces tokens per text,
+    ignoring padding. ``long="window"`` runs texts past ``max_length``
+    (default: the model's limit) as overlapping windows ``stride`` tokens
+    apart and stitches them (:func:`minibert.encode_long`) instead of
+    truncating them.
     """
+    if long not in LONG_MODES:
+        raise MinibertError(f"long must be one of {', '.join(LONG_MODES)}, got {long!r}")
+    if word_pool != "none" and pool_how != "none":
+        raise MinibertError("word pooling gives one vector per word: use it with pool 'none'")
     pairs = [it.text_pair for it in items]
-    enc = model.encode(
-        [it.text for it in items], None if all(p is None for p in pairs) else pairs, max_length
-    )
-    selected = [enc.hidden_states[i] for i in layers]  # L x (B, S, H)
+    texts = [it.text for it in items]
+    if long == "window":
+        paired = [it.index for it in items if it.text_pair is not None]
+        if paired:
+            raise MinibertError(f"text {paired[0]}: windows take single texts, not text pairs")
+        enc = encode_long(model, texts, stride=stride, window=max_length)
+    else:
+        enc = model.encode(texts, None if all(p is None for p in pairs) else pairs, max_length)
+    if word_pool != "none":
+        w = words(enc, word_pool, layers)
+        selected = list(w.vectors)  # L x (W, H')
+        rows = [slice(w.offsets[b], w.offsets[b + 1]) for b in range(len(items))]
+    else:
+        selected = [enc.hidden_states[i] for i in layers]  # L x (B, S, H)
+        rows = [(b, slice(0, int(n))) for b, n in enumerate(enc.attention_mask.sum(axis=1))]
     if combine_how != "none":
         named = {"combined": combine(selected, combine_how)}
     else:
         named = {f"hidden_states.{i}": h for i, h in zip(layers, selected, strict=True)}
     if pool_how != "none":
         named = {k: pool(v, enc.attention_mask, pool_how) for k, v in named.items()}  # (B, S, H') -> (B, H')
+        rows = list(range(len(items)))
     lengths = enc.attention_mask.sum(axis=1)
     records = []
     for b, it in enumerate(items):
         n = int(lengths[b])
-        feats = {k: np.ascontiguousarray(v[b] if pool_how != "none" else v[b, :n]) for k, v in named.items()}
+        feats = {k: np.ascontiguousarray(v[rows[b]]) for k, v in named.items()}
         ids = enc.input_ids[b, :n].copy()
-        records.append(Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b]))
+        word_rows = None
+        if word_pool != "none":
+            word_rows = WordRows(w.words[b], w.spans[rows[b]], w.segments[rows[b]])
+        records.append(
+            Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows)
+        )
     return records
 
 
@@ -77,13 +111,19 @@ def extract_chunk(
     combine_how: str = "none",
     max_length: int | None = None,
     batch_size: int = 32,
+    word_pool: str = "none",
+    long: str = "truncate",
+    stride: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Record]:
-    """The records of one chunk, in input order (batched by length inside it).
-    ``on_batch(n)`` is called after each batch of n texts (a progress bar)."""
+    """The records of one chunk, in input order (batched by length inside it;
+    the other arguments as in :func:`batch_records`). ``on_batch(n)`` is
+    called after each batch of n texts (a progress bar)."""
     records = []
     for batch in length_sorted_batches(items, batch_size):
-        records.extend(batch_records(model, batch, layers, pool_how, combine_how, max_length))
+        records.extend(
+            batch_records(model, batch, layers, pool_how, combine_how, max_length, word_pool, long, stride)
+        )
         if on_batch is not None:
             on_batch(len(batch))
     return sorted(records, key=lambda r: r.index)
@@ -97,6 +137,9 @@ def extract(
     combine_how: str = "none",
     max_length: int | None = None,
     batch_size: int = 32,
+    word_pool: str = "none",
+    long: str = "truncate",
+    stride: int | None = None,
     chunk_size: int = CHUNK_SIZE,
 ) -> Iterator[list[Record]]:
     """Yield the records of every item, one chunk at a time, in input order.
@@ -105,4 +148,6 @@ def extract(
     chunk's features however long the corpus is.
     """
     for chunk in chunked(items, chunk_size):
-        yield extract_chunk(model, chunk, layers, pool_how, combine_how, max_length, batch_size)
+        yield extract_chunk(
+            model, chunk, layers, pool_how, combine_how, max_length, batch_size, word_pool, long, stride
+        )

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -103,10 +105,14 @@ def chunk_digest(items: list[Item]) -> str:
 
 def count_items(path: str | Path) -> int | None:
     """How many texts ``path`` holds, counted without decoding (for the
-    progress bar's total and ETA); None for stdin, which cannot be read twice."""
+    progress bar's total and ETA); None for stdin or a pipe, which cannot be
+    read twice."""
     path = str(path)
-    if path == "-":
-        return None
+    try:
+        if path == "-" or not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # stdin, a pipe (<(...)), a FIFO: reading it here would consume it
+    except OSError:
+        return None  # read_items reports the problem with the file
     is_jsonl = path.endswith((".jsonl", ".ndjson"))
     n = 0
     try:

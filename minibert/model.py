@@ -7,15 +7,15 @@ weights and tokenizer together; :func:`load` builds one.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import ops
+from . import hub, ops
 from .config import Config
 from .errors import MinibertError
+from .hub import SentenceConfig
 from .tokenizer import Batch, Tokenizer
 from .weights import Weights, load_weights
 
@@ -30,15 +30,20 @@ class Encoding:
 
     input_ids, token_type_ids, attention_mask: (B, S) int64.
     hidden_states: num_hidden_layers + 1 arrays (B, S, H); [0] is the
-      embedding output, [i] the output of encoder layer i (transformers'
-      ``output_hidden_states`` indexing).
+      embedding output (projected to H for ELECTRA and ALBERT), [i] the
+      output of encoder layer i (transformers' ``output_hidden_states``
+      indexing; ALBERT with inner_group_num > 1: one per inner layer).
     attentions: num_hidden_layers arrays (B, h, S, S), or None.
-    tokens, word_ids, num_tokens: per text, as in :class:`Batch`.
+    tokens, word_ids, num_tokens, sequence_ids, offsets, texts, text_pairs:
+      per text, as in :class:`Batch`.
     trace: with ``trace=True``, every intermediate by formula name:
-      ``trace["embeddings"]`` (word, position, token_type, sum, output) and
+      ``trace["embeddings"]`` (word, position, token_type, sum, output, and
+      projection for ELECTRA and ALBERT) and
       ``trace["layers"][i]`` (q, k, v, scores, mask, masked_scores, probs,
       context, concat, attention_output, residual_1, ln_1, ffn_pre, ffn_act,
       ffn_output, residual_2, ln_2); else None.
+    windows: from :func:`minibert.encode_long`, per text the index of the
+      window each token's vectors were taken from; None otherwise.
     """
 
     input_ids: np.ndarray
@@ -50,11 +55,36 @@ class Encoding:
     word_ids: list[list[int | None]] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)
     trace: dict | None = None
+    sequence_ids: list[list[int | None]] = field(default_factory=list)
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    text_pairs: list[str | None] = field(default_factory=list)
+    windows: list[np.ndarray] | None = None
+
+
+def batch_fields(batch: Batch) -> dict:
+    """The Batch's per-text bookkeeping, carried into the Encoding as is."""
+    return dict(
+        tokens=batch.tokens, word_ids=batch.word_ids, num_tokens=batch.num_tokens,
+        sequence_ids=batch.sequence_ids, offsets=batch.offsets, texts=batch.texts,
+        text_pairs=batch.text_pairs,
+    )  # fmt: skip
 
 
 def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Absolute positions 0..S-1 for every text: (B, S) -> (B, S)."""
+    """The row of the position table each token reads: (B, S) -> (B, S).
+
+    BERT, DistilBERT, ELECTRA, ALBERT: 0, 1, ..., S-1 for every text.
+    RoBERTa, XLM-R, CamemBERT (fairseq's ``make_positions``, transformers'
+    ``create_position_ids_from_input_ids``): real tokens count from
+    pad_token_id + 1 and padding keeps pad_token_id,
+    ``pad + cumsum(m) * m`` with m = (input_ids != pad). That is why their
+    usable length is max_position_embeddings - pad_token_id - 1 (514 - 2).
+    """
     B, S = input_ids.shape
+    if config.family == "roberta":
+        m = (input_ids != config.pad_token_id).astype(np.int64)
+        return config.pad_token_id + np.cumsum(m, axis=1) * m
     return np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
 
 
@@ -72,6 +102,13 @@ def forward(
     input_ids, token_type_ids, attention_mask: (B, S) ints.
     Returns (hidden_states: L+1 arrays (B, S, H), attentions: L arrays
     (B, h, S, S) or None, trace dict or None).
+    Families differ only in data: the position rule (:func:`position_ids`),
+    a missing token-type table (DistilBERT), an E -> H projection after the
+    embeddings (ELECTRA, ALBERT; ``hidden_states[0]`` is the projected one,
+    as in transformers), and ``weights.layer_map`` (ALBERT runs one shared
+    layer L times). With ALBERT's rare ``inner_group_num`` > 1 every inner
+    layer is a step: L * inner_group_num + 1 hidden states, as transformers
+    5 records them.
     """
     emb = weights.embeddings
     dtype = emb.word.dtype
@@ -81,13 +118,17 @@ def forward(
         emb.word, emb.position, emb.token_type, emb.ln_gamma, emb.ln_beta,
         config.layer_norm_eps, record["embeddings"] if trace else None,
     )  # fmt: skip
+    if emb.W_proj is not None:
+        x = ops.linear(x, emb.W_proj, emb.b_proj)  # (B, S, E) -> (B, S, H)
+        if trace:
+            record["embeddings"]["projection"] = x
     mask = ops.additive_mask(attention_mask, dtype)  # (B, S) -> (B, 1, 1, S)
     act = ops.ACTIVATIONS[config.hidden_act]
     hidden_states, attentions = [x], []
-    for layer in weights.layers:
+    for k in weights.layer_map:
         layer_trace = {} if trace else None
         x, probs = ops.encoder_layer(
-            x, layer, mask, config.num_attention_heads, act, config.layer_norm_eps, layer_trace
+            x, weights.layers[k], mask, config.num_attention_heads, act, config.layer_norm_eps, layer_trace
         )
         hidden_states.append(x)
         if output_attentions:
@@ -98,18 +139,45 @@ def forward(
 
 
 class Model:
-    """A loaded encoder: ``config``, ``weights``, ``tokenizer``, ``dtype``."""
+    """A loaded encoder: ``config``, ``weights``, ``tokenizer``, ``dtype``, and
+    ``sentence``: the sentence-transformers pooling of the directory
+    (:class:`minibert.hub.SentenceConfig`), or None."""
 
-    def __init__(self, config: Config, weights: Weights, tokenizer: Tokenizer, path: Path, dtype: str):
+    def __init__(
+        self,
+        config: Config,
+        weights: Weights,
+        tokenizer: Tokenizer,
+        path: Path,
+        dtype: str,
+        sentence: SentenceConfig | None = None,
+    ):
         self.config = config
         self.weights = weights
         self.tokenizer = tokenizer
         self.path = path
         self.dtype = np.dtype(dtype)
+        self.sentence = sentence
+
+    @property
+    def num_layers(self) -> int:
+        """Layer steps the forward pass runs: ``len(hidden_states) - 1``.
+
+        num_hidden_layers, except ALBERT with inner_group_num > 1, where each
+        step runs several inner layers and records each (as transformers does).
+        """
+        return len(self.weights.layer_map)
 
     @property
     def max_length(self) -> int:
-        """Longest sequence the position table allows (special tokens included)."""
+        """Longest sequence the position table allows (special tokens included).
+
+        max_position_embeddings, except for the RoBERTa family, whose
+        positions start at pad_token_id + 1 (see :func:`position_ids`):
+        514 - 2 = 512 for roberta-base.
+        """
+        if self.config.family == "roberta":
+            return self.config.max_position_embeddings - self.config.pad_token_id - 1
         return self.config.max_position_embeddings
 
     def tokenize(
@@ -127,25 +195,34 @@ class Model:
             raise MinibertError(
                 f"max_length must be an integer from 2 to {self.max_length}, got {max_length!r}"
             )
-        return self.tokenizer(list(texts), None if text_pairs is None else list(text_pairs), max_length)
+        batch = self.tokenizer(list(texts), None if text_pairs is None else list(text_pairs), max_length)
+        if self.config.type_vocab_size <= 1 and batch.token_type_ids.any():
+            # RoBERTa (one type) and DistilBERT (none): transformers' tokenizers give
+            # these models no type ids, and the model uses zeros.
+            batch = replace(batch, token_type_ids=np.zeros_like(batch.token_type_ids))
+        return batch
 
     def forward(self, batch: Batch, output_attentions: bool = False, trace: bool = False) -> Encoding:
         """Run the encoder on a tokenized batch."""
         if batch.input_ids.size == 0:
             hs = tuple(
                 np.zeros((len(batch.tokens), 0, self.config.hidden_size), self.dtype)
-                for _ in range(self.config.num_hidden_layers + 1)
+                for _ in range(self.num_layers + 1)
             )
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
-                            () if output_attentions else None, batch.tokens,
-                            batch.word_ids, batch.num_tokens)  # fmt: skip
+                            () if output_attentions else None, **batch_fields(batch))  # fmt: skip
+        T = self.config.type_vocab_size
+        if self.weights.embeddings.token_type is not None and batch.token_type_ids.max() >= T:
+            raise MinibertError(
+                f"token_type_ids reach {batch.token_type_ids.max()}, the model has {T} type(s)"
+            )
         hidden_states, attentions, record = forward(
             self.weights, self.config, batch.input_ids, batch.token_type_ids,
             batch.attention_mask, output_attentions, trace,
         )  # fmt: skip
         return Encoding(
             batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
-            batch.tokens, batch.word_ids, batch.num_tokens, record,
+            trace=record, **batch_fields(batch),
         )  # fmt: skip
 
     def encode(
@@ -167,25 +244,26 @@ class Model:
 
 def default_model_dir() -> Path:
     """``$MINIBERT_WEIGHTS/all-MiniLM-L6-v2``, else ``weights/`` of this checkout."""
-    root = os.environ.get("MINIBERT_WEIGHTS")
-    base = Path(root) if root else Path(__file__).resolve().parent.parent / "weights"
-    return base / DEFAULT_MODEL
+    return hub.weights_dir() / DEFAULT_MODEL
 
 
 def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
-    """Load a model directory (config.json, model.safetensors, tokenizer.json
-    or vocab.txt) in ``dtype`` ("float32" or "float64"); with no path, the
-    default model all-MiniLM-L6-v2 from ``weights/``."""
+    """Load a model in ``dtype`` ("float32" or "float64").
+
+    ``path``: a model directory (config.json, model.safetensors,
+    tokenizer.json or vocab.txt), the short name of one in ``weights/``, or a
+    Hugging Face repo id already in the local Hugging Face cache (see
+    :func:`minibert.hub.resolve`; nothing is downloaded). With no path, the
+    default model all-MiniLM-L6-v2 from ``weights/``.
+    """
     if str(dtype) not in DTYPES:
         raise MinibertError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if path is None:
         path = default_model_dir()
         if not path.is_dir():
             raise MinibertError(f"default model not found at {path}; fetch it with: {FETCH_HINT}")
-    path = Path(path)
-    if not path.is_dir():
-        raise MinibertError(f"{path}: model directory not found")
+    path = hub.resolve(path)
     config = Config.from_json(path / "config.json")
     tokenizer = Tokenizer.from_dir(path, default_pad_id=config.pad_token_id)
     weights = load_weights(path / "model.safetensors", config, dtype)
-    return Model(config, weights, tokenizer, path, str(dtype))
+    return Model(config, weights, tokenizer, path, str(dtype), hub.sentence_config(path))

@@ -40,6 +40,7 @@ __all__ = [
     "multi_head_attention",
     "relu",
     "scaled_dot_product_attention",
+    "sinusoidal_positions",
     "softmax",
     "split_heads",
 ]
@@ -219,6 +220,21 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -
     return gamma * ((x - mu) / np.sqrt(var + np.asarray(eps, x.dtype))) + beta
 
 
+def sinusoidal_positions(P: int, E: int, dtype=np.float64) -> np.ndarray:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/E)),  PE[pos, 2i+1] = cos(pos / 10000^(2i/E)).
+
+    -> (P, E). The fixed position table of Vaswani et al. 2017 (section 3.5),
+    used by DistilBERT when config ``sinusoidal_pos_embds`` is true and the
+    checkpoint carries no learned table (transformers'
+    ``create_sinusoidal_embeddings``). Computed in float64, then cast.
+    """
+    pos = np.arange(P, dtype=np.float64)[:, None]  # (P, 1)
+    two_i = 2 * (np.arange(E) // 2)  # 0, 0, 2, 2, 4, 4, ...
+    angle = pos / np.power(10000.0, two_i / E)  # (P, 1) -> (P, E)
+    table = np.where(np.arange(E) % 2 == 0, np.sin(angle), np.cos(angle))
+    return table.astype(dtype)
+
+
 def embed(
     input_ids: np.ndarray,
     position_ids: np.ndarray,
@@ -235,7 +251,8 @@ def embed(
 
     input_ids, position_ids, token_type_ids: (B, S) ints; word (V, E),
     position (P, E), token_type (T, E) tables -> (B, S, E).
-    DistilBERT has no token-type table (``token_type=None``).
+    DistilBERT has no token-type table (``token_type=None``). ELECTRA and
+    ALBERT then project E -> H with one :func:`linear` (in the forward pass).
     """
     e_word = word[input_ids]  # (B, S) -> (B, S, E)
     e_pos = position[position_ids]  # (B, S) -> (B, S, E)

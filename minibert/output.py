@@ -18,12 +18,25 @@ Layout of ``.npz`` / ``.safetensors`` (N texts, T tokens in all):
     layers              (L,) int64: the hidden_states indices that were selected
     tokens (.npz only)  (T,) str; in .safetensors the token strings and all
                         settings are in the header metadata (JSON)
+    num_tokens          (N,) int64: each text's token count before truncation
+    kept_tokens         (N,) int64: ... and after (< num_tokens: truncated)
+
+With --word-pool the rows are words (W in all), not tokens:
+
+    offsets             (N + 1,): text n owns rows offsets[n]:offsets[n+1] of the
+                        word-level arrays (hidden_states.{i}, spans, segments, words)
+    token_offsets       (N + 1,): ... and tokens[token_offsets[n]:token_offsets[n+1]]
+    spans               (W, 2) int64: each word's [start, end) characters in its text
+    segments            (W,) int64: 0 a word of the text, 1 of its text_pair
+    words (.npz only)   (W,) str; in .safetensors in the header metadata
 
 ``.jsonl``: one object per text, in input order:
-``{"index", "text", "text_pair"?, "tokens", "layers": [{"index", "values"}]}``
-(``"index": "combined"`` with --combine), in the spirit of google-research/bert's
-extract_features.py. Numbers are written with 5 (float16), 9 (float32) or
-17 (float64) significant digits, which read back to the same binary value.
+``{"index", "text", "text_pair"?, "tokens", "words"?, "spans"?, "segments"?,
+"num_tokens", "kept_tokens", "layers": [{"index", "values"}]}``
+(``"index": "combined"`` with --combine; words, spans and segments with
+--word-pool), in the spirit of google-research/bert's extract_features.py.
+Numbers are written with 5 (float16), 9 (float32) or 17 (float64)
+significant digits, which read back to the same binary value.
 
 Features are stored in ``Settings.output_dtype`` (default: the compute dtype);
 ``float16`` halves the disk of float32 and is checked for overflow (a value
@@ -49,10 +62,22 @@ OUTPUT_DTYPES = ("float16", "float32", "float64")
 
 
 @dataclass
+class WordRows:
+    """A text's words, when its features are word-level: the strings, their
+    [start, end) character spans (n_words, 2) and segments (n_words,), 0 for
+    the text, 1 for its text_pair."""
+
+    words: list[str]
+    spans: np.ndarray
+    segments: np.ndarray
+
+
+@dataclass
 class Record:
     """One text's features. ``features`` maps a name (``hidden_states.{i}``
-    or ``combined``) to (n_tokens, H) or, pooled, (H,). ``num_tokens`` is the
-    text's token count before truncation (> len(tokens) when truncated)."""
+    or ``combined``) to (n_tokens, H), (n_words, H) when ``words`` is given,
+    or, pooled, (H,). ``num_tokens`` is the text's token count before
+    truncation (> len(tokens) when truncated)."""
 
     index: int
     text: str
@@ -61,6 +86,7 @@ class Record:
     input_ids: np.ndarray
     features: dict[str, np.ndarray]
     num_tokens: int
+    words: WordRows | None = None
 
 
 @dataclass
@@ -77,6 +103,7 @@ class Settings:
     dtype: str
     model: str
     extra: dict = field(default_factory=dict)
+    word_pool: str = "none"
     output_dtype: str | None = None
 
     @property
@@ -89,6 +116,7 @@ class Settings:
         return {
             "layers": list(self.layers),
             "pool": self.pool,
+            "word_pool": self.word_pool,
             "combine": self.combine,
             "dtype": self.dtype,
             "output_dtype": self.out_dtype.name,
@@ -161,27 +189,39 @@ class Writer:
     def add(self, records: list[Record]) -> None:
         self.records.extend(cast_features(records, self.settings.out_dtype))
 
-    def _arrays(self) -> tuple[dict[str, np.ndarray], list[str]]:
+    def _arrays(self) -> tuple[dict[str, np.ndarray], list[str], list[str] | None]:
         return records_to_arrays(self.records, self.settings)
 
     def close(self) -> None:
         write_atomic(self.path, self._write)
 
 
-def records_to_arrays(records: list[Record], settings: Settings) -> tuple[dict[str, np.ndarray], list[str]]:
+def records_to_arrays(
+    records: list[Record], settings: Settings
+) -> tuple[dict[str, np.ndarray], list[str], list[str] | None]:
     """Records (any order) -> the arrays of the layout above, in index
-    order, and every token string."""
+    order, every token string, and every word string (None unless
+    ``--word-pool``)."""
     records = sorted(records, key=lambda r: r.index)
-    lengths = [len(r.tokens) for r in records]
-    offsets = np.zeros(len(records) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    kept = np.array([len(r.tokens) for r in records], dtype=np.int64)
     arrays = {
-        "offsets": offsets,
+        "offsets": _offsets(kept),
         "input_ids": np.concatenate([r.input_ids for r in records]).astype(np.int64)
         if records
         else np.zeros(0, np.int64),
         "layers": np.asarray(settings.layers, dtype=np.int64),
+        "num_tokens": np.array([r.num_tokens for r in records], dtype=np.int64),
+        "kept_tokens": kept,
     }
+    words = None
+    if settings.word_pool != "none":  # rows are words; tokens keep their own offsets
+        arrays["token_offsets"] = arrays["offsets"]
+        arrays["offsets"] = _offsets([len(r.words.words) for r in records])
+        spans = [r.words.spans.reshape(-1, 2) for r in records] or [np.zeros((0, 2))]
+        arrays["spans"] = np.concatenate(spans).astype(np.int64)
+        segments = [r.words.segments for r in records] or [np.zeros(0)]
+        arrays["segments"] = np.concatenate(segments).astype(np.int64)
+        words = [w for r in records for w in r.words.words]
     names = list(records[0].features) if records else feature_names(settings)
     for name in names:
         parts = [r.features[name] for r in records]
@@ -191,7 +231,7 @@ def records_to_arrays(records: list[Record], settings: Settings) -> tuple[dict[s
         else:
             arrays[name] = np.zeros((0, 0), dtype=settings.out_dtype)
     tokens = [t for r in records for t in r.tokens]
-    return arrays, tokens
+    return arrays, tokens, words
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -231,9 +271,12 @@ _UMASK = _umask()
 SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64", "int64": "I64"}
 
 
-def safetensors_parts(arrays: dict[str, np.ndarray], tokens: list[str], settings: Settings) -> list:
+def safetensors_parts(
+    arrays: dict[str, np.ndarray], tokens: list[str], words: list[str] | None, settings: Settings
+) -> list:
     """The .safetensors layout, as the buffers to write one after another:
-    arrays, with token strings and settings as JSON in the header metadata.
+    arrays, with token strings, word strings (``--word-pool``) and settings
+    as JSON in the header metadata.
 
     Serialized here rather than by ``safetensors.numpy.save``, whose header
     lists metadata keys in a random order per process: equal features must
@@ -244,6 +287,8 @@ def safetensors_parts(arrays: dict[str, np.ndarray], tokens: list[str], settings
     bytes back to back.
     """
     metadata = {"settings": settings.to_json(), "tokens": json.dumps(tokens, ensure_ascii=False)}
+    if words is not None:
+        metadata["words"] = json.dumps(words, ensure_ascii=False)
     header: dict = {"__metadata__": metadata}
     blobs, offset = [], 0
     for name in sorted(arrays):
@@ -261,15 +306,26 @@ def safetensors_parts(arrays: dict[str, np.ndarray], tokens: list[str], settings
     return [struct.pack("<Q", len(head)), head, *blobs]
 
 
-def safetensors_bytes(arrays: dict[str, np.ndarray], tokens: list[str], settings: Settings) -> bytes:
+def safetensors_bytes(
+    arrays: dict[str, np.ndarray], tokens: list[str], words: list[str] | None, settings: Settings
+) -> bytes:
     """:func:`safetensors_parts` joined (for small outputs and tests)."""
-    return b"".join(safetensors_parts(arrays, tokens, settings))
+    return b"".join(safetensors_parts(arrays, tokens, words, settings))
+
+
+def _offsets(lengths) -> np.ndarray:
+    """Row counts -> (N + 1,) int64 offsets: item n owns rows offsets[n]:offsets[n+1]."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 
 class NpzWriter(Writer):
     def _write(self, f) -> None:
-        arrays, tokens = self._arrays()
+        arrays, tokens, words = self._arrays()
         arrays["tokens"] = np.asarray(tokens, dtype=str)
+        if words is not None:
+            arrays["words"] = np.asarray(words, dtype=str)
         arrays["settings"] = np.asarray(self.settings.to_json())
         np.savez(f, **arrays)
 
@@ -300,6 +356,13 @@ class JsonlWriter(Writer):
             if r.text_pair is not None:
                 head["text_pair"] = r.text_pair
             head["tokens"] = r.tokens
+            if r.words is not None:
+                head["words"] = r.words.words
+                head["spans"] = r.words.spans.tolist()
+                if r.text_pair is not None:
+                    head["segments"] = r.words.segments.tolist()
+            head["num_tokens"] = r.num_tokens
+            head["kept_tokens"] = len(r.tokens)
             layers = ",".join(
                 f'{{"index":{_layer_key(name)},"values":{_json_numbers(v)}}}'
                 for name, v in r.features.items()
@@ -324,23 +387,37 @@ class Output:
     ``pooled``; ``tokens(n)`` and ``vectors(n, name)`` give text n's tokens
     and its (n_tokens, H) or (H,) array for ``name`` (``"hidden_states.{i}"``,
     ``i`` an int -- negative counts from the last layer -- or ``"combined"``).
-    ``parts()`` yields the output piece by piece (one piece for a file, one
-    per shard for a directory), each with whole ``arrays``, for statistics
-    over a corpus that does not fit.
+    Word-level outputs (``--word-pool``): ``words(n)`` and ``vectors(n, name)``
+    of shape (n_words, H), ``arrays["spans"]``. ``arrays["num_tokens"]`` /
+    ``arrays["kept_tokens"]``: each text's token count before and after
+    truncation. ``parts()`` yields the output piece by piece (one piece for a
+    file, one per shard for a directory), each with whole ``arrays``, for
+    statistics over a corpus that does not fit.
     """
 
-    def __init__(self, arrays, tokens: list[str], settings: dict, pooled: bool):
+    def __init__(
+        self, arrays, tokens: list[str], settings: dict, pooled: bool, words: list[str] | None = None
+    ):
         self.arrays = arrays
         self._tokens = tokens
+        self._words = words
         self.settings = settings
         self.pooled = pooled
         self.layers = [int(i) for i in arrays["layers"]]
         self.offsets = np.asarray(arrays["offsets"])
+        self.token_offsets = (
+            np.asarray(arrays["token_offsets"]) if "token_offsets" in arrays else self.offsets
+        )
         self.num_texts = len(self.offsets) - 1
 
     @property
     def names(self) -> list[str]:
         return [k for k in self.arrays if k.startswith("hidden_states.") or k == "combined"]
+
+    @property
+    def word_level(self) -> bool:
+        """Rows are words (``--word-pool``), not tokens."""
+        return "token_offsets" in self.arrays
 
     def _check(self, n: int, name: str | int) -> str:
         if isinstance(name, int | np.integer):
@@ -355,7 +432,12 @@ class Output:
         return name
 
     def tokens(self, n: int) -> list[str]:
-        return self._tokens[self.offsets[n] : self.offsets[n + 1]]
+        return self._tokens[self.token_offsets[n] : self.token_offsets[n + 1]]
+
+    def words(self, n: int) -> list[str]:
+        if self._words is None:
+            raise MinibertError("this output has no words (it was not written with --word-pool)")
+        return self._words[self.offsets[n] : self.offsets[n + 1]]
 
     def vectors(self, n: int, name: str | int) -> np.ndarray:
         name = self._check(n, name)
@@ -383,6 +465,9 @@ class _LazyArrays(Mapping):
     def __init__(self, f):
         self._f = f
 
+    def __contains__(self, name) -> bool:  # without reading the tensor
+        return name in self._f.keys()
+
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._f.keys():
             raise KeyError(name)
@@ -409,7 +494,10 @@ class SafetensorsOutput(Output):
             meta = self._f.metadata() or {}
             settings = json.loads(meta["settings"])
             tokens = json.loads(meta["tokens"])
-            super().__init__(_LazyArrays(self._f), tokens, settings, pooled=settings["pool"] != "none")
+            words = json.loads(meta["words"]) if "words" in meta else None
+            super().__init__(
+                _LazyArrays(self._f), tokens, settings, pooled=settings["pool"] != "none", words=words
+            )
         except MinibertError:
             raise
         except Exception as e:  # the safetensors library's errors have no common base but Exception
@@ -442,6 +530,7 @@ def open_output(path: str | Path) -> Output:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             tokens = [str(t) for t in arrays.pop("tokens")]
+            words = [str(w) for w in arrays.pop("words")] if "words" in arrays else None
             settings = json.loads(str(arrays.pop("settings")))
         elif path.suffix == ".safetensors":
             return SafetensorsOutput(path)
@@ -451,11 +540,12 @@ def open_output(path: str | Path) -> Output:
             raise MinibertError(f"{path}: unknown output format {path.suffix!r} (use {', '.join(FORMATS)})")
     except (OSError, ValueError, KeyError) as e:
         raise MinibertError(f"{path}: not a minibert output ({e})") from None
-    return Output(arrays, tokens, settings, pooled=settings["pool"] != "none")
+    return Output(arrays, tokens, settings, pooled=settings["pool"] != "none", words=words)
 
 
 def _read_jsonl(path: Path) -> Output:
-    tokens, per_name, lengths = [], {}, []
+    tokens, words, per_name, per_text = [], [], {}, {}
+    word_level = False
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             try:
@@ -463,15 +553,42 @@ def _read_jsonl(path: Path) -> Output:
             except json.JSONDecodeError as e:
                 raise MinibertError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
             tokens.extend(obj["tokens"])
-            lengths.append(len(obj["tokens"]))
+            per_text.setdefault("kept_tokens", []).append(len(obj["tokens"]))
+            per_text.setdefault("num_tokens", []).append(obj.get("num_tokens", len(obj["tokens"])))
+            if "words" in obj:
+                word_level = True
+                words.extend(obj["words"])
+                per_text.setdefault("rows", []).append(len(obj["words"]))
+                per_text.setdefault("spans", []).append(
+                    np.asarray(obj["spans"], dtype=np.int64).reshape(-1, 2)
+                )
+                segments = obj.get("segments", [0] * len(obj["words"]))
+                per_text.setdefault("segments", []).append(np.asarray(segments, dtype=np.int64))
             for layer in obj["layers"]:
                 idx = layer["index"]
                 name = "combined" if idx == "combined" else f"hidden_states.{idx}"
                 per_name.setdefault(name, []).append(np.asarray(layer["values"]))
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    pooled = bool(per_name) and next(iter(per_name.values()))[0].ndim == 1
-    arrays = {name: (np.stack(v) if pooled else np.concatenate(v)) for name, v in per_name.items()}
+    pooled = not word_level and bool(per_name) and next(iter(per_name.values()))[0].ndim == 1
+    if pooled:
+        arrays = {name: np.stack(v) for name, v in per_name.items()}
+    else:  # a text with no words has an empty list of values
+        arrays = {
+            name: np.concatenate([a for a in v if a.size] or [np.zeros((0, 0))])
+            for name, v in per_name.items()
+        }
     layers = [int(n.split(".")[1]) for n in arrays if n.startswith("hidden_states.")]
-    arrays |= {"offsets": offsets, "layers": np.asarray(layers, dtype=np.int64)}
-    return Output(arrays, tokens, {}, pooled)
+    kept = np.asarray(per_text.get("kept_tokens", []), dtype=np.int64)
+    arrays |= {
+        "offsets": _offsets(kept),
+        "layers": np.asarray(layers, dtype=np.int64),
+        "num_tokens": np.asarray(per_text.get("num_tokens", []), dtype=np.int64),
+        "kept_tokens": kept,
+    }
+    if word_level:
+        arrays |= {
+            "token_offsets": arrays["offsets"],
+            "offsets": _offsets(per_text["rows"]),
+            "spans": np.concatenate(per_text["spans"]),
+            "segments": np.concatenate(per_text["segments"]),
+        }
+    return Output(arrays, tokens, {}, pooled, words if word_level else None)

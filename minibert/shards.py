@@ -91,10 +91,10 @@ def write_shard(out_dir: str | Path, k: int, records: list[Record], settings: Se
     """Write chunk k's records as ``shard-0000k.safetensors`` (atomically)
     and return its manifest entry. Used by every engine; touches no manifest."""
     records = cast_features(sorted(records, key=lambda r: r.index), settings.out_dtype)
-    arrays, tokens = records_to_arrays(records, settings)
+    arrays, tokens, words = records_to_arrays(records, settings)
     arrays["index"] = np.asarray([r.index for r in records], dtype=np.int64)
     path = Path(out_dir) / shard_name(k)
-    size, sha256 = _write(path, safetensors_parts(arrays, tokens, settings))
+    size, sha256 = _write(path, safetensors_parts(arrays, tokens, words, settings))
     return {
         "shard": k,
         "file": path.name,
@@ -319,6 +319,14 @@ class ShardedOutput(Output):
     def tokens(self, n: int) -> list[str]:
         shard, local = self._locate(n)
         return shard.tokens(local)
+
+    def words(self, n: int) -> list[str]:
+        shard, local = self._locate(n)
+        return shard.words(local)
+
+    @property
+    def word_level(self) -> bool:
+        return self.settings.get("word_pool", "none") != "none"
 
     def vectors(self, n: int, name: str | int) -> np.ndarray:
         self._check(n, name)

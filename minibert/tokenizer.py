@@ -9,7 +9,7 @@ accent-stripping that ``tokenizer_config.json`` asks for (as transformers'
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,14 @@ class Batch:
     word_ids[b]: for each token of text b, the index of the word it came
     from in its segment, None for special tokens.
     num_tokens[b]: tokens of text b before truncation (specials included).
+    sequence_ids[b]: for each token of text b, 0 if it came from the text,
+    1 if from its text_pair, None for special tokens. Word indices restart
+    in each segment, and type ids cannot tell segments apart for every
+    tokenizer (RoBERTa's are all 0): use these.
+    offsets[b]: for each token of text b, its (start, end) character span
+    in its own segment's string ((0, 0) for special tokens).
+    texts[b], text_pairs[b]: the strings that were tokenized (text_pairs[b]
+    None when text b has no second segment), so spans read back as words.
     """
 
     input_ids: np.ndarray
@@ -34,6 +42,10 @@ class Batch:
     tokens: list[list[str]]
     word_ids: list[list[int | None]]
     num_tokens: list[int]
+    sequence_ids: list[list[int | None]] = field(default_factory=list)
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    text_pairs: list[str | None] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> dict:
@@ -133,4 +145,8 @@ class Tokenizer:
             tokens=[list(e.tokens) for e in encodings],
             word_ids=[list(e.word_ids) for e in encodings],
             num_tokens=full if full is not None else [len(e.ids) for e in encodings],
+            sequence_ids=[list(e.sequence_ids) for e in encodings],
+            offsets=[list(e.offsets) for e in encodings],
+            texts=list(texts),
+            text_pairs=list(text_pairs),
         )

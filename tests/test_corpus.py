@@ -57,6 +57,35 @@ def test_shards_equal_a_single_file_and_encode(small, model_dir, tmp_path):
         np.testing.assert_allclose(out.vectors(13, i), alone.hidden_states[i][0], rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--word-pool", "mean", "--layers", "-2,-1"],
+        ["--long", "window", "--max-length", "6", "--stride", "3", "--layers", "-1"],
+        ["--max-length", "5", "--pool", "max", "--combine", "concat"],
+    ],
+    ids=["word-pool", "long-window", "truncated-pooled"],
+)
+def test_every_feature_goes_through_shards(model_dir, tmp_path, args):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts(11, seed=4)) + "\n", encoding="utf-8")
+    common = ["--shard-size", "4", "--batch-size", "3", *args]
+    extract(model_dir, src, tmp_path / "shards", *common)
+    extract(model_dir, src, tmp_path / "one.safetensors", *common)
+    a, b = open_output(tmp_path / "shards"), open_output(tmp_path / "one.safetensors")
+    assert_same_output(a, b)
+    assert a.word_level == b.word_level == ("--word-pool" in args)
+    for n in range(a.num_texts):
+        if a.word_level:
+            assert a.words(n) == b.words(n) and len(a.words(n)) == len(a.vectors(n, -1))
+    per_text = ["num_tokens", "kept_tokens"] + (["spans", "segments"] if a.word_level else [])
+    for name in per_text:
+        got = np.concatenate([part.arrays[name] for part in a.parts()])
+        np.testing.assert_array_equal(got, b.arrays[name], err_msg=name)
+    if "--max-length" in args and "window" not in args:
+        assert (b.arrays["kept_tokens"] < b.arrays["num_tokens"]).any()  # some texts were truncated
+
+
 def test_summary_reads_shards_one_at_a_time(small, tmp_path, capsys, model_dir):
     src, out_dir = small
     single = tmp_path / "one.npz"
@@ -197,4 +226,19 @@ def test_stdin_streams_into_shards(model_dir, tmp_path):
     assert "wrote 5 texts" in r.stderr and "texts/s" in r.stderr
     o = open_output(out)
     assert o.num_texts == 5 and o.pooled and [e["count"] for e in o.shards] == [2, 2, 1]
-    assert o.tokens(4)[1:-1] == lines[4].split()
+    import minibert
+
+    assert o.tokens(4) == minibert.load(model_dir).tokenize([lines[4]]).tokens[0]
+
+
+def test_truncation_summary_is_the_same_for_shards_and_files(model_dir, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts(13, seed=5)) + "\n", encoding="utf-8")
+    args = ["extract", "--model", model_dir, src, "--max-length", "6", "--shard-size", "4", "--quiet"]
+    lines = {}
+    for out in ("one.npz", "shards/"):
+        r = cli(*args, "-o", tmp_path / out)
+        assert r.returncode == 0, r.stderr
+        lines[out] = r.stderr
+    assert "texts were truncated to 6 tokens (text " in lines["one.npz"]
+    assert lines["shards/"] == lines["one.npz"]

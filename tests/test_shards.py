@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -193,7 +194,7 @@ def test_safetensors_bytes_are_read_by_the_library_and_identical_across_processe
         "from minibert.output import Settings, safetensors_bytes\n"
         "a = {'x': np.arange(6, dtype=np.float16).reshape(2, 3), 'offsets': np.arange(3)}\n"
         "s = Settings([0], 'none', 'none', 'float32', 'm', extra={'k': 1}, output_dtype='float16')\n"
-        "sys.stdout.write(hashlib.sha256(safetensors_bytes(a, ['a', 'é'], s)).hexdigest())\n"
+        "sys.stdout.write(hashlib.sha256(safetensors_bytes(a, ['a', 'é'], ['w'], s)).hexdigest())\n"
     )
     # the safetensors library writes metadata keys in a per-process random order; ours may not
     digests = {
@@ -201,7 +202,7 @@ def test_safetensors_bytes_are_read_by_the_library_and_identical_across_processe
     }
     assert len(digests) == 1 and len(next(iter(digests))) == 64
     arrays = {"x": np.arange(6, dtype=np.float16).reshape(2, 3), "offsets": np.arange(3, dtype=np.int64)}
-    data = safetensors_bytes(arrays, ["a", "é"], _settings())
+    data = safetensors_bytes(arrays, ["a", "é"], None, _settings())
     back = load(data)
     for k, v in arrays.items():
         assert back[k].dtype == v.dtype
@@ -225,6 +226,9 @@ def test_chunks_depend_only_on_the_input(tmp_path):
     p.write_text("a\nb\n\nd\ne", encoding="utf-8")  # an empty text, no final newline
     items = list(read_items(p))
     assert count_items(p) == len(items) == 5 and count_items("-") is None
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert count_items(fifo) is None  # not read: the texts are read once, by read_items
     assert [[it.index for it in c] for c in chunked(items, 2)] == [[0, 1], [2, 3], [4]]
     assert chunk_digest(items[:2]) == chunk_digest([Item(7, "a"), Item(8, "b")])  # texts, not positions
     assert chunk_digest(items[:2]) != chunk_digest([Item(0, "a"), Item(1, "b", "pair")])

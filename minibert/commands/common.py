@@ -10,7 +10,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model directory (config.json, model.safetensors, tokenizer.json or vocab.txt); "
-        "default: weights/all-MiniLM-L6-v2",
+        help="a model directory (config.json, model.safetensors, tokenizer.json or vocab.txt), the name "
+        "of one in weights/, or a Hugging Face repo id already in the local Hugging Face cache "
+        "(never downloaded); default: weights/all-MiniLM-L6-v2",
     )
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute dtype")

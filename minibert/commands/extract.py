@@ -6,14 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .. import load
 from ..errors import MinibertError
-from ..extract import CHUNK_SIZE, extract_chunk
+from ..extract import CHUNK_SIZE, LONG_MODES, extract_chunk
 from ..inputs import chunk_digest, chunked, count_items, read_items
 from ..output import OUTPUT_DTYPES, Settings, check_output_path, is_sharded, open_writer
 from ..pooling import COMBINES, POOLS, select_layers
 from ..progress import Progress
 from ..shards import ShardedWriter, model_digest
+from ..words import HOWS
 from .common import add_model_args
 
 
@@ -50,7 +53,33 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--pool", default="none", choices=POOLS, help="token pooling per text (default: none)")
     p.add_argument("--combine", default="none", choices=COMBINES, help="reduce the selected layers")
-    p.add_argument("--max-length", type=positive_int, default=None, help="truncate (special tokens included)")
+    p.add_argument(
+        "--word-pool",
+        default="none",
+        choices=("none", *HOWS),
+        help="one vector per word from its subword tokens: first, last, mean, or first_last "
+        "(concatenated); rows are words, with their strings and character spans (default: none)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="truncate to N tokens (special tokens included); with --long window, the window size "
+        "(default: the model's limit)",
+    )
+    p.add_argument(
+        "--long",
+        default="truncate",
+        choices=LONG_MODES,
+        help="texts past the limit: truncate (default), or window: overlapping windows stitched "
+        "back, each token from the window where it has the most context",
+    )
+    p.add_argument(
+        "--stride",
+        type=positive_int,
+        default=None,
+        help="with --long window: tokens from one window's start to the next (default: half a window)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument(
         "--shard-size",
@@ -103,22 +132,32 @@ def run(args: argparse.Namespace) -> int:
         raise MinibertError("--scheduler is for --engine dask")
     if args.workers is not None and (args.engine != "dask" or args.scheduler is not None):
         raise MinibertError("--workers is for --engine dask without --scheduler (a local cluster)")
+    if args.stride is not None and args.long != "window":
+        raise MinibertError("--stride applies to --long window only")
+    if args.word_pool != "none" and args.pool != "none":
+        raise MinibertError(
+            f"--word-pool gives one vector per word: it cannot be combined with --pool {args.pool}"
+        )
     model = load(args.model, args.dtype)
-    layers = select_layers(args.layers, model.config.num_hidden_layers + 1)
+    layers = select_layers(args.layers, model.num_layers + 1)
     if args.max_length is not None and args.max_length > model.max_length:
         raise MinibertError(f"--max-length {args.max_length} exceeds the model's limit {model.max_length}")
     settings = Settings(
         layers, args.pool, args.combine, args.dtype, str(Path(model.path).absolute()),
         extra={
-            "num_hidden_layers": model.config.num_hidden_layers, "max_length": args.max_length,
+            "num_hidden_layers": model.num_layers, "max_length": args.max_length,
+            "long": args.long, "stride": args.stride,
             "batch_size": args.batch_size, "shard_size": args.shard_size,
             "model_sha256": model_digest(model.path),
         },
-        output_dtype=args.output_dtype,
+        word_pool=args.word_pool, output_dtype=args.output_dtype,
     )  # fmt: skip
-    features = dict(layers=layers, pool_how=args.pool, combine_how=args.combine,
-                    max_length=args.max_length, batch_size=args.batch_size)  # fmt: skip
+    features = dict(layers=layers, pool_how=args.pool, combine_how=args.combine, max_length=args.max_length,
+                    batch_size=args.batch_size, word_pool=args.word_pool, long=args.long,
+                    stride=args.stride)  # fmt: skip
     progress = Progress(count_items(args.input), enabled=False if args.quiet else None)
+    limit = args.max_length or model.max_length
+    counts = TokenCounts(limit)
     if sharded:
         sink = ShardedWriter(args.output, settings, resume=args.resume)
         todo = PendingChunks(read_items(args.input), args.shard_size, sink, progress)
@@ -135,24 +174,75 @@ def run(args: argparse.Namespace) -> int:
                 sink.add(k, extract_chunk(model, chunk, **features, on_batch=progress.update), digest)
         num_texts = todo.num_texts
         sink.close(num_texts)
-        truncated = sum(e["truncated"] for e in sink.entries.values())
+        counts.add_shards(sink, windows=args.long == "window" and not args.quiet)
     else:
         writer = open_writer(args.output, settings)
-        num_texts = truncated = 0
+        num_texts = 0
         for chunk in chunked(read_items(args.input), args.shard_size):
             records = extract_chunk(model, chunk, **features, on_batch=progress.update)
             writer.add(records)
             num_texts += len(records)
-            truncated += sum(r.num_tokens > len(r.tokens) for r in records)
+            counts.add(np.array([r.index for r in records]), np.array([r.num_tokens for r in records]),
+                       np.array([len(r.tokens) for r in records]))  # fmt: skip
         writer.close()
     progress.close()
-    if truncated:  # never silent, even with --quiet
-        limit = args.max_length or model.max_length
-        print(f"minibert: {truncated} of {num_texts} texts were truncated to {limit} tokens", file=sys.stderr)
+    if counts.truncated:  # never silent, even with --quiet
+        print(truncation_summary(counts.first, counts.truncated, num_texts, limit), file=sys.stderr)
+    if args.long == "window" and counts.windowed and not args.quiet:
+        print(f"minibert: {counts.windowed} of {num_texts} texts were longer than {limit} tokens and read in "
+              "overlapping windows; none was truncated", file=sys.stderr)  # fmt: skip
     if not args.quiet:
         rate = f" ({progress.rate():,.1f} texts/s)" if progress.done > progress.skipped else ""
         print(f"minibert: wrote {num_texts} texts, layers {layers}, to {args.output}{rate}", file=sys.stderr)
     return 0
+
+
+def truncation_summary(
+    first: list[tuple[int, int, int]], count: int, total: int, limit: int, show: int = 5
+) -> str:
+    """Which texts lost tokens, and how many: ``first`` holds (index,
+    original, kept) of the first truncated texts, ``count`` how many there are."""
+    first = sorted(first)
+    head = ", ".join(f"text {i}: {n} -> {k}" for i, n, k in first[:show])
+    more = f", ... ({count - show} more)" if count > show else ""
+    return (
+        f"minibert: {count} of {total} texts were truncated to {limit} tokens ({head}{more}); "
+        "every text's counts are in the output (num_tokens, kept_tokens); --long window keeps every token"
+    )
+
+
+class TokenCounts:
+    """Texts truncated (a count, and the first few, for the summary) and texts
+    longer than ``limit`` (read in windows): constant memory, however many."""
+
+    SHOW = 5
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.truncated = 0
+        self.windowed = 0
+        self.first: list[tuple[int, int, int]] = []
+
+    def add(self, index: np.ndarray, num_tokens: np.ndarray, kept_tokens: np.ndarray) -> None:
+        cut = np.flatnonzero(num_tokens > kept_tokens)
+        self.truncated += len(cut)
+        self.windowed += int(np.sum(num_tokens > self.limit))
+        for j in cut[: self.SHOW - len(self.first)]:  # texts come in index order
+            self.first.append((int(index[j]), int(num_tokens[j]), int(kept_tokens[j])))
+
+    def add_shards(self, sink: ShardedWriter, windows: bool) -> None:
+        """From the shards' own arrays: those of a resumed or Dask run were not
+        computed here. Opens only shards with truncated texts, or every shard
+        when ``windows`` (the count of windowed texts) is asked for."""
+        from ..output import SafetensorsOutput
+
+        for k in sorted(sink.entries):
+            entry = sink.entries[k]
+            if not entry["truncated"] and not windows:
+                continue
+            with SafetensorsOutput(sink.path / entry["file"]) as shard:
+                a = shard.arrays
+                self.add(a["index"], a["num_tokens"], a["kept_tokens"])
 
 
 class PendingChunks:

@@ -22,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
     print("config:")
     for key, value in asdict(model.config).items():
         print(f"  {key:<26} {value}")
+    layer_map = model.weights.layer_map
+    if layer_map != tuple(range(len(layer_map))):  # ALBERT: shared layers
+        print("layer sharing: " + ", ".join(f"step {i + 1} runs layer.{k}" for i, k in enumerate(layer_map)))
     counts = model.weights.num_parameters()
     print("parameters:")
     for part, n in counts.items():

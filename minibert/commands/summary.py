@@ -56,10 +56,11 @@ def layer_stats(out) -> list[tuple[int, float, float | None]]:
 def run(args: argparse.Namespace) -> int:
     out = open_output(args.output)
     settings = out.settings
-    kind = "pooled vectors" if out.pooled else "token vectors"
+    kind = "pooled vectors" if out.pooled else "word vectors" if out.word_level else "token vectors"
     print(f"{args.output}: {out.num_texts} texts, {kind}", end="")
     if settings:
-        print(f" (pool={settings.get('pool')}, model={settings.get('model')})", end="")
+        words = f", word_pool={settings['word_pool']}" if settings.get("word_pool", "none") != "none" else ""
+        print(f" (pool={settings.get('pool')}{words}, model={settings.get('model')})", end="")
     print()
     if out.num_texts == 0:
         print("no texts")

@@ -1,0 +1,398 @@
+"""Recompute a reference file's inputs and compare every layer with it.
+
+A reference file holds what an independent implementation (Hugging Face
+transformers, see ``tests/reference/generate.py``) computed for a few texts:
+token ids, every hidden state and every attention map. :func:`compare`
+re-tokenizes the same texts with minibert, checks the token ids are exactly
+equal, runs the model and reports, per layer, the largest absolute difference
+and the smallest cosine similarity at the stored (never padding) positions.
+
+Reference file format (version 1)
+---------------------------------
+An ``.npz`` with no pickled objects (``np.load(path, allow_pickle=False)``
+reads it). B inputs, L layers, N stored hidden-state rows, T stored attention
+entries, H hidden size, h heads::
+
+    format               ()  int      1
+    provenance           ()  str      JSON: generator and its sha256, date, library
+                                      versions, model name and sha256, dtype, the
+                                      calls made, tolerances (see TOLERANCES)
+    texts                ()  str      JSON list of B strings
+    text_pairs           ()  str      JSON list of B (string or null): second segments
+    tokens               ()  str      JSON list of B lists of token strings
+    max_length           ()  int      truncation length (special tokens included)
+    input_ids            (B, S) int   right-padded with 0, S = longest input
+    token_type_ids       (B, S) int
+    attention_mask       (B, S) int   1 real token, 0 padding
+    positions            (N, 2) int   (input b, position s) of each stored row
+    hidden_states.{i}    (N, H)       hidden_states[i][b, s] for i = 0..L
+                                      ([0] embedding output, [i] output of layer i)
+    attention_positions  (T, 3) int   (input b, query q, key k) of each stored entry
+    attentions.{i}       (T, h)       attentions[i][b, :, q, k] for i = 0..L-1
+                                      (the attention probabilities of layer i + 1)
+
+The float dtype of ``hidden_states.*`` is the reference's dtype. Only real
+(non-padding) positions are stored; for long inputs only a subset of them
+(``positions``), and attention entries on the grid of stored query and key
+positions, so a 512-token text does not cost 512 x 512 per head. Indexing
+follows transformers' ``output_hidden_states`` / ``output_attentions``.
+
+Tolerances
+----------
+Chosen by the coarser of the model's and the reference's dtype; the
+reference's provenance may carry its own table, else :data:`TOLERANCES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MinibertError
+from .tokenizer import Batch
+
+FORMAT_VERSION = 1
+
+#: Max abs difference allowed, by dtype and by kind of array.
+TOLERANCES = {
+    "float32": {"hidden_states": 1e-4, "attentions": 1e-5},
+    "float64": {"hidden_states": 1e-9, "attentions": 1e-9},
+}
+
+#: Inputs up to this many tokens run as one padded batch; longer ones alone
+#: (so a 512-token text does not make every short one pay for 512 positions).
+BATCH_MAX_TOKENS = 64
+
+_REQUIRED = (
+    "format",
+    "provenance",
+    "texts",
+    "text_pairs",
+    "max_length",
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "positions",
+    "attention_positions",
+    "hidden_states.0",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One check: ``name`` (``input_ids``, ``hidden_states[3]``, ``attentions[2]``),
+    the max abs difference and min cosine over ``count`` compared values
+    (cosine is NaN for token ids), the tolerance, and whether it holds."""
+
+    name: str
+    max_abs_diff: float
+    min_cosine: float
+    tolerance: float
+    count: int
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of :func:`compare`: one :class:`Row` per check, and notes."""
+
+    reference: str
+    model: str
+    dtype: str
+    reference_dtype: str
+    provenance: dict
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every check is within its tolerance."""
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+
+def _json(arrays, key: str, path: Path):
+    try:
+        return json.loads(str(arrays[key][()]))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise MinibertError(f"{path}: key {key!r} is not a JSON string ({e})") from None
+
+
+def load_reference(path: str | Path) -> dict:
+    """Read and check a reference file; any problem is a one-line :class:`MinibertError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MinibertError(f"{path}: reference file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise MinibertError(f"{path}: not an .npz reference file (a single .npy array)")
+            arrays = {k: f[k] for k in f.files}
+    except MinibertError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise MinibertError(f"{path}: not an .npz reference file ({str(e).splitlines()[0]})") from None
+    except TypeError:
+        raise MinibertError(f"{path}: not an .npz reference file") from None
+    for key in _REQUIRED:
+        if key not in arrays:
+            raise MinibertError(f"{path}: missing key {key!r} (not a minibert reference file?)")
+    if arrays["format"].shape != () or arrays["format"][()] != FORMAT_VERSION:
+        raise MinibertError(f"{path}: format {arrays['format']!r} is not {FORMAT_VERSION}")
+    ref = {
+        "path": path,
+        "provenance": _json(arrays, "provenance", path),
+        "texts": _json(arrays, "texts", path),
+        "text_pairs": _json(arrays, "text_pairs", path),
+        "max_length": int(arrays["max_length"]),
+        "tokens": _json(arrays, "tokens", path) if "tokens" in arrays else None,
+    }
+    if not isinstance(ref["texts"], list) or not all(isinstance(t, str) for t in ref["texts"]):
+        raise MinibertError(f"{path}: 'texts' must be a JSON list of strings")
+    B = len(ref["texts"])
+    pairs = ref["text_pairs"]
+    if (
+        not isinstance(pairs, list)
+        or len(pairs) != B
+        or not all(p is None or isinstance(p, str) for p in pairs)
+    ):
+        raise MinibertError(f"{path}: 'text_pairs' must be a JSON list of {B} strings or nulls")
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        if arrays[key].ndim != 2 or arrays[key].shape[0] != B:
+            raise MinibertError(f"{path}: {key!r} has shape {arrays[key].shape}, expected ({B}, S)")
+        ref[key] = arrays[key].astype(np.int64)
+    lengths = ref["attention_mask"].sum(1)
+    # L layers: hidden_states.0..L and attentions.0..L-1, whichever names the deeper layer
+    numbered = [k.split(".") for k in arrays if k.startswith(("hidden_states.", "attentions."))]
+    L = max(int(i) + (kind == "attentions") for kind, i in numbered if i.isdigit())
+    ref["hidden_states"] = [arrays.get(f"hidden_states.{i}") for i in range(L + 1)]
+    ref["attentions"] = [arrays.get(f"attentions.{i}") for i in range(L)]
+    for kind, coords, width in (("hidden_states", "positions", 2), ("attentions", "attention_positions", 3)):
+        c = arrays[coords]
+        if c.ndim != 2 or c.shape[1] != width or not np.issubdtype(c.dtype, np.integer):
+            raise MinibertError(f"{path}: {coords!r} has shape {c.shape}, expected (n, {width}) integers")
+        c = c.astype(np.int64)
+        if c.size and (
+            c[:, 0].min() < 0
+            or c[:, 0].max() >= B
+            or c[:, 1:].min() < 0
+            or np.any(c[:, 1:].max(axis=1) >= lengths[c[:, 0]])
+        ):
+            raise MinibertError(f"{path}: {coords!r} points outside the inputs' real (non-padding) tokens")
+        ref[coords] = c
+        for i, a in enumerate(ref[kind]):
+            if a is None:
+                raise MinibertError(f"{path}: missing key '{kind}.{i}'")
+            if a.ndim != 2 or a.shape[0] != len(c) or not np.issubdtype(a.dtype, np.floating):
+                raise MinibertError(
+                    f"{path}: '{kind}.{i}' has shape {a.shape}, expected ({len(c)}, n) floats"
+                )
+    return ref
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _recompute(model, ref: dict) -> tuple[list, list, list, list, list[str]]:
+    """minibert's ids per input, and its values at the reference's coordinates.
+
+    Returns (ids, types, hidden rows, attention entries, notes); the rows and
+    entries of inputs whose token ids differ from the reference's stay NaN.
+    """
+    texts, pairs = ref["texts"], ref["text_pairs"]
+    B = len(texts)
+    ids, types = [None] * B, [None] * B
+    L = len(ref["hidden_states"]) - 1
+    pos, att = ref["positions"], ref["attention_positions"]
+    hidden = [np.full(ref["hidden_states"][i].shape, np.nan) for i in range(L + 1)]
+    attn = [np.full(ref["attentions"][i].shape, np.nan) for i in range(L)]
+    ref_len = ref["attention_mask"].sum(1)
+    notes = []
+    for has_pair in (False, True):
+        idx = [b for b in range(B) if (pairs[b] is not None) == has_pair]
+        if not idx:
+            continue
+        batch = model.tokenize(
+            [texts[b] for b in idx], [pairs[b] for b in idx] if has_pair else None, ref["max_length"]
+        )
+        lengths = batch.attention_mask.sum(1)
+        same = []
+        for j, b in enumerate(idx):
+            ids[b] = batch.input_ids[j, : lengths[j]]
+            types[b] = batch.token_type_ids[j, : lengths[j]]
+            want = ref["input_ids"][b, : ref_len[b]]
+            if np.array_equal(ids[b], want) and np.array_equal(
+                types[b], ref["token_type_ids"][b, : ref_len[b]]
+            ):
+                same.append(j)
+            else:
+                theirs = ref["tokens"][b] if ref["tokens"] else ref["input_ids"][b, : ref_len[b]].tolist()
+                notes.append(
+                    f"input {b}: token ids differ (minibert {batch.tokens[j][:10]}, reference "
+                    f"{theirs[:10]}); its activations are not compared"
+                )
+        short = [j for j in same if lengths[j] <= BATCH_MAX_TOKENS]
+        for group in [short] + [[j] for j in same if lengths[j] > BATCH_MAX_TOKENS]:
+            if not group:
+                continue
+            S = int(lengths[group].max())
+            sub = Batch(
+                batch.input_ids[group, :S],
+                batch.token_type_ids[group, :S],
+                batch.attention_mask[group, :S],
+                [batch.tokens[j] for j in group],
+                [batch.word_ids[j] for j in group],
+                [batch.num_tokens[j] for j in group],
+            )
+            enc = model.forward(sub, output_attentions=True)
+            if len(enc.hidden_states) != L + 1:
+                raise MinibertError(
+                    f"{ref['path']}: has {L + 1} hidden states ({L} layers) but the model has "
+                    f"{len(enc.hidden_states) - 1} layers"
+                )
+            for g, j in enumerate(group):
+                b = idx[j]
+                rows = np.flatnonzero(pos[:, 0] == b)
+                for i, h in enumerate(enc.hidden_states):
+                    hidden[i][rows] = h[g][pos[rows, 1]]  # (S, H) -> (n_b, H)
+                rows = np.flatnonzero(att[:, 0] == b)
+                for i, a in enumerate(enc.attentions):
+                    attn[i][rows] = a[g][:, att[rows, 1], att[rows, 2]].T  # (h, S, S) -> (n_b, h)
+    return ids, types, hidden, attn, notes
+
+
+def _cosines(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Cosine similarity of the rows of a and b (N, n); with ``groups`` (T,),
+    of the vectors formed by the entries that share a group, per column."""
+    if groups is None:
+        dot, na, nb = np.sum(a * b, axis=1), np.sum(a * a, axis=1), np.sum(b * b, axis=1)
+    else:
+        G = int(groups.max()) + 1 if groups.size else 0
+        dot, na, nb = (np.zeros((G, a.shape[1])) for _ in range(3))
+        np.add.at(dot, groups, a * b)
+        np.add.at(na, groups, a * a)
+        np.add.at(nb, groups, b * b)
+    denom = np.sqrt(na * nb)
+    both_zero = (na == 0) & (nb == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(both_zero, 1.0, dot / denom)
+
+
+def _row(name: str, mine: np.ndarray, ref: np.ndarray, keep: np.ndarray, tol: float, groups=None) -> Row:
+    mine, ref = mine[keep].astype(np.float64), ref[keep].astype(np.float64)
+    if mine.size == 0:
+        return Row(name, float("nan"), float("nan"), tol, 0, False)
+    diff = float(np.max(np.abs(mine - ref)))
+    cos = float(np.min(_cosines(mine, ref, None if groups is None else groups[keep])))
+    return Row(name, diff, cos, tol, int(mine.size), bool(diff <= tol))
+
+
+def compare(model, reference_path: str | Path) -> Report:
+    """Recompute a reference file's inputs with ``model`` and compare every layer.
+
+    Token ids must be exactly equal; hidden states and attention
+    probabilities must be within the tolerance of the coarser dtype (model or
+    reference), at every stored position. Raises :class:`MinibertError` for a
+    missing or malformed reference, or one made for a differently shaped model.
+    """
+    ref = load_reference(reference_path)
+    path, prov = ref["path"], ref["provenance"]
+    L, cfg = len(ref["hidden_states"]) - 1, model.config
+    if ref["hidden_states"][0].shape[1] != cfg.hidden_size or L != model.num_layers:
+        raise MinibertError(
+            f"{path}: made for {L} layers of width {ref['hidden_states'][0].shape[1]}, but the model has "
+            f"{model.num_layers} layers of width {cfg.hidden_size}"
+        )
+    if L and ref["attentions"][0].shape[1] != cfg.num_attention_heads:
+        raise MinibertError(
+            f"{path}: made for {ref['attentions'][0].shape[1]} heads, the model has {cfg.num_attention_heads}"
+        )
+    if ref["max_length"] > model.max_length:
+        raise MinibertError(f"{path}: max_length {ref['max_length']} exceeds the model's {model.max_length}")
+    ref_dtype = ref["hidden_states"][0].dtype.name
+    dtype = np.dtype(model.dtype).name
+    coarse = "float64" if dtype == ref_dtype == "float64" else "float32"
+    tolerances = prov.get("tolerances", TOLERANCES) if isinstance(prov, dict) else TOLERANCES
+    tol = tolerances.get(coarse, TOLERANCES[coarse])
+
+    ids, types, hidden, attn, notes = _recompute(model, ref)
+    rows = []
+    lengths = ref["attention_mask"].sum(1)
+    for name, mine, want in (
+        ("input_ids", ids, ref["input_ids"]),
+        ("token_type_ids", types, ref["token_type_ids"]),
+    ):
+        worst, count = 0.0, 0
+        for b, m in enumerate(mine):
+            w = want[b, : lengths[b]]
+            count += len(w)
+            worst = max(worst, float(np.max(np.abs(m - w), initial=0)) if len(m) == len(w) else float("inf"))
+        rows.append(Row(name, worst, float("nan"), 0.0, count, worst == 0))
+    keep_h = ~np.isnan(hidden[0][:, 0]) if len(hidden[0]) else np.zeros(0, bool)
+    for i, (mine, want) in enumerate(zip(hidden, ref["hidden_states"], strict=True)):
+        rows.append(_row(f"hidden_states[{i}]", mine, want, keep_h, tol["hidden_states"]))
+    att = ref["attention_positions"]
+    keep_a = ~np.isnan(attn[0][:, 0]) if L and len(attn[0]) else np.zeros(len(att), bool)
+    _, groups = np.unique(att[:, :2], axis=0, return_inverse=True)
+    for i, (mine, want) in enumerate(zip(attn, ref["attentions"], strict=True)):
+        rows.append(_row(f"attentions[{i}]", mine, want, keep_a, tol["attentions"], groups.reshape(-1)))
+
+    model_path = getattr(model, "path", None)
+    if isinstance(prov, dict) and prov.get("model_sha256") and model_path is not None:
+        mine_sha = _sha256(Path(model_path) / "model.safetensors")
+        if mine_sha is not None and mine_sha != prov["model_sha256"]:
+            notes.append(
+                f"model.safetensors sha256 {mine_sha[:12]}... differs from the reference's "
+                f"{prov['model_sha256'][:12]}... (another checkpoint of the same model?)"
+            )
+    return Report(
+        str(path),
+        str(model_path),
+        dtype,
+        ref_dtype,
+        prov if isinstance(prov, dict) else {},
+        tuple(rows),
+        tuple(notes),
+    )
+
+
+def format_report(report: Report) -> str:
+    """An aligned table, one line per check, and a verdict."""
+    prov = report.provenance
+    versions = prov.get("versions", {})
+    made_by = ", ".join(f"{k} {versions[k]}" for k in ("transformers", "torch") if k in versions)
+    lines = [
+        f"reference: {report.reference} ({prov.get('model', '?')}, {report.reference_dtype}"
+        + (f", {made_by}" if made_by else "")
+        + (f", {prov['date']}" if "date" in prov else "")
+        + ")",
+        f"model:     {report.model} ({report.dtype})",
+        "",
+        f"{'check':<20} {'max |diff|':>12} {'min cosine':>16} {'tolerance':>10} {'values':>9}  result",
+    ]
+    for r in report.rows:
+        cos = "-" if np.isnan(r.min_cosine) else f"{r.min_cosine:.12f}"
+        diff = "-" if np.isnan(r.max_abs_diff) else f"{r.max_abs_diff:.3g}"
+        lines.append(
+            f"{r.name:<20} {diff:>12} {cos:>16} {r.tolerance:>10.0e} {r.count:>9}  {'ok' if r.ok else 'FAIL'}"
+        )
+    lines.append("")
+    lines += [f"note: {n}" for n in report.notes]
+    bad = sum(not r.ok for r in report.rows)
+    if report.ok:
+        lines.append(f"OK: all {len(report.rows)} checks within tolerance")
+    else:
+        lines.append(f"FAIL: {bad} of {len(report.rows)} checks out of tolerance")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Token ids equal transformers' (tests/reference/tokens-*.json): singles,
+pairs, truncation with transformers' longest_first rule, and the vocab.txt
+fallback when a model has no tokenizer.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REFERENCE, TINY_BERT
+from numpy.testing import assert_array_equal
+
+from minibert.tokenizer import Tokenizer
+
+
+def cases(name: str) -> list[dict]:
+    return json.loads((REFERENCE / f"tokens-{name}.json").read_text(encoding="utf-8"))["cases"]
+
+
+def check_cases(tokenizer: Tokenizer, name: str) -> None:
+    for case in cases(name):
+        pair = case["text_pair"]
+        batch = tokenizer([case["text"]], None if pair is None else [pair], case["max_length"])
+        what = f"{case['text'][:40]!r} / {pair!r} / max_length={case['max_length']}"
+        assert_array_equal(batch.input_ids[0], case["input_ids"], err_msg=what)
+        assert_array_equal(batch.token_type_ids[0], case["token_type_ids"], err_msg=what)
+        assert_array_equal(batch.attention_mask[0], 1, err_msg=what)
+        assert batch.tokens[0] == case["tokens"], what
+
+
+def without_tokenizer_json(src: Path, dest: Path) -> Path:
+    """A copy of a model's tokenizer files with only vocab.txt (+ tokenizer_config.json)."""
+    dest.mkdir()
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, dest / name)
+    return dest
+
+
+@pytest.fixture(params=["tiny-bert", "all-MiniLM-L6-v2"])
+def model_dir(request):
+    if request.param == "tiny-bert":
+        return request.param, TINY_BERT
+    return request.param, request.getfixturevalue("real_model_dir")
+
+
+def test_ids_equal_transformers(model_dir):
+    name, path = model_dir
+    tok = Tokenizer.from_dir(path)
+    assert tok.source.endswith("tokenizer.json")
+    check_cases(tok, name)
+
+
+def test_vocab_txt_fallback_gives_the_same_ids(model_dir, tmp_path):
+    name, path = model_dir
+    tok = Tokenizer.from_dir(without_tokenizer_json(path, tmp_path / "vocab-only"))
+    assert tok.source.endswith("vocab.txt")
+    check_cases(tok, name)
+
+
+def test_the_cases_cover_truncation_of_pairs():
+    """The reference holds pairs cut by longest_first, including the odd-budget case where
+    transformers' legacy Python tokenizer would keep a different token (recorded, not used)."""
+    cut = [c for c in cases("all-MiniLM-L6-v2") if c["text_pair"] and c["max_length"] < 32]
+    assert len(cut) >= 4 and all(len(c["input_ids"]) == c["max_length"] for c in cut)
+    assert any("legacy_input_ids" in c for c in cut)
+    long_first = next(c for c in cut if c["text_pair"] == "Short one." and c["max_length"] == 10)
+    assert long_first["tokens"][-4:] == ["short", "one", ".", "[SEP]"]  # only the longer one was cut
+
+
+def test_batch_is_right_padded_with_the_same_ids():
+    tok = Tokenizer.from_dir(TINY_BERT)
+    singles = [c for c in cases("tiny-bert") if c["text_pair"] is None and c["max_length"] == 64]
+    batch = tok([c["text"] for c in singles], None, 64)
+    S = max(len(c["input_ids"]) for c in singles)
+    assert batch.input_ids.shape == (len(singles), S)
+    for b, c in enumerate(singles):
+        n = len(c["input_ids"])
+        assert_array_equal(batch.input_ids[b, :n], c["input_ids"])
+        assert_array_equal(batch.attention_mask[b], [1] * n + [0] * (S - n))
+        assert np.all(batch.input_ids[b, n:] == 0) and np.all(batch.token_type_ids[b, n:] == 0)
+
+
+def test_num_tokens_counts_before_truncation():
+    tok = Tokenizer.from_dir(TINY_BERT)
+    long = next(c for c in cases("tiny-bert") if len(c["input_ids"]) == 64)
+    batch = tok([long["text"], "Hello world!"], None, 64)
+    assert batch.num_tokens[0] > 64 and batch.num_tokens[1] == 5
+    assert batch.tokens[0][-1] == "[SEP]"
