@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,lint,plot]'
+	$(PIP) install -e '.[test,lint,plot,dask]'
 	touch $(STAMP)
 
 venv: $(STAMP)
