@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint weights reference bench venv clean
+.PHONY: demo test lint weights reference bench venv clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,lint]'
+	$(PIP) install -e '.[test,lint,plot,dask]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,11 +28,22 @@ demo: weights
 test: weights
 	$(PY) -m pytest -q
 
-# Regenerate tests/data/tiny-bert/ and tests/reference/ with transformers (needs torch: the
+# Regenerate the tiny models in tests/data/ and the references in tests/reference/ with transformers (needs torch: the
 # [reference] extra). The outputs are committed, so `make test` never needs torch.
 reference: $(STAMP)
 	$(PIP) install -e '.[reference]'
 	$(PY) tests/reference/generate.py
+	$(PY) tests/reference/generate_trace.py
+	$(PY) tests/reference/generate_families.py
+	$(PY) tests/reference/generate_sentence.py
+	$(PY) tests/reference/generate_words.py
+
+# Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py).
+docs: weights
+	$(PIP) install -e '.[plot]'
+	$(VENV)/bin/minibert plot attention "The bank raised interest rates again." --layer 2 -o docs/attention.png
+	$(VENV)/bin/minibert plot layers examples/sentences.txt -o docs/layers.png
+	$(PY) docs/build.py --write
 
 # Speed side by side (docs/performance.md): transformers+torch ([reference] extra) and ONNX
 # Runtime ([bench] extra) when they install; without them only the minibert columns print.

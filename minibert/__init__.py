@@ -10,6 +10,7 @@
 from .config import Config
 from .errors import MinibertError
 from .model import Encoding, Model, forward, load
+from .output import open_output
 from .tokenizer import Batch
 from .windows import encode_long
 from .words import Words, words
@@ -25,5 +26,6 @@ __all__ = [
     "encode_long",
     "forward",
     "load",
+    "open_output",
     "words",
 ]

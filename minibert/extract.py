@@ -1,19 +1,23 @@
 """Corpus -> per-text features: batching, layer selection, combining, pooling.
 
 The library half of ``minibert extract`` (the command only parses arguments
-and opens files). Texts are batched by length (similar lengths together, so
-little padding is computed) and each text's record carries its input index,
-so writers restore the input order.
+and opens files). The corpus is read in chunks of ``chunk_size`` texts; inside
+a chunk, texts are batched by length (similar lengths together, so little
+padding is computed) and each text's record carries its input index, so
+writers restore the input order. Only one chunk is in memory at a time, and
+since chunks and batches depend only on the input, every run -- resumed,
+sharded, or spread over Dask workers -- multiplies the same matrices and gets
+the same bits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .errors import MinibertError
-from .inputs import Item
+from .inputs import Item, chunked
 from .model import Model
 from .output import Record, WordRows
 from .pooling import combine, pool
@@ -95,6 +99,36 @@ def batch_records(
     return records
 
 
+#: Texts per chunk (and per shard of a sharded output) unless told otherwise.
+CHUNK_SIZE = 1000
+
+
+def extract_chunk(
+    model: Model,
+    items: list[Item],
+    layers: list[int],
+    pool_how: str = "none",
+    combine_how: str = "none",
+    max_length: int | None = None,
+    batch_size: int = 32,
+    word_pool: str = "none",
+    long: str = "truncate",
+    stride: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Record]:
+    """The records of one chunk, in input order (batched by length inside it;
+    the other arguments as in :func:`batch_records`). ``on_batch(n)`` is
+    called after each batch of n texts (a progress bar)."""
+    records = []
+    for batch in length_sorted_batches(items, batch_size):
+        records.extend(
+            batch_records(model, batch, layers, pool_how, combine_how, max_length, word_pool, long, stride)
+        )
+        if on_batch is not None:
+            on_batch(len(batch))
+    return sorted(records, key=lambda r: r.index)
+
+
 def extract(
     model: Model,
     items: Iterable[Item],
@@ -106,7 +140,14 @@ def extract(
     word_pool: str = "none",
     long: str = "truncate",
     stride: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> Iterator[list[Record]]:
-    """Yield the records of every item, one length-sorted batch at a time."""
-    for batch in length_sorted_batches(list(items), batch_size):
-        yield batch_records(model, batch, layers, pool_how, combine_how, max_length, word_pool, long, stride)
+    """Yield the records of every item, one chunk at a time, in input order.
+
+    ``items`` is read lazily, ``chunk_size`` at a time, so memory holds one
+    chunk's features however long the corpus is.
+    """
+    for chunk in chunked(items, chunk_size):
+        yield extract_chunk(
+            model, chunk, layers, pool_how, combine_how, max_length, batch_size, word_pool, long, stride
+        )

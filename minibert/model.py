@@ -183,6 +183,15 @@ class Model:
         self.sentence = sentence
 
     @property
+    def num_layers(self) -> int:
+        """Layer steps the forward pass runs: ``len(hidden_states) - 1``.
+
+        num_hidden_layers, except ALBERT with inner_group_num > 1, where each
+        step runs several inner layers and records each (as transformers does).
+        """
+        return len(self.weights.layer_map)
+
+    @property
     def max_length(self) -> int:
         """Longest sequence the position table allows (special tokens included).
 
@@ -221,7 +230,7 @@ class Model:
         if batch.input_ids.size == 0:
             hs = tuple(
                 np.zeros((len(batch.tokens), 0, self.config.hidden_size), self.dtype)
-                for _ in range(len(self.weights.layer_map) + 1)
+                for _ in range(self.num_layers + 1)
             )
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
                             () if output_attentions else None, **batch_fields(batch))  # fmt: skip

@@ -310,10 +310,10 @@ def compare(model, reference_path: str | Path) -> Report:
     ref = load_reference(reference_path)
     path, prov = ref["path"], ref["provenance"]
     L, cfg = len(ref["hidden_states"]) - 1, model.config
-    if ref["hidden_states"][0].shape[1] != cfg.hidden_size or L != cfg.num_hidden_layers:
+    if ref["hidden_states"][0].shape[1] != cfg.hidden_size or L != model.num_layers:
         raise MinibertError(
             f"{path}: made for {L} layers of width {ref['hidden_states'][0].shape[1]}, but the model has "
-            f"{cfg.num_hidden_layers} layers of width {cfg.hidden_size}"
+            f"{model.num_layers} layers of width {cfg.hidden_size}"
         )
     if L and ref["attentions"][0].shape[1] != cfg.num_attention_heads:
         raise MinibertError(

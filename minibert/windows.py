@@ -109,7 +109,7 @@ def encode_long(
         chosen.append(which)
     dtype = model.dtype
     H = model.config.hidden_size
-    states = [np.zeros((B, N_max, H), dtype) for _ in range(model.config.num_hidden_layers + 1)]
+    states = [np.zeros((B, N_max, H), dtype) for _ in range(model.num_layers + 1)]
     if B and N_max:
         dest_b, dest_t = np.concatenate(dest_b), np.concatenate(dest_t)
         src_w, src_col = np.concatenate(src_w), np.concatenate(src_col)

@@ -48,3 +48,20 @@ def tiny_model(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_model64(tiny_model_dir):
     return minibert.load(tiny_model_dir, "float64")
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(request) -> Path:
+    """The committed tiny model when it is there, else the real one (for
+    tests of plumbing -- files, shards, resume -- not of the numbers)."""
+    if (TINY_BERT / "model.safetensors").is_file():
+        return TINY_BERT
+    return request.getfixturevalue("real_model_dir")
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """BLAS limited to one thread in this process (see corpus_helpers.ONE_THREAD)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1):
+        yield

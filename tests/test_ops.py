@@ -338,6 +338,7 @@ def test_every_function_keeps_float32(rng):
             1e-12,
         ),  # fmt: skip
         "encoder_layer": ops.encoder_layer(x, SimpleNamespace(**w), mask, h, ops.gelu, 1e-12),
+        "sinusoidal_positions": ops.sinusoidal_positions(8, H, f),
     }
     assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"}
     for name, out in outs.items():

@@ -5,11 +5,14 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import extract, inspect, summary, verify
+from . import check_article, explain, extract, inspect, plot, summary, verify
 
 REGISTRY = [
     extract.add_parser,
     summary.add_parser,
     inspect.add_parser,
     verify.add_parser,
+    explain.add_parser,
+    check_article.add_parser,
+    plot.add_parser,
 ]

@@ -12,7 +12,9 @@ from ..output import open_output
 
 def add_parser(sub) -> None:
     p = sub.add_parser("summary", help="per-layer summary of an extract output file")
-    p.add_argument("output", metavar="OUTPUT", help=".npz, .safetensors or .jsonl written by extract")
+    p.add_argument(
+        "output", metavar="OUTPUT", help=".npz, .safetensors, .jsonl or shard directory written by extract"
+    )
     p.set_defaults(func=run)
 
 
@@ -27,30 +29,34 @@ def describe(index: int, last: int | None) -> str:
 
 def layer_stats(out) -> list[tuple[int, float, float | None]]:
     """(layer index, mean L2 norm of its vectors, mean cosine to the
-    previous stored layer's vector at the same position, or None)."""
-    rows, prev = [], None
-    for i in out.layers:
-        v = np.asarray(out.arrays[f"hidden_states.{i}"], dtype=np.float64)  # (N or T, H)
-        norms = np.linalg.norm(v, axis=-1)
-        cos = None
-        if prev is not None:
-            pn = np.linalg.norm(prev, axis=-1)
-            cos = float(np.mean(np.sum(v * prev, axis=-1) / np.maximum(norms * pn, 1e-30)))
-        rows.append((i, float(norms.mean()) if norms.size else float("nan"), cos))
-        prev = v
+    previous stored layer's vector at the same position, or None).
+
+    Read one part at a time (a file is one part, a shard directory one per
+    shard), so a corpus that does not fit in memory can be summarised."""
+    sums = {i: [0.0, 0.0, 0] for i in out.layers}  # layer -> [sum of norms, sum of cosines, rows]
+    for part in out.parts():
+        prev = None
+        for i in out.layers:
+            v = np.asarray(part.arrays[f"hidden_states.{i}"], dtype=np.float64)  # (N or T, H)
+            norms = np.linalg.norm(v, axis=-1)
+            sums[i][0] += float(norms.sum())
+            if prev is not None:
+                pn = np.linalg.norm(prev, axis=-1)
+                sums[i][1] += float(np.sum(np.sum(v * prev, axis=-1) / np.maximum(norms * pn, 1e-30)))
+            sums[i][2] += len(norms)
+            prev = v
+    rows = []
+    for k, i in enumerate(out.layers):
+        total_norm, total_cos, n = sums[i]
+        mean_norm = total_norm / n if n else float("nan")
+        rows.append((i, mean_norm, None if k == 0 else (total_cos / n if n else float("nan"))))
     return rows
 
 
 def run(args: argparse.Namespace) -> int:
     out = open_output(args.output)
     settings = out.settings
-    kind = (
-        "pooled vectors"
-        if out.pooled
-        else "word vectors"
-        if "token_offsets" in out.arrays
-        else "token vectors"
-    )
+    kind = "pooled vectors" if out.pooled else "word vectors" if out.word_level else "token vectors"
     print(f"{args.output}: {out.num_texts} texts, {kind}", end="")
     if settings:
         words = f", word_pool={settings['word_pool']}" if settings.get("word_pool", "none") != "none" else ""
@@ -59,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if out.num_texts == 0:
         print("no texts")
         return 0
-    if "combined" in out.arrays:
-        v = out.arrays["combined"]
-        print(f"combined ({settings.get('combine')}) of layers {out.layers}: shape {v.shape}")
+    if "combined" in out.names:
+        width = out.vectors(0, "combined").shape[-1]
+        print(f"combined ({settings.get('combine')}) of layers {out.layers}: {width} features per vector")
         return 0
     last = settings.get("num_hidden_layers")
     print(f"{'layer':>5}  {'what it is':<42} {'mean norm':>9}  {'cos(prev)':>9}")

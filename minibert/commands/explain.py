@@ -1,0 +1,43 @@
+"""``minibert explain``: one text through the network, step by step, each
+step checked by an independent float64 recomputation (see minibert/explain.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import load
+from .common import add_model_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="walk one text through the encoder, formula by formula, checking each step",
+        description="Walk TEXT through the encoder: tokens, embeddings, then every formula of one "
+        "encoder layer with shapes, a slice of the numbers and a float64 check of each step.",
+    )
+    add_model_args(p)
+    p.add_argument("text", metavar="TEXT", help="the text to explain")
+    p.add_argument("--layer", type=int, default=1, help="encoder layer 1..L, or -1 for the last (default 1)")
+    p.add_argument("--head", type=int, default=0, help="attention head 0..h-1 to show (default 0)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="token position (0 is [CLS]) or a token string (default: the first word)",
+    )
+    p.add_argument(
+        "--pad", type=int, default=2, help="[PAD] positions to append, to show the mask (default 2)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..explain import explain
+
+    model = load(args.model, args.dtype)
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    result = explain(model, args.text, args.layer, args.head, args.token, max(args.pad, 0), color)
+    print(result.text)
+    return 0 if result.ok else 1

@@ -1,0 +1,63 @@
+"""``minibert plot attention|layers``: pictures, with the ``[plot]`` extra
+(matplotlib). The figures are built in minibert/plot.py."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import load
+from .common import add_model_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plot", help="draw attention heatmaps or per-layer statistics (needs matplotlib)")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    a = kinds.add_parser("attention", help="attention probabilities of one layer, one head or all heads")
+    add_model_args(a)
+    a.add_argument("text", metavar="TEXT")
+    a.add_argument("--layer", type=int, default=1, help="encoder layer 1..L, or -1 for the last (default 1)")
+    a.add_argument("--head", type=int, default=None, help="one head 0..h-1 (default: a grid of all heads)")
+    a.add_argument("-o", "--output", required=True, help="figure file: .png, .svg or .pdf")
+    a.set_defaults(func=run_attention)
+
+    lay = kinds.add_parser("layers", help="per layer: mean norm, anisotropy, self-similarity")
+    add_model_args(lay)
+    lay.add_argument("input", metavar="INPUT", help="texts: one per line, '-' for stdin, or .jsonl")
+    lay.add_argument("-o", "--output", required=True, help="figure file: .png, .svg or .pdf")
+    lay.add_argument("--pairs", type=int, default=5000, help="random cross-text token pairs (default 5000)")
+    lay.add_argument("--seed", type=int, default=0, help="seed of the random pairs (default 0)")
+    lay.set_defaults(func=run_layers)
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from ..plot import attention, check_figure_path, require_matplotlib, save
+
+    require_matplotlib()
+    check_figure_path(args.output)
+    model = load(args.model, args.dtype)
+    save(attention(model, args.text, args.layer, args.head), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    from ..inputs import read_items
+    from ..plot import (
+        check_figure_path,
+        layer_statistics,
+        layers_figure,
+        layers_table,
+        require_matplotlib,
+        save,
+    )
+
+    require_matplotlib()
+    check_figure_path(args.output)
+    model = load(args.model, args.dtype)
+    texts = [item.text for item in read_items(args.input)]
+    stats = layer_statistics(model, texts, num_pairs=args.pairs, seed=args.seed)
+    save(layers_figure(stats), args.output)
+    print(layers_table(stats))
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,295 @@
+"""Shard directories without a model: written atomically, read back exactly
+and lazily, resumed only when settings, input and shards all agree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minibert import MinibertError
+from minibert.inputs import Item, chunk_digest, chunked, count_items, read_items
+from minibert.output import Record, SafetensorsOutput, Settings, cast_features, open_output, safetensors_bytes
+from minibert.progress import Progress
+from minibert.shards import MANIFEST, ShardedOutput, ShardedWriter, read_manifest
+
+SIZE = 4  # texts per shard
+
+
+def _settings(pool="none", **kw) -> Settings:
+    return Settings([0, 2], pool, "none", "float32", "m", extra={"shard_size": SIZE}, **kw)
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(i, f"text {i}") for i in range(n)]
+
+
+def _records(chunk: list[Item], pooled: bool = False) -> list[Record]:
+    """Features that encode (text, layer, token, dim) so any mix-up shows."""
+    recs = []
+    for it in reversed(chunk):  # out of order: the shard restores input order
+        n = 1 + it.index % 3
+        feats = {}
+        for layer in (0, 2):
+            v = it.index * 1000 + layer * 100 + np.arange(n)[:, None] * 10 + np.arange(4)[None, :]
+            feats[f"hidden_states.{layer}"] = (v.mean(axis=0) if pooled else v).astype(np.float32)
+        tokens = [f"t{it.index}_{k}" for k in range(n)]
+        recs.append(Record(it.index, it.text, None, tokens, np.arange(n) + it.index, feats, n))
+    return recs
+
+
+def _write(path, n: int, settings: Settings | None = None, resume: bool = False, stop: int | None = None):
+    """Write n texts in shards of SIZE; ``stop``: leave after that many shards."""
+    w = ShardedWriter(path, settings or _settings(), resume=resume)
+    for k, chunk in enumerate(chunked(_items(n), SIZE)):
+        if k == stop:
+            return w
+        digest = chunk_digest(chunk)
+        if not w.done(k, digest):
+            w.add(k, _records(chunk), digest)
+    w.close(n)
+    return w
+
+
+def test_shards_round_trip_exactly_and_lazily(tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    _write(out_dir, 10)
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        MANIFEST, "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"
+    ]  # fmt: skip
+    manifest = read_manifest(out_dir)
+    assert manifest["complete"] and manifest["num_texts"] == 10
+    assert [(e["first"], e["count"]) for e in manifest["shards"]] == [(0, 4), (4, 4), (8, 2)]
+    for e in manifest["shards"]:
+        data = (out_dir / e["file"]).read_bytes()
+        assert e["bytes"] == len(data) and e["sha256"] == hashlib.sha256(data).hexdigest()
+
+    opened = []
+    init = SafetensorsOutput.__init__
+
+    def spy(self, path):
+        opened.append(path.name)
+        init(self, path)
+
+    monkeypatch.setattr(SafetensorsOutput, "__init__", spy)
+    out = open_output(out_dir)
+    assert isinstance(out, ShardedOutput)
+    assert out.num_texts == 10 and out.layers == [0, 2] and not out.pooled
+    want = {r.index: r for r in _records(_items(10))}
+    assert out.tokens(9) == want[9].tokens and opened == ["shard-00002.safetensors"]
+    np.testing.assert_array_equal(out.vectors(5, 2), want[5].features["hidden_states.2"])
+    assert opened[-1] == "shard-00001.safetensors" and len(opened) == 2  # only the shard holding text 5
+    for n in range(10):
+        for layer in (0, 2):
+            np.testing.assert_array_equal(out.vectors(n, layer), want[n].features[f"hidden_states.{layer}"])
+    shard = SafetensorsOutput(out_dir / "shard-00001.safetensors")
+    np.testing.assert_array_equal(shard.arrays["index"], [4, 5, 6, 7])  # global indices
+    with pytest.raises(MinibertError, match="text 10 out of range"):
+        out.vectors(10, 0)
+    with pytest.raises(MinibertError, match="no 'hidden_states.1'"):
+        out.vectors(0, 1)
+
+
+def test_manifest_lists_each_shard_as_soon_as_it_is_whole(tmp_path):
+    out_dir = tmp_path / "out"
+    w = _write(out_dir, 10, stop=2)
+    manifest = read_manifest(out_dir)
+    assert not manifest["complete"] and manifest["num_texts"] is None
+    assert [e["shard"] for e in manifest["shards"]] == [0, 1]
+    with pytest.raises(MinibertError, match="did not finish .*--resume"):
+        open_output(out_dir)
+    partial = ShardedOutput(out_dir, allow_incomplete=True)
+    assert partial.num_texts == 8 and partial.tokens(7) == ["t7_0", "t7_1"]
+    w.close(8)  # closing with the texts it holds is allowed; with more is not
+    with pytest.raises(MinibertError, match="the input has 10 texts, the run being resumed has 8"):
+        ShardedWriter(out_dir, _settings(), resume=True).close(10)
+
+
+def test_resume_skips_finished_shards_and_ends_equal(tmp_path):
+    _write(tmp_path / "whole", 10)
+    _write(tmp_path / "part", 10, stop=1)
+    (tmp_path / "part" / ".shard-00001.safetensors.x.tmp").write_bytes(b"half a shard")  # killed mid-write
+    (tmp_path / "part" / "shard-00001.safetensors").write_bytes(b"renamed, manifest not yet updated")
+    w = _write(tmp_path / "part", 10, resume=True)
+    assert sorted(w.entries) == [0, 1, 2]
+    assert (tmp_path / "part" / MANIFEST).read_bytes() == (tmp_path / "whole" / MANIFEST).read_bytes()
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"):
+        assert (tmp_path / "part" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not list((tmp_path / "part").glob(".*.tmp"))
+
+
+def test_resume_with_nothing_done_starts_fresh(tmp_path):
+    _write(tmp_path / "new", 5, resume=True)  # no directory yet: --resume is harmless
+    assert open_output(tmp_path / "new").num_texts == 5
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda d: None, "not empty .*--resume"),  # no --resume
+        (lambda d: (d / MANIFEST).write_text("{not json"), "manifest.json: not a minibert manifest"),
+        (
+            lambda d: (d / MANIFEST).write_text('{"format": "other"}'),
+            "manifest.json: not a minibert manifest",
+        ),
+        (lambda d: (d / "shard-00001.safetensors").unlink(), "shard-00001.safetensors: listed in"),
+        (
+            lambda d: (d / "shard-00001.safetensors").write_bytes(
+                (d / "shard-00001.safetensors").read_bytes()[:-1] + b"\x01"
+            ),
+            "shard-00001.safetensors: corrupt",
+        ),
+    ],
+)
+def test_resume_refuses_what_it_cannot_trust(tmp_path, spoil, message):
+    d = tmp_path / "out"
+    _write(d, 10, stop=2)
+    spoil(d)
+    with pytest.raises(MinibertError, match=message):
+        _write(d, 10, resume="not empty" not in message)
+
+
+def test_resume_refuses_other_settings_or_input(tmp_path):
+    d = tmp_path / "out"
+    _write(d, 10, stop=2)
+    with pytest.raises(MinibertError, match=r"different settings \(output_dtype: 'float32' there, 'float16'"):
+        ShardedWriter(d, _settings(output_dtype="float16"), resume=True)
+    w = ShardedWriter(d, _settings(), resume=True)
+    other = [Item(4, "text 4"), Item(5, "CHANGED"), Item(6, "text 6"), Item(7, "text 7")]
+    with pytest.raises(MinibertError, match=r"input differs .*texts 4\.\.7, shard-00001"):
+        w.done(1, chunk_digest(other))
+    _write(tmp_path / "done", 8)
+    w = ShardedWriter(tmp_path / "done", _settings(), resume=True)
+    with pytest.raises(MinibertError, match="more texts than the finished run"):
+        w.done(2, chunk_digest(_items(12)[8:]))
+
+
+def test_unwritable_output_is_one_error_naming_it(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a directory")
+    with pytest.raises(MinibertError, match="file.txt/out: cannot create output directory"):
+        ShardedWriter(blocker / "out", _settings())
+    with pytest.raises(MinibertError, match=r"missing/out: cannot create output directory \(.*missing does"):
+        ShardedWriter(tmp_path / "missing" / "out", _settings())
+    with pytest.raises(MinibertError, match="file.txt: exists and is not a directory"):
+        ShardedWriter(blocker, _settings())
+
+
+def test_empty_input_gives_an_empty_complete_output(tmp_path):
+    _write(tmp_path / "out", 0)
+    out = open_output(tmp_path / "out")
+    assert out.num_texts == 0 and out.layers == [0, 2] and list(out.parts()) == []
+
+
+def test_safetensors_bytes_are_read_by_the_library_and_identical_across_processes(tmp_path):
+    from safetensors.numpy import load
+
+    script = (
+        "import sys, hashlib, numpy as np\n"
+        "from minibert.output import Settings, safetensors_bytes\n"
+        "a = {'x': np.arange(6, dtype=np.float16).reshape(2, 3), 'offsets': np.arange(3)}\n"
+        "s = Settings([0], 'none', 'none', 'float32', 'm', extra={'k': 1}, output_dtype='float16')\n"
+        "sys.stdout.write(hashlib.sha256(safetensors_bytes(a, ['a', 'é'], ['w'], s)).hexdigest())\n"
+    )
+    # the safetensors library writes metadata keys in a per-process random order; ours may not
+    digests = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout for _ in "ab"
+    }
+    assert len(digests) == 1 and len(next(iter(digests))) == 64
+    arrays = {"x": np.arange(6, dtype=np.float16).reshape(2, 3), "offsets": np.arange(3, dtype=np.int64)}
+    data = safetensors_bytes(arrays, ["a", "é"], None, _settings())
+    back = load(data)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype
+        np.testing.assert_array_equal(back[k], v)
+
+
+def test_float16_output_rounds_once_and_refuses_overflow():
+    rec = _records(_items(1))[0]
+    want = {k: v.astype(np.float16) for k, v in rec.features.items()}
+    cast_features([rec], np.float16)
+    for k, v in want.items():
+        assert rec.features[k].dtype == np.float16
+        np.testing.assert_array_equal(rec.features[k], v)
+    big = Record(3, "t", None, ["a"], np.zeros(1), {"hidden_states.6": np.array([[7e4]], np.float32)}, 1)
+    with pytest.raises(MinibertError, match="text 3: hidden_states.6 holds 70000, beyond float16's range"):
+        cast_features([big], np.float16)
+
+
+def test_chunks_depend_only_on_the_input(tmp_path):
+    p = tmp_path / "in.txt"
+    p.write_text("a\nb\n\nd\ne", encoding="utf-8")  # an empty text, no final newline
+    items = list(read_items(p))
+    assert count_items(p) == len(items) == 5 and count_items("-") is None
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert count_items(fifo) is None  # not read: the texts are read once, by read_items
+    assert [[it.index for it in c] for c in chunked(items, 2)] == [[0, 1], [2, 3], [4]]
+    assert chunk_digest(items[:2]) == chunk_digest([Item(7, "a"), Item(8, "b")])  # texts, not positions
+    assert chunk_digest(items[:2]) != chunk_digest([Item(0, "a"), Item(1, "b", "pair")])
+    j = tmp_path / "in.jsonl"
+    j.write_text('{"text": "a"}\n\n{"text": "b"}\n', encoding="utf-8")
+    assert count_items(j) == len(list(read_items(j))) == 2
+
+
+class _Stream:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_shows_rate_and_eta_or_rate_alone():
+    s = _Stream()
+    p = Progress(100, enabled=True, stream=s)
+    p.skip(40)  # a resumed run: done, but not part of this run's rate
+    p.start -= 10.0  # as if 10 s had passed
+    p.update(20)
+    assert p.line().startswith("[##############----------] 60/100 texts  2.0 texts/s  ETA 20s")
+    p.close()
+    assert s.text.endswith("ETA 20s \n")
+    q = Progress(None, enabled=True, stream=_Stream())
+    q.start -= 2.0
+    q.update(10)
+    assert q.line() == "10 texts  5.0 texts/s"
+    silent = _Stream()
+    Progress(5, enabled=False, stream=silent).update(5)
+    assert silent.text == ""
+
+
+def test_manifest_is_plain_json(tmp_path):
+    _write(tmp_path / "out", 6)
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert manifest["settings"]["layers"] == [0, 2] and manifest["settings"]["shard_size"] == SIZE
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".jsonl"])
+def test_float16_single_files_round_trip(tmp_path, suffix):
+    from minibert.output import open_writer
+
+    recs = _records(_items(5))
+    rng = np.random.default_rng(0)
+    for r in recs:  # values of every magnitude float16 holds, not just integers
+        r.features = {k: (rng.normal(size=v.shape) * 10.0 ** rng.integers(-6, 4)).astype(np.float32)
+                      for k, v in r.features.items()}  # fmt: skip
+    want = {r.index: {k: v.astype(np.float16) for k, v in r.features.items()} for r in recs}
+    path = tmp_path / f"out{suffix}"
+    w = open_writer(path, _settings(output_dtype="float16"))
+    w.add(recs)
+    w.close()
+    out = open_output(path)
+    for n, feats in want.items():
+        for name, v in feats.items():
+            got = out.vectors(n, name)
+            if suffix != ".jsonl":  # JSON numbers read back as float64; 5 digits round-trip float16
+                assert got.dtype == np.float16
+            np.testing.assert_array_equal(got.astype(np.float16), v, err_msg=f"{suffix} {name} text {n}")
