@@ -218,7 +218,8 @@ def explain(
     pad = max(0, min(pad, model.max_length - n))  # positions beyond the table do not exist
     batch = _pad(plain, pad, model.tokenizer.pad_id)
     enc = model.forward(batch, trace=True)
-    unpadded = model.forward(plain) if pad > 0 else enc
+    # trace=True runs the plain formulas (not the fast path): compare like with like
+    unpadded = model.forward(plain, trace=True) if pad > 0 else enc
 
     dtype = str(model.dtype)
     tol = TOLERANCE[dtype]

@@ -435,13 +435,3 @@ def test_cli_threads_flag(tmp_path, capsys):
         )
     assert "expected a positive number of threads" in capsys.readouterr().err
 
-
-@pytest.mark.real
-def test_docs_performance_examples_run(real_model_dir, monkeypatch):
-    """The Python blocks of docs/performance.md run as written (with the real model)."""
-    text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
-    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
-    assert blocks
-    monkeypatch.setenv("MINIBERT_WEIGHTS", str(real_model_dir.parent))
-    for block in blocks:
-        exec(compile(block, "docs/performance.md", "exec"), {})
