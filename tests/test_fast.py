@@ -434,4 +434,3 @@ def test_cli_threads_flag(tmp_path, capsys):
             ["extract", "--model", str(TINY_BERT), str(src), "-o", str(tmp_path / "x.npz"), "--threads", "0"]
         )
     assert "expected a positive number of threads" in capsys.readouterr().err
-
