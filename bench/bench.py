@@ -110,12 +110,22 @@ class MinibertEngine:
         self.model.forward(batch)
 
 
+def quiet_transformers() -> None:
+    """No progress bars or info lines from transformers in the bench's output."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 class TransformersEngine:
     name = "transformers"
 
     def __init__(self, path: Path):
         import torch
         from transformers import AutoModel
+
+        quiet_transformers()
 
         self.torch = torch
         self.model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa").eval()
@@ -140,6 +150,7 @@ def export_onnx(path: Path, out_dir: Path, num_heads: int, hidden: int) -> tuple
     import torch
     from transformers import AutoModel
 
+    quiet_transformers()
     model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
 
     class AllHiddenStates(torch.nn.Module):
@@ -362,7 +373,8 @@ def environment() -> dict:
         from threadpoolctl import threadpool_info
 
         info["blas"] = [
-            f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')} kernels)"
+            f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')} kernels,"
+            f" {Path(p.get('filepath', '?')).name})"
             for p in threadpool_info()
             if p.get("user_api") == "blas"
         ]
@@ -428,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     print("# minibert benchmark: tokens/s of a forward pass recording every hidden state")
     print(f"model: {model.path.name}, float32; CPU: {env['cpu']}, {env['cores']} cores")
     print(f"numpy {env['numpy']}, BLAS: {'; '.join(env['blas'])}; OPENBLAS_*/OMP_*/MKL_* env: {env['env']}")
-    print(", ".join(f"{m} {env[m]}" for m in ("torch", "transformers", "onnxruntime") if m in env))
+    versions = ", ".join(f"{m} {env[m]}" for m in ("torch", "transformers", "onnxruntime") if m in env)
+    if versions:
+        print(versions)
     print(f"median of {args.runs} interleaved rounds after warm-up; wall clock")
     for note in notes:
         print(note)
