@@ -287,7 +287,7 @@ class FastWeights:
                     b_2=w.b_2,
                     ln2_gamma=w.ln2_gamma,
                     ln2_beta=w.ln2_beta,
-                )  # fmt: skip
+                )
             )
         return cls(weights.embeddings, tuple(layers))
 
