@@ -37,6 +37,7 @@ tokens of the batch.
 
 from __future__ import annotations
 
+import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -454,14 +455,19 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
         x = x_next
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
-    """A pool of n - 1 worker threads (the caller is the n-th), kept for reuse."""
-    if n not in _pools:
-        _pools[n] = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minibert")
-    return _pools[n]
+    """A pool of n - 1 worker threads (the caller is the n-th), kept for reuse.
+
+    Keyed by process id too: a child made by fork inherits the parent's pool
+    objects but not their threads, so it must make its own.
+    """
+    key = (os.getpid(), n)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minibert")
+    return _pools[key]
 
 
 @lru_cache(maxsize=1)

@@ -434,3 +434,28 @@ def test_cli_threads_flag(tmp_path, capsys):
             ["extract", "--model", str(TINY_BERT), str(src), "-o", str(tmp_path / "x.npz"), "--threads", "0"]
         )
     assert "expected a positive number of threads" in capsys.readouterr().err
+
+
+def _encode_in_child(model_dir: str, queue) -> None:
+    model = minibert.load(model_dir)
+    model.threads = 2
+    queue.put(model.encode(["one text"] * 4).hidden_states[-1].shape)
+
+
+def test_threads_after_fork(tiny_model_dir):
+    """A process forked after the thread pool was used gets a working pool of its own
+    (a forked child inherits the pool object but not its threads)."""
+    import multiprocessing
+
+    model = variant(minibert.load(tiny_model_dir), "fast", threads=2)
+    model.encode(["one text"] * 4)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_encode_in_child, args=(str(tiny_model_dir), queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in the fast path's thread pool")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5)[0] == 4
