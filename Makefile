@@ -22,7 +22,7 @@ weights: $(STAMP)
 
 demo: weights
 	@mkdir -p out
-	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all
+	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all --pool none
 	$(VENV)/bin/minibert summary out/sample.npz
 
 test: weights

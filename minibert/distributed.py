@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import MinibertError
-from .extract import extract_chunk
+from .extract import FeatureSpec, extract_chunk
 from .inputs import Item
 from .output import Settings
 
@@ -80,7 +80,7 @@ def shard_task(job: dict, k: int, items: list[Item], digest: str, threads: dict[
     except ValueError:  # not on a worker (a synchronous scheduler): leave BLAS as it is
         limit = None
     with threadpool_limits(limits=limit):
-        records = extract_chunk(model, items, **job["features"])
+        records = extract_chunk(model, items, job["features"])
     return write_shard(job["out"], k, records, job["settings"], digest)
 
 
@@ -90,7 +90,7 @@ def extract_shards(
     dtype: str,
     settings: Settings,
     out_dir: str | Path,
-    features: dict,
+    features: FeatureSpec,
     scheduler: str | None = None,
     workers: int | None = None,
 ) -> Iterator[dict]:

@@ -13,6 +13,7 @@ the same bits.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,11 +21,41 @@ from .errors import MinibertError
 from .inputs import Item, chunked
 from .model import Model
 from .output import Record, WordRows
-from .pooling import combine, pool
+from .pooling import combine, l2_normalize, pool
 from .windows import encode_long
 from .words import words
 
 LONG_MODES = ("truncate", "window")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What to cut out of each text's forward pass.
+
+    layers: hidden_states indices; pool: none|cls|mean|max; combine:
+    none|sum|mean|concat; max_length: truncation (or, with
+    ``long="window"``, the window size); word_pool: none|first|last|mean|
+    first_last; long: truncate|window; stride: window step; normalize:
+    L2-normalise each pooled vector; batch_size: texts per forward pass.
+    """
+
+    layers: list[int]
+    pool: str = "none"
+    combine: str = "none"
+    max_length: int | None = None
+    word_pool: str = "none"
+    long: str = "truncate"
+    stride: int | None = None
+    normalize: bool = False
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.long not in LONG_MODES:
+            raise MinibertError(f"long must be one of {', '.join(LONG_MODES)}, got {self.long!r}")
+        if self.word_pool != "none" and self.pool != "none":
+            raise MinibertError("word pooling gives one vector per word: use it with pool 'none'")
+        if self.normalize and self.pool == "none":
+            raise MinibertError("normalize L2-normalises pooled vectors: it needs a pool (cls, mean, max)")
 
 
 def length_sorted_batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
@@ -35,54 +66,43 @@ def length_sorted_batches(items: list[Item], batch_size: int) -> Iterator[list[I
         yield order[start : start + batch_size]
 
 
-def batch_records(
-    model: Model,
-    items: list[Item],
-    layers: list[int],
-    pool_how: str = "none",
-    combine_how: str = "none",
-    max_length: int | None = None,
-    word_pool: str = "none",
-    long: str = "truncate",
-    stride: int | None = None,
-) -> list[Record]:
+def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Record]:
     """Run one batch and cut each text's features out of it.
 
     Token-level features keep only the text's real tokens (no padding);
     ``word_pool`` (first|last|mean|first_last) turns them into one vector
     per word (:func:`minibert.words`); ``combine`` reduces the selected
     layers per token or word, then ``pool`` reduces tokens per text,
-    ignoring padding. ``long="window"`` runs texts past ``max_length``
-    (default: the model's limit) as overlapping windows ``stride`` tokens
-    apart and stitches them (:func:`minibert.encode_long`) instead of
-    truncating them.
+    ignoring padding (and ``normalize`` scales each pooled vector to unit
+    length). ``long="window"`` runs texts past ``max_length`` (default: the
+    model's limit) as overlapping windows ``stride`` tokens apart and
+    stitches them (:func:`minibert.encode_long`) instead of truncating them.
     """
-    if long not in LONG_MODES:
-        raise MinibertError(f"long must be one of {', '.join(LONG_MODES)}, got {long!r}")
-    if word_pool != "none" and pool_how != "none":
-        raise MinibertError("word pooling gives one vector per word: use it with pool 'none'")
+    layers, max_length = spec.layers, spec.max_length
     pairs = [it.text_pair for it in items]
     texts = [it.text for it in items]
-    if long == "window":
+    if spec.long == "window":
         paired = [it.index for it in items if it.text_pair is not None]
         if paired:
             raise MinibertError(f"text {paired[0]}: windows take single texts, not text pairs")
-        enc = encode_long(model, texts, stride=stride, window=max_length)
+        enc = encode_long(model, texts, stride=spec.stride, window=max_length)
     else:
         enc = model.encode(texts, None if all(p is None for p in pairs) else pairs, max_length)
-    if word_pool != "none":
-        w = words(enc, word_pool, layers)
+    if spec.word_pool != "none":
+        w = words(enc, spec.word_pool, layers)
         selected = list(w.vectors)  # L x (W, H')
         rows = [slice(w.offsets[b], w.offsets[b + 1]) for b in range(len(items))]
     else:
         selected = [enc.hidden_states[i] for i in layers]  # L x (B, S, H)
         rows = [(b, slice(0, int(n))) for b, n in enumerate(enc.attention_mask.sum(axis=1))]
-    if combine_how != "none":
-        named = {"combined": combine(selected, combine_how)}
+    if spec.combine != "none":
+        named = {"combined": combine(selected, spec.combine)}
     else:
         named = {f"hidden_states.{i}": h for i, h in zip(layers, selected, strict=True)}
-    if pool_how != "none":
-        named = {k: pool(v, enc.attention_mask, pool_how) for k, v in named.items()}  # (B, S, H') -> (B, H')
+    if spec.pool != "none":
+        named = {k: pool(v, enc.attention_mask, spec.pool) for k, v in named.items()}  # (B, S, H') -> (B, H')
+        if spec.normalize:
+            named = {k: l2_normalize(v) for k, v in named.items()}
         rows = list(range(len(items)))
     lengths = enc.attention_mask.sum(axis=1)
     records = []
@@ -91,7 +111,7 @@ def batch_records(
         feats = {k: np.ascontiguousarray(v[rows[b]]) for k, v in named.items()}
         ids = enc.input_ids[b, :n].copy()
         word_rows = None
-        if word_pool != "none":
+        if spec.word_pool != "none":
             word_rows = WordRows(w.words[b], w.spans[rows[b]], w.segments[rows[b]])
         records.append(
             Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows)
@@ -104,43 +124,21 @@ CHUNK_SIZE = 1000
 
 
 def extract_chunk(
-    model: Model,
-    items: list[Item],
-    layers: list[int],
-    pool_how: str = "none",
-    combine_how: str = "none",
-    max_length: int | None = None,
-    batch_size: int = 32,
-    word_pool: str = "none",
-    long: str = "truncate",
-    stride: int | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    model: Model, items: list[Item], spec: FeatureSpec, on_batch: Callable[[int], None] | None = None
 ) -> list[Record]:
-    """The records of one chunk, in input order (batched by length inside it;
-    the other arguments as in :func:`batch_records`). ``on_batch(n)`` is
-    called after each batch of n texts (a progress bar)."""
+    """The records of one chunk, in input order (batched by length inside
+    it). ``on_batch(n)`` is called after each batch of n texts (a progress
+    bar)."""
     records = []
-    for batch in length_sorted_batches(items, batch_size):
-        records.extend(
-            batch_records(model, batch, layers, pool_how, combine_how, max_length, word_pool, long, stride)
-        )
+    for batch in length_sorted_batches(items, spec.batch_size):
+        records.extend(batch_records(model, batch, spec))
         if on_batch is not None:
             on_batch(len(batch))
     return sorted(records, key=lambda r: r.index)
 
 
 def extract(
-    model: Model,
-    items: Iterable[Item],
-    layers: list[int],
-    pool_how: str = "none",
-    combine_how: str = "none",
-    max_length: int | None = None,
-    batch_size: int = 32,
-    word_pool: str = "none",
-    long: str = "truncate",
-    stride: int | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    model: Model, items: Iterable[Item], spec: FeatureSpec, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[list[Record]]:
     """Yield the records of every item, one chunk at a time, in input order.
 
@@ -148,6 +146,4 @@ def extract(
     chunk's features however long the corpus is.
     """
     for chunk in chunked(items, chunk_size):
-        yield extract_chunk(
-            model, chunk, layers, pool_how, combine_how, max_length, batch_size, word_pool, long, stride
-        )
+        yield extract_chunk(model, chunk, spec)

@@ -69,6 +69,14 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, how: str) -> np.ndarray
     raise MinibertError(f"unknown pooling {how!r} (choose from {', '.join(POOLS[1:])})")
 
 
+def l2_normalize(v: np.ndarray) -> np.ndarray:
+    """v / ||v||_2 along the last axis: (..., H) -> (..., H). A zero vector
+    stays zero (sentence-transformers' Normalize module, torch's
+    ``F.normalize`` with eps 1e-12)."""
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(norm, np.asarray(1e-12, v.dtype))
+
+
 def combine(layers: list[np.ndarray], how: str) -> np.ndarray:
     """Reduce the selected layers to one array, the BERT paper's
     feature-based strategies (Devlin et al. 2019, sec. 5.3):

@@ -41,7 +41,7 @@ def test_extract_equals_encoding_each_text_alone(real_model, real_model_dir, cor
     out = tmp_path / f"out{suffix}"
     # batch size 2 with length sorting: texts are batched with others and reordered
     assert main(["extract", "--model", str(real_model_dir), str(corpus), "-o", str(out),
-                 "--batch-size", "2", "--quiet"]) == 0  # fmt: skip
+                 "--pool", "none", "--batch-size", "2", "--quiet"]) == 0  # fmt: skip
     o = open_output(out)
     assert o.num_texts == len(TEXTS)
     assert o.layers == list(range(7))
@@ -77,7 +77,7 @@ def test_extract_jsonl_pairs_and_stdin(real_model, real_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": "Who wrote it?", "text_pair": "She did."}) + "\n", encoding="utf-8")
     out = tmp_path / "o.npz"
-    assert main(["extract", "--model", str(real_model_dir), str(src), "-o", str(out), "--quiet"]) == 0
+    assert main(["extract", "--model", str(real_model_dir), str(src), "-o", str(out), "--pool", "none"]) == 0
     want = real_model.encode(["Who wrote it?"], ["She did."])
     o = open_output(out)
     assert o.tokens(0) == want.tokens[0] and "[SEP]" in o.tokens(0)[:-1]
@@ -95,7 +95,9 @@ def test_extract_jsonl_pairs_and_stdin(real_model, real_model_dir, tmp_path):
         "-o",
         str(out2),
     ]
-    r = subprocess.run(cmd, input="from stdin\n", capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*cmd, "--pool", "none"], input="from stdin\n", capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     stdin_out = open_output(out2)
     alone = real_model.encode(["from stdin"])

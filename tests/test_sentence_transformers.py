@@ -67,3 +67,30 @@ def test_without_the_256_limit_the_long_text_differs(real_model, reference):
     got, kept = sentence_embeddings(real_model, [reference["texts"][long]], None)
     assert kept[0] > 256
     assert np.abs(got[0] - reference["embeddings"][long]).max() > 1e-3
+
+
+def test_extract_pool_auto_normalize_equals_sentence_transformers(real_model_dir, reference, tmp_path):
+    """The CLI path: ``--pool auto`` reads the model's own pooling and its
+    256-token limit, ``--normalize`` its Normalize module."""
+    from minibert import open_output
+    from minibert.cli import main
+
+    src = tmp_path / "texts.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in reference["texts"]), encoding="utf-8")
+    out = tmp_path / "sentences.npz"
+    args = ["extract", "--model", str(real_model_dir), str(src), "-o", str(out), "--layers", "-1"]
+    assert main([*args, "--pool", "auto", "--normalize", "--quiet"]) == 0
+    o = open_output(out)
+    assert o.settings["pool"] == "mean" and o.settings["max_length"] == 256
+    got = np.stack([o.vectors(n, -1) for n in range(o.num_texts)])
+    # sentence-transformers' own encode: 2.4e-7 observed
+    assert_allclose(got, reference["embeddings"], rtol=0, atol=1e-5)
+
+
+def test_normalize_needs_a_pool(real_model_dir, tmp_path):
+    from minibert.cli import main
+
+    src = tmp_path / "t.txt"
+    src.write_text("x\n", encoding="utf-8")
+    args = ["extract", "--model", str(real_model_dir), str(src), "-o", str(tmp_path / "o.npz")]
+    assert main([*args, "--pool", "none", "--normalize"]) == 2

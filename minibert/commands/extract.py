@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import load
 from ..errors import MinibertError
-from ..extract import CHUNK_SIZE, LONG_MODES, extract_chunk
+from ..extract import CHUNK_SIZE, LONG_MODES, FeatureSpec, extract_chunk
 from ..inputs import chunk_digest, chunked, count_items, read_items
 from ..output import OUTPUT_DTYPES, Settings, check_output_path, is_sharded, open_writer
 from ..pooling import COMBINES, POOLS, select_layers
@@ -51,7 +51,18 @@ def add_parser(sub) -> None:
         help="hidden_states indices: all (default), a list like -4,-3,-2,-1, or a slice like 0:7 "
         "(0 = embeddings, i = output of layer i)",
     )
-    p.add_argument("--pool", default="none", choices=POOLS, help="token pooling per text (default: none)")
+    p.add_argument(
+        "--pool",
+        default="auto",
+        choices=("auto", *POOLS),
+        help="token pooling per text; auto (default): the model's own sentence-transformers pooling "
+        "(1_Pooling/config.json, truncating to its max_seq_length) when it has one, else none",
+    )
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        help="L2-normalise each pooled vector (sentence-transformers' Normalize module)",
+    )
     p.add_argument("--combine", default="none", choices=COMBINES, help="reduce the selected layers")
     p.add_argument(
         "--word-pool",
@@ -137,12 +148,15 @@ def run(args: argparse.Namespace) -> int:
         raise MinibertError("--threads is for the local engine (Dask workers share each host's cores)")
     if args.stride is not None and args.long != "window":
         raise MinibertError("--stride applies to --long window only")
-    if args.word_pool != "none" and args.pool != "none":
+    if args.word_pool != "none" and args.pool not in ("none", "auto"):
         raise MinibertError(
             f"--word-pool gives one vector per word: it cannot be combined with --pool {args.pool}"
         )
     model = load(args.model, args.dtype)
     model.threads = args.threads
+    args.pool, args.max_length = resolve_pool(model, args)
+    if args.normalize and args.pool == "none":
+        raise MinibertError("--normalize L2-normalises pooled vectors: give --pool cls, mean or max")
     layers = select_layers(args.layers, model.num_layers + 1)
     if args.max_length is not None and args.max_length > model.max_length:
         raise MinibertError(f"--max-length {args.max_length} exceeds the model's limit {model.max_length}")
@@ -150,15 +164,16 @@ def run(args: argparse.Namespace) -> int:
         layers, args.pool, args.combine, args.dtype, str(Path(model.path).absolute()),
         extra={
             "num_hidden_layers": model.num_layers, "max_length": args.max_length,
-            "long": args.long, "stride": args.stride,
+            "long": args.long, "stride": args.stride, "normalize": args.normalize,
             "batch_size": args.batch_size, "shard_size": args.shard_size,
             "model_sha256": model_digest(model.path),
         },
         word_pool=args.word_pool, output_dtype=args.output_dtype,
     )  # fmt: skip
-    features = dict(layers=layers, pool_how=args.pool, combine_how=args.combine, max_length=args.max_length,
-                    batch_size=args.batch_size, word_pool=args.word_pool, long=args.long,
-                    stride=args.stride)  # fmt: skip
+    features = FeatureSpec(
+        layers, args.pool, args.combine, args.max_length, args.word_pool, args.long, args.stride,
+        args.normalize, args.batch_size,
+    )  # fmt: skip
     progress = Progress(count_items(args.input), enabled=False if args.quiet else None)
     limit = args.max_length or model.max_length
     counts = TokenCounts(limit)
@@ -175,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(entry["count"])
         else:
             for k, chunk, digest in todo:
-                sink.add(k, extract_chunk(model, chunk, **features, on_batch=progress.update), digest)
+                sink.add(k, extract_chunk(model, chunk, features, on_batch=progress.update), digest)
         num_texts = todo.num_texts
         sink.close(num_texts)
         counts.add_shards(sink, windows=args.long == "window" and not args.quiet)
@@ -183,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         writer = open_writer(args.output, settings)
         num_texts = 0
         for chunk in chunked(read_items(args.input), args.shard_size):
-            records = extract_chunk(model, chunk, **features, on_batch=progress.update)
+            records = extract_chunk(model, chunk, features, on_batch=progress.update)
             writer.add(records)
             num_texts += len(records)
             counts.add(np.array([r.index for r in records]), np.array([r.num_tokens for r in records]),
@@ -199,6 +214,31 @@ def run(args: argparse.Namespace) -> int:
         rate = f" ({progress.rate():,.1f} texts/s)" if progress.done > progress.skipped else ""
         print(f"minibert: wrote {num_texts} texts, layers {layers}, to {args.output}{rate}", file=sys.stderr)
     return 0
+
+
+def resolve_pool(model, args: argparse.Namespace) -> tuple[str, int | None]:
+    """``--pool auto`` -> the model's own sentence-transformers pooling and
+    its max_seq_length (unless --max-length is given), or none."""
+    if args.pool != "auto":
+        return args.pool, args.max_length
+    sentence = model.sentence
+    if args.word_pool != "none" or sentence is None or sentence.pooling is None:
+        return "none", args.max_length
+    if sentence.pooling not in POOLS:
+        raise MinibertError(
+            f"{model.path}: the model pools with {sentence.pooling!r}, which minibert does not "
+            "implement; give --pool none, cls, mean or max"
+        )
+    if sentence.other_modules:
+        print(
+            f"minibert: note: {model.path} also runs {', '.join(sentence.other_modules)} after pooling; "
+            "minibert's pooled vectors stop before it",
+            file=sys.stderr,
+        )
+    max_length = args.max_length
+    if max_length is None and sentence.max_seq_length:
+        max_length = min(sentence.max_seq_length, model.max_length)
+    return sentence.pooling, max_length
 
 
 def truncation_summary(
