@@ -49,7 +49,7 @@ docs: weights
 # Runtime ([bench] extra) when they install; without them only the minibert columns print.
 # Pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--threads 1 --runs 9".
 bench: weights
-	$(PIP) install -e '.[reference,bench]' || echo "bench: extras not installed, minibert columns only"
+	$(PIP) install -e '.[reference,bench,threads]' || echo "bench: extras not installed, minibert columns only"
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 lint: $(STAMP)
