@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import unicodedata
@@ -42,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from provenance import sha256, versions  # noqa: E402  (this folder, on the script's path)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -110,30 +109,6 @@ Transformers learn from many sentences; the sentences teach the model words.
 """.strip().splitlines()
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def versions() -> dict:
-    import safetensors
-    import tokenizers
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-    }
 
 
 # --------------------------------------------------------------------------- tiny model

@@ -37,10 +37,8 @@ new ones), and a rerun reproduces every number.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from provenance import sha256, versions  # noqa: E402  (this folder, on the script's path)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -330,26 +329,6 @@ def build(spec: Spec, retrain: bool) -> Path:
 
 
 # --------------------------------------------------------------------------- references
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def versions() -> dict:
-    import safetensors
-    import tokenizers
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-    }
 
 
 def uses_token_types(path: Path) -> bool:

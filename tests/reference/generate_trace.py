@@ -34,13 +34,13 @@ numeric or a unicode string (``provenance``, JSON).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
 from pathlib import Path
 
 import numpy as np
+from provenance import sha256  # noqa: E402  (this folder, on the script's path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -50,14 +50,6 @@ DEFAULT_OUT = HERE / "trace.npz"
 # Short texts of different lengths, so the batch has padding.
 TEXTS = ["The cat sat on the mat.", "Attention is all you need!", "Hello"]
 H_STRIDE, I_STRIDE = 6, 24
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
