@@ -13,6 +13,7 @@ TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 REFERENCE = TESTS / "reference"
 TINY_BERT = DATA / "tiny-bert"
+TINY_BPE = DATA / "tiny-bpe-bert"
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +66,9 @@ def one_blas_thread():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     with threadpoolctl.threadpool_limits(limits=1):
         yield
+
+
+@pytest.fixture(scope="session")
+def bpe_model():
+    """A tiny BERT with a byte-level BPE tokenizer (the space belongs to the word)."""
+    return minibert.load(TINY_BPE, "float32")

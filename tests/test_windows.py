@@ -23,7 +23,6 @@ from minibert import MinibertError
 from minibert.windows import choose_windows, window_starts
 
 TESTS = Path(__file__).resolve().parent
-TINY_BPE = TESTS / "data" / "tiny-bpe-bert"
 REFERENCE = TESTS / "reference"
 # Observed max abs diff vs transformers, float32: 6.3e-6 (real model), 1.2e-6 (tiny BPE model).
 ATOL = 5e-5
@@ -32,11 +31,6 @@ ATOL = 5e-5
 @pytest.fixture(scope="module")
 def ref():
     return np.load(REFERENCE / "windows.npz")
-
-
-@pytest.fixture(scope="module")
-def bpe_model():
-    return minibert.load(TINY_BPE, "float32")
 
 
 def max_context_loop(n: int, starts: list[int], size: int) -> list[int]:

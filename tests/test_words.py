@@ -18,7 +18,6 @@ import minibert
 from minibert import MinibertError
 
 TESTS = Path(__file__).resolve().parent
-TINY_BPE = TESTS / "data" / "tiny-bpe-bert"
 REFERENCE = TESTS / "reference"
 # Observed max abs diff vs transformers: 3.4e-6 (real model), 1.2e-6 (tiny BPE model), float32.
 ATOL = 5e-5
@@ -27,11 +26,6 @@ ATOL = 5e-5
 @pytest.fixture(scope="module")
 def ref():
     return np.load(REFERENCE / "words.npz")
-
-
-@pytest.fixture(scope="module")
-def bpe_model():
-    return minibert.load(TINY_BPE, "float32")
 
 
 def encode_case(model, ref, case):
