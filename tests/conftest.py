@@ -72,3 +72,68 @@ def one_blas_thread():
 def bpe_model():
     """A tiny BERT with a byte-level BPE tokenizer (the space belongs to the word)."""
     return minibert.load(TINY_BPE, "float32")
+
+
+def random_model(
+    max_positions: int = 512,
+    heads: int = 12,
+    head_size: int = 2,
+    layers: int = 2,
+    dtype: str = "float32",
+    seed: int = 0,
+):
+    """A seeded random BERT built in memory (no files): long positions and many
+    heads at a tiny hidden size, for tests over lengths up to 512 that the
+    committed 64-position tiny model cannot reach. Its tokenizer is the tiny
+    model's; tests that use it feed token ids directly (:class:`minibert.Batch`)."""
+    import numpy as np
+
+    from minibert.config import Config
+    from minibert.model import Model
+    from minibert.tokenizer import Tokenizer
+    from minibert.weights import distinct_layers, from_tensors
+
+    H = heads * head_size
+    config = Config(vocab_size=50, hidden_size=H, num_hidden_layers=layers, num_attention_heads=heads,
+                    intermediate_size=2 * H, max_position_embeddings=max_positions)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "embeddings.word_embeddings.weight": (50, H),
+        "embeddings.position_embeddings.weight": (max_positions, H),
+        "embeddings.token_type_embeddings.weight": (2, H),
+        "embeddings.LayerNorm.weight": (H,),
+        "embeddings.LayerNorm.bias": (H,),
+    }
+    for keys in distinct_layers(config):
+        p = f"encoder.layer.{keys['i']}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense"):  # fmt: skip
+            shapes |= {p + name + ".weight": (H, H), p + name + ".bias": (H,)}
+        shapes |= {p + "intermediate.dense.weight": (2 * H, H), p + "intermediate.dense.bias": (2 * H,),
+                   p + "output.dense.weight": (H, 2 * H), p + "output.dense.bias": (H,)}  # fmt: skip
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes |= {p + ln + ".weight": (H,), p + ln + ".bias": (H,)}
+    tensors = {}
+    for name, shape in shapes.items():
+        t = rng.normal(0, 0.5, shape)
+        if name.endswith("LayerNorm.weight"):
+            t = 1 + 0.1 * t
+        tensors[name] = t.astype(np.float32)
+    weights = from_tensors(tensors, config, dtype, source="random")
+    tokenizer = Tokenizer.from_dir(TINY_BERT)
+    return Model(config, weights, tokenizer, TINY_BERT, dtype)
+
+
+def id_batch(lengths, vocab_size: int = 50, seed: int = 0):
+    """A right-padded :class:`minibert.Batch` of random token ids with the given lengths."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    B, S = len(lengths), max(lengths)
+    ids = np.zeros((B, S), np.int64)
+    mask = np.zeros((B, S), np.int64)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = rng.integers(1, vocab_size, n)
+        mask[b, :n] = 1
+    tokens = [[f"t{i}" for i in row[:n]] for row, n in zip(ids, lengths, strict=True)]
+    return minibert.Batch(ids, np.zeros_like(ids), mask, tokens, [[None] * n for n in lengths], list(lengths))
