@@ -129,6 +129,7 @@ class SentenceConfig:
     do_lower_case: sentence-transformers lower-cases texts before tokenizing.
     other_modules: modules minibert does not run (e.g. Dense): when not
       empty, minibert's pooled vectors are not the model's sentence embeddings.
+    files: the files this was read from.
     """
 
     pooling: str | None
@@ -136,6 +137,7 @@ class SentenceConfig:
     max_seq_length: int | None
     do_lower_case: bool
     other_modules: tuple[str, ...]
+    files: tuple[Path, ...] = ()
 
 
 #: sentence-transformers' legacy ``pooling_mode_*`` flags -> mode names.
@@ -206,4 +208,5 @@ def sentence_config(model_dir: str | Path) -> SentenceConfig | None:
     if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 2):
         raise MinibertError(f"{st_path}: max_seq_length must be an integer >= 2, got {max_len!r}")
     lower = bool(st.get("do_lower_case", False)) if isinstance(st, dict) else False
-    return SentenceConfig(pooling, normalize, max_len, lower, tuple(other))
+    read = [p for p in (modules_path, pooling_path, st_path) if p is not None and p.is_file()]
+    return SentenceConfig(pooling, normalize, max_len, lower, tuple(other), tuple(read))

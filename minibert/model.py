@@ -157,6 +157,10 @@ class Model:
     ``sentence``: the sentence-transformers pooling of the directory
     (:class:`minibert.hub.SentenceConfig`), or None.
 
+    ``files``: every file the model was read from (config, weights,
+    tokenizer, sentence-transformers files): each changes the numbers, so a
+    resumed run checks them all.
+
     Two settings, plain attributes: ``impl`` ("fast", default, or "plain":
     see :func:`forward`) and ``threads`` (None: as many as NumPy's BLAS is
     set to use, all cores by default; an int: that many, see
@@ -174,6 +178,7 @@ class Model:
         path: Path,
         dtype: str,
         sentence: SentenceConfig | None = None,
+        files: tuple[Path, ...] = (),
     ):
         self.config = config
         self.weights = weights
@@ -181,6 +186,7 @@ class Model:
         self.path = path
         self.dtype = np.dtype(dtype)
         self.sentence = sentence
+        self.files = tuple(files)
 
     @property
     def num_layers(self) -> int:
@@ -290,4 +296,11 @@ def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
     config = Config.from_json(path / "config.json")
     tokenizer = Tokenizer.from_dir(path, default_pad_id=config.pad_token_id)
     weights = load_weights(path / "model.safetensors", config, dtype)
-    return Model(config, weights, tokenizer, path, str(dtype), hub.sentence_config(path))
+    sentence = hub.sentence_config(path)
+    files = (
+        path / "config.json",
+        path / "model.safetensors",
+        *tokenizer.files,
+        *(sentence.files if sentence else ()),
+    )
+    return Model(config, weights, tokenizer, path, str(dtype), sentence, files)

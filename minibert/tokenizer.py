@@ -58,10 +58,12 @@ def _read_json(path: Path) -> dict:
 class Tokenizer:
     """A ``tokenizers.Tokenizer`` with truncation and padding done our way."""
 
-    def __init__(self, backend, pad_id: int, source: str = "tokenizer"):
+    def __init__(self, backend, pad_id: int, source: str = "tokenizer", files: tuple[Path, ...] = ()):
         self.backend = backend
         self.pad_id = pad_id
         self.source = source
+        #: the files this tokenizer was built from (they change the token ids)
+        self.files = tuple(files)
         backend.no_padding()  # padding is done on the whole batch, in NumPy
         backend.no_truncation()  # truncation is set per call (max_length)
 
@@ -104,7 +106,8 @@ class Tokenizer:
         if isinstance(pad_token, dict):  # AddedToken serialised
             pad_token = pad_token.get("content")
         pad_id = backend.token_to_id(pad_token) if isinstance(pad_token, str) else None
-        return cls(backend, default_pad_id if pad_id is None else pad_id, str(source))
+        files = (source, *((cfg_path,) if cfg_path.is_file() else ()))
+        return cls(backend, default_pad_id if pad_id is None else pad_id, str(source), files)
 
     def __call__(
         self, texts: list[str], text_pairs: list[str | None] | None = None, max_length: int | None = None

@@ -220,3 +220,13 @@ def test_broken_sentence_files_are_named(tmp_path, files, match):
         write(tmp_path / name, obj)
     with pytest.raises(MinibertError, match=match):
         sentence_config(tmp_path)
+
+
+def test_model_lists_every_file_it_read(real_model):
+    """A resumed run hashes these: each one changes the numbers."""
+    names = {p.relative_to(real_model.path).as_posix() for p in real_model.files}
+    assert names == {
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "modules.json", "1_Pooling/config.json", "sentence_bert_config.json",
+    }  # fmt: skip
+    assert all(p.is_file() for p in real_model.files)
