@@ -1,0 +1,155 @@
+"""Reading an ``.npz`` archive minibert did not necessarily write: lazily, and
+never trusting a size before it has been checked.
+
+``np.load`` of an ``.npz`` hands back members one by one, but a caller that
+reads them all (``{k: z[k] for k in z.files}``) decompresses whatever the
+archive holds: a member of a few kilobytes can declare gigabytes (a zip
+bomb), a truncated archive fails deep inside zipfile, and a ``.npy`` named
+``.npz`` is not an archive at all. :class:`NpzArrays` opens the archive,
+reads only each member's ``.npy`` header (its dtype and shape, a few hundred
+bytes), and checks it before any data is read:
+
+- the member's uncompressed size, as the zip directory records it, is the
+  header plus exactly the bytes its shape and dtype need (a member cannot
+  read past what it declares: zipfile stops there and checks the CRC);
+- a compressed member expands at most :data:`MAX_RATIO` times (plain
+  ``np.savez``, which minibert writes, stores members uncompressed; honest
+  float data compresses a few times; a zip bomb ~1000 times);
+- no member holds Python objects (no pickle, ever).
+
+Callers then check each member's shape against the layout they expect (the
+rows the offsets imply, for example) with :meth:`NpzArrays.header`, and only
+then read it; a member is read once and kept.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MinibertError
+from .files import os_reason
+
+#: A compressed member may expand at most this many times (above FLOOR bytes).
+MAX_RATIO = 200
+FLOOR = 16 << 20
+
+#: The errors reading a damaged member can raise: a bad CRC or header
+#: (BadZipFile), an early end (EOFError), bad compressed data (zlib.error), a
+#: bad .npy header (ValueError), the file itself (OSError), an encrypted member
+#: (RuntimeError) or an unknown compression method (NotImplementedError).
+_DAMAGE = (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError, RuntimeError, NotImplementedError)
+
+
+class NpzArrays(Mapping):
+    """The arrays of an ``.npz`` file, each read only when asked for.
+
+    ``header(name)`` gives (dtype, shape) without reading the data. Every
+    problem is one :class:`MinibertError` naming the file (and the member).
+    ``what`` names the kind of file in messages ("an .npz output").
+    """
+
+    def __init__(self, path: str | Path, what: str = "an .npz file"):
+        self.path = Path(path)
+        self.what = what
+        self._cache: dict[str, np.ndarray] = {}
+        self._headers: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except zipfile.BadZipFile:
+            raise MinibertError(f"{self.path}: not {what} ({self._not_zip()})") from None
+        except OSError as e:
+            raise MinibertError(f"{self.path}: cannot read {what} ({os_reason(e)})") from None
+        try:
+            for info in self._zip.infolist():
+                self._check_member(info)
+        except BaseException:
+            self._zip.close()
+            raise
+
+    def _not_zip(self) -> str:
+        with open(self.path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            return "a single .npy array, not an .npz archive"
+        return "not a zip archive, or a truncated one"
+
+    def _check_member(self, info: zipfile.ZipInfo) -> None:
+        name = info.filename.removesuffix(".npy")
+        where = f"{self.path}: member {info.filename!r}"
+        if not info.filename.endswith(".npy"):
+            raise MinibertError(f"{where} is not an .npy array")
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(
+            MAX_RATIO * info.compress_size, FLOOR
+        ):
+            raise MinibertError(
+                f"{where} expands {info.compress_size:,} bytes to {info.file_size:,} "
+                f"(more than {MAX_RATIO} times: a zip bomb?); not read"
+            )
+        try:
+            with self._zip.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }.get(version)
+                if read_header is None:
+                    raise ValueError(f".npy format version {version} is not supported")
+                shape, _, dtype = read_header(f)
+                header_bytes = f.tell()
+        except _DAMAGE as e:
+            raise MinibertError(f"{where} is damaged ({_first_line(e)})") from None
+        if dtype.hasobject:
+            raise MinibertError(f"{where} holds Python objects (pickle), which minibert never loads")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != header_bytes + nbytes:
+            raise MinibertError(
+                f"{where} declares {dtype} {shape} ({nbytes:,} bytes) but holds "
+                f"{info.file_size - header_bytes:,} bytes"
+            )
+        self._headers[name] = (dtype, tuple(shape))
+
+    def header(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """(dtype, shape) of member ``name``, from its header alone."""
+        return self._headers[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._headers:
+            raise KeyError(name)
+        if name not in self._cache:
+            try:
+                with self._zip.open(f"{name}.npy") as f:
+                    self._cache[name] = np.lib.format.read_array(f, allow_pickle=False)
+            except _DAMAGE as e:
+                raise MinibertError(
+                    f"{self.path}: member '{name}.npy' is damaged ({_first_line(e)})"
+                ) from None
+        return self._cache[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._headers
+
+    def __iter__(self):
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> NpzArrays:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
