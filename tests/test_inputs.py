@@ -24,7 +24,7 @@ def test_jsonl_text_and_pair(tmp_path):
     "name, content, message",
     [
         ("in.txt", b"fine\nbad \xff byte\n", "line 2 is not valid UTF-8"),
-        ("in.jsonl", b'{"text": "a"}\n{"text": \n', "line 2 is not valid JSON"),
+        ("in.jsonl", b'{"text": "a"}\n{"text": \n', "line 2: not valid JSON"),
         ("in.jsonl", b'{"txt": "a"}\n', 'line 1 has no string field "text"'),
         ("in.jsonl", b'{"text": "a", "text_pair": 3}\n', '"text_pair" must be a string'),
     ],
