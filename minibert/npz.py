@@ -24,7 +24,9 @@ then read it; a member is read once and kept.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -59,18 +61,32 @@ class NpzArrays(Mapping):
         self.what = what
         self._cache: dict[str, np.ndarray] = {}
         self._headers: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self._identity = None
+        with self._archive() as z:
+            for info in z.infolist():
+                self._check_member(z, info)
+
+    @contextlib.contextmanager
+    def _archive(self):
+        """The archive, open for one read -- and still the file whose members
+        were checked. Nothing stays open between reads, so nothing leaks."""
         try:
-            self._zip = zipfile.ZipFile(self.path)
-        except zipfile.BadZipFile:
-            raise MinibertError(f"{self.path}: not {what} ({self._not_zip()})") from None
+            f = open(self.path, "rb")
         except OSError as e:
-            raise MinibertError(f"{self.path}: cannot read {what} ({os_reason(e)})") from None
-        try:
-            for info in self._zip.infolist():
-                self._check_member(info)
-        except BaseException:
-            self._zip.close()
-            raise
+            raise MinibertError(f"{self.path}: cannot read {self.what} ({os_reason(e)})") from None
+        with f:
+            now = file_identity(os.fstat(f.fileno()))
+            if self._identity not in (None, now):
+                raise MinibertError(f"{self.path}: changed since it was opened")
+            try:
+                z = zipfile.ZipFile(f)
+            except zipfile.BadZipFile:
+                raise MinibertError(f"{self.path}: not {self.what} ({self._not_zip()})") from None
+            except OSError as e:
+                raise MinibertError(f"{self.path}: cannot read {self.what} ({os_reason(e)})") from None
+            self._identity = now
+            with z:
+                yield z
 
     def _not_zip(self) -> str:
         with open(self.path, "rb") as f:
@@ -79,7 +95,7 @@ class NpzArrays(Mapping):
             return "a single .npy array, not an .npz archive"
         return "not a zip archive, or a truncated one"
 
-    def _check_member(self, info: zipfile.ZipInfo) -> None:
+    def _check_member(self, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
         name = info.filename.removesuffix(".npy")
         where = f"{self.path}: member {info.filename!r}"
         if not info.filename.endswith(".npy"):
@@ -92,7 +108,7 @@ class NpzArrays(Mapping):
                 f"(more than {MAX_RATIO} times: a zip bomb?); not read"
             )
         try:
-            with self._zip.open(info) as f:
+            with z.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 read_header = {
                     (1, 0): np.lib.format.read_array_header_1_0,
@@ -123,7 +139,7 @@ class NpzArrays(Mapping):
             raise KeyError(name)
         if name not in self._cache:
             try:
-                with self._zip.open(f"{name}.npy") as f:
+                with self._archive() as z, z.open(f"{name}.npy") as f:
                     self._cache[name] = np.lib.format.read_array(f, allow_pickle=False)
             except _DAMAGE as e:
                 raise MinibertError(
@@ -141,13 +157,18 @@ class NpzArrays(Mapping):
         return len(self._headers)
 
     def close(self) -> None:
-        self._zip.close()
+        """Nothing to close: each read opens and closes the file."""
 
     def __enter__(self) -> NpzArrays:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: device, inode, size, mtime."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _first_line(e: BaseException) -> str:

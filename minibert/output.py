@@ -45,6 +45,7 @@ beyond +-65504 is an error, never a silent inf).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -58,7 +59,7 @@ import numpy as np
 
 from .errors import MinibertError
 from .files import os_reason, parse_json
-from .npz import NpzArrays
+from .npz import NpzArrays, file_identity
 
 FORMATS = (".npz", ".safetensors", ".jsonl")
 OUTPUT_DTYPES = ("float16", "float32", "float64")
@@ -676,27 +677,37 @@ class SafetensorsFile(Mapping):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._identity = None
+        with self._file() as f:
+            self.metadata, self._specs, self._start = self._read_header(f)
+
+    @contextlib.contextmanager
+    def _file(self):
+        """The file, open for one read -- and still the file whose header was
+        checked (else an error: never rows of another file under this
+        header). Nothing stays open between reads, so nothing leaks."""
         try:
-            self._f = open(self.path, "rb")
+            f = open(self.path, "rb")
         except OSError as e:
             raise MinibertError(f"{self.path}: cannot read ({os_reason(e)})") from None
-        try:
-            self.metadata, self._specs, self._start = self._read_header()
-        except BaseException:
-            self._f.close()
-            raise
+        with f:
+            now = file_identity(os.fstat(f.fileno()))
+            if self._identity not in (None, now):
+                raise MinibertError(f"{self.path}: changed since it was opened")
+            self._identity = now
+            yield f
 
-    def _read_header(self) -> tuple[dict, dict, int]:
+    def _read_header(self, f) -> tuple[dict, dict, int]:
         path = self.path
-        size = os.fstat(self._f.fileno()).st_size
-        head = self._f.read(8)
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
         if len(head) < 8:
             raise MinibertError(f"{path}: {size} bytes, too short for a .safetensors file")
         (n,) = struct.unpack("<Q", head)
         if n > size - 8:
             raise MinibertError(f"{path}: header length {n:,} runs past the end of the file ({size:,} bytes)")
         try:
-            text = self._f.read(n).decode("utf-8")
+            text = f.read(n).decode("utf-8")
         except UnicodeDecodeError:
             raise MinibertError(f"{path}: the header is not UTF-8 (not a .safetensors file?)") from None
         header = parse_json(text, f"{path}: header", dict)
@@ -742,9 +753,10 @@ class SafetensorsFile(Mapping):
         row = dtype.itemsize * math.prod(shape[1:]) if shape else dtype.itemsize
         out = np.empty(out_shape, dtype)
         if out.nbytes:
-            self._f.seek(self._start + offset + first * row)
-            if self._f.readinto(memoryview(out).cast("B")) != out.nbytes:
-                raise MinibertError(f"{self.path}: ended while reading {name!r} (the file changed?)")
+            with self._file() as f:
+                f.seek(self._start + offset + first * row)
+                if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+                    raise MinibertError(f"{self.path}: ended while reading {name!r} (the file changed?)")
         return out
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -762,7 +774,7 @@ class SafetensorsFile(Mapping):
         return len(self._specs)
 
     def close(self) -> None:
-        self._f.close()
+        """Nothing to close: each read opens and closes the file."""
 
 
 def _metadata_json(metadata: dict, key: str, source: str, expect: type):
