@@ -158,7 +158,7 @@ def _points_at_padding(p: Path) -> Path:
         (_without("positions"), "missing key 'positions'"),
         (_without("hidden_states.2"), "missing key 'hidden_states.2'"),
         (_without("attentions.1"), "missing key 'attentions.1'"),
-        (_pickled, "not an .npz reference file"),
+        (_pickled, "holds Python objects (pickle)"),
         (_points_at_padding, "outside the inputs' real (non-padding) tokens"),
         (lambda p: REFERENCE / "all-MiniLM-L6-v2-float32.npz", "made for 6 layers of width 384"),
     ],
