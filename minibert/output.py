@@ -721,7 +721,7 @@ class SafetensorsFile(Mapping):
             if not isinstance(spec, dict):
                 raise MinibertError(f"{where}: its header entry is not a JSON object")
             dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-            if dtype not in READ_DTYPES:
+            if not isinstance(dtype, str) or dtype not in READ_DTYPES:
                 raise MinibertError(
                     f"{where}: dtype {dtype!r} is not one minibert writes ({', '.join(READ_DTYPES)})"
                 )
@@ -894,64 +894,80 @@ def _jsonl_strings(obj: dict, key: str, where: str) -> list[str]:
 
 
 def _read_jsonl(path: Path) -> Output:
-    """A .jsonl output, every line checked: a JSON object (via
-    :func:`minibert.files.parse_json`) with its ``index`` in order, string
-    tokens (and words), and per layer one row of values per token (word), or
-    one vector -- the same layers, and the same kind, on every line."""
-    tokens, words, per_name, per_text = [], [], {}, {}
-    word_level = None
-    layer_names: list[str] | None = None
+    """A .jsonl output, every line checked (:class:`_JsonlLines`). Read as
+    bytes and decoded line by line, so a bad byte is reported at its line."""
+    lines = _JsonlLines(path)
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except OSError as e:
         raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
     with f:
-        lineno = 0
         try:
-            for lineno, line in enumerate(f, start=1):
-                where = f"{path}: line {lineno}"
-                obj = parse_json(line, where, dict)
-                if obj.get("index") != lineno - 1:
-                    raise MinibertError(f"{where}: index is {obj.get('index')!r}, expected {lineno - 1}")
-                toks = _jsonl_strings(obj, "tokens", where)
-                if word_level is None:
-                    word_level = "words" in obj
-                if ("words" in obj) != word_level:
-                    raise MinibertError(f"{where}: 'words' on some lines and not on others")
-                num = obj.get("num_tokens", len(toks))
-                if not _is_int(num) or num < len(toks):
-                    raise MinibertError(
-                        f"{where}: num_tokens {num!r} is not a count >= its {len(toks)} tokens"
-                    )
-                tokens.extend(toks)
-                per_text.setdefault("kept_tokens", []).append(len(toks))
-                per_text.setdefault("num_tokens", []).append(num)
-                n_rows = len(toks)
-                if word_level:
-                    ws = _jsonl_strings(obj, "words", where)
-                    n_rows = len(ws)
-                    words.extend(ws)
-                    per_text.setdefault("rows", []).append(n_rows)
-                    spans = _jsonl_ints(obj.get("spans"), (n_rows, 2), "spans", where)
-                    segments = _jsonl_ints(obj.get("segments", [0] * n_rows), (n_rows,), "segments", where)
-                    per_text.setdefault("spans", []).append(spans)
-                    per_text.setdefault("segments", []).append(segments)
-                layers = obj.get("layers")
-                if not isinstance(layers, list):
-                    raise MinibertError(f"{where}: 'layers' must be a list")
-                got = [_jsonl_values(layer, where, n_rows) for layer in layers]
-                names = [name for name, _ in got]
-                if layer_names is None:
-                    layer_names = names
-                if names != layer_names or len(set(names)) != len(names):
-                    raise MinibertError(f"{where}: layers {names} differ from the first line's {layer_names}")
-                for name, values in got:
-                    per_name.setdefault(name, []).append(values)
-        except UnicodeDecodeError as e:
-            raise MinibertError(f"{path}: line {lineno + 1} is not valid UTF-8 ({e.reason})") from None
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise MinibertError(f"{path}: line {lineno} is not valid UTF-8 ({e.reason})") from None
+                lines.add(parse_json(line, f"{path}: line {lineno}", dict), lineno)
         except OSError as e:
             raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
-    return _jsonl_output(path, tokens, words if word_level else None, per_name, per_text)
+    return _jsonl_output(path, lines)
+
+
+class _JsonlLines:
+    """The lines of a .jsonl output, each checked as it is added: its
+    ``index`` in order, string tokens (and words, spans, segments), and per
+    layer one row of values per token (word), or one vector -- the same
+    layers, and the same kind, on every line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tokens: list[str] = []
+        self.words: list[str] = []
+        self.per_name: dict[str, list[np.ndarray]] = {}
+        self.per_text: dict[str, list] = {}
+        self.word_level: bool | None = None
+        self.layer_names: list[str] | None = None
+        self.ndims: set[int] = set()
+
+    def add(self, obj: dict, lineno: int) -> None:
+        where = f"{self.path}: line {lineno}"
+        if obj.get("index") != lineno - 1:
+            raise MinibertError(f"{where}: index is {obj.get('index')!r}, expected {lineno - 1}")
+        toks = _jsonl_strings(obj, "tokens", where)
+        if self.word_level is None:
+            self.word_level = "words" in obj
+        if ("words" in obj) != self.word_level:
+            raise MinibertError(f"{where}: 'words' on some lines and not on others")
+        num = obj.get("num_tokens", len(toks))
+        if not _is_int(num) or num < len(toks):
+            raise MinibertError(f"{where}: num_tokens {num!r} is not a count >= its {len(toks)} tokens")
+        self.tokens.extend(toks)
+        self.per_text.setdefault("kept_tokens", []).append(len(toks))
+        self.per_text.setdefault("num_tokens", []).append(num)
+        rows = len(toks)
+        if self.word_level:
+            ws = _jsonl_strings(obj, "words", where)
+            rows = len(ws)
+            self.words.extend(ws)
+            self.per_text.setdefault("rows", []).append(rows)
+            spans = _jsonl_ints(obj.get("spans"), (rows, 2), "spans", where)
+            segments = _jsonl_ints(obj.get("segments", [0] * rows), (rows,), "segments", where)
+            self.per_text.setdefault("spans", []).append(spans)
+            self.per_text.setdefault("segments", []).append(segments)
+        layers = obj.get("layers")
+        if not isinstance(layers, list):
+            raise MinibertError(f"{where}: 'layers' must be a list")
+        got = [_jsonl_values(layer, where, rows) for layer in layers]
+        names, ndims = [name for name, _ in got], {v.ndim for _, v in got}
+        if self.layer_names is None:
+            self.layer_names, self.ndims = names, ndims
+        if names != self.layer_names or len(set(names)) != len(names):
+            raise MinibertError(f"{where}: layers {names} differ from the first line's {self.layer_names}")
+        if ndims != self.ndims:
+            raise MinibertError(f"{where}: values of {sorted(ndims)} dimensions, unlike the first line")
+        for name, values in got:
+            self.per_name.setdefault(name, []).append(values)
 
 
 def _jsonl_ints(v, shape: tuple[int, ...], key: str, where: str) -> np.ndarray:
@@ -964,9 +980,11 @@ def _jsonl_ints(v, shape: tuple[int, ...], key: str, where: str) -> np.ndarray:
     return a.reshape(shape)
 
 
-def _jsonl_output(path: Path, tokens, words, per_name: dict, per_text: dict) -> Output:
+def _jsonl_output(path: Path, lines: _JsonlLines) -> Output:
     """The arrays of a checked .jsonl output, as one in-memory :class:`Output`."""
     source = str(path)
+    tokens, per_name, per_text = lines.tokens, lines.per_name, lines.per_text
+    words = lines.words if lines.word_level else None
     kinds = {v.ndim for values in per_name.values() for v in values}
     pooled = words is None and kinds == {1}
     if len(kinds) > 1:

@@ -173,9 +173,7 @@ def check_manifest(manifest: dict, mpath: Path) -> dict:
         if e["file"] != shard_name(e["shard"]):
             raise MinibertError(f"{where}.file is {e['file']!r}, expected {shard_name(e['shard'])!r}")
         if i and e["shard"] <= shards[i - 1]["shard"]:
-            raise MinibertError(
-                f"{where}: shard {e['shard']} after shard {shards[i - 1]['shard']} (not in order)"
-            )
+            raise MinibertError(f"{where}: shard {e['shard']} comes after shard {shards[i - 1]['shard']}")
         if size is not None and (e["first"] != e["shard"] * size or not 0 < e["count"] <= size):
             raise MinibertError(
                 f"{where}: texts {e['first']}+{e['count']} are not chunk {e['shard']} of {size} texts"
@@ -261,7 +259,8 @@ class ShardedWriter:
         self._listed = 0  # shards this run listed
         try:
             self._open(resume)
-        except BaseException:
+        except BaseException:  # e.g. no space for the first manifest: leave nothing behind
+            self.abandon()
             self._unlock()
             raise
 

@@ -117,7 +117,11 @@ def test_resume_skips_finished_shards_and_ends_equal(tmp_path):
     (tmp_path / "part" / ".shard-00001.safetensors.k3j_x9a2.tmp").write_bytes(b"half a shard")  # killed
     (tmp_path / "part" / ".manifest.json.0abcdefg.tmp").write_bytes(b"half a manifest")
     (tmp_path / "part" / "shard-00001.safetensors").write_bytes(b"renamed, manifest not yet updated")
-    users = [".notes.tmp", ".shard-00001.safetensors.mine.tmp", ".manifest.json.tmp"]  # not names minibert makes
+    users = [
+        ".notes.tmp",
+        ".shard-00001.safetensors.mine.tmp",
+        ".manifest.json.tmp",
+    ]  # not names minibert makes
     for name in users:
         (tmp_path / "part" / name).write_text("the user's own file")
     w = _write(tmp_path / "part", 10, resume=True)
