@@ -48,7 +48,40 @@ FLOOR = 16 << 20
 _DAMAGE = (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError, RuntimeError, NotImplementedError)
 
 
-class NpzArrays(Mapping):
+class LazyArrays(Mapping):
+    """The arrays of a file, each read only when asked for: ``header(name)``
+    gives (dtype, shape) from what was checked on opening, ``arrays[name]``
+    reads the data (``read(name)``, which each kind of file defines).
+    Subclasses fill ``_specs``: name -> (dtype, shape, ...)."""
+
+    _specs: dict[str, tuple]
+
+    def header(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """(dtype, shape) of array ``name``, without reading it."""
+        return self._specs[name][:2]
+
+    def read(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._specs:
+            raise KeyError(name)
+        return self.read(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._specs
+
+    def __iter__(self):
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def close(self) -> None:
+        """Nothing to close: each read opens and closes the file."""
+
+
+class NpzArrays(LazyArrays):
     """The arrays of an ``.npz`` file, each read only when asked for.
 
     ``header(name)`` gives (dtype, shape) without reading the data. Every
@@ -60,7 +93,7 @@ class NpzArrays(Mapping):
         self.path = Path(path)
         self.what = what
         self._cache: dict[str, np.ndarray] = {}
-        self._headers: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self._identity = None
         with self._archive() as z:
             for info in z.infolist():
@@ -68,23 +101,14 @@ class NpzArrays(Mapping):
 
     @contextlib.contextmanager
     def _archive(self):
-        """The archive, open for one read -- and still the file whose members
-        were checked. Nothing stays open between reads, so nothing leaks."""
-        try:
-            f = open(self.path, "rb")
-        except OSError as e:
-            raise MinibertError(f"{self.path}: cannot read {self.what} ({os_reason(e)})") from None
-        with f:
-            now = file_identity(os.fstat(f.fileno()))
-            if self._identity not in (None, now):
-                raise MinibertError(f"{self.path}: changed since it was opened")
+        """The archive, open for one read (:func:`open_unchanged`)."""
+        with open_unchanged(self.path, self._identity, self.what) as (f, self._identity):
             try:
                 z = zipfile.ZipFile(f)
             except zipfile.BadZipFile:
                 raise MinibertError(f"{self.path}: not {self.what} ({self._not_zip()})") from None
             except OSError as e:
                 raise MinibertError(f"{self.path}: cannot read {self.what} ({os_reason(e)})") from None
-            self._identity = now
             with z:
                 yield z
 
@@ -128,15 +152,9 @@ class NpzArrays(Mapping):
                 f"{where} declares {dtype} {shape} ({nbytes:,} bytes) but holds "
                 f"{info.file_size - header_bytes:,} bytes"
             )
-        self._headers[name] = (dtype, tuple(shape))
+        self._specs[name] = (dtype, tuple(shape))
 
-    def header(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        """(dtype, shape) of member ``name``, from its header alone."""
-        return self._headers[name]
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._headers:
-            raise KeyError(name)
+    def read(self, name: str) -> np.ndarray:
         if name not in self._cache:
             try:
                 with self._archive() as z, z.open(f"{name}.npy") as f:
@@ -147,28 +165,29 @@ class NpzArrays(Mapping):
                 ) from None
         return self._cache[name]
 
-    def __contains__(self, name) -> bool:
-        return name in self._headers
-
-    def __iter__(self):
-        return iter(self._headers)
-
-    def __len__(self) -> int:
-        return len(self._headers)
-
-    def close(self) -> None:
-        """Nothing to close: each read opens and closes the file."""
-
-    def __enter__(self) -> NpzArrays:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """What tells one version of a file from another: device, inode, size, mtime."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def open_unchanged(path: Path, identity: tuple | None, what: str):
+    """``path`` open for one read, with its :func:`file_identity`: (file,
+    identity). A reader that checked a file's header once opens it this way
+    for every later read, so nothing stays open between reads (nothing
+    leaks), and a file replaced meanwhile is an error -- never another
+    file's bytes read under the checked header. ``identity`` None: the
+    first opening."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise MinibertError(f"{path}: cannot read {what} ({os_reason(e)})") from None
+    with f:
+        now = file_identity(os.fstat(f.fileno()))
+        if identity not in (None, now):
+            raise MinibertError(f"{path}: changed since it was opened")
+        yield f, now
 
 
 def _first_line(e: BaseException) -> str:

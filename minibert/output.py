@@ -45,13 +45,11 @@ beyond +-65504 is an error, never a silent inf).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +57,7 @@ import numpy as np
 
 from .errors import MinibertError
 from .files import os_reason, parse_json
-from .npz import NpzArrays, file_identity
+from .npz import LazyArrays, NpzArrays, open_unchanged
 
 FORMATS = (".npz", ".safetensors", ".jsonl")
 OUTPUT_DTYPES = ("float16", "float32", "float64")
@@ -663,7 +661,7 @@ def check_layout(
 READ_DTYPES = {name: np.dtype(dtype).newbyteorder("<") for dtype, name in SAFETENSORS_DTYPES.items()}
 
 
-class SafetensorsFile(Mapping):
+class SafetensorsFile(LazyArrays):
     """A .safetensors output's header, checked against the file, and its
     tensors read on demand -- whole, or a range of rows (a slice of the file).
 
@@ -678,24 +676,12 @@ class SafetensorsFile(Mapping):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._identity = None
-        with self._file() as f:
+        with self._file() as (f, self._identity):
             self.metadata, self._specs, self._start = self._read_header(f)
 
-    @contextlib.contextmanager
     def _file(self):
-        """The file, open for one read -- and still the file whose header was
-        checked (else an error: never rows of another file under this
-        header). Nothing stays open between reads, so nothing leaks."""
-        try:
-            f = open(self.path, "rb")
-        except OSError as e:
-            raise MinibertError(f"{self.path}: cannot read ({os_reason(e)})") from None
-        with f:
-            now = file_identity(os.fstat(f.fileno()))
-            if self._identity not in (None, now):
-                raise MinibertError(f"{self.path}: changed since it was opened")
-            self._identity = now
-            yield f
+        """The file, open for one read (:func:`minibert.npz.open_unchanged`)."""
+        return open_unchanged(self.path, self._identity, "a .safetensors output")
 
     def _read_header(self, f) -> tuple[dict, dict, int]:
         path = self.path
@@ -739,10 +725,6 @@ class SafetensorsFile(Mapping):
             specs[name] = (READ_DTYPES[dtype], tuple(shape), offsets[0])
         return metadata, specs, 8 + n
 
-    def header(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        dtype, shape, _ = self._specs[name]
-        return dtype, shape
-
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Tensor ``name``, or its rows ``start:stop`` (read from the file, nothing more)."""
         dtype, shape, offset = self._specs[name]
@@ -753,28 +735,11 @@ class SafetensorsFile(Mapping):
         row = dtype.itemsize * math.prod(shape[1:]) if shape else dtype.itemsize
         out = np.empty(out_shape, dtype)
         if out.nbytes:
-            with self._file() as f:
+            with self._file() as (f, _):
                 f.seek(self._start + offset + first * row)
                 if f.readinto(memoryview(out).cast("B")) != out.nbytes:
                     raise MinibertError(f"{self.path}: ended while reading {name!r} (the file changed?)")
         return out
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._specs:
-            raise KeyError(name)
-        return self.read(name)
-
-    def __contains__(self, name) -> bool:
-        return name in self._specs
-
-    def __iter__(self):
-        return iter(self._specs)
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def close(self) -> None:
-        """Nothing to close: each read opens and closes the file."""
 
 
 def _metadata_json(metadata: dict, key: str, source: str, expect: type):

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_BERT as TINY
-from fuzz_helpers import assert_one_line_error, assert_unchanged, run, run_subprocess, snapshot
+from fuzz_helpers import (
+    assert_one_line_error,
+    assert_unchanged,
+    rewrite_safetensors_header,
+    run,
+    run_subprocess,
+    snapshot,
+)
 
 from minibert.shards import MANIFEST
 
@@ -360,17 +367,7 @@ def _npy_named_npz(path: Path) -> None:
 
 def _st_header(edit):
     """Rewrite a .safetensors header (the data unchanged)."""
-
-    def change(path: Path) -> None:
-        data = path.read_bytes()
-        (n,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + n])
-        edit(header)
-        head = json.dumps(header).encode()
-        head += b" " * (-len(head) % 8)
-        path.write_bytes(struct.pack("<Q", len(head)) + head + data[8 + n :])
-
-    return change
+    return lambda path: rewrite_safetensors_header(path, edit)
 
 
 def _st_raw_header(raw: bytes):

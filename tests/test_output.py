@@ -62,3 +62,25 @@ def test_bad_output_paths(tmp_path):
         open_writer(tmp_path / "missing" / "out.npz", s)
     with pytest.raises(MinibertError, match="unknown output format"):
         open_writer(tmp_path / "out.csv", s)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_file_replaced_after_opening_is_not_read_under_the_old_header(tmp_path, suffix):
+    """Lazy readers open the file again for each read: a file replaced in
+    between (another run's output) is an error, never rows of the new file
+    cut by the old file's offsets."""
+    rng = np.random.default_rng(2)
+    paths = []
+    for name, pooled in (("a", False), ("b", True)):
+        w = open_writer(
+            tmp_path / f"{name}{suffix}",
+            Settings([0, 2], "mean" if pooled else "none", "none", "float32", "m"),
+        )
+        w.add(_records(rng, np.float32, pooled))
+        w.close()
+        paths.append(tmp_path / f"{name}{suffix}")
+    out = open_output(paths[0])
+    out.vectors(0, 0)
+    paths[1].replace(paths[0])
+    with pytest.raises(MinibertError, match="changed since it was opened"):
+        out.vectors(1, 2)
