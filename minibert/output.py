@@ -782,6 +782,8 @@ def open_output(path: str | Path) -> Output:
     .safetensors file, an .npz file and a directory are read lazily.
     Anything that is not a whole minibert output is one MinibertError
     naming the file and what is wrong."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"open_output: path must be a path (str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
         from .shards import ShardedOutput
