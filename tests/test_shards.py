@@ -302,3 +302,20 @@ def test_float16_single_files_round_trip(tmp_path, suffix):
             if suffix != ".jsonl":  # JSON numbers read back as float64; 5 digits round-trip float16
                 assert got.dtype == np.float16
             np.testing.assert_array_equal(got.astype(np.float16), v, err_msg=f"{suffix} {name} text {n}")
+
+
+def test_own_temp_names_are_what_the_writers_make(tmp_path):
+    """--resume deletes only OWN_TEMP names: they must be what atomic_path makes."""
+    import os
+
+    from minibert.output import atomic_path
+    from minibert.shards import OWN_TEMP, shard_name
+
+    for name in (shard_name(3), shard_name(123456), MANIFEST):
+        for _ in range(20):
+            fd, tmp = atomic_path(tmp_path / name)
+            os.close(fd)
+            assert OWN_TEMP.fullmatch(os.path.basename(tmp)), tmp
+    others = (".notes.tmp", ".shard-00001.safetensors.tmp", ".manifest.json.abc.tmp", shard_name(1))
+    for other in others:
+        assert not OWN_TEMP.fullmatch(other)
