@@ -185,6 +185,13 @@ def load_reference(path: str | Path) -> dict:
         or not all(p is None or isinstance(p, str) for p in pairs)
     ):
         raise MinibertError(f"{path}: 'text_pairs' must be a JSON list of {B} strings or nulls")
+    tokens = ref["tokens"]
+    if tokens is not None and (
+        not isinstance(tokens, list)
+        or len(tokens) != B
+        or not all(isinstance(t, list) and all(isinstance(s, str) for s in t) for t in tokens)
+    ):
+        raise MinibertError(f"{path}: 'tokens' must be a JSON list of {B} lists of strings")
     _check_tolerances(ref["provenance"], path)
     S = None
     for key in ("input_ids", "token_type_ids", "attention_mask"):
@@ -193,6 +200,8 @@ def load_reference(path: str | Path) -> dict:
             raise MinibertError(f"{path}: {key!r} is {dtype.name} {shape}, expected ({B}, S) integers")
         S = shape[1]
         ref[key] = arrays[key].astype(np.int64)
+    if not np.isin(ref["attention_mask"], (0, 1)).all():
+        raise MinibertError(f"{path}: 'attention_mask' holds values other than 0 and 1")
     lengths = ref["attention_mask"].sum(1)
     L = _layer_keys(arrays, path)
     for kind, coords, width in (("hidden_states", "positions", 2), ("attentions", "attention_positions", 3)):
