@@ -183,7 +183,7 @@ def _points_at_padding(p: Path) -> Path:
         (_replace("attention_mask", lambda a: a * 5), "'attention_mask' holds values"),
         (_replace("input_ids", lambda a: a.astype(np.float32)), "'input_ids'"),
         (_replace("hidden_states.1", lambda a: a[:-1]), "'hidden_states.1'"),
-        (_replace("hidden_states.999999", np.zeros((1, 1))), "missing key 'hidden_states.3'"),
+        (_replace("hidden_states.999999", np.zeros((1, 1))), "missing key 'attentions.2'"),
         (_replace("hidden_states.99999999", np.zeros((1, 1))), "unexpected key"),
         (_replace("hidden_states.x", np.zeros((1, 1))), "unexpected key 'hidden_states.x'"),
         (lambda p: REFERENCE / "all-MiniLM-L6-v2-float32.npz", "made for 6 layers of width 384"),
