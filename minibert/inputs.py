@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MinibertError
+from .files import os_reason, parse_json
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,12 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
     except FileNotFoundError:
         raise MinibertError(f"{path}: input file not found") from None
     except OSError as e:
-        raise MinibertError(f"{path}: cannot read ({e.strerror})") from None
+        raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
     with f:
-        yield from enumerate(f, start=1)
+        try:
+            yield from enumerate(f, start=1)
+        except OSError as e:  # a read error mid-file (an I/O error, a directory opened on some systems)
+            raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
 
 
 def read_items(path: str | Path) -> Iterator[Item]:
@@ -72,11 +76,9 @@ def read_items(path: str | Path) -> Iterator[Item]:
             continue
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MinibertError(f"{name}: line {lineno} is not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        # not valid JSON, nested too deep, a huge number, a lone surrogate ("\ud800"): one line naming it
+        obj = parse_json(line, f"{name}: line {lineno}", dict)
+        if not isinstance(obj.get("text"), str):
             raise MinibertError(f'{name}: line {lineno} has no string field "text"')
         pair = obj.get("text_pair")
         if pair is not None and not isinstance(pair, str):

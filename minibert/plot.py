@@ -22,7 +22,6 @@ tokens of a set of texts, for every hidden state i = 0 (embedding output) to L:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,21 +56,12 @@ def check_figure_path(path: str | Path) -> Path:
 
 
 def save(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` atomically (temporary file in the same directory, then rename)."""
-    import tempfile
+    """Write ``fig`` atomically (:func:`minibert.output.write_atomic`: a
+    temporary file in the same directory, then rename; an OSError is one line)."""
+    from .output import write_atomic
 
     path = check_figure_path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=dpi)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a figure is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=dpi))
     return path
 
 

@@ -36,21 +36,31 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MinibertError
+from .files import os_reason, read_json, sha256_file
 from .output import (
     Output,
     Record,
     SafetensorsOutput,
     Settings,
     cast_features,
+    check_settings,
     records_to_arrays,
     safetensors_parts,
     write_atomic,
 )
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: no directory lock
+    fcntl = None
 
 FORMAT = "minibert-shards"
 VERSION = 1
@@ -61,12 +71,10 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.safetensors"
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+#: The temporary files this module's writers leave when killed mid-write
+#: (:func:`minibert.output.atomic_path`: ``.{name}.{8 random characters}.tmp``):
+#: the only files ``--resume`` deletes.
+OWN_TEMP = re.compile(r"\.(?:shard-\d{5,}\.safetensors|manifest\.json)\.[a-z0-9_]{8}\.tmp")
 
 
 def _write(path: Path, parts: list) -> tuple[int, str]:
@@ -80,10 +88,7 @@ def _write(path: Path, parts: list) -> tuple[int, str]:
             h.update(part)
             size += len(part) if isinstance(part, bytes) else part.nbytes
 
-    try:
-        write_atomic(path, write)
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot write ({e.strerror or e})") from None
+    write_atomic(path, write)
     return size, h.hexdigest()
 
 
@@ -109,22 +114,119 @@ def write_shard(out_dir: str | Path, k: int, records: list[Record], settings: Se
 
 
 def read_manifest(path: Path) -> dict:
-    """The manifest of shard directory ``path``, checked for shape."""
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise MinibertError(f"{mpath}: not found ({path} is not a minibert sharded output)")
+    """The manifest of shard directory ``path``, checked (:func:`check_manifest`)."""
+    mpath = Path(path) / MANIFEST
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
-        if manifest.get("version") != VERSION:
-            raise ValueError(f"version {manifest.get('version')!r}; this minibert reads {VERSION}")
-        for key in ("settings", "shards", "complete"):
-            if key not in manifest:
-                raise ValueError(f"no {key!r}")
-    except (OSError, ValueError, AttributeError) as e:
-        raise MinibertError(f"{mpath}: not a minibert manifest ({e})") from None
+        mpath.stat()
+    except FileNotFoundError:
+        raise MinibertError(f"{mpath}: not found ({path} is not a minibert sharded output)") from None
+    except OSError as e:
+        raise MinibertError(f"{mpath}: cannot read manifest ({os_reason(e)})") from None
+    return check_manifest(read_json(mpath, dict, what="manifest"), mpath)
+
+
+_ENTRY_COUNTS = ("shard", "first", "count", "tokens", "truncated", "bytes")
+_ENTRY_STRINGS = ("file", "sha256", "input_sha256")
+
+
+def check_manifest(manifest: dict, mpath: Path) -> dict:
+    """Every field a reader or a resumed run relies on, with the type it
+    must have; each shard entry's ``file`` exactly ``shard_name(shard)``
+    (so no entry can point outside the directory: no ``../``, no absolute
+    path); shards in order, each at ``shard * shard_size``, none
+    overlapping; a complete run's shards 0..K-1 adding up to ``num_texts``.
+    One MinibertError naming the manifest and the field otherwise."""
+
+    def bad(what: str) -> MinibertError:
+        return MinibertError(f"{mpath}: not a minibert manifest ({what})")
+
+    if manifest.get("format") != FORMAT:
+        raise bad(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
+    if manifest.get("version") != VERSION:
+        raise bad(f"version {manifest.get('version')!r}; this minibert reads {VERSION}")
+    for key in ("settings", "shards", "complete"):
+        if key not in manifest:
+            raise bad(f"no {key!r}")
+    settings = check_settings(manifest["settings"], f"{mpath}", required=("layers", "pool", "combine"))
+    size = settings.get("shard_size")
+    if size is not None and not (_is_count(size) and size > 0):
+        raise MinibertError(f"{mpath}: settings 'shard_size' is {size!r}, not a positive integer")
+    if not isinstance(manifest["complete"], bool):
+        raise MinibertError(f"{mpath}: 'complete' is {manifest['complete']!r}, not true or false")
+    for key in ("num_texts", "num_tokens"):
+        if manifest.get(key) is not None and not _is_count(manifest[key]):
+            raise MinibertError(f"{mpath}: {key!r} is {manifest[key]!r}, not a count")
+    shards = manifest["shards"]
+    if not isinstance(shards, list):
+        raise MinibertError(f"{mpath}: 'shards' is {type(shards).__name__}, not a list")
+    end = 0  # the first text after the previous shard
+    for i, e in enumerate(shards):
+        where = f"{mpath}: shards[{i}]"
+        if not isinstance(e, dict):
+            raise MinibertError(f"{where} is {type(e).__name__}, not a JSON object")
+        for key in _ENTRY_COUNTS:
+            if not _is_count(e.get(key)):
+                raise MinibertError(f"{where}.{key} is {e.get(key)!r}, not a count")
+        for key in _ENTRY_STRINGS:
+            if not isinstance(e.get(key), str):
+                raise MinibertError(f"{where}.{key} is {e.get(key)!r}, not a string")
+        if e["file"] != shard_name(e["shard"]):
+            raise MinibertError(f"{where}.file is {e['file']!r}, expected {shard_name(e['shard'])!r}")
+        if i and e["shard"] <= shards[i - 1]["shard"]:
+            raise MinibertError(f"{where}: shard {e['shard']} comes after shard {shards[i - 1]['shard']}")
+        if size is not None and (e["first"] != e["shard"] * size or not 0 < e["count"] <= size):
+            raise MinibertError(
+                f"{where}: texts {e['first']}+{e['count']} are not chunk {e['shard']} of {size} texts"
+            )
+        if e["count"] == 0 or e["first"] < end:
+            what = "holds no texts" if e["count"] == 0 else "overlaps the previous shard"
+            raise MinibertError(f"{where}: texts {e['first']}+{e['count']} {what}")
+        end = e["first"] + e["count"]
+    if manifest["complete"]:
+        if [e["shard"] for e in shards] != list(range(len(shards))):
+            raise MinibertError(f"{mpath}: complete, but shards are missing")
+        for key, field in (("num_texts", "count"), ("num_tokens", "tokens")):
+            total = sum(e[field] for e in shards)
+            if manifest.get(key) is not None and manifest[key] != total:
+                raise MinibertError(f"{mpath}: {key!r} is {manifest[key]}, its shards hold {total}")
     return manifest
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def check_shard(out_dir: Path, entry: dict, digest: bool = True) -> Path:
+    """A listed shard's path, once it is known to be a regular file inside
+    ``out_dir`` (a symlink out of it is refused) with the size and (unless
+    ``digest`` is false) the sha256 the manifest records: a shard is never
+    read on trust."""
+    f = out_dir / entry["file"]
+    try:
+        st = f.stat()
+    except FileNotFoundError:
+        raise MinibertError(f"{f}: listed in {MANIFEST} but missing") from None
+    except OSError as e:
+        raise MinibertError(f"{f}: cannot read ({os_reason(e)})") from None
+    if Path(os.path.realpath(f)).parent != Path(os.path.realpath(out_dir)):
+        raise MinibertError(f"{f}: a link to {os.path.realpath(f)}, outside {out_dir}; not read")
+    if not stat.S_ISREG(st.st_mode):
+        raise MinibertError(f"{f}: not a regular file")
+    try:
+        same = st.st_size == entry["bytes"] and (not digest or sha256_file(f) == entry["sha256"])
+    except OSError as e:
+        raise MinibertError(f"{f}: cannot read ({os_reason(e)})") from None
+    if not same:
+        raise MinibertError(f"{f}: corrupt (its size or sha256 differs from {MANIFEST})")
+    return f
+
+
+def model_digests(model) -> dict[str, str]:
+    """sha256 of every file ``model`` was read from (``Model.files``: config,
+    weights, tokenizer, sentence-transformers files), by its name relative to
+    the model directory: what a resumed run must find unchanged."""
+    root = Path(model.path)
+    return {Path(os.path.relpath(f, root)).as_posix(): sha256_file(f) for f in model.files}
 
 
 class ShardedWriter:
@@ -134,6 +236,14 @@ class ShardedWriter:
     input)? ``add(k, records, digest)`` writes a shard; ``record(entry)``
     lists a shard another process wrote; ``close(num_texts)`` marks the
     run complete. The manifest is rewritten atomically after every shard.
+
+    One writer at a time: the directory is locked (``flock`` on the
+    directory itself, so no lock file is left behind, and the kernel
+    releases the lock when its process dies: a killed run never blocks the
+    next one); a second writer gets an error naming the directory. Use it
+    as a context manager: if the run fails before it lists any shard, what
+    it created (its manifest, the directory) is removed, so the corrected
+    rerun is not refused for a non-empty directory.
     """
 
     def __init__(self, path: str | Path, settings: Settings, resume: bool = False):
@@ -143,10 +253,24 @@ class ShardedWriter:
         self.entries: dict[int, dict] = {}
         self.resumed_complete = False
         self.num_texts: int | None = None
-        if resume and self.mpath.is_file():
-            self._resume()
-        else:
-            self._create(resume)
+        self._lock_fd: int | None = None
+        self._made_dir = False  # this run created the directory
+        self._fresh = False  # this run wrote the first manifest
+        self._listed = 0  # shards this run listed
+        try:
+            self._open(resume)
+        except BaseException:  # e.g. no space for the first manifest: leave nothing behind
+            self.abandon()
+            self._unlock()
+            raise
+
+    def __enter__(self) -> ShardedWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abandon()
+        self._unlock()
 
     # -- opening -----------------------------------------------------------------
     @staticmethod
@@ -155,47 +279,115 @@ class ShardedWriter:
         shard directory: a file, a non-empty directory without ``--resume``
         (or without a manifest to resume from), a missing parent."""
         p = Path(path)
-        if resume and (p / MANIFEST).is_file():
-            return
-        if p.exists() and not p.is_dir():
-            raise MinibertError(f"{p}: exists and is not a directory")
-        if p.is_dir():
-            if any(p.iterdir()):
-                hint = "it holds no manifest.json to resume from" if resume else "use --resume to continue"
-                raise MinibertError(f"{p}: output directory is not empty ({hint}; or choose a new OUTPUT)")
-        elif not p.parent.is_dir():
-            what = "is not a directory" if p.parent.exists() else "does not exist"
-            raise MinibertError(f"{p}: cannot create output directory ({p.parent} {what})")
+        try:
+            if resume and (p / MANIFEST).is_file():
+                return
+            if p.exists() and not p.is_dir():
+                raise MinibertError(f"{p}: exists and is not a directory")
+            if p.is_dir():
+                if any(p.iterdir()):
+                    hint = (
+                        "it holds no manifest.json to resume from" if resume else "use --resume to continue"
+                    )
+                    raise MinibertError(
+                        f"{p}: output directory is not empty ({hint}; or choose a new OUTPUT)"
+                    )
+            elif not p.parent.is_dir():
+                what = "is not a directory" if p.parent.exists() else "does not exist"
+                raise MinibertError(f"{p}: cannot create output directory ({p.parent} {what})")
+        except OSError as e:
+            raise MinibertError(f"{p}: cannot use as output directory ({os_reason(e)})") from None
 
-    def _create(self, resume: bool) -> None:
+    def _open(self, resume: bool) -> None:
         p = self.path
         self.check(p, resume)
         if not p.is_dir():
             try:
                 p.mkdir()
+                self._made_dir = True
+            except FileExistsError:
+                pass  # another run made it a moment ago: the lock decides which of us writes
             except OSError as e:
-                raise MinibertError(f"{p}: cannot create output directory ({e.strerror or e})") from None
-        self._save()
+                raise MinibertError(f"{p}: cannot create output directory ({os_reason(e)})") from None
+        self._lock()
+        if resume and self.mpath.is_file():
+            self._resume()
+        else:
+            self.check(p, resume)  # again, under the lock: another run may have written here meanwhile
+            self._fresh = True
+            self._save()
+
+    def _lock(self) -> None:
+        """Hold an exclusive ``flock`` on the directory until :meth:`close`
+        (or this process ends). A file system without flock (some network
+        file systems) runs unlocked, as if single-writer."""
+        if fcntl is None:  # not a POSIX system
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as e:
+            raise MinibertError(f"{self.path}: cannot open output directory ({os_reason(e)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MinibertError(
+                f"{self.path}: another minibert extract is writing to this directory (it holds its lock); "
+                "wait for it to finish, or choose another OUTPUT"
+            ) from None
+        except OSError:  # flock not supported here
+            os.close(fd)
+            return
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def abandon(self) -> None:
+        """After a failure: if this run began the directory and listed no
+        shard, remove its manifest (and the directory, if this run made it and
+        it is now empty); otherwise keep everything, for ``--resume``."""
+        if not self._fresh or self._listed:
+            return
+        try:
+            self.mpath.unlink(missing_ok=True)
+            if self._made_dir:
+                self.path.rmdir()
+        except OSError:  # cannot remove it (or a Dask worker's shard is there): leave it, as a kill would
+            pass
 
     def _resume(self) -> None:
         manifest = read_manifest(self.path)
         mine = json.loads(self.settings.to_json())  # as it would read back
         theirs = manifest["settings"]
+        self._check_model_files(mine.get("model_files"), theirs.get("model_files"))
         diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
         if diff:
             shown = "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in diff[:3])
             raise MinibertError(f"{self.mpath}: cannot resume with different settings ({shown})")
         for entry in manifest["shards"]:
-            f = self.path / entry["file"]
-            if not f.is_file():
-                raise MinibertError(f"{f}: listed in {MANIFEST} but missing")
-            if f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
-                raise MinibertError(f"{f}: corrupt (its size or sha256 differs from {MANIFEST})")
+            check_shard(self.path, entry)
             self.entries[entry["shard"]] = entry
-        self.resumed_complete = bool(manifest["complete"])
+        self.resumed_complete = manifest["complete"]
         self.num_texts = manifest.get("num_texts")
-        for tmp in self.path.glob(".*.tmp"):  # left by a kill mid-write: ours, and never complete
-            tmp.unlink(missing_ok=True)
+        for tmp in self.path.iterdir():  # left by a kill mid-write: only our own names, never complete
+            if OWN_TEMP.fullmatch(tmp.name):
+                tmp.unlink(missing_ok=True)
+
+    def _check_model_files(self, mine, theirs) -> None:
+        """Name the first model file whose sha256 differs from the run being
+        resumed: its shards and this run's would come from two models."""
+        if mine == theirs or not isinstance(mine, dict) or not isinstance(theirs, dict):
+            return  # equal, or not recorded on one side: the settings comparison reports it
+        for name in sorted(set(mine) | set(theirs)):
+            if mine.get(name) != theirs.get(name):
+                how = "is new" if name not in theirs else "is gone" if name not in mine else "changed"
+                raise MinibertError(
+                    f"{self.mpath}: cannot resume: the model's {name} {how} since the run being resumed "
+                    f"(sha256 differs); its shards and this run's would come from two models"
+                )
 
     # -- writing -----------------------------------------------------------------
     def done(self, k: int, digest: str) -> bool:
@@ -222,6 +414,7 @@ class ShardedWriter:
 
     def record(self, entry: dict) -> None:
         self.entries[entry["shard"]] = entry
+        self._listed += 1
         self._save()
 
     def close(self, num_texts: int) -> None:
@@ -233,6 +426,7 @@ class ShardedWriter:
             )
         self.num_texts = num_texts
         self._save(complete=True)
+        self._unlock()
 
     def _save(self, complete: bool = False) -> None:
         manifest = {
@@ -267,9 +461,17 @@ class ShardedOutput(Output):
     """A shard directory read lazily: ``vectors(n, layer)`` opens only the
     shard that holds text n and reads only its rows. ``parts()`` yields one
     :class:`~minibert.output.SafetensorsOutput` per shard. An unfinished run
-    can be read with ``allow_incomplete=True`` (texts in missing shards raise)."""
+    can be read with ``allow_incomplete=True`` (texts in missing shards raise).
 
-    def __init__(self, path: str | Path, allow_incomplete: bool = False):
+    Nothing in the directory is trusted: the manifest is checked field by
+    field (:func:`check_manifest`), and each shard, before its first use, is
+    checked to be inside the directory with the size and sha256 the manifest
+    records (once per shard: ``verify=False`` skips the sha256, for a
+    directory known to be intact), to hold the manifest's texts (its
+    ``index``) and to have been written with the manifest's settings.
+    """
+
+    def __init__(self, path: str | Path, allow_incomplete: bool = False, verify: bool = True):
         self.path = Path(path)
         manifest = read_manifest(self.path)
         if not manifest["complete"] and not allow_incomplete:
@@ -280,11 +482,13 @@ class ShardedOutput(Output):
         self.manifest = manifest
         self.settings = manifest["settings"]
         self.pooled = self.settings["pool"] != "none"
-        self.layers = [int(i) for i in self.settings["layers"]]
+        self.layers = list(self.settings["layers"])
         self.shards = manifest["shards"]
         self.num_texts = manifest["num_texts"] or sum(e["count"] for e in self.shards)
+        self.verify = verify
         self._firsts = [e["first"] for e in self.shards]
         self._open: tuple[int, SafetensorsOutput] | None = None
+        self._checked: set[int] = set()
 
     @property
     def names(self) -> list[str]:
@@ -301,16 +505,23 @@ class ShardedOutput(Output):
     def _shard(self, i: int) -> SafetensorsOutput:
         if self._open is None or self._open[0] != i:
             entry = self.shards[i]
-            f = self.path / entry["file"]
-            if not f.is_file():
-                raise MinibertError(f"{f}: listed in {MANIFEST} but missing")
+            f = check_shard(self.path, entry, digest=self.verify and i not in self._checked)
             out = SafetensorsOutput(f)
             if out.num_texts != entry["count"]:
                 raise MinibertError(f"{f}: holds {out.num_texts} texts, {MANIFEST} says {entry['count']}")
+            first = entry["first"]
+            if "index" not in out.arrays or not np.array_equal(
+                out.arrays["index"], np.arange(first, first + entry["count"])
+            ):
+                raise MinibertError(f"{f}: its 'index' is not texts {first}..{first + entry['count'] - 1}")
+            if out.settings != self.settings:
+                raise MinibertError(f"{f}: written with other settings than {MANIFEST} records")
+            self._checked.add(i)
             self._open = (i, out)
         return self._open[1]
 
     def _locate(self, n: int) -> tuple[SafetensorsOutput, int]:
+        n = self._text(n)
         i = bisect.bisect_right(self._firsts, n) - 1
         if i < 0 or n >= self._firsts[i] + self.shards[i]["count"]:
             raise MinibertError(f"text {n} is in no shard of {self.path} ({self.num_texts} texts)")
@@ -341,10 +552,11 @@ class ShardedOutput(Output):
         self._open = None
 
 
-def model_digest(model_dir: str | Path) -> str:
-    """sha256 of a model's weights file: which model a resumed run must use."""
-    f = Path(model_dir) / "model.safetensors"
-    return sha256_file(f) if f.is_file() else ""
-
-
-__all__ = ["ShardedOutput", "ShardedWriter", "model_digest", "read_manifest", "write_shard"]
+__all__ = [
+    "ShardedOutput",
+    "ShardedWriter",
+    "check_manifest",
+    "model_digests",
+    "read_manifest",
+    "write_shard",
+]

@@ -45,15 +45,14 @@ reference's provenance may carry its own table, else :data:`TOLERANCES`.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MinibertError
+from .files import parse_json, sha256_file
+from .npz import NpzArrays
 from .tokenizer import Batch
 
 FORMAT_VERSION = 1
@@ -115,40 +114,65 @@ class Report:
         return bool(self.rows) and all(r.ok for r in self.rows)
 
 
-def _json(arrays, key: str, path: Path):
-    try:
-        return json.loads(str(arrays[key][()]))
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise MinibertError(f"{path}: key {key!r} is not a JSON string ({e})") from None
+def _json(arrays: NpzArrays, key: str, path: Path):
+    """A 0-d string member holding JSON (nested too deep, huge numbers, lone
+    surrogates: all one error naming the key, via :func:`parse_json`)."""
+    dtype, shape = arrays.header(key)
+    if dtype.kind != "U" or shape != ():
+        raise MinibertError(f"{path}: key {key!r} is {dtype.name} of shape {shape}, not a JSON string")
+    return parse_json(str(arrays[key][()]), f"{path}: key {key!r}")
+
+
+def _scalar_int(arrays: NpzArrays, key: str, path: Path) -> int:
+    dtype, shape = arrays.header(key)
+    if dtype.kind not in "iu" or shape != ():
+        raise MinibertError(f"{path}: key {key!r} is {dtype.name} of shape {shape}, not an integer")
+    return int(arrays[key][()])
+
+
+def _layer_keys(arrays: NpzArrays, path: Path) -> int:
+    """L, from the keys ``hidden_states.0..L`` and ``attentions.0..L-1``: the
+    deepest one names L, and every key below it must be there (looked for in
+    order, so a key like ``hidden_states.99999999`` costs one step per key
+    the file holds, not a hundred million)."""
+    numbered = sorted(k for k in arrays if k.startswith(("hidden_states.", "attentions.")))
+    depths = []
+    for key in numbered:
+        kind, _, i = key.partition(".")
+        if not (i.isdigit() and len(i) < 7):
+            raise MinibertError(f"{path}: unexpected key {key!r} (expected hidden_states.i, attentions.i)")
+        depths.append(int(i) + (kind == "attentions"))
+    L = max(depths)
+    present = set(numbered)
+    for i in range(L + 1):
+        for key in (f"hidden_states.{i}", f"attentions.{i}")[: 1 + (i < L)]:
+            if key not in present:
+                raise MinibertError(f"{path}: missing key {key!r}")
+    return L
 
 
 def load_reference(path: str | Path) -> dict:
-    """Read and check a reference file; any problem is a one-line :class:`MinibertError`."""
+    """Read and check a reference file; any problem is a one-line :class:`MinibertError`.
+
+    Read lazily (:class:`minibert.npz.NpzArrays`): every member's shape is
+    checked from its header before its data is read, so a damaged or hostile
+    file (a zip bomb, a truncated archive, a ``.npy`` named ``.npz``, pickled
+    objects) is refused without reading it."""
     path = Path(path)
     if not path.is_file():
         raise MinibertError(f"{path}: reference file not found")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise MinibertError(f"{path}: not an .npz reference file (a single .npy array)")
-            arrays = {k: f[k] for k in f.files}
-    except MinibertError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise MinibertError(f"{path}: not an .npz reference file ({str(e).splitlines()[0]})") from None
-    except TypeError:
-        raise MinibertError(f"{path}: not an .npz reference file") from None
+    arrays = NpzArrays(path, "an .npz reference file")
     for key in _REQUIRED:
         if key not in arrays:
             raise MinibertError(f"{path}: missing key {key!r} (not a minibert reference file?)")
-    if arrays["format"].shape != () or arrays["format"][()] != FORMAT_VERSION:
-        raise MinibertError(f"{path}: format {arrays['format']!r} is not {FORMAT_VERSION}")
+    if _scalar_int(arrays, "format", path) != FORMAT_VERSION:
+        raise MinibertError(f"{path}: format {arrays['format'][()]} is not {FORMAT_VERSION}")
     ref = {
         "path": path,
         "provenance": _json(arrays, "provenance", path),
         "texts": _json(arrays, "texts", path),
         "text_pairs": _json(arrays, "text_pairs", path),
-        "max_length": int(arrays["max_length"]),
+        "max_length": _scalar_int(arrays, "max_length", path),
         "tokens": _json(arrays, "tokens", path) if "tokens" in arrays else None,
     }
     if not isinstance(ref["texts"], list) or not all(isinstance(t, str) for t in ref["texts"]):
@@ -161,21 +185,35 @@ def load_reference(path: str | Path) -> dict:
         or not all(p is None or isinstance(p, str) for p in pairs)
     ):
         raise MinibertError(f"{path}: 'text_pairs' must be a JSON list of {B} strings or nulls")
+    tokens = ref["tokens"]
+    if tokens is not None and (
+        not isinstance(tokens, list)
+        or len(tokens) != B
+        or not all(isinstance(t, list) and all(isinstance(s, str) for s in t) for t in tokens)
+    ):
+        raise MinibertError(f"{path}: 'tokens' must be a JSON list of {B} lists of strings")
+    _check_tolerances(ref["provenance"], path)
+    S = None
     for key in ("input_ids", "token_type_ids", "attention_mask"):
-        if arrays[key].ndim != 2 or arrays[key].shape[0] != B:
-            raise MinibertError(f"{path}: {key!r} has shape {arrays[key].shape}, expected ({B}, S)")
+        dtype, shape = arrays.header(key)
+        if len(shape) != 2 or shape[0] != B or dtype.kind not in "iu" or shape[1] != (S or shape[1]):
+            raise MinibertError(f"{path}: {key!r} is {dtype.name} {shape}, expected ({B}, S) integers")
+        S = shape[1]
         ref[key] = arrays[key].astype(np.int64)
+    if not np.isin(ref["attention_mask"], (0, 1)).all():
+        raise MinibertError(f"{path}: 'attention_mask' holds values other than 0 and 1")
     lengths = ref["attention_mask"].sum(1)
-    # L layers: hidden_states.0..L and attentions.0..L-1, whichever names the deeper layer
-    numbered = [k.split(".") for k in arrays if k.startswith(("hidden_states.", "attentions."))]
-    L = max(int(i) + (kind == "attentions") for kind, i in numbered if i.isdigit())
-    ref["hidden_states"] = [arrays.get(f"hidden_states.{i}") for i in range(L + 1)]
-    ref["attentions"] = [arrays.get(f"attentions.{i}") for i in range(L)]
+    L = _layer_keys(arrays, path)
     for kind, coords, width in (("hidden_states", "positions", 2), ("attentions", "attention_positions", 3)):
-        c = arrays[coords]
-        if c.ndim != 2 or c.shape[1] != width or not np.issubdtype(c.dtype, np.integer):
-            raise MinibertError(f"{path}: {coords!r} has shape {c.shape}, expected (n, {width}) integers")
-        c = c.astype(np.int64)
+        dtype, shape = arrays.header(coords)
+        if len(shape) != 2 or shape[1] != width or dtype.kind not in "iu":
+            raise MinibertError(f"{path}: {coords!r} has shape {shape}, expected (n, {width}) integers")
+        n = shape[0]
+        for i in range(L + (kind == "hidden_states")):
+            dtype, shape = arrays.header(f"{kind}.{i}")
+            if len(shape) != 2 or shape[0] != n or dtype.kind != "f":
+                raise MinibertError(f"{path}: '{kind}.{i}' has shape {shape}, expected ({n}, n) floats")
+        c = arrays[coords].astype(np.int64)
         if c.size and (
             c[:, 0].min() < 0
             or c[:, 0].max() >= B
@@ -184,23 +222,31 @@ def load_reference(path: str | Path) -> dict:
         ):
             raise MinibertError(f"{path}: {coords!r} points outside the inputs' real (non-padding) tokens")
         ref[coords] = c
-        for i, a in enumerate(ref[kind]):
-            if a is None:
-                raise MinibertError(f"{path}: missing key '{kind}.{i}'")
-            if a.ndim != 2 or a.shape[0] != len(c) or not np.issubdtype(a.dtype, np.floating):
-                raise MinibertError(
-                    f"{path}: '{kind}.{i}' has shape {a.shape}, expected ({len(c)}, n) floats"
-                )
+    ref["hidden_states"] = [arrays[f"hidden_states.{i}"] for i in range(L + 1)]
+    ref["attentions"] = [arrays[f"attentions.{i}"] for i in range(L)]
     return ref
+
+
+def _check_tolerances(prov, path: Path) -> None:
+    """A provenance's own tolerance table, if any: {dtype: {kind: number}}."""
+    tolerances = prov.get("tolerances") if isinstance(prov, dict) else None
+    if tolerances is None:
+        return
+    ok = isinstance(tolerances, dict) and all(
+        isinstance(t, dict)
+        and all(
+            isinstance(t.get(k), int | float) and not isinstance(t.get(k), bool)
+            for k in TOLERANCES["float32"]
+        )
+        for t in tolerances.values()
+    )
+    if not ok:
+        raise MinibertError(f"{path}: provenance 'tolerances' is not a table of numbers per dtype and kind")
 
 
 def _sha256(path: Path) -> str | None:
     try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +77,16 @@ def assert_unchanged(before: dict[str, tuple[int, str]], *roots: str | os.PathLi
         "lost": sorted(set(before) - set(after)),
         "added": sorted(set(after) - set(before)),
     }
+
+
+def rewrite_safetensors_header(path: str | os.PathLike, edit) -> None:
+    """Apply ``edit`` to a .safetensors file's parsed JSON header and write the
+    file back with the same data (a header damaged in one chosen way)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from minibert import MinibertError
@@ -24,7 +26,7 @@ def test_jsonl_text_and_pair(tmp_path):
     "name, content, message",
     [
         ("in.txt", b"fine\nbad \xff byte\n", "line 2 is not valid UTF-8"),
-        ("in.jsonl", b'{"text": "a"}\n{"text": \n', "line 2 is not valid JSON"),
+        ("in.jsonl", b'{"text": "a"}\n{"text": \n', "line 2: not valid JSON"),
         ("in.jsonl", b'{"txt": "a"}\n', 'line 1 has no string field "text"'),
         ("in.jsonl", b'{"text": "a", "text_pair": 3}\n', '"text_pair" must be a string'),
     ],
@@ -40,3 +42,24 @@ def test_bad_input_names_the_line(tmp_path, name, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(MinibertError, match="input file not found"):
         list(read_items(tmp_path / "nope.txt"))
+
+
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (PermissionError(13, "Permission denied"), "cannot read (permission denied)"),
+        (IsADirectoryError(21, "Is a directory"), "cannot read (is a directory)"),
+        (OSError(40, "Too many levels of symbolic links"), "cannot read (too many levels of symbolic links)"),
+    ],
+)
+def test_unreadable_input_says_why(tmp_path, monkeypatch, error, message):
+    """Tests run as root, who reads any file: the OSError is injected. An
+    unreadable file is not reported as a missing one."""
+    import minibert.inputs
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(minibert.inputs, "open", refuse, raising=False)
+    with pytest.raises(MinibertError, match=re.escape(message)):
+        list(read_items(tmp_path / "in.txt"))

@@ -62,3 +62,40 @@ def test_bad_output_paths(tmp_path):
         open_writer(tmp_path / "missing" / "out.npz", s)
     with pytest.raises(MinibertError, match="unknown output format"):
         open_writer(tmp_path / "out.csv", s)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_file_replaced_after_opening_is_not_read_under_the_old_header(tmp_path, suffix):
+    """Lazy readers open the file again for each read: a file replaced in
+    between (another run's output) is an error, never rows of the new file
+    cut by the old file's offsets."""
+    rng = np.random.default_rng(2)
+    paths = []
+    for name, pooled in (("a", False), ("b", True)):
+        w = open_writer(
+            tmp_path / f"{name}{suffix}",
+            Settings([0, 2], "mean" if pooled else "none", "none", "float32", "m"),
+        )
+        w.add(_records(rng, np.float32, pooled))
+        w.close()
+        paths.append(tmp_path / f"{name}{suffix}")
+    out = open_output(paths[0])
+    out.vectors(0, 0)
+    paths[1].replace(paths[0])
+    with pytest.raises(MinibertError, match="changed since it was opened"):
+        out.vectors(1, 2)
+
+
+def test_wrong_types_name_the_argument(tmp_path):
+    with pytest.raises(TypeError, match="open_output: path must be a path"):
+        open_output(None)
+    path = tmp_path / "o.npz"
+    w = open_writer(path, Settings([0, 2], "none", "none", "float32", "m"))
+    w.add(_records(np.random.default_rng(0), np.float32, False))
+    w.close()
+    out = open_output(path)
+    for bad in ("0", 1.0, None, True):
+        with pytest.raises(MinibertError, match="text index must be an integer"):
+            out.tokens(bad)
+    with pytest.raises(MinibertError, match="text -1 out of range"):
+        out.tokens(-1)  # not the last text: a negative index is a mistake here, as in vectors()

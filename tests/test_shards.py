@@ -44,15 +44,16 @@ def _records(chunk: list[Item], pooled: bool = False) -> list[Record]:
 
 
 def _write(path, n: int, settings: Settings | None = None, resume: bool = False, stop: int | None = None):
-    """Write n texts in shards of SIZE; ``stop``: leave after that many shards."""
-    w = ShardedWriter(path, settings or _settings(), resume=resume)
-    for k, chunk in enumerate(chunked(_items(n), SIZE)):
-        if k == stop:
-            return w
-        digest = chunk_digest(chunk)
-        if not w.done(k, digest):
-            w.add(k, _records(chunk), digest)
-    w.close(n)
+    """Write n texts in shards of SIZE; ``stop``: leave after that many shards
+    (as a killed run would: the lock is released, the manifest left as it is)."""
+    with ShardedWriter(path, settings or _settings(), resume=resume) as w:
+        for k, chunk in enumerate(chunked(_items(n), SIZE)):
+            if k == stop:
+                return w
+            digest = chunk_digest(chunk)
+            if not w.done(k, digest):
+                w.add(k, _records(chunk), digest)
+        w.close(n)
     return w
 
 
@@ -113,14 +114,22 @@ def test_manifest_lists_each_shard_as_soon_as_it_is_whole(tmp_path):
 def test_resume_skips_finished_shards_and_ends_equal(tmp_path):
     _write(tmp_path / "whole", 10)
     _write(tmp_path / "part", 10, stop=1)
-    (tmp_path / "part" / ".shard-00001.safetensors.x.tmp").write_bytes(b"half a shard")  # killed mid-write
+    (tmp_path / "part" / ".shard-00001.safetensors.k3j_x9a2.tmp").write_bytes(b"half a shard")  # killed
+    (tmp_path / "part" / ".manifest.json.0abcdefg.tmp").write_bytes(b"half a manifest")
     (tmp_path / "part" / "shard-00001.safetensors").write_bytes(b"renamed, manifest not yet updated")
+    users = [
+        ".notes.tmp",
+        ".shard-00001.safetensors.mine.tmp",
+        ".manifest.json.tmp",
+    ]  # not names minibert makes
+    for name in users:
+        (tmp_path / "part" / name).write_text("the user's own file")
     w = _write(tmp_path / "part", 10, resume=True)
     assert sorted(w.entries) == [0, 1, 2]
     assert (tmp_path / "part" / MANIFEST).read_bytes() == (tmp_path / "whole" / MANIFEST).read_bytes()
     for name in ("shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"):
         assert (tmp_path / "part" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
-    assert not list((tmp_path / "part").glob(".*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "part").glob(".*.tmp")) == sorted(users)
 
 
 def test_resume_with_nothing_done_starts_fresh(tmp_path):
@@ -132,7 +141,7 @@ def test_resume_with_nothing_done_starts_fresh(tmp_path):
     "spoil, message",
     [
         (lambda d: None, "not empty .*--resume"),  # no --resume
-        (lambda d: (d / MANIFEST).write_text("{not json"), "manifest.json: not a minibert manifest"),
+        (lambda d: (d / MANIFEST).write_text("{not json"), "manifest.json: not valid JSON"),
         (
             lambda d: (d / MANIFEST).write_text('{"format": "other"}'),
             "manifest.json: not a minibert manifest",
@@ -293,3 +302,20 @@ def test_float16_single_files_round_trip(tmp_path, suffix):
             if suffix != ".jsonl":  # JSON numbers read back as float64; 5 digits round-trip float16
                 assert got.dtype == np.float16
             np.testing.assert_array_equal(got.astype(np.float16), v, err_msg=f"{suffix} {name} text {n}")
+
+
+def test_own_temp_names_are_what_the_writers_make(tmp_path):
+    """--resume deletes only OWN_TEMP names: they must be what atomic_path makes."""
+    import os
+
+    from minibert.output import atomic_path
+    from minibert.shards import OWN_TEMP, shard_name
+
+    for name in (shard_name(3), shard_name(123456), MANIFEST):
+        for _ in range(20):
+            fd, tmp = atomic_path(tmp_path / name)
+            os.close(fd)
+            assert OWN_TEMP.fullmatch(os.path.basename(tmp)), tmp
+    others = (".notes.tmp", ".shard-00001.safetensors.tmp", ".manifest.json.abc.tmp", shard_name(1))
+    for other in others:
+        assert not OWN_TEMP.fullmatch(other)

@@ -140,6 +140,19 @@ def _pickled(p: Path) -> Path:
     return p
 
 
+def _replace(key: str, value):
+    """A reference whose ``key`` is ``value`` (or ``value(old)``)."""
+
+    def make(p: Path) -> Path:
+        with np.load(TINY32, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays[key] = value(arrays[key]) if callable(value) else value
+        np.savez(p, **arrays)
+        return p
+
+    return make
+
+
 def _points_at_padding(p: Path) -> Path:
     with np.load(TINY32, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
@@ -158,8 +171,21 @@ def _points_at_padding(p: Path) -> Path:
         (_without("positions"), "missing key 'positions'"),
         (_without("hidden_states.2"), "missing key 'hidden_states.2'"),
         (_without("attentions.1"), "missing key 'attentions.1'"),
-        (_pickled, "not an .npz reference file"),
+        (_pickled, "holds Python objects (pickle)"),
         (_points_at_padding, "outside the inputs' real (non-padding) tokens"),
+        (_replace("tokens", np.asarray('{"a": 1}')), "'tokens' must be a JSON list"),
+        (_replace("texts", np.asarray('["\\ud800"]')), "lone surrogate"),
+        (_replace("texts", np.asarray("[" * 5000 + "]" * 5000)), "nested too deeply"),
+        (_replace("provenance", np.asarray('{"n": ' + "9" * 5000 + "}")), "key 'provenance'"),
+        (_replace("provenance", np.asarray('{"tolerances": {"float32": "tight"}}')), "'tolerances'"),
+        (_replace("max_length", np.arange(3)), "key 'max_length'"),
+        (_replace("format", np.asarray("1")), "key 'format'"),
+        (_replace("attention_mask", lambda a: a * 5), "'attention_mask' holds values"),
+        (_replace("input_ids", lambda a: a.astype(np.float32)), "'input_ids'"),
+        (_replace("hidden_states.1", lambda a: a[:-1]), "'hidden_states.1'"),
+        (_replace("hidden_states.999999", np.zeros((1, 1))), "missing key 'attentions.2'"),
+        (_replace("hidden_states.99999999", np.zeros((1, 1))), "unexpected key"),
+        (_replace("hidden_states.x", np.zeros((1, 1))), "unexpected key 'hidden_states.x'"),
         (lambda p: REFERENCE / "all-MiniLM-L6-v2-float32.npz", "made for 6 layers of width 384"),
     ],
 )

@@ -8,7 +8,7 @@ import os
 import sys
 
 from .. import load
-from .common import add_model_args
+from .common import add_model_args, int_in, text_arg
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         "encoder layer with shapes, a slice of the numbers and a float64 check of each step.",
     )
     add_model_args(p)
-    p.add_argument("text", metavar="TEXT", help="the text to explain")
+    p.add_argument("text", metavar="TEXT", type=text_arg, help="the text to explain")
     p.add_argument("--layer", type=int, default=1, help="encoder layer 1..L, or -1 for the last (default 1)")
     p.add_argument("--head", type=int, default=0, help="attention head 0..h-1 to show (default 0)")
     p.add_argument(
@@ -28,7 +28,10 @@ def add_parser(sub) -> None:
         help="token position (0 is [CLS]) or a token string (default: the first word)",
     )
     p.add_argument(
-        "--pad", type=int, default=2, help="[PAD] positions to append, to show the mask (default 2)"
+        "--pad",
+        type=int_in(0, what="a count of [PAD] positions"),
+        default=2,
+        help="[PAD] positions to append, to show the mask (default 2; at most up to the model's limit)",
     )
     p.set_defaults(func=run)
 
@@ -38,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
     model = load(args.model, args.dtype)
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    result = explain(model, args.text, args.layer, args.head, args.token, max(args.pad, 0), color)
+    result = explain(model, args.text, args.layer, args.head, args.token, args.pad, color)
     print(result.text)
     return 0 if result.ok else 1

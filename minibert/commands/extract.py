@@ -12,22 +12,19 @@ from .. import load
 from ..errors import MinibertError
 from ..extract import CHUNK_SIZE, LONG_MODES, FeatureSpec, extract_chunk
 from ..inputs import chunk_digest, chunked, count_items, read_items
-from ..output import OUTPUT_DTYPES, Settings, check_output_path, is_sharded, open_writer
+from ..output import (
+    OUTPUT_DTYPES,
+    Settings,
+    check_output_path,
+    is_sharded,
+    open_writer,
+    refuse_overwriting,
+)
 from ..pooling import COMBINES, POOLS, select_layers
 from ..progress import Progress
-from ..shards import ShardedWriter, model_digest
+from ..shards import ShardedWriter, model_digests
 from ..words import HOWS
-from .common import add_model_args, add_threads_arg
-
-
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+from .common import add_model_args, add_threads_arg, positive_int
 
 
 def add_parser(sub) -> None:
@@ -140,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         for flag, given in (("--resume", args.resume), ("--engine dask", args.engine == "dask")):
             if given:
                 raise MinibertError(f"{flag} needs a directory OUTPUT (sharded), not {args.output}")
+    if args.input != "-":
+        refuse_overwriting(args.output, [args.input], sharded, "the input")
     if args.scheduler is not None and args.engine != "dask":
         raise MinibertError("--scheduler is for --engine dask")
     if args.workers is not None and (args.engine != "dask" or args.scheduler is not None):
@@ -153,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             f"--word-pool gives one vector per word: it cannot be combined with --pool {args.pool}"
         )
     model = load(args.model, args.dtype)
+    refuse_overwriting(args.output, model.files, sharded, "a file of the model")
     model.threads = args.threads
     args.pool, args.max_length = resolve_pool(model, args)
     if args.normalize and args.pool == "none":
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             "num_hidden_layers": model.num_layers, "max_length": args.max_length,
             "long": args.long, "stride": args.stride, "normalize": args.normalize,
             "batch_size": args.batch_size, "shard_size": args.shard_size,
-            "model_sha256": model_digest(model.path),
+            "model_files": model_digests(model),
         },
         word_pool=args.word_pool, output_dtype=args.output_dtype,
     )  # fmt: skip
@@ -178,21 +178,23 @@ def run(args: argparse.Namespace) -> int:
     limit = args.max_length or model.max_length
     counts = TokenCounts(limit)
     if sharded:
-        sink = ShardedWriter(args.output, settings, resume=args.resume)
-        todo = PendingChunks(read_items(args.input), args.shard_size, sink, progress)
-        if args.engine == "dask":
-            from ..distributed import extract_shards
+        with ShardedWriter(
+            args.output, settings, resume=args.resume
+        ) as sink:  # removed if no shard gets written
+            todo = PendingChunks(read_items(args.input), args.shard_size, sink, progress)
+            if args.engine == "dask":
+                from ..distributed import extract_shards
 
-            entries = extract_shards(todo, model.path, args.dtype, settings, args.output, features,
-                                     scheduler=args.scheduler, workers=args.workers)  # fmt: skip
-            for entry in entries:
-                sink.record(entry)
-                progress.update(entry["count"])
-        else:
-            for k, chunk, digest in todo:
-                sink.add(k, extract_chunk(model, chunk, features, on_batch=progress.update), digest)
-        num_texts = todo.num_texts
-        sink.close(num_texts)
+                entries = extract_shards(todo, model.path, args.dtype, settings, args.output, features,
+                                         scheduler=args.scheduler, workers=args.workers)  # fmt: skip
+                for entry in entries:
+                    sink.record(entry)
+                    progress.update(entry["count"])
+            else:
+                for k, chunk, digest in todo:
+                    sink.add(k, extract_chunk(model, chunk, features, on_batch=progress.update), digest)
+            num_texts = todo.num_texts
+            sink.close(num_texts)
         counts.add_shards(sink, windows=args.long == "window" and not args.quiet)
     else:
         writer = open_writer(args.output, settings)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 
 from .. import load
-from .common import add_model_args
+from .common import MAX_COUNT, add_model_args, int_in, text_arg
+
+#: Random pairs behind the anisotropy: 10^6 pairs already pin it to ~1e-3, and hold 64 MB of indices.
+MAX_PAIRS = 10**6
 
 
 def add_parser(sub) -> None:
@@ -15,7 +18,7 @@ def add_parser(sub) -> None:
 
     a = kinds.add_parser("attention", help="attention probabilities of one layer, one head or all heads")
     add_model_args(a)
-    a.add_argument("text", metavar="TEXT")
+    a.add_argument("text", metavar="TEXT", type=text_arg)
     a.add_argument("--layer", type=int, default=1, help="encoder layer 1..L, or -1 for the last (default 1)")
     a.add_argument("--head", type=int, default=None, help="one head 0..h-1 (default: a grid of all heads)")
     a.add_argument("-o", "--output", required=True, help="figure file: .png, .svg or .pdf")
@@ -25,8 +28,15 @@ def add_parser(sub) -> None:
     add_model_args(lay)
     lay.add_argument("input", metavar="INPUT", help="texts: one per line, '-' for stdin, or .jsonl")
     lay.add_argument("-o", "--output", required=True, help="figure file: .png, .svg or .pdf")
-    lay.add_argument("--pairs", type=int, default=5000, help="random cross-text token pairs (default 5000)")
-    lay.add_argument("--seed", type=int, default=0, help="seed of the random pairs (default 0)")
+    lay.add_argument(
+        "--pairs",
+        type=int_in(1, MAX_PAIRS, "a positive number of pairs"),
+        default=5000,
+        help="random cross-text token pairs (default 5000)",
+    )
+    lay.add_argument(
+        "--seed", type=int_in(0, MAX_COUNT, "a non-negative seed"), default=0, help="seed of the random pairs"
+    )
     lay.set_defaults(func=run_layers)
 
 
@@ -43,6 +53,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
 def run_layers(args: argparse.Namespace) -> int:
     from ..inputs import read_items
+    from ..output import refuse_overwriting
     from ..plot import (
         check_figure_path,
         layer_statistics,
@@ -54,6 +65,8 @@ def run_layers(args: argparse.Namespace) -> int:
 
     require_matplotlib()
     check_figure_path(args.output)
+    if args.input != "-":
+        refuse_overwriting(args.output, [args.input], False, "the input")
     model = load(args.model, args.dtype)
     texts = [item.text for item in read_items(args.input)]
     stats = layer_statistics(model, texts, num_pairs=args.pairs, seed=args.seed)

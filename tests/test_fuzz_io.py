@@ -1,0 +1,778 @@
+"""The malformed-input suite for inputs, outputs, shards and the command line
+(issue 9): every case ends in exit status 2, one line on stderr naming the
+file (and the line or field), no traceback, and the user's files exactly as
+they were -- nothing added, nothing changed, nothing lost.
+
+Four categories, each one parametrised list, so the count of cases is the
+length of the list: CORPORA (what extract reads), OUTPUTS (where it writes,
+and damaged .npz/.safetensors/.jsonl outputs read back), MANIFESTS (damaged
+shard directories, read back and resumed), ARGUMENTS (every subcommand's
+options). Everything runs in this process on the tiny model, except the
+file-size limit, which needs a process of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_BERT as TINY
+from fuzz_helpers import (
+    assert_one_line_error,
+    assert_unchanged,
+    rewrite_safetensors_header,
+    run,
+    run_subprocess,
+    snapshot,
+)
+
+from minibert.shards import MANIFEST
+
+TEXTS = ["the cat sat", "a dog ran home", "", "blue river", "green tree"]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, tiny_model_dir):
+    """One output of each kind, written once: .npz, .safetensors, .jsonl and
+    a shard directory (3 shards), and a word-level .jsonl."""
+    d = tmp_path_factory.mktemp("written")
+    src = d / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    for out, args in (
+        ("o.npz", []),
+        ("o.safetensors", []),
+        ("o.jsonl", []),
+        ("words.jsonl", ["--word-pool", "mean"]),
+        ("feats", ["--shard-size", "2"]),
+    ):
+        code, _, err = run(
+            "extract", "--model", tiny_model_dir, src, "-o", d / out, "--quiet", "--pool", "none", *args
+        )
+        assert code == 0, err
+    return d
+
+
+def copy_of(written: Path, name: str, tmp_path: Path) -> Path:
+    src, dst = written / name, tmp_path / name
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy(src, dst)
+    return dst
+
+
+# ----------------------------------------------------------------------------- corpora
+
+#: (file name, bytes, what the message must name besides the file)
+CORPORA = [
+    ("surrogate.jsonl", b'{"text": "ok"}\n{"text": "\\ud800 lone"}\n', ["line 2", "surrogate"]),
+    ("pair-surrogate.jsonl", b'{"text": "a", "text_pair": "\\udfff"}\n', ["line 1", "surrogate"]),
+    ("deep.jsonl", b'{"text": "a"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", ["line 2", "deep"]),
+    ("huge-int.jsonl", b'{"text": "a", "n": ' + b"9" * 5000 + b"}\n", ["line 1"]),
+    ("huge-float.jsonl", b'{"text": "a", "x": 1e999}\n', ["line 1", "out of range"]),
+    ("nan.jsonl", b'{"text": "a", "x": NaN}\n', ["line 1", "NaN"]),
+    ("list.jsonl", b'["text", "a"]\n', ["line 1", "JSON object"]),
+    ("number-text.jsonl", b'{"text": 3}\n', ["line 1", '"text"']),
+    ("list-pair.jsonl", b'{"text": "a", "text_pair": ["b"]}\n', ["line 1", '"text_pair"']),
+    ("broken.jsonl", b'{"text": "a"}\n{"text": \n', ["line 2", "not valid JSON"]),
+    ("latin1.txt", "ok\ncaf\xe9\n".encode("latin-1"), ["line 2", "UTF-8"]),
+    ("utf16.txt", "hello\n".encode("utf-16"), ["line 1", "UTF-8"]),
+    ("encoded-surrogate.txt", b"ok\n\xed\xa0\x80\n", ["line 2", "UTF-8"]),
+    ("latin1.jsonl", b'{"text": "caf\xe9"}\n', ["line 1", "UTF-8"]),
+]
+
+
+def _corpus_special(tmp_path: Path, kind: str) -> tuple[Path, list[str]]:
+    if kind == "missing":
+        return tmp_path / "missing.txt", ["not found"]
+    if kind == "directory":
+        (tmp_path / "adir").mkdir()
+        return tmp_path / "adir", ["is a directory"]
+    loop = tmp_path / "loop.txt"
+    loop.symlink_to(tmp_path / "loop2.txt")
+    (tmp_path / "loop2.txt").symlink_to(loop)
+    return loop, ["symbolic links"]
+
+
+CORPORA_SPECIAL = ["missing", "directory", "symlink-loop"]
+
+
+@pytest.mark.parametrize("output", ["o.npz", "feats/"])
+@pytest.mark.parametrize("name, content, names", CORPORA, ids=[c[0] for c in CORPORA])
+def test_corpus(tmp_path, tiny_model_dir, name, content, names, output):
+    src = tmp_path / name
+    src.write_bytes(content)
+    before = snapshot(tmp_path)
+    result = run("extract", "--model", tiny_model_dir, src, "-o", tmp_path / output)
+    assert_one_line_error(result, src.name, *names)
+    assert_unchanged(before, tmp_path)
+    assert not (
+        tmp_path / "feats"
+    ).exists()  # a sharded run that failed before its first shard leaves nothing
+
+
+@pytest.mark.parametrize("kind", CORPORA_SPECIAL)
+def test_corpus_file_itself(tmp_path, tiny_model_dir, kind):
+    src, names = _corpus_special(tmp_path, kind)
+    before = snapshot(tmp_path)
+    assert_one_line_error(
+        run("extract", "--model", tiny_model_dir, src, "-o", tmp_path / "o.npz"), src.name, *names
+    )
+    assert_unchanged(before, tmp_path)
+
+
+def test_a_bad_line_after_finished_shards_keeps_them_for_resume(tmp_path, tiny_model_dir):
+    """A failure after some shards are listed keeps them: the fixed input resumes."""
+    src = tmp_path / "in.jsonl"
+    good = [json.dumps({"text": t}) for t in ("one", "two", "three")]
+    src.write_text("\n".join(good) + '\n{"text": "\\ud800"}\n', encoding="utf-8")
+    out = tmp_path / "feats"
+    args = ["extract", "--model", tiny_model_dir, src, "-o", out, "--shard-size", "2", "--quiet"]
+    assert_one_line_error(run(*args), "line 4", "surrogate")
+    assert json.loads((out / MANIFEST).read_text())["shards"][0]["count"] == 2
+    src.write_text("\n".join(good) + '\n{"text": "four"}\n', encoding="utf-8")
+    assert run(*args, "--resume")[0] == 0
+
+
+# ----------------------------------------------------------------------------- outputs: where extract writes
+
+
+def _same_file(tmp_path, src):
+    return src, src, ["the input"], []
+
+
+def _symlink_to_input(tmp_path, src):
+    (tmp_path / "link.jsonl").symlink_to(src)
+    return src, tmp_path / "link.jsonl", ["the input"], []
+
+
+def _hard_link_to_input(tmp_path, src):
+    os.link(src, tmp_path / "hard.jsonl")
+    return src, tmp_path / "hard.jsonl", ["the input"], []
+
+
+def _bare_extension(tmp_path, src):
+    return src, tmp_path / ".npz", ["no name before .npz"], []
+
+
+def _unknown_format(tmp_path, src):
+    return src, tmp_path / "o.csv", ["unknown output format"], []
+
+
+def _missing_parent(tmp_path, src):
+    return src, tmp_path / "nope" / "o.npz", ["does not exist"], []
+
+
+def _parent_is_a_file(tmp_path, src):
+    (tmp_path / "afile").write_text("the user's file")
+    return src, tmp_path / "afile" / "feats", ["cannot create output directory"], []
+
+
+def _file_for_a_directory(tmp_path, src):
+    (tmp_path / "feats").write_text("the user's file")
+    return src, tmp_path / "feats", ["exists and is not a directory"], []
+
+
+def _non_empty_directory(tmp_path, src):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's file")
+    return src, tmp_path / "mine", ["not empty", "--resume"], []
+
+
+def _non_empty_directory_resumed(tmp_path, src):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's file")
+    return src, tmp_path / "mine", ["not empty", "no manifest.json"], ["--resume"]
+
+
+def _model_file(tmp_path, src):
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    return src, model / "model.safetensors", ["a file of the model"], ["--model", model]
+
+
+def _directory_holding_the_input(tmp_path, src):
+    out = tmp_path / "feats"
+    assert run("extract", "--model", TINY, src, "-o", out, "--quiet")[0] == 0
+    shutil.copy(src, out / "in.jsonl")
+    return out / "in.jsonl", out, ["holds the input"], ["--resume"]
+
+
+def _directory_holding_a_hard_link(tmp_path, src):
+    out = tmp_path / "feats"
+    assert run("extract", "--model", TINY, src, "-o", out, "--quiet")[0] == 0
+    os.link(src, out / "linked.jsonl")
+    return src, out, ["holds the input"], ["--resume"]
+
+
+OUTPUT_PATHS = [
+    _same_file,
+    _symlink_to_input,
+    _hard_link_to_input,
+    _bare_extension,
+    _unknown_format,
+    _missing_parent,
+    _parent_is_a_file,
+    _file_for_a_directory,
+    _non_empty_directory,
+    _non_empty_directory_resumed,
+    _model_file,
+    _directory_holding_the_input,
+    _directory_holding_a_hard_link,
+]
+
+
+@pytest.mark.parametrize("make", OUTPUT_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_output_path(tmp_path, make):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "hello"}\n{"text": "world"}\n', encoding="utf-8")
+    src, out, names, extra = make(tmp_path, src)
+    before = snapshot(tmp_path)
+    assert_one_line_error(run("extract", "--model", TINY, src, "-o", out, *extra), out.name, *names)
+    assert_unchanged(before, tmp_path)
+
+
+def _fail_fsync(monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return "no space left on device"
+
+
+def _fail_mkstemp(monkeypatch):
+    import tempfile
+
+    def mkstemp(*a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return "read-only file system"
+
+
+@pytest.mark.parametrize("fail", [_fail_fsync, _fail_mkstemp], ids=["disk-full", "read-only"])
+@pytest.mark.parametrize("output", ["o.npz", "o.safetensors", "o.jsonl", "feats"])
+def test_write_errors_keep_the_earlier_file(tmp_path, monkeypatch, fail, output):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\nworld\n", encoding="utf-8")
+    out = tmp_path / output
+    if out.suffix:
+        out.write_bytes(b"the user's earlier output")
+    before = snapshot(tmp_path)
+    reason = fail(monkeypatch)
+    assert_one_line_error(run("extract", "--model", TINY, src, "-o", out, "--quiet"), out.name, reason)
+    monkeypatch.undo()
+    assert_unchanged(before, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.txt"] + [output] * bool(out.suffix))
+
+
+def test_file_size_limit_is_an_error_not_a_kill(tmp_path):
+    """Past ``ulimit -f`` the kernel would kill the process with SIGXFSZ, leaving
+    no message; minibert ignores the signal, so the write fails with EFBIG,
+    the temporary file is removed and the earlier output stays."""
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS * 40) + "\n", encoding="utf-8")
+    out = tmp_path / "o.npz"
+    out.write_bytes(b"the user's earlier output")
+    before = snapshot(tmp_path)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    result = run_subprocess("extract", "--model", TINY, src, "-o", out, "--quiet", preexec_fn=limit)
+    assert_one_line_error(result, "o.npz", "file too large")
+    assert_unchanged(before, tmp_path)
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
+    from minibert.output import Settings
+    from minibert.shards import ShardedWriter
+
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    out = tmp_path / "feats"
+    first = ShardedWriter(out, Settings([0], "none", "none", "float32", "m"))
+    with first:
+        before = snapshot(tmp_path)
+        result = run("extract", "--model", TINY, src, "-o", out, "--resume", "--quiet")
+        assert_one_line_error(result, "feats", "another minibert extract is writing")
+        assert_unchanged(before, tmp_path)
+
+
+# ----------------------------------------------------------------------------- outputs: damaged, read back
+
+
+def _npz_rewrite(path: Path, edit) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    edit(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _npz_member_lies(path: Path) -> None:
+    """A member whose .npy header declares 8 GB but which holds 16 bytes."""
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (10**9,)
+    with zipfile.ZipFile(path, "a") as z, z.open("hidden_states.9.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 16)
+
+
+def _npz_zip_bomb(path: Path) -> None:
+    """A member of ~64 KB that inflates to 64 MiB of zeros."""
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
+    header["shape"] = (1 << 20, 16)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("hidden_states.0x.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            block = bytes(1 << 20)
+            for _ in range(64):
+                f.write(block)
+
+
+def _truncate(fraction: float):
+    def cut(path: Path) -> None:
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * fraction)])
+
+    return cut
+
+
+def _npz_pop(name: str):
+    return lambda p: _npz_rewrite(p, lambda a: a.pop(name))
+
+
+def _npz_set(name: str, value):
+    return lambda p: _npz_rewrite(p, lambda a: a.__setitem__(name, value))
+
+
+def _npz_edit(name: str, fn):
+    return lambda p: _npz_rewrite(p, lambda a: a.__setitem__(name, fn(a[name])))
+
+
+def _npy_named_npz(path: Path) -> None:
+    path.unlink()
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+
+
+def _st_header(edit):
+    """Rewrite a .safetensors header (the data unchanged)."""
+    return lambda path: rewrite_safetensors_header(path, edit)
+
+
+def _st_raw_header(raw: bytes):
+    def change(path: Path) -> None:
+        data = path.read_bytes()
+        (n,) = struct.unpack("<Q", data[:8])
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+    return change
+
+
+def _st_meta(key: str, value):
+    def edit(h):
+        h["__metadata__"][key] = value
+
+    return _st_header(edit)
+
+
+def _st_tensor(name: str, key: str, value):
+    def edit(h):
+        h[name][key] = value
+
+    return _st_header(edit)
+
+
+def _jsonl_lines(edit):
+    def change(path: Path) -> None:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join(edit(lines)) + "\n", encoding="utf-8")
+
+    return change
+
+
+def _jsonl_obj(i: int, edit):
+    def lines(ls):
+        obj = json.loads(ls[i])
+        edit(obj)
+        ls[i] = json.dumps(obj)
+        return ls
+
+    return _jsonl_lines(lines)
+
+
+def _set(key, value):
+    return lambda o: o.__setitem__(key, value)
+
+
+def _values(fn):
+    return lambda o: o["layers"][0].__setitem__("values", fn(o["layers"][0]["values"]))
+
+
+#: (output file, how to damage it, what the message must name besides the file)
+DAMAGED = [
+    ("o.npz", _truncate(0.5), ["not an .npz output"]),
+    ("o.npz", _truncate(0.0), ["not an .npz output"]),
+    ("o.npz", lambda p: p.write_bytes(b"garbage, not a zip"), ["not a zip archive"]),
+    ("o.npz", _npy_named_npz, ["a single .npy array"]),
+    ("o.npz", _npz_pop("offsets"), ["'offsets'"]),
+    ("o.npz", _npz_pop("tokens"), ["'tokens'"]),
+    ("o.npz", _npz_pop("settings"), ["'settings'"]),
+    ("o.npz", _npz_pop("hidden_states.1"), ["do not match the layers"]),
+    ("o.npz", _npz_set("settings", np.asarray("{not json")), ["'settings'", "not valid JSON"]),
+    ("o.npz", _npz_set("settings", np.asarray("[1, 2]")), ["'settings'", "JSON object"]),
+    ("o.npz", _npz_set("settings", np.asarray('{"pool": 3}')), ["'pool'"]),
+    ("o.npz", _npz_set("settings", np.asarray('{"pool": "none", "x": ' + "9" * 5000 + "}")), ["'settings'"]),
+    ("o.npz", _npz_set("settings", np.arange(3)), ["'settings'", "not 0-D strings"]),
+    ("o.npz", _npz_set("tokens", np.arange(3)), ["'tokens'", "strings"]),
+    ("o.npz", _npz_edit("offsets", lambda o: o[::-1]), ["'offsets'", "not offsets"]),
+    ("o.npz", _npz_edit("offsets", lambda o: o.astype(np.float64)), ["'offsets'", "integers"]),
+    ("o.npz", _npz_edit("kept_tokens", lambda k: k + 1), ["'kept_tokens'"]),
+    ("o.npz", _npz_edit("num_tokens", lambda k: k[:-1]), ["'num_tokens'", "one per text"]),
+    ("o.npz", _npz_edit("hidden_states.0", lambda h: np.concatenate([h, h])), ["'hidden_states.0'", "rows"]),
+    ("o.npz", _npz_edit("hidden_states.0", lambda h: h[:, 0]), ["'hidden_states.0'", "2-D floats"]),
+    ("o.npz", _npz_edit("tokens", lambda t: t[:-1]), ["token strings"]),
+    ("o.npz", _npz_set("pickled", np.array([{"a": 1}], dtype=object)), ["pickled.npy", "pickle"]),
+    ("o.npz", _npz_member_lies, ["hidden_states.9.npy", "declares"]),
+    ("o.npz", _npz_zip_bomb, ["hidden_states.0x.npy", "zip bomb"]),
+    ("o.safetensors", _truncate(0.0), ["too short"]),
+    ("o.safetensors", lambda p: p.write_bytes(b"\xff" * 64), ["runs past the end"]),
+    ("o.safetensors", _truncate(0.9), ["data_offsets"]),
+    ("o.safetensors", _st_raw_header(b"{not json}      "), ["header", "not valid JSON"]),
+    ("o.safetensors", _st_raw_header(b"[" * 5000 + b"]" * 5000), ["header", "deep"]),
+    ("o.safetensors", _st_raw_header(b"\xff\xfe not utf-8 "), ["header", "UTF-8"]),
+    ("o.safetensors", _st_raw_header(b'["a list"]      '), ["header", "JSON object"]),
+    ("o.safetensors", _st_tensor("hidden_states.0", "dtype", "F8_E4M3"), ["'hidden_states.0'", "F8_E4M3"]),
+    ("o.safetensors", _st_tensor("hidden_states.0", "dtype", ["F32"]), ["'hidden_states.0'", "dtype"]),
+    ("o.safetensors", _st_tensor("offsets", "shape", [-1]), ["'offsets'", "shape"]),
+    ("o.safetensors", _st_tensor("offsets", "shape", "6"), ["'offsets'", "shape"]),
+    ("o.safetensors", _st_tensor("offsets", "shape", [7]), ["'offsets'", "needs"]),
+    ("o.safetensors", _st_tensor("offsets", "data_offsets", [0, 10**12]), ["'offsets'", "data_offsets"]),
+    ("o.safetensors", _st_tensor("offsets", "data_offsets", [8, 4]), ["'offsets'", "data_offsets"]),
+    ("o.safetensors", _st_tensor("offsets", "data_offsets", None), ["'offsets'", "data_offsets"]),
+    ("o.safetensors", _st_header(lambda h: h.pop("kept_tokens")), ["'kept_tokens'"]),
+    ("o.safetensors", _st_header(lambda h: h.__setitem__("__metadata__", [1])), ["__metadata__"]),
+    ("o.safetensors", _st_header(lambda h: h["__metadata__"].pop("settings")), ["'settings'"]),
+    ("o.safetensors", _st_meta("settings", "{not json"), ["'settings'", "not valid JSON"]),
+    (
+        "o.safetensors",
+        _st_meta("settings", '{"pool": "none", "num_hidden_layers": "2"}'),
+        ["num_hidden_layers"],
+    ),
+    ("o.safetensors", _st_meta("tokens", '{"a": 1}'), ["'tokens'", "JSON list"]),
+    ("o.safetensors", _st_meta("tokens", '["\\ud800"]'), ["'tokens'", "surrogate"]),
+    ("o.safetensors", _st_meta("tokens", "[1, 2]"), ["token strings"]),
+    ("o.safetensors", _st_meta("tokens", "[]"), ["token strings"]),
+    ("o.jsonl", _jsonl_lines(lambda ls: ls[:1] + ["{broken"] + ls[1:]), ["line 2", "not valid JSON"]),
+    ("o.jsonl", _jsonl_lines(lambda ls: ls[:2] + [""] + ls[2:]), ["line 3", "not valid JSON"]),
+    ("o.jsonl", _jsonl_lines(lambda ls: ["[1, 2]"] + ls), ["line 1", "JSON object"]),
+    ("o.jsonl", _jsonl_lines(lambda ls: ls[1:2] + ls[:1] + ls[2:]), ["line 1", "index is 1, expected 0"]),
+    (
+        "o.jsonl",
+        _jsonl_lines(lambda ls: [ls[0].replace('"tokens"', '"x": ' + "9" * 5000 + ', "tokens"')]),
+        ["line 1"],
+    ),
+    ("o.jsonl", _jsonl_lines(lambda ls: ["[" * 100_000 + "]" * 100_000]), ["line 1", "deep"]),
+    ("o.jsonl", _jsonl_obj(1, _set("tokens", "a b")), ["line 2", "'tokens'"]),
+    ("o.jsonl", _jsonl_obj(1, _set("tokens", ["\ud800"])), ["line 2", "surrogate"]),
+    ("o.jsonl", _jsonl_obj(0, _set("layers", {"index": 0})), ["line 1", "'layers'"]),
+    ("o.jsonl", _jsonl_obj(0, _set("layers", [7])), ["line 1", "'layers'"]),
+    ("o.jsonl", _jsonl_obj(0, _set("num_tokens", -1)), ["line 1", "num_tokens"]),
+    ("o.jsonl", _jsonl_obj(0, _set("num_tokens", "5")), ["line 1", "num_tokens"]),
+    ("o.jsonl", _jsonl_obj(0, lambda o: o["layers"].pop()), ["line 2", "differ from the first line"]),
+    ("o.jsonl", _jsonl_obj(1, lambda o: o["layers"].pop()), ["line 2", "differ from the first line"]),
+    ("o.jsonl", _jsonl_obj(0, lambda o: o["layers"][0].__setitem__("index", [0])), ["line 1", "layer index"]),
+    ("o.jsonl", _jsonl_obj(0, _values(lambda v: v[:-1])), ["line 1", "shape"]),
+    ("o.jsonl", _jsonl_obj(0, _values(lambda v: [v[0][:-1]] + v[1:])), ["line 1", "rows of equal length"]),
+    (
+        "o.jsonl",
+        _jsonl_obj(0, _values(lambda v: [["x"] * len(v[0])] + v[1:])),
+        ["line 1", "not a list of numbers"],
+    ),
+    ("o.jsonl", _jsonl_obj(1, _values(lambda v: v[0])), ["line 2", "unlike the first line"]),
+    ("o.jsonl", _jsonl_obj(1, _values(lambda v: [r + [0.0] for r in v])), ["different widths"]),
+    (
+        "o.jsonl",
+        lambda p: p.write_bytes(p.read_bytes() + b'{"index": 5, "text": "caf\xe9"}\n'),
+        ["line 6", "UTF-8"],
+    ),
+    ("words.jsonl", _jsonl_obj(0, _set("spans", [[0, 1, 2]])), ["line 1", "'spans'"]),
+    ("words.jsonl", _jsonl_obj(0, _set("words", [1])), ["line 1", "'words'"]),
+    ("words.jsonl", _jsonl_obj(1, lambda o: o.pop("words")), ["line 2", "'words' on some lines"]),
+]
+
+
+@pytest.mark.parametrize("name, damage, names", DAMAGED, ids=[f"{d[0]}-{i}" for i, d in enumerate(DAMAGED)])
+def test_damaged_output(written, tmp_path, name, damage, names):
+    path = copy_of(written, name, tmp_path)
+    damage(path)
+    before = snapshot(tmp_path)
+    assert_one_line_error(run("summary", path), path.name, *names)
+    assert_unchanged(before, tmp_path)
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def _manifest(edit):
+    def change(d: Path) -> None:
+        m = json.loads((d / MANIFEST).read_text())
+        edit(m)
+        (d / MANIFEST).write_text(json.dumps(m))
+
+    return change
+
+
+def _entry(i: int, key: str, value):
+    return _manifest(lambda m: m["shards"][i].__setitem__(key, value))
+
+
+def _raw_manifest(text: str):
+    return lambda d: (d / MANIFEST).write_text(text)
+
+
+def _shard_symlinked_out(d: Path) -> None:
+    outside = d.parent / "elsewhere"
+    outside.mkdir()
+    shard = d / "shard-00001.safetensors"
+    shard.rename(outside / shard.name)
+    shard.symlink_to(outside / shard.name)
+
+
+def _patch_tensor(name: str, fn):
+    """Change tensor ``name`` of shard 1 in place and record the shard's new
+    sha256 in the manifest: a shard that is whole, but not what the manifest says."""
+
+    def change(d: Path) -> None:
+        import hashlib
+
+        shard = d / "shard-00001.safetensors"
+        data = bytearray(shard.read_bytes())
+        (n,) = struct.unpack("<Q", data[:8])
+        spec = json.loads(data[8 : 8 + n])[name]
+        a, b = (8 + n + o for o in spec["data_offsets"])
+        values = np.frombuffer(bytes(data[a:b]), "<i8").copy()
+        data[a:b] = fn(values).astype("<i8").tobytes()
+        shard.write_bytes(bytes(data))
+        _entry(1, "sha256", hashlib.sha256(data).hexdigest())(d)
+
+    return change
+
+
+#: (how to damage the shard directory, what the message must name besides manifest.json or the shard)
+MANIFESTS = [
+    (lambda d: (d / MANIFEST).unlink(), [MANIFEST, "not found"]),
+    (_raw_manifest("{not json"), [MANIFEST, "not valid JSON"]),
+    (_raw_manifest("[" * 100_000 + "]" * 100_000), [MANIFEST, "deep"]),
+    (_raw_manifest('{"format": "minibert-shards", "version": ' + "1" * 5000 + "}"), [MANIFEST]),
+    (_raw_manifest('["minibert-shards"]'), [MANIFEST, "JSON object"]),
+    (_raw_manifest('{"format": "minibert-shards", "version": NaN}'), [MANIFEST, "NaN"]),
+    (_manifest(lambda m: m.__setitem__("format", "other")), [MANIFEST, "format"]),
+    (_manifest(lambda m: m.__setitem__("version", 99)), [MANIFEST, "version 99"]),
+    (_manifest(lambda m: m.pop("shards")), [MANIFEST, "'shards'"]),
+    (_manifest(lambda m: m.__setitem__("shards", {"0": 1})), [MANIFEST, "'shards'", "not a list"]),
+    (_manifest(lambda m: m.__setitem__("complete", "yes")), [MANIFEST, "'complete'"]),
+    (_manifest(lambda m: m.__setitem__("num_texts", "5")), [MANIFEST, "'num_texts'"]),
+    (_manifest(lambda m: m.__setitem__("num_texts", 6)), [MANIFEST, "'num_texts' is 6"]),
+    (_manifest(lambda m: m.__setitem__("settings", [1])), [MANIFEST, "settings"]),
+    (_manifest(lambda m: m["settings"].__setitem__("layers", "all")), [MANIFEST, "'layers'"]),
+    (_manifest(lambda m: m["settings"].__setitem__("pool", None)), [MANIFEST, "'pool'"]),
+    (_manifest(lambda m: m["settings"].__setitem__("shard_size", 0)), [MANIFEST, "'shard_size'"]),
+    (_manifest(lambda m: m["shards"].__setitem__(1, "shard-00001.safetensors")), [MANIFEST, "shards[1]"]),
+    (_entry(1, "count", "2"), [MANIFEST, "shards[1].count"]),
+    (_entry(1, "count", True), [MANIFEST, "shards[1].count"]),
+    (_entry(1, "bytes", -5), [MANIFEST, "shards[1].bytes"]),
+    (_entry(1, "sha256", None), [MANIFEST, "shards[1].sha256"]),
+    (_entry(1, "file", "../escape.safetensors"), [MANIFEST, "shards[1].file", "../escape"]),
+    (_entry(1, "file", "/etc/passwd"), [MANIFEST, "shards[1].file", "/etc/passwd"]),
+    (_entry(1, "file", "shard-00002.safetensors"), [MANIFEST, "shards[1].file"]),
+    (_entry(1, "first", 3), [MANIFEST, "shards[1]", "not chunk 1"]),
+    (_entry(1, "count", 3), [MANIFEST, "shards[1]", "not chunk 1"]),
+    (_manifest(lambda m: m["shards"].reverse()), [MANIFEST, "shards[1]", "comes after"]),
+    (_manifest(lambda m: m["shards"].pop(1)), [MANIFEST, "shards are missing"]),
+    (lambda d: (d / "shard-00001.safetensors").unlink(), ["shard-00001.safetensors", "missing"]),
+    (lambda d: _truncate(0.5)(d / "shard-00001.safetensors"), ["shard-00001.safetensors", "corrupt"]),
+    (_entry(1, "sha256", "0" * 64), ["shard-00001.safetensors", "corrupt"]),
+    (_shard_symlinked_out, ["shard-00001.safetensors", "outside"]),
+    (_patch_tensor("index", lambda i: i + 1), ["shard-00001.safetensors", "'index'"]),
+    (_patch_tensor("offsets", lambda o: o[::-1]), ["shard-00001.safetensors", "'offsets'"]),
+]
+
+
+@pytest.mark.parametrize("damage, names", MANIFESTS, ids=[f"manifest-{i}" for i in range(len(MANIFESTS))])
+def test_damaged_shard_directory(written, tmp_path, damage, names):
+    d = copy_of(written, "feats", tmp_path)
+    damage(d)
+    before = snapshot(tmp_path)
+    assert_one_line_error(run("summary", d), *names)
+    assert_unchanged(before, tmp_path)
+
+
+#: A resumed run trusts the directory no more than a reader: every damage but the
+#: last two (a shard whose recorded sha256 was forged to match new content: a
+#: resume checks size and sha256, the reader checks the content too).
+RESUMED = MANIFESTS[:-2]
+
+
+@pytest.mark.parametrize("damage, names", RESUMED, ids=[f"resume-{i}" for i in range(len(RESUMED))])
+def test_resume_of_a_damaged_shard_directory(written, tmp_path, damage, names):
+    d = copy_of(written, "feats", tmp_path)
+    damage(d)
+    before = snapshot(tmp_path)
+    src = written / "in.txt"
+    result = run("extract", "--model", TINY, src, "-o", d, "--quiet", "--pool", "none", "--shard-size", "2",
+                 "--resume")  # fmt: skip
+    assert_one_line_error(result, names[0])
+    assert_unchanged(before, tmp_path)
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    return model
+
+
+def _edit_json(name: str, key: str, value):
+    def edit(model: Path) -> None:
+        obj = json.loads((model / name).read_text())
+        obj[key] = value
+        (model / name).write_text(json.dumps(obj))
+
+    return edit
+
+
+#: A model file edited between a killed run and its resume: each changes the numbers.
+MODEL_EDITS = [
+    ("config.json", _edit_json("config.json", "layer_norm_eps", 1e-5)),
+    ("tokenizer.json", _edit_json("tokenizer.json", "truncation", None)),
+    ("tokenizer_config.json", _edit_json("tokenizer_config.json", "do_lower_case", False)),
+    (
+        "model.safetensors",
+        lambda m: (m / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes()),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, edit", MODEL_EDITS[:3], ids=[e[0] for e in MODEL_EDITS[:3]])
+def test_resume_refuses_a_changed_model_file(tmp_path, name, edit):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    model, out = _copy_model(tmp_path), tmp_path / "feats"
+    args = ["extract", "--model", model, src, "-o", out, "--shard-size", "2", "--quiet"]
+    assert run(*args)[0] == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["complete"], manifest["num_texts"], manifest["num_tokens"] = False, None, None
+    manifest["shards"] = manifest["shards"][:1]  # as if killed after the first shard
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert sorted(manifest["settings"]["model_files"]) == sorted(
+        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    )
+    edit(model)
+    before = snapshot(tmp_path)
+    assert_one_line_error(run(*args, "--resume"), MANIFEST, f"the model's {name} changed")
+    assert_unchanged(before, tmp_path)
+
+
+def test_resume_accepts_the_same_model_bytes(tmp_path):
+    """Rewriting a model file with the same bytes is not a change."""
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    model, out = _copy_model(tmp_path), tmp_path / "feats"
+    args = ["extract", "--model", model, src, "-o", out, "--shard-size", "2", "--quiet"]
+    assert run(*args)[0] == 0
+    MODEL_EDITS[3][1](model)
+    assert run(*args, "--resume")[0] == 0
+
+
+# ----------------------------------------------------------------------------- arguments
+
+EXTRACT = ["extract", "--model", str(TINY), "{src}", "-o", "{out}"]
+
+#: (argv with {src}/{out} placeholders, what the message must name)
+ARGUMENTS = [
+    (["frobnicate"], ["invalid choice"]),
+    (["extract", "{src}"], ["-o/--output", "required"]),
+    ([*EXTRACT, "--pool", "nope"], ["--pool", "invalid choice"]),
+    ([*EXTRACT, "--batch-size", "0"], ["--batch-size"]),
+    ([*EXTRACT, "--batch-size", "ten"], ["--batch-size", "'ten'"]),
+    ([*EXTRACT, "--shard-size", "9" * 30], ["--shard-size"]),
+    ([*EXTRACT, "--shard-size", "9" * 5000], ["--shard-size"]),
+    ([*EXTRACT, "--threads", "0"], ["--threads"]),
+    ([*EXTRACT, "--threads", "1000000"], ["--threads"]),
+    ([*EXTRACT, "--max-length", "0"], ["--max-length"]),
+    ([*EXTRACT, "--max-length", "100000"], ["--max-length", "exceeds"]),
+    ([*EXTRACT, "--stride", "-2", "--long", "window"], ["--stride"]),
+    ([*EXTRACT, "--stride", "4"], ["--stride", "--long window"]),
+    ([*EXTRACT, "--layers", "99"], ["--layers", "out of range"]),
+    ([*EXTRACT, "--layers", "::0"], ["--layers"]),
+    ([*EXTRACT, "--layers", "1\n2"], ["--layers", "1\\n2"]),
+    ([*EXTRACT, "--layers", "9" * 5000], ["--layers"]),
+    ([*EXTRACT, "--normalize", "--pool", "none"], ["--normalize"]),
+    ([*EXTRACT, "--word-pool", "mean", "--pool", "mean"], ["--word-pool"]),
+    ([*EXTRACT, "--resume"], ["--resume", "directory"]),
+    ([*EXTRACT, "--engine", "dask"], ["--engine dask", "directory"]),
+    ([*EXTRACT, "--scheduler", "tcp://127.0.0.1:1"], ["--scheduler"]),
+    ([*EXTRACT, "--workers", "2"], ["--workers"]),
+    (["explain", "--model", str(TINY), "hello", "--pad", "-1"], ["--pad"]),
+    (["explain", "--model", str(TINY), "he\udcffllo"], ["TEXT", "UTF-8", "0xff"]),
+    (["explain", "--model", str(TINY), "hello", "--layer", "99"], ["--layer 99"]),
+    (["explain", "--model", str(TINY), "hello", "--head", "99"], ["--head 99"]),
+    (["explain", "--model", str(TINY), "hello", "--token", "99"], ["--token 99"]),
+    (["explain", "--model", str(TINY), "hello", "--token", "nope"], ["--token 'nope'"]),
+    (["explain", "--model", str(TINY), "hello", "--layer", "9" * 5000], ["--layer"]),
+    (["plot", "layers", "--model", str(TINY), "{src}", "-o", "{png}", "--pairs", "-1"], ["--pairs"]),
+    (["plot", "layers", "--model", str(TINY), "{src}", "-o", "{png}", "--pairs", "0"], ["--pairs"]),
+    (["plot", "layers", "--model", str(TINY), "{src}", "-o", "{png}", "--pairs", "10000000"], ["--pairs"]),
+    (["plot", "layers", "--model", str(TINY), "{src}", "-o", "{png}", "--seed", "-1"], ["--seed"]),
+    (["plot", "layers", "--model", str(TINY), "{src}", "-o", "{src}"], ["unknown figure format"]),
+    (["plot", "attention", "--model", str(TINY), "a\udc80", "-o", "{png}"], ["TEXT", "UTF-8"]),
+    (["plot", "attention", "--model", str(TINY), "hi", "-o", "{out}"], ["unknown figure format"]),
+    (["plot", "attention", "--model", str(TINY), "hi", "-o", "{png}", "--head", "-1"], ["--head -1"]),
+    (["plot", "bars"], ["invalid choice"]),
+    (["summary", "{src}"], ["unknown output format"]),
+    (["summary", "{dir}"], [MANIFEST, "not found"]),
+    (["summary", "{out}"], ["not found"]),
+    (["verify", "--model", str(TINY), "--reference", "{src}"], ["not an .npz reference file"]),
+    (["verify", "--model", str(TINY)], ["--reference", "required"]),
+    (["check-article", "--extra"], ["unrecognized arguments"]),
+]
+
+
+@pytest.mark.parametrize("argv, names", ARGUMENTS, ids=[f"args-{i}" for i in range(len(ARGUMENTS))])
+def test_argument(tmp_path, argv, names):
+    src = tmp_path / "in.txt"
+    src.write_text("hello world\nthe cat sat\n", encoding="utf-8")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir" / "notes.txt").write_text("the user's file")
+    paths = {
+        "{src}": src,
+        "{out}": tmp_path / "o.npz",
+        "{png}": tmp_path / "p.png",
+        "{dir}": tmp_path / "adir",
+    }
+    before = snapshot(tmp_path)
+    assert_one_line_error(run(*[str(paths.get(a, a)) for a in argv]), *names)
+    assert_unchanged(before, tmp_path)
+
+
+def test_an_option_refused_at_the_first_batch_leaves_nothing_behind(tmp_path):
+    """--stride longer than the window is found when the first long text is
+    windowed, after the shard directory was made: the failed run removes it,
+    so the corrected command is not refused for a non-empty directory."""
+    src = tmp_path / "in.txt"
+    src.write_text("word " * 200 + "\nshort\n", encoding="utf-8")
+    out = tmp_path / "feats"
+    args = ["extract", "--model", TINY, src, "-o", out, "--long", "window", "--quiet"]
+    assert_one_line_error(run(*args, "--stride", "1000"), "stride 1000")
+    assert not out.exists()
+    assert run(*args, "--stride", "16")[0] == 0
