@@ -1,6 +1,6 @@
 """Every committed tiny model as PyTorch's pytorch_model.bin, in both of torch's formats, and sharded.
 
-    python tests/reference/generate_torch_bin.py     # needs the [reference] extra (torch==2.13.0, transformers)
+    python tests/reference/generate_torch_bin.py   # the [reference] extra: torch==2.13.0, transformers
 
 For each model directory of :data:`MODELS` (every family and dtype variant in
 tests/data/), transformers loads the model as the class that saved it (the
@@ -173,9 +173,11 @@ def main() -> int:
         "calls": {
             "<name>.bin": "torch.save(model.state_dict(), path)",
             "<name>.legacy.bin": "torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)",
-            "sharded-*": f"huggingface_hub.split_torch_state_dict_into_shards(state, max_shard_size={MAX_SHARD})",
+            "sharded-*": "huggingface_hub.split_torch_state_dict_into_shards(state, "
+            f"max_shard_size={MAX_SHARD})",
         },
-        "model": "getattr(transformers, config.architectures[0]).from_pretrained(tests/data/<name>, dtype=stored)",
+        "model": "getattr(transformers, config.architectures[0]).from_pretrained(tests/data/<name>, "
+        "dtype=<stored dtype>)",
         "sharded_source": SHARDED,
         "sha256": {str(p.relative_to(OUT)): sha256(p) for p in written},
     }
