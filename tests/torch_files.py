@@ -45,6 +45,14 @@ class PersId:
 
 
 @dataclass(frozen=True)
+class Build:
+    """``obj`` then BUILD with ``state``: sets attributes of an object already made."""
+
+    obj: object
+    state: dict
+
+
+@dataclass(frozen=True)
 class Raw:
     """Opcodes inserted as they are."""
 
@@ -65,6 +73,8 @@ def _emit(obj) -> bytes:
         return _emit(obj.func) + _emit(tuple(obj.args)) + b"R"
     if isinstance(obj, PersId):
         return _emit(obj.value) + b"Q"
+    if isinstance(obj, Build):
+        return _emit(obj.obj) + _emit(obj.state) + b"b"
     if obj is None:
         return b"N"
     if obj is True or obj is False:
