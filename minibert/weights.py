@@ -434,10 +434,10 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
 
     values: dict[str, np.ndarray] = {}
     for slot, name, transpose in plan:
-        t = checkpoint.read(name)
-        t = np.ascontiguousarray(t.T if transpose else t, dtype=dtype)
-        _check_finite(t, name, infos[name].file)
-        values[slot] = t
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: refused just below
+            t = checkpoint.read(name).astype(dtype, copy=False)
+        _check_finite(t, name, infos[name].file)  # before the transpose: indices as in the file
+        values[slot] = np.ascontiguousarray(t.T) if transpose else t
     emb = {k: values.pop(f"embeddings.{k}") for k in emb_names}
     if "position" not in emb:
         emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
