@@ -69,10 +69,9 @@ def test_without_the_256_limit_the_long_text_differs(real_model, reference):
     assert np.abs(got[0] - reference["embeddings"][long]).max() > 1e-3
 
 
-@pytest.mark.parametrize("normalize", [[], ["--normalize"]], ids=["auto", "auto + --normalize"])
-def test_extract_pool_auto_equals_sentence_transformers(real_model_dir, reference, tmp_path, normalize):
+def test_extract_pool_auto_equals_sentence_transformers(real_model_dir, reference, tmp_path):
     """The CLI path: ``--pool auto`` reads the model's own pooling, its
-    256-token limit and its Normalize module (``--normalize`` changes nothing)."""
+    256-token limit and its Normalize module (no ``--normalize`` needed)."""
     from minibert import open_output
     from minibert.cli import main
 
@@ -80,7 +79,7 @@ def test_extract_pool_auto_equals_sentence_transformers(real_model_dir, referenc
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in reference["texts"]), encoding="utf-8")
     out = tmp_path / "sentences.npz"
     args = ["extract", "--model", str(real_model_dir), str(src), "-o", str(out), "--layers", "-1"]
-    assert main([*args, "--pool", "auto", *normalize, "--quiet"]) == 0
+    assert main([*args, "--pool", "auto", "--quiet"]) == 0
     o = open_output(out)
     assert o.settings["pool"] == "mean" and o.settings["max_length"] == 256 and o.settings["normalize"]
     got = np.stack([o.vectors(n, -1) for n in range(o.num_texts)])
