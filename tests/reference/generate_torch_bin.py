@@ -38,7 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from provenance import sha256, versions  # noqa: E402  (this folder, on the script's path)
+from provenance import sha256, size_check, versions  # noqa: E402  (this folder, on the script's path)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -182,12 +182,7 @@ def main() -> int:
         "sha256": {str(p.relative_to(OUT)): sha256(p) for p in written},
     }
     (OUT / "provenance.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
-    total = sum(p.stat().st_size for p in written)
-    print(f"{len(written)} files, {total:,} bytes")
-    if total > MAX_BYTES:
-        print(f"error: more than {MAX_BYTES:,} bytes", file=sys.stderr)
-        return 1
-    return 0
+    return size_check(written, MAX_BYTES)
 
 
 if __name__ == "__main__":
