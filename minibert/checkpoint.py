@@ -154,6 +154,16 @@ class InMemory(Checkpoint):
         return np.ascontiguousarray(self._arrays[name])
 
 
+def allocate(shape: tuple[int, ...], dtype, source: Path, what: str) -> np.ndarray:
+    """``np.empty``, with "not enough memory" a one-line error naming ``what``
+    (a sparse file can hold a tensor of any size honestly)."""
+    try:
+        return np.empty(shape, dtype)
+    except (MemoryError, ValueError):  # ValueError: more bytes than an address can count
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        raise MinibertError(f"{source}: {what} needs {nbytes:,} bytes, more memory than there is") from None
+
+
 def read_exact(f, out: np.ndarray, source: Path, what: str) -> None:
     """Fill ``out`` from ``f``'s current position, 4 MiB at a time (a zip
     member's ``readinto`` would otherwise build a whole-tensor temporary);
@@ -214,7 +224,7 @@ class Safetensors(Checkpoint):
 
     def read_stored(self, name: str) -> np.ndarray:
         info = self.tensors[name]
-        out = np.empty(info.shape, DTYPES[info.dtype][0])
+        out = allocate(info.shape, DTYPES[info.dtype][0], self.path, f"tensor {name!r}")
         with open_for_read(self.path) as f:
             f.seek(self._start + self._offsets[name])
             read_exact(f, out, self.path, f"tensor {name!r}")

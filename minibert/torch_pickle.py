@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DTYPES, Checkpoint, TensorInfo, itemsize, open_for_read, read_exact
+from .checkpoint import DTYPES, Checkpoint, TensorInfo, allocate, itemsize, open_for_read, read_exact
 from .errors import MinibertError
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -320,7 +320,8 @@ class TorchZip(Checkpoint):
     def read_stored(self, name: str) -> np.ndarray:
         ref = self._refs[name]
         storage = ref.storage
-        flat = np.empty(_span(ref), np.dtype(DTYPES[storage.dtype][0]).newbyteorder(self._order))
+        dtype = np.dtype(DTYPES[storage.dtype][0]).newbyteorder(self._order)
+        flat = allocate((_span(ref),), dtype, self.path, f"tensor {name!r}")
         member = f"{self._prefix}data/{storage.key}"
         try:
             with self._zip.open(member) as fh:
@@ -414,7 +415,8 @@ class TorchLegacy(Checkpoint):
     def read_stored(self, name: str) -> np.ndarray:
         ref = self._refs[name]
         storage = ref.storage
-        flat = np.empty(_span(ref), DTYPES[storage.dtype][0])  # always little-endian (torch's _write_file)
+        # always little-endian (torch's _write_file)
+        flat = allocate((_span(ref),), DTYPES[storage.dtype][0], self.path, f"tensor {name!r}")
         with open_for_read(self.path) as f:
             f.seek(self._data[storage.key] + (storage.base + ref.offset) * flat.itemsize)
             read_exact(f, flat, self.path, f"storage {storage.key} of tensor {name!r}")

@@ -298,3 +298,20 @@ def test_the_real_model_as_pytorch_model_bin(real_model_dir, real_model, tmp_pat
         assert model.weights.format.startswith("PyTorch zip" if zipped else "PyTorch legacy")
         for i, (a, b) in enumerate(zip(model.encode(texts).hidden_states, want, strict=True)):
             assert_array_equal(a, b, err_msg=f"hidden_states[{i}]")
+
+
+def test_a_tensor_larger_than_memory_is_a_clean_error(monkeypatch):
+    """A sparse file can honestly hold a tensor of any size: the allocation fails in one line."""
+    from minibert import checkpoint
+
+    with pytest.raises(minibert.MinibertError, match=r"tensor 'w' needs 147,573,952,589,676,412,912 bytes"):
+        checkpoint.allocate((2**63 - 1, 4), np.float32, Path("m.safetensors"), "tensor 'w'")
+
+    def no_memory(shape, dtype):
+        raise MemoryError
+
+    monkeypatch.setattr(checkpoint.np, "empty", no_memory)
+    with pytest.raises(
+        minibert.MinibertError, match="m.bin: tensor 'x' needs 400 bytes, more memory than there is"
+    ):
+        checkpoint.allocate((10, 10), np.float32, Path("m.bin"), "tensor 'x'")
