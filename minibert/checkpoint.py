@@ -91,7 +91,9 @@ def decode(stored: np.ndarray, dtype: str) -> np.ndarray:
     """Stored bits -> floating-point values: bfloat16 is the top 16 bits of a
     float32, so ``bits << 16`` viewed as float32 is exact; float16/32/64 are as stored."""
     if dtype == "BF16":
-        return (stored.astype(np.uint32) << 16).view(np.float32)
+        bits = stored.astype(np.uint32)
+        bits <<= 16  # in place: one float32-sized array, no second temporary
+        return bits.view(np.float32)
     if dtype not in FLOATS:
         raise ValueError(f"{dtype} is not a floating-point dtype")
     return stored

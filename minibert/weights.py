@@ -351,23 +351,23 @@ def _check_finite(t: np.ndarray, name: str, source: Path) -> None:
             )
 
 
-def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtype = "float32") -> Weights:
-    """Pick, check, read, convert and transpose the encoder's tensors.
+@dataclass(frozen=True)
+class _Plan:
+    """What to read: (slot, checkpoint name, transpose) per tensor, the embedding
+    slots that come from the file, and how many distinct layers."""
 
-    The names come from the family's :class:`NameTable`. Everything is
-    checked from the header before any tensor is read: a missing tensor, a
-    duplicate (e.g. both ``bert.x`` and ``x``), a shape that contradicts
-    config.json, a dtype that is not floating point, or encoder layers
-    config.json does not have -- each a :class:`MinibertError` naming the
-    tensor. Layers are enumerated only while the checkpoint has them, so an
-    absurd ``num_hidden_layers`` stops at the first missing layer, instantly.
+    reads: tuple[tuple[str, str, bool], ...]
+    embeddings: tuple[str, ...]
+    num_layers: int
+    ignored: tuple[str, ...]
 
-    Then each used tensor is read, converted to ``dtype``, transposed if it
-    is a ``Linear`` weight, checked to be finite, and its raw copy dropped
-    before the next is read: the weights are held once (plus one tensor).
-    Tensors the encoder does not use are never read.
-    """
-    dtype = np.dtype(dtype)
+
+def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
+    """Every tensor the encoder needs, checked from the header alone: present
+    (and not twice), the shape config.json implies, floating point; and no
+    encoder layer config.json lacks. Layers are walked only while the
+    checkpoint has them, so an absurd ``num_hidden_layers`` stops at the first
+    missing layer at once."""
     table = NAME_TABLES[config.family]
     infos = checkpoint.tensors
     by_name: dict[str, str] = {}  # canonical -> checkpoint name
@@ -379,7 +379,7 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
             )
         by_name[canon] = name
     emb_shapes, layer_shapes = _expected_shapes(config)
-    plan: list[tuple[str, str, bool]] = []  # (slot, checkpoint name, transpose)
+    reads: list[tuple[str, str, bool]] = []
 
     def want(canon: str, expected: tuple, transpose: bool, slot: str) -> None:
         if canon not in by_name:
@@ -397,7 +397,7 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
                 f"{info.file}: tensor {name!r} has dtype {describe(info.dtype)}, expected floating point "
                 f"({', '.join(FLOATS)})"
             )
-        plan.append((slot, name, transpose))
+        reads.append((slot, name, transpose))
 
     emb_names = dict(table.embeddings)
     if config.sinusoidal_pos_embds and emb_names["position"] not in by_name:
@@ -414,14 +414,9 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
     for k, name in emb_names.items():
         want(name, emb_shapes[k], k.startswith("W_"), f"embeddings.{k}")
     known = set()
-    for k, keys in enumerate(_distinct_layer_keys(config)):  # stops at the first layer the checkpoint lacks
-        for slot in layer_shapes:
-            want(
-                table.layer[slot].format(**keys),
-                layer_shapes[slot],
-                slot.startswith("W_"),
-                f"layer.{k}.{slot}",
-            )
+    for k, keys in enumerate(_distinct_layer_keys(config)):
+        for slot, shape in layer_shapes.items():
+            want(table.layer[slot].format(**keys), shape, slot.startswith("W_"), f"layer.{k}.{slot}")
         known.add(tuple(keys.values()))
     found = {tuple(int(g) for g in m.groups()) for c in by_name if (m := re.match(table.layer_id, c))}
     if extra := sorted(found - known):
@@ -432,26 +427,40 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
         )
         extra = [e[0] if len(e) == 1 else e for e in extra]
         raise MinibertError(f"{checkpoint.path}: has encoder layer(s) {extra} but config.json says {where}")
+    used = {canonical_name(name, table.prefixes) for _, name, _ in reads}
+    ignored = tuple(sorted(by_name[c] for c in by_name if c not in used and not BUFFERS.search(c)))
+    return _Plan(tuple(reads), tuple(emb_names), len(known), ignored)
 
+
+def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtype = "float32") -> Weights:
+    """Check (:func:`_plan`, from the header alone), then read, convert and
+    transpose the encoder's tensors.
+
+    Each used tensor is read, converted to ``dtype``, checked to be finite,
+    transposed if it is a ``Linear`` weight, and its raw copy dropped before
+    the next is read: the weights are held once (plus one tensor in flight).
+    Tensors the encoder does not use are never read.
+    """
+    dtype = np.dtype(dtype)
+    plan = _plan(checkpoint, config)
+    infos = checkpoint.tensors
     values: dict[str, np.ndarray] = {}
-    for slot, name, transpose in plan:
+    for slot, name, transpose in plan.reads:
         with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: refused just below
             t = checkpoint.read(name).astype(dtype, copy=False)
         _check_finite(t, name, infos[name].file)  # before the transpose: indices as in the file
         values[slot] = np.ascontiguousarray(t.T) if transpose else t
-    emb = {k: values.pop(f"embeddings.{k}") for k in emb_names}
+    emb = {k: values.pop(f"embeddings.{k}") for k in plan.embeddings}
     if "position" not in emb:
         emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
     emb.setdefault("token_type", None)
+    slots = [f.name for f in fields(LayerWeights)]
     layers = tuple(
-        LayerWeights(**{slot: values.pop(f"layer.{k}.{slot}") for slot in layer_shapes})
-        for k in range(len(known))
+        LayerWeights(**{slot: values.pop(f"layer.{k}.{slot}") for slot in slots})
+        for k in range(plan.num_layers)
     )
-    names = {slot: name for slot, name, _ in plan}
-    used = {canonical_name(name, table.prefixes) for name in names.values()}
-    ignored = tuple(sorted(by_name[c] for c in by_name if c not in used and not BUFFERS.search(c)))
     return Weights(
-        EmbeddingWeights(**emb), layers, names, ignored,
+        EmbeddingWeights(**emb), layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
         {name: info.shape for name, info in infos.items()},
         {name: info.dtype for name, info in infos.items()},
         layer_map(config), checkpoint.format, checkpoint.files,
