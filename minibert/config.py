@@ -10,11 +10,13 @@ maps them to the BERT names.
 
 from __future__ import annotations
 
-import json
-from dataclasses import MISSING, dataclass, fields
+import math
+import os
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .errors import MinibertError
+from .files import read_json
 from .ops import ACTIVATIONS
 
 #: config.json ``model_type`` -> the family that runs it.
@@ -36,6 +38,19 @@ FAMILY_DEFAULTS = {
     "electra": {"embedding_size": 128},
     "albert": {"embedding_size": 128, "hidden_act": "gelu_new"},
 }
+
+#: The size fields, each a positive integer (DistilBERT: type_vocab_size is 0).
+SIZES = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups", "inner_group_num",
+)  # fmt: skip
+#: No size may exceed this: every real one is far below, and beyond it numbers
+#: stop being sizes (a 10**300 in config.json would reach NumPy as an overflow).
+MAX_SIZE = 2**31 - 1
+#: The most layer steps (num_hidden_layers x inner_group_num) minibert runs: the
+#: deepest released BERT-family encoders have 48. ALBERT reuses its stored
+#: layers, so the weights file cannot bound its depth; this does.
+MAX_LAYER_STEPS = 1024
 
 #: DistilBERT's config.json keys -> the BERT names used here.
 DISTILBERT_KEYS = {
@@ -75,6 +90,8 @@ class Config:
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     sinusoidal_pos_embds: bool = False
+    #: What was assumed for keys config.json lacks (not a config.json key; ``minibert inspect`` shows it).
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
         if self.embedding_size is None:  # BERT: embeddings are as wide as the hidden states
@@ -92,13 +109,23 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config.json") -> Config:
-        """Validate a parsed config.json; errors name ``source`` and the key."""
+        """Validate a parsed config.json; errors name ``source`` and the key.
+
+        Every value the forward pass uses is checked for its JSON type and
+        range: sizes are positive integers below :data:`MAX_SIZE`,
+        ``layer_norm_eps`` a finite positive number, ``pad_token_id`` a row of
+        the vocabulary, the strings known ones.
+        """
         if not isinstance(raw, dict):
             raise MinibertError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+        notes = ()
+        if "model_type" not in raw:
+            notes = ("config.json has no model_type: read as BERT (as transformers' BertConfig does)",)
         model_type = raw.get("model_type", "bert")
+        _string(model_type, "model_type", source)
         if model_type not in FAMILIES:
             raise MinibertError(
-                f"{source}: model_type {model_type!r} is not supported "
+                f"{source}: model_type {model_type[:40]!r} is not supported "
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
             )
         family = FAMILIES[model_type]
@@ -108,68 +135,94 @@ class Config:
             raw = _distilbert_to_bert(raw, source)
         values = {}
         for f in fields(cls):
-            if f.name in raw:
+            if f.name in raw and f.name != "notes":
                 values[f.name] = raw[f.name]
             elif f.default is MISSING:
                 raise MinibertError(f"{source}: missing required field {f.name!r}")
-        for key in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            *(("type_vocab_size",) if family != "distilbert" else ()),  # DistilBERT: 0, no table
-            "embedding_size",
-            "num_hidden_groups",
-            "inner_group_num",
-        ):
+        for key in SIZES:
             value = values.get(key, 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MinibertError(f"{source}: {key} must be a positive integer, got {value!r}")
+            if key == "type_vocab_size" and family == "distilbert":
+                continue  # DistilBERT: 0, no table
+            if not _integer(value) or not 1 <= value <= MAX_SIZE:
+                raise MinibertError(
+                    f"{source}: {key} must be a positive integer up to {MAX_SIZE}, got {_show(value)}"
+                )
+        steps = values["num_hidden_layers"] * values.get("inner_group_num", 1)
+        if steps > MAX_LAYER_STEPS:
+            raise MinibertError(
+                f"{source}: num_hidden_layers x inner_group_num is {steps} layer steps, "
+                f"more than minibert runs ({MAX_LAYER_STEPS})"
+            )
         if values["hidden_size"] % values["num_attention_heads"]:
             raise MinibertError(
                 f"{source}: hidden_size {values['hidden_size']} is not divisible by "
                 f"num_attention_heads {values['num_attention_heads']}"
             )
-        act = values.get("hidden_act", "gelu")
+        act = _string(values.get("hidden_act", "gelu"), "hidden_act", source)
         if act not in ACTIVATIONS:
             raise MinibertError(
-                f"{source}: hidden_act {act!r} is not supported (supported: {', '.join(sorted(ACTIVATIONS))})"
+                f"{source}: hidden_act {act[:40]!r} is not supported "
+                f"(supported: {', '.join(sorted(ACTIVATIONS))})"
             )
-        pos = values.get("position_embedding_type", "absolute")
+        pos = _string(values.get("position_embedding_type", "absolute"), "position_embedding_type", source)
         if pos != "absolute":
             raise MinibertError(
-                f"{source}: position_embedding_type {pos!r} is not supported (only 'absolute')"
+                f"{source}: position_embedding_type {pos[:40]!r} is not supported (only 'absolute')"
             )
         eps = values.get("layer_norm_eps", 1e-12)
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-            raise MinibertError(f"{source}: layer_norm_eps must be a positive number, got {eps!r}")
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and _finite(eps) and eps > 0):
+            raise MinibertError(
+                f"{source}: layer_norm_eps must be a finite positive number, got {_show(eps)}"
+            )
         pad = values.get("pad_token_id", 0)
-        if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
-            raise MinibertError(f"{source}: pad_token_id must be a non-negative integer, got {pad!r}")
+        if not _integer(pad) or not 0 <= pad < values["vocab_size"]:
+            raise MinibertError(
+                f"{source}: pad_token_id must be a token id below vocab_size {values['vocab_size']}, "
+                f"got {_show(pad)}"
+            )
+        sinusoidal = values.get("sinusoidal_pos_embds", False)
+        if not isinstance(sinusoidal, bool):
+            raise MinibertError(
+                f"{source}: sinusoidal_pos_embds must be true or false, got {_show(sinusoidal)}"
+            )
         if family == "roberta" and pad + 1 >= values["max_position_embeddings"]:
             raise MinibertError(
                 f"{source}: RoBERTa positions start at pad_token_id + 1 = {pad + 1}, "
                 f"beyond max_position_embeddings {values['max_position_embeddings']}"
             )
-        return cls(**values)
+        return cls(**values, notes=notes)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Config:
-        """Read and validate config.json."""
+        """Read and validate config.json (through :func:`minibert.files.read_json`:
+        NaN, Infinity, huge numbers and deep nesting are refused there)."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise MinibertError(f"{path}: config.json not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise MinibertError(f"{path}: cannot read: {e}") from None
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise MinibertError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls.from_dict(raw, source=str(path))
+        if not os.path.lexists(path):
+            raise MinibertError(f"{path}: config.json not found")
+        return cls.from_dict(read_json(path, expect=dict, what="config.json"), source=str(path))
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float64
+        return False
+
+
+def _show(value) -> str:
+    """A config value for a message: its repr, cut short (a 4000-digit number stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _string(value, key: str, source: str) -> str:
+    if not isinstance(value, str):
+        raise MinibertError(f"{source}: {key} must be a string, got {type(value).__name__} {_show(value)}")
+    return value
 
 
 def _distilbert_to_bert(raw: dict, source: str) -> dict:

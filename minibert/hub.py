@@ -24,16 +24,34 @@ about turning token vectors into one sentence vector (``modules.json``,
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import re
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import WEIGHT_FILES, inside
 from .errors import MinibertError
+from .files import os_reason, read_json, read_text
 
 #: A Hugging Face repo id: ``name`` or ``org/name``.
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory; False when nothing is there, and an
+    error naming the reason when something is there but cannot be looked at
+    (permission denied, a symlink loop) -- never "not found" for those."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.islink(path):
+            return False
+        if e.errno == errno.ENOENT:  # a symlink to nothing
+            raise MinibertError(f"{path}: a symlink to {os.readlink(path)}, which does not exist") from None
+        raise MinibertError(f"{path}: cannot open ({os_reason(e)})") from None
 
 
 def weights_dir() -> Path:
@@ -60,17 +78,20 @@ def cached_snapshot(repo_id: str, cache: Path | None = None) -> tuple[Path | Non
     snapshot is taken (several are ambiguous: an error names them).
     """
     repo = (cache or hf_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
-    if not repo.is_dir():
+    if not is_dir(repo):
         return None, f"{repo} (absent)"
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
-    if ref.is_file():
-        revision = ref.read_text(encoding="utf-8").strip()
-        snapshot = snapshots / revision
-        if snapshot.is_dir():
+    if os.path.lexists(ref):
+        revision = read_text(ref, "refs/main").strip()
+        snapshot = inside(snapshots, revision, f"{ref}: the revision")
+        if revision and is_dir(snapshot):
             return snapshot, str(snapshot)
-        return None, f"{repo} (refs/main names {revision!r}, which has no snapshot)"
-    found = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
+        return None, f"{repo} (refs/main names {revision[:60]!r}, which has no snapshot)"
+    try:
+        found = sorted(p for p in snapshots.iterdir() if is_dir(p)) if is_dir(snapshots) else []
+    except OSError as e:
+        raise MinibertError(f"{snapshots}: cannot list ({os_reason(e)})") from None
     if len(found) == 1:
         return found[0], str(found[0])
     if not found:
@@ -88,24 +109,26 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
-    if path.is_dir():
+    if is_dir(path):
         return path
+    if os.path.lexists(path):
+        raise MinibertError(f"{path}: not a model directory (a file)")
     looked = [f"no directory {path.resolve()}"]
     if path.is_absolute() or text.startswith(("./", "../", "~")):
         raise MinibertError(f"model directory not found: {path}")
     local = weights_dir() / text
-    if local.is_dir():
+    if is_dir(local):
         return local
     looked.append(f"not in weights/ ({local})")
     fetch = f"copy a model directory (config.json, model.safetensors, tokenizer.json) to {local}"
     if REPO_ID.match(text):
         snapshot, note = cached_snapshot(text)
         if snapshot is not None:
-            if not (snapshot / "model.safetensors").is_file():
+            if not any(os.path.lexists(snapshot / name) for name in WEIGHT_FILES):
                 has = sorted(p.name for p in snapshot.iterdir())
                 raise MinibertError(
-                    f"{snapshot}: the cached {text!r} has no model.safetensors (minibert reads only "
-                    f"safetensors; the snapshot has: {', '.join(has) or 'nothing'})"
+                    f"{snapshot}: the cached {text!r} has no weights minibert reads "
+                    f"({', '.join(WEIGHT_FILES)}; the snapshot has: {', '.join(has) or 'nothing'})"
                 )
             return snapshot
         looked.append(f"not in the Hugging Face cache ({note})")
@@ -151,24 +174,31 @@ POOLING_FLAGS = {
 }
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MinibertError(f"{path}: cannot read as JSON ({e})") from None
+#: What has been warned about (each warning is printed once per process).
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """``minibert: warning: ...`` on stderr, once per ``key`` in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        print(f"minibert: warning: {message}", file=sys.stderr)
 
 
 def _pooling_mode(path: Path) -> str:
     """1_Pooling/config.json -> "mean" etc.: ``pooling_mode`` (sentence-transformers
     v5+) or the older ``pooling_mode_*_tokens`` flags."""
-    cfg = _read_json(path)
-    if not isinstance(cfg, dict):
-        raise MinibertError(f"{path}: expected a JSON object")
+    cfg = read_json(path, expect=dict, what="pooling config")
     mode = cfg.get("pooling_mode")
     if mode is None:
+        for flag in POOLING_FLAGS:
+            if not isinstance(cfg.get(flag, False), bool):
+                raise MinibertError(f"{path}: {flag} must be true or false, got {cfg[flag]!r:.40}")
         mode = [name for flag, name in POOLING_FLAGS.items() if cfg.get(flag)]
-    modes = [mode] if isinstance(mode, str) else list(mode)
-    if not modes or not all(isinstance(m, str) for m in modes):
+    modes = [mode] if isinstance(mode, str) else mode
+    if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+        raise MinibertError(f"{path}: pooling_mode must be a string or a list of strings, got {mode!r:.40}")
+    if not modes:
         raise MinibertError(f"{path}: names no pooling mode")
     return "+".join(modes)
 
@@ -178,35 +208,54 @@ def sentence_config(model_dir: str | Path) -> SentenceConfig | None:
 
     ``modules.json`` lists the modules (Transformer, Pooling, Normalize, ...);
     without it, a ``1_Pooling/config.json`` alone still gives the pooling.
+    A module's ``path`` must stay inside ``model_dir``. A Pooling folder that
+    modules.json lists but the directory lacks (seen in published models)
+    gives a one-line warning and no pooling: transformers loads such a
+    directory as a plain encoder, and so does minibert.
     """
     model_dir = Path(model_dir)
     modules_path = model_dir / "modules.json"
     pooling_path = None
     normalize = False
     other: list[str] = []
-    if modules_path.is_file():
-        modules = _read_json(modules_path)
-        if not isinstance(modules, list):
-            raise MinibertError(f"{modules_path}: expected a JSON list of modules")
-        for module in modules:
-            kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+    if os.path.lexists(modules_path):
+        modules = read_json(modules_path, expect=list, what="modules.json")
+        for i, module in enumerate(modules):
+            if not isinstance(module, dict):
+                raise MinibertError(f"{modules_path}: module {i} is a {type(module).__name__}, not an object")
+            kind = module.get("type", "")
+            if not isinstance(kind, str):
+                raise MinibertError(f"{modules_path}: module {i}'s type must be a string, got {kind!r:.40}")
             name = kind.rsplit(".", 1)[-1]
+            folder = inside(model_dir, module.get("path", "1_Pooling" if name == "Pooling" else ""),
+                            f"{modules_path}: module {i}'s path")  # fmt: skip
             if name == "Pooling":
-                pooling_path = model_dir / module.get("path", "1_Pooling") / "config.json"
+                pooling_path = folder / "config.json"
+                if not os.path.lexists(pooling_path):
+                    warn_once(
+                        str(model_dir),
+                        f"{modules_path} lists a Pooling module in {module.get('path')!r}, which {model_dir} "
+                        "does not have: no sentence pooling (--pool auto means none)",
+                    )
+                    pooling_path = None
             elif name == "Normalize":
                 normalize = True
             elif name != "Transformer":
                 other.append(kind or repr(module))
-    elif (model_dir / "1_Pooling" / "config.json").is_file():
+    elif os.path.lexists(model_dir / "1_Pooling" / "config.json"):
         pooling_path = model_dir / "1_Pooling" / "config.json"
     else:
         return None
     pooling = _pooling_mode(pooling_path) if pooling_path is not None else None
     st_path = model_dir / "sentence_bert_config.json"
-    st = _read_json(st_path) if st_path.is_file() else {}
-    max_len = st.get("max_seq_length") if isinstance(st, dict) else None
+    has_st = os.path.lexists(st_path)
+    st = read_json(st_path, expect=dict, what="sentence_bert_config.json") if has_st else {}
+    max_len = st.get("max_seq_length")
     if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 2):
-        raise MinibertError(f"{st_path}: max_seq_length must be an integer >= 2, got {max_len!r}")
-    lower = bool(st.get("do_lower_case", False)) if isinstance(st, dict) else False
-    read = [p for p in (modules_path, pooling_path, st_path) if p is not None and p.is_file()]
+        raise MinibertError(f"{st_path}: max_seq_length must be an integer >= 2, got {max_len!r:.40}")
+    lower = st.get("do_lower_case", False)
+    if not isinstance(lower, bool):
+        raise MinibertError(f"{st_path}: do_lower_case must be true or false, got {lower!r:.40}")
+    read = [p for p, there in ((modules_path, os.path.lexists(modules_path)), (pooling_path, True),
+                               (st_path, has_st)) if p is not None and there]  # fmt: skip
     return SentenceConfig(pooling, normalize, max_len, lower, tuple(other), tuple(read))

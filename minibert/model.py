@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from . import fast, hub, ops
+from .checkpoint import open_checkpoint
 from .config import Config
 from .errors import MinibertError
 from .hub import SentenceConfig
 from .tokenizer import Batch, Tokenizer
-from .weights import Weights, load_weights
+from .weights import Weights, from_checkpoint
 
 DTYPES = ("float32", "float64")
 #: Ways to run the encoder: "fast" (:mod:`minibert.fast`, the default) or
@@ -280,11 +281,18 @@ def default_model_dir() -> Path:
 def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
     """Load a model in ``dtype`` ("float32" or "float64").
 
-    ``path``: a model directory (config.json, model.safetensors,
-    tokenizer.json or vocab.txt), the short name of one in ``weights/``, or a
-    Hugging Face repo id already in the local Hugging Face cache (see
+    ``path``: a model directory (config.json; model.safetensors, or
+    pytorch_model.bin read without torch, or either sharded; tokenizer.json
+    or vocab.txt), the short name of one in ``weights/``, or a Hugging Face
+    repo id already in the local Hugging Face cache (see
     :func:`minibert.hub.resolve`; nothing is downloaded). With no path, the
     default model all-MiniLM-L6-v2 from ``weights/``.
+
+    Every file is checked before anything large is allocated: config.json,
+    the sentence-transformers files, the tokenizer (against config.json's
+    vocab_size), then each weight tensor's shape and dtype from the
+    checkpoint's header; only then are the encoder's tensors read, each
+    checked to be finite.
     """
     if str(dtype) not in DTYPES:
         raise MinibertError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -294,13 +302,14 @@ def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
             raise MinibertError(f"default model not found at {path}; fetch it with: {FETCH_HINT}")
     path = hub.resolve(path)
     config = Config.from_json(path / "config.json")
-    tokenizer = Tokenizer.from_dir(path, default_pad_id=config.pad_token_id)
-    weights = load_weights(path / "model.safetensors", config, dtype)
     sentence = hub.sentence_config(path)
-    files = (
-        path / "config.json",
-        path / "model.safetensors",
-        *tokenizer.files,
-        *(sentence.files if sentence else ()),
+    tokenizer = Tokenizer.from_dir(
+        path,
+        config.pad_token_id,
+        config.vocab_size,
+        lowercase=sentence is not None and sentence.do_lower_case,
     )
+    with open_checkpoint(path) as checkpoint:
+        weights = from_checkpoint(checkpoint, config, dtype)
+    files = (path / "config.json", *weights.files, *tokenizer.files, *(sentence.files if sentence else ()))
     return Model(config, weights, tokenizer, path, str(dtype), sentence, files)

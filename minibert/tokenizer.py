@@ -8,13 +8,14 @@ accent-stripping that ``tokenizer_config.json`` asks for (as transformers'
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MinibertError
+from .files import read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,27 @@ class Batch:
     text_pairs: list[str | None] = field(default_factory=list)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MinibertError(f"{path}: cannot read as JSON ({e})") from None
+def _library_error(e: Exception) -> str:
+    """The tokenizers library's message on one line (it raises a bare Exception)."""
+    return " ".join(str(e).split())[:300]
+
+
+def _token(cfg: dict, key: str, default: str | None, source: Path) -> str | None:
+    """A special token of tokenizer_config.json: a string, or an AddedToken
+    object ``{"content": ...}`` as transformers saves it."""
+    value = cfg.get(key, default)
+    if isinstance(value, dict):
+        value = value.get("content")
+    if value is not None and not isinstance(value, str):
+        raise MinibertError(f'{source}: {key} must be a string or {{"content": string}}, got {value!r:.40}')
+    return value
+
+
+def _flag(cfg: dict, key: str, default, source: Path, allow_none: bool = False):
+    value = cfg.get(key, default)
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        raise MinibertError(f"{source}: {key} must be true or false, got {value!r:.40}")
+    return value
 
 
 class Tokenizer:
@@ -68,45 +85,82 @@ class Tokenizer:
         backend.no_truncation()  # truncation is set per call (max_length)
 
     @classmethod
-    def from_dir(cls, path: str | Path, default_pad_id: int = 0) -> Tokenizer:
-        """tokenizer.json if present, else vocab.txt (+ tokenizer_config.json)."""
+    def from_dir(
+        cls,
+        path: str | Path,
+        default_pad_id: int = 0,
+        vocab_size: int | None = None,
+        lowercase: bool = False,
+    ) -> Tokenizer:
+        """tokenizer.json if present, else vocab.txt (+ tokenizer_config.json).
+
+        ``vocab_size`` (config.json's): every id the tokenizer can produce
+        must be a row of the embedding table, checked here rather than found
+        as an IndexError mid-corpus. ``lowercase``: sentence-transformers'
+        ``do_lower_case`` (sentence_bert_config.json), applied as a
+        Lowercase normaliser before the model's own, so token offsets still
+        point into the text as given. (sentence-transformers calls Python's
+        ``str.lower()`` on the text first; the two agree except for
+        context-dependent mappings such as a word-final capital sigma.)
+        """
         from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import models, normalizers
 
         path = Path(path)
         cfg_path = path / "tokenizer_config.json"
-        cfg = _read_json(cfg_path) if cfg_path.is_file() else {}
-        if (path / "tokenizer.json").is_file():
+        has_cfg = os.path.lexists(cfg_path)
+        cfg = read_json(cfg_path, expect=dict, what="tokenizer_config.json") if has_cfg else {}
+        if os.path.lexists(path / "tokenizer.json"):
             source = path / "tokenizer.json"
+            text = read_text(source, "tokenizer.json")
             try:
-                backend = HFTokenizer.from_file(str(source))
+                backend = HFTokenizer.from_str(text)
             except Exception as e:  # the library raises bare Exception
-                raise MinibertError(f"{source}: cannot load tokenizer ({e})") from None
-        elif (path / "vocab.txt").is_file():
+                raise MinibertError(f"{source}: cannot load tokenizer ({_library_error(e)})") from None
+        elif os.path.lexists(path / "vocab.txt"):
             from tokenizers.implementations import BertWordPieceTokenizer
 
             source = path / "vocab.txt"
-            lower = cfg.get("do_lower_case", True)
+            read_text(
+                source, "vocab.txt"
+            )  # a clear error (permission, not UTF-8) before the library reads it
+            options = dict(
+                lowercase=_flag(cfg, "do_lower_case", True, cfg_path),
+                strip_accents=_flag(cfg, "strip_accents", None, cfg_path, allow_none=True),
+                handle_chinese_chars=_flag(cfg, "tokenize_chinese_chars", True, cfg_path),
+                **{
+                    f"{name}_token": _token(cfg, f"{name}_token", f"[{name.upper()}]", cfg_path)
+                    for name in ("unk", "sep", "cls", "pad", "mask")
+                },
+            )
             try:
-                backend = BertWordPieceTokenizer(
-                    str(source),
-                    lowercase=lower,
-                    strip_accents=cfg.get("strip_accents"),
-                    handle_chinese_chars=cfg.get("tokenize_chinese_chars", True),
-                    unk_token=cfg.get("unk_token", "[UNK]"),
-                    sep_token=cfg.get("sep_token", "[SEP]"),
-                    cls_token=cfg.get("cls_token", "[CLS]"),
-                    pad_token=cfg.get("pad_token", "[PAD]"),
-                    mask_token=cfg.get("mask_token", "[MASK]"),
-                )._tokenizer
-            except Exception as e:
-                raise MinibertError(f"{source}: cannot build a WordPiece tokenizer ({e})") from None
+                backend = BertWordPieceTokenizer(str(source), **options)._tokenizer
+            except Exception as e:  # the library raises bare Exception
+                raise MinibertError(
+                    f"{source}: cannot build a WordPiece tokenizer ({_library_error(e)})"
+                ) from None
         else:
             raise MinibertError(f"{path}: no tokenizer (neither tokenizer.json nor vocab.txt)")
-        pad_token = cfg.get("pad_token")
-        if isinstance(pad_token, dict):  # AddedToken serialised
-            pad_token = pad_token.get("content")
-        pad_id = backend.token_to_id(pad_token) if isinstance(pad_token, str) else None
-        files = (source, *((cfg_path,) if cfg_path.is_file() else ()))
+        model = backend.model
+        if isinstance(model, models.WordPiece) and backend.token_to_id(model.unk_token) is None:
+            raise MinibertError(
+                f"{source}: the vocabulary has no unknown token {model.unk_token!r:.40}, "
+                "which WordPiece needs for every word it cannot split"
+            )
+        if vocab_size is not None:
+            vocab = backend.get_vocab(with_added_tokens=True)
+            token, top = max(vocab.items(), key=lambda item: item[1], default=("", -1))
+            if top >= vocab_size:
+                raise MinibertError(
+                    f"{source}: token {token!r:.40} has id {top}, beyond config.json's vocab_size "
+                    f"{vocab_size} (is this tokenizer from another model?)"
+                )
+        if lowercase:
+            steps = [normalizers.Lowercase(), *([backend.normalizer] if backend.normalizer else [])]
+            backend.normalizer = normalizers.Sequence(steps)
+        pad_token = _token(cfg, "pad_token", None, cfg_path)
+        pad_id = backend.token_to_id(pad_token) if pad_token is not None else None
+        files = (source, *((cfg_path,) if has_cfg else ()))
         return cls(backend, default_pad_id if pad_id is None else pad_id, str(source), files)
 
     def __call__(

@@ -1,14 +1,17 @@
-"""model.safetensors -> Weights: the only module that knows checkpoint tensor names.
+"""A checkpoint -> Weights: the only module that knows checkpoint tensor names.
 
 Loading goes in three steps:
 
-1. read every tensor with the safetensors library (bfloat16, which NumPy lacks,
-   is decoded here from its raw bytes);
+1. open the weights file lazily (:mod:`minibert.checkpoint`: safetensors,
+   PyTorch's pytorch_model.bin read without torch, or shards): names, stored
+   dtypes and shapes, no data yet;
 2. normalise names with one rename table: strip a task-head prefix such as
    ``bert.``, and map TF-era ``LayerNorm.gamma``/``beta`` to ``weight``/``bias``;
-3. pick each tensor the encoder needs, check its shape against config.json,
-   and transpose ``Linear`` weights from PyTorch's ``(out, in)`` to the
-   ``(in, out)`` the formulas use (``x @ W + b``) once, here.
+3. pick each tensor the encoder needs and check its shape and dtype against
+   config.json, all before reading any; then read each one, convert it,
+   transpose ``Linear`` weights from PyTorch's ``(out, in)`` to the
+   ``(in, out)`` the formulas use (``x @ W + b``) once, here, and refuse NaN
+   or infinity, naming the tensor.
 
 Every family of BERT encoders stores the same tensors under its own names:
 :data:`NAME_TABLES` has one :class:`NameTable` per family (see
@@ -17,20 +20,21 @@ docs/families.md). ALBERT stores fewer distinct layers than it runs: its
 which one each step of the encoder uses.
 
 Tensors that belong to no part of the encoder (the pooler, MLM and NSP heads)
-are not loaded into :class:`Weights`; their names are kept in
+are never read; their names are kept in
 ``Weights.ignored`` so ``minibert inspect`` can list them.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import FLOATS, Checkpoint, InMemory, Safetensors, describe, open_checkpoint, open_file
 from .config import Config
 from .errors import MinibertError
 from .ops import sinusoidal_positions
@@ -165,6 +169,18 @@ NAME_TABLES = {
 #: Names that are not parameters at all (buffers some checkpoints carry).
 BUFFERS = re.compile(r"(^|\.)position_ids$")
 
+#: The longest sinusoidal position table computed when a DistilBERT checkpoint
+#: has none (transformers' DistilBERT has 512): a bound on what config.json
+#: alone can make minibert allocate.
+MAX_COMPUTED_POSITIONS = 1 << 16
+
+
+def _distinct_layer_keys(config: Config) -> Iterator[dict[str, int]]:
+    if config.family == "albert":
+        G, inner = config.num_hidden_groups, config.inner_group_num
+        return ({"g": g, "j": j} for g in range(G) for j in range(inner))
+    return ({"i": i} for i in range(config.num_hidden_layers))
+
 
 def distinct_layers(config: Config) -> list[dict[str, int]]:
     """The name-template keys of each distinct layer the checkpoint stores.
@@ -172,10 +188,7 @@ def distinct_layers(config: Config) -> list[dict[str, int]]:
     BERT and most families: one per encoder layer, ``{"i": i}``. ALBERT:
     ``num_hidden_groups`` groups of ``inner_group_num`` layers, ``{"g": g, "j": j}``.
     """
-    if config.family == "albert":
-        G, inner = config.num_hidden_groups, config.inner_group_num
-        return [{"g": g, "j": j} for g in range(G) for j in range(inner)]
-    return [{"i": i} for i in range(config.num_hidden_layers)]
+    return list(_distinct_layer_keys(config))
 
 
 def layer_map(config: Config) -> tuple[int, ...]:
@@ -240,7 +253,8 @@ class Weights:
     (``"embeddings.word"``, ``"layer.0.W_q"``) to the checkpoint tensor it came
     from; ``ignored`` lists checkpoint tensors the encoder does not use;
     ``checkpoint_shapes`` and ``source_dtypes`` describe every tensor of the
-    file as stored.
+    file as stored; ``format`` says what the weights file was (safetensors,
+    PyTorch zip or legacy, sharded) and ``files`` every file read for them.
     """
 
     embeddings: EmbeddingWeights
@@ -250,6 +264,8 @@ class Weights:
     checkpoint_shapes: dict
     source_dtypes: dict
     layer_map: tuple[int, ...] = ()
+    format: str = ""
+    files: tuple[Path, ...] = ()
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter count per part: embeddings, each distinct layer, total."""
@@ -291,123 +307,117 @@ def canonical_name(name: str, prefixes: tuple[str, ...] = PREFIXES) -> str:
     return name
 
 
-def _decode_bfloat16(raw: bytes, shape: list[int]) -> np.ndarray:
-    """bfloat16 bytes -> float32, exactly: bfloat16 is the top 16 bits of a float32."""
-    u16 = np.frombuffer(raw, dtype="<u2")
-    return (u16.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-
-
-def _read_bfloat16(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Decode bfloat16 tensors from the file's raw bytes (NumPy has no bfloat16).
-
-    Layout: 8-byte little-endian header length n, n bytes of JSON header
-    giving each tensor's ``data_offsets``, then the data. Only called after
-    the safetensors library has validated the file.
-    """
-    out = {}
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        for name in names:
-            start, end = header[name]["data_offsets"]
-            f.seek(8 + n + start)
-            out[name] = _decode_bfloat16(f.read(end - start), header[name]["shape"])
-    return out
-
-
 def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Every tensor of a safetensors file as NumPy, and each one's stored dtype.
 
-    A missing, truncated or inconsistent file is a :class:`MinibertError`
-    naming the file. bfloat16 tensors come back as float32 (exactly).
+    Floating-point tensors are decoded (bfloat16 to float32, exactly); others
+    come back as stored. A bad file is a :class:`MinibertError` naming it.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise MinibertError(f"{path}: model.safetensors not found")
-    tensors, dtypes = {}, {}
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            for name in f.keys():
-                dtypes[name] = f.get_slice(name).get_dtype()
-                if dtypes[name] != "BF16":
-                    tensors[name] = f.get_tensor(name)
-    except SafetensorError as e:
-        raise MinibertError(f"{path}: not a valid safetensors file ({e})") from None
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot read ({e})") from None
-    tensors |= _read_bfloat16(path, [k for k, v in dtypes.items() if v == "BF16"])
-    return tensors, dtypes
+    with Safetensors(path) as f:
+        tensors = {n: f.read(n) if i.dtype in FLOATS else f.read_stored(n) for n, i in f.tensors.items()}
+        return tensors, {name: info.dtype for name, info in f.tensors.items()}
 
 
 def from_tensors(
-    tensors: dict[str, np.ndarray],
-    config: Config,
-    dtype: str | np.dtype = "float32",
-    source: str = "model.safetensors",
-    source_dtypes: dict | None = None,
+    tensors: dict[str, np.ndarray], config: Config, dtype: str | np.dtype = "float32", source: str = "arrays"
 ) -> Weights:
-    """Pick, check, convert and transpose the encoder's tensors.
+    """:func:`from_checkpoint` for arrays already in memory (models built in code, tests)."""
+    return from_checkpoint(InMemory(tensors, source), config, dtype)
 
-    The names come from the family's :class:`NameTable`. Raises
-    :class:`MinibertError` naming the tensor for a missing tensor, a
-    duplicate (e.g. both ``bert.x`` and ``x``), a shape that contradicts
-    config.json, or encoder layers config.json does not have.
+
+def _check_finite(t: np.ndarray, name: str, source: Path) -> None:
+    """Refuse NaN and infinity, naming the tensor and the first bad index.
+
+    One pass with no temporary array: a sum in float64 is finite exactly when
+    every element is (a float32 or float16 sum cannot overflow float64); only
+    a float64 tensor of huge finite values can overflow it, and the blockwise
+    look that follows then finds nothing and lets it pass.
     """
-    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(t, dtype=np.float64)):
+            return
+    flat = t.reshape(-1)
+    block = 1 << 20
+    for start in range(0, flat.size, block):
+        bad = np.flatnonzero(~np.isfinite(flat[start : start + block]))
+        if bad.size:
+            at = tuple(int(i) for i in np.unravel_index(start + int(bad[0]), t.shape))
+            raise MinibertError(
+                f"{source}: tensor {name!r} holds {flat[start + bad[0]]} at index {at} "
+                "(weights must be finite numbers)"
+            )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to read: (slot, checkpoint name, transpose) per tensor, the embedding
+    slots that come from the file, and how many distinct layers."""
+
+    reads: tuple[tuple[str, str, bool], ...]
+    embeddings: tuple[str, ...]
+    num_layers: int
+    ignored: tuple[str, ...]
+
+
+def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
+    """Every tensor the encoder needs, checked from the header alone: present
+    (and not twice), the shape config.json implies, floating point; and no
+    encoder layer config.json lacks. Layers are walked only while the
+    checkpoint has them, so an absurd ``num_hidden_layers`` stops at the first
+    missing layer at once."""
     table = NAME_TABLES[config.family]
+    infos = checkpoint.tensors
     by_name: dict[str, str] = {}  # canonical -> checkpoint name
-    for name in tensors:
+    for name in infos:
         canon = canonical_name(name, table.prefixes)
         if canon in by_name:
-            raise MinibertError(f"{source}: tensors {by_name[canon]!r} and {name!r} are the same parameter")
+            raise MinibertError(
+                f"{infos[name].file}: tensors {by_name[canon]!r} and {name!r} are the same parameter"
+            )
         by_name[canon] = name
     emb_shapes, layer_shapes = _expected_shapes(config)
-    used: set[str] = set()
-    names: dict[str, str] = {}
+    reads: list[tuple[str, str, bool]] = []
 
-    def take(canon: str, expected: tuple, transpose: bool, slot: str) -> np.ndarray:
+    def want(canon: str, expected: tuple, transpose: bool, slot: str) -> None:
         if canon not in by_name:
-            raise MinibertError(f"{source}: missing tensor {canon!r} (config.json expects shape {expected})")
-        name = by_name[canon]
-        t = tensors[name]
-        if tuple(t.shape) != expected:
             raise MinibertError(
-                f"{source}: tensor {name!r} has shape {tuple(t.shape)}, config.json expects {expected}"
+                f"{checkpoint.path}: missing tensor {canon!r} (config.json expects shape {expected})"
             )
-        if not np.issubdtype(t.dtype, np.floating):
-            raise MinibertError(f"{source}: tensor {name!r} has dtype {t.dtype}, expected floating point")
-        used.add(canon)
-        names[slot] = name
-        t = t.T if transpose else t
-        return np.ascontiguousarray(t, dtype=dtype)
+        name = by_name[canon]
+        info = infos[name]
+        if info.shape != expected:
+            raise MinibertError(
+                f"{info.file}: tensor {name!r} has shape {info.shape}, config.json expects {expected}"
+            )
+        if info.dtype not in FLOATS:
+            raise MinibertError(
+                f"{info.file}: tensor {name!r} has dtype {describe(info.dtype)}, expected floating point "
+                f"({', '.join(FLOATS)})"
+            )
+        reads.append((slot, name, transpose))
 
     emb_names = dict(table.embeddings)
     if config.sinusoidal_pos_embds and emb_names["position"] not in by_name:
         # DistilBERT computes a missing sin/cos table rather than loading it
         emb_names.pop("position")
+        if config.max_position_embeddings > MAX_COMPUTED_POSITIONS:
+            raise MinibertError(
+                f"config.json: max_position_embeddings {config.max_position_embeddings} is too many to "
+                f"compute a sinusoidal table for (at most {MAX_COMPUTED_POSITIONS}; the checkpoint has none)"
+            )
     # The E -> H projection: required when E != H, used whenever the checkpoint has it.
     if config.embedding_size != config.hidden_size or table.projection.get("W_proj") in by_name:
         emb_names |= table.projection
-    emb = {
-        k: take(name, emb_shapes[k], k.startswith("W_"), f"embeddings.{k}") for k, name in emb_names.items()
-    }
-    if "position" not in emb:
-        emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
-    emb.setdefault("token_type", None)
-    layers = []
-    for k, keys in enumerate(distinct_layers(config)):
-        layers.append(
-            LayerWeights(
-                **{
-                    slot: take(table.layer[slot].format(**keys), layer_shapes[slot], slot.startswith("W_"),
-                               f"layer.{k}.{slot}")
-                    for slot in layer_shapes
-                }
-            )
-        )  # fmt: skip
-    known = {tuple(keys.values()) for keys in distinct_layers(config)}
+    for k, name in emb_names.items():
+        want(name, emb_shapes[k], k.startswith("W_"), f"embeddings.{k}")
+    known = set()
+    for k, keys in enumerate(_distinct_layer_keys(config)):
+        for slot, shape in layer_shapes.items():
+            want(table.layer[slot].format(**keys), shape, slot.startswith("W_"), f"layer.{k}.{slot}")
+        known.add(tuple(keys.values()))
     found = {tuple(int(g) for g in m.groups()) for c in by_name if (m := re.match(table.layer_id, c))}
     if extra := sorted(found - known):
         where = (
@@ -416,16 +426,50 @@ def from_tensors(
             else f"num_hidden_layers={config.num_hidden_layers}"
         )
         extra = [e[0] if len(e) == 1 else e for e in extra]
-        raise MinibertError(f"{source}: has encoder layer(s) {extra} but config.json says {where}")
+        raise MinibertError(f"{checkpoint.path}: has encoder layer(s) {extra} but config.json says {where}")
+    used = {canonical_name(name, table.prefixes) for _, name, _ in reads}
     ignored = tuple(sorted(by_name[c] for c in by_name if c not in used and not BUFFERS.search(c)))
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    return _Plan(tuple(reads), tuple(emb_names), len(known), ignored)
+
+
+def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtype = "float32") -> Weights:
+    """Check (:func:`_plan`, from the header alone), then read, convert and
+    transpose the encoder's tensors.
+
+    Each used tensor is read, converted to ``dtype``, checked to be finite,
+    transposed if it is a ``Linear`` weight, and its raw copy dropped before
+    the next is read: the weights are held once (plus one tensor in flight).
+    Tensors the encoder does not use are never read.
+    """
+    dtype = np.dtype(dtype)
+    plan = _plan(checkpoint, config)
+    infos = checkpoint.tensors
+    values: dict[str, np.ndarray] = {}
+    for slot, name, transpose in plan.reads:
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: refused just below
+            t = checkpoint.read(name).astype(dtype, copy=False)
+        _check_finite(t, name, infos[name].file)  # before the transpose: indices as in the file
+        values[slot] = np.ascontiguousarray(t.T) if transpose else t
+    emb = {k: values.pop(f"embeddings.{k}") for k in plan.embeddings}
+    if "position" not in emb:
+        emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
+    emb.setdefault("token_type", None)
+    slots = [f.name for f in fields(LayerWeights)]
+    layers = tuple(
+        LayerWeights(**{slot: values.pop(f"layer.{k}.{slot}") for slot in slots})
+        for k in range(plan.num_layers)
+    )
     return Weights(
-        EmbeddingWeights(**emb), tuple(layers), names, ignored, shapes, dict(source_dtypes or {}),
-        layer_map(config),
+        EmbeddingWeights(**emb), layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
+        {name: info.shape for name, info in infos.items()},
+        {name: info.dtype for name, info in infos.items()},
+        layer_map(config), checkpoint.format, checkpoint.files,
     )  # fmt: skip
 
 
 def load_weights(path: str | Path, config: Config, dtype: str | np.dtype = "float32") -> Weights:
-    """Read model.safetensors and check every tensor against ``config``."""
-    tensors, dtypes = read_safetensors(path)
-    return from_tensors(tensors, config, dtype, source=str(path), source_dtypes=dtypes)
+    """Read a weights file (any of :data:`minibert.checkpoint.WEIGHT_FILES`),
+    or a model directory's, and check every tensor against ``config``."""
+    path = Path(path)
+    with open_checkpoint(path) if path.is_dir() else open_file(path) as checkpoint:
+        return from_checkpoint(checkpoint, config, dtype)

@@ -69,9 +69,9 @@ def test_without_the_256_limit_the_long_text_differs(real_model, reference):
     assert np.abs(got[0] - reference["embeddings"][long]).max() > 1e-3
 
 
-def test_extract_pool_auto_normalize_equals_sentence_transformers(real_model_dir, reference, tmp_path):
-    """The CLI path: ``--pool auto`` reads the model's own pooling and its
-    256-token limit, ``--normalize`` its Normalize module."""
+def test_extract_pool_auto_equals_sentence_transformers(real_model_dir, reference, tmp_path):
+    """The CLI path: ``--pool auto`` reads the model's own pooling, its
+    256-token limit and its Normalize module (no ``--normalize`` needed)."""
     from minibert import open_output
     from minibert.cli import main
 
@@ -79,9 +79,9 @@ def test_extract_pool_auto_normalize_equals_sentence_transformers(real_model_dir
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in reference["texts"]), encoding="utf-8")
     out = tmp_path / "sentences.npz"
     args = ["extract", "--model", str(real_model_dir), str(src), "-o", str(out), "--layers", "-1"]
-    assert main([*args, "--pool", "auto", "--normalize", "--quiet"]) == 0
+    assert main([*args, "--pool", "auto", "--quiet"]) == 0
     o = open_output(out)
-    assert o.settings["pool"] == "mean" and o.settings["max_length"] == 256
+    assert o.settings["pool"] == "mean" and o.settings["max_length"] == 256 and o.settings["normalize"]
     got = np.stack([o.vectors(n, -1) for n in range(o.num_texts)])
     # sentence-transformers' own encode: 2.4e-7 observed
     assert_allclose(got, reference["embeddings"], rtol=0, atol=1e-5)
@@ -94,3 +94,43 @@ def test_normalize_needs_a_pool(real_model_dir, tmp_path):
     src.write_text("x\n", encoding="utf-8")
     args = ["extract", "--model", str(real_model_dir), str(src), "-o", str(tmp_path / "o.npz")]
     assert main([*args, "--pool", "none", "--normalize"]) == 2
+
+
+TINY = Path(__file__).resolve().parent / "data" / "tiny-bert"
+
+
+@pytest.mark.parametrize("modules", ["Pooling", "Pooling + Normalize"])
+def test_pool_auto_follows_the_normalize_module(tmp_path, modules):
+    """Without a Normalize module ``--pool auto`` gives the plain mean; with one, the mean / its
+    L2 norm -- recomputed here in float64 from the model's last hidden state."""
+    import shutil
+
+    import minibert
+    from minibert import open_output
+    from minibert.cli import main
+
+    d = tmp_path / "model"
+    shutil.copytree(TINY, d)
+    listed = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if "Normalize" in modules:
+        listed.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
+    (d / "modules.json").write_text(json.dumps(listed))
+    (d / "1_Pooling").mkdir()
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    texts = ["Hello world!", "How old are you?"]
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "o.npz"
+    assert main(["extract", "--model", str(d), str(src), "-o", str(out), "--layers", "-1", "--quiet"]) == 0
+    o = open_output(out)
+    model = minibert.load(d, "float64")
+    for n, text in enumerate(texts):
+        mean = model.encode([text]).hidden_states[-1][0].mean(axis=0)
+        want = mean / np.linalg.norm(mean) if "Normalize" in modules else mean
+        assert_allclose(o.vectors(n, -1), want, rtol=0, atol=1e-6)  # float32 vs float64: observed 2e-7
+    assert o.settings["normalize"] == ("Normalize" in modules)

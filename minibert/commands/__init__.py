@@ -5,7 +5,7 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import check_article, explain, extract, inspect, plot, summary, verify
+from . import check_article, convert, explain, extract, inspect, plot, summary, verify
 
 REGISTRY = [
     extract.add_parser,
@@ -15,4 +15,5 @@ REGISTRY = [
     explain.add_parser,
     check_article.add_parser,
     plot.add_parser,
+    convert.add_parser,
 ]

@@ -220,7 +220,9 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_pool(model, args: argparse.Namespace) -> tuple[str, int | None]:
     """``--pool auto`` -> the model's own sentence-transformers pooling and
-    its max_seq_length (unless --max-length is given), or none."""
+    its max_seq_length (unless --max-length is given), or none. When the
+    model's modules.json has a Normalize module, ``--pool auto`` also sets
+    ``args.normalize``, as sentence-transformers' ``encode`` normalises."""
     if args.pool != "auto":
         return args.pool, args.max_length
     sentence = model.sentence
@@ -237,6 +239,7 @@ def resolve_pool(model, args: argparse.Namespace) -> tuple[str, int | None]:
             "minibert's pooled vectors stop before it",
             file=sys.stderr,
         )
+    args.normalize = args.normalize or sentence.normalize
     max_length = args.max_length
     if max_length is None and sentence.max_seq_length:
         max_length = min(sentence.max_seq_length, model.max_length)

@@ -1,5 +1,6 @@
-"""``minibert inspect``: config, parameters per part, tensor names and shapes,
-tensors the encoder ignores."""
+"""``minibert inspect``: which weights file was read and its format, config
+(and what was assumed for keys it lacks), parameters per part, tensor names
+and shapes, tensors the encoder ignores."""
 
 from __future__ import annotations
 
@@ -19,9 +20,14 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     model = load(args.model, args.dtype)
     print(f"model: {model.path}")
+    weights = model.weights
+    print(f"weights: {weights.files[0]} ({weights.format})")
     print("config:")
     for key, value in asdict(model.config).items():
-        print(f"  {key:<26} {value}")
+        if key != "notes":
+            print(f"  {key:<26} {value}")
+    for note in model.config.notes:
+        print(f"note: {note}")
     layer_map = model.weights.layer_map
     if layer_map != tuple(range(len(layer_map))):  # ALBERT: shared layers
         print("layer sharing: " + ", ".join(f"step {i + 1} runs layer.{k}" for i, k in enumerate(layer_map)))

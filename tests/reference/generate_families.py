@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from provenance import sha256, versions  # noqa: E402  (this folder, on the script's path)
+from provenance import sha256, size_check, versions  # noqa: E402  (this folder, on the script's path)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -499,12 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         written += [run_reference(spec, path, dtype, common) for dtype in spec.dtypes]
         size = sum(f.stat().st_size for f in path.iterdir())
         print(f"{spec.name:<24} {size:>8,} bytes of model   {spec.note}")
-    total = sum(f.stat().st_size for f in written)
-    print(f"{len(written)} files, {total:,} bytes")
-    if total > MAX_BYTES:
-        print(f"error: more than {MAX_BYTES:,} bytes", file=sys.stderr)
-        return 1
-    return 0
+    return size_check(written, MAX_BYTES)
 
 
 if __name__ == "__main__":

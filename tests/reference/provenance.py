@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,14 @@ def versions() -> dict:
         "tokenizers": tokenizers.__version__,
         "safetensors": safetensors.__version__,
     }
+
+
+def size_check(written: list[Path], limit: int) -> int:
+    """Print what a generator wrote; exit status 1 when it is more than ``limit`` bytes
+    (committed fixtures must stay small)."""
+    total = sum(p.stat().st_size for p in written)
+    print(f"{len(written)} files, {total:,} bytes")
+    if total > limit:
+        print(f"error: more than {limit:,} bytes", file=sys.stderr)
+        return 1
+    return 0
