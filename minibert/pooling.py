@@ -56,16 +56,18 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, how: str) -> np.ndarray
 
     hidden: (B, S, H), attention_mask: (B, S) of 1/0 -> (B, H).
     cls: the first token ([CLS] / <s>); mean: average over real tokens;
-    max: element-wise maximum over real tokens. The input is not modified.
+    max: element-wise maximum over real tokens. The input is not modified,
+    and no (B, S, H) temporary is made (reductions with ``where=``): for a
+    windowed text of a million tokens that is gigabytes.
     """
     if how == "cls":
         return hidden[:, 0]
     m = attention_mask.astype(bool)[:, :, None]  # (B, S) -> (B, S, 1)
     if how == "mean":
         count = np.maximum(m.sum(axis=1), 1).astype(hidden.dtype)  # (B, 1)
-        return np.where(m, hidden, 0).sum(axis=1) / count
+        return hidden.sum(axis=1, where=m) / count
     if how == "max":
-        return np.where(m, hidden, -np.inf).max(axis=1).astype(hidden.dtype)
+        return hidden.max(axis=1, where=m, initial=-np.inf).astype(hidden.dtype)
     raise MinibertError(f"unknown pooling {how!r} (choose from {', '.join(POOLS[1:])})")
 
 

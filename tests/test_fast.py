@@ -352,33 +352,37 @@ def blas_threads_now() -> int:
 
 
 def test_threads_are_honoured(tiny_model, monkeypatch):
-    """threads=n: n threads run the batch's units with a one-thread BLAS; a batch
-    that is one unit runs on an n-thread BLAS; the BLAS setting is restored."""
+    """threads=n: the batch's units run on n threads at once, each with a one-thread
+    BLAS; a batch that is one unit runs on an n-thread BLAS; the BLAS setting is
+    restored afterwards."""
     pytest.importorskip("threadpoolctl")
     n = tiny_model.tokenize("one text").num_tokens[0]
     monkeypatch.setattr(fast, "UNIT_TOKENS", 2 * n)  # 4 texts: 2 units
     seen = []
+    together = threading.Barrier(2, timeout=30)  # breaks unless two units run at the same time
     real_encode = fast._encode
 
     def spy(*args):
         seen.append((threading.get_ident(), blas_threads_now(), args[-2:]))
+        if wait:
+            together.wait()
         return real_encode(*args)
 
     monkeypatch.setattr(fast, "_encode", spy)
     before = blas_threads_now()
     model = variant(tiny_model, "fast", threads=2)
+    wait = True
     model.encode(["one text"] * 4)
     assert sorted(u for _, _, u in seen) == [(0, 2), (2, 4)]
     assert len({t for t, _, _ in seen}) == 2 and all(n == 1 for _, n, _ in seen)
+    wait = False
     seen.clear()
     model.encode(["one text"])
     assert seen == [(threading.get_ident(), 2, (0, 1))]
     seen.clear()
     variant(tiny_model, "fast", threads=1).encode(["one text"] * 4)
-    assert [(t, n, u) for t, n, u in seen] == [
-        (threading.get_ident(), 1, (0, 2)),
-        (threading.get_ident(), 1, (2, 4)),
-    ]
+    me = threading.get_ident()
+    assert seen == [(me, 1, (0, 2)), (me, 1, (2, 4))]
     assert blas_threads_now() == before
     seen.clear()
     variant(tiny_model, "plain", threads=1).encode(["one text"] * 4)
@@ -393,16 +397,17 @@ def test_threads_none_follows_the_blas_setting(tiny_model, monkeypatch):
 
     monkeypatch.setattr(fast, "UNIT_TOKENS", 2 * tiny_model.tokenize("one text").num_tokens[0])
     calls = []
-    real_encode = fast._encode
-    monkeypatch.setattr(fast, "_encode", lambda *a: calls.append(threading.get_ident()) or real_encode(*a))
+    real_run = fast._run_on_threads
+    monkeypatch.setattr(
+        fast, "_run_on_threads", lambda run, todo, n: calls.append(n) or real_run(run, todo, n)
+    )
     model = variant(tiny_model, "fast", threads=None)
     with threadpool_limits(limits=1, user_api="blas"):
         model.encode(["one text"] * 4)
-    assert calls == [threading.get_ident()] * 2
-    calls.clear()
+    assert calls == []  # one thread: the units one after another
     with threadpool_limits(limits=2, user_api="blas"):
         model.encode(["one text"] * 4)
-    assert len(calls) == 2 and len(set(calls)) == 2
+    assert calls == [2]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
@@ -517,26 +522,6 @@ def cached_random_model(dtype: str) -> Model:
     return _MODELS[dtype]
 
 
-# Observed over 300 examples: float32 at most 6e-7 relative, float64 1e-15.
-@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    lengths=st.lists(st.one_of(st.integers(1, 512), st.integers(140, 260)), min_size=1, max_size=5),
-    dtype=st.sampled_from(["float32", "float64"]),
-)
-def test_random_batch_compositions_fast_equals_plain(lengths, dtype):
-    """Any mix of lengths 1-512 (biased to 140-260, where the scratch bug
-    lived), at 1 and 2 threads: fast == plain to rounding, padding 0."""
-    pytest.importorskip("threadpoolctl")
-    model = cached_random_model(dtype)
-    batch = id_batch(lengths, seed=len(lengths))
-    rtol = 1e-5 if dtype == "float32" else 1e-12
-    for threads in (1, 2):
-        check_batch_fast_equals_plain(model, batch, threads, rtol)
-
-
-# --------------------------------------------------------------------------- thread count and the bits
-
-
 def with_types(batch, seed: int):
     """The batch with random token type ids 0/1 at its real tokens (pairs' second segments)."""
     rng = np.random.default_rng(seed)
@@ -544,48 +529,58 @@ def with_types(batch, seed: int):
     return replace(batch, token_type_ids=types)
 
 
-def hidden_at_threads(model: Model, batch, threads: int) -> tuple[np.ndarray, ...]:
-    return variant(model, "fast", threads).forward(batch).hidden_states
-
-
-# Issue 9: 1 and 2 threads differed by up to 8.9e-7 (float32) on [10, 10], [1, 1], [2, 2], [3, 5] at
+# Fast vs plain observed over 300 examples: float32 at most 6e-7 relative, float64 1e-15.
+# Issue 9: 1 and 2 threads differed by up to 8.9e-7 (float32) on [10, 10], [1, 1], [2, 2]; [3, 5] at
 # 3 threads: the texts were cut into one group per thread, and a row of a BLAS product rounds
-# differently with the number of rows. Units now depend on the batch alone.
+# differently with the number of rows. Units now depend on the batch alone (this failed before).
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    lengths=st.lists(st.one_of(st.integers(1, 24), st.integers(1, 512)), min_size=1, max_size=8),
+    lengths=st.lists(
+        st.one_of(st.integers(1, 512), st.integers(140, 260), st.integers(1, 24)), min_size=1, max_size=6
+    ),
     dtype=st.sampled_from(["float32", "float64"]),
     seed=st.integers(0, 2**16),
 )
-def test_thread_count_does_not_change_a_bit(lengths, dtype, seed):
-    """1, 2 and 3 threads give the same bits, for any mix of lengths 1-512, with
-    token type ids, in float32 and float64."""
+def test_random_batch_compositions_fast_equals_plain_at_any_thread_count(lengths, dtype, seed):
+    """Any mix of lengths 1-512 (biased to 140-260, where the scratch bug lived, and
+    to short texts), with token type ids, float32 and float64: fast == plain to
+    rounding with padding 0, and 1, 2 and 3 threads give the same bits."""
     pytest.importorskip("threadpoolctl")
     model = cached_random_model(dtype)
     batch = with_types(id_batch(lengths, seed=seed), seed)
-    one = hidden_at_threads(model, batch, 1)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    one = check_batch_fast_equals_plain(model, batch, 1, rtol)
     for n in (2, 3):
         for i, (a, b) in enumerate(zip(one, hidden_at_threads(model, batch, n), strict=True)):
             assert_array_equal(b, a, err_msg=f"hidden_states[{i}], lengths {lengths}, {n} threads vs 1")
+
+
+# --------------------------------------------------------------------------- thread count and the bits
+
+
+def hidden_at_threads(model: Model, batch, threads: int) -> tuple[np.ndarray, ...]:
+    return variant(model, "fast", threads).forward(batch).hidden_states
 
 
 @pytest.mark.real
 def test_thread_count_does_not_change_a_bit_real(real_model):
     """The real model, where the products are large enough for OpenBLAS to use its
     own threads: one short text (one unit, run on an n-thread BLAS), one long text,
-    and a batch of many units (run on n threads with a one-thread BLAS)."""
+    and a batch of several units (run on n threads with a one-thread BLAS). 1 and 2
+    threads only: a 3-thread OpenBLAS on this 2-core machine crawls (4 s for one
+    text), and test_blas_gives_the_same_bits_at_any_thread_count covers 3."""
     pytest.importorskip("threadpoolctl")
     long = "The river rose against the old stone steps of the town. " * 40
     batches = [
         real_model.tokenize(["The quick brown fox jumps over the lazy dog."]),
         real_model.tokenize([long], max_length=300),
-        real_model.tokenize([long[: 40 + 97 * k] for k in range(14)], max_length=256),
+        real_model.tokenize([long[: 300 + 97 * k] for k in range(7)], max_length=128),
         real_model.tokenize(["first segment", "x"] * 3, ["a second segment here", "y"] * 3),
     ]
-    assert len(fast.units(batches[2].attention_mask.sum(axis=1))) >= 3
+    assert len(fast.units(batches[2].attention_mask.sum(axis=1))) >= 2
     for batch in batches:
         one = hidden_at_threads(real_model, batch, 1)
-        for n in (2, 3):
+        for n in (2,):
             for i, (a, b) in enumerate(zip(one, hidden_at_threads(real_model, batch, n), strict=True)):
                 assert_array_equal(b, a, err_msg=f"hidden_states[{i}], {batch.input_ids.shape}, {n} threads")
 
@@ -598,29 +593,33 @@ def test_blas_gives_the_same_bits_at_any_thread_count():
     this test says so. (OpenBLAS's matrix-vector product does not keep it, e.g. (300,
     1536) @ (1536,) at 2 threads: so the fast path sums rows with einsum, not with a
     product with ones.)"""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
+    controller = ThreadpoolController()
     rng = np.random.default_rng(0)
     H, I, d = 384, 1536, 32
+    cases = []
     for dtype in (np.float32, np.float64):
         for K, N in [(H, 3 * H), (H, H), (H, I), (I, H)]:
             W = rng.standard_normal((K, N)).astype(dtype)
-            for M in (1, 2, 7, 12, 64, 300, 700):
-                X = rng.standard_normal((M, K)).astype(dtype)
-                results = []
-                for n in (1, 2, 3):
-                    with threadpool_limits(limits=n, user_api="blas"):
-                        results.append(X @ W)
-                for r in results[1:]:
-                    assert_array_equal(r, results[0], err_msg=f"({M}, {K}) @ ({K}, {N}) {dtype.__name__}")
+            for M in (1, 2, 7, 12, 300, 700):
+                cases.append(
+                    (
+                        f"({M}, {K}) @ ({K}, {N}) {dtype.__name__}",
+                        rng.standard_normal((M, K)).astype(dtype),
+                        W,
+                    )
+                )
         for n_tokens in (12, 512):
             q = rng.standard_normal((12, n_tokens, d)).astype(dtype)
             kT = rng.standard_normal((12, d, n_tokens)).astype(dtype)
-            results = []
-            for n in (1, 2, 3):
-                with threadpool_limits(limits=n, user_api="blas"):
-                    p = q @ kT
-                    results.append((p, p @ q))
-            for r in results[1:]:
-                assert_array_equal(r[0], results[0][0], err_msg=f"attention scores, n = {n_tokens}")
-                assert_array_equal(r[1], results[0][1], err_msg=f"probabilities @ V, n = {n_tokens}")
+            cases.append((f"attention scores, n = {n_tokens} {dtype.__name__}", q, kT))
+            p = rng.random((12, n_tokens, n_tokens)).astype(dtype)
+            cases.append((f"probabilities @ V, n = {n_tokens} {dtype.__name__}", p, q))
+    results = {}
+    for n in (1, 2, 3):
+        with controller.limit(limits=n, user_api="blas"):
+            results[n] = [a @ b for _, a, b in cases]
+    for n in (2, 3):
+        for (what, _, _), got, want in zip(cases, results[n], results[1], strict=True):
+            assert_array_equal(got, want, err_msg=f"{what}: {n} threads vs 1")
