@@ -160,7 +160,7 @@ def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Re
     records = []
     for b, it in enumerate(items):
         n = int(lengths[b])
-        feats = {k: np.ascontiguousarray(v[rows[b]]) for k, v in named.items()}
+        feats = {k: _own(v[rows[b]], v) for k, v in named.items()}
         ids = enc.input_ids[b, :n].copy()
         word_rows = None
         if spec.word_pool != "none":
@@ -169,6 +169,15 @@ def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Re
             Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows)
         )
     return records
+
+
+def _own(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """A text's features as their own array: a copy, so the batch's padded
+    arrays can be freed, unless the text is the whole batch (a windowed text
+    of a million tokens alone in its batch: a copy would double its memory)."""
+    if part.size == whole.size and part.flags.c_contiguous:
+        return part
+    return np.array(part, order="C")
 
 
 #: Texts per chunk (and per shard of a sharded output) unless told otherwise.
