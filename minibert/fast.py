@@ -642,6 +642,17 @@ class _BlasThreads:
 
 
 _BLAS = _BlasThreads()
+
+
+def _new_locks_after_fork() -> None:
+    """A child forked while another thread held one of these locks would wait
+    for it forever: the child gets fresh ones (its pools are its own already)."""
+    global _PREPARED_LOCK, _POOLS_LOCK
+    _PREPARED_LOCK, _POOLS_LOCK = threading.Lock(), threading.Lock()
+    _BLAS._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
 _wanted = threading.local()  # .stack: the thread counts asked for by threads() in this thread
 
 

@@ -9,6 +9,7 @@ accent-stripping that ``tokenizer_config.json`` asks for (as transformers'
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -69,7 +70,6 @@ class Tokenizer:
         backend.no_padding()  # padding is done on the whole batch, in NumPy
         backend.no_truncation()  # truncation: a copy per max_length, see _truncating
         self._truncators: dict[int, object] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, path: str | Path, default_pad_id: int = 0) -> Tokenizer:
@@ -185,7 +185,7 @@ class Tokenizer:
         """A copy of ``backend`` that truncates to ``max_length`` (longest_first),
         made once per length (about 35 ms for a 30k vocabulary) and never
         changed afterwards, so concurrent calls can share it."""
-        with self._lock:
+        with _locks.truncators:
             backend = self._truncators.get(max_length)
             if backend is None:
                 backend = type(self.backend).from_str(self.backend.to_str())
@@ -194,6 +194,19 @@ class Tokenizer:
                     self._truncators.pop(next(iter(self._truncators)))
                 self._truncators[max_length] = backend
             return backend
+
+
+class _Locks:
+    """The lock that guards every tokenizer's truncating copies (made rarely, so
+    one lock serves all), renewed in a forked child, which could otherwise
+    inherit it held by a thread that does not exist there."""
+
+    def __init__(self):
+        self.truncators = threading.Lock()
+
+
+_locks = _Locks()
+os.register_at_fork(after_in_child=_locks.__init__)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -450,3 +450,45 @@ def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
 
 def test_tiny_model_dir_is_the_committed_one():
     assert (TINY_BERT / "config.json").is_file()
+
+
+def _encode_in_child(model_dir: str, queue) -> None:
+    model = minibert.load(model_dir)
+    model.threads = 2
+    queue.put(model.encode(["one text", "another text here"] * 40, max_length=7).hidden_states[-1].shape)
+
+
+def test_a_child_forked_while_another_thread_holds_minibert_locks_does_not_hang(tiny_model_dir):
+    """A fork copies a lock held by another thread as held, and that thread does not
+    exist in the child: minibert's locks are renewed in the child (os.register_at_fork)."""
+    import multiprocessing
+
+    from minibert import tokenizer
+
+    locks = [tokenizer._locks.truncators, fast._POOLS_LOCK, fast._PREPARED_LOCK, fast._BLAS._lock]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(60)
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_encode_in_child, args=(str(tiny_model_dir), queue))
+        child.start()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+            pytest.fail("the forked child hung on a lock held by a thread of its parent")
+        assert child.exitcode == 0 and queue.get(timeout=5) == (80, 7, 32)
+    finally:
+        release.set()
+        holder.join(30)
