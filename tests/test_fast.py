@@ -95,11 +95,24 @@ def test_fast_equals_plain_tiny(tiny_model, tiny_model64):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir() if (p / "config.json").is_file()))
-def test_fast_equals_plain_every_tiny_family(name):
+def test_fast_equals_plain_every_tiny_family(name, monkeypatch):
     """RoBERTa positions, DistilBERT (no types), ELECTRA/ALBERT projections,
-    ALBERT's shared layers, gelu_new, fp16/bf16 checkpoints: all through the fast path."""
-    check_fast_equals_plain(minibert.load(DATA / name, "float32"), 1e-5)
-    check_fast_equals_plain(minibert.load(DATA / name, "float64"), 1e-12)
+    ALBERT's shared layers, gelu_new, fp16/bf16 checkpoints: all through the fast
+    path, and for each, 1, 2 and 3 threads give the same bits (pairs and type ids
+    included; small units so the batch is several)."""
+    pytest.importorskip("threadpoolctl")
+    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
+        model = minibert.load(DATA / name, dtype)
+        check_fast_equals_plain(model, rtol)
+        monkeypatch.setattr(fast, "UNIT_TOKENS", 8)
+        pairs = ["a second segment", None, "x", "pair", "y " * 30] * 2
+        batch = model.tokenize(TEXTS * 2, pairs, max_length=min(40, model.max_length))
+        assert len(fast.units(batch.attention_mask.sum(axis=1))) >= 4
+        one = hidden_at_threads(model, batch, 1)
+        for n in (2, 3):
+            for i, (a, b) in enumerate(zip(one, hidden_at_threads(model, batch, n), strict=True)):
+                assert_array_equal(b, a, err_msg=f"{name} {dtype} hidden_states[{i}], {n} threads vs 1")
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
