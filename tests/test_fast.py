@@ -484,26 +484,61 @@ def test_cli_threads_flag(tmp_path, capsys):
 def _encode_in_child(model_dir: str, queue) -> None:
     model = minibert.load(model_dir)
     model.threads = 2
-    queue.put(model.encode(["one text"] * 4).hidden_states[-1].shape)
+    queue.put(model.encode(["one text", "another text here"] * 40, max_length=7).hidden_states[-1].shape)
+
+
+def encode_in_forked_child(model_dir, hang: str) -> tuple:
+    """Fork, encode 80 texts at 2 threads (new max_length, several units) in the
+    child, and return the shape it got; fail with ``hang`` if it hangs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_encode_in_child, args=(str(model_dir), queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail(hang)
+    assert child.exitcode == 0
+    return queue.get(timeout=5)
 
 
 def test_threads_after_fork(tiny_model_dir):
     """A process forked after the thread pool was used gets a working pool of its own
     (a forked child inherits the pool object but not its threads)."""
-    import multiprocessing
-
     model = variant(minibert.load(tiny_model_dir), "fast", threads=2)
     model.encode(["one text"] * 4)  # the parent's pool exists now
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_encode_in_child, args=(str(tiny_model_dir), queue))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child hung in the fast path's thread pool")
-    assert child.exitcode == 0
-    assert queue.get(timeout=5)[0] == 4
+    assert encode_in_forked_child(tiny_model_dir, "the forked child hung in the fast path's thread pool") == (
+        80, 7, 32,
+    )  # fmt: skip
+
+
+def test_a_child_forked_while_another_thread_holds_minibert_locks_does_not_hang(tiny_model_dir):
+    """A fork copies a lock held by another thread as held, and that thread does not
+    exist in the child: minibert's locks are renewed in the child (os.register_at_fork)."""
+    from minibert import tokenizer
+
+    locks = [tokenizer._locks.truncators, fast._POOLS_LOCK, fast._PREPARED_LOCK, fast._BLAS._lock]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(60)
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        hang = "the forked child hung on a lock held by a thread of its parent"
+        assert encode_in_forked_child(tiny_model_dir, hang) == (80, 7, 32)
+    finally:
+        release.set()
+        holder.join(30)
 
 
 # --------------------------------------------------------------------------- random batch compositions
