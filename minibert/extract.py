@@ -19,11 +19,12 @@ import numpy as np
 
 from .errors import MinibertError
 from .inputs import Item, chunked
-from .model import Model
+from .model import Model, NonFiniteError
 from .output import Record, WordRows
-from .pooling import combine, l2_normalize, pool
+from .pooling import COMBINES, POOLS, combine, l2_normalize, pool
+from .tokenizer import TextError
 from .windows import encode_long
-from .words import words
+from .words import HOWS, words
 
 LONG_MODES = ("truncate", "window")
 
@@ -50,20 +51,64 @@ class FeatureSpec:
     batch_size: int = 32
 
     def __post_init__(self):
-        if self.long not in LONG_MODES:
-            raise MinibertError(f"long must be one of {', '.join(LONG_MODES)}, got {self.long!r}")
+        for name, value, choices in (
+            ("pool", self.pool, POOLS),
+            ("combine", self.combine, COMBINES),
+            ("word_pool", self.word_pool, ("none", *HOWS)),
+            ("long", self.long, LONG_MODES),
+        ):
+            if not isinstance(value, str) or value not in choices:
+                raise MinibertError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if (
+            not isinstance(self.layers, (list, tuple))
+            or not self.layers
+            or not all(_is_int(i) for i in self.layers)
+        ):
+            raise MinibertError(
+                f"layers must be a non-empty list of hidden-state indices, got {self.layers!r}"
+            )
+        for name, value in (("max_length", self.max_length), ("stride", self.stride)):
+            if value is not None and (not _is_int(value) or value < 1):
+                raise MinibertError(f"{name} must be a positive integer or None, got {value!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise MinibertError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.word_pool != "none" and self.pool != "none":
             raise MinibertError("word pooling gives one vector per word: use it with pool 'none'")
         if self.normalize and self.pool == "none":
             raise MinibertError("normalize L2-normalises pooled vectors: it needs a pool (cls, mean, max)")
 
 
-def length_sorted_batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def length_sorted_batches(
+    items: list[Item], batch_size: int, max_chars: int | None = None
+) -> Iterator[list[Item]]:
     """Batches of ``batch_size`` items, items sorted by character length
-    (a cheap proxy for token length), longest first."""
+    (a cheap proxy for token length), longest first.
+
+    ``max_chars``: a batch also ends before its size (texts x its longest
+    text's characters) would pass this, so a very long text is not padded
+    together with many others (a batch's hidden states are padded to its
+    longest text). A text longer than ``max_chars`` is a batch of its own.
+    """
     order = sorted(items, key=lambda it: len(it.text) + len(it.text_pair or ""), reverse=True)
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[Item] = []
+    for it in order:
+        if batch:
+            longest = len(batch[0].text) + len(batch[0].text_pair or "")
+            if len(batch) == batch_size or (max_chars is not None and (len(batch) + 1) * longest > max_chars):
+                yield batch
+                batch = []
+        batch.append(it)
+    if batch:
+        yield batch
+
+
+#: Characters per token assumed when sizing batches of windowed texts (English
+#: averages about 4 to 5 with WordPiece; a guess only bounds memory, never results).
+CHARS_PER_TOKEN = 4
 
 
 def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Record]:
@@ -85,9 +130,16 @@ def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Re
         paired = [it.index for it in items if it.text_pair is not None]
         if paired:
             raise MinibertError(f"text {paired[0]}: windows take single texts, not text pairs")
-        enc = encode_long(model, texts, stride=spec.stride, window=max_length)
-    else:
-        enc = model.encode(texts, None if all(p is None for p in pairs) else pairs, max_length)
+    try:
+        if spec.long == "window":
+            enc = encode_long(model, texts, stride=spec.stride, window=max_length, layers=layers)
+        else:
+            enc = model.encode(texts, None if all(p is None for p in pairs) else pairs, max_length)
+    except NonFiniteError as e:  # the batch's row -> the text's input index
+        raise NonFiniteError(items[e.text].index, e.layer) from None
+    except TextError as e:
+        which = " (its text_pair)" if e.name == "text_pairs" else ""
+        raise MinibertError(f"text {items[e.index].index}{which} {e.reason}") from None
     if spec.word_pool != "none":
         w = words(enc, spec.word_pool, layers)
         selected = list(w.vectors)  # L x (W, H')
@@ -108,7 +160,7 @@ def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Re
     records = []
     for b, it in enumerate(items):
         n = int(lengths[b])
-        feats = {k: np.ascontiguousarray(v[rows[b]]) for k, v in named.items()}
+        feats = {k: _own(v[rows[b]], v) for k, v in named.items()}
         ids = enc.input_ids[b, :n].copy()
         word_rows = None
         if spec.word_pool != "none":
@@ -117,6 +169,15 @@ def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Re
             Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows)
         )
     return records
+
+
+def _own(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """A text's features as their own array: a copy, so the batch's padded
+    arrays can be freed, unless the text is the whole batch (a windowed text
+    of a million tokens alone in its batch: a copy would double its memory)."""
+    if part.size == whole.size and part.flags.c_contiguous:
+        return part
+    return np.array(part, order="C")
 
 
 #: Texts per chunk (and per shard of a sharded output) unless told otherwise.
@@ -130,7 +191,10 @@ def extract_chunk(
     it). ``on_batch(n)`` is called after each batch of n texts (a progress
     bar)."""
     records = []
-    for batch in length_sorted_batches(items, spec.batch_size):
+    max_chars = None
+    if spec.long == "window":  # one batch's kept layers: about batch_size full windows at most
+        max_chars = spec.batch_size * CHARS_PER_TOKEN * (spec.max_length or model.max_length)
+    for batch in length_sorted_batches(items, spec.batch_size, max_chars):
         records.extend(batch_records(model, batch, spec))
         if on_batch is not None:
             on_batch(len(batch))

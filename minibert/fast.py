@@ -28,6 +28,20 @@ What it does differently, and why (docs/performance.md has the measurements):
   W_q, softmax without the max shift, LayerNorm sums - change rounding
   only.)
 
+- **Work units, and threads that change no bit.** The batch is cut into
+  units of about :data:`UNIT_TOKENS` tokens by the texts' lengths alone
+  (:func:`units`); each unit is packed and run through the encoder on its
+  own, and n threads only choose which units they run. A row of a BLAS
+  product can round differently with the number of rows in the product, so
+  cutting by the thread count (as this module did) made 1 and 2 threads
+  differ by up to 9e-7; cut by the batch, every thread count gives the same
+  bits (float32 and float64, tested). Where a unit runs on an n-thread BLAS
+  instead (one-unit batches), it relies on OpenBLAS's matrix products giving
+  the same bits at any thread count (tested on the encoder's shapes); its
+  matrix-vector products do not, so rows are summed with ``einsum``. Units
+  also bound the working memory, whatever the batch size. The plain path
+  makes no such promise.
+
 Not covered here, and served by the plain path instead (the caller falls
 back): ``output_attentions=True`` and ``trace=True``.
 
@@ -37,7 +51,9 @@ tokens of the batch.
 
 from __future__ import annotations
 
+import contextvars
 import os
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -175,12 +191,14 @@ def _gelu_inplace(h: np.ndarray) -> None:
 def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> None:
     """y <- LayerNorm(y) = gamma (y - mu) / sqrt(sigma^2 + eps) + beta, in place.
 
-    y: (m, H). The formula of :func:`ops.layer_norm`; the row sums are a
-    matrix-vector product with ones and the sums of squares a row-wise dot
-    (``einsum``), each one pass instead of a reduction plus a temporary.
+    y: (m, H). The formula of :func:`ops.layer_norm`; the row sums and the
+    sums of squares are ``einsum`` reductions, each one pass instead of a
+    reduction plus a temporary. (Not a product with a ones vector, though
+    it is a little faster: OpenBLAS's matrix-vector product rounds
+    differently with its thread count, see :func:`forward`.)
     """
     H = y.shape[-1]
-    mu = y @ np.ones(H, y.dtype)  # (m, H) -> (m,)
+    mu = np.einsum("ij->i", y)  # (m, H) -> (m,)
     mu /= H
     y -= mu[:, None]
     var = np.einsum("ij,ij->i", y, y)  # (m, H) -> (m,)
@@ -192,12 +210,12 @@ def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps:
     y += beta
 
 
-def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, ones: np.ndarray, h: int) -> None:
+def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> None:
     """ctx <- multi-head attention context of one text, before W^O.
 
     qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
     ctx: (n, H), written; scores: flat scratch of >= min(h, g) n^2 (see
-    :data:`ATTENTION_BLOCK`); ones: >= n ones.
+    :data:`ATTENTION_BLOCK`).
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
@@ -223,12 +241,12 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, ones: np.nd
         np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in W_q
         with np.errstate(over="ignore", under="ignore"):
             np.exp(p, out=p)
-        z = p.reshape(-1, n) @ ones[:n]  # row sums: (g n, n) -> (g n,)
+        z = np.einsum("ij->i", p.reshape(-1, n))  # row sums: (g n, n) -> (g n,)
         if not (np.isfinite(z).all() and z.min() > tiny):
             np.matmul(q, kT, out=p)
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
-            z = p.reshape(-1, n) @ ones[:n]
+            z = np.einsum("ij->i", p.reshape(-1, n))
         o = out[h0:h1]
         np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
         o /= z.reshape(h1 - h0, n, 1)
@@ -308,18 +326,21 @@ class FastWeights:
 
 
 _PREPARED: dict[int, tuple[weakref.ref, FastWeights]] = {}
+_PREPARED_LOCK = threading.Lock()
 
 
 def prepare(weights: Weights, config: Config) -> FastWeights:
     """The :class:`FastWeights` of ``weights``, built on first use and kept
-    as long as ``weights`` lives (so each model pays for it once)."""
+    as long as ``weights`` lives (so each model pays for it once, also when
+    several threads ask at once)."""
     key = id(weights)
-    hit = _PREPARED.get(key)
-    if hit is not None and hit[0]() is weights:
-        return hit[1]
-    fast = FastWeights.from_weights(weights, config)
-    _PREPARED[key] = (weakref.ref(weights, lambda _, key=key: _PREPARED.pop(key, None)), fast)
-    return fast
+    with _PREPARED_LOCK:
+        hit = _PREPARED.get(key)
+        if hit is not None and hit[0]() is weights:
+            return hit[1]
+        fast = FastWeights.from_weights(weights, config)
+        _PREPARED[key] = (weakref.ref(weights, lambda _, key=key: _PREPARED.pop(key, None)), fast)
+        return fast
 
 
 def forward(
@@ -338,12 +359,18 @@ def forward(
     Returns hidden_states: one array (B, S, H) per step of
     ``weights.layer_map`` plus the embeddings, 0 at padding positions.
 
-    With NumPy's BLAS set to n > 1 threads (its default is all cores; see
-    :func:`threads`), the texts are split into n groups of about equal work,
-    each run by its own thread with a one-thread BLAS: no text depends on
+    The texts are cut into work units (:func:`units`) by their lengths
+    alone, and each unit runs through the encoder on its own, so a text's
+    bits depend on the batch, never on the thread count. With n > 1 threads
+    (:func:`threads`; by default as many as NumPy's BLAS is set to use), the
+    units run on n threads, each with a one-thread BLAS: no text depends on
     another, so this parallelises every operation, not only the matrix
-    products. A batch that does not split evenly (one text, or one long
-    text among short ones) uses the n-thread BLAS instead.
+    products. A batch that is one unit (one text, a few short ones), or one
+    whose largest unit holds most of the work, runs its units one after
+    another on an n-thread BLAS instead; OpenBLAS gives the same bits at any
+    thread count (``tests/test_fast.py`` checks it on the encoder's shapes).
+    Working memory is that of one unit per thread, whatever the batch size;
+    the returned hidden states are (L + 1) B S H.
     """
     fw = prepare(weights, config)
     B, S = input_ids.shape
@@ -352,37 +379,95 @@ def forward(
     steps = len(weights.layer_map) + 1
     alloc = np.empty if dense else np.zeros  # padding positions are 0
     outs = [alloc((B, S, config.hidden_size), fw.embeddings.word.dtype) for _ in range(steps)]
-    groups = _split(real.sum(axis=1), config, _blas_threads())
+    lengths = real.sum(axis=1)
+    todo = units(lengths)
+    n = _wanted_threads()
     args = (fw, weights.layer_map, config, input_ids, position_ids, token_type_ids, real, outs)
-    if len(groups) == 1:
-        _encode(*args, 0, B)
+    work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
+    if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
+        with _BLAS.limit(1):
+            _run_on_threads(lambda b0, b1: _encode(*args, b0, b1), todo, min(n, len(todo)))
     else:
-        with _controller().limit(limits=1, user_api="blas"):
-            pool = _pool(len(groups))
-            jobs = [pool.submit(_encode, *args, b0, b1) for b0, b1 in groups[1:]]
-            _encode(*args, *groups[0])
-            for job in jobs:
-                job.result()
+        for b0, b1 in todo:
+            _encode(*args, b0, b1)
     return tuple(outs), None, None
 
 
-def _split(lengths: np.ndarray, config: Config, n: int) -> list[tuple[int, int]]:
-    """Cut texts 0..B-1 into at most n contiguous ranges of about equal work
-    (matrix products per token, plus attention growing with length); one
-    range if that would leave any thread with more than 3/4 of the work."""
-    B = len(lengths)
-    if n <= 1 or B < 2:
-        return [(0, B)]
+#: Tokens per work unit (see :func:`units`): enough rows that the fused QKV
+#: product runs at full BLAS speed, few enough that a batch of a few
+#: thousand tokens gives every thread several units.
+UNIT_TOKENS = 512
+
+
+def _cost(lengths: np.ndarray, config: Config) -> np.ndarray:
+    """Work of each text, in multiply-adds: the matrix products per token
+    plus attention, which grows with the text's length."""
     H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    cost = lengths * (4 * H * H + 2 * H * I + 2 * lengths * H) * L
-    total = np.cumsum(cost)
-    cuts = [0] + [int(np.searchsorted(total, total[-1] * k / n)) + 1 for k in range(1, n)] + [B]
-    cuts = sorted(set(min(c, B) for c in cuts))
-    groups = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
-    work = [cost[a:b].sum() for a, b in groups]
-    if len(groups) < 2 or max(work) > 0.75 * total[-1]:
+    lengths = lengths.astype(np.float64)
+    return lengths * (4 * H * H + 2 * H * I + 2 * lengths * H) * L
+
+
+def units(lengths: np.ndarray) -> list[tuple[int, int]]:
+    """Cut texts 0..B-1 into contiguous work units of about
+    :data:`UNIT_TOKENS` tokens each, from the texts' lengths alone.
+
+    A unit is what one matrix product packs together, and a row of a BLAS
+    product can round differently depending on how many rows the product
+    has: so the units, and with them every bit of the result, must not
+    depend on the thread count or the machine. Units are cut at the text
+    boundaries nearest to equal shares of the token count; a text is never
+    split.
+    """
+    B = len(lengths)
+    total = int(lengths.sum())
+    k = min(B, max(1, round(total / UNIT_TOKENS)))
+    if k <= 1:
         return [(0, B)]
-    return groups
+    ends = np.concatenate([[0], np.cumsum(lengths)])  # ends[c]: tokens of texts 0..c-1
+    cuts = {0, B}
+    for j in range(1, k):
+        target = total * j / k
+        c = int(np.searchsorted(ends, target))  # the first cut at or past the target ...
+        cuts.add(c - 1 if target - ends[c - 1] < ends[c] - target else c)  # ... or the one before
+    cuts = sorted(cuts)
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def _run_on_threads(run, todo: list[tuple[int, int]], n: int) -> None:
+    """``run(b0, b1)`` for every unit of ``todo`` on n threads (the caller
+    and n - 1 pool workers), each thread taking the next unit not yet taken,
+    so concurrent calls sharing the pool never wait on each other's units.
+    An error stops the remaining units and is raised here."""
+    queue = iter(todo)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def worker():
+        while not failed.is_set():
+            with lock:
+                unit = next(queue, None)
+            if unit is None:
+                return
+            try:
+                run(*unit)
+            except BaseException:
+                failed.set()
+                raise
+
+    pool = _pool(n)
+    # each worker runs in a copy of the caller's context, so np.errstate set by the caller holds there too
+    jobs = [pool.submit(contextvars.copy_context().run, worker) for _ in range(n - 1)]
+    try:
+        worker()
+    finally:
+        errors = []
+        for job in jobs:
+            try:
+                job.result()
+            except BaseException as e:  # re-raised below, after every worker stopped
+                errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
@@ -430,9 +515,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
     R = min(ROW_BLOCK, N)
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
-    longest = int(lengths.max())
     scores = np.empty(_score_scratch(lengths, h), dtype)
-    ones = np.ones(longest, dtype)
     x1 = np.empty((R, H), dtype)
     inter = np.empty((R, config.intermediate_size), dtype)
 
@@ -443,7 +526,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
-                _attention(qkv[s:e], ctx[s:e], scores, ones, h)
+                _attention(qkv[s:e], ctx[s:e], scores, h)
         x_next = destination(i)
         for r0 in range(0, N, R):
             r1 = min(r0 + R, N)
@@ -470,6 +553,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -479,9 +563,10 @@ def _pool(n: int) -> ThreadPoolExecutor:
     objects but not their threads, so it must make its own.
     """
     key = (os.getpid(), n)
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minibert")
-    return _pools[key]
+    with _POOLS_LOCK:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minibert")
+        return _pools[key]
 
 
 @lru_cache(maxsize=1)
@@ -492,36 +577,118 @@ def _controller():
     return ThreadpoolController()
 
 
-def _blas_threads() -> int:
-    """How many threads NumPy's BLAS is set to use now (1 without threadpoolctl)."""
-    try:
-        info = _controller().select(user_api="blas").info()
-    except ImportError:
-        return 1
-    return max((lib["num_threads"] for lib in info), default=1)
+class _BlasThreads:
+    """minibert's changes to the BLAS thread count, which is one setting for
+    the whole process (OpenBLAS's), shared by concurrent forward passes.
+
+    Each pass that needs a count enters a region (:meth:`limit`); the count
+    in force is the newest active region's, and when the last region ends
+    the count set outside minibert is restored, whatever order concurrent
+    regions end in. (threadpoolctl's own limits are a stack per caller, so
+    two threads ending in the other order would leave the wrong count.)
+    The results do not depend on the count (see :func:`forward`); only the
+    speed of a pass that overlaps another with a different count does.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._regions: list[tuple[object, int]] = []  # (token, count), oldest first
+        self._outside: list[int] = []  # each BLAS library's count before the first region
+
+    def _libraries(self):
+        return _controller().select(user_api="blas").lib_controllers
+
+    def outside(self) -> int:
+        """The thread count NumPy's BLAS is set to outside minibert's regions
+        (its default: all cores; OPENBLAS_NUM_THREADS; a caller's threadpoolctl
+        limit); 1 without threadpoolctl."""
+        try:
+            libraries = self._libraries()
+        except ImportError:
+            return 1
+        with self._lock:
+            counts = self._outside if self._regions else [lib.num_threads for lib in libraries]
+        return max([c for c in counts if c], default=1)
+
+    def _set(self, libraries, counts: list[int]) -> None:
+        for lib, n in zip(libraries, counts, strict=True):
+            if lib.num_threads != n:
+                lib.set_num_threads(n)
+            # threadpoolctl >= 3.6 lets only the first thread that set a count set
+            # it again; this lock already orders minibert's changes, so give it up.
+            clear = getattr(lib, "clear_controlling_thread", None)
+            if clear is not None:
+                clear()
+
+    @contextmanager
+    def limit(self, n: int):
+        """Run the block with the BLAS set to n threads (ImportError without threadpoolctl)."""
+        libraries = self._libraries()
+        token = object()
+        with self._lock:
+            if not self._regions:
+                self._outside = [lib.num_threads for lib in libraries]
+            self._regions.append((token, n))
+            self._set(libraries, [n] * len(libraries))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._regions = [r for r in self._regions if r[0] is not token]
+                if self._regions:
+                    self._set(libraries, [self._regions[-1][1]] * len(libraries))
+                else:
+                    self._set(libraries, self._outside)
+
+
+_BLAS = _BlasThreads()
+
+
+def _new_locks_after_fork() -> None:
+    """A child forked while another thread held one of these locks would wait
+    for it forever: the child gets fresh ones (its pools are its own already)."""
+    global _PREPARED_LOCK, _POOLS_LOCK
+    _PREPARED_LOCK, _POOLS_LOCK = threading.Lock(), threading.Lock()
+    _BLAS._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
+_wanted = threading.local()  # .stack: the thread counts asked for by threads() in this thread
+
+
+def _wanted_threads() -> int:
+    """Threads the fast path uses in this thread now: the innermost
+    :func:`threads` block's count, else what NumPy's BLAS is set to."""
+    stack = getattr(_wanted, "stack", None)
+    return stack[-1] if stack else _BLAS.outside()
 
 
 @contextmanager
 def threads(n: int | None):
     """Run minibert on ``n`` threads inside the block (None: change nothing).
 
-    Limits NumPy's BLAS to n threads (threadpoolctl). The fast path uses as
-    many threads as the BLAS is set to (so by default what NumPy would use,
-    including OPENBLAS_NUM_THREADS and threadpoolctl limits set by the
-    caller): groups of texts on that many threads, each with a one-thread
-    BLAS (see :func:`forward`). More threads than free cores (e.g. BLAS
+    The fast path uses n threads (by default as many as NumPy's BLAS is set
+    to use, including OPENBLAS_NUM_THREADS and threadpoolctl limits set by
+    the caller) and NumPy's BLAS is limited to n threads (threadpoolctl)
+    while the block runs. The BLAS limit is process-wide; concurrent blocks
+    in other threads with other counts are safe and give the same results
+    (:class:`_BlasThreads`). More threads than free cores (e.g. BLAS
     threads x worker processes) collapses throughput: with several
-    processes on one machine, give each ``cores // processes``. The limit is
-    process-wide while the block runs.
+    processes on one machine, give each ``cores // processes``.
     """
     if n is None:
         yield
         return
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 1:
         raise MinibertError(f"threads must be a positive integer or None, got {n!r}")
     try:
-        controller = _controller()
+        _controller()
     except ImportError:
         raise MinibertError("threads needs the threadpoolctl package: pip install threadpoolctl") from None
-    with controller.limit(limits=n, user_api="blas"):
-        yield
+    stack = _wanted.__dict__.setdefault("stack", [])
+    with _BLAS.limit(int(n)):
+        stack.append(int(n))
+        try:
+            yield
+        finally:
+            stack.pop()

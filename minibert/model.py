@@ -153,6 +153,100 @@ def forward(
     return tuple(hidden_states), (tuple(attentions) if output_attentions else None), record
 
 
+#: Score elements (b x h x S x S) of one chunk of texts in the plain path:
+#: 2**24 float32 are 64 MiB (5 texts of 512 tokens with 12 heads).
+PLAIN_SCORES = 2**24
+#: Tokens (b x S) of one chunk of texts in the plain path: its (b, S, I) FFN
+#: intermediate is 48 MiB at I = 1536.
+PLAIN_TOKENS = 2**13
+
+
+class NonFiniteError(MinibertError):
+    """A forward pass produced NaN or Inf. ``text``: the row of the batch
+    (``extract`` raises it again with the text's input index); ``layer``: the
+    first hidden-state index where it appears."""
+
+    def __init__(self, text: int, layer: int):
+        self.text, self.layer = text, layer
+        where = "the embedding output" if layer == 0 else f"layer {layer}"
+        super().__init__(
+            f"text {text}: the forward pass produced NaN or Inf in hidden_states[{layer}] ({where}): "
+            "the model's weights or config give values past the float range"
+        )
+
+
+def first_non_finite(hidden_states, attention_mask: np.ndarray) -> tuple[int, int] | None:
+    """(text, layer) of the first layer with a NaN or Inf at a real token, and
+    the first text there; None if every value is finite. Layers that are None
+    (not kept) are skipped.
+
+    One sum per layer (NaN and Inf propagate through it, no temporary array);
+    only a layer whose sum is not finite (or overflows) is searched text by
+    text, so a finite pass costs one read of its output.
+    """
+    real = attention_mask.astype(bool)
+    for i, h in enumerate(hidden_states):
+        if h is None or h.size == 0:
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(h.sum()):
+                continue
+        for b in range(len(h)):
+            if not np.isfinite(h[b][real[b]]).all():
+                return b, i
+    return None
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise MinibertError(f"{name} must be True or False, got {value!r}")
+
+
+def check_batch(batch: Batch, model: Model) -> None:
+    """A Batch the model can run, or a MinibertError saying what is wrong.
+
+    Cheap next to the forward pass (a few passes over B x S integers), and
+    it keeps hand-built batches from reaching NumPy's indexing: a token id
+    outside the vocabulary or a negative type id would otherwise raise deep
+    inside the embedding, or silently read another row.
+    """
+    if not isinstance(batch, Batch):
+        raise MinibertError(
+            f"batch must be a minibert.Batch (from Model.tokenize), got {type(batch).__name__}"
+        )
+    arrays = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids,
+              "attention_mask": batch.attention_mask}  # fmt: skip
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind not in "iub":
+            what = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise MinibertError(f"Batch.{name} must be a 2-D integer array (B, S), got {what}")
+        if a.shape != batch.input_ids.shape:
+            raise MinibertError(f"Batch.{name} has shape {a.shape}, input_ids {batch.input_ids.shape}")
+    B, S = batch.input_ids.shape
+    if len(batch.tokens) != B:
+        raise MinibertError(f"Batch.tokens has {len(batch.tokens)} entries for {B} texts")
+    if batch.input_ids.size == 0:
+        return
+    if S > model.max_length:
+        raise MinibertError(f"the batch has {S} positions, the model at most {model.max_length}")
+    _check_range(batch.input_ids, "input_ids", model.weights.embeddings.word.shape[0], "token ids")
+    types = model.weights.embeddings.token_type
+    if types is not None:
+        _check_range(batch.token_type_ids, "token_type_ids", types.shape[0], "type(s)")
+    m = batch.attention_mask
+    if not ((m == 0) | (m == 1)).all():
+        raise MinibertError("Batch.attention_mask must hold only 0 and 1")
+
+
+def _check_range(a: np.ndarray, name: str, n: int, table: str) -> None:
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        b = int(np.argwhere(a == bad)[0][0])
+        verb = "hold" if bad < 0 else "reach"
+        raise MinibertError(f"text {b}: {name} {verb} {bad}, the model has {n} {table} (0..{n - 1})")
+
+
 class Model:
     """A loaded encoder: ``config``, ``weights``, ``tokenizer``, ``dtype``, and
     ``sentence``: the sentence-transformers pooling of the directory
@@ -214,26 +308,54 @@ class Model:
         self, texts: list[str] | str, text_pairs: list[str] | str | None = None, max_length: int | None = None
     ) -> Batch:
         """Texts (and optional second segments) -> Batch, truncated to
-        ``max_length`` (default: the model's limit)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if isinstance(text_pairs, str):
-            text_pairs = [text_pairs]
-        if max_length is None:
-            max_length = self.max_length
-        if not isinstance(max_length, int) or not 2 <= max_length <= self.max_length:
-            raise MinibertError(
-                f"max_length must be an integer from 2 to {self.max_length}, got {max_length!r}"
-            )
-        batch = self.tokenizer(list(texts), None if text_pairs is None else list(text_pairs), max_length)
+        ``max_length`` (default: the model's limit).
+
+        ``texts``: one string or a list (tuple, 1-D array, iterable) of
+        strings; ``text_pairs``: None, or one string or None per text.
+        Anything else is a MinibertError naming the argument (see
+        :func:`minibert.tokenizer.as_texts`)."""
+        max_length = self._max_length(max_length)
+        batch = self.tokenizer(texts, text_pairs, max_length)
         if self.config.type_vocab_size <= 1 and batch.token_type_ids.any():
             # RoBERTa (one type) and DistilBERT (none): transformers' tokenizers give
             # these models no type ids, and the model uses zeros.
             batch = replace(batch, token_type_ids=np.zeros_like(batch.token_type_ids))
         return batch
 
+    def _max_length(self, max_length) -> int:
+        if max_length is None:
+            return self.max_length
+        if (
+            not isinstance(max_length, (int, np.integer))
+            or isinstance(max_length, (bool, np.bool_))
+            or not 2 <= max_length <= self.max_length
+        ):
+            raise MinibertError(
+                f"max_length must be an integer from 2 to {self.max_length}, got {max_length!r}"
+            )
+        return int(max_length)
+
     def forward(self, batch: Batch, output_attentions: bool = False, trace: bool = False) -> Encoding:
-        """Run the encoder on a tokenized batch."""
+        """Run the encoder on a tokenized batch.
+
+        The batch is checked first (:func:`check_batch`: token ids inside the
+        vocabulary, type ids inside the type table, a 0/1 mask, no more
+        positions than the model has), so a hand-built Batch fails with a
+        message, not an IndexError from NumPy. The result is checked too: a
+        NaN or Inf at any real token of any layer raises
+        :class:`NonFiniteError` naming the text and the layer (one sum per
+        layer, about 0.3% of the pass); :func:`forward` itself does not check.
+
+        Memory: the fast path works on units of about 512 tokens and the
+        plain path on chunks of texts (:data:`PLAIN_SCORES`), so the working
+        memory is bounded; the returned hidden states are (L + 1) x B x S x H
+        and are not (e.g. 7 x 2,000 x 512 x 384 float32 = 10.5 GiB). For a
+        corpus, ``minibert extract`` (:func:`minibert.extract.extract`) keeps
+        one chunk at a time and only the layers asked for.
+        """
+        _check_flag(output_attentions, "output_attentions")
+        _check_flag(trace, "trace")
+        check_batch(batch, self)
         if batch.input_ids.size == 0:
             hs = tuple(
                 np.zeros((len(batch.tokens), 0, self.config.hidden_size), self.dtype)
@@ -241,20 +363,44 @@ class Model:
             )
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
                             () if output_attentions else None, **batch_fields(batch))  # fmt: skip
-        T = self.config.type_vocab_size
-        if self.weights.embeddings.token_type is not None and batch.token_type_ids.max() >= T:
-            raise MinibertError(
-                f"token_type_ids reach {batch.token_type_ids.max()}, the model has {T} type(s)"
-            )
-        with fast.threads(self.threads):
-            hidden_states, attentions, record = forward(
-                self.weights, self.config, batch.input_ids, batch.token_type_ids,
-                batch.attention_mask, output_attentions, trace, self.impl,
-            )  # fmt: skip
+        # NaN/Inf are reported below, naming the text and layer, instead of NumPy's warnings
+        with fast.threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.impl == "plain" and not (output_attentions or trace):
+                hidden_states, attentions, record = self._plain_in_chunks(batch), None, None
+            else:
+                hidden_states, attentions, record = forward(
+                    self.weights, self.config, batch.input_ids, batch.token_type_ids,
+                    batch.attention_mask, output_attentions, trace, self.impl,
+                )  # fmt: skip
+        bad = first_non_finite(hidden_states, batch.attention_mask)
+        if bad is not None:
+            raise NonFiniteError(*bad)
         return Encoding(
             batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
             trace=record, **batch_fields(batch),
         )  # fmt: skip
+
+    def _plain_in_chunks(self, batch: Batch) -> tuple[np.ndarray, ...]:
+        """The plain path's hidden states, texts taken a chunk at a time so its
+        (b, h, S, S) scores stay within :data:`PLAIN_SCORES` elements and its
+        (b, S, I) FFN intermediate within :data:`PLAIN_TOKENS` tokens."""
+        B, S = batch.input_ids.shape
+        h = self.config.num_attention_heads
+        step = max(1, min(PLAIN_SCORES // (h * S * S), PLAIN_TOKENS // S))
+        outs: list[np.ndarray] = []
+        for b0 in range(0, B, step):
+            rows = slice(b0, b0 + step)
+            hidden, _, _ = forward(
+                self.weights, self.config, batch.input_ids[rows], batch.token_type_ids[rows],
+                batch.attention_mask[rows], impl="plain",
+            )  # fmt: skip
+            if step >= B:
+                return hidden
+            if not outs:
+                outs = [np.empty((B, *x.shape[1:]), x.dtype) for x in hidden]
+            for out, x in zip(outs, hidden, strict=True):
+                out[rows] = x
+        return tuple(outs)
 
     def encode(
         self,
@@ -269,6 +415,11 @@ class Model:
         Texts are right-padded to the longest; padding never changes a
         text's vectors. ``max_length`` truncates each sequence, special
         tokens included (default and maximum: max_position_embeddings).
+        Any number of texts: the working memory is bounded (see
+        :meth:`forward`), but every layer of every text is returned, (L + 1)
+        x B x S x H; for a corpus use ``minibert extract``. Safe to call from
+        several threads at once on one Model: each call gives the same bits
+        as it would alone.
         """
         return self.forward(self.tokenize(texts, text_pairs, max_length), output_attentions, trace)
 

@@ -19,7 +19,12 @@ COMBINES = ("none", "sum", "mean", "concat")
 def select_layers(spec: str, num_states: int) -> list[int]:
     """``"all"``, ``"-4,-3,-2,-1"`` or a slice ``"0:7"`` -> sorted-as-given
     non-negative indices into ``hidden_states`` (``num_states`` = L + 1)."""
+    if not isinstance(spec, str):
+        raise MinibertError(
+            f"--layers must be a string such as 'all' or '-4,-3,-2,-1', got {type(spec).__name__}"
+        )
     spec = spec.strip()
+    shown = spec if len(spec) <= 40 else spec[:40] + "..."
     valid = f"valid: 0..{num_states - 1}, or -{num_states}..-1"
     if spec == "all":
         return list(range(num_states))
@@ -29,25 +34,27 @@ def select_layers(spec: str, num_states: int) -> list[int]:
             if len(parts) > 3:
                 raise ValueError
             start, stop, step = (int(p) if p.strip() else None for p in parts + [""] * (3 - len(parts)))
+            if step == 0:
+                raise MinibertError(f"--layers {shown!r}: a slice step cannot be 0")
             for bound in (start, stop):
                 if bound is not None and not -num_states <= bound <= num_states:
-                    raise MinibertError(f"--layers {spec!r}: index {bound} out of range ({valid})")
+                    raise MinibertError(f"--layers {shown!r}: index {bound} out of range ({valid})")
             indices = list(range(num_states))[slice(start, stop, step)]
         else:
             indices = [int(p) for p in spec.split(",")]
     except ValueError:
         raise MinibertError(
-            f"--layers {spec!r}: expected 'all', a list like -4,-3,-2,-1, or a slice like 0:7"
+            f"--layers {shown!r}: expected 'all', a list like -4,-3,-2,-1, or a slice like 0:7"
         ) from None
     out = []
     for i in indices:
         if not -num_states <= i < num_states:
-            raise MinibertError(f"--layers {spec!r}: index {i} out of range ({valid})")
+            raise MinibertError(f"--layers {shown!r}: index {i} out of range ({valid})")
         out.append(i % num_states)
     if not out:
-        raise MinibertError(f"--layers {spec!r} selects no layer ({valid})")
+        raise MinibertError(f"--layers {shown!r} selects no layer ({valid})")
     if len(set(out)) != len(out):
-        raise MinibertError(f"--layers {spec!r} names a layer twice")
+        raise MinibertError(f"--layers {shown!r} names a layer twice")
     return out
 
 
@@ -56,16 +63,18 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, how: str) -> np.ndarray
 
     hidden: (B, S, H), attention_mask: (B, S) of 1/0 -> (B, H).
     cls: the first token ([CLS] / <s>); mean: average over real tokens;
-    max: element-wise maximum over real tokens. The input is not modified.
+    max: element-wise maximum over real tokens. The input is not modified,
+    and no (B, S, H) temporary is made (reductions with ``where=``): for a
+    windowed text of a million tokens that is gigabytes.
     """
     if how == "cls":
         return hidden[:, 0]
     m = attention_mask.astype(bool)[:, :, None]  # (B, S) -> (B, S, 1)
     if how == "mean":
         count = np.maximum(m.sum(axis=1), 1).astype(hidden.dtype)  # (B, 1)
-        return np.where(m, hidden, 0).sum(axis=1) / count
+        return hidden.sum(axis=1, where=m) / count
     if how == "max":
-        return np.where(m, hidden, -np.inf).max(axis=1).astype(hidden.dtype)
+        return hidden.max(axis=1, where=m, initial=-np.inf).astype(hidden.dtype)
     raise MinibertError(f"unknown pooling {how!r} (choose from {', '.join(POOLS[1:])})")
 
 

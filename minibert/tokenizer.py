@@ -9,6 +9,8 @@ accent-stripping that ``tokenizer_config.json`` asks for (as transformers'
 from __future__ import annotations
 
 import os
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +84,8 @@ class Tokenizer:
         #: the files this tokenizer was built from (they change the token ids)
         self.files = tuple(files)
         backend.no_padding()  # padding is done on the whole batch, in NumPy
-        backend.no_truncation()  # truncation is set per call (max_length)
+        backend.no_truncation()  # truncation: a copy per max_length, see _truncating
+        self._truncators: dict[int, object] = {}
 
     @classmethod
     def from_dir(
@@ -168,23 +171,32 @@ class Tokenizer:
     ) -> Batch:
         """Tokenize, truncate each sequence (specials included) to ``max_length``
         with transformers' ``longest_first`` rule for pairs, and right-pad.
-        A ``None`` in ``text_pairs`` means that text has no second segment."""
-        if text_pairs is not None and len(text_pairs) != len(texts):
-            raise MinibertError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
-        if text_pairs is None:
-            text_pairs = [None] * len(texts)
-        inputs = [t if p is None else (t, p) for t, p in zip(texts, text_pairs, strict=True)]
+        A ``None`` in ``text_pairs`` means that text has no second segment.
+
+        Safe to call from several threads at once: the shared ``backend`` is
+        never changed after construction (truncation runs on a copy per
+        ``max_length``, see :meth:`_truncating`), so no call can see another's
+        setting. Texts are checked first (:func:`as_texts`), so a wrong type
+        or a lone surrogate is an error naming the text, not one from deep
+        inside ``tokenizers``.
+        """
+        texts = as_texts(texts, "texts")
+        pairs = as_pairs(text_pairs, len(texts))
+        inputs = [t if p is None else (t, p) for t, p in zip(texts, pairs, strict=True)]
         if not inputs:
             empty = np.zeros((0, 0), dtype=np.int64)
             return Batch(empty, empty.copy(), empty.copy(), [], [], [])
-        full = None
+        encodings = self.backend.encode_batch(inputs)
+        full = [len(e.ids) for e in encodings]
         if max_length is not None:
-            full = [len(e.ids) for e in self.backend.encode_batch(inputs)]
-            self.backend.enable_truncation(max_length, strategy="longest_first")
-        try:
-            encodings = self.backend.encode_batch(inputs)
-        finally:
-            self.backend.no_truncation()
+            self._check_room(max_length, any(p is not None for p in pairs), any(p is None for p in pairs))
+            cut = [b for b, n in enumerate(full) if n > max_length]  # only these need truncating
+            if cut:
+                shorter = self._truncating(max_length).encode_batch([inputs[b] for b in cut])
+                for b, e in zip(cut, shorter, strict=True):
+                    if len(e.ids) > max_length:  # tokenizers leaves it long if it cannot cut
+                        raise MinibertError(f"text {b}: cannot truncate to max_length {max_length}")
+                    encodings[b] = e
         S = max(len(e.ids) for e in encodings)
         B = len(encodings)
         input_ids = np.full((B, S), self.pad_id, dtype=np.int64)
@@ -201,9 +213,114 @@ class Tokenizer:
             attention_mask,
             tokens=[list(e.tokens) for e in encodings],
             word_ids=[list(e.word_ids) for e in encodings],
-            num_tokens=full if full is not None else [len(e.ids) for e in encodings],
+            num_tokens=full,
             sequence_ids=[list(e.sequence_ids) for e in encodings],
             offsets=[list(e.offsets) for e in encodings],
-            texts=list(texts),
-            text_pairs=list(text_pairs),
+            texts=texts,
+            text_pairs=pairs,
         )
+
+    def _check_room(self, max_length: int, pairs: bool, singles: bool) -> None:
+        """max_length must leave room for the special tokens, or tokenizers
+        silently returns the sequence uncut."""
+        for is_pair, present in ((True, pairs), (False, singles)):
+            need = self.backend.num_special_tokens_to_add(is_pair)
+            if present and max_length < need:
+                what = "a text pair" if is_pair else "a text"
+                raise MinibertError(
+                    f"max_length {max_length} leaves no room: {what} takes {need} special tokens"
+                )
+
+    #: How many truncating copies (one per max_length) a tokenizer keeps.
+    TRUNCATORS = 8
+
+    def _truncating(self, max_length: int):
+        """A copy of ``backend`` that truncates to ``max_length`` (longest_first),
+        made once per length (about 35 ms for a 30k vocabulary) and never
+        changed afterwards, so concurrent calls can share it."""
+        with _locks.truncators:
+            backend = self._truncators.get(max_length)
+            if backend is None:
+                backend = type(self.backend).from_str(self.backend.to_str())
+                backend.enable_truncation(max_length, strategy="longest_first")
+                if len(self._truncators) >= self.TRUNCATORS:
+                    self._truncators.pop(next(iter(self._truncators)))
+                self._truncators[max_length] = backend
+            return backend
+
+
+class _Locks:
+    """The lock that guards every tokenizer's truncating copies (made rarely, so
+    one lock serves all), renewed in a forked child, which could otherwise
+    inherit it held by a thread that does not exist there."""
+
+    def __init__(self):
+        self.truncators = threading.Lock()
+
+
+_locks = _Locks()
+os.register_at_fork(after_in_child=_locks.__init__)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class TextError(MinibertError):
+    """A text of a call that is not text: ``name`` (``texts``, ``text_pairs``),
+    ``index`` (its place in the call) and ``reason``, so that a caller with
+    its own numbering (``extract``: the input line) can say it again."""
+
+    def __init__(self, name: str, index: int, reason: str):
+        self.name, self.index, self.reason = name, index, reason
+        super().__init__(f"{name}[{index}] {reason}")
+
+
+def _check_text(text, name: str, index: int) -> str:
+    """``text`` as a str, or a TextError naming it (``texts[3]``)."""
+    if not isinstance(text, str):
+        if isinstance(text, (bytes, bytearray)):
+            raise TextError(name, index, "is bytes: decode it to str first (e.g. .decode('utf-8'))")
+        raise TextError(name, index, f"must be a string, got {type(text).__name__}")
+    if not text.isascii():
+        bad = _SURROGATE.search(text)
+        if bad is not None:
+            raise TextError(
+                name, index, f"holds a lone surrogate ({bad.group()!r} at character {bad.start()}), which is "
+                "not text: UTF-8 cannot encode it",
+            )  # fmt: skip
+    return str(text)  # a str subclass (numpy.str_) becomes a plain str
+
+
+def _as_list(value, name: str) -> list:
+    """One string -> [it]; a list, tuple, 1-D array or other iterable -> a list."""
+    if isinstance(value, str):
+        return [value]
+    if (
+        value is None
+        or isinstance(value, (bytes, bytearray, dict, set, frozenset))
+        or not hasattr(value, "__iter__")
+    ):
+        hint = ": decode it to str first" if isinstance(value, (bytes, bytearray)) else ""
+        raise MinibertError(f"{name} must be a string or a list of strings, got {type(value).__name__}{hint}")
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise MinibertError(f"{name} must be a 1-D list of strings, got an array of shape {value.shape}")
+    return list(value)
+
+
+def as_texts(texts, name: str = "texts") -> list[str]:
+    """The texts of a call as a list of str: one string, or a list, tuple,
+    1-D NumPy array or other iterable of strings. Anything else - None,
+    bytes, numbers, a set (no order), a string with a lone surrogate - is a
+    MinibertError naming the argument and the text's index."""
+    return [_check_text(t, name, i) for i, t in enumerate(_as_list(texts, name))]
+
+
+def as_pairs(text_pairs, n: int, name: str = "text_pairs") -> list[str | None]:
+    """``text_pairs`` for n texts: None (no pairs), one string (for one text),
+    or n entries, each a string or None (that text has no second segment)."""
+    if text_pairs is None:
+        return [None] * n
+    pairs = _as_list(text_pairs, name)
+    if len(pairs) != n:
+        raise MinibertError(f"{n} texts but {len(pairs)} {name}")
+    return [None if p is None else _check_text(p, name, i) for i, p in enumerate(pairs)]

@@ -28,7 +28,8 @@ import numpy as np
 
 from .errors import MinibertError
 from .fast import threads
-from .model import Encoding, Model, batch_fields, forward
+from .model import Encoding, Model, NonFiniteError, batch_fields, first_non_finite, forward
+from .words import select_layers
 
 
 def window_starts(n: int, size: int, stride: int) -> np.ndarray:
@@ -66,6 +67,7 @@ def encode_long(
     stride: int | None = None,
     window: int | None = None,
     batch_size: int = 8,
+    layers: int | list[int] | None = None,
 ) -> Encoding:
     """Encode texts of any length: a text over ``window`` tokens (default the
     model's limit, special tokens included) is run as overlapping windows
@@ -79,64 +81,88 @@ def encode_long(
     computed exactly as ``Model.encode`` would. Windows run ``batch_size`` at
     a time. Single texts only (no pairs); no attention maps (each window has
     its own).
+
+    ``layers`` (hidden-state indices, negatives from the end; default all):
+    only these are kept, and ``hidden_states[i]`` is None for the others.
+    Windows stream through the model ``batch_size`` at a time and are
+    stitched as they come, so memory holds the kept layers (B x N x H each,
+    N the longest text's tokens) and one batch of windows, whatever the
+    texts' length. A forward pass that gives NaN or Inf raises
+    :class:`~minibert.model.NonFiniteError` naming the text.
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
+    if not isinstance(model, Model):
+        raise MinibertError(
+            f"model must be a minibert.Model (from minibert.load), got {type(model).__name__}"
+        )
     window = model.max_length if window is None else window
-    if not isinstance(window, int) or not 2 <= window <= model.max_length:
+    if not _is_int(window) or not 2 <= window <= model.max_length:
         raise MinibertError(f"window must be an integer from 2 to {model.max_length}, got {window!r}")
-    if stride is not None and (not isinstance(stride, int) or stride < 1):
+    if stride is not None and (not _is_int(stride) or stride < 1):
         raise MinibertError(f"stride must be a positive integer, got {stride!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not _is_int(batch_size) or batch_size < 1:
         raise MinibertError(f"batch_size must be a positive integer, got {batch_size!r}")
+    window, stride, batch_size = int(window), None if stride is None else int(stride), int(batch_size)
+    keep = select_layers(model.num_layers + 1, layers)
     full = model.tokenizer(texts, None, None)  # every token, nothing truncated
     B, N_max = full.input_ids.shape
-
-    rows, cols = [], []  # for each window: its token positions in the text's full row
-    dest_b, dest_t, src_w, src_col = [], [], [], []  # stitched token (b, t) <- window src_w, column src_col
-    chosen = []
-    for b in range(B):
-        N = full.num_tokens[b]
-        plan = _plan(N, full.sequence_ids[b], window, stride)  # (k, window') gather, (N,) window, (N,) column
-        gather, which, col = plan
-        src_w.append(which + len(rows))
-        src_col.append(col)
-        dest_b.append(np.full(N, b, dtype=np.int64))
-        dest_t.append(np.arange(N, dtype=np.int64))
-        rows.extend([b] * len(gather))
-        cols.extend(gather)
-        chosen.append(which)
-    dtype = model.dtype
     H = model.config.hidden_size
-    states = [np.zeros((B, N_max, H), dtype) for _ in range(model.num_layers + 1)]
-    if B and N_max:
-        dest_b, dest_t = np.concatenate(dest_b), np.concatenate(dest_t)
-        src_w, src_col = np.concatenate(src_w), np.concatenate(src_col)
-        for lo in range(0, len(rows), batch_size):
-            hi = min(lo + batch_size, len(rows))
-            ids, types, mask = _window_batch(full, rows[lo:hi], cols[lo:hi], model.tokenizer.pad_id)
-            with threads(model.threads):
-                hidden, _, _ = forward(model.weights, model.config, ids, types, mask, impl=model.impl)
-            here = (src_w >= lo) & (src_w < hi)  # stitched tokens taken from this chunk's windows
-            for out, h in zip(states, hidden, strict=True):
-                out[dest_b[here], dest_t[here]] = h[src_w[here] - lo, src_col[here]]
+    states = [
+        np.zeros((B, N_max, H), model.dtype) if i in keep else None for i in range(model.num_layers + 1)
+    ]
+    chosen = []
+    pending: list[tuple[int, np.ndarray, int, int, int]] = []  # (text, gather, first token, end, shift)
+
+    def run() -> None:
+        """Forward the pending windows and copy each one's tokens into place."""
+        ids, types, mask = _window_batch(full, [p[0] for p in pending], [p[1] for p in pending],
+                                         model.tokenizer.pad_id)  # fmt: skip
+        with threads(model.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            hidden, _, _ = forward(model.weights, model.config, ids, types, mask, impl=model.impl)
+        bad = first_non_finite(hidden, mask)
+        if bad is not None:
+            raise NonFiniteError(pending[bad[0]][0], bad[1])
+        for row, (b, _, t0, t1, shift) in enumerate(pending):
+            for i in keep:
+                states[i][b, t0:t1] = hidden[i][row, t0 - shift : t1 - shift]  # (t1 - t0, H)
+        pending.clear()
+
+    if N_max:
+        for b in range(B):
+            gathers, which, shifts = _plan(full.num_tokens[b], full.sequence_ids[b], window, stride)
+            chosen.append(which)
+            ends = np.searchsorted(
+                which, np.arange(len(gathers) + 1)
+            )  # window w supplies tokens ends[w]:ends[w+1]
+            for w, gather in enumerate(gathers):
+                pending.append((b, gather, int(ends[w]), int(ends[w + 1]), int(shifts[w])))
+                if len(pending) == batch_size:
+                    run()
+        if pending:
+            run()
+    else:
+        chosen = [np.zeros(0, np.int64) for _ in range(B)]
     return Encoding(
         full.input_ids, full.token_type_ids, full.attention_mask, tuple(states), None,
         windows=chosen, **batch_fields(full),
     )  # fmt: skip
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def _plan(N: int, sequence_ids: list[int | None], window: int, stride: int | None):
     """How to cut one text of N tokens into windows and stitch it back.
 
-    Returns (gather: k arrays of token positions, one per window; which: (N,)
-    window of each token; col: (N,) its column in that window).
+    Returns (gathers: k arrays of token positions, one per window; which: (N,)
+    window of each token, non-decreasing, so window w supplies one run of
+    tokens; shifts: (k,) for each window, token t sits in its column t - shift).
     """
     if N <= window:  # one window: the text as it is
-        t = np.arange(N, dtype=np.int64)
-        return [t], np.zeros(N, dtype=np.int64), t
+        return [np.arange(N, dtype=np.int64)], np.zeros(N, dtype=np.int64), np.zeros(1, np.int64)
     content = [i for i, s in enumerate(sequence_ids) if s is not None]
+    if not content:
+        raise MinibertError(f"a text of {N} special tokens and no content cannot be cut into windows")
     p, q = content[0], N - 1 - content[-1]  # special tokens before and after the text
     n, L = N - p - q, window - p - q
     if L < 1:
@@ -159,10 +185,9 @@ def _plan(N: int, sequence_ids: list[int | None], window: int, stride: int | Non
     ).astype(np.int64)  # (k, window)
     j_window = choose_windows(n, starts, L)  # (n,)
     which = np.concatenate([np.zeros(p, np.int64), j_window, np.full(q, k - 1, np.int64)])
-    col = np.concatenate([np.arange(p), p + np.arange(n) - starts[j_window], p + L + np.arange(q)]).astype(
-        np.int64
-    )
-    return list(gather), which, col
+    # Window w holds content token j at column p + j - s_w, i.e. token t = p + j at t - s_w; its
+    # leading specials (window 0, s = 0) and trailing ones (the last window, s = n - L) fit the rule.
+    return list(gather), which, starts
 
 
 def _window_batch(full, rows: list[int], cols: list[np.ndarray], pad_id: int):

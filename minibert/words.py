@@ -71,14 +71,21 @@ class Words:
 
 
 def select_layers(num_states: int, layers: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...]:
-    """Hidden-state indices, negatives counted from the end (-1: last layer)."""
+    """Hidden-state indices, negatives counted from the end (-1: last layer).
+
+    ``layers``: None (all), one int, or a list/tuple/array of ints; anything
+    else (a bool, a float, a string) is a MinibertError naming it."""
     if layers is None:
         return tuple(range(num_states))
-    if isinstance(layers, (int, np.integer)):
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, (bool, np.bool_)):
         layers = [layers]
+    elif isinstance(layers, (str, bytes, dict, set)) or not hasattr(layers, "__iter__"):
+        raise MinibertError(f"layers must be an int or a list of ints, got {type(layers).__name__}")
     out = []
     for i in layers:
-        if not isinstance(i, (int, np.integer)) or not -num_states <= i < num_states:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
+            raise MinibertError(f"layers must be ints, got {i!r}")
+        if not -num_states <= i < num_states:
             raise MinibertError(
                 f"layer {i!r} out of range: there are {num_states} hidden states (0..{num_states - 1})"
             )
@@ -99,9 +106,14 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | None = No
     Works on any Encoding that kept its texts: ``Model.encode`` (truncated
     words keep the pieces that survived) and :func:`minibert.encode_long`.
     """
-    if how not in HOWS:
+    if not isinstance(enc, Encoding):
+        raise MinibertError(f"enc must be a minibert.Encoding (from Model.encode), got {type(enc).__name__}")
+    if not isinstance(how, str) or how not in HOWS:
         raise MinibertError(f"how must be one of {', '.join(HOWS)}, got {how!r}")
     layers = select_layers(len(enc.hidden_states), layers)
+    missing = [i for i in layers if enc.hidden_states[i] is None]
+    if missing:
+        raise MinibertError(f"layer {missing[0]} was not kept in this Encoding (encode_long's layers=)")
     B = len(enc.tokens)
     if len(enc.texts) != B or len(enc.sequence_ids) != B or len(enc.offsets) != B:
         raise MinibertError("this Encoding does not carry its texts, sequence_ids and offsets")
@@ -119,7 +131,8 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | None = No
     first = np.flatnonzero(new)  # (W,) token index of each word's first piece
     last = np.append(first[1:], T)[: len(first)] - 1  # (W,) ... and of its last piece
     W = len(first)
-    H = enc.hidden_states[0].shape[-1]
+    kept = next((h for h in enc.hidden_states if h is not None), np.zeros((0, 0, 0), np.float32))
+    H = kept.shape[-1]
 
     vectors = []
     for i in layers:
@@ -137,7 +150,7 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | None = No
             v = np.add.reduceat(h[row, col], first, axis=0) / pieces[:, None]  # (T, H) -> (W, H)
         vectors.append(v)
     width = 2 * H if how == "first_last" else H
-    dtype = enc.hidden_states[0].dtype
+    dtype = kept.dtype
     stacked = np.stack(vectors) if vectors else np.zeros((0, W, width), dtype)  # (L, W, H')
 
     counts = np.bincount(row[first], minlength=B)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,24 @@ def test_fast_equals_plain_tiny(tiny_model, tiny_model64):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir() if (p / "config.json").is_file()))
-def test_fast_equals_plain_every_tiny_family(name):
+def test_fast_equals_plain_every_tiny_family(name, monkeypatch):
     """RoBERTa positions, DistilBERT (no types), ELECTRA/ALBERT projections,
-    ALBERT's shared layers, gelu_new, fp16/bf16 checkpoints: all through the fast path."""
-    check_fast_equals_plain(minibert.load(DATA / name, "float32"), 1e-5)
-    check_fast_equals_plain(minibert.load(DATA / name, "float64"), 1e-12)
+    ALBERT's shared layers, gelu_new, fp16/bf16 checkpoints: all through the fast
+    path, and for each, 1, 2 and 3 threads give the same bits (pairs and type ids
+    included; small units so the batch is several)."""
+    pytest.importorskip("threadpoolctl")
+    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
+        model = minibert.load(DATA / name, dtype)
+        check_fast_equals_plain(model, rtol)
+        monkeypatch.setattr(fast, "UNIT_TOKENS", 8)
+        pairs = ["a second segment", None, "x", "pair", "y " * 30] * 2
+        batch = model.tokenize(TEXTS * 2, pairs, max_length=min(40, model.max_length))
+        assert len(fast.units(batch.attention_mask.sum(axis=1))) >= 4
+        one = hidden_at_threads(model, batch, 1)
+        for n in (2, 3):
+            for i, (a, b) in enumerate(zip(one, hidden_at_threads(model, batch, n), strict=True)):
+                assert_array_equal(b, a, err_msg=f"{name} {dtype} hidden_states[{i}], {n} threads vs 1")
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -257,7 +271,7 @@ def test_attention_scores_that_overflow_exp_fall_back_to_the_shift(scale, heads_
     qkv[:, h * d : 2 * h * d] = np.abs(qkv[:, h * d : 2 * h * d]) * abs(scale) * np.sign(scale)
     qkv[:, : h * d] = np.abs(qkv[:, : h * d])  # q > 0, so q.k has the sign of `scale`
     ctx = np.empty((n, h * d), np.float32)
-    fast._attention(qkv, ctx, np.empty(h * n * n, np.float32), np.ones(n, np.float32), h)
+    fast._attention(qkv, ctx, np.empty(h * n * n, np.float32), h)
     want = attention_float64(qkv, h)
     assert np.isfinite(ctx).all()
     assert_allclose(ctx, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
@@ -351,27 +365,37 @@ def blas_threads_now() -> int:
 
 
 def test_threads_are_honoured(tiny_model, monkeypatch):
-    """threads=n: n threads run groups of texts with a one-thread BLAS; one text
-    runs on an n-thread BLAS; the BLAS setting is restored afterwards."""
+    """threads=n: the batch's units run on n threads at once, each with a one-thread
+    BLAS; a batch that is one unit runs on an n-thread BLAS; the BLAS setting is
+    restored afterwards."""
     pytest.importorskip("threadpoolctl")
+    n = tiny_model.tokenize("one text").num_tokens[0]
+    monkeypatch.setattr(fast, "UNIT_TOKENS", 2 * n)  # 4 texts: 2 units
     seen = []
+    together = threading.Barrier(2, timeout=30)  # breaks unless two units run at the same time
     real_encode = fast._encode
 
     def spy(*args):
-        seen.append((threading.get_ident(), blas_threads_now()))
+        seen.append((threading.get_ident(), blas_threads_now(), args[-2:]))
+        if wait:
+            together.wait()
         return real_encode(*args)
 
     monkeypatch.setattr(fast, "_encode", spy)
     before = blas_threads_now()
     model = variant(tiny_model, "fast", threads=2)
+    wait = True
     model.encode(["one text"] * 4)
-    assert len(seen) == 2 and len({t for t, _ in seen}) == 2 and all(n == 1 for _, n in seen)
+    assert sorted(u for _, _, u in seen) == [(0, 2), (2, 4)]
+    assert len({t for t, _, _ in seen}) == 2 and all(n == 1 for _, n, _ in seen)
+    wait = False
     seen.clear()
     model.encode(["one text"])
-    assert seen == [(threading.get_ident(), 2)]
+    assert seen == [(threading.get_ident(), 2, (0, 1))]
     seen.clear()
     variant(tiny_model, "fast", threads=1).encode(["one text"] * 4)
-    assert [n for _, n in seen] == [1]
+    me = threading.get_ident()
+    assert seen == [(me, 1, (0, 2)), (me, 1, (2, 4))]
     assert blas_threads_now() == before
     seen.clear()
     variant(tiny_model, "plain", threads=1).encode(["one text"] * 4)
@@ -384,17 +408,19 @@ def test_threads_none_follows_the_blas_setting(tiny_model, monkeypatch):
     threadpoolctl limit or OPENBLAS_NUM_THREADS is respected)."""
     from threadpoolctl import threadpool_limits
 
+    monkeypatch.setattr(fast, "UNIT_TOKENS", 2 * tiny_model.tokenize("one text").num_tokens[0])
     calls = []
-    real_encode = fast._encode
-    monkeypatch.setattr(fast, "_encode", lambda *a: calls.append(a[-2:]) or real_encode(*a))
+    real_run = fast._run_on_threads
+    monkeypatch.setattr(
+        fast, "_run_on_threads", lambda run, todo, n: calls.append(n) or real_run(run, todo, n)
+    )
     model = variant(tiny_model, "fast", threads=None)
     with threadpool_limits(limits=1, user_api="blas"):
         model.encode(["one text"] * 4)
-    assert calls == [(0, 4)]
-    calls.clear()
+    assert calls == []  # one thread: the units one after another
     with threadpool_limits(limits=2, user_api="blas"):
         model.encode(["one text"] * 4)
-    assert sorted(calls) == [(0, 2), (2, 4)]
+    assert calls == [2]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
@@ -403,34 +429,51 @@ def test_bad_threads_are_an_error(tiny_model, bad):
         variant(tiny_model, "fast", threads=bad).encode(["hi"])
 
 
-def test_split_balances_work():
-    config = minibert.load(TINY_BERT).config
-    assert fast._split(np.array([10, 10, 10, 10]), config, 2) == [(0, 2), (2, 4)]
-    assert fast._split(np.array([10, 10, 10]), config, 1) == [(0, 3)]
-    assert fast._split(np.array([12]), config, 2) == [(0, 1)]
-    assert fast._split(np.array([500, 3, 3, 3]), config, 2) == [(0, 4)]  # one text holds most work
-    groups = fast._split(np.array([64] * 7), config, 3)
-    assert groups[0][0] == 0 and groups[-1][1] == 7 and len(groups) == 3
+def test_units_depend_on_the_batch_alone():
+    """Units of about UNIT_TOKENS tokens, contiguous, never splitting a text; the
+    thread count is not an input."""
+    assert fast.UNIT_TOKENS == 512
+    assert fast.units(np.array([10, 10, 10, 10])) == [(0, 4)]
+    assert fast.units(np.array([128] * 32)) == [(4 * i, 4 * i + 4) for i in range(8)]
+    assert fast.units(np.array([512] * 8)) == [(i, i + 1) for i in range(8)]
+    assert fast.units(np.array([500, 3, 3, 3])) == [(0, 4)]  # 509 tokens: one unit
+    assert fast.units(np.array([500, 500, 3, 3])) == [(0, 1), (1, 4)]
+    assert fast.units(np.array([12])) == [(0, 1)]
+    assert fast.units(np.array([], dtype=np.int64)) == [(0, 0)]
+
+
+@given(st.lists(st.integers(0, 600), min_size=1, max_size=40))
+def test_units_cover_the_batch(lengths):
+    todo = fast.units(np.array(lengths))
+    assert todo[0][0] == 0 and todo[-1][1] == len(lengths)
+    assert all(b0 < b1 for b0, b1 in todo) and all(a[1] == b[0] for a, b in zip(todo, todo[1:], strict=False))
+    # bounded working memory: no unit much over UNIT_TOKENS unless it is one text
+    for b0, b1 in todo:
+        assert b1 - b0 == 1 or sum(lengths[b0:b1]) <= 2 * fast.UNIT_TOKENS + max(lengths[b0:b1])
 
 
 def test_cli_threads_flag(tmp_path, capsys):
+    """--threads changes the speed, not one bit of the output (so a run resumed with
+    another thread count writes the same numbers)."""
     from minibert.cli import main
 
     src = tmp_path / "in.txt"
-    src.write_text("Hello world!\nA second, longer line of text.\n北京\nfour\n", encoding="utf-8")
+    lines = ["Hello world!", "A second, longer line of text.", "北京", "four"]
+    lines += [f"line {k} " * (k % 13 + 1) for k in range(60)]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lengths = minibert.load(TINY_BERT).tokenize(lines).attention_mask.sum(axis=1)
+    assert len(fast.units(lengths)) >= 2  # one batch of several units
     outs = []
-    for extra in ([], ["--threads", "2"], ["--threads", "1"]):
+    for extra in ([], ["--threads", "2"], ["--threads", "1"], ["--threads", "3"]):
         out = tmp_path / f"out{len(outs)}.npz"
-        assert main(["extract", "--model", str(TINY_BERT), str(src), "-o", str(out), "--quiet", *extra]) == 0
+        args = ["extract", "--model", TINY_BERT, src, "-o", out, "--quiet", "--batch-size", "64", *extra]
+        assert main([str(a) for a in args]) == 0
         with np.load(out, allow_pickle=False) as f:
             outs.append({k: f[k] for k in f.files})
     for other in outs[1:]:
         assert other.keys() == outs[0].keys()
         for k in outs[0]:
-            if outs[0][k].dtype.kind == "f":
-                assert_allclose(other[k], outs[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
-            else:
-                assert_array_equal(other[k], outs[0][k], err_msg=k)
+            assert_array_equal(other[k], outs[0][k], err_msg=k)
     with pytest.raises(SystemExit):
         main(
             ["extract", "--model", str(TINY_BERT), str(src), "-o", str(tmp_path / "x.npz"), "--threads", "0"]
@@ -441,26 +484,61 @@ def test_cli_threads_flag(tmp_path, capsys):
 def _encode_in_child(model_dir: str, queue) -> None:
     model = minibert.load(model_dir)
     model.threads = 2
-    queue.put(model.encode(["one text"] * 4).hidden_states[-1].shape)
+    queue.put(model.encode(["one text", "another text here"] * 40, max_length=7).hidden_states[-1].shape)
+
+
+def encode_in_forked_child(model_dir, hang: str) -> tuple:
+    """Fork, encode 80 texts at 2 threads (new max_length, several units) in the
+    child, and return the shape it got; fail with ``hang`` if it hangs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_encode_in_child, args=(str(model_dir), queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail(hang)
+    assert child.exitcode == 0
+    return queue.get(timeout=5)
 
 
 def test_threads_after_fork(tiny_model_dir):
     """A process forked after the thread pool was used gets a working pool of its own
     (a forked child inherits the pool object but not its threads)."""
-    import multiprocessing
-
     model = variant(minibert.load(tiny_model_dir), "fast", threads=2)
     model.encode(["one text"] * 4)  # the parent's pool exists now
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_encode_in_child, args=(str(tiny_model_dir), queue))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child hung in the fast path's thread pool")
-    assert child.exitcode == 0
-    assert queue.get(timeout=5)[0] == 4
+    assert encode_in_forked_child(tiny_model_dir, "the forked child hung in the fast path's thread pool") == (
+        80, 7, 32,
+    )  # fmt: skip
+
+
+def test_a_child_forked_while_another_thread_holds_minibert_locks_does_not_hang(tiny_model_dir):
+    """A fork copies a lock held by another thread as held, and that thread does not
+    exist in the child: minibert's locks are renewed in the child (os.register_at_fork)."""
+    from minibert import tokenizer
+
+    locks = [tokenizer._locks.truncators, fast._POOLS_LOCK, fast._PREPARED_LOCK, fast._BLAS._lock]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(60)
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        hang = "the forked child hung on a lock held by a thread of its parent"
+        assert encode_in_forked_child(tiny_model_dir, hang) == (80, 7, 32)
+    finally:
+        release.set()
+        holder.join(30)
 
 
 # --------------------------------------------------------------------------- random batch compositions
@@ -496,18 +574,104 @@ def cached_random_model(dtype: str) -> Model:
     return _MODELS[dtype]
 
 
-# Observed over 300 examples: float32 at most 6e-7 relative, float64 1e-15.
-@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+def with_types(batch, seed: int):
+    """The batch with random token type ids 0/1 at its real tokens (pairs' second segments)."""
+    rng = np.random.default_rng(seed)
+    types = (rng.integers(0, 2, batch.input_ids.shape) * batch.attention_mask).astype(np.int64)
+    return replace(batch, token_type_ids=types)
+
+
+# Fast vs plain observed over 300 examples: float32 at most 6e-7 relative, float64 1e-15.
+# Issue 9: 1 and 2 threads differed by up to 8.9e-7 (float32) on [10, 10], [1, 1], [2, 2]; [3, 5] at
+# 3 threads: the texts were cut into one group per thread, and a row of a BLAS product rounds
+# differently with the number of rows. Units now depend on the batch alone (this failed before).
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    lengths=st.lists(st.one_of(st.integers(1, 512), st.integers(140, 260)), min_size=1, max_size=5),
+    lengths=st.lists(
+        st.one_of(st.integers(1, 512), st.integers(140, 260), st.integers(1, 24)), min_size=1, max_size=6
+    ),
     dtype=st.sampled_from(["float32", "float64"]),
+    seed=st.integers(0, 2**16),
 )
-def test_random_batch_compositions_fast_equals_plain(lengths, dtype):
-    """Any mix of lengths 1-512 (biased to 140-260, where the scratch bug
-    lived), at 1 and 2 threads: fast == plain to rounding, padding 0."""
+def test_random_batch_compositions_fast_equals_plain_at_any_thread_count(lengths, dtype, seed):
+    """Any mix of lengths 1-512 (biased to 140-260, where the scratch bug lived, and
+    to short texts), with token type ids, float32 and float64: fast == plain to
+    rounding with padding 0, and 1, 2 and 3 threads give the same bits."""
     pytest.importorskip("threadpoolctl")
     model = cached_random_model(dtype)
-    batch = id_batch(lengths, seed=len(lengths))
+    batch = with_types(id_batch(lengths, seed=seed), seed)
     rtol = 1e-5 if dtype == "float32" else 1e-12
-    for threads in (1, 2):
-        check_batch_fast_equals_plain(model, batch, threads, rtol)
+    one = check_batch_fast_equals_plain(model, batch, 1, rtol)
+    for n in (2, 3):
+        for i, (a, b) in enumerate(zip(one, hidden_at_threads(model, batch, n), strict=True)):
+            assert_array_equal(b, a, err_msg=f"hidden_states[{i}], lengths {lengths}, {n} threads vs 1")
+
+
+# --------------------------------------------------------------------------- thread count and the bits
+
+
+def hidden_at_threads(model: Model, batch, threads: int) -> tuple[np.ndarray, ...]:
+    return variant(model, "fast", threads).forward(batch).hidden_states
+
+
+@pytest.mark.real
+def test_thread_count_does_not_change_a_bit_real(real_model):
+    """The real model, where the products are large enough for OpenBLAS to use its
+    own threads: one short text (one unit, run on an n-thread BLAS), one long text,
+    and a batch of several units (run on n threads with a one-thread BLAS). 1 and 2
+    threads only: a 3-thread OpenBLAS on this 2-core machine crawls (4 s for one
+    text), and test_blas_gives_the_same_bits_at_any_thread_count covers 3."""
+    pytest.importorskip("threadpoolctl")
+    long = "The river rose against the old stone steps of the town. " * 40
+    batches = [
+        real_model.tokenize(["The quick brown fox jumps over the lazy dog."]),
+        real_model.tokenize([long], max_length=300),
+        real_model.tokenize([long[: 300 + 97 * k] for k in range(7)], max_length=128),
+        real_model.tokenize(["first segment", "x"] * 3, ["a second segment here", "y"] * 3),
+    ]
+    assert len(fast.units(batches[2].attention_mask.sum(axis=1))) >= 2
+    for batch in batches:
+        one = hidden_at_threads(real_model, batch, 1)
+        for n in (2,):
+            for i, (a, b) in enumerate(zip(one, hidden_at_threads(real_model, batch, n), strict=True)):
+                assert_array_equal(b, a, err_msg=f"hidden_states[{i}], {batch.input_ids.shape}, {n} threads")
+
+
+def test_blas_gives_the_same_bits_at_any_thread_count():
+    """What the fast path relies on when it runs a unit on an n-thread BLAS: NumPy's
+    BLAS (OpenBLAS) computes every matrix product of the encoder's shapes
+    (all-MiniLM-L6-v2: H = 384, I = 1536, d = 32) to the same bits with 1, 2 or 3
+    threads. If a BLAS ever broke this, results would depend on the thread count, and
+    this test says so. (OpenBLAS's matrix-vector product does not keep it, e.g. (300,
+    1536) @ (1536,) at 2 threads: so the fast path sums rows with einsum, not with a
+    product with ones.)"""
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    rng = np.random.default_rng(0)
+    H, I, d = 384, 1536, 32
+    cases = []
+    for dtype in (np.float32, np.float64):
+        for K, N in [(H, 3 * H), (H, H), (H, I), (I, H)]:
+            W = rng.standard_normal((K, N)).astype(dtype)
+            for M in (1, 2, 7, 12, 300, 700):
+                cases.append(
+                    (
+                        f"({M}, {K}) @ ({K}, {N}) {dtype.__name__}",
+                        rng.standard_normal((M, K)).astype(dtype),
+                        W,
+                    )
+                )
+        for n_tokens in (12, 512):
+            q = rng.standard_normal((12, n_tokens, d)).astype(dtype)
+            kT = rng.standard_normal((12, d, n_tokens)).astype(dtype)
+            cases.append((f"attention scores, n = {n_tokens} {dtype.__name__}", q, kT))
+            p = rng.random((12, n_tokens, n_tokens)).astype(dtype)
+            cases.append((f"probabilities @ V, n = {n_tokens} {dtype.__name__}", p, q))
+    results = {}
+    for n in (1, 2, 3):
+        with controller.limit(limits=n, user_api="blas"):
+            results[n] = [a @ b for _, a, b in cases]
+    for n in (2, 3):
+        for (what, _, _), got, want in zip(cases, results[n], results[1], strict=True):
+            assert_array_equal(got, want, err_msg=f"{what}: {n} threads vs 1")

@@ -75,3 +75,19 @@ def test_combine_matches_the_papers_strategies():
         np.testing.assert_array_equal(cat[..., 3 * i : 3 * i + 3], layers[i])
     with pytest.raises(MinibertError):
         combine(layers, "median")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("1:2:0", "a slice step cannot be 0"),
+        ("9" * 5000, "--layers '" + "9" * 40 + "...': expected 'all'"),
+        ("1," * 3000, "expected 'all', a list like"),
+        ("\udcff", "expected 'all'"),  # an undecodable byte on the command line
+        (7, "--layers must be a string such as 'all' or '-4,-3,-2,-1', got int"),
+    ],
+)
+def test_select_layers_messages_stay_one_short_line(spec, message):
+    with pytest.raises(MinibertError) as e:
+        select_layers(spec, 7)
+    assert message in str(e.value) and len(str(e.value)) < 200 and "\n" not in str(e.value)

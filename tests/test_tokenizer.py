@@ -90,3 +90,19 @@ def test_num_tokens_counts_before_truncation():
     batch = tok([long["text"], "Hello world!"], None, 64)
     assert batch.num_tokens[0] > 64 and batch.num_tokens[1] == 5
     assert batch.tokens[0][-1] == "[SEP]"
+
+
+def test_truncation_never_changes_the_shared_backend(tmp_path):
+    """Truncation runs on a copy per max_length, so a concurrent untruncated call on
+    the same backend can never see another call's setting (issue 9: a call asking
+    for 16 tokens got 64). The copy gives transformers' ids (test_ids_equal_transformers)."""
+    for tok in (
+        Tokenizer.from_dir(TINY_BERT),
+        Tokenizer.from_dir(without_tokenizer_json(TINY_BERT, tmp_path / "v")),
+    ):
+        long = "word " * 100
+        for n in (8, 16, 8):
+            assert tok([long], None, n).input_ids.shape == (1, n)
+            assert tok.backend.truncation is None and tok.backend.padding is None
+        assert tok([long], None, None).num_tokens[0] > 64
+        assert sorted(tok._truncators) == [8, 16]

@@ -173,3 +173,30 @@ def test_bad_arguments_name_the_problem(bpe_model, ref):
         minibert.encode_long(bpe_model, text, window=129)
     with pytest.raises(MinibertError, match="window 2 leaves no room for text beside 2 special tokens"):
         minibert.encode_long(bpe_model, text, window=2)
+
+
+def test_layers_keeps_only_those_and_equals_the_full_result(bpe_model, ref):
+    """layers=[...] keeps those hidden states (the rest are None), bit for bit the
+    ones every layer gives; memory holds the kept layers, not all of them."""
+    text = str(ref["bpe__text"])
+    every = minibert.encode_long(bpe_model, [text, "short one"], stride=50)
+    kept = minibert.encode_long(bpe_model, [text, "short one"], stride=50, layers=[0, -1])
+    last = len(every.hidden_states) - 1
+    assert [i for i, h in enumerate(kept.hidden_states) if h is not None] == [0, last]
+    for i in (0, last):
+        np.testing.assert_array_equal(kept.hidden_states[i], every.hidden_states[i])
+    assert [w.tolist() for w in kept.windows] == [w.tolist() for w in every.windows]
+
+
+# Issue 9: --long window on a 10 MB line allocated 8 GiB: every window's every layer was held.
+def test_windows_stream_through_the_model_a_batch_at_a_time(bpe_model, ref, monkeypatch):
+    """The model sees at most batch_size windows at a time, however long the text."""
+    import minibert.windows as windows
+
+    shapes = []
+    real = windows.forward
+    monkeypatch.setattr(windows, "forward", lambda *a, **k: shapes.append(a[2].shape) or real(*a, **k))
+    text = str(ref["bpe__text"]) * 3
+    enc = minibert.encode_long(bpe_model, text, stride=100, window=128, batch_size=4, layers=-1)
+    assert len(shapes) > 10 and all(b <= 4 and s <= 128 for b, s in shapes)
+    assert enc.hidden_states[-1].shape[1] == enc.num_tokens[0] > 10 * 128

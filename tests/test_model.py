@@ -1,0 +1,452 @@
+"""Model.encode / tokenize / forward as a Python API: wrong arguments are one
+clean MinibertError naming the argument, concurrent calls are safe and equal to
+sequential ones bit for bit, a non-finite forward pass is an error naming the
+text and the layer, and large inputs run in bounded working memory."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import TINY_BERT, id_batch, random_model
+from numpy.testing import assert_array_equal
+
+import minibert
+from minibert import MinibertError, fast
+from minibert.model import Model, NonFiniteError
+
+
+def variant(model: Model, impl: str = "fast", threads: int | None = None) -> Model:
+    """Another Model on the same weights and tokenizer (shared, as one Model's calls share them)."""
+    other = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype), model.sentence)
+    other.impl, other.threads = impl, threads
+    return other
+
+
+# --------------------------------------------------------------------------- wrong arguments
+
+TEXT_CASES = {
+    "None": (None, "texts must be a string or a list of strings, got NoneType"),
+    "ints": ([1, 2], "texts[0] must be a string, got int"),
+    "bytes": (b"hello", "texts must be a string or a list of strings, got bytes: decode it"),
+    "bytes in a list": (["ok", b"x"], "texts[1] is bytes: decode it"),
+    "None in a list": (["ok", None], "texts[1] must be a string, got NoneType"),
+    "a number": (3.5, "texts must be a string or a list of strings, got float"),
+    "a set": ({"a", "b"}, "texts must be a string or a list of strings, got set"),
+    "a dict": ({"text": "a"}, "texts must be a string or a list of strings, got dict"),
+    "2-D array": (
+        np.array([["a", "b"]]),
+        "texts must be a 1-D list of strings, got an array of shape (1, 2)",
+    ),
+    "lone surrogate": ("caf\ud800", "texts[0] holds a lone surrogate ('\\ud800' at character 3)"),
+    "low surrogate in a list": (["fine", "x\udfff"], "texts[1] holds a lone surrogate"),
+    "surrogate from JSON": (json.loads('["ok", "\\udc80"]'), "texts[1] holds a lone surrogate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_CASES))
+@pytest.mark.parametrize("call", ["encode", "tokenize", "encode_long"])
+def test_wrong_texts_name_the_argument(tiny_model, call, case):
+    bad, message = TEXT_CASES[case]
+    with pytest.raises(MinibertError, match=re.escape(message)):
+        if call == "encode_long":
+            minibert.encode_long(tiny_model, bad)
+        else:
+            getattr(tiny_model, call)(bad)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ("a", "b c"),
+        np.array(["a", "b c"]),
+        (t for t in ["a", "b c"]),
+        iter(["a", "b c"]),
+        ["a", np.str_("b c")],
+    ],
+    ids=["tuple", "numpy array of str", "generator", "iterator", "numpy.str_"],
+)
+def test_any_sequence_of_strings_is_accepted(tiny_model, texts):
+    want = tiny_model.encode(["a", "b c"])
+    got = tiny_model.encode(texts)
+    assert got.texts == ["a", "b c"] and all(type(t) is str for t in got.texts)
+    for a, b in zip(got.hidden_states, want.hidden_states, strict=True):
+        assert_array_equal(a, b)
+
+
+PAIR_CASES = {
+    "too many": (["a", "b"], "1 texts but 2 text_pairs"),
+    "too few": ([], "1 texts but 0 text_pairs"),
+    "an int": ([1], "text_pairs[0] must be a string, got int"),
+    "bytes": (b"x", "text_pairs must be a string or a list of strings, got bytes"),
+    "surrogate": (["\ud83d"], "text_pairs[0] holds a lone surrogate"),
+    "a number": (7, "text_pairs must be a string or a list of strings, got int"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PAIR_CASES))
+def test_wrong_text_pairs_name_the_argument(tiny_model, case):
+    bad, message = PAIR_CASES[case]
+    with pytest.raises(MinibertError, match=re.escape(message)):
+        tiny_model.encode(["a text"], bad)
+
+
+@pytest.mark.parametrize("bad", [5.0, True, False, "8", 1, 0, -3, 10**9, np.float32(8), None.__class__])
+def test_wrong_max_length(tiny_model, bad):
+    with pytest.raises(MinibertError, match="max_length must be an integer from 2 to 64"):
+        tiny_model.encode(["a text"], max_length=bad)
+
+
+def test_numpy_integers_are_integers(tiny_model):
+    assert tiny_model.encode(["a b c d e f"], max_length=np.int64(4)).input_ids.shape == (1, 4)
+    assert minibert.encode_long(tiny_model, "a b c", stride=np.int32(2), window=np.int64(8)).num_tokens
+
+
+@pytest.mark.parametrize("flag", ["output_attentions", "trace"])
+@pytest.mark.parametrize("bad", [1, "yes", None, [True]])
+def test_wrong_flags(tiny_model, flag, bad):
+    with pytest.raises(MinibertError, match=f"{flag} must be True or False"):
+        tiny_model.encode(["a text"], **{flag: bad})
+
+
+def test_max_length_too_small_for_a_pairs_special_tokens(tiny_model):
+    """tokenizers would silently return the pair uncut (11 tokens for max_length 2)."""
+    with pytest.raises(
+        MinibertError, match="max_length 2 leaves no room: a text pair takes 3 special tokens"
+    ):
+        tiny_model.encode(["hello there my friend"], ["another long sentence"], max_length=2)
+    assert tiny_model.encode(["hello there"], max_length=2).input_ids.shape == (1, 2)
+    assert tiny_model.encode(["hello there"], ["friend"], max_length=3).input_ids.shape == (1, 3)
+
+
+def good_batch(model: Model):
+    return model.tokenize(["a short text", "and another, a little longer"])
+
+
+BATCH_CASES = {
+    "token id = vocab size": (
+        lambda b, m: replace(
+            b,
+            input_ids=np.where(b.attention_mask == 1, b.input_ids, 0)
+            + (m.config.vocab_size - b.input_ids.max()),
+        ),
+        "input_ids reach",
+    ),
+    "negative token id": (lambda b, m: replace(b, input_ids=b.input_ids - 1000), "input_ids hold -"),
+    "type id 2": (
+        lambda b, m: replace(b, token_type_ids=b.token_type_ids + 2),
+        "text 0: token_type_ids reach 2, the model has 2 type",
+    ),
+    "negative type id": (
+        lambda b, m: replace(b, token_type_ids=b.token_type_ids - 1),
+        "text 0: token_type_ids hold -1",
+    ),
+    "mask of 2": (
+        lambda b, m: replace(b, attention_mask=b.attention_mask * 2),
+        "attention_mask must hold only 0 and 1",
+    ),
+    "float ids": (
+        lambda b, m: replace(b, input_ids=b.input_ids.astype(float)),
+        "input_ids must be a 2-D integer array",
+    ),
+    "1-D ids": (lambda b, m: replace(b, input_ids=b.input_ids[0]), "input_ids must be a 2-D integer array"),
+    "list ids": (
+        lambda b, m: replace(b, input_ids=b.input_ids.tolist()),
+        "input_ids must be a 2-D integer array",
+    ),
+    "shapes differ": (
+        lambda b, m: replace(b, attention_mask=b.attention_mask[:, :2]),
+        "attention_mask has shape",
+    ),
+    "too long": (
+        lambda b, m: replace(
+            b, **{k: np.zeros((2, 65), np.int64) for k in ("input_ids", "token_type_ids", "attention_mask")}
+        ),
+        "the batch has 65 positions, the model at most 64",
+    ),
+    "tokens missing": (
+        lambda b, m: replace(b, tokens=b.tokens[:1]),
+        "Batch.tokens has 1 entries for 2 texts",
+    ),
+    "not a batch": (lambda b, m: b.input_ids, "batch must be a minibert.Batch"),
+}
+
+
+@pytest.mark.parametrize("impl", ["fast", "plain"])
+@pytest.mark.parametrize("case", sorted(BATCH_CASES))
+def test_hand_built_batches_are_checked_before_numpy_indexes(tiny_model, case, impl):
+    make, message = BATCH_CASES[case]
+    with pytest.raises(MinibertError, match=re.escape(message)):
+        variant(tiny_model, impl).forward(make(good_batch(tiny_model), tiny_model))
+
+
+def test_words_arguments(tiny_model):
+    enc = tiny_model.encode(["some words here"])
+    for bad, message in [
+        (dict(how="avg"), "how must be one of first, last, mean, first_last, got 'avg'"),
+        (dict(how=["mean"]), "how must be one of"),
+        (dict(how=np.array(["mean"])), "how must be one of"),
+        (dict(layers=True), "layers must be an int or a list of ints, got bool"),
+        (dict(layers=[0, True]), "layers must be ints, got True"),
+        (dict(layers=1.0), "layers must be an int or a list of ints, got float"),
+        (dict(layers="-1"), "layers must be an int or a list of ints, got str"),
+        (dict(layers=[0, 99]), "layer 99 out of range: there are 3 hidden states"),
+        (dict(layers=[-4]), "layer -4 out of range"),
+    ]:
+        with pytest.raises(MinibertError, match=re.escape(message)):
+            minibert.words(enc, **bad)
+    with pytest.raises(MinibertError, match="enc must be a minibert.Encoding"):
+        minibert.words(tiny_model.tokenize("a"))
+    kept = minibert.encode_long(tiny_model, ["some words here"], layers=[-1])
+    with pytest.raises(MinibertError, match="layer 0 was not kept"):
+        minibert.words(kept, layers=[0, -1])
+    assert minibert.words(kept, "mean", layers=-1).vectors.shape[0] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(stride=0), "stride must be a positive integer"),
+        (dict(stride=2.5), "stride must be a positive integer"),
+        (dict(stride=True), "stride must be a positive integer"),
+        (dict(window=1), "window must be an integer from 2 to 64"),
+        (dict(window=65), "window must be an integer from 2 to 64"),
+        (dict(window="32"), "window must be an integer from 2 to 64"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=None), "batch_size must be a positive integer"),
+        (dict(layers=[7]), "layer 7 out of range"),
+        (dict(layers="all"), "layers must be an int or a list of ints"),
+    ],
+)
+def test_encode_long_arguments(tiny_model, kwargs, message):
+    with pytest.raises(MinibertError, match=re.escape(message)):
+        minibert.encode_long(tiny_model, "a text " * 40, **kwargs)
+
+
+def test_encode_long_needs_a_model(tiny_model):
+    with pytest.raises(MinibertError, match="model must be a minibert.Model"):
+        minibert.encode_long("weights/all-MiniLM-L6-v2", ["a text"])
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+CALLS = [
+    dict(texts=["Hello world!", "A second, longer text."]),
+    dict(texts=["Hello world!", "A second, longer text."], max_length=5),
+    dict(texts=["first segment here"] * 3, text_pairs=["second", "pair two", "z " * 40], max_length=24),
+    dict(texts=["word " * 80, "short"], max_length=16),
+    dict(texts=["word " * 80], max_length=64),
+    dict(texts=["attention please", "x"], output_attentions=True),
+    dict(texts=["北京欢迎你 🎉", ""] * 3, max_length=9),
+]
+
+
+def fingerprint(enc) -> list:
+    parts = [
+        enc.input_ids,
+        enc.token_type_ids,
+        enc.attention_mask,
+        *enc.hidden_states,
+        enc.tokens,
+        enc.num_tokens,
+    ]
+    if enc.attentions is not None:
+        parts += list(enc.attentions)
+    return parts
+
+
+def assert_same(got: list, want: list, what: str) -> None:
+    assert len(got) == len(want), what
+    for a, b in zip(got, want, strict=True):
+        if isinstance(b, np.ndarray):
+            assert_array_equal(a, b, err_msg=what)
+        else:
+            assert a == b, what
+
+
+# Issue 9: the tokenizer switched truncation on the shared tokenizers.Tokenizer, so with 4 threads
+# and different max_length a call asking for 16 tokens got 64, and others raised IndexError.
+def test_concurrent_encode_equals_sequential(tiny_model):
+    """8 threads x 140 calls on one set of weights and one tokenizer: different texts,
+    max_length, pairs, attentions, impl and threads settings, each result equal bit for
+    bit to the same call made alone, and the BLAS setting restored afterwards."""
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    def blas() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    models = [variant(tiny_model, impl, threads) for impl in ("fast", "plain") for threads in (None, 1, 2, 3)]
+    jobs = [(m, c) for m in models for c in CALLS]
+    want = [fingerprint(m.encode(**c)) for m, c in jobs]
+    before = blas()
+    order = np.random.default_rng(0).permutation(np.tile(np.arange(len(jobs)), 5))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda k: fingerprint(jobs[k][0].encode(**jobs[k][1])), order))
+    for k, g in zip(order, got, strict=True):
+        m, c = jobs[k]
+        assert_same(g, want[k], f"{m.impl} threads={m.threads} {c}")
+    assert blas() == before
+
+
+def test_concurrent_tokenize_and_encode_long(bpe_model):
+    """Untruncated tokenizing (encode_long) beside truncating calls never sees their
+    truncation: every long text keeps all of its tokens."""
+    text = "Long documents are cut into overlapping windows. " * 30
+    full = bpe_model.tokenize([text], max_length=None).num_tokens[0]
+    want_long = minibert.encode_long(bpe_model, text, stride=40)
+    want_short = [bpe_model.tokenize([text], max_length=n).input_ids for n in (8, 16, 32)]
+
+    def job(k: int):
+        if k % 2:
+            return minibert.encode_long(bpe_model, text, stride=40)
+        return bpe_model.tokenize([text], max_length=(8, 16, 32)[k % 3]).input_ids
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(job, range(60)))
+    for k, r in enumerate(results):
+        if k % 2:
+            assert r.num_tokens == [full] and r.attention_mask.sum() == full
+            for a, b in zip(r.hidden_states, want_long.hidden_states, strict=True):
+                assert_array_equal(a, b)
+        else:
+            assert_array_equal(r, want_short[(0, 1, 2)[k % 3]])
+
+
+def test_blas_limit_is_restored_whatever_order_threads_end_in():
+    """Regions that end in another order than they began (two threads) leave the
+    BLAS thread count as it was before the first began."""
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    def blas() -> int:
+        return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    before = blas()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with fast.threads(3):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()  # a ends first, while b's region is still open
+
+    def b():
+        a_in.wait(10)
+        with fast.threads(1):
+            b_in.set()
+            a_out.wait(10)
+            seen["inside b after a ended"] = blas()
+            seen["wanted in b"] = fast._wanted_threads()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert seen == {"inside b after a ended": 1, "wanted in b": 1}
+    assert blas() == before
+
+
+# --------------------------------------------------------------------------- NaN / Inf
+
+
+def overflowing_model(dtype: str = "float32") -> Model:
+    """A random model whose FFN weights are finite but so large that the forward
+    pass overflows float32 (so no check of the weights at load can catch it)."""
+    model = random_model(heads=4, max_positions=64, dtype=dtype)
+    layers = list(model.weights.layers)
+    W_1 = layers[1].W_1
+    huge = np.finfo(W_1.dtype).max / (2 * np.abs(W_1).max())  # every weight finite, their products not
+    layers[1] = replace(layers[1], W_1=W_1 * huge)
+    assert np.isfinite(layers[1].W_1).all()
+    return Model(
+        model.config, replace(model.weights, layers=tuple(layers)), model.tokenizer, model.path, dtype
+    )
+
+
+@pytest.mark.parametrize("impl", ["fast", "plain"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_non_finite_forward_pass_names_the_text_and_layer(impl, dtype):
+    model = variant(overflowing_model(dtype), impl)
+    batch = id_batch([5, 9, 3])
+    with pytest.raises(
+        NonFiniteError, match=r"text 0: the forward pass produced NaN or Inf in hidden_states\[2\]"
+    ) as e:
+        model.forward(batch)
+    assert (e.value.text, e.value.layer) == (0, 2)
+    # the function itself does not check: its numbers are there to look at
+    with np.errstate(all="ignore"):
+        hidden, _, _ = minibert.forward(model.weights, model.config, batch.input_ids, batch.token_type_ids,
+                                        batch.attention_mask, impl=impl)  # fmt: skip
+    assert np.isfinite(hidden[1]).all() and not np.isfinite(hidden[2][0, :5]).all()
+
+
+def test_non_finite_only_in_one_text_names_that_text():
+    """One text whose embedding row is huge: its row overflows, its neighbours stay finite."""
+    model = random_model(heads=4, max_positions=64)
+    word = model.weights.embeddings.word.copy()
+    word[7] = 3e38
+    weights = replace(model.weights, embeddings=replace(model.weights.embeddings, word=word))
+    model = Model(model.config, weights, model.tokenizer, model.path, "float32")
+    batch = id_batch([4, 6, 5], seed=3)
+    ids = np.where(batch.input_ids == 7, 8, batch.input_ids)
+    ids[2, 1] = 7
+    with pytest.raises(NonFiniteError, match="text 2: ") as e:
+        model.forward(replace(batch, input_ids=ids))
+    assert e.value.text == 2
+
+
+def test_padding_garbage_is_not_a_non_finite_result(tiny_model):
+    """Only real tokens count: the plain path's values at padding positions mean nothing."""
+    from minibert.model import first_non_finite
+
+    h = np.zeros((2, 4, 3), np.float32)
+    h[0, 3] = np.nan
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert first_non_finite([h], mask) is None
+    h[1, 3, 2] = np.inf
+    assert first_non_finite([h, h], mask) == (1, 0)
+    big = np.full((1, 2, 3), 3e38, np.float32)  # the sum overflows, every value is finite
+    assert first_non_finite([big], np.ones((1, 2))) is None
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_plain_path_runs_in_chunks_of_texts(monkeypatch):
+    """The plain path's (b, h, S, S) scores are bounded: texts go a chunk at a time,
+    and the result equals the unchunked pass."""
+    model = random_model(heads=4, max_positions=64)
+    batch = id_batch([60, 3, 64, 17, 40, 64, 1], seed=5)
+    whole = variant(model, "plain").forward(batch).hidden_states
+    seen = []
+    real = minibert.model.forward
+    monkeypatch.setattr(minibert.model, "forward", lambda *a, **k: seen.append(a[2].shape) or real(*a, **k))
+    monkeypatch.setattr(minibert.model, "PLAIN_SCORES", 2 * 4 * 64 * 64)  # two texts of 64 tokens
+    chunked = variant(model, "plain").forward(batch).hidden_states
+    assert seen == [(2, 64), (2, 64), (2, 64), (1, 64)]
+    for a, b in zip(chunked, whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)  # observed: equal
+
+
+def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
+    """Each unit's buffers are sized by the unit (about UNIT_TOKENS tokens), not the batch."""
+    model = random_model(heads=4, max_positions=64)
+    sizes = []
+    real = fast._encode
+    monkeypatch.setattr(fast, "_encode", lambda *a: sizes.append(int(a[6][a[-2] : a[-1]].sum())) or real(*a))
+    model.threads = 1
+    model.forward(id_batch([64] * 100))  # 6,400 tokens
+    assert len(sizes) == 12 and max(sizes) <= 640
+
+
+def test_tiny_model_dir_is_the_committed_one():
+    assert (TINY_BERT / "config.json").is_file()
