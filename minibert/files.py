@@ -41,20 +41,25 @@ def os_reason(e: OSError) -> str:
 
 
 def _check_strings(obj, source: str) -> None:
-    """Reject lone surrogates (``"\\ud800"``), which no UTF-8 text can hold."""
-    stack = [obj]
+    """Reject lone surrogates (``"\\ud800"``), which no UTF-8 text can hold,
+    naming where the string is (``"text_pair"``, ``[3]``)."""
+    stack = [(obj, "")]
     while stack:
-        o = stack.pop()
+        o, where = stack.pop()
         if isinstance(o, str):
             try:
                 o.encode("utf-8")
             except UnicodeEncodeError:
-                raise MinibertError(f"{source}: holds a lone surrogate ({o[:20]!r}...), not text") from None
+                at = f" in {where}" if where else ""
+                shown = f"{o[:20]!r}..."
+                raise MinibertError(f"{source}: holds a lone surrogate{at} ({shown}), not text") from None
         elif isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
+            for k, v in o.items():
+                key = json.dumps(k, ensure_ascii=True)
+                stack.append((k, f"{where} key {key}".strip()))
+                stack.append((v, f"{where}[{key}]" if where else key))
         elif isinstance(o, list):
-            stack.extend(o)
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(o))
 
 
 def parse_json(text: str, source: str, expect: type | tuple[type, ...] | None = None):
