@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_BERT
+from fuzz_helpers import rewrite_safetensors_header
 from numpy.testing import assert_allclose, assert_array_equal
 from safetensors.numpy import load_file, save_file
 
@@ -247,15 +248,8 @@ def test_half_precision_checkpoints_match_transformers(tmp_path, kind):
 
 
 def _rewrite_header(d: Path, edit) -> None:
-    """Apply ``edit`` to the parsed JSON header and write the file back with the same data."""
-    path = d / "model.safetensors"
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    edit(header)
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
+    """Apply ``edit`` to the model's parsed safetensors header (same data)."""
+    rewrite_safetensors_header(d / "model.safetensors", edit)
 
 
 def _retensor(d: Path, edit) -> None:
