@@ -86,6 +86,15 @@ def l2_normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(norm, np.asarray(1e-12, v.dtype))
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """cos(a, b) = a . b / (||a|| ||b||) along the last axis, in float64:
+    (..., H), (..., H) -> (...). A zero vector gives NaN (no direction)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("...i,...i->...", a, b) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
 def combine(layers: list[np.ndarray], how: str) -> np.ndarray:
     """Reduce the selected layers to one array, the BERT paper's
     feature-based strategies (Devlin et al. 2019, sec. 5.3):

@@ -91,3 +91,14 @@ def test_select_layers_messages_stay_one_short_line(spec, message):
     with pytest.raises(MinibertError) as e:
         select_layers(spec, 7)
     assert message in str(e.value) and len(str(e.value)) < 200 and "\n" not in str(e.value)
+
+
+def test_cosine_by_hand():
+    from minibert.pooling import cosine
+
+    a = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]], np.float32)
+    b = np.array([[4.0, 3.0], [-2.0, 0.0], [1.0, 1.0]], np.float32)
+    got = cosine(a, b)
+    assert got.dtype == np.float64 and got.shape == (3,)
+    np.testing.assert_allclose(got[:2], [24 / 25, -1.0], rtol=1e-15)
+    assert np.isnan(got[2])

@@ -1,0 +1,78 @@
+"""minibert.layers: the one resolver of layer indices (hidden_states[0] = embeddings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minibert.errors import MinibertError
+from minibert.layers import resolve_layer, resolve_layers
+
+# A 6-layer model has 7 hidden states: 0 (embeddings) .. 6.
+GOOD = [
+    (None, [0, 1, 2, 3, 4, 5, 6]),
+    ("all", [0, 1, 2, 3, 4, 5, 6]),
+    (" all ", [0, 1, 2, 3, 4, 5, 6]),
+    ("-1", [6]),
+    ("-4,-3,-2,-1", [3, 4, 5, 6]),
+    ("0:7", [0, 1, 2, 3, 4, 5, 6]),
+    ("1:", [1, 2, 3, 4, 5, 6]),
+    ("::2", [0, 2, 4, 6]),
+    ("-1:0:-2", [6, 4, 2]),
+    ("6,0", [6, 0]),
+    (3, [3]),
+    (np.int64(-7), [0]),
+    ([-1, 0], [6, 0]),
+    ((2,), [2]),
+    (np.array([1, 2]), [1, 2]),
+]
+
+
+@pytest.mark.parametrize("layers, expected", GOOD, ids=[repr(g[0]) for g in GOOD])
+def test_resolve_layers(layers, expected):
+    assert resolve_layers(layers, 7) == expected
+
+
+BAD = [
+    ("7", "out of range"),
+    ("-8", "out of range"),
+    ("1,1", "twice"),
+    ("0:0", "selects no layer"),
+    ("::0", "step cannot be 0"),
+    ("a,b", "expected"),
+    ("1:2:3:4", "expected"),
+    ("0:99", "out of range"),
+    ("", "expected"),
+    ([], "selects no layer"),
+    ([1.5], "must be an integer"),
+    ([True], "must be an integer"),
+    (True, "must be"),
+    (2.0, "must be"),
+    (b"1", "must be"),
+    ({1}, "must be"),
+]
+
+
+@pytest.mark.parametrize("layers, message", BAD, ids=[repr(b[0]) for b in BAD])
+def test_bad_layers_name_the_argument(layers, message):
+    with pytest.raises(MinibertError, match=message) as e:
+        resolve_layers(layers, 7, what="--layers")
+    assert str(e.value).startswith("--layers")
+    assert "\n" not in str(e.value)
+
+
+def test_a_long_spec_is_shown_cut():
+    with pytest.raises(MinibertError) as e:
+        resolve_layers("1," * 3000, 7)
+    assert len(str(e.value)) < 200
+
+
+def test_resolve_one_layer():
+    assert resolve_layer(0, 7) == 0 and resolve_layer(-1, 7) == 6 and resolve_layer(-7, 7) == 0
+    # encoder layers only (explain, plot): 1..6, and -1..-6
+    assert resolve_layer(1, 7, first=1) == 1 and resolve_layer(-6, 7, first=1) == 1
+    for bad in (0, 7, -7):
+        with pytest.raises(MinibertError, match="--layer .* out of range: valid are 1..6"):
+            resolve_layer(bad, 7, "--layer", first=1)
+    with pytest.raises(MinibertError, match="must be an integer"):
+        resolve_layer("2", 7)
