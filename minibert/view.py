@@ -210,17 +210,18 @@ def render(payload: dict) -> Page:
     put in. ``<``, ``>`` and ``&`` in the JSON are escaped (valid JSON), so no
     text of the user's can close the script element."""
     assets = resources.files("minibert") / ASSETS
-    page = (assets / "page.html").read_text(encoding="utf-8")
+    template = (assets / "page.html").read_text(encoding="utf-8")
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     title = html.escape(f"minibert view: {payload['text']}"[:200])
-    for mark, value in (
-        ("{{TITLE}}", title),
-        ("/*{{CSS}}*/", (assets / "view.css").read_text(encoding="utf-8")),
-        ("/*{{JS}}*/", (assets / "view.js").read_text(encoding="utf-8")),
-        ("{{DATA}}", data),  # last: the user's text cannot hold the other marks' places
-    ):
-        page = page.replace(mark, value, 1)
+    values = {
+        "{{TITLE}}": title,
+        "/*{{CSS}}*/": (assets / "view.css").read_text(encoding="utf-8"),
+        "/*{{JS}}*/": (assets / "view.js").read_text(encoding="utf-8"),
+        "{{DATA}}": data,
+    }
+    # one pass over the template: what is put in (the user's text too) is never searched for marks
+    page = re.sub("|".join(map(re.escape, values)), lambda m: values[m[0]], template)
     return Page(page)
 
 

@@ -1,6 +1,6 @@
 /* minibert view: one forward pass of a BERT encoder, drawn from the numbers embedded in this page.
 
-   minibert (Python) ran the text through the model and embedded, in <script id="minibert-data">, the tokens,
+   minibert (Python) ran the text through the model and embedded, in the JSON element #minibert-data, the tokens,
    the trace's arrays (packed: see decodeArrays) and the float64 checks of `minibert explain`. This script
    only reads them, derives a few exact sums, and draws tables and SVG. No library, no request.
 
