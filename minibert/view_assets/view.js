@@ -514,7 +514,7 @@ function stepsView() {
       [keyTable([{ label: "q·k / √d_k", values: A.scores.at(l - 1, j, t), key: "scores", where: at }])], list("scores"), "example"),
     card("mask", "3.3 The mask", "masked = scores + M,   M = 0 for a real key, the most negative float for padding", `M (${S}) broadcast over heads and queries → masked (${h}, ${S}, ${S})`,
       [el("p", { class: "note" }, "This page shows the text's real tokens only, so M is 0 for every key. With padding (minibert explain --pad 2), padded keys get the most negative float: after the softmax, exactly 0."),
-        keyTable([{ label: "M", values: A.mask.data, key: "mask", where: {} }, { label: "scores + M", values: add(A.scores.at(l - 1, j, t), A.mask.data), key: "masked_scores", where: at }])],
+        keyTable([{ label: "M", values: A.mask.data, key: "mask", where: { layer: l } }, { label: "scores + M", values: add(A.scores.at(l - 1, j, t), A.mask.data), key: "masked_scores", where: at }])],
       list("mask"), "mask"),
     card("softmax", "3.4 Softmax: the attention weights", "P = softmax(masked) along the keys: P[t, s] = exp(masked[t, s]) / Σ_s' exp(masked[t, s'])", `(${h}, ${S}, ${S}) → P (${h}, ${S}, ${S}); each row sums to 1`,
       [keyTable([{ label: "P", values: P, key: "probs", where: at, bars: true }]), el("p", {}, "Σ P = ", stat("sum", P.reduce((s, x) => s + x, 0), { key: "probs", ...at }))],
