@@ -181,6 +181,12 @@ def test_clicking_a_head_in_the_model_view_opens_it(opened, bank):
     assert sorted(k for _, k, _ in lines) == list(range(10)) and {j for j, _, _ in lines} == {7}
     for _, k, opacity in lines:
         assert abs(opacity - P[k]) <= PRINTED + 1e-9
+    # and labels each key with that weight
+    labels = page.eval_on_selector_all(
+        "#head-view tspan.p", "ts => ts.map(t => [+t.dataset.k, +t.textContent])"
+    )
+    assert [k for k, _ in labels] == list(range(10))
+    assert all(abs(p - P[k]) <= PRINTED + 1e-9 for k, p in labels)
     # the formula steps follow: layer 4, head 7
     q = page.eval_on_selector('.vec[data-key="q"]', "r => [r.dataset.layer, r.dataset.head, r.dataset.token]")
     assert q == ["4", "7", "2"]

@@ -112,7 +112,7 @@ const variance = (a) => {
   return a.reduce((s, x) => s + (x - m) * (x - m), 0) / a.length;
 };
 // neighbouring heads get far-apart hues (the golden angle), so any two shown together are told apart
-const headColour = (j) => `hsl(${Math.round((j * 137.5) % 360)}, 70%, 42%)`;
+const headColour = (j) => `hsl(${Math.round((j * 137.5) % 360)}, 75%, 36%)`;
 const tokenName = (t) => `${t} "${TOKENS[t]}"`;
 
 // The quantities the page derives from the embedded arrays (exactly, see `round`).
@@ -174,7 +174,8 @@ function vector(label, values, key, where = {}, { first = 0, mark = null } = {})
     if (mark && mark(i)) cls.push("mark");
     nums.append(el("span", { class: cls.join(" "), title: `[${i}]` }, fmt(x)));
   });
-  row.append(el("span", { class: "label" }, label), values.length > 1 ? el("span", { class: "dim" }, `(${values.length})`) : null, nums);
+  row.append(el("span", { class: "label" }, math(label)), nums);
+  if (values.length > 1) nums.before(el("span", { class: "dim" }, `(${values.length})`));
   if (values.length > SHOW) {
     const toggle = () => {
       if (state.open.has(id)) state.open.delete(id);
@@ -196,10 +197,12 @@ function keyTable(rows) {
     el(
       "tr",
       { class: "vec", "data-key": key, ...dataAttrs(where) },
-      el("th", {}, label),
+      el("th", {}, math(label)),
       Array.from(values).map((x) => {
-        const style = bars ? `background: linear-gradient(to top, #9cc3e6 ${(100 * x).toFixed(1)}%, transparent 0)` : null;
-        return el("td", { class: bars ? "n bar" : "n", style }, Number.isFinite(x) && Math.abs(x) < 1e30 ? fmt(x) : x.toExponential(1));
+        const text = Number.isFinite(x) && Math.abs(x) < 1e30 ? fmt(x) : x.toExponential(1);
+        // a probability is drawn as a bar standing on its number, 40 px for 1
+        const bar = bars ? el("div", { class: "bar", style: `height: ${(40 * x).toFixed(1)}px` }) : null;
+        return el("td", { class: bars ? "n bars" : "n" }, bar, text);
       }),
     ),
   );
@@ -402,7 +405,7 @@ function headView() {
             {
               x1: xq + 6, y1: y(q), x2: xk - 6, y2: y(k),
               stroke: headColour(j),
-              "stroke-width": strong ? 2.5 : 1.5,
+              "stroke-width": strong ? 1.5 + 6 * P[k] : 1.5, // the chosen token's lines: wider for more weight
               "stroke-opacity": (strong ? P[k] : 0.25 * P[k]).toFixed(DIGITS),
               "data-head": j, "data-q": q, "data-k": k, "data-p": fmt(P[k]),
               class: strong ? "strong" : null,
@@ -413,11 +416,13 @@ function headView() {
       }
     }
   }
+  // with one head shown, each key is labelled with the weight the chosen token gives it
+  const one = state.shown.size === 1 ? A.probs.at(l - 1, [...state.shown][0], state.token) : null;
   TOKENS.forEach((tok, s) => {
     const chosen = s === state.token ? "tok chosen" : "tok";
     root.append(
       svg("text", { x: xq, y: y(s) + 4, "text-anchor": "end", class: chosen, "data-token": s, onclick: () => update({ token: s }) }, tok),
-      svg("text", { x: xk, y: y(s) + 4, class: "tok" }, tok),
+      svg("text", { x: xk, y: y(s) + 4, class: "tok" }, tok, one ? svg("tspan", { class: "p", dx: 8, "data-k": s }, fmt(one[s])) : null),
     );
   });
   const names = [...state.shown].sort((a, b) => a - b).join(", ");
@@ -578,8 +583,9 @@ function activationPlot(pre, act, name) {
     svg("line", { x1: px(0), y1: py(ylo), x2: px(0), y2: py(yhi), class: "axis-line" }),
     svg("polyline", { points: `${px(lo)},${py(0)} ${px(0)},${py(0)} ${px(hi)},${py(hi)}`, class: "relu" }),
     xs.map((x, i) => svg("circle", { cx: px(x).toFixed(1), cy: py(act[i]).toFixed(1), r: 1.6, class: "pt" })),
-    svg("text", { x: W - pad, y: Ht - 8, "text-anchor": "end", class: "axis" }, `x W_1 + b_1 (${xs.length} numbers)`),
-    svg("text", { x: pad + 4, y: 14, class: "axis" }, `● ${name}(x), this token   - - ReLU(x), the article's`),
+    svg("text", { x: W - pad, y: Ht - 8, "text-anchor": "end", class: "axis" }, `x W₁ + b₁ (${xs.length} numbers)`),
+    svg("text", { x: pad + 4, y: 14, class: "axis" }, svg("tspan", { class: "pt-key" }, "●"), ` ${name}(x), this token   `, svg("tspan", { class: "relu-key" }, "- -"), " ReLU(x), the article's"),
+    svg("text", { x: px(0) + 4, y: py(yhi) + 10, class: "tick" }, yhi.toFixed(1)),
     svg("text", { x: px(lo), y: py(0) - 4, class: "tick" }, lo.toFixed(1)),
     svg("text", { x: px(hi), y: py(0) + 12, "text-anchor": "end", class: "tick" }, hi.toFixed(1)),
   );
@@ -608,6 +614,7 @@ function lineChart(title, xs, series, chosen, key) {
     svg("text", { x: padL - 4, y: py(hi) + 4, "text-anchor": "end", class: "tick" }, hi.toFixed(2)),
     svg("text", { x: padL - 4, y: py(lo) + 4, "text-anchor": "end", class: "tick" }, lo.toFixed(2)),
     xs.map((x, i) => svg("text", { x: px(i), y: Ht - 8, "text-anchor": "middle", class: "tick" }, String(x))),
+    svg("text", { x: W - 4, y: Ht - 8, "text-anchor": "end", class: "tick" }, "i"),
     series.map((ys, s) => (s === chosen ? null : line(ys, "faint"))),
     line(means, "mean"),
     line(series[chosen], "chosen"),
