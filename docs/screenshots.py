@@ -73,7 +73,8 @@ def main() -> int:
             print(f"wrote docs/{name}")
         browser.close()
         if opened.errors or len(opened.requests) != 1:
-            print(f"screenshots: the page logged {opened.errors} and asked for {opened.requests}", file=sys.stderr)
+            problem = f"the page logged {opened.errors} and asked for {opened.requests}"
+            print(f"screenshots: {problem}", file=sys.stderr)
             return 1
     return 0
 
