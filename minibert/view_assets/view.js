@@ -121,7 +121,8 @@ const embSum = (t) => {
   const s = add(A["embeddings.word"].at(t), A["embeddings.position"].at(t));
   return A["embeddings.token_type"] ? add(s, A["embeddings.token_type"].at(t)) : s;
 };
-const embOutput = (t) => (A["embeddings.output"] ? A["embeddings.output"].at(t) : A.hidden.at(0, t)); // no projection: hidden_states[0]
+// e = LayerNorm(sum); without a projection (BERT) it is hidden_states[0] itself, embedded once
+const embOutput = (t) => (A["embeddings.output"] ? A["embeddings.output"].at(t) : A.hidden.at(0, t));
 const concat = (l, t) => range(CFG.h).flatMap((j) => Array.from(A.context.at(l - 1, j, t)));
 const residual1 = (l, t) => add(X(l, t), A.attention_output.at(l - 1, t));
 const residual2 = (l, t) => add(A.ln_1.at(l - 1, t), A.ffn_output.at(l - 1, t));
@@ -247,9 +248,10 @@ function math(text) {
   return span;
 }
 
-/** One step of the forward pass: title, formula, shapes, numbers, checks and, where the article departs,
-    a link to the erratum. */
-function card(id, title, formula, shapes, body, checks, erratum) {
+/** One step of the forward pass: title, formula, shapes, numbers (body), explain's checks and, where the
+    article departs, a link to the erratum. */
+function card({ id, title, formula, shapes, body, checks = null, erratum = null }) {
+  const link = erratum ? el("a", { href: `#${ERRATA[erratum].id}` }, ERRATA[erratum].title) : null;
   return el(
     "article",
     { class: "step", id: `step-${id}`, "data-step": id },
@@ -258,7 +260,7 @@ function card(id, title, formula, shapes, body, checks, erratum) {
     el("div", { class: "shapes" }, "shapes: ", math(shapes)),
     body,
     checks,
-    erratum ? el("p", { class: "erratum" }, "Where the article differs: ", el("a", { href: `#${ERRATA[erratum].id}` }, ERRATA[erratum].title)) : null,
+    link ? el("p", { class: "erratum" }, "Where the article differs: ", link) : null,
   );
 }
 
@@ -278,8 +280,12 @@ function controls() {
       ),
     );
   return [
-    select("layer", "Layer ", range(CFG.L).map((i) => [i + 1, `${i + 1} of ${CFG.L}`]), state.layer, (layer) => update({ layer })),
-    select("head", "Head ", range(CFG.h).map((j) => [j, `${j}`]), state.head, (head) => update({ head, shown: new Set([head]) })),
+    select("layer", "Layer ", range(CFG.L).map((i) => [i + 1, `${i + 1} of ${CFG.L}`]), state.layer, (layer) =>
+      update({ layer }),
+    ),
+    select("head", "Head ", range(CFG.h).map((j) => [j, `${j}`]), state.head, (head) =>
+      update({ head, shown: new Set([head]) }),
+    ),
     select("token", "Token ", TOKENS.map((tok, t) => [t, `${t} ${tok}`]), state.token, (token) => update({ token })),
   ];
 }
@@ -295,11 +301,14 @@ function syncControls() {
 /** The tokens with their ids, then the embedding of the chosen token: word + position + type -> LayerNorm. */
 function tokensView() {
   const t = state.token;
-  const types = A["embeddings.token_type"];
+  const types = A["embeddings.token_type"]; // none for DistilBERT
+  const projected = A["embeddings.output"] !== undefined; // ELECTRA, ALBERT: e is projected to H
+  const E = CFG.E;
+  const head = ["position", "token", "id", "position row", "type"].map((name) => el("th", {}, name));
   const table = el(
     "table",
     { class: "tokens" },
-    el("tr", {}, el("th", {}, "position"), el("th", {}, "token"), el("th", {}, "id"), el("th", {}, "position row"), el("th", {}, "type")),
+    el("tr", {}, head),
     TOKENS.map((tok, s) =>
       el(
         "tr",
@@ -312,28 +321,30 @@ function tokensView() {
       ),
     ),
   );
-  const E = CFG.E;
+  const where = { token: t };
   const rows = [
-    vector("word[id]", A["embeddings.word"].at(t), "embeddings.word", { token: t }),
-    vector("position[pos]", A["embeddings.position"].at(t), "embeddings.position", { token: t }),
-    types ? vector("type[type]", types.at(t), "embeddings.token_type", { token: t }) : null,
-    vector("sum", embSum(t), "embeddings.sum", { token: t }),
-    vector("e = LayerNorm(sum)", embOutput(t), "embeddings.output", { token: t }),
-    A["embeddings.output"] ? vector("x = e W_proj + b_proj", A.hidden.at(0, t), "embeddings.projection", { token: t }) : null,
+    vector("word[id]", A["embeddings.word"].at(t), "embeddings.word", where),
+    vector("position[pos]", A["embeddings.position"].at(t), "embeddings.position", where),
+    types ? vector("type[type]", types.at(t), "embeddings.token_type", where) : null,
+    vector("sum", embSum(t), "embeddings.sum", where),
+    vector("e = LayerNorm(sum)", embOutput(t), "embeddings.output", where),
+    projected ? vector("x = e W_proj + b_proj", A.hidden.at(0, t), "embeddings.projection", where) : null,
   ];
-  const formula = types ? "e = LayerNorm(word[id] + position[pos] + type[type])" : "e = LayerNorm(word[id] + position[pos])   (no token-type table)";
+  const parts = types ? "word[id] + position[pos] + type[type]" : "word[id] + position[pos]   (no token-type table)";
   return [
-    el("p", {}, `The text is split into ${S} tokens (special tokens included). Each token's id picks a row of the word table, its place a row of the position table${types ? ", its segment a row of the type table" : ""}: their sum, normalised, is hidden_states[0], the input of layer 1. Click a token to follow it.`),
+    el("p", {}, `The text is split into ${S} tokens (special tokens included). Each token's id picks a row of `,
+      `the word table, its place a row of the position table${types ? ", its segment a row of the type table" : ""}: `,
+      "their sum, normalised, is hidden_states[0], the input of layer 1. Click a token to follow it."),
     table,
-    card(
-      "embeddings",
-      `Token ${tokenName(t)}: its embedding`,
-      formula,
-      `ids (${S}) → each table's rows (${S}, ${E}) → sum (${S}, ${E}) → e (${S}, ${E})${A["embeddings.output"] ? ` → projected (${S}, ${CFG.H})` : ""}`,
-      rows,
-      checkList(DATA.checks.embeddings, "embeddings"),
-      null,
-    ),
+    card({
+      id: "embeddings",
+      title: `Token ${tokenName(t)}: its embedding`,
+      formula: `e = LayerNorm(${parts})`,
+      shapes: `ids (${S}) → each table's rows (${S}, ${E}) → sum (${S}, ${E}) → e (${S}, ${E})` +
+        (projected ? ` → projected (${S}, ${CFG.H})` : ""),
+      body: rows,
+      checks: checkList(DATA.checks.embeddings, "embeddings"),
+    }),
   ];
 }
 
@@ -421,8 +432,10 @@ function headView() {
   TOKENS.forEach((tok, s) => {
     const chosen = s === state.token ? "tok chosen" : "tok";
     root.append(
-      svg("text", { x: xq, y: y(s) + 4, "text-anchor": "end", class: chosen, "data-token": s, onclick: () => update({ token: s }) }, tok),
-      svg("text", { x: xk, y: y(s) + 4, class: "tok" }, tok, one ? svg("tspan", { class: "p", dx: 8, "data-k": s }, fmt(one[s])) : null),
+      svg("text", { x: xq, y: y(s) + 4, "text-anchor": "end", class: chosen, "data-token": s,
+        onclick: () => update({ token: s }) }, tok),
+      svg("text", { x: xk, y: y(s) + 4, class: "tok" }, tok,
+        one ? svg("tspan", { class: "p", dx: 8, "data-k": s }, fmt(one[s])) : null),
     );
   });
   const names = [...state.shown].sort((a, b) => a - b).join(", ");
@@ -430,7 +443,8 @@ function headView() {
     "div",
     { class: "panel" },
     el("h3", {}, `Head view: layer ${l}, head${state.shown.size > 1 ? "s" : ""} ${names}`),
-    el("p", { class: "note" }, `Each line joins a query (left) to a key (right); its opacity is the attention probability. Click a token on the left to follow it.`),
+    el("p", { class: "note" }, "Each line joins a query (left) to a key (right); its opacity is the attention ",
+      "probability. Click a token on the left to follow it."),
     headPicker(),
     root,
   );
@@ -440,7 +454,8 @@ function headView() {
     opens that layer and head in the head view and in the formula steps. */
 function modelView() {
   const grid = el("div", { id: "model-view", style: `grid-template-columns: auto repeat(${CFG.h}, 1fr)` });
-  grid.append(el("span", {}), ...range(CFG.h).map((j) => el("span", { class: "col", style: `color: ${headColour(j)}` }, `head ${j}`)));
+  const columns = range(CFG.h).map((j) => el("span", { class: "col", style: `color: ${headColour(j)}` }, `head ${j}`));
+  grid.append(el("span", {}), ...columns);
   const w = 64;
   const hgt = Math.max(40, Math.min(120, 4 * S + 8));
   for (let l = 1; l <= CFG.L; l++) {
@@ -474,7 +489,8 @@ function modelView() {
     "div",
     { class: "panel" },
     el("h3", {}, `Model view: ${CFG.L} layers × ${CFG.h} heads`),
-    el("p", { class: "note" }, "Each thumbnail is one head's attention (queries left, keys right). Click one to open it."),
+    el("p", { class: "note" }, "Each thumbnail is one head's attention (queries left, keys right). ",
+      "Click one to open it."),
     grid,
   );
 }
@@ -487,80 +503,242 @@ function markCurrentThumbnail() {
 
 // ------------------------------------------------------------------ 3. one formula at a time
 
-/** Every formula of encoder layer l for head j and token t, in the order the forward pass runs them. */
+/** Every formula of encoder layer l for head j and token t, in the order the forward pass runs them: one
+    function per step below, each returning a card. */
 function stepsView() {
   const l = state.layer;
   const j = state.head;
   const t = state.token;
-  const { H, h, d, I } = CFG;
   const checks = DATA.checks.layers[l - 1];
-  const at = { layer: l, head: j, token: t };
-  const lt = { layer: l, token: t };
-  const list = (step) => checkList(checks, step, { layer: l });
-  const sqrtD = Math.sqrt(d);
+  const c = {
+    l, j, t,
+    at: { layer: l, head: j, token: t }, // where a per-head row comes from
+    lt: { layer: l, token: t }, // where a per-token row comes from
+    checks: (step) => checkList(checks, step, { layer: l }),
+  };
+  const steps = [inputStep, qkvStep, scoresStep, maskStep, softmaxStep, contextStep, concatStep,
+    residual1Step, layerNorm1Step, ffnStep, residual2Step, layerNorm2Step];
+  const other = c.checks("other");
+  return [
+    el("p", {}, `Encoder layer ${l} of ${CFG.L}, head ${j}, token ${tokenName(t)}. `,
+      "Each step: its formula, the shapes, ",
+      `the numbers (first ${SHOW}; "all" shows the rest) and the checks of minibert explain, which recomputes the `,
+      "step in float64 from the traced inputs, independently of minibert's formula functions."),
+    steps.map((step) => step(c)),
+    other ? el("div", {}, el("h3", {}, "Other checks"), other) : null,
+  ];
+}
+
+const shapeSH = () => `(${S}, ${CFG.H})`;
+
+function inputStep({ l, t }) {
+  return card({
+    id: "input",
+    title: `Input X = hidden_states[${l - 1}]`,
+    formula: `X: ${l === 1 ? "the embedding output" : `the output of layer ${l - 1}`}, one row per token`,
+    shapes: `X ${shapeSH()}`,
+    body: [vector(`X[${t}]`, X(l, t), "hidden", { layer: l - 1, token: t })],
+  });
+}
+
+function qkvStep({ l, j, t, at, checks }) {
+  const { h, d } = CFG;
+  return card({
+    id: "qkv",
+    title: "3.1 Q, K, V: three projections of the same X, split into heads",
+    formula: "Q = X W^Q + b^Q,  K = X W^K + b^K,  V = X W^V + b^V",
+    shapes: `X ${shapeSH()} → Q, K, V ${shapeSH()} → split into ${h} heads (${h}, ${S}, ${d}); ` +
+      `head ${j} is columns ${j * d}..${(j + 1) * d - 1}`,
+    body: ["q", "k", "v"].map((name) => vector(`${name}  (head ${j}, token ${t})`, A[name].at(l - 1, j, t), name, at)),
+    checks: checks("qkv"),
+    erratum: "qkv",
+  });
+}
+
+function scoresStep({ l, j, t, at, checks }) {
+  const { h, d } = CFG;
+  return card({
+    id: "scores",
+    title: "3.2 Scores: how well the query matches each key",
+    formula: `scores = Q Kᵀ / √d_k,   d_k = ${d}, √d_k = ${Math.sqrt(d).toFixed(DIGITS)}`,
+    shapes: `Q (${h}, ${S}, ${d}) × Kᵀ (${h}, ${d}, ${S}) → (${h}, ${S}, ${S}); ` +
+      `here the row of query ${tokenName(t)}, head ${j}`,
+    body: [keyTable([{ label: "q·k / √d_k", values: A.scores.at(l - 1, j, t), key: "scores", where: at }])],
+    checks: checks("scores"),
+    erratum: "example",
+  });
+}
+
+function maskStep({ l, j, t, at, checks }) {
+  const h = CFG.h;
+  return card({
+    id: "mask",
+    title: "3.3 The mask",
+    formula: "masked = scores + M,   M = 0 for a real key, the most negative float for padding",
+    shapes: `M (${S}) broadcast over heads and queries → masked (${h}, ${S}, ${S})`,
+    body: [
+      el("p", { class: "note" }, "This page shows the text's real tokens only, so M is 0 for every key. With padding ",
+        "(minibert explain --pad 2), padded keys get the most negative float: after the softmax, exactly 0."),
+      keyTable([
+        { label: "M", values: A.mask.data, key: "mask", where: { layer: l } },
+        { label: "scores + M", values: add(A.scores.at(l - 1, j, t), A.mask.data), key: "masked_scores", where: at },
+      ]),
+    ],
+    checks: checks("mask"),
+    erratum: "mask",
+  });
+}
+
+function softmaxStep({ l, j, t, at, checks }) {
+  const h = CFG.h;
   const P = A.probs.at(l - 1, j, t);
+  return card({
+    id: "softmax",
+    title: "3.4 Softmax: the attention weights",
+    formula: "P = softmax(masked) along the keys: P[t, s] = exp(masked[t, s]) / Σ_s' exp(masked[t, s'])",
+    shapes: `(${h}, ${S}, ${S}) → P (${h}, ${S}, ${S}); each row sums to 1`,
+    body: [
+      keyTable([{ label: "P", values: P, key: "probs", where: at, bars: true }]),
+      el("p", {}, "Σ P = ", stat("sum", P.reduce((s, x) => s + x, 0), { key: "probs", ...at })),
+    ],
+    checks: checks("softmax"),
+    erratum: "example",
+  });
+}
+
+function contextStep({ l, j, t, at, checks }) {
+  const { h, d } = CFG;
+  const P = A.probs.at(l - 1, j, t);
+  // one row per key s: its weight P[t, s] and its value row v_s
+  const rows = TOKENS.map((tok, s) =>
+    el("div", { class: "wrow" },
+      vector(`P[${t}, ${s}]`, [P[s]], "probs", { ...at, start: s }),
+      vector(`× v_${s} "${tok}"`, A.v.at(l - 1, j, s), "v", { layer: l, head: j, token: s })));
+  return card({
+    id: "context",
+    title: "3.5 The weighted sum of V",
+    formula: `head_${j}[t] = Σ_s P[t, s] v_s`,
+    shapes: `P (${h}, ${S}, ${S}) × V (${h}, ${S}, ${d}) → head outputs (${h}, ${S}, ${d})`,
+    body: [el("div", { class: "wsum" }, rows), vector(`= head_${j}[${t}]`, A.context.at(l - 1, j, t), "context", at)],
+    checks: checks("context"),
+  });
+}
+
+function concatStep({ l, j, t, lt, checks }) {
+  const { H, h, d } = CFG;
+  const ofHead = (i) => i >= j * d && i < (j + 1) * d;
+  return card({
+    id: "concat",
+    title: "3.6 Concat(head_1..head_h) W^O + b^O",
+    formula: "MultiHead(X) = Concat(head_1, ..., head_h) W^O + b^O",
+    shapes: `${h} × (${S}, ${d}) → concat ${shapeSH()} → × W^O (${H}, ${H}) + b^O → ${shapeSH()}`,
+    body: [
+      vector(`concat[${t}] (head ${j}: columns ${j * d}..${(j + 1) * d - 1}, marked)`, concat(l, t), "concat", lt,
+        { first: j * d, mark: ofHead }),
+      vector(`MultiHead(X)[${t}]`, A.attention_output.at(l - 1, t), "attention_output", lt),
+    ],
+    checks: checks("concat"),
+  });
+}
+
+function residual1Step({ l, t, lt, checks }) {
+  return card({
+    id: "residual_1",
+    title: "3.7 Residual: add the input back",
+    formula: "residual_1 = X + MultiHead(X)",
+    shapes: `${shapeSH()} + ${shapeSH()} → ${shapeSH()}`,
+    body: [
+      vector(`X[${t}]`, X(l, t), "hidden", { layer: l - 1, token: t }),
+      vector(`+ MultiHead(X)[${t}]`, A.attention_output.at(l - 1, t), "attention_output", lt),
+      vector(`= residual_1[${t}]`, residual1(l, t), "residual_1", lt),
+    ],
+    checks: checks("residual_1"),
+    erratum: "postln",
+  });
+}
+
+/** μ and σ² of the row a LayerNorm normalises. */
+function layerNormStats(name, row, lt) {
+  return el("p", {}, `over the ${CFG.H} numbers of token ${tokenName(lt.token)}: μ = `,
+    stat("mean", mean(row), { key: name, ...lt }), ", σ² = ", stat("variance", variance(row), { key: name, ...lt }),
+    `, ε = ${CFG.eps}`);
+}
+
+function layerNorm1Step({ l, t, lt, checks }) {
+  return card({
+    id: "ln_1",
+    title: "3.8 LayerNorm after the sum (post-LN)",
+    formula: "ln_1 = γ (x − μ) / √(σ² + ε) + β,  x = residual_1, over the H numbers of each token",
+    shapes: `${shapeSH()} → ${shapeSH()}`,
+    body: [layerNormStats("residual_1", residual1(l, t), lt), vector(`ln_1[${t}]`, A.ln_1.at(l - 1, t), "ln_1", lt)],
+    checks: checks("ln_1"),
+    erratum: "postln",
+  });
+}
+
+function ffnStep({ l, t, lt, checks }) {
+  const { I } = CFG;
   const act = CFG.act === "relu" ? "ReLU" : CFG.act === "gelu" ? "GELU" : `GELU (${CFG.act}: tanh approximation)`;
   const pre = A.ffn_pre.at(l - 1, t);
   const gelu = A.ffn_act.at(l - 1, t);
+  const out = A.ffn_output.at(l - 1, t);
   const reluOut = A.ffn_relu_output.at(l - 1, t);
-  const ffnOut = A.ffn_output.at(l - 1, t);
   const negatives = pre.filter((x) => x < 0).length;
-  const lnStats = (name, r) => el("p", {}, `over the ${H} numbers of token ${tokenName(t)}: μ = `, stat("mean", mean(r), { key: name, ...lt }), ", σ² = ", stat("variance", variance(r), { key: name, ...lt }), `, ε = ${CFG.eps}`);
-  const headCols = (i) => i >= j * d && i < (j + 1) * d;
+  const maxDiff = Math.max(...Array.from(out, (x, i) => Math.abs(x - reluOut[i])));
+  const relu_ = { key: "ffn_relu_output", ...lt };
+  return card({
+    id: "ffn",
+    title: `3.9 The feed-forward network, with ${act}`,
+    formula: `FFN(x) = ${act}(x W_1 + b_1) W_2 + b_2,  x = ln_1;  GELU(x) = ½ x (1 + erf(x / √2))`,
+    shapes: `x ${shapeSH()} → x W_1 + b_1 (${S}, ${I}) → ${act} → × W_2 + b_2 → ${shapeSH()}`,
+    body: [
+      vector("x W_1 + b_1", pre, "ffn_pre", lt),
+      vector(`${act}(x W_1 + b_1)`, gelu, "ffn_act", lt),
+      vector("ReLU(x W_1 + b_1): the article's", relu(pre), "ffn_relu", lt),
+      activationPlot(pre, gelu, act),
+      el("p", {}, `${negatives} of ${I} pre-activations of token ${tokenName(t)} are negative: ReLU makes them 0, `,
+        `${act} keeps them slightly negative (its minimum here: `,
+        stat("min", Math.min(...gelu), { key: "ffn_act", ...lt }), ")."),
+      vector(`FFN(x)[${t}] with ${act}`, out, "ffn_output", lt),
+      vector("with ReLU instead (same weights)", reluOut, "ffn_relu_output", lt),
+      el("p", {}, "With ReLU, this token's FFN output would have cosine ", stat("cosine", cosine(out, reluOut), relu_),
+        " to the real one, and differ by up to ", stat("maxdiff", maxDiff, relu_), "."),
+    ],
+    checks: checks("ffn"),
+    erratum: "gelu",
+  });
+}
 
-  const cards = [
-    card("input", `Input X = hidden_states[${l - 1}]`, `X: ${l === 1 ? "the embedding output" : `the output of layer ${l - 1}`}, one row per token`, `X (${S}, ${H})`,
-      [vector(`X[${t}]`, X(l, t), "hidden", { layer: l - 1, token: t })], null, null),
-    card("qkv", "3.1 Q, K, V: three projections of the same X, split into heads",
-      "Q = X W^Q + b^Q,  K = X W^K + b^K,  V = X W^V + b^V", `X (${S}, ${H}) → Q, K, V (${S}, ${H}) → split into ${h} heads (${h}, ${S}, ${d}); head ${j} is columns ${j * d}..${(j + 1) * d - 1}`,
-      [vector(`q  (head ${j}, token ${t})`, A.q.at(l - 1, j, t), "q", at), vector(`k  (head ${j}, token ${t})`, A.k.at(l - 1, j, t), "k", at), vector(`v  (head ${j}, token ${t})`, A.v.at(l - 1, j, t), "v", at)],
-      list("qkv"), "qkv"),
-    card("scores", "3.2 Scores: how well the query matches each key", `scores = Q Kᵀ / √d_k,   d_k = ${d}, √d_k = ${sqrtD.toFixed(DIGITS)}`, `Q (${h}, ${S}, ${d}) × Kᵀ (${h}, ${d}, ${S}) → (${h}, ${S}, ${S}); here the row of query ${tokenName(t)}, head ${j}`,
-      [keyTable([{ label: "q·k / √d_k", values: A.scores.at(l - 1, j, t), key: "scores", where: at }])], list("scores"), "example"),
-    card("mask", "3.3 The mask", "masked = scores + M,   M = 0 for a real key, the most negative float for padding", `M (${S}) broadcast over heads and queries → masked (${h}, ${S}, ${S})`,
-      [el("p", { class: "note" }, "This page shows the text's real tokens only, so M is 0 for every key. With padding (minibert explain --pad 2), padded keys get the most negative float: after the softmax, exactly 0."),
-        keyTable([{ label: "M", values: A.mask.data, key: "mask", where: { layer: l } }, { label: "scores + M", values: add(A.scores.at(l - 1, j, t), A.mask.data), key: "masked_scores", where: at }])],
-      list("mask"), "mask"),
-    card("softmax", "3.4 Softmax: the attention weights", "P = softmax(masked) along the keys: P[t, s] = exp(masked[t, s]) / Σ_s' exp(masked[t, s'])", `(${h}, ${S}, ${S}) → P (${h}, ${S}, ${S}); each row sums to 1`,
-      [keyTable([{ label: "P", values: P, key: "probs", where: at, bars: true }]), el("p", {}, "Σ P = ", stat("sum", P.reduce((s, x) => s + x, 0), { key: "probs", ...at }))],
-      list("softmax"), "example"),
-    card("context", "3.5 The weighted sum of V", `head_${j}[t] = Σ_s P[t, s] v_s`, `P (${h}, ${S}, ${S}) × V (${h}, ${S}, ${d}) → head outputs (${h}, ${S}, ${d})`,
-      [el("div", { class: "wsum" }, TOKENS.map((tok, s) => el("div", { class: "wrow" },
-        vector(`P[${t}, ${s}]`, [P[s]], "probs", { ...at, start: s }),
-        vector(`× v_${s} "${tok}"`, A.v.at(l - 1, j, s), "v", { layer: l, head: j, token: s })))),
-      vector(`= head_${j}[${t}]`, A.context.at(l - 1, j, t), "context", at)],
-      list("context"), null),
-    card("concat", "3.6 Concat(head_1..head_h) W^O + b^O", "MultiHead(X) = Concat(head_1, ..., head_h) W^O + b^O", `${h} × (${S}, ${d}) → concat (${S}, ${H}) → × W^O (${H}, ${H}) + b^O → (${S}, ${H})`,
-      [vector(`concat[${t}] (head ${j}: columns ${j * d}..${(j + 1) * d - 1}, marked)`, concat(l, t), "concat", lt, { first: j * d, mark: headCols }),
-        vector(`MultiHead(X)[${t}]`, A.attention_output.at(l - 1, t), "attention_output", lt)],
-      list("concat"), null),
-    card("residual_1", "3.7 Residual: add the input back", "residual_1 = X + MultiHead(X)", `(${S}, ${H}) + (${S}, ${H}) → (${S}, ${H})`,
-      [vector(`X[${t}]`, X(l, t), "hidden", { layer: l - 1, token: t }), vector(`+ MultiHead(X)[${t}]`, A.attention_output.at(l - 1, t), "attention_output", lt),
-        vector(`= residual_1[${t}]`, residual1(l, t), "residual_1", lt)],
-      list("residual_1"), "postln"),
-    card("ln_1", "3.8 LayerNorm after the sum (post-LN)", "ln_1 = γ (x − μ) / √(σ² + ε) + β,  x = residual_1, over the H numbers of each token", `(${S}, ${H}) → (${S}, ${H})`,
-      [lnStats("residual_1", residual1(l, t)), vector(`ln_1[${t}]`, A.ln_1.at(l - 1, t), "ln_1", lt)],
-      list("ln_1"), "postln"),
-    card("ffn", `3.9 The feed-forward network, with ${act}`, `FFN(x) = ${act}(x W_1 + b_1) W_2 + b_2,  x = ln_1;  GELU(x) = ½ x (1 + erf(x / √2))`, `x (${S}, ${H}) → x W_1 + b_1 (${S}, ${I}) → ${act} → × W_2 + b_2 → (${S}, ${H})`,
-      [vector(`x W_1 + b_1`, pre, "ffn_pre", lt), vector(`${act}(x W_1 + b_1)`, gelu, "ffn_act", lt), vector("ReLU(x W_1 + b_1): the article's", relu(pre), "ffn_relu", lt),
-        activationPlot(pre, gelu, act),
-        el("p", {}, `${negatives} of ${I} pre-activations of token ${tokenName(t)} are negative: ReLU makes them 0, ${act} keeps them slightly negative (its minimum here: `, stat("min", Math.min(...gelu), { key: "ffn_act", ...lt }), ")."),
-        vector(`FFN(x)[${t}] with ${act}`, ffnOut, "ffn_output", lt), vector(`with ReLU instead (same weights)`, reluOut, "ffn_relu_output", lt),
-        el("p", {}, `With ReLU, this token's FFN output would have cosine `, stat("cosine", cosine(ffnOut, reluOut), { key: "ffn_relu_output", ...lt }), ` to the real one, and differ by up to `, stat("maxdiff", Math.max(...Array.from(ffnOut, (x, i) => Math.abs(x - reluOut[i]))), { key: "ffn_relu_output", ...lt }), ".")],
-      list("ffn"), "gelu"),
-    card("residual_2", "3.10 Residual around the FFN", "residual_2 = ln_1 + FFN(ln_1)", `(${S}, ${H}) + (${S}, ${H}) → (${S}, ${H})`,
-      [vector(`ln_1[${t}]`, A.ln_1.at(l - 1, t), "ln_1", lt), vector(`+ FFN[${t}]`, ffnOut, "ffn_output", lt), vector(`= residual_2[${t}]`, residual2(l, t), "residual_2", lt)],
-      list("residual_2"), "postln"),
-    card("ln_2", `3.11 LayerNorm again: the output of layer ${l}`, `ln_2 = γ₂ (x − μ) / √(σ² + ε) + β₂,  x = residual_2;  ln_2 = hidden_states[${l}]`, `(${S}, ${H}) → (${S}, ${H})${l < CFG.L ? `, the input of layer ${l + 1}` : ", the last layer's output"}`,
-      [lnStats("residual_2", residual2(l, t)), vector(`hidden_states[${l}][${t}]`, A.hidden.at(l, t), "hidden", { layer: l, token: t })],
-      list("ln_2"), "postln"),
-  ];
-  const other = list("other");
-  return [
-    el("p", {}, `Encoder layer ${l} of ${CFG.L}, head ${j}, token ${tokenName(t)}. Each step: its formula, the shapes, the numbers (first ${SHOW}; "all" shows the rest) and the checks of minibert explain, which recomputes the step in float64 from the traced inputs, independently of minibert's formula functions.`),
-    cards,
-    other ? el("div", {}, el("h3", {}, "Other checks"), other) : null,
-  ];
+function residual2Step({ l, t, lt, checks }) {
+  return card({
+    id: "residual_2",
+    title: "3.10 Residual around the FFN",
+    formula: "residual_2 = ln_1 + FFN(ln_1)",
+    shapes: `${shapeSH()} + ${shapeSH()} → ${shapeSH()}`,
+    body: [
+      vector(`ln_1[${t}]`, A.ln_1.at(l - 1, t), "ln_1", lt),
+      vector(`+ FFN[${t}]`, A.ffn_output.at(l - 1, t), "ffn_output", lt),
+      vector(`= residual_2[${t}]`, residual2(l, t), "residual_2", lt),
+    ],
+    checks: checks("residual_2"),
+    erratum: "postln",
+  });
+}
+
+function layerNorm2Step({ l, t, lt, checks }) {
+  const next = l < CFG.L ? `, the input of layer ${l + 1}` : ", the last layer's output";
+  return card({
+    id: "ln_2",
+    title: `3.11 LayerNorm again: the output of layer ${l}`,
+    formula: `ln_2 = γ₂ (x − μ) / √(σ² + ε) + β₂,  x = residual_2;  ln_2 = hidden_states[${l}]`,
+    shapes: `${shapeSH()} → ${shapeSH()}${next}`,
+    body: [
+      layerNormStats("residual_2", residual2(l, t), lt),
+      vector(`hidden_states[${l}][${t}]`, A.hidden.at(l, t), "hidden", { layer: l, token: t }),
+    ],
+    checks: checks("ln_2"),
+    erratum: "postln",
+  });
 }
 
 /** Every pre-activation of the token against its activation: the points trace the model's activation
@@ -584,7 +762,9 @@ function activationPlot(pre, act, name) {
     svg("polyline", { points: `${px(lo)},${py(0)} ${px(0)},${py(0)} ${px(hi)},${py(hi)}`, class: "relu" }),
     xs.map((x, i) => svg("circle", { cx: px(x).toFixed(1), cy: py(act[i]).toFixed(1), r: 1.6, class: "pt" })),
     svg("text", { x: W - pad, y: Ht - 8, "text-anchor": "end", class: "axis" }, `x W₁ + b₁ (${xs.length} numbers)`),
-    svg("text", { x: pad + 4, y: 14, class: "axis" }, svg("tspan", { class: "pt-key" }, "●"), ` ${name}(x), this token   `, svg("tspan", { class: "relu-key" }, "- -"), " ReLU(x), the article's"),
+    svg("text", { x: pad + 4, y: 14, class: "axis" },
+      svg("tspan", { class: "pt-key" }, "●"), ` ${name}(x), this token   `,
+      svg("tspan", { class: "relu-key" }, "- -"), " ReLU(x), the article's"),
     svg("text", { x: px(0) + 4, y: py(yhi) + 10, class: "tick" }, yhi.toFixed(1)),
     svg("text", { x: px(lo), y: py(0) - 4, class: "tick" }, lo.toFixed(1)),
     svg("text", { x: px(hi), y: py(0) + 12, "text-anchor": "end", class: "tick" }, hi.toFixed(1)),
@@ -605,7 +785,8 @@ function lineChart(title, xs, series, chosen, key) {
   if (hi - lo < 1e-9) [lo, hi] = [lo - 1, hi + 1];
   const px = (i) => padL + (i / Math.max(1, xs.length - 1)) * (W - padL - pad);
   const py = (y) => Ht - pad - ((y - lo) / (hi - lo)) * (Ht - 2 * pad);
-  const line = (ys, cls) => svg("polyline", { points: ys.map((y, i) => `${px(i).toFixed(1)},${py(y).toFixed(1)}`).join(" "), class: cls });
+  const points = (ys) => ys.map((y, i) => `${px(i).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
+  const line = (ys, cls) => svg("polyline", { points: points(ys), class: cls });
   const means = xs.map((_, i) => mean(series.map((ys) => ys[i])));
   return svg(
     "svg",
@@ -618,7 +799,9 @@ function lineChart(title, xs, series, chosen, key) {
     series.map((ys, s) => (s === chosen ? null : line(ys, "faint"))),
     line(means, "mean"),
     line(series[chosen], "chosen"),
-    series[chosen].map((y, i) => svg("circle", { cx: px(i), cy: py(y), r: 3, class: "chosen-pt" }, svg("title", {}, `${xs[i]}: ${fmt(y)}`))),
+    series[chosen].map((y, i) =>
+      svg("circle", { cx: px(i), cy: py(y), r: 3, class: "chosen-pt" }, svg("title", {}, `${xs[i]}: ${fmt(y)}`)),
+    ),
   );
 }
 
@@ -637,7 +820,9 @@ function layersView() {
   const table = el(
     "table",
     { class: "layers" },
-    el("tr", {}, el("th", {}, "hidden_states[i]"), el("th", {}, "|x|"), el("th", {}, "cosine to i − 1"), el("th", {}, `nearest tokens to ${tokenName(t)} (cosine)`)),
+    el("tr", {}, ["hidden_states[i]", "|x|", "cosine to i − 1", `nearest tokens to ${tokenName(t)} (cosine)`].map(
+      (name) => el("th", {}, name),
+    )),
     states.map((i) =>
       el(
         "tr",
@@ -645,13 +830,20 @@ function layersView() {
         el("td", {}, i === 0 ? "0 (embeddings)" : `${i} (layer ${i})`),
         el("td", {}, stat("norm", norms[t][i], { layer: i, token: t })),
         el("td", {}, i === 0 ? "–" : stat("cos_prev", cos[t][i - 1], { layer: i, token: t })),
-        el("td", {}, nearest(i).map(({ u, tok, c }) => el("span", { class: "near" }, `${tok} `, stat("nearest", c, { layer: i, token: t, other: u })))),
+        el("td", {}, nearest(i).map(({ u, tok, c }) =>
+          el("span", { class: "near" }, `${tok} `, stat("nearest", c, { layer: i, token: t, other: u })),
+        )),
       ),
     ),
   );
   return [
-    el("p", {}, `For every hidden state (0 = the embeddings, i = the output of layer i): each token's vector length, how far it moved from the previous layer, and which other tokens of the text it is closest to. Early on, a token is mostly itself; layer by layer it takes in its context. The chosen token ${tokenName(t)} is drawn in colour, the mean over tokens dashed.`),
-    el("div", { class: "charts" }, lineChart("|x|: vector norm", states, norms, t, "norm"), lineChart("cosine to the previous layer", states.slice(1), cos, t, "cos_prev")),
+    el("p", {}, "For every hidden state (0 = the embeddings, i = the output of layer i): each token's vector ",
+      "length, how far it moved from the previous layer, and which other tokens of the text it is closest to. ",
+      "Early on, a token is mostly itself; layer by layer it takes in its context. ",
+      `The chosen token ${tokenName(t)} is drawn in colour, the mean over tokens dashed.`),
+    el("div", { class: "charts" },
+      lineChart("|x|: vector norm", states, norms, t, "norm"),
+      lineChart("cosine to the previous layer", states.slice(1), cos, t, "cos_prev")),
     table,
   ];
 }
@@ -666,46 +858,63 @@ const ERRATA = {
     anchor: "the-formulas-section-4",
     source: "docs/errata.md, The formulas, item 1",
     title: "FFN: the article uses ReLU, BERT uses GELU",
-    text: "The article writes FFN(x) = ReLU(xW₁ + b₁)W₂ + b₂. BERT uses GELU(x) = ½x(1 + erf(x/√2)), as config.json's hidden_act says; ReLU is the original Transformer's. Step 3.9 shows both on the same pre-activations: GELU keeps small negative values where ReLU writes 0.",
+    text:
+      "The article writes FFN(x) = ReLU(xW₁ + b₁)W₂ + b₂. BERT uses GELU(x) = ½x(1 + erf(x/√2)), as " +
+      "config.json's hidden_act says; ReLU is the original Transformer's. Step 3.9 shows both on the same " +
+      "pre-activations: GELU keeps small negative values where ReLU writes 0.",
   },
   postln: {
     id: "errata-post-ln",
     anchor: "the-formulas-section-4",
     source: "docs/errata.md, The formulas, items 2 and 3",
     title: "LayerNorm: the article has one after each layer and no residual connections; BERT is post-LN",
-    text: "The article puts a LayerNorm 'after each encoder layer' and no residual connections. BERT adds each sub-layer's input back and normalises after the sum, twice in every layer: x₁ = LN(x + MultiHead(x)), x₂ = LN(x₁ + FFN(x₁)) (post-LN). Pre-LN, x + Sublayer(LN(x)), is a different function.",
+    text:
+      "The article puts a LayerNorm 'after each encoder layer' and no residual connections. BERT adds each " +
+      "sub-layer's input back and normalises after the sum, twice in every layer: x₁ = LN(x + " +
+      "MultiHead(x)), x₂ = LN(x₁ + FFN(x₁)) (post-LN). Pre-LN, x + Sublayer(LN(x)), is a different " +
+      "function.",
   },
   qkv: {
     id: "errata-qkv",
     anchor: "the-formulas-section-4",
     source: "docs/errata.md, The formulas, item 6",
     title: "Q, K, V: the article uses one W on three inputs; BERT projects one X three ways",
-    text: "The article writes Q = W X_Q, K = W X_K, V = W X_V. Self-attention projects the same X with three different matrices and biases, Q = XW^Q + b^Q, K = XW^K + b^K, V = XW^V + b^V, each split into h heads of d = H/h.",
+    text:
+      "The article writes Q = W X_Q, K = W X_K, V = W X_V. Self-attention projects the same X with three " +
+      "different matrices and biases, Q = XW^Q + b^Q, K = XW^K + b^K, V = XW^V + b^V, each split into h " +
+      "heads of d = H/h.",
   },
   mask: {
     id: "errata-mask",
     anchor: "the-formulas-section-4",
     source: "docs/errata.md, The formulas, item 7",
     title: "Mask: the article has none; BERT adds M before the softmax",
-    text: "The article's attention is softmax(QKᵀ/√d_k)V. BERT's is softmax(QKᵀ/√d_k + M)V, with M = 0 for real keys and the most negative float for padding, so padded tokens get zero weight.",
+    text:
+      "The article's attention is softmax(QKᵀ/√d_k)V. BERT's is softmax(QKᵀ/√d_k + M)V, with M = 0 for real" +
+      " keys and the most negative float for padding, so padded tokens get zero weight.",
   },
   example: {
     id: "errata-example",
     anchor: "the-worked-example-section-43",
     source: "docs/errata.md, The worked example (section 4.3)",
     title: "The worked example of section 4.3: arithmetic errors",
-    text: "Section 4.3 multiplies one 3×3 W by three vectors and gets Q, K and V wrong; it then takes the softmax of one score as three weights. The softmax of a single score is exactly 1. minibert check-article recomputes every number; here are its verdicts:",
+    text:
+      "Section 4.3 multiplies one 3×3 W by three vectors and gets Q, K and V wrong; it then takes the " +
+      "softmax of one score as three weights. The softmax of a single score is exactly 1. minibert check-" +
+      "article recomputes every number; here are its verdicts:",
   },
 };
 
 function errataView() {
-  const link = (e) => (DATA.errata ? el("a", { href: `${DATA.errata}#${e.anchor}` }, e.source) : el("span", {}, e.source));
+  // docs/errata.md of the source checkout, when the page was made from one (see minibert/view.py)
+  const link = (e) => (DATA.errata ? el("a", { href: `${DATA.errata}#${e.anchor}` }, e.source) : e.source);
   const example = el(
     "table",
     { class: "article" },
-    el("tr", {}, el("th", {}, ""), el("th", {}, "quantity"), el("th", {}, "the article"), el("th", {}, "correct"), el("th", {}, "why")),
+    el("tr", {}, ["", "quantity", "the article", "correct", "why"].map((name) => el("th", {}, name))),
     DATA.article.map((a) =>
-      el("tr", { class: a.agree ? "agree" : "wrong" }, el("td", {}, a.agree ? "agrees" : "wrong"), el("td", {}, a.quantity), el("td", {}, a.article), el("td", {}, a.correct), el("td", {}, a.note)),
+      el("tr", { class: a.agree ? "agree" : "wrong" },
+        [a.agree ? "agrees" : "wrong", a.quantity, a.article, a.correct, a.note].map((text) => el("td", {}, text))),
     ),
   );
   return Object.values(ERRATA).map((e) =>
@@ -744,7 +953,8 @@ async function main() {
   document.getElementById("summary").replaceChildren(
     el("span", { class: "text" }, DATA.text),
     el("br"),
-    `${DATA.model}, ${DATA.dtype}: L = ${L} layers, H = ${H}, h = ${h} heads of d = ${d}, I = ${I}, activation ${CFG.act}; S = ${S} tokens. `,
+    `${DATA.model}, ${DATA.dtype}: L = ${L} layers, H = ${H}, h = ${h} heads of d = ${d}, I = ${I}, `,
+    `activation ${CFG.act}; S = ${S} tokens. `,
     `Numbers to ${DIGITS} decimals, from the trace of model.encode(text, trace=True).`,
   );
   document.getElementById("controls").replaceChildren(...controls());
