@@ -50,13 +50,14 @@ def union(boxes: list[dict]) -> dict:
 def main() -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     from browser_helpers import launch, missing, open_page
-    from playwright.sync_api import sync_playwright
-
-    import minibert
 
     if missing():
         print(f"screenshots: {missing()}", file=sys.stderr)
         return 1
+    from playwright.sync_api import sync_playwright
+
+    import minibert
+
     page_html = minibert.view(minibert.load(), TEXT, layer=6, head=4, token="bank")
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         path = Path(tmp) / "bank.html"
