@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,lint,plot,dask]'
+	$(PIP) install -e '.[test,lint,plot,dask,browser]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -38,11 +38,13 @@ reference: $(STAMP)
 	$(PY) tests/reference/generate_sentence.py
 	$(PY) tests/reference/generate_words.py
 
-# Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py).
+# Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py), and the
+# screenshots of `minibert view`'s page (docs/view-*.png, taken in headless Chromium: docs/screenshots.py).
 docs: weights
-	$(PIP) install -e '.[plot]'
+	$(PIP) install -e '.[plot,browser]'
 	$(VENV)/bin/minibert plot attention "The bank raised interest rates again." --layer 2 -o docs/attention.png
 	$(VENV)/bin/minibert plot layers examples/sentences.txt -o docs/layers.png
+	$(PY) docs/screenshots.py
 	$(PY) docs/build.py --write
 
 # Speed side by side (docs/performance.md): transformers+torch ([reference] extra) and ONNX

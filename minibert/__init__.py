@@ -12,6 +12,7 @@ from .errors import MinibertError
 from .model import Encoding, Model, forward, load
 from .output import open_output
 from .tokenizer import Batch
+from .view import view
 from .windows import encode_long
 from .words import Words, words
 
@@ -27,5 +28,6 @@ __all__ = [
     "forward",
     "load",
     "open_output",
+    "view",
     "words",
 ]

@@ -5,7 +5,7 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import check_article, convert, explain, extract, inspect, plot, summary, verify
+from . import check_article, convert, explain, extract, inspect, plot, summary, verify, view
 
 REGISTRY = [
     extract.add_parser,
@@ -16,4 +16,5 @@ REGISTRY = [
     check_article.add_parser,
     plot.add_parser,
     convert.add_parser,
+    view.add_parser,
 ]

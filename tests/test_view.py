@@ -1,0 +1,262 @@
+"""``minibert view`` without a browser: the page is one self-contained file
+whose embedded arrays are the trace's, bit for bit (decoded here with the
+standard library, not with the page's script); its checks are explain's; the
+user's text cannot break out of it; the size budget holds on the real model;
+bad arguments end in one line and exit status 2, leaving the user's files as
+they were. What a browser draws from it: tests/test_view_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import zlib
+
+import numpy as np
+import pytest
+from conftest import DATA, TINY_BERT
+from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
+from test_fuzz_io import _fail_fsync, _fail_mkstemp
+
+from minibert import load
+from minibert.explain import explain
+from minibert.view import LAYER_ARRAYS, MAX_TOKENS, step_of, view
+
+#: 10 tokens with [CLS] and [SEP]: the text the size budget is stated for.
+TEXT10 = "The bank raised interest rates again today."
+STEPS = {
+    "qkv",
+    "scores",
+    "mask",
+    "softmax",
+    "context",
+    "concat",
+    "residual_1",
+    "ln_1",
+    "ffn",
+    "residual_2",
+    "ln_2",
+}
+
+
+def payload_of(page: str) -> dict:
+    """The JSON the page embeds, read back from its script element."""
+    m = re.search(r'<script type="application/json" id="minibert-data">(.*?)</script>', page, re.S)
+    assert m, "no data element"
+    return json.loads(m[1])
+
+
+def arrays_of(payload: dict) -> dict[str, np.ndarray]:
+    """The page's arrays, decoded the documented way: base 85 (with ``.,:`` for
+    ``&<>``), zlib, byte planes of little-endian numbers."""
+    text = payload["blob"].translate(str.maketrans(".,:", "&<>"))
+    raw = zlib.decompress(base64.b85decode(text)[: payload["blob_bytes"]])
+    size = payload["itemsize"]
+    planes = np.frombuffer(raw, np.uint8).reshape(size, -1)  # (itemsize, n)
+    numbers = planes.T.copy().view(f"<f{size}").ravel()
+    out = {}
+    for name, where in payload["arrays"].items():
+        n = int(np.prod(where["shape"], dtype=np.int64))
+        out[name] = numbers[where["offset"] : where["offset"] + n].reshape(where["shape"])
+    return out
+
+
+def assert_page_holds_the_trace(model, text: str, page: str) -> dict:
+    """Every array the page embeds equals the traced forward pass, bit for bit
+    (the ReLU counterfactual: to a float64 recomputation from the weights)."""
+    payload = payload_of(page)
+    got = arrays_of(payload)
+    enc = model.encode([text], trace=True)
+    emb, layers = enc.trace["embeddings"], enc.trace["layers"]
+    assert payload["tokens"] == enc.tokens[0]
+    assert got["hidden"].dtype == model.dtype
+    expected = {
+        "embeddings.word": emb["word"][0],
+        "embeddings.position": emb["position"][0],
+        "hidden": np.stack([h[0] for h in enc.hidden_states]),
+        "mask": layers[0]["mask"][0, 0, 0],
+    }
+    if emb["token_type"] is not None:
+        expected["embeddings.token_type"] = emb["token_type"][0]
+    if "projection" in emb:
+        expected["embeddings.output"] = emb["output"][0]
+    for key in LAYER_ARRAYS:
+        expected[key] = np.stack([t[key][0] for t in layers])
+    assert set(got) == set(expected) | {"ffn_relu_output"}
+    for name, want in expected.items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+    w = model.weights
+    for i, t in enumerate(layers):
+        lw = w.layers[w.layer_map[i]]
+        relu64 = np.maximum(t["ffn_pre"][0].astype(np.float64), 0) @ lw.W_2.astype(np.float64) + lw.b_2
+        # float32 matmul of 1536 terms against float64: observed <= 2e-6, and 3e-5 on a value of 193
+        # (relative 1.5e-7) in one of all-MiniLM-L6-v2's outlier dimensions
+        np.testing.assert_allclose(
+            got["ffn_relu_output"][i], relu64, rtol=1e-6, atol=1e-5, err_msg=f"layer {i}"
+        )
+    return payload
+
+
+def test_tiny_page_holds_the_trace(tiny_model):
+    assert_page_holds_the_trace(
+        tiny_model, "the cat sat on the mat", view(tiny_model, "the cat sat on the mat")
+    )
+
+
+def test_float64_page_holds_float64_numbers(tiny_model64):
+    payload = assert_page_holds_the_trace(tiny_model64, "a dog ran", view(tiny_model64, "a dog ran"))
+    assert payload["itemsize"] == 8 and payload["dtype"] == "float64"
+
+
+@pytest.mark.parametrize("family", ["tiny-distilbert", "tiny-electra", "tiny-albert", "tiny-roberta"])
+def test_other_families(family):
+    """No token-type table (DistilBERT), an E -> H projection (ELECTRA, ALBERT),
+    one shared layer (ALBERT), positions from pad + 1 (RoBERTa)."""
+    model = load(DATA / family)
+    payload = assert_page_holds_the_trace(model, "the cat sat", view(model, "the cat sat"))
+    arrays = payload["arrays"]
+    assert ("embeddings.token_type" in arrays) == (family != "tiny-distilbert")
+    assert ("embeddings.output" in arrays) == (family in ("tiny-electra", "tiny-albert"))
+    if family == "tiny-roberta":
+        assert payload["positions"][0] == model.config.pad_token_id + 1
+
+
+def test_real_page_size_budget_and_trace(real_model):
+    """<= 2 MB for a 10-token text on all-MiniLM-L6-v2 (measured: 1.84 MB)."""
+    page = view(real_model, TEXT10)
+    payload = assert_page_holds_the_trace(real_model, TEXT10, page)
+    assert len(payload["tokens"]) == 10
+    size = len(page.encode("utf-8"))
+    assert size <= 2_000_000, f"{size} bytes"
+
+
+def test_checks_are_explains_each_with_its_step(real_model):
+    """The page carries explain's checks unchanged, layer by layer; every one
+    belongs to a step of the page, and every step of a layer has a check."""
+    page = view(real_model, "The cat sat.", layer=2, head=5, token="cat")
+    payload = payload_of(page)
+    assert payload["initial"] == {"layer": 2, "head": 5, "token": 2}
+    layers = payload["checks"]["layers"]
+    assert len(layers) == real_model.num_layers
+    for i, shown in enumerate(layers, 1):
+        ours = explain(real_model, "The cat sat.", layer=i, head=5, token=2, pad=0).checks
+        emb = [c for c in ours if c.what.startswith(("sum = word", "e = LayerNorm"))]
+        rest = [c for c in ours if c not in emb]
+        assert [(c["what"], c["error"], c["tol"], c["ok"]) for c in shown] == [
+            (c.what, c.error, c.tol, c.ok) for c in rest
+        ]
+        assert {c["step"] for c in shown} == STEPS, f"layer {i}"
+        assert all(c["ok"] for c in shown)
+        if i == 1:
+            assert [c["what"] for c in payload["checks"]["embeddings"]] == [c.what for c in emb]
+            assert {c["step"] for c in payload["checks"]["embeddings"]} == {"embeddings"}
+
+
+def test_an_unknown_check_is_kept_as_other():
+    assert step_of("something explain checks tomorrow") == "other"
+    assert step_of("ffn_pre = ln_1 W_1 + b_1, float64") == "ffn"  # not ln_1's, though it names ln_1
+
+
+def test_page_is_self_contained(tiny_model):
+    page = view(tiny_model, "the cat sat")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "default-src 'none'" in page  # the Content-Security-Policy: no request of any kind
+    for external in ("<link", " src=", "@import", "url(", "fetch(", "XMLHttpRequest", "WebSocket"):
+        assert external not in page, external
+    assert set(re.findall(r"https?://[^\"' ]+", page)) == {
+        "http://www.w3.org/2000/svg"
+    }  # a namespace, not a request
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+
+
+def test_the_text_cannot_break_out_of_the_page(tiny_model):
+    text = '</script><script>alert("x")</script>&<b>{{DATA}}/*{{JS}}*/'
+    page = view(tiny_model, text)
+    assert page.count("</script>") == 2
+    assert "<b>" not in page and 'alert("x")' not in page.split('id="minibert-data">')[0]
+    payload = payload_of(page)
+    assert payload["text"] == text
+
+
+def test_jupyter_shows_the_page_in_an_iframe(tiny_model):
+    page = view(tiny_model, "the cat sat")
+    shown = page._repr_html_()
+    m = re.fullmatch(r'<iframe srcdoc="([^"]*)" style="[^"]*"></iframe>', shown, re.S)
+    assert m, shown[:200]
+    assert html.unescape(m[1]) == page
+
+
+def test_cli_writes_the_page(tmp_path, tiny_model):
+    out = tmp_path / "cat.html"
+    code, stdout, err = run(
+        "view", "--model", TINY_BERT, "the cat sat", "-o", out, "--layer", "-1", "--token", "c"
+    )
+    assert code == 0, err
+    assert f"wrote {out}" in stdout
+    page = out.read_text(encoding="utf-8")
+    assert payload_of(page)["initial"] == {"layer": 2, "head": 0, "token": 2}
+    assert page == view(tiny_model, "the cat sat", layer=-1, token="c")
+    assert [p.name for p in tmp_path.iterdir()] == ["cat.html"]  # no temporary file left
+
+
+LONG = " ".join(["the"] * (MAX_TOKENS - 1))  # + [CLS] and [SEP]: one token too many
+
+
+BAD = {
+    "empty text": (["", "-o", "{d}/o.html"], ["empty"]),
+    "blank text": (["  \t ", "-o", "{d}/o.html"], ["empty"]),
+    "layer 0": (["cat", "-o", "{d}/o.html", "--layer", "0"], ["--layer 0", "1..2"]),
+    "layer past the last": (["cat", "-o", "{d}/o.html", "--layer", "3"], ["--layer 3"]),
+    "layer before the first": (["cat", "-o", "{d}/o.html", "--layer", "-3"], ["--layer -3"]),
+    "layer not a number": (["cat", "-o", "{d}/o.html", "--layer", "two"], ["--layer", "two"]),
+    "head past the last": (["cat", "-o", "{d}/o.html", "--head", "4"], ["--head 4", "0..3"]),
+    "head negative": (["cat", "-o", "{d}/o.html", "--head", "-1"], ["--head -1"]),
+    "token past the last": (["the the", "-o", "{d}/o.html", "--token", "4"], ["--token 4", "0..3"]),
+    "token not in the text": (
+        ["the the", "-o", "{d}/o.html", "--token", "dog"],
+        ["--token 'dog'", "[CLS] the the [SEP]"],
+    ),
+    "too many tokens": ([LONG, "-o", "{d}/o.html"], [f"{MAX_TOKENS + 1} tokens", f"at most {MAX_TOKENS}"]),
+    "not HTML": (["cat", "-o", "{d}/o.png"], ["o.png", ".html"]),
+    "no extension": (["cat", "-o", "{d}/o"], [".html"]),
+    "missing directory": (["cat", "-o", "{d}/nowhere/o.html"], ["nowhere", "does not exist"]),
+    "no output": (["cat"], ["-o/--output"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_arguments(tmp_path, case):
+    args, names = BAD[case]
+    (tmp_path / "keep.txt").write_text("the user's file", encoding="utf-8")
+    before = snapshot(tmp_path)
+    args = [a.replace("{d}", str(tmp_path)) for a in args]
+    assert_one_line_error(run("view", "--model", TINY_BERT, *args), *names)
+    assert_unchanged(before, tmp_path)
+
+
+def test_output_that_is_a_directory(tmp_path):
+    (tmp_path / "page.html").mkdir()
+    before = snapshot(tmp_path)
+    result = run("view", "--model", TINY_BERT, "cat", "-o", tmp_path / "page.html")
+    assert_one_line_error(result, "page.html", "is a directory")
+    assert_unchanged(before, tmp_path)
+    assert (tmp_path / "page.html").is_dir()
+
+
+def test_text_that_is_not_utf8(tmp_path):
+    result = run("view", "--model", TINY_BERT, "caf\udce9", "-o", tmp_path / "o.html")
+    assert_one_line_error(result, "not valid UTF-8", "0xe9")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fail", [_fail_fsync, _fail_mkstemp], ids=["disk-full", "read-only"])
+def test_write_errors_keep_the_earlier_page(tmp_path, monkeypatch, fail):
+    out = tmp_path / "o.html"
+    out.write_text("the user's earlier page", encoding="utf-8")
+    before = snapshot(tmp_path)
+    reason = fail(monkeypatch)
+    assert_one_line_error(run("view", "--model", TINY_BERT, "cat", "-o", out), "o.html", reason)
+    monkeypatch.undo()
+    assert_unchanged(before, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["o.html"]

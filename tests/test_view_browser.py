@@ -1,0 +1,327 @@
+"""The page of ``minibert view`` in a real browser: headless Chromium (the
+system's, driven by Playwright; see tests/browser_helpers.py), one browser for
+the session. The page loads from a file:// URL with no console error and no
+request but its own; clicking a head in the model view opens it; choosing
+another token changes the numbers; and every number the page prints equals
+the trace, read here in Python from ``model.encode(..., trace=True)``, to the
+printed precision (4 decimals), as do its statistics (recomputed here in
+NumPy) and its check errors (explain's, to the 2 printed digits).
+
+Skipped, with the reason, without Playwright or Chromium (.ci/run installs
+Chromium; ``make test`` installs Playwright).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser_helpers import READY, launch, missing, open_page
+from conftest import DATA
+
+from minibert import load
+from minibert.explain import explain
+from minibert.view import view
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = "The bank raised interest rates again today."
+PER_HEAD = {"q", "k", "v", "context", "scores", "masked_scores", "probs"}
+#: Every array the steps, the tokens view and the layers view print (ln_2 is printed as hidden_states[l]).
+SHOWN = PER_HEAD | {
+    "mask", "concat", "attention_output", "residual_1", "ln_1", "ffn_pre", "ffn_act", "ffn_relu",
+    "ffn_output", "ffn_relu_output", "residual_2", "hidden", "embeddings.word", "embeddings.position",
+    "embeddings.token_type", "embeddings.sum", "embeddings.output",
+}  # fmt: skip
+PRINTED = 0.5e-4  # half the last printed digit: Python and JS may round an exact tie differently
+
+ROWS_JS = """() => [...document.querySelectorAll('.vec')].map(r => ({
+    key: r.dataset.key, layer: r.dataset.layer, head: r.dataset.head, token: r.dataset.token,
+    start: r.dataset.start, nums: [...r.querySelectorAll('.n')].map(n => n.textContent)}))"""
+STATS_JS = """() => [...document.querySelectorAll('.stat')].map(s => ({
+    stat: s.dataset.stat, key: s.dataset.key, layer: s.dataset.layer, token: s.dataset.token,
+    other: s.dataset.other, head: s.dataset.head, text: s.textContent}))"""
+CHECKS_JS = """() => [...document.querySelectorAll('li.check')].map(c => ({
+    step: c.dataset.step, what: c.dataset.what, layer: c.dataset.layer ?? null,
+    err: c.querySelector('.err').textContent, ok: c.classList.contains('ok')}))"""
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+class Page:
+    """A page file and what Python knows of the same text: the traced Encoding."""
+
+    def __init__(self, model, text: str, path: Path, **opened_at):
+        self.model, self.text, self.path = model, text, path
+        path.write_text(view(model, text, **opened_at), encoding="utf-8")
+        self.enc = model.encode([text], trace=True)
+
+
+@pytest.fixture(scope="module")
+def bank(real_model, tmp_path_factory) -> Page:
+    return Page(
+        real_model, TEXT, tmp_path_factory.mktemp("view") / "bank.html", layer=2, head=3, token="bank"
+    )
+
+
+@pytest.fixture
+def opened(browser, bank):
+    o = open_page(browser, bank.path)
+    yield o
+    o.page.close()
+
+
+def _int(v) -> int | None:
+    return None if v is None else int(v)
+
+
+def _relu_ffn(p: Page, layer: int, token: int) -> np.ndarray:
+    """The article's FFN output (ReLU for GELU) in float64, from the weights."""
+    w = p.model.weights.layers[p.model.weights.layer_map[layer - 1]]
+    pre = p.enc.trace["layers"][layer - 1]["ffn_pre"][0, token].astype(np.float64)
+    return np.maximum(pre, 0) @ w.W_2.astype(np.float64) + w.b_2
+
+
+def expected(p: Page, key: str, layer: int | None, head: int | None, token: int | None) -> np.ndarray:
+    """What a row of the page should hold, read from the trace by its documented names."""
+    trace = p.enc.trace
+    if key.startswith("embeddings."):
+        return trace["embeddings"][key.split(".", 1)[1]][0, token]
+    if key == "hidden":
+        return p.enc.hidden_states[layer][0, token]
+    t = trace["layers"][layer - 1]
+    if key == "mask":
+        return t["mask"][0, 0, 0]
+    if key in PER_HEAD:
+        return t[key][0, head, token]
+    if key == "ffn_relu":
+        return np.maximum(t["ffn_pre"][0, token], 0)
+    if key == "ffn_relu_output":
+        return _relu_ffn(p, layer, token)
+    return t[key][0, token]
+
+
+def assert_rows_are_the_trace(page, p: Page) -> dict[str, int]:
+    """Every printed number of every row equals the trace to the printed
+    precision. Returns how many numbers were compared, by array."""
+    compared: dict[str, int] = {}
+    for row in page.evaluate(ROWS_JS):
+        want = expected(p, row["key"], _int(row["layer"]), _int(row["head"]), _int(row["token"]))
+        want = np.atleast_1d(np.asarray(want, dtype=np.float64))[_int(row["start"]) or 0 :]
+        got = np.array([float(x) for x in row["nums"]])
+        assert len(got) <= len(want), row["key"]
+        # float32 against float64 for the ReLU counterfactual: observed <= 3e-5 on a value of 193
+        tol = (
+            PRINTED
+            + 1e-9
+            + (1e-6 * np.abs(want[: len(got)]) + 1e-5 if row["key"] == "ffn_relu_output" else 0)
+        )
+        bad = np.flatnonzero(np.abs(got - want[: len(got)]) > tol)
+        where = {k: row[k] for k in ("layer", "head", "token", "start") if row[k] is not None}
+        assert not bad.size, (
+            f"{row['key']} {where} at {bad[:5]}: printed {got[bad[:5]]}, trace {want[bad[:5]]}"
+        )
+        compared[row["key"]] = compared.get(row["key"], 0) + len(got)
+    return compared
+
+
+def state(page) -> tuple[int, int, int]:
+    return tuple(int(page.input_value(s)) for s in ("#layer", "#head", "#token"))
+
+
+def test_loads_from_disk_with_no_error_and_no_request(opened, bank):
+    page = opened.page
+    assert opened.errors == []
+    assert opened.requests == [bank.path.resolve().as_uri()]
+    assert page.text_content("#summary .text") == TEXT
+    L, h = bank.model.num_layers, bank.model.config.num_attention_heads
+    assert page.locator("#model-view canvas.thumb").count() == L * h
+    assert state(page) == (2, 3, 2)
+    assert page.get_attribute("#head-view", "data-heads") == "3"
+
+
+def test_every_number_shown_is_the_traces(opened, bank):
+    compared = assert_rows_are_the_trace(opened.page, bank)
+    assert set(compared) == SHOWN
+    H, I, S = bank.model.config.hidden_size, bank.model.config.intermediate_size, 10
+    assert (
+        compared["ffn_pre"] == I and compared["q"] == 32 and compared["v"] == 32 + S * 32
+    )  # + the weighted sum
+    assert sum(compared.values()) > 10 * H + 4 * I
+    # first 8 shown, the rest on demand
+    assert opened.page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == 8
+    opened.page.click('.vec[data-key="ffn_pre"] button.all')
+    assert opened.page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == I
+
+
+def test_clicking_a_head_in_the_model_view_opens_it(opened, bank):
+    page = opened.page
+    page.click('#model-view canvas[data-layer="4"][data-head="7"]')
+    assert state(page) == (4, 7, 2)
+    assert page.get_attribute("#head-view", "data-layer") == "4"
+    assert page.get_attribute("#head-view", "data-heads") == "7"
+    assert "current" in page.get_attribute('#model-view canvas[data-layer="4"][data-head="7"]', "class")
+    # the head view draws the chosen token's lines with the opacity of layer 4, head 7's probabilities
+    lines = page.eval_on_selector_all(
+        "#head-view line.strong",
+        "ls => ls.map(l => [+l.dataset.head, +l.dataset.k, +l.getAttribute('stroke-opacity')])",
+    )
+    P = bank.enc.trace["layers"][3]["probs"][0, 7, 2]
+    assert sorted(k for _, k, _ in lines) == list(range(10)) and {j for j, _, _ in lines} == {7}
+    for _, k, opacity in lines:
+        assert abs(opacity - P[k]) <= PRINTED + 1e-9
+    # and labels each key with that weight
+    labels = page.eval_on_selector_all(
+        "#head-view tspan.p", "ts => ts.map(t => [+t.dataset.k, +t.textContent])"
+    )
+    assert [k for k, _ in labels] == list(range(10))
+    assert all(abs(p - P[k]) <= PRINTED + 1e-9 for k, p in labels)
+    # the formula steps follow: layer 4, head 7
+    q = page.eval_on_selector('.vec[data-key="q"]', "r => [r.dataset.layer, r.dataset.head, r.dataset.token]")
+    assert q == ["4", "7", "2"]
+    assert set(assert_rows_are_the_trace(page, bank)) == SHOWN
+    assert opened.errors == []
+
+
+def test_choosing_another_token_changes_the_numbers(opened, bank):
+    page = opened.page
+    before = page.eval_on_selector(
+        '.vec[data-key="q"]', "r => [...r.querySelectorAll('.n')].map(n => n.textContent)"
+    )
+    page.select_option("#token", "5")
+    assert state(page) == (2, 3, 5)
+    row = page.eval_on_selector(
+        '.vec[data-key="q"]', "r => [r.dataset.token, [...r.querySelectorAll('.n')].map(n => n.textContent)]"
+    )
+    assert row[0] == "5" and row[1] != before
+    assert_rows_are_the_trace(page, bank)
+    page.click('table.tokens tr[data-token="7"]')  # a token of the table
+    assert state(page) == (2, 3, 7)
+    assert page.eval_on_selector('.vec[data-key="ffn_act"]', "r => r.dataset.token") == "7"
+    assert_rows_are_the_trace(page, bank)
+    page.select_option("#layer", "6")
+    assert_rows_are_the_trace(page, bank)
+    assert opened.errors == []
+
+
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def expected_stat(p: Page, s: dict) -> float:
+    """A statistic the page computes, recomputed here in NumPy from the trace."""
+    layer, token = _int(s["layer"]), _int(s["token"])
+    hs = [h[0].astype(np.float64) for h in p.enc.hidden_states]
+    if s["stat"] == "norm":
+        return float(np.linalg.norm(hs[layer][token]))
+    if s["stat"] == "cos_prev":
+        return _cos(hs[layer][token], hs[layer - 1][token])
+    if s["stat"] == "nearest":
+        return _cos(hs[layer][token], hs[layer][_int(s["other"])])
+    t = p.enc.trace["layers"][layer - 1]
+    if s["stat"] in ("mean", "variance"):
+        row = t[s["key"]][0, token].astype(np.float64)
+        return float(row.mean() if s["stat"] == "mean" else row.var())
+    if s["stat"] == "sum":
+        return float(t["probs"][0, _int(s["head"]), token].astype(np.float64).sum())
+    if s["stat"] == "min":
+        return float(t["ffn_act"][0, token].min())
+    gelu = t["ffn_output"][0, token].astype(np.float64)
+    if s["stat"] == "cosine":
+        return _cos(gelu, _relu_ffn(p, layer, token))
+    assert s["stat"] == "maxdiff", s
+    return float(np.abs(gelu - _relu_ffn(p, layer, token)).max())
+
+
+def test_statistics_are_numpys(opened, bank):
+    page = opened.page
+    for token in ("2", "8"):
+        page.select_option("#token", token)
+        stats = page.evaluate(STATS_JS)
+        kinds = {s["stat"] for s in stats}
+        assert kinds == {"norm", "cos_prev", "nearest", "mean", "variance", "sum", "min", "cosine", "maxdiff"}
+        for s in stats:
+            tol = (
+                PRINTED + 1e-9 + (2e-5 if s["stat"] in ("cosine", "maxdiff") else 0)
+            )  # float32 vs float64 FFN
+            assert abs(float(s["text"]) - expected_stat(bank, s)) <= tol, s
+        # the nearest tokens shown are the three nearest, nearest first
+        hs = [h[0].astype(np.float64) for h in bank.enc.hidden_states]
+        t = int(token)
+        for i in range(len(hs)):
+            shown = [_int(s["other"]) for s in stats if s["stat"] == "nearest" and _int(s["layer"]) == i]
+            cos = [(_cos(hs[i][t], hs[i][u]), u) for u in range(10) if u != t]
+            assert shown == [u for _, u in sorted(cos, reverse=True)[:3]], i
+
+
+def test_check_errors_are_explains(opened, bank):
+    page = opened.page
+    shown = page.evaluate(CHECKS_JS)
+    ours = explain(bank.model, TEXT, layer=2, head=3, token=2, pad=0).checks
+    assert len(shown) == len(ours) and all(c["ok"] for c in shown)
+    for c in ours:
+        (dom,) = [s for s in shown if s["what"] == c.what]
+        assert dom["layer"] in (None, "2")
+        err = float(dom["err"])
+        assert abs(err - c.error) <= 0.05 * c.error, (c.what, err, c.error)  # printed with 2 digits
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_errata_links(opened):
+    page = opened.page
+    targets = page.eval_on_selector_all(".erratum a", "as => as.map(a => a.getAttribute('href'))")
+    assert len(targets) >= 6 and all(page.locator(t).count() == 1 for t in set(targets))
+    assert {"#errata-gelu", "#errata-post-ln", "#errata-example"} <= set(targets)
+    files = page.eval_on_selector_all("#errata .source a", "as => as.map(a => a.getAttribute('href'))")
+    errata = ROOT / "docs" / "errata.md"
+    anchors = {_slug(h) for h in re.findall(r"^#+ (.*)$", errata.read_text(encoding="utf-8"), re.M)}
+    assert files and all(f.startswith(errata.as_uri() + "#") and f.split("#")[1] in anchors for f in files)
+    assert page.locator("#errata table.article tr.wrong").count() >= 9  # check-article's verdicts
+
+
+@pytest.mark.parametrize("family", ["tiny-distilbert", "tiny-electra", "tiny-bert"])
+def test_tiny_models(browser, tmp_path, family):
+    """No token-type table, an embedding projection, float64: drawn without error, numbers the trace's."""
+    model = load(DATA / family, "float64" if family == "tiny-bert" else "float32")
+    p = Page(model, "the cat sat", tmp_path / "tiny.html")
+    o = open_page(browser, p.path)
+    try:
+        compared = assert_rows_are_the_trace(o.page, p)
+        assert ("embeddings.token_type" in compared) == (family != "tiny-distilbert")
+        assert ("embeddings.projection" in compared) == (family == "tiny-electra")
+        assert o.errors == [] and len(o.requests) == 1
+    finally:
+        o.page.close()
+
+
+def test_jupyter_iframe_draws(browser, tiny_model):
+    """What Jupyter displays (Page._repr_html_): the page in an iframe, drawn."""
+    page = browser.new_page()
+    errors, requests = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.set_content(view(tiny_model, "the cat sat")._repr_html_())
+        frame = page.frame_locator("iframe")
+        frame.locator(READY).wait_for(state="attached", timeout=30_000)
+        assert frame.locator(".vec").count() > 20
+        assert errors == [] and [r for r in requests if not r.startswith(("about:", "data:"))] == []
+    finally:
+        page.close()
