@@ -161,7 +161,7 @@ def test_bad_model_is_one_line(real_model_dir, tmp_path, corpus, edit, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--layers", "9"], "index 9 out of range"),
+        (["--layers", "9"], "index 9 is out of range"),
         (["-o", "/nonexistent-dir/o.npz"], "output directory /nonexistent-dir does not exist"),
         (["-o", "OUT.csv"], "unknown output format"),
         (["--max-length", "100000"], "exceeds the model's limit 512"),
