@@ -20,7 +20,6 @@ significant digits, which read back to the same binary value.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
-from .files import os_reason
+from .files import os_reason, write_sha256
 from .records import Record, cast_features, records_to_arrays
 from .safetensors_file import safetensors_parts
 from .spec import ExtractSpec
@@ -149,18 +148,10 @@ _UMASK = _umask()
 def write_digested(path: Path, parts: list) -> tuple[int, str]:
     """Write ``parts`` (bytes or buffers) to ``path`` atomically; return the
     bytes written and their sha256, computed as they are written (a shard is
-    not read again to be hashed)."""
-    h, size = hashlib.sha256(), 0
-
-    def write(f):
-        nonlocal size
-        for part in parts:
-            f.write(part)
-            h.update(part)
-            size += len(part) if isinstance(part, bytes) else part.nbytes
-
-    write_atomic(path, write)
-    return size, h.hexdigest()
+    not read again to be hashed: :func:`minibert.files.write_sha256`)."""
+    done = []
+    write_atomic(path, lambda f: done.append(write_sha256(f, parts)))
+    return done[0]
 
 
 def output_metadata(spec: ExtractSpec, tokens: list[str], words: list[str] | None) -> dict[str, str]:
