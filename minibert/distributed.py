@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .errors import MinibertError
 from .inputs import Item
+from .model import load
 from .spec import ExtractSpec
 
 _MODELS: dict = {}
@@ -35,8 +36,6 @@ _LOCK = threading.Lock()
 
 def cached_model(path: str, dtype: str):
     """The worker's model for (path, dtype), loaded on first use only."""
-    from . import load
-
     with _LOCK:
         key = (str(path), str(dtype))
         if key not in _MODELS:

@@ -24,9 +24,9 @@ from .errors import MinibertError
 from .files import os_reason, parse_json
 from .layers import resolve_layer
 from .npz import NpzArrays
+from .records import FORMATS
 from .records import offsets as _offsets
 from .safetensors_file import SafetensorsFile, int_list
-from .writers import FORMATS
 
 
 @runtime_checkable

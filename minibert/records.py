@@ -46,6 +46,9 @@ from .errors import MinibertError
 if TYPE_CHECKING:
     from .spec import ExtractSpec
 
+#: The file formats an output can have (a directory of shards holds .safetensors files).
+FORMATS = (".npz", ".safetensors", ".jsonl")
+
 
 @dataclass
 class WordRows:

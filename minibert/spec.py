@@ -130,40 +130,53 @@ class ExtractSpec:
     model_files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
+        self._check_fields()
+        self._check_rules()
+
+    def _check_fields(self) -> None:
+        """Each field alone: its type and range. Stored in one form (layers a
+        tuple of non-negative ints, counts plain ints, output_dtype filled in,
+        model_files pairs), so equal runs give equal specs and equal settings."""
+
+        def store(name: str, value) -> None:
+            object.__setattr__(self, name, value)
+
         if not _is_int(self.num_hidden_layers) or self.num_hidden_layers < 0:
             raise OptionError(
                 "{num_hidden_layers} must be a count, got {value!r}", value=self.num_hidden_layers
             )
-        layers = resolve_layers(self.layers, self.num_hidden_layers + 1)
-        object.__setattr__(self, "layers", tuple(layers))
-        object.__setattr__(self, "num_hidden_layers", int(self.num_hidden_layers))
-        check_choice("pool", self.pool, POOLS)
-        check_choice("combine", self.combine, COMBINES)
-        check_choice("word_pool", self.word_pool, ("none", *HOWS))
-        check_choice("long", self.long, LONG_MODES)
-        check_choice("dtype", self.dtype, DTYPES)
+        store("num_hidden_layers", int(self.num_hidden_layers))
+        store("layers", tuple(resolve_layers(self.layers, self.num_hidden_layers + 1)))
+        for name, choices in (("pool", POOLS), ("combine", COMBINES), ("word_pool", ("none", *HOWS)),
+                              ("long", LONG_MODES), ("dtype", DTYPES)):  # fmt: skip
+            check_choice(name, getattr(self, name), choices)
         if self.output_dtype is None:
-            object.__setattr__(self, "output_dtype", self.dtype)
+            store("output_dtype", self.dtype)
         check_choice("output_dtype", self.output_dtype, OUTPUT_DTYPES)
-        check_positive("stride", self.stride, optional=True)
-        check_positive("max_length", self.max_length, optional=True)
-        check_positive("batch_size", self.batch_size)
-        check_positive("shard_size", self.shard_size)
+        for name, optional in (
+            ("stride", True),
+            ("max_length", True),
+            ("batch_size", False),
+            ("shard_size", False),
+        ):
+            value = getattr(self, name)
+            check_positive(name, value, optional)
+            store(name, None if value is None else int(value))
         if not isinstance(self.normalize, bool):
             raise OptionError("{normalize} must be true or false, got {value!r}", value=self.normalize)
         if not isinstance(self.model, str):
             raise OptionError("{model} must be a path (a string), got {value!r}", value=self.model)
-        files = self.model_files
-        if isinstance(files, Mapping):
-            files = tuple(files.items())
+        files = tuple(self.model_files.items()) if isinstance(self.model_files, Mapping) else self.model_files
         if not isinstance(files, tuple) or not all(
             isinstance(p, tuple) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in files
         ):
             raise OptionError(
                 "{model_files} must map file names to sha256 strings, got {value!r}", value=files
             )
-        object.__setattr__(self, "model_files", files)
-        # -- the rules between fields
+        store("model_files", files)
+
+    def _check_rules(self) -> None:
+        """The rules between fields: the one place they are written."""
         if self.stride is not None and self.long != "window":
             raise OptionError("{stride} applies to {long} window only")
         if self.word_pool != "none" and self.pool != "none":

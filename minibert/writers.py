@@ -29,11 +29,9 @@ import numpy as np
 
 from .errors import MinibertError
 from .files import os_reason, write_sha256
-from .records import Record, cast_features, records_to_arrays
+from .records import FORMATS, Record, cast_features, records_to_arrays
 from .safetensors_file import safetensors_parts
 from .spec import ExtractSpec
-
-FORMATS = (".npz", ".safetensors", ".jsonl")
 
 
 def is_sharded(path: str | Path) -> bool:

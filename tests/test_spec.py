@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import minibert
@@ -113,6 +114,8 @@ def test_the_recorded_settings_have_a_fixed_form():
     ]  # fmt: skip
     assert s.to_json().startswith('{"layers": [2, 0], "pool": "none", "word_pool": "none"')
     assert spec().output_dtype == "float32" and spec() == spec(output_dtype="float32")
+    numpy_ints = spec(layers=np.array([0, 1]), num_hidden_layers=np.int64(2), batch_size=np.int64(4))
+    assert numpy_ints.to_json() == spec(layers=[0, 1], batch_size=4).to_json()  # plain ints: JSON writes them
 
 
 def test_settings_read_back_to_the_same_spec():

@@ -12,11 +12,11 @@ import argparse
 import sys
 import warnings
 
-from .. import load
 from ..corpus import Engine, ExtractSummary, check_output, extract_to
 from ..errors import MinibertError
 from ..inputs import count_items, read_items
 from ..layers import resolve_layers
+from ..model import load
 from ..pooling import COMBINES, POOLS
 from ..progress import Progress
 from ..spec import CHUNK_SIZE, LONG_MODES, OUTPUT_DTYPES, ExtractSpec, OptionError, PoolingNote
