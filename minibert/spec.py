@@ -27,11 +27,11 @@ import numpy as np
 from .errors import MinibertError
 from .files import sha256_file
 from .layers import resolve_layers
+from .model import DTYPES
 from .pooling import COMBINES, POOLS
 from .words import HOWS
 
 LONG_MODES = ("truncate", "window")
-DTYPES = ("float32", "float64")
 OUTPUT_DTYPES = ("float16", "float32", "float64")
 
 #: Texts per chunk (and per shard of a sharded output) unless told otherwise.
