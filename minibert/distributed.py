@@ -1,11 +1,12 @@
 """``minibert extract --engine dask``: the chunks of a corpus on Dask workers.
 
-The driver (the ``minibert`` process) reads the input, cuts it into the same
-chunks as a local run (:func:`minibert.inputs.chunked`) and submits one task
-per chunk, with its texts; each worker loads the model once (a per-process
-cache keyed by model path and dtype), computes the chunk with the same
-batches as a local run, and writes the shard itself into the shared output
-directory. The driver lists each finished shard in the manifest as results
+The driver (:func:`minibert.corpus.extract_to`) reads the input, cuts it
+into the same chunks as a local run (:func:`minibert.inputs.chunked`) and
+submits one task per chunk, with its texts; each worker loads the model once
+(a per-process cache keyed by model path and dtype) and runs the task the
+driver gives -- :func:`minibert.corpus.compute_shard`, the very function a
+local run calls: the chunk with the same batches, its shard written into
+the shared output directory. The driver lists each finished shard in the manifest as results
 come back, so a killed Dask run resumes like a local one, and the finished
 manifest equals a local run's.
 
@@ -21,13 +22,13 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import MinibertError
-from .extract import FeatureSpec, extract_chunk
 from .inputs import Item
-from .output import Settings
+from .model import load
+from .spec import ExtractSpec
 
 _MODELS: dict = {}
 _LOCK = threading.Lock()
@@ -35,8 +36,6 @@ _LOCK = threading.Lock()
 
 def cached_model(path: str, dtype: str):
     """The worker's model for (path, dtype), loaded on first use only."""
-    from . import load
-
     with _LOCK:
         key = (str(path), str(dtype))
         if key not in _MODELS:
@@ -68,38 +67,37 @@ def blas_threads(client) -> dict[str, int]:
 
 
 def shard_task(job: dict, k: int, items: list[Item], digest: str, threads: dict[str, int]) -> dict:
-    """On a worker: compute chunk k and write its shard; return the entry."""
+    """On a worker: ``job["task"]`` for chunk k with the worker's model (its
+    shard written); return the shard's manifest entry."""
     from dask.distributed import get_worker
     from threadpoolctl import threadpool_limits
 
-    from .shards import write_shard
-
-    model = cached_model(job["model"], job["dtype"])
+    spec = job["spec"]
+    model = cached_model(spec.model, spec.dtype)
     try:
         limit = threads.get(get_worker().address, 1)
     except ValueError:  # not on a worker (a synchronous scheduler): leave BLAS as it is
         limit = None
     with threadpool_limits(limits=limit):
-        records = extract_chunk(model, items, job["features"])
-    return write_shard(job["out"], k, records, job["settings"], digest)
+        return job["task"](model, job["out"], k, items, spec, digest)
 
 
 def extract_shards(
     chunks: Iterable[tuple[int, list[Item], str]],
-    model_dir: str | Path,
-    dtype: str,
-    settings: Settings,
+    task: Callable[..., dict],
+    spec: ExtractSpec,
     out_dir: str | Path,
-    features: FeatureSpec,
     scheduler: str | None = None,
     workers: int | None = None,
 ) -> Iterator[dict]:
-    """Compute ``(k, chunk, digest)`` chunks on Dask; yield each shard's
-    manifest entry as it finishes (in any order).
+    """Run ``task(model, out_dir, k, chunk, spec, digest)`` for each
+    ``(k, chunk, digest)`` on Dask, with the model ``spec`` was made for;
+    yield each shard's manifest entry (what ``task`` returns) as it
+    finishes, in any order.
 
     ``scheduler``: a scheduler address (``tcp://host:8786``); None starts a
     LocalCluster of ``workers`` processes (default: one per core) with one
-    thread each. ``model_dir`` and ``out_dir`` must be the same paths on every
+    thread each. ``spec.model`` and ``out_dir`` must be the same paths on every
     worker (a shared filesystem). At most two tasks per worker thread are in
     flight, so the driver holds a bounded number of chunks.
     """
@@ -109,13 +107,7 @@ def extract_shards(
         raise MinibertError(
             "--engine dask needs dask.distributed: pip install 'minibert-numpy[dask]'"
         ) from None
-    job = {
-        "model": str(Path(model_dir).absolute()),
-        "dtype": dtype,
-        "settings": settings,
-        "out": str(Path(out_dir).absolute()),
-        "features": features,
-    }
+    job = {"task": task, "spec": spec, "out": str(Path(out_dir).absolute())}
     cluster = None
     try:
         if scheduler is None:

@@ -1,8 +1,9 @@
 """Corpus -> per-text features: batching, layer selection, combining, pooling.
 
-The library half of ``minibert extract`` (the command only parses arguments
-and opens files). The corpus is read in chunks of ``chunk_size`` texts; inside
-a chunk, texts are batched by length (similar lengths together, so little
+Each text's features, as :class:`~minibert.records.Record` s, one chunk of
+the corpus at a time (:mod:`minibert.corpus` drives the chunks into an
+output). The corpus is read in chunks of ``spec.shard_size`` texts; inside a
+chunk, texts are batched by length (similar lengths together, so little
 padding is computed) and each text's record carries its input index, so
 writers restore the input order. Only one chunk is in memory at a time, and
 since chunks and batches depend only on the input, every run -- resumed,
@@ -13,73 +14,18 @@ the same bits.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import MinibertError
 from .inputs import Item, chunked
 from .model import Model, NonFiniteError
-from .output import Record, WordRows
-from .pooling import COMBINES, POOLS, combine, l2_normalize, pool
+from .pooling import combine, l2_normalize, pool
+from .records import Record, WordRows
+from .spec import ExtractSpec
 from .tokenizer import TextError
 from .windows import encode_long
-from .words import HOWS, words
-
-LONG_MODES = ("truncate", "window")
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """What to cut out of each text's forward pass.
-
-    layers: hidden_states indices; pool: none|cls|mean|max; combine:
-    none|sum|mean|concat; max_length: truncation (or, with
-    ``long="window"``, the window size); word_pool: none|first|last|mean|
-    first_last; long: truncate|window; stride: window step; normalize:
-    L2-normalise each pooled vector; batch_size: texts per forward pass.
-    """
-
-    layers: list[int]
-    pool: str = "none"
-    combine: str = "none"
-    max_length: int | None = None
-    word_pool: str = "none"
-    long: str = "truncate"
-    stride: int | None = None
-    normalize: bool = False
-    batch_size: int = 32
-
-    def __post_init__(self):
-        for name, value, choices in (
-            ("pool", self.pool, POOLS),
-            ("combine", self.combine, COMBINES),
-            ("word_pool", self.word_pool, ("none", *HOWS)),
-            ("long", self.long, LONG_MODES),
-        ):
-            if not isinstance(value, str) or value not in choices:
-                raise MinibertError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        if (
-            not isinstance(self.layers, (list, tuple))
-            or not self.layers
-            or not all(_is_int(i) for i in self.layers)
-        ):
-            raise MinibertError(
-                f"layers must be a non-empty list of hidden-state indices, got {self.layers!r}"
-            )
-        for name, value in (("max_length", self.max_length), ("stride", self.stride)):
-            if value is not None and (not _is_int(value) or value < 1):
-                raise MinibertError(f"{name} must be a positive integer or None, got {value!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise MinibertError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.word_pool != "none" and self.pool != "none":
-            raise MinibertError("word pooling gives one vector per word: use it with pool 'none'")
-        if self.normalize and self.pool == "none":
-            raise MinibertError("normalize L2-normalises pooled vectors: it needs a pool (cls, mean, max)")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+from .words import words
 
 
 def length_sorted_batches(
@@ -111,7 +57,7 @@ def length_sorted_batches(
 CHARS_PER_TOKEN = 4
 
 
-def batch_records(model: Model, items: list[Item], spec: FeatureSpec) -> list[Record]:
+def batch_records(model: Model, items: list[Item], spec: ExtractSpec) -> list[Record]:
     """Run one batch and cut each text's features out of it.
 
     Token-level features keep only the text's real tokens (no padding);
@@ -180,12 +126,8 @@ def _own(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
     return np.array(part, order="C")
 
 
-#: Texts per chunk (and per shard of a sharded output) unless told otherwise.
-CHUNK_SIZE = 1000
-
-
 def extract_chunk(
-    model: Model, items: list[Item], spec: FeatureSpec, on_batch: Callable[[int], None] | None = None
+    model: Model, items: list[Item], spec: ExtractSpec, on_batch: Callable[[int], None] | None = None
 ) -> list[Record]:
     """The records of one chunk, in input order (batched by length inside
     it). ``on_batch(n)`` is called after each batch of n texts (a progress
@@ -201,13 +143,11 @@ def extract_chunk(
     return sorted(records, key=lambda r: r.index)
 
 
-def extract(
-    model: Model, items: Iterable[Item], spec: FeatureSpec, chunk_size: int = CHUNK_SIZE
-) -> Iterator[list[Record]]:
+def extract(model: Model, items: Iterable[Item], spec: ExtractSpec) -> Iterator[list[Record]]:
     """Yield the records of every item, one chunk at a time, in input order.
 
-    ``items`` is read lazily, ``chunk_size`` at a time, so memory holds one
-    chunk's features however long the corpus is.
+    ``items`` is read lazily, ``spec.shard_size`` at a time, so memory holds
+    one chunk's features however long the corpus is.
     """
-    for chunk in chunked(items, chunk_size):
+    for chunk in chunked(items, spec.shard_size):
         yield extract_chunk(model, chunk, spec)

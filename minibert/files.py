@@ -120,3 +120,15 @@ def sha256_file(path: str | os.PathLike) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def write_sha256(f, parts) -> tuple[int, str]:
+    """Write ``parts`` (bytes or buffers) to the open binary file ``f``; return
+    how many bytes that was and their sha256 -- what :func:`sha256_file` of
+    the finished file gives, without reading it again."""
+    h, size = hashlib.sha256(), 0
+    for part in parts:
+        f.write(part)
+        h.update(part)
+        size += len(part) if isinstance(part, bytes) else part.nbytes
+    return size, h.hexdigest()

@@ -16,48 +16,6 @@ POOLS = ("none", "cls", "mean", "max")
 COMBINES = ("none", "sum", "mean", "concat")
 
 
-def select_layers(spec: str, num_states: int) -> list[int]:
-    """``"all"``, ``"-4,-3,-2,-1"`` or a slice ``"0:7"`` -> sorted-as-given
-    non-negative indices into ``hidden_states`` (``num_states`` = L + 1)."""
-    if not isinstance(spec, str):
-        raise MinibertError(
-            f"--layers must be a string such as 'all' or '-4,-3,-2,-1', got {type(spec).__name__}"
-        )
-    spec = spec.strip()
-    shown = spec if len(spec) <= 40 else spec[:40] + "..."
-    valid = f"valid: 0..{num_states - 1}, or -{num_states}..-1"
-    if spec == "all":
-        return list(range(num_states))
-    try:
-        if ":" in spec:
-            parts = spec.split(":")
-            if len(parts) > 3:
-                raise ValueError
-            start, stop, step = (int(p) if p.strip() else None for p in parts + [""] * (3 - len(parts)))
-            if step == 0:
-                raise MinibertError(f"--layers {shown!r}: a slice step cannot be 0")
-            for bound in (start, stop):
-                if bound is not None and not -num_states <= bound <= num_states:
-                    raise MinibertError(f"--layers {shown!r}: index {bound} out of range ({valid})")
-            indices = list(range(num_states))[slice(start, stop, step)]
-        else:
-            indices = [int(p) for p in spec.split(",")]
-    except ValueError:
-        raise MinibertError(
-            f"--layers {shown!r}: expected 'all', a list like -4,-3,-2,-1, or a slice like 0:7"
-        ) from None
-    out = []
-    for i in indices:
-        if not -num_states <= i < num_states:
-            raise MinibertError(f"--layers {shown!r}: index {i} out of range ({valid})")
-        out.append(i % num_states)
-    if not out:
-        raise MinibertError(f"--layers {shown!r} selects no layer ({valid})")
-    if len(set(out)) != len(out):
-        raise MinibertError(f"--layers {shown!r} names a layer twice")
-    return out
-
-
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, how: str) -> np.ndarray:
     """One vector per text from its token vectors; padding is ignored.
 

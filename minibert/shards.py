@@ -9,7 +9,7 @@
       ...
 
 Shard k holds chunk k of the input (:func:`minibert.inputs.chunked`): the
-.safetensors layout of :mod:`minibert.output` for its texts, plus ``index``
+.safetensors layout of :mod:`minibert.records` for its texts, plus ``index``
 (N,) int64, the texts' global indices. ``offsets`` and ``input_ids`` are
 local to the shard.
 
@@ -34,28 +34,22 @@ the same manifest and the same bytes as one uninterrupted run.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MinibertError
 from .files import os_reason, read_json, sha256_file
-from .output import (
-    Output,
-    Record,
-    SafetensorsOutput,
-    Settings,
-    cast_features,
-    check_settings,
-    records_to_arrays,
-    safetensors_parts,
-    write_atomic,
-)
+from .readers import FileOutput, SafetensorsOutput, check_settings, feature_name, text_index
+from .records import Record, cast_features, records_to_arrays
+from .safetensors_file import safetensors_parts
+from .spec import ExtractSpec
+from .writers import output_metadata, write_digested
 
 try:
     import fcntl
@@ -72,34 +66,19 @@ def shard_name(k: int) -> str:
 
 
 #: The temporary files this module's writers leave when killed mid-write
-#: (:func:`minibert.output.atomic_path`: ``.{name}.{8 random characters}.tmp``):
+#: (:func:`minibert.writers.atomic_path`: ``.{name}.{8 random characters}.tmp``):
 #: the only files ``--resume`` deletes.
 OWN_TEMP = re.compile(r"\.(?:shard-\d{5,}\.safetensors|manifest\.json)\.[a-z0-9_]{8}\.tmp")
 
 
-def _write(path: Path, parts: list) -> tuple[int, str]:
-    """Write ``parts`` to ``path`` atomically; return (bytes, sha256)."""
-    h, size = hashlib.sha256(), 0
-
-    def write(f):
-        nonlocal size
-        for part in parts:
-            f.write(part)
-            h.update(part)
-            size += len(part) if isinstance(part, bytes) else part.nbytes
-
-    write_atomic(path, write)
-    return size, h.hexdigest()
-
-
-def write_shard(out_dir: str | Path, k: int, records: list[Record], settings: Settings, digest: str) -> dict:
+def write_shard(out_dir: str | Path, k: int, records: list[Record], spec: ExtractSpec, digest: str) -> dict:
     """Write chunk k's records as ``shard-0000k.safetensors`` (atomically)
     and return its manifest entry. Used by every engine; touches no manifest."""
-    records = cast_features(sorted(records, key=lambda r: r.index), settings.out_dtype)
-    arrays, tokens, words = records_to_arrays(records, settings)
+    records = cast_features(sorted(records, key=lambda r: r.index), spec.out_dtype)
+    arrays, tokens, words = records_to_arrays(records, spec)
     arrays["index"] = np.asarray([r.index for r in records], dtype=np.int64)
     path = Path(out_dir) / shard_name(k)
-    size, sha256 = _write(path, safetensors_parts(arrays, tokens, words, settings))
+    size, sha256 = write_digested(path, safetensors_parts(arrays, output_metadata(spec, tokens, words)))
     return {
         "shard": k,
         "file": path.name,
@@ -221,21 +200,13 @@ def check_shard(out_dir: Path, entry: dict, digest: bool = True) -> Path:
     return f
 
 
-def model_digests(model) -> dict[str, str]:
-    """sha256 of every file ``model`` was read from (``Model.files``: config,
-    weights, tokenizer, sentence-transformers files), by its name relative to
-    the model directory: what a resumed run must find unchanged."""
-    root = Path(model.path)
-    return {Path(os.path.relpath(f, root)).as_posix(): sha256_file(f) for f in model.files}
-
-
 class ShardedWriter:
     """Writes (or, with ``resume``, continues) a shard directory.
 
     ``done(k, digest)``: is chunk k already on disk (and was it the same
-    input)? ``add(k, records, digest)`` writes a shard; ``record(entry)``
-    lists a shard another process wrote; ``close(num_texts)`` marks the
-    run complete. The manifest is rewritten atomically after every shard.
+    input)? ``record(entry)`` lists a shard :func:`write_shard` wrote (in
+    this process or on a Dask worker); ``close(num_texts)`` marks the run
+    complete. The manifest is rewritten atomically after every shard.
 
     One writer at a time: the directory is locked (``flock`` on the
     directory itself, so no lock file is left behind, and the kernel
@@ -246,9 +217,9 @@ class ShardedWriter:
     rerun is not refused for a non-empty directory.
     """
 
-    def __init__(self, path: str | Path, settings: Settings, resume: bool = False):
+    def __init__(self, path: str | Path, spec: ExtractSpec, resume: bool = False):
         self.path = Path(path)
-        self.settings = settings
+        self.spec = spec
         self.mpath = self.path / MANIFEST
         self.entries: dict[int, dict] = {}
         self.resumed_complete = False
@@ -360,10 +331,9 @@ class ShardedWriter:
 
     def _resume(self) -> None:
         manifest = read_manifest(self.path)
-        mine = json.loads(self.settings.to_json())  # as it would read back
-        theirs = manifest["settings"]
-        self._check_model_files(mine.get("model_files"), theirs.get("model_files"))
-        diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        mine, theirs = self.spec.to_settings(), manifest["settings"]
+        self._check_model_files(mine["model_files"], theirs.get("model_files"))
+        diff = self.spec.differences(theirs)
         if diff:
             shown = "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in diff[:3])
             raise MinibertError(f"{self.mpath}: cannot resume with different settings ({shown})")
@@ -407,11 +377,6 @@ class ShardedWriter:
             )
         return True
 
-    def add(self, k: int, records: list[Record], digest: str) -> dict:
-        entry = write_shard(self.path, k, records, self.settings, digest)
-        self.record(entry)
-        return entry
-
     def record(self, entry: dict) -> None:
         self.entries[entry["shard"]] = entry
         self._listed += 1
@@ -432,13 +397,13 @@ class ShardedWriter:
         manifest = {
             "format": FORMAT,
             "version": VERSION,
-            "settings": self.settings.to_dict(),
+            "settings": self.spec.to_settings(),
             "shards": [self.entries[k] for k in sorted(self.entries)],
             "num_texts": self.num_texts if complete else None,
             "num_tokens": sum(e["tokens"] for e in self.entries.values()) if complete else None,
             "complete": complete,
         }
-        _write(self.mpath, [format_manifest(manifest).encode("utf-8")])
+        write_digested(self.mpath, [format_manifest(manifest).encode("utf-8")])
 
 
 def format_manifest(manifest: dict) -> str:
@@ -457,11 +422,13 @@ def format_manifest(manifest: dict) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-class ShardedOutput(Output):
-    """A shard directory read lazily: ``vectors(n, layer)`` opens only the
-    shard that holds text n and reads only its rows. ``parts()`` yields one
-    :class:`~minibert.output.SafetensorsOutput` per shard. An unfinished run
-    can be read with ``allow_incomplete=True`` (texts in missing shards raise).
+class ShardedOutput:
+    """A shard directory read lazily, an :class:`~minibert.readers.OutputReader`:
+    ``vectors(n, layer)`` opens only the shard that holds text n and reads
+    only its rows. It has no whole arrays: ``parts()`` yields one
+    :class:`~minibert.readers.SafetensorsOutput` per shard, each with its
+    ``arrays``. An unfinished run can be read with ``allow_incomplete=True``
+    (texts in missing shards raise).
 
     Nothing in the directory is trusted: the manifest is checked field by
     field (:func:`check_manifest`), and each shard, before its first use, is
@@ -497,10 +464,8 @@ class ShardedOutput(Output):
         return [f"hidden_states.{i}" for i in self.layers]
 
     @property
-    def arrays(self):
-        raise MinibertError(
-            f"{self.path}: a sharded output has no whole arrays; use vectors(n, layer) or parts()"
-        )
+    def word_level(self) -> bool:
+        return self.settings.get("word_pool", "none") != "none"
 
     def _shard(self, i: int) -> SafetensorsOutput:
         if self._open is None or self._open[0] != i:
@@ -517,11 +482,12 @@ class ShardedOutput(Output):
             if out.settings != self.settings:
                 raise MinibertError(f"{f}: written with other settings than {MANIFEST} records")
             self._checked.add(i)
+            self.close()
             self._open = (i, out)
         return self._open[1]
 
     def _locate(self, n: int) -> tuple[SafetensorsOutput, int]:
-        n = self._text(n)
+        n = text_index(n, self.num_texts)
         i = bisect.bisect_right(self._firsts, n) - 1
         if i < 0 or n >= self._firsts[i] + self.shards[i]["count"]:
             raise MinibertError(f"text {n} is in no shard of {self.path} ({self.num_texts} texts)")
@@ -535,28 +501,31 @@ class ShardedOutput(Output):
         shard, local = self._locate(n)
         return shard.words(local)
 
-    @property
-    def word_level(self) -> bool:
-        return self.settings.get("word_pool", "none") != "none"
-
     def vectors(self, n: int, name: str | int) -> np.ndarray:
-        self._check(n, name)
+        name = feature_name(name, self.names, self.settings.get("num_hidden_layers"))
         shard, local = self._locate(n)
         return shard.vectors(local, name)
 
-    def parts(self):
+    def parts(self) -> Iterator[FileOutput]:
         for i in range(len(self.shards)):
             yield self._shard(i)
 
     def close(self) -> None:
-        self._open = None
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def __enter__(self) -> ShardedOutput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 __all__ = [
     "ShardedOutput",
     "ShardedWriter",
     "check_manifest",
-    "model_digests",
     "read_manifest",
     "write_shard",
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
+from fuzz_helpers import run
 
 WORDS = "the a cat dog runs quickly over lazy fox house green blue tree river mountain small".split()
 
@@ -28,6 +30,13 @@ def cli(*args, **kw) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "minibert.cli", *map(str, args)],
         capture_output=True, text=True, timeout=300, env=ONE_THREAD, **kw,
     )  # fmt: skip
+
+
+def here(*args) -> SimpleNamespace:
+    """``minibert ARGS`` in this process (no second of imports per call), as
+    :func:`cli` returns it. BLAS threads: see the ``one_blas_thread`` fixture."""
+    code, out, err = run(*args)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def assert_same_output(a, b) -> None:

@@ -7,9 +7,11 @@ import json
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fuzz_helpers import run
 
 from minibert.cli import main
 from minibert.output import open_output
@@ -23,10 +25,11 @@ TEXTS = [
 ]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "minibert.cli", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
+def run_cli(*args: str) -> SimpleNamespace:
+    """``minibert ARGS`` in this process (a child process costs a second of imports
+    per call; test_extract_jsonl_pairs_and_stdin runs the real command once)."""
+    code, out, err = run(*args)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.fixture()
@@ -161,7 +164,7 @@ def test_bad_model_is_one_line(real_model_dir, tmp_path, corpus, edit, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--layers", "9"], "index 9 out of range"),
+        (["--layers", "9"], "index 9 is out of range"),
         (["-o", "/nonexistent-dir/o.npz"], "output directory /nonexistent-dir does not exist"),
         (["-o", "OUT.csv"], "unknown output format"),
         (["--max-length", "100000"], "exceeds the model's limit 512"),
@@ -185,12 +188,8 @@ def test_non_utf8_input_names_the_line(real_model_dir, tmp_path):
 
 
 def test_missing_default_model_says_how_to_fetch(tmp_path, corpus, monkeypatch):
-    env_dir = tmp_path / "no-weights-here"
-    r = subprocess.run(
-        [sys.executable, "-m", "minibert.cli", "inspect"],
-        capture_output=True, text=True, env={"MINIBERT_WEIGHTS": str(env_dir), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )  # fmt: skip
+    monkeypatch.setenv("MINIBERT_WEIGHTS", str(tmp_path / "no-weights-here"))
+    r = run_cli("inspect")
     assert r.returncode == 2
     assert "default model not found" in r.stderr and "make weights" in r.stderr
 

@@ -1,6 +1,7 @@
-"""``minibert extract`` at corpus scale: sharded output equals a single file,
-a run killed with SIGKILL resumes to the same bits, float16 output, and bad
-input through the new paths ends in one line and exit status 2."""
+"""minibert/corpus.py, and ``minibert extract`` at corpus scale: sharded output
+equals a single file, a run killed with SIGKILL resumes to the same bits,
+float16 output, bad input through the new paths ends in one line and exit
+status 2; extract_to called from Python does what the command does."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import time
 
 import numpy as np
 import pytest
-from corpus_helpers import ONE_THREAD, assert_same_output, cli, texts
+from corpus_helpers import ONE_THREAD, assert_same_output, cli, here, texts
 
+import minibert
+from minibert import MinibertError
 from minibert.cli import main
+from minibert.corpus import Engine, check_output, extract_to
+from minibert.inputs import Item, read_items
 from minibert.output import open_output
 from minibert.shards import MANIFEST, read_manifest
+from minibert.spec import ExtractSpec, OptionError
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -98,6 +104,7 @@ def test_summary_reads_shards_one_at_a_time(small, tmp_path, capsys, model_dir):
     assert tables[0] == tables[1] and len(tables[0]) == 1 + len(open_output(out_dir).layers)
 
 
+@pytest.mark.slow  # a child process, killed mid-run
 def test_killed_run_resumes_to_the_same_bits(model_dir, tmp_path):
     n = 80
     lines = texts(n, seed=1)
@@ -128,11 +135,11 @@ def test_killed_run_resumes_to_the_same_bits(model_dir, tmp_path):
     killed = read_manifest(out)
     assert not killed["complete"] and [e["shard"] for e in killed["shards"]] in ([0], [0, 1])
 
-    again = cli("extract", *args, "-o", out)  # no --resume: refuses, touches nothing
+    again = here("extract", *args, "-o", out)  # no --resume: refuses, touches nothing
     assert again.returncode == 2 and "not empty" in again.stderr and "--resume" in again.stderr
     assert read_manifest(out) == killed
 
-    resumed = cli("extract", *args, "-o", out, "--resume")
+    resumed = here("extract", *args, "-o", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (out / MANIFEST).read_bytes() == (whole / MANIFEST).read_bytes()  # same shards, same sha256
     a, b = open_output(out), open_output(whole)
@@ -145,15 +152,15 @@ def test_killed_run_resumes_to_the_same_bits(model_dir, tmp_path):
 def test_resume_refuses_other_settings_input_or_corrupt_shards(small, model_dir, tmp_path):
     src, out_dir = small
     base = ["extract", "--model", model_dir, "--shard-size", "8", "--batch-size", "4", "--resume"]
-    r = cli(*base, src, "-o", out_dir)  # the same run, already complete: nothing to do
+    r = here(*base, src, "-o", out_dir)  # the same run, already complete: nothing to do
     assert r.returncode == 0, r.stderr
 
-    r = cli(*base, src, "-o", out_dir, "--pool", "mean")
+    r = here(*base, src, "-o", out_dir, "--pool", "mean")
     assert r.returncode == 2 and "manifest.json: cannot resume with different settings (pool:" in r.stderr
     other = tmp_path / "other.txt"
     lines = src.read_text().splitlines()
     other.write_text("\n".join(lines[:9] + ["changed"] + lines[10:]) + "\n", encoding="utf-8")
-    r = cli(*base, other, "-o", out_dir)
+    r = here(*base, other, "-o", out_dir)
     assert r.returncode == 2 and "input differs from the run being resumed (texts 8..15" in r.stderr
 
     spoilt = tmp_path / "spoilt"
@@ -163,7 +170,7 @@ def test_resume_refuses_other_settings_input_or_corrupt_shards(small, model_dir,
     data = bytearray((spoilt / "shard-00001.safetensors").read_bytes())
     data[-3] ^= 0xFF
     (spoilt / "shard-00001.safetensors").write_bytes(bytes(data))
-    r = cli(*base, src, "-o", spoilt)
+    r = here(*base, src, "-o", spoilt)
     assert r.returncode == 2 and f"{spoilt}/shard-00001.safetensors: corrupt" in r.stderr
     for res in (r,):
         assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
@@ -199,7 +206,7 @@ def test_bad_output_is_one_line(model_dir, tmp_path, output, args, message):
     (tmp_path / "blocker").write_text("a file where a directory should be")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's own file")
-    r = cli("extract", "--model", model_dir, src, "-o", tmp_path / output, *args)
+    r = here("extract", "--model", model_dir, src, "-o", tmp_path / output, *args)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (tmp_path / "mine" / "notes.txt").read_text() == "the user's own file"
@@ -213,7 +220,7 @@ def test_read_only_output_directory(model_dir, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    r = cli("extract", "--model", model_dir, src, "-o", ro / "out")
+    r = here("extract", "--model", model_dir, src, "-o", ro / "out")
     assert r.returncode == 2 and "ro/out: cannot create output directory" in r.stderr
 
 
@@ -237,8 +244,74 @@ def test_truncation_summary_is_the_same_for_shards_and_files(model_dir, tmp_path
     args = ["extract", "--model", model_dir, src, "--max-length", "6", "--shard-size", "4", "--quiet"]
     lines = {}
     for out in ("one.npz", "shards/"):
-        r = cli(*args, "-o", tmp_path / out)
+        r = here(*args, "-o", tmp_path / out)
         assert r.returncode == 0, r.stderr
         lines[out] = r.stderr
     assert "texts were truncated to 6 tokens (text " in lines["one.npz"]
     assert lines["shards/"] == lines["one.npz"]
+
+
+def test_extract_to_from_python_equals_the_command(small, model_dir, tmp_path):
+    """The library call writes the very bytes the command line does, and says
+    which texts it truncated: their token counts from the tokenizer alone."""
+    src, out_dir = small
+    model = minibert.load(model_dir)
+    spec = ExtractSpec.for_model(model, layers="all", pool="none", batch_size=4, shard_size=8)
+    summary = extract_to(model, read_items(src), spec, tmp_path / "out", sources=[src])
+    assert (tmp_path / "out" / MANIFEST).read_bytes() == (out_dir / MANIFEST).read_bytes()
+    for e in read_manifest(out_dir)["shards"]:
+        assert (tmp_path / "out" / e["file"]).read_bytes() == (out_dir / e["file"]).read_bytes()
+    assert (summary.num_texts, summary.layers, summary.truncated, summary.windowed) == (20, (0, 1, 2), 0, 0)
+
+    lines = src.read_text().splitlines()
+    spec6 = ExtractSpec.for_model(model, max_length=6, shard_size=8)
+    summary = extract_to(model, (Item(i, t) for i, t in enumerate(lines)), spec6, tmp_path / "six.npz")
+    full = [len(model.tokenize([t]).tokens[0]) for t in lines]
+    cut = [(i, n, 6) for i, n in enumerate(full) if n > 6]
+    assert summary.truncated == len(cut) > 5 and list(summary.first_truncated) == cut[:5]
+    assert summary.num_texts == 20 and summary.limit == 6 and summary.rate > 0
+
+
+def test_engine_options_are_checked_where_they_are_made():
+    for kwargs, message in [
+        (dict(name="spark"), "engine must be one of local, dask"),
+        (dict(scheduler="tcp://h:1"), "scheduler is for engine dask"),
+        (dict(name="dask", scheduler="tcp://h:1", workers=2), "workers is for engine dask without scheduler"),
+        (dict(name="dask", threads=2), "threads is for the local engine"),
+        (dict(threads=0), "threads must be a positive integer or None"),
+    ]:
+        with pytest.raises(OptionError, match=message):
+            Engine(**kwargs)
+    assert Engine("dask", workers=2).workers == 2
+
+
+def test_extract_to_refuses_what_it_cannot_do(small, model_dir, tmp_path):
+    src, _ = small
+    model = minibert.load(model_dir)
+    spec = ExtractSpec.for_model(model, pool="none")
+    with pytest.raises(OptionError, match="resume needs a directory OUTPUT"):
+        check_output(tmp_path / "o.npz", resume=True)
+    with pytest.raises(OptionError, match="engine dask needs a directory OUTPUT"):
+        check_output(tmp_path / "o.npz", engine=Engine("dask"))
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text('{"text": "hello"}\n', encoding="utf-8")
+    with pytest.raises(MinibertError, match="is the input"):
+        extract_to(model, read_items(corpus), spec, corpus, sources=[corpus])
+    assert corpus.read_text() == '{"text": "hello"}\n'
+    other = ExtractSpec(layers=(0,), num_hidden_layers=2, model=spec.model, dtype="float64")
+    with pytest.raises(MinibertError, match="the spec was made for the model at .* float64"):
+        extract_to(model, read_items(src), other, tmp_path / "o.npz")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_threads_are_the_runs_and_given_back(small, model_dir, tmp_path, monkeypatch):
+    src, _ = small
+    model = minibert.load(model_dir)
+    seen = []
+    real = minibert.corpus.extract_chunk
+    monkeypatch.setattr(
+        minibert.corpus, "extract_chunk", lambda m, *a, **k: seen.append(m.threads) or real(m, *a, **k)
+    )
+    spec = ExtractSpec.for_model(model, pool="none", shard_size=8)
+    extract_to(model, read_items(src), spec, tmp_path / "o.safetensors", engine=Engine(threads=1))
+    assert seen == [1, 1, 1] and model.threads is None

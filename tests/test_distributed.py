@@ -19,6 +19,8 @@ from minibert.shards import MANIFEST  # noqa: E402
 
 ARGS = ["--shard-size", "8", "--batch-size", "4", "--quiet"]
 
+pytestmark = pytest.mark.slow  # a Dask cluster of two worker processes starts for each test
+
 
 @pytest.fixture(scope="module")
 def model_dir(small_model_dir, one_blas_thread):

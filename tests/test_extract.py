@@ -1,7 +1,7 @@
 """The extract loop (minibert/extract.py): a forward pass that goes non-finite
 fails the run naming the text's input index and the layer, and writes nothing;
-a text that is not text names its input index; bad FeatureSpecs are clean
-errors; windowed texts are batched so that padding stays bounded.
+a text that is not text names its input index; windowed texts are batched
+so that padding stays bounded. (Bad specs: test_spec.py.)
 
 Malformed-input cases run the CLI in-process through tests/fuzz_helpers.py.
 """
@@ -18,10 +18,10 @@ from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
 from safetensors.numpy import load_file, save_file
 
 import minibert
-from minibert import MinibertError
-from minibert.extract import FeatureSpec, extract_chunk, length_sorted_batches
+from minibert.extract import extract_chunk, length_sorted_batches
 from minibert.inputs import Item
 from minibert.model import NonFiniteError
+from minibert.spec import ExtractSpec
 
 TEXTS = ["Hello world!", "the cat sat", "zebra quartz", "plain words here"]  # only text 2 has a 'z'
 
@@ -86,7 +86,7 @@ def test_extract_chunk_names_the_input_index(overflowing_dir):
     model = minibert.load(overflowing_dir)
     items = [Item(100 + i, t) for i, t in enumerate(TEXTS)]
     with pytest.raises(NonFiniteError, match="text 102: ") as e:
-        extract_chunk(model, items, FeatureSpec([0, 1, 2]))
+        extract_chunk(model, items, ExtractSpec(layers=(0, 1, 2), num_hidden_layers=2))
     assert (e.value.text, e.value.layer) == (102, 0)
 
 
@@ -119,33 +119,6 @@ def test_explain_with_a_lone_surrogate_is_one_line():
     assert_one_line_error(run("explain", "--model", TINY_BERT, "caf\ud800"), "lone surrogate")
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(layers=[]), "layers must be a non-empty list"),
-        (dict(layers=[0, "1"]), "layers must be a non-empty list"),
-        (dict(layers=-1), "layers must be a non-empty list"),
-        (dict(layers=[0], pool="avg"), "pool must be one of none, cls, mean, max"),
-        (dict(layers=[0], combine=None), "combine must be one of none, sum, mean, concat"),
-        (
-            dict(layers=[0], word_pool="median"),
-            "word_pool must be one of none, first, last, mean, first_last",
-        ),
-        (dict(layers=[0], long="split"), "long must be one of truncate, window"),
-        (dict(layers=[0], max_length=0), "max_length must be a positive integer or None"),
-        (dict(layers=[0], max_length=2.0), "max_length must be a positive integer or None"),
-        (dict(layers=[0], stride=-1), "stride must be a positive integer or None"),
-        (dict(layers=[0], batch_size=0), "batch_size must be a positive integer"),
-        (dict(layers=[0], batch_size=True), "batch_size must be a positive integer"),
-        (dict(layers=[0], word_pool="mean", pool="cls"), "word pooling gives one vector per word"),
-        (dict(layers=[0], normalize=True), "normalize L2-normalises pooled vectors"),
-    ],
-)
-def test_bad_feature_specs(kwargs, message):
-    with pytest.raises(MinibertError, match=message):
-        FeatureSpec(**kwargs)
-
-
 def test_windowed_batches_keep_padding_bounded():
     """A text far longer than the others is a batch of its own (its hidden states
     would otherwise be padded for every text of its batch); ordinary texts still go
@@ -166,8 +139,10 @@ def test_window_mode_keeps_only_the_selected_layers(monkeypatch):
         minibert.extract, "encode_long", lambda *a, **k: seen.append(k["layers"]) or real(*a, **k)
     )
     items = [Item(0, "word " * 100), Item(1, "short")]
-    records = extract_chunk(model, items, FeatureSpec([2], long="window", max_length=16))
-    assert seen == [[2]]
+    records = extract_chunk(
+        model, items, ExtractSpec(layers=(2,), num_hidden_layers=2, long="window", max_length=16)
+    )
+    assert [list(layers) for layers in seen] == [[2]]
     assert (
         list(records[0].features) == ["hidden_states.2"]
         and records[0].features["hidden_states.2"].shape[0] > 16

@@ -293,13 +293,13 @@ def test_file_size_limit_is_an_error_not_a_kill(tmp_path):
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
-    from minibert.output import Settings
     from minibert.shards import ShardedWriter
+    from minibert.spec import ExtractSpec
 
     src = tmp_path / "in.txt"
     src.write_text("hello\n", encoding="utf-8")
     out = tmp_path / "feats"
-    first = ShardedWriter(out, Settings([0], "none", "none", "float32", "m"))
+    first = ShardedWriter(out, ExtractSpec(layers=(0,), num_hidden_layers=2, model="m"))
     with first:
         before = snapshot(tmp_path)
         result = run("extract", "--model", TINY, src, "-o", out, "--resume", "--quiet")

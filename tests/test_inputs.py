@@ -1,13 +1,15 @@
-"""Corpus input: text lines, JSON Lines, stdin; errors name the line."""
+"""Corpus input: text lines, JSON Lines, stdin; errors name the line; chunks
+and their digests depend only on the texts."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from minibert import MinibertError
-from minibert.inputs import Item, read_items
+from minibert.inputs import Item, chunk_digest, chunked, count_items, read_items
 
 
 def test_text_lines_keep_empty_lines_as_texts(tmp_path):
@@ -63,3 +65,19 @@ def test_unreadable_input_says_why(tmp_path, monkeypatch, error, message):
     monkeypatch.setattr(minibert.inputs, "open", refuse, raising=False)
     with pytest.raises(MinibertError, match=re.escape(message)):
         list(read_items(tmp_path / "in.txt"))
+
+
+def test_chunks_depend_only_on_the_input(tmp_path):
+    p = tmp_path / "in.txt"
+    p.write_text("a\nb\n\nd\ne", encoding="utf-8")  # an empty text, no final newline
+    items = list(read_items(p))
+    assert count_items(p) == len(items) == 5 and count_items("-") is None
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert count_items(fifo) is None  # not read: the texts are read once, by read_items
+    assert [[it.index for it in c] for c in chunked(items, 2)] == [[0, 1], [2, 3], [4]]
+    assert chunk_digest(items[:2]) == chunk_digest([Item(7, "a"), Item(8, "b")])  # texts, not positions
+    assert chunk_digest(items[:2]) != chunk_digest([Item(0, "a"), Item(1, "b", "pair")])
+    j = tmp_path / "in.jsonl"
+    j.write_text('{"text": "a"}\n\n{"text": "b"}\n', encoding="utf-8")
+    assert count_items(j) == len(list(read_items(j))) == 2

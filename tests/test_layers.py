@@ -61,10 +61,15 @@ def test_bad_layers_name_the_argument(layers, message):
     assert "\n" not in str(e.value)
 
 
-def test_a_long_spec_is_shown_cut():
-    with pytest.raises(MinibertError) as e:
-        resolve_layers("1," * 3000, 7)
-    assert len(str(e.value)) < 200
+@pytest.mark.parametrize(
+    "spec",
+    ["1," * 3000, "9" * 5000, "\udcff"],  # an int past Python's 4300 digits; an undecodable argv byte
+    ids=["long list", "huge int", "surrogate"],
+)
+def test_a_long_or_odd_spec_is_one_short_line(spec):
+    with pytest.raises(MinibertError, match="expected") as e:
+        resolve_layers(spec, 7, what="--layers")
+    assert len(str(e.value)) < 200 and "\n" not in str(e.value)
 
 
 def test_resolve_one_layer():

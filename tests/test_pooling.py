@@ -1,4 +1,4 @@
-"""Layer selection, pooling and combining, checked against explicit loops."""
+"""Pooling and combining, checked against explicit loops."""
 
 from __future__ import annotations
 
@@ -8,30 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibert import MinibertError
-from minibert.pooling import combine, pool, select_layers
-
-
-@pytest.mark.parametrize(
-    "spec, expected",
-    [
-        ("all", [0, 1, 2, 3, 4, 5, 6]),
-        ("-1", [6]),
-        ("-4,-3,-2,-1", [3, 4, 5, 6]),
-        ("0,6", [0, 6]),
-        ("0:7", [0, 1, 2, 3, 4, 5, 6]),
-        ("1:3", [1, 2]),
-        ("-4:", [3, 4, 5, 6]),
-        ("::2", [0, 2, 4, 6]),
-    ],
-)
-def test_select_layers(spec, expected):
-    assert select_layers(spec, 7) == expected
-
-
-@pytest.mark.parametrize("spec", ["7", "-8", "0,9", "x", "1:2:3:4", "3:1", "1,1", "0:99"])
-def test_select_layers_rejects(spec):
-    with pytest.raises(MinibertError, match="--layers"):
-        select_layers(spec, 7)
+from minibert.pooling import combine, pool
 
 
 def _batch(rng, B=3, S=6, H=4, dtype=np.float32):
@@ -75,22 +52,6 @@ def test_combine_matches_the_papers_strategies():
         np.testing.assert_array_equal(cat[..., 3 * i : 3 * i + 3], layers[i])
     with pytest.raises(MinibertError):
         combine(layers, "median")
-
-
-@pytest.mark.parametrize(
-    "spec, message",
-    [
-        ("1:2:0", "a slice step cannot be 0"),
-        ("9" * 5000, "--layers '" + "9" * 40 + "...': expected 'all'"),
-        ("1," * 3000, "expected 'all', a list like"),
-        ("\udcff", "expected 'all'"),  # an undecodable byte on the command line
-        (7, "--layers must be a string such as 'all' or '-4,-3,-2,-1', got int"),
-    ],
-)
-def test_select_layers_messages_stay_one_short_line(spec, message):
-    with pytest.raises(MinibertError) as e:
-        select_layers(spec, 7)
-    assert message in str(e.value) and len(str(e.value)) < 200 and "\n" not in str(e.value)
 
 
 def test_cosine_by_hand():

@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from minibert import MinibertError
-from minibert.inputs import Item, chunk_digest, chunked, count_items, read_items
-from minibert.output import Record, SafetensorsOutput, Settings, cast_features, open_output, safetensors_bytes
-from minibert.progress import Progress
-from minibert.shards import MANIFEST, ShardedOutput, ShardedWriter, read_manifest
+from minibert import MinibertError, open_output
+from minibert.inputs import Item, chunk_digest, chunked
+from minibert.readers import SafetensorsOutput
+from minibert.records import Record
+from minibert.shards import MANIFEST, ShardedOutput, ShardedWriter, read_manifest, write_shard
+from minibert.spec import ExtractSpec
 
 SIZE = 4  # texts per shard
 
 
-def _settings(pool="none", **kw) -> Settings:
-    return Settings([0, 2], pool, "none", "float32", "m", extra={"shard_size": SIZE}, **kw)
+def _spec(pool="none", **kw) -> ExtractSpec:
+    return ExtractSpec(layers=(0, 2), num_hidden_layers=2, pool=pool, shard_size=SIZE, model="m", **kw)
 
 
 def _items(n: int) -> list[Item]:
@@ -43,16 +41,17 @@ def _records(chunk: list[Item], pooled: bool = False) -> list[Record]:
     return recs
 
 
-def _write(path, n: int, settings: Settings | None = None, resume: bool = False, stop: int | None = None):
+def _write(path, n: int, spec: ExtractSpec | None = None, resume: bool = False, stop: int | None = None):
     """Write n texts in shards of SIZE; ``stop``: leave after that many shards
     (as a killed run would: the lock is released, the manifest left as it is)."""
-    with ShardedWriter(path, settings or _settings(), resume=resume) as w:
+    spec = spec or _spec()
+    with ShardedWriter(path, spec, resume=resume) as w:
         for k, chunk in enumerate(chunked(_items(n), SIZE)):
             if k == stop:
                 return w
             digest = chunk_digest(chunk)
             if not w.done(k, digest):
-                w.add(k, _records(chunk), digest)
+                w.record(write_shard(w.path, k, _records(chunk), spec, digest))
         w.close(n)
     return w
 
@@ -108,7 +107,7 @@ def test_manifest_lists_each_shard_as_soon_as_it_is_whole(tmp_path):
     assert partial.num_texts == 8 and partial.tokens(7) == ["t7_0", "t7_1"]
     w.close(8)  # closing with the texts it holds is allowed; with more is not
     with pytest.raises(MinibertError, match="the input has 10 texts, the run being resumed has 8"):
-        ShardedWriter(out_dir, _settings(), resume=True).close(10)
+        ShardedWriter(out_dir, _spec(), resume=True).close(10)
 
 
 def test_resume_skips_finished_shards_and_ends_equal(tmp_path):
@@ -167,13 +166,13 @@ def test_resume_refuses_other_settings_or_input(tmp_path):
     d = tmp_path / "out"
     _write(d, 10, stop=2)
     with pytest.raises(MinibertError, match=r"different settings \(output_dtype: 'float32' there, 'float16'"):
-        ShardedWriter(d, _settings(output_dtype="float16"), resume=True)
-    w = ShardedWriter(d, _settings(), resume=True)
+        ShardedWriter(d, _spec(output_dtype="float16"), resume=True)
+    w = ShardedWriter(d, _spec(), resume=True)
     other = [Item(4, "text 4"), Item(5, "CHANGED"), Item(6, "text 6"), Item(7, "text 7")]
     with pytest.raises(MinibertError, match=r"input differs .*texts 4\.\.7, shard-00001"):
         w.done(1, chunk_digest(other))
     _write(tmp_path / "done", 8)
-    w = ShardedWriter(tmp_path / "done", _settings(), resume=True)
+    w = ShardedWriter(tmp_path / "done", _spec(), resume=True)
     with pytest.raises(MinibertError, match="more texts than the finished run"):
         w.done(2, chunk_digest(_items(12)[8:]))
 
@@ -182,11 +181,11 @@ def test_unwritable_output_is_one_error_naming_it(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a directory")
     with pytest.raises(MinibertError, match="file.txt/out: cannot create output directory"):
-        ShardedWriter(blocker / "out", _settings())
+        ShardedWriter(blocker / "out", _spec())
     with pytest.raises(MinibertError, match=r"missing/out: cannot create output directory \(.*missing does"):
-        ShardedWriter(tmp_path / "missing" / "out", _settings())
+        ShardedWriter(tmp_path / "missing" / "out", _spec())
     with pytest.raises(MinibertError, match="file.txt: exists and is not a directory"):
-        ShardedWriter(blocker, _settings())
+        ShardedWriter(blocker, _spec())
 
 
 def test_empty_input_gives_an_empty_complete_output(tmp_path):
@@ -195,121 +194,18 @@ def test_empty_input_gives_an_empty_complete_output(tmp_path):
     assert out.num_texts == 0 and out.layers == [0, 2] and list(out.parts()) == []
 
 
-def test_safetensors_bytes_are_read_by_the_library_and_identical_across_processes(tmp_path):
-    from safetensors.numpy import load
-
-    script = (
-        "import sys, hashlib, numpy as np\n"
-        "from minibert.output import Settings, safetensors_bytes\n"
-        "a = {'x': np.arange(6, dtype=np.float16).reshape(2, 3), 'offsets': np.arange(3)}\n"
-        "s = Settings([0], 'none', 'none', 'float32', 'm', extra={'k': 1}, output_dtype='float16')\n"
-        "sys.stdout.write(hashlib.sha256(safetensors_bytes(a, ['a', 'é'], ['w'], s)).hexdigest())\n"
-    )
-    # the safetensors library writes metadata keys in a per-process random order; ours may not
-    digests = {
-        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout for _ in "ab"
-    }
-    assert len(digests) == 1 and len(next(iter(digests))) == 64
-    arrays = {"x": np.arange(6, dtype=np.float16).reshape(2, 3), "offsets": np.arange(3, dtype=np.int64)}
-    data = safetensors_bytes(arrays, ["a", "é"], None, _settings())
-    back = load(data)
-    for k, v in arrays.items():
-        assert back[k].dtype == v.dtype
-        np.testing.assert_array_equal(back[k], v)
-
-
-def test_float16_output_rounds_once_and_refuses_overflow():
-    rec = _records(_items(1))[0]
-    want = {k: v.astype(np.float16) for k, v in rec.features.items()}
-    cast_features([rec], np.float16)
-    for k, v in want.items():
-        assert rec.features[k].dtype == np.float16
-        np.testing.assert_array_equal(rec.features[k], v)
-    big = Record(3, "t", None, ["a"], np.zeros(1), {"hidden_states.6": np.array([[7e4]], np.float32)}, 1)
-    with pytest.raises(MinibertError, match="text 3: hidden_states.6 holds 70000, beyond float16's range"):
-        cast_features([big], np.float16)
-
-
-def test_chunks_depend_only_on_the_input(tmp_path):
-    p = tmp_path / "in.txt"
-    p.write_text("a\nb\n\nd\ne", encoding="utf-8")  # an empty text, no final newline
-    items = list(read_items(p))
-    assert count_items(p) == len(items) == 5 and count_items("-") is None
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    assert count_items(fifo) is None  # not read: the texts are read once, by read_items
-    assert [[it.index for it in c] for c in chunked(items, 2)] == [[0, 1], [2, 3], [4]]
-    assert chunk_digest(items[:2]) == chunk_digest([Item(7, "a"), Item(8, "b")])  # texts, not positions
-    assert chunk_digest(items[:2]) != chunk_digest([Item(0, "a"), Item(1, "b", "pair")])
-    j = tmp_path / "in.jsonl"
-    j.write_text('{"text": "a"}\n\n{"text": "b"}\n', encoding="utf-8")
-    assert count_items(j) == len(list(read_items(j))) == 2
-
-
-class _Stream:
-    def __init__(self):
-        self.text = ""
-
-    def write(self, s):
-        self.text += s
-
-    def flush(self):
-        pass
-
-
-def test_progress_shows_rate_and_eta_or_rate_alone():
-    s = _Stream()
-    p = Progress(100, enabled=True, stream=s)
-    p.skip(40)  # a resumed run: done, but not part of this run's rate
-    p.start -= 10.0  # as if 10 s had passed
-    p.update(20)
-    assert p.line().startswith("[##############----------] 60/100 texts  2.0 texts/s  ETA 20s")
-    p.close()
-    assert s.text.endswith("ETA 20s \n")
-    q = Progress(None, enabled=True, stream=_Stream())
-    q.start -= 2.0
-    q.update(10)
-    assert q.line() == "10 texts  5.0 texts/s"
-    silent = _Stream()
-    Progress(5, enabled=False, stream=silent).update(5)
-    assert silent.text == ""
-
-
 def test_manifest_is_plain_json(tmp_path):
     _write(tmp_path / "out", 6)
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["settings"]["layers"] == [0, 2] and manifest["settings"]["shard_size"] == SIZE
 
 
-@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".jsonl"])
-def test_float16_single_files_round_trip(tmp_path, suffix):
-    from minibert.output import open_writer
-
-    recs = _records(_items(5))
-    rng = np.random.default_rng(0)
-    for r in recs:  # values of every magnitude float16 holds, not just integers
-        r.features = {k: (rng.normal(size=v.shape) * 10.0 ** rng.integers(-6, 4)).astype(np.float32)
-                      for k, v in r.features.items()}  # fmt: skip
-    want = {r.index: {k: v.astype(np.float16) for k, v in r.features.items()} for r in recs}
-    path = tmp_path / f"out{suffix}"
-    w = open_writer(path, _settings(output_dtype="float16"))
-    w.add(recs)
-    w.close()
-    out = open_output(path)
-    for n, feats in want.items():
-        for name, v in feats.items():
-            got = out.vectors(n, name)
-            if suffix != ".jsonl":  # JSON numbers read back as float64; 5 digits round-trip float16
-                assert got.dtype == np.float16
-            np.testing.assert_array_equal(got.astype(np.float16), v, err_msg=f"{suffix} {name} text {n}")
-
-
 def test_own_temp_names_are_what_the_writers_make(tmp_path):
     """--resume deletes only OWN_TEMP names: they must be what atomic_path makes."""
     import os
 
-    from minibert.output import atomic_path
     from minibert.shards import OWN_TEMP, shard_name
+    from minibert.writers import atomic_path
 
     for name in (shard_name(3), shard_name(123456), MANIFEST):
         for _ in range(20):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..model import DTYPES
+
 #: The largest count any option takes: beyond it a value is a typo, and some
 #: (--shard-size) reach C code that cannot hold it.
 MAX_COUNT = 2**31 - 1
@@ -21,7 +23,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "of one in weights/, or a Hugging Face repo id already in the local Hugging Face cache "
         "(never downloaded); default: weights/all-MiniLM-L6-v2",
     )
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute dtype")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype")
 
 
 def int_in(low: int, high: int = MAX_COUNT, what: str = "an integer"):

@@ -8,6 +8,8 @@ import argparse
 import numpy as np
 
 from ..output import open_output
+from ..pooling import cosine
+from ..readers import OutputReader
 
 
 def add_parser(sub) -> None:
@@ -27,7 +29,7 @@ def describe(index: int, last: int | None) -> str:
     return f"output of encoder layer {index}"
 
 
-def layer_stats(out) -> list[tuple[int, float, float | None]]:
+def layer_stats(out: OutputReader) -> list[tuple[int, float, float | None]]:
     """(layer index, mean L2 norm of its vectors, mean cosine to the
     previous stored layer's vector at the same position, or None).
 
@@ -40,9 +42,8 @@ def layer_stats(out) -> list[tuple[int, float, float | None]]:
             v = np.asarray(part.arrays[f"hidden_states.{i}"], dtype=np.float64)  # (N or T, H)
             norms = np.linalg.norm(v, axis=-1)
             sums[i][0] += float(norms.sum())
-            if prev is not None:
-                pn = np.linalg.norm(prev, axis=-1)
-                sums[i][1] += float(np.sum(np.sum(v * prev, axis=-1) / np.maximum(norms * pn, 1e-30)))
+            if prev is not None:  # a zero vector has no direction (NaN): it counts as 0
+                sums[i][1] += float(np.nansum(cosine(v, prev)))
             sums[i][2] += len(norms)
             prev = v
     rows = []

@@ -1,0 +1,284 @@
+"""A corpus into an output: :func:`extract_to`, the driver of ``minibert extract``.
+
+The command line only parses arguments, builds the
+:class:`~minibert.spec.ExtractSpec` and calls :func:`extract_to`; a Python
+caller does the same. The input is cut into chunks of ``spec.shard_size``
+texts (:func:`minibert.inputs.chunked`), each computed by
+:func:`minibert.extract.extract_chunk`:
+
+- a single file (``.npz``, ``.safetensors``, ``.jsonl``) collects every
+  chunk's records and is written at the end (:mod:`minibert.writers`);
+- a directory gets one shard per chunk as the input streams by
+  (:func:`compute_shard`, the same code on every engine), listed in its
+  manifest (:class:`minibert.shards.ShardedWriter`); ``resume`` skips the
+  chunks a killed run finished (:class:`PendingChunks`); ``Engine("dask")``
+  computes the chunks on Dask workers (:mod:`minibert.distributed`).
+
+Texts that were truncated, or read in windows, are counted
+(:class:`TokenCounts`) and returned in the :class:`ExtractSummary`: never
+silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MinibertError
+from .extract import extract_chunk
+from .inputs import Item, chunk_digest, chunked
+from .model import Model
+from .progress import Progress
+from .readers import SafetensorsOutput
+from .records import Record
+from .shards import ShardedWriter, write_shard
+from .spec import ExtractSpec, OptionError, check_choice, check_positive
+from .writers import check_output_path, is_sharded, open_writer, refuse_overwriting
+
+ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where a run computes. ``local``: this process, with ``threads`` CPU
+    threads (None: as NumPy's BLAS is set). ``dask``: the chunks on Dask
+    workers -- the cluster at ``scheduler`` (``tcp://host:8786``), or a local
+    cluster of ``workers`` processes (default: one per core) -- each writing
+    its shards into the output directory."""
+
+    name: str = "local"
+    threads: int | None = None
+    scheduler: str | None = None
+    workers: int | None = None
+
+    def __post_init__(self):
+        check_choice("engine", self.name, ENGINES)
+        check_positive("threads", self.threads, optional=True)
+        check_positive("workers", self.workers, optional=True)
+        if self.scheduler is not None and not isinstance(self.scheduler, str):
+            raise OptionError("{scheduler} must be an address such as tcp://host:8786, got {value!r}",
+                              value=self.scheduler)  # fmt: skip
+        if self.scheduler is not None and self.name != "dask":
+            raise OptionError("{scheduler} is for {engine} dask")
+        if self.workers is not None and (self.name != "dask" or self.scheduler is not None):
+            raise OptionError("{workers} is for {engine} dask without {scheduler} (a local cluster)")
+        if self.threads is not None and self.name == "dask":
+            raise OptionError("{threads} is for the local engine (Dask workers share each host's cores)")
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What a run did: ``num_texts`` texts (of the whole input, also those a
+    resumed run found done) with ``layers`` into ``output``; ``limit`` tokens
+    per text (or per window); ``truncated`` texts lost tokens, the first few
+    ``first_truncated`` as (index, tokens before, kept); ``windowed`` texts
+    were longer than ``limit`` and read in windows (``long="window"``);
+    ``rate``: texts per second this run computed (None: it computed none)."""
+
+    output: str
+    num_texts: int
+    layers: tuple[int, ...]
+    limit: int
+    truncated: int
+    first_truncated: tuple[tuple[int, int, int], ...]
+    windowed: int
+    rate: float | None
+
+
+def check_output(
+    output: str | Path, resume: bool = False, engine: Engine = Engine(), sources: Iterable = ()
+) -> bool:
+    """Refuse, before any model loads, an OUTPUT this run cannot write: an
+    unknown format or a missing directory, a non-empty directory without
+    ``resume``, ``resume`` or Dask into a single file, or one of ``sources``
+    (the input files: never overwritten). True when OUTPUT is a directory
+    of shards (:func:`minibert.writers.is_sharded`)."""
+    sharded = is_sharded(output)
+    if sharded:
+        ShardedWriter.check(output, resume)
+    else:
+        check_output_path(output)
+        if resume:
+            raise OptionError("{resume} needs a directory OUTPUT (sharded), not {output}", output=output)
+        if engine.name == "dask":
+            raise OptionError("{engine} dask needs a directory OUTPUT (sharded), not {output}", output=output)
+    refuse_overwriting(output, list(sources), sharded, "the input")
+    return sharded
+
+
+def extract_to(
+    model: Model,
+    items: Iterable[Item],
+    spec: ExtractSpec,
+    output: str | Path,
+    *,
+    resume: bool = False,
+    engine: Engine = Engine(),
+    progress: Progress | None = None,
+    sources: Iterable = (),
+) -> ExtractSummary:
+    """Extract ``items`` (read lazily) with ``spec`` -- made for ``model``
+    (:meth:`ExtractSpec.for_model`) -- into ``output``: a file, or a
+    directory of shards (:func:`check_output`; ``sources``: the input files,
+    which OUTPUT may not be). ``resume`` continues a killed run into the
+    same directory; ``engine`` says where chunks are computed. ``progress``
+    is told of every text done and closed at the end."""
+    sharded = check_output(output, resume, engine, sources)
+    refuse_overwriting(output, model.files, sharded, "a file of the model")
+    made_for = (spec.num_hidden_layers, spec.dtype, spec.model)
+    if made_for != (model.num_layers, model.dtype.name, str(Path(model.path).absolute())):
+        raise MinibertError(
+            f"the spec was made for the model at {spec.model} ({spec.num_hidden_layers} layers, "
+            f"{spec.dtype}), not {model.path} ({model.num_layers} layers, {model.dtype.name}): "
+            "use ExtractSpec.for_model"
+        )
+    progress = progress or Progress(None, enabled=False)
+    counts = TokenCounts(spec.max_length or model.max_length)
+    with _threads(model, engine.threads):
+        if sharded:
+            num_texts = _to_shards(model, items, spec, Path(output), resume, engine, progress, counts)
+        else:
+            num_texts = _to_file(model, items, spec, output, progress, counts)
+    progress.close()
+    return ExtractSummary(
+        output=str(output),
+        num_texts=num_texts,
+        layers=spec.layers,
+        limit=counts.limit,
+        truncated=counts.truncated,
+        first_truncated=tuple(counts.first),
+        windowed=counts.windowed if spec.long == "window" else 0,
+        rate=progress.rate() if progress.done > progress.skipped else None,
+    )
+
+
+@contextlib.contextmanager
+def _threads(model: Model, threads: int | None) -> Iterator[None]:
+    """``model.threads`` set to ``threads`` for the run (None: left as it is)."""
+    if threads is None:
+        yield
+        return
+    before, model.threads = model.threads, threads
+    try:
+        yield
+    finally:
+        model.threads = before
+
+
+def _to_file(
+    model: Model, items: Iterable[Item], spec: ExtractSpec, output, progress: Progress, counts: TokenCounts
+) -> int:
+    writer = open_writer(output, spec)
+    num_texts = 0
+    for chunk in chunked(items, spec.shard_size):
+        records = extract_chunk(model, chunk, spec, on_batch=progress.update)
+        writer.add(records)
+        num_texts += len(records)
+        counts.add_records(records)
+    writer.close()
+    return num_texts
+
+
+def _to_shards(
+    model: Model,
+    items: Iterable[Item],
+    spec: ExtractSpec,
+    output: Path,
+    resume: bool,
+    engine: Engine,
+    progress: Progress,
+    counts: TokenCounts,
+) -> int:
+    with ShardedWriter(output, spec, resume=resume) as sink:  # removed if no shard gets written
+        todo = PendingChunks(items, spec.shard_size, sink, progress)
+        if engine.name == "dask":
+            from .distributed import extract_shards
+
+            for entry in extract_shards(todo, compute_shard, spec, output, engine.scheduler, engine.workers):
+                sink.record(entry)
+                progress.update(entry["count"])
+        else:
+            for k, chunk, digest in todo:
+                sink.record(compute_shard(model, output, k, chunk, spec, digest, progress.update))
+        sink.close(todo.num_texts)
+    counts.add_shards(sink)
+    return todo.num_texts
+
+
+def compute_shard(
+    model: Model,
+    out_dir: str | Path,
+    k: int,
+    items: list[Item],
+    spec: ExtractSpec,
+    digest: str,
+    on_batch=None,
+) -> dict:
+    """Chunk k's features, written as its shard: the work of one shard, the
+    same on every engine. Returns the shard's manifest entry."""
+    return write_shard(out_dir, k, extract_chunk(model, items, spec, on_batch), spec, digest)
+
+
+class TokenCounts:
+    """Texts truncated (a count, and the first few, for the summary) and texts
+    longer than ``limit`` (read in windows): constant memory, however many."""
+
+    SHOW = 5
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.truncated = 0
+        self.windowed = 0
+        self.first: list[tuple[int, int, int]] = []
+
+    def add(self, index: np.ndarray, num_tokens: np.ndarray, kept_tokens: np.ndarray) -> None:
+        cut = np.flatnonzero(num_tokens > kept_tokens)
+        self.truncated += len(cut)
+        self.windowed += int(np.sum(num_tokens > self.limit))
+        for j in cut[: self.SHOW - len(self.first)]:  # texts come in index order
+            self.first.append((int(index[j]), int(num_tokens[j]), int(kept_tokens[j])))
+
+    def add_records(self, records: list[Record]) -> None:
+        self.add(
+            np.array([r.index for r in records]),
+            np.array([r.num_tokens for r in records]),
+            np.array([len(r.tokens) for r in records]),
+        )
+
+    def add_shards(self, sink: ShardedWriter) -> None:
+        """From the shards' own arrays: those of a resumed or Dask run were not
+        computed here. Opens only shards with truncated texts, or every shard
+        when texts are read in windows (to count them)."""
+        windows = sink.spec.long == "window"
+        for k in sorted(sink.entries):
+            entry = sink.entries[k]
+            if not entry["truncated"] and not windows:
+                continue
+            with SafetensorsOutput(sink.path / entry["file"]) as shard:
+                a = shard.arrays
+                self.add(a["index"], a["num_tokens"], a["kept_tokens"])
+
+
+class PendingChunks:
+    """The chunks a sharded run still has to compute: ``(k, chunk, digest)``,
+    read lazily; finished ones (a resumed run) are checked and skipped.
+    ``num_texts`` counts every text read so far."""
+
+    def __init__(self, items: Iterable[Item], shard_size: int, sink: ShardedWriter, progress: Progress):
+        self._chunks = enumerate(chunked(items, shard_size))
+        self.sink = sink
+        self.progress = progress
+        self.num_texts = 0
+
+    def __iter__(self) -> Iterator[tuple[int, list[Item], str]]:
+        for k, chunk in self._chunks:
+            self.num_texts += len(chunk)
+            digest = chunk_digest(chunk)
+            if self.sink.done(k, digest):
+                self.progress.skip(len(chunk))
+                continue
+            yield k, chunk, digest
