@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..output import write_atomic
+    from ..writers import write_atomic
     from ..view import check_page_path, view
 
     path = check_page_path(args.output)
