@@ -34,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import FLOATS, Checkpoint, InMemory, Safetensors, describe, open_checkpoint, open_file
+from .checkpoint import InMemory, Safetensors, open_checkpoint, open_file
 from .config import Config
 from .errors import MinibertError
 from .ops import sinusoidal_positions
+from .tensorfile import FLOATS, Checkpoint, describe
 
 #: Name prefixes of task-head checkpoints (``BertForMaskedLM`` etc.), stripped.
 PREFIXES = ("bert.",)
