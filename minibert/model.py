@@ -17,6 +17,7 @@ from .checkpoint import open_checkpoint
 from .config import Config
 from .errors import MinibertError
 from .hub import SentenceConfig
+from .threads import threads
 from .tokenizer import Batch, Tokenizer
 from .weights import Weights, from_checkpoint
 
@@ -259,7 +260,7 @@ class Model:
     Two settings, plain attributes: ``impl`` ("fast", default, or "plain":
     see :func:`forward`) and ``threads`` (None: as many as NumPy's BLAS is
     set to use, all cores by default; an int: that many, see
-    :func:`minibert.fast.threads`).
+    :func:`minibert.threads.threads`).
     """
 
     impl: str = "fast"
@@ -364,7 +365,7 @@ class Model:
             return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
                             () if output_attentions else None, **batch_fields(batch))  # fmt: skip
         # NaN/Inf are reported below, naming the text and layer, instead of NumPy's warnings
-        with fast.threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if self.impl == "plain" and not (output_attentions or trace):
                 hidden_states, attentions, record = self._plain_in_chunks(batch), None, None
             else:

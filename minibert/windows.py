@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinibertError
-from .fast import threads
 from .model import Encoding, Model, NonFiniteError, batch_fields, first_non_finite, forward
+from .threads import threads
 from .words import select_layers
 
 

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import TINY_BERT, id_batch, random_model
+from conftest import TINY_BERT, id_batch, random_model, variant
 from numpy.testing import assert_array_equal
 
 import minibert
 from minibert import MinibertError, fast
 from minibert.model import Model, NonFiniteError
-
-
-def variant(model: Model, impl: str = "fast", threads: int | None = None) -> Model:
-    """Another Model on the same weights and tokenizer (shared, as one Model's calls share them)."""
-    other = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype), model.sentence)
-    other.impl, other.threads = impl, threads
-    return other
-
 
 # --------------------------------------------------------------------------- wrong arguments
 
@@ -317,42 +308,6 @@ def test_concurrent_tokenize_and_encode_long(bpe_model):
                 assert_array_equal(a, b)
         else:
             assert_array_equal(r, want_short[(0, 1, 2)[k % 3]])
-
-
-def test_blas_limit_is_restored_whatever_order_threads_end_in():
-    """Regions that end in another order than they began (two threads) leave the
-    BLAS thread count as it was before the first began."""
-    pytest.importorskip("threadpoolctl")
-    from threadpoolctl import threadpool_info
-
-    def blas() -> int:
-        return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
-
-    before = blas()
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen = {}
-
-    def a():
-        with fast.threads(3):
-            a_in.set()
-            b_in.wait(10)
-        a_out.set()  # a ends first, while b's region is still open
-
-    def b():
-        a_in.wait(10)
-        with fast.threads(1):
-            b_in.set()
-            a_out.wait(10)
-            seen["inside b after a ended"] = blas()
-            seen["wanted in b"] = fast._wanted_threads()
-
-    threads = [threading.Thread(target=a), threading.Thread(target=b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert seen == {"inside b after a ended": 1, "wanted in b": 1}
-    assert blas() == before
 
 
 # --------------------------------------------------------------------------- NaN / Inf
