@@ -25,7 +25,6 @@ import numpy as np
 
 from .errors import MinibertError
 from .model import Model
-from .tokenizer import Batch
 
 WIDTH = 80
 #: Max error a check tolerates, per compute dtype: float32 rounding of values
@@ -147,24 +146,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def _pad(batch: Batch, n: int, pad_id: int) -> Batch:
-    """``batch`` with ``n`` more [PAD] positions (attention mask 0)."""
-    if n <= 0:
-        return batch
-
-    def widen(a: np.ndarray, value: int) -> np.ndarray:
-        return np.pad(a, ((0, 0), (0, n)), constant_values=value)
-
-    return Batch(
-        widen(batch.input_ids, pad_id),
-        widen(batch.token_type_ids, 0),
-        widen(batch.attention_mask, 0),
-        batch.tokens,
-        batch.word_ids,
-        batch.num_tokens,
-    )
-
-
 def resolve_layer(layer: int, num_layers: int) -> int:
     """``layer`` as 1..L (encoder layer N, output hidden_states[N]); -1 is the last."""
     if 1 <= layer <= num_layers:
@@ -216,7 +197,7 @@ def explain(
     T = _resolve_token(token, tokens)
     n = len(tokens)
     pad = max(0, min(pad, model.max_length - n))  # positions beyond the table do not exist
-    batch = _pad(plain, pad, model.tokenizer.pad_id)
+    batch = plain.padded(pad, model.tokenizer.pad_id)
     enc = model.forward(batch, trace=True)
     # trace=True runs the plain formulas (not the fast path): compare like with like
     unpadded = model.forward(plain, trace=True) if pad > 0 else enc
@@ -274,7 +255,7 @@ def explain(
     if e["token_type"] is not None:
         parts = parts + e["token_type"]
     check("sum = word + position + type", _maxerr(e["sum"], parts))
-    z, ln = _ln64(e["sum"], ew.ln_gamma, ew.ln_beta, cfg.layer_norm_eps)
+    z, ln = _ln64(e["sum"], ew.ln.gamma, ew.ln.beta, cfg.layer_norm_eps)
     check("e = LayerNorm(sum), float64", _maxerr(e["output"], ln))
     if "projection" in e:  # ELECTRA, ALBERT: embeddings of size E, projected to H
         E = e["output"].shape[-1]
@@ -301,7 +282,11 @@ def explain(
     row("q", t["q"][0, head, T])
     row("k", t["k"][0, head, T])
     row("v", t["v"][0, head, T])
-    for name, W, b in (("q", w.W_q, w.b_q), ("k", w.W_k, w.b_k), ("v", w.W_v, w.b_v)):
+    for name, W, b in (
+        ("q", w.attention.W_q, w.attention.b_q),
+        ("k", w.attention.W_k, w.attention.b_k),
+        ("v", w.attention.W_v, w.attention.b_v),
+    ):
         ref = _affine64(x, W, b).reshape(1, S, h, d).transpose(0, 2, 1, 3)
         check(f"{name.upper()} = X W^{name.upper()} + b, head split, float64", _maxerr(t[name], ref))
 
@@ -354,7 +339,10 @@ def explain(
     emit(f"  concat {X} -> attention_output {X}")
     emit(f"  {tok_label}:")
     row("MultiHead", t["attention_output"][0, T])
-    check("W^O projection, float64", _maxerr(t["attention_output"], _affine64(t["concat"], w.W_o, w.b_o)))
+    check(
+        "W^O projection, float64",
+        _maxerr(t["attention_output"], _affine64(t["concat"], w.attention.W_o, w.attention.b_o)),
+    )
 
     emit("")
     emit(st.bold("3.8 residual_1 = X + MultiHead(X)"))
@@ -380,14 +368,16 @@ def explain(
         check(f"{name}: variance over H before gamma, beta = 1", float(np.max(np.abs(zhat.var(-1) - 1))))
         check(f"{name} = LayerNorm({src}), float64", _maxerr(t[name], ln))
 
-    layer_norm_step("3.9", "ln_1", "residual_1", t["residual_1"], w.ln1_gamma, w.ln1_beta)
+    layer_norm_step("3.9", "ln_1", "residual_1", t["residual_1"], w.ln_1.gamma, w.ln_1.beta)
 
     act_formula, act64 = _ACT64[cfg.hidden_act]
     emit("")
     emit(st.bold("3.10 FFN(x) = act(x W_1 + b_1) W_2 + b_2, x = ln_1"))
     emit(f"  ln_1 {X} -> x W_1 + b_1 (1, {S}, {cfg.intermediate_size})")
     row("ffn_pre", t["ffn_pre"][0, T])
-    check("ffn_pre = ln_1 W_1 + b_1, float64", _maxerr(t["ffn_pre"], _affine64(t["ln_1"], w.W_1, w.b_1)))
+    check(
+        "ffn_pre = ln_1 W_1 + b_1, float64", _maxerr(t["ffn_pre"], _affine64(t["ln_1"], w.ffn.W_1, w.ffn.b_1))
+    )
     emit(f"  act: {act_formula}")
     if cfg.hidden_act != "relu":
         emit("  (the article writes ReLU here; BERT uses GELU)")
@@ -402,7 +392,10 @@ def explain(
     check(f"{cfg.hidden_act} recomputed with math, float64", _maxerr(t["ffn_act"][0][mask], act64(real_pre)))
     emit(f"  act (1, {S}, {cfg.intermediate_size}) -> act W_2 + b_2 = FFN {X}")
     row("FFN", t["ffn_output"][0, T])
-    check("FFN = act W_2 + b_2, float64", _maxerr(t["ffn_output"], _affine64(t["ffn_act"], w.W_2, w.b_2)))
+    check(
+        "FFN = act W_2 + b_2, float64",
+        _maxerr(t["ffn_output"], _affine64(t["ffn_act"], w.ffn.W_2, w.ffn.b_2)),
+    )
 
     emit("")
     emit(st.bold("3.11 residual_2 = ln_1 + FFN(ln_1)"))
@@ -412,7 +405,7 @@ def explain(
         _maxerr(t["residual_2"], t["ln_1"].astype(np.float64) + t["ffn_output"]),
     )
 
-    layer_norm_step("3.12", "ln_2", "residual_2", t["residual_2"], w.ln2_gamma, w.ln2_beta)
+    layer_norm_step("3.12", "ln_2", "residual_2", t["residual_2"], w.ln_2.gamma, w.ln_2.beta)
     check(f"ln_2 is hidden_states[{N}]", _maxerr(t["ln_2"], enc.hidden_states[N]))
 
     # 4. output and all layers ------------------------------------------------

@@ -9,10 +9,11 @@ What it does differently, and why (docs/performance.md has the measurements):
   padding. Attention runs per text on its own unpadded length, so no mask is
   needed. Padding positions of the returned hidden states are 0 (the plain
   path leaves whatever the formulas give there; neither is meaningful).
-- **One fused QKV product.** W_q, W_k, W_v are concatenated once, in
-  :class:`FastWeights`, into one (H, 3H) matrix; the 1/sqrt(d) of attention
-  is folded into the W_q and b_q columns, which changes float32 results by
-  rounding only.
+- **One fused QKV product.** W_q, W_k, W_v are concatenated once, at load,
+  into one (H, 3H) matrix, ``AttentionWeights.W_qkv`` of the same weight
+  record the formulas read (:mod:`minibert.weights`; W_k and W_v are views
+  into it); the 1/sqrt(d) of attention is folded into its W_q and b_q
+  columns, which changes float32 results by rounding only.
 - **Row blocks.** The attention output projection, both LayerNorms and the
   FFN run on blocks of :data:`ROW_BLOCK` tokens, so the (rows, I) FFN
   intermediate stays in cache and is never materialised for the whole batch.
@@ -42,8 +43,9 @@ What it does differently, and why (docs/performance.md has the measurements):
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
 
-Not covered here, and served by the plain path instead (the caller falls
-back): ``output_attentions=True`` and ``trace=True``.
+Not computed here: attention maps and traces. :meth:`minibert.Model.forward`
+runs the formulas of :func:`minibert.model.forward` for those (the choice is
+made in one place, ``Model._compute``).
 
 Shape alphabet as in :mod:`minibert.ops`, plus N = total real (non-padding)
 tokens of the batch.
@@ -51,17 +53,13 @@ tokens of the batch.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import erf as _erf
 
 from . import ops, threads
 from .config import Config
 from .errors import MinibertError
-from .weights import EmbeddingWeights, Weights
+from .weights import Weights
 
 #: Tokens per row block of the post-attention part of a layer: (ROW_BLOCK, I)
 #: float32 is 1.5 MB for I = 1536, and BLAS is near full speed at this size.
@@ -261,83 +259,6 @@ def _score_scratch(lengths, h: int) -> int:
     return max((_heads_at_once(int(n), h) * int(n) ** 2 for n in set(lengths.tolist()) if n), default=1)
 
 
-@dataclass(frozen=True)
-class FastLayer:
-    """One layer's weights as the fast path uses them.
-
-    W_qkv: (H, 3H) = [W_q / sqrt(d) | W_k | W_v], b_qkv: (3H,) likewise;
-    the rest are the plain arrays themselves (no copy).
-    """
-
-    W_qkv: np.ndarray
-    b_qkv: np.ndarray
-    W_o: np.ndarray
-    b_o: np.ndarray
-    ln1_gamma: np.ndarray
-    ln1_beta: np.ndarray
-    W_1: np.ndarray
-    b_1: np.ndarray
-    W_2: np.ndarray
-    b_2: np.ndarray
-    ln2_gamma: np.ndarray
-    ln2_beta: np.ndarray
-
-
-@dataclass(frozen=True)
-class FastWeights:
-    """The weights rearranged once per model for :func:`forward`.
-
-    Built from (and beside) the plain :class:`~minibert.weights.Weights`:
-    only the fused QKV matrices are new memory (3 H^2 per layer).
-    """
-
-    embeddings: EmbeddingWeights
-    layers: tuple[FastLayer, ...]
-
-    @classmethod
-    def from_weights(cls, weights: Weights, config: Config) -> FastWeights:
-        scale = 1 / np.sqrt(config.hidden_size // config.num_attention_heads)
-        layers = []
-        for w in weights.layers:
-            dtype = w.W_q.dtype
-            s = np.asarray(scale, dtype)
-            layers.append(
-                FastLayer(
-                    W_qkv=np.ascontiguousarray(np.concatenate([w.W_q * s, w.W_k, w.W_v], axis=1)),
-                    b_qkv=np.concatenate([w.b_q * s, w.b_k, w.b_v]),
-                    W_o=w.W_o,
-                    b_o=w.b_o,
-                    ln1_gamma=w.ln1_gamma,
-                    ln1_beta=w.ln1_beta,
-                    W_1=w.W_1,
-                    b_1=w.b_1,
-                    W_2=w.W_2,
-                    b_2=w.b_2,
-                    ln2_gamma=w.ln2_gamma,
-                    ln2_beta=w.ln2_beta,
-                )
-            )
-        return cls(weights.embeddings, tuple(layers))
-
-
-_PREPARED: dict[int, tuple[weakref.ref, FastWeights]] = {}
-_PREPARED_LOCK = threading.Lock()
-
-
-def prepare(weights: Weights, config: Config) -> FastWeights:
-    """The :class:`FastWeights` of ``weights``, built on first use and kept
-    as long as ``weights`` lives (so each model pays for it once, also when
-    several threads ask at once)."""
-    key = id(weights)
-    with _PREPARED_LOCK:
-        hit = _PREPARED.get(key)
-        if hit is not None and hit[0]() is weights:
-            return hit[1]
-        fast = FastWeights.from_weights(weights, config)
-        _PREPARED[key] = (weakref.ref(weights, lambda _, key=key: _PREPARED.pop(key, None)), fast)
-        return fast
-
-
 def forward(
     weights: Weights,
     config: Config,
@@ -345,10 +266,10 @@ def forward(
     position_ids: np.ndarray,
     token_type_ids: np.ndarray | None,
     attention_mask: np.ndarray,
-) -> tuple[tuple[np.ndarray, ...], None, None]:
-    """The encoder, fast: same inputs (plus the position ids, which
-    :func:`minibert.model.position_ids` computes per family) and return
-    shape as :func:`minibert.model.forward`; attentions and trace are None.
+) -> tuple[np.ndarray, ...]:
+    """The encoder, fast: the inputs of :func:`minibert.model.forward` (plus
+    the position ids, which :func:`minibert.model.position_ids` computes per
+    family), and its hidden states, to float rounding.
 
     input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
     Returns hidden_states: one array (B, S, H) per step of
@@ -367,17 +288,16 @@ def forward(
     Working memory is that of one unit per thread, whatever the batch size;
     the returned hidden states are (L + 1) B S H.
     """
-    fw = prepare(weights, config)
     B, S = input_ids.shape
     real = attention_mask.astype(bool)
     dense = bool(real.all())
     steps = len(weights.layer_map) + 1
     alloc = np.empty if dense else np.zeros  # padding positions are 0
-    outs = [alloc((B, S, config.hidden_size), fw.embeddings.word.dtype) for _ in range(steps)]
+    outs = [alloc((B, S, config.hidden_size), weights.embeddings.word.dtype) for _ in range(steps)]
     lengths = real.sum(axis=1)
     todo = units(lengths)
     n = threads.wanted()
-    args = (fw, weights.layer_map, config, input_ids, position_ids, token_type_ids, real, outs)
+    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
         with threads.blas_limit(1):
@@ -385,7 +305,7 @@ def forward(
     else:
         for b0, b1 in todo:
             _encode(*args, b0, b1)
-    return tuple(outs), None, None
+    return tuple(outs)
 
 
 #: Tokens per work unit (see :func:`units`): enough rows that the fused QKV
@@ -428,14 +348,13 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
+def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
     """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1].
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy).
     """
-    emb = fw.embeddings
-    dtype = emb.word.dtype
+    dtype = weights.embeddings.word.dtype
     H, h = config.hidden_size, config.num_attention_heads
     eps = config.layer_norm_eps
     real = real[b0:b1]
@@ -457,12 +376,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
             outs[i][b0:b1][real] = x
 
     types = None if token_type_ids is None else pack(token_type_ids)
-    x = ops.embed(
-        pack(input_ids), pack(position_ids), types, emb.word, emb.position, emb.token_type,
-        emb.ln_gamma, emb.ln_beta, eps,
-    )  # fmt: skip  # (N,) -> (N, E)
-    if emb.W_proj is not None:
-        x = ops.linear(x, emb.W_proj, emb.b_proj)  # (N, E) -> (N, H)
+    x = ops.embed(pack(input_ids), pack(position_ids), types, weights.embeddings, eps).hidden_state
     dest = destination(0)
     dest[...] = x
     publish(0, dest)
@@ -477,10 +391,11 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
     x1 = np.empty((R, H), dtype)
     inter = np.empty((R, config.intermediate_size), dtype)
 
-    for i, k in enumerate(layer_map, start=1):
-        layer = fw.layers[k]
-        np.matmul(x, layer.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
-        qkv += layer.b_qkv
+    for i, k in enumerate(weights.layer_map, start=1):
+        layer = weights.layers[k]
+        attention, ffn = layer.attention, layer.ffn
+        np.matmul(x, attention.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
+        qkv += attention.b_qkv
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
@@ -490,21 +405,21 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
             r1 = min(r0 + R, N)
             m = r1 - r0
             a = x1[:m]
-            np.matmul(ctx[r0:r1], layer.W_o, out=a)  # (m, H) -> (m, H)
-            a += layer.b_o
+            np.matmul(ctx[r0:r1], attention.W_o, out=a)  # (m, H) -> (m, H)
+            a += attention.b_o
             a += x[r0:r1]
-            _layer_norm_inplace(a, layer.ln1_gamma, layer.ln1_beta, eps)
+            _layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
             f = inter[:m]
-            np.matmul(a, layer.W_1, out=f)  # (m, H) -> (m, I)
-            f += layer.b_1
+            np.matmul(a, ffn.W_1, out=f)  # (m, H) -> (m, I)
+            f += ffn.b_1
             if act is not None:
                 act(f)
             else:
                 f[...] = act_plain(f)
             y = x_next[r0:r1]
-            np.matmul(f, layer.W_2, out=y)  # (m, I) -> (m, H)
-            y += layer.b_2
+            np.matmul(f, ffn.W_2, out=y)  # (m, I) -> (m, H)
+            y += ffn.b_2
             y += a
-            _layer_norm_inplace(y, layer.ln2_gamma, layer.ln2_beta, eps)
+            _layer_norm_inplace(y, layer.ln_2.gamma, layer.ln_2.beta, eps)
         publish(i, x_next)
         x = x_next

@@ -53,7 +53,6 @@ import numpy as np
 from .errors import MinibertError
 from .files import parse_json, sha256_file
 from .npz import NpzArrays
-from .tokenizer import Batch
 
 FORMAT_VERSION = 1
 
@@ -293,16 +292,7 @@ def _recompute(model, ref: dict) -> tuple[list, list, list, list, list[str]]:
         for group in [short] + [[j] for j in same if lengths[j] > BATCH_MAX_TOKENS]:
             if not group:
                 continue
-            S = int(lengths[group].max())
-            sub = Batch(
-                batch.input_ids[group, :S],
-                batch.token_type_ids[group, :S],
-                batch.attention_mask[group, :S],
-                [batch.tokens[j] for j in group],
-                [batch.word_ids[j] for j in group],
-                [batch.num_tokens[j] for j in group],
-            )
-            enc = model.forward(sub, output_attentions=True)
+            enc = model.forward(batch.rows(group), output_attentions=True)
             if len(enc.hidden_states) != L + 1:
                 raise MinibertError(
                     f"{ref['path']}: has {L + 1} hidden states ({L} layers) but the model has "

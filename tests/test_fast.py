@@ -204,19 +204,6 @@ def test_default_is_fast_and_bad_impl_is_an_error(tiny_model):
         variant(tiny_model, "quick").encode(["hi"])
 
 
-def test_fast_weights_are_built_once_per_model(tiny_model):
-    w = tiny_model.weights
-    first = fast.prepare(w, tiny_model.config)
-    assert fast.prepare(w, tiny_model.config) is first
-    layer, fused = w.layers[0], first.layers[0]
-    H = tiny_model.config.hidden_size
-    d = H // tiny_model.config.num_attention_heads
-    assert fused.W_qkv.shape == (H, 3 * H) and fused.W_qkv.flags.c_contiguous
-    assert_allclose(fused.W_qkv[:, :H], layer.W_q / np.sqrt(d), rtol=1e-6)
-    assert_array_equal(fused.W_qkv[:, H:], np.concatenate([layer.W_k, layer.W_v], axis=1))
-    assert fused.W_1 is layer.W_1  # the rest is shared, not copied
-
-
 def test_fast_path_imports_no_framework():
     script = (
         "import sys, minibert\n"

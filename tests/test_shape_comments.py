@@ -108,7 +108,7 @@ def run_watched(model_dir: Path, texts: list[str]) -> tuple[set, list[str]]:
         sizes |= {"B": batch.input_ids.shape[0], "S": batch.input_ids.shape[1]}
         minibert.forward(
             model.weights, model.config, batch.input_ids, batch.token_type_ids, batch.attention_mask,
-            output_attentions=True, trace=True, impl="plain",
+            output_attentions=True, trace=True,
         )  # fmt: skip
         if c.sinusoidal_pos_embds:  # the table this checkpoint ships is what the formula would build
             minibert.ops.sinusoidal_positions(c.max_position_embeddings, c.embedding_size)
