@@ -47,8 +47,14 @@ Not computed here: attention maps and traces. :meth:`minibert.Model.forward`
 runs the formulas of :func:`minibert.model.forward` for those (the choice is
 made in one place, ``Model._compute``).
 
-Shape alphabet as in :mod:`minibert.ops`, plus N = total real (non-padding)
-tokens of the batch.
+Shape alphabet as in :mod:`minibert.ops` (B, S, H, h, d, I), plus:
+
+    N  real (non-padding) tokens of the work unit, packed into rows
+    n  one text's real tokens          g  heads whose scores are computed at once
+    m  rows of a block (<= ROW_BLOCK)
+
+Shape comments are checked while the code runs (``tests/test_shape_comments.py``);
+N, n, g and m are the values of the variables of those names where they run.
 """
 
 from __future__ import annotations
@@ -190,7 +196,7 @@ def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps:
     it is a little faster: OpenBLAS's matrix-vector product rounds
     differently with its thread count, see :func:`forward`.)
     """
-    H = y.shape[-1]
+    m, H = y.shape
     mu = np.einsum("ij->i", y)  # (m, H) -> (m,)
     mu /= H
     y -= mu[:, None]
@@ -207,8 +213,8 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> 
     """ctx <- multi-head attention context of one text, before W^O.
 
     qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
-    ctx: (n, H), written; scores: flat scratch of >= min(h, g) n^2 (see
-    :data:`ATTENTION_BLOCK`).
+    ctx: (n, H), written; scores: flat scratch of >= g n^2 elements for the
+    g = :func:`_heads_at_once` heads of a group (see :data:`ATTENTION_BLOCK`).
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
@@ -222,27 +228,28 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> 
     n, H3 = qkv.shape
     d = H3 // (3 * h)
     heads = qkv.reshape(n, 3, h, d)  # (n, 3H) -> (n, 3, h, d)
-    out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) viewed as (h, n, d)
-    g = _heads_at_once(n, h)
+    out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) -> (h, n, d), a view of ctx
+    step = _heads_at_once(n, h)
     tiny = np.finfo(qkv.dtype).tiny * 2**24
-    for h0 in range(0, h, g):
-        h1 = min(h0 + g, h)
-        q = heads[:, 0, h0:h1].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
-        kT = heads[:, 1, h0:h1].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
-        v = heads[:, 2, h0:h1].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
-        p = scores[: (h1 - h0) * n * n].reshape(h1 - h0, n, n)
+    for h0 in range(0, h, step):
+        g = min(step, h - h0)  # heads in this group
+        group = slice(h0, h0 + g)
+        q = heads[:, 0, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
+        kT = heads[:, 1, group].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
+        v = heads[:, 2, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
+        p = scores[: g * n * n].reshape(g, n, n)
         np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in W_q
         with np.errstate(over="ignore", under="ignore"):
             np.exp(p, out=p)
-        z = np.einsum("ij->i", p.reshape(-1, n))  # row sums: (g n, n) -> (g n,)
+        z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
         if not (np.isfinite(z).all() and z.min() > tiny):
             np.matmul(q, kT, out=p)
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
             z = np.einsum("ij->i", p.reshape(-1, n))
-        o = out[h0:h1]
+        o = out[group]
         np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
-        o /= z.reshape(h1 - h0, n, 1)
+        o /= z.reshape(g, n, 1)
 
 
 def _heads_at_once(n: int, h: int) -> int:
@@ -365,8 +372,8 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
     if N == 0:
         return
 
-    def pack(a):  # (B, S) -> (N,)
-        return a[b0:b1].reshape(-1) if dense else a[b0:b1][real]
+    def pack(a):
+        return a[b0:b1].reshape(-1) if dense else a[b0:b1][real]  # (B, S) -> (N,)
 
     def destination(i):  # rows of outs[i] to write: (N, H), a view when dense
         return outs[i][b0:b1].reshape(N, H) if dense else np.empty((N, H), dtype)
