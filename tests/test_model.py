@@ -413,3 +413,41 @@ def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
 
 def test_tiny_model_dir_is_the_committed_one():
     assert (TINY_BERT / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------- the path, the record
+
+
+@pytest.mark.parametrize(
+    "impl, kwargs, path",
+    [
+        ("fast", {}, "fast"),
+        ("fast", {"output_attentions": True}, "formulas"),
+        ("fast", {"trace": True}, "formulas"),
+        ("plain", {}, "formulas"),
+        ("plain", {"output_attentions": True, "trace": True}, "formulas"),
+    ],
+)
+def test_one_place_chooses_the_path(tiny_model, monkeypatch, impl, kwargs, path):
+    """Model.forward runs the fast path by default and the formulas of
+    minibert.forward for attentions, a trace or impl="plain", never both."""
+    seen = []
+    real_fast, real_formulas = fast.forward, minibert.model.forward
+    monkeypatch.setattr(fast, "forward", lambda *a: seen.append("fast") or real_fast(*a))
+    monkeypatch.setattr(
+        minibert.model, "forward", lambda *a, **k: seen.append("formulas") or real_formulas(*a, **k)
+    )
+    enc = variant(tiny_model, impl).encode(["a text", "another text here"], **kwargs)
+    assert seen == [path]
+    assert (enc.attentions is not None) == kwargs.get("output_attentions", False)
+    assert (enc.trace is not None) == kwargs.get("trace", False)
+
+
+def test_an_encoding_holds_its_batch(tiny_model):
+    batch = tiny_model.tokenize(["a text", "another one"], ["its pair", None])
+    enc = tiny_model.forward(batch)
+    assert enc.batch is batch
+    for name in ("input_ids", "token_type_ids", "attention_mask", "tokens", "word_ids", "num_tokens",
+                 "sequence_ids", "offsets", "texts", "text_pairs"):  # fmt: skip
+        assert getattr(enc, name) is getattr(batch, name), name
+    assert enc.texts == ["a text", "another one"] and enc.offsets[0][1] == (0, 1)
