@@ -281,6 +281,7 @@ def check_erf32(bits: np.ndarray) -> int:
     return int(u.max())
 
 
+@pytest.mark.slow
 def test_erf32_dense_sweep_over_all_float32():
     """Every 127th float32 bit pattern, positive and negative, from the
     smallest subnormal to the largest finite value (about 34 million values,
@@ -479,6 +480,7 @@ def with_types(batch, seed: int):
 # Issue 9: 1 and 2 threads differed by up to 8.9e-7 (float32) on [10, 10], [1, 1], [2, 2]; [3, 5] at
 # 3 threads: the texts were cut into one group per thread, and a row of a BLAS product rounds
 # differently with the number of rows. Units now depend on the batch alone (this failed before).
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lengths=st.lists(

@@ -136,6 +136,7 @@ def test_blas_limit_is_restored_whatever_order_threads_end_in():
     assert blas() == before
 
 
+@pytest.mark.slow
 def test_blas_gives_the_same_bits_at_any_thread_count():
     """What the fast path relies on when it runs a unit on an n-thread BLAS: NumPy's
     BLAS (OpenBLAS) computes every matrix product of the encoder's shapes
