@@ -38,7 +38,8 @@ What it does differently, and why (docs/performance.md has the measurements):
   differ by up to 9e-7; cut by the batch, every thread count gives the same
   bits (float32 and float64, tested). Where a unit runs on an n-thread BLAS
   instead (one-unit batches), it relies on OpenBLAS's matrix products giving
-  the same bits at any thread count (tested on the encoder's shapes); its
+  the same bits at any thread count (tested on the encoder's shapes, in
+  ``tests/test_threads.py``); its
   matrix-vector products do not, so rows are summed with ``einsum``. Units
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
@@ -285,13 +286,14 @@ def forward(
     The texts are cut into work units (:func:`units`) by their lengths
     alone, and each unit runs through the encoder on its own, so a text's
     bits depend on the batch, never on the thread count. With n > 1 threads
-    (:func:`minibert.threads.threads`; by default as many as NumPy's BLAS is set to use), the
-    units run on n threads, each with a one-thread BLAS: no text depends on
-    another, so this parallelises every operation, not only the matrix
-    products. A batch that is one unit (one text, a few short ones), or one
-    whose largest unit holds most of the work, runs its units one after
-    another on an n-thread BLAS instead; OpenBLAS gives the same bits at any
-    thread count (``tests/test_fast.py`` checks it on the encoder's shapes).
+    (:func:`minibert.threads.threads`; by default as many as NumPy's BLAS is
+    set to use), the units run on n threads, each with a one-thread BLAS: no
+    text depends on another, so this parallelises every operation, not only
+    the matrix products. A batch that is one unit (one text, a few short
+    ones), or one whose largest unit holds most of the work, runs its units
+    one after another on an n-thread BLAS instead; OpenBLAS gives the same
+    bits at any thread count (``tests/test_threads.py`` checks it on the
+    encoder's shapes).
     Working memory is that of one unit per thread, whatever the batch size;
     the returned hidden states are (L + 1) B S H.
     """

@@ -240,9 +240,11 @@ def embed(
     position (P, E) and token_type (T, E) tables and the LayerNorm
     (:class:`~minibert.weights.EmbeddingWeights`) -> ``output`` (B, S, E).
     DistilBERT has no token-type table (``w.token_type`` None). ELECTRA and
-    ALBERT then project E -> H with one :func:`linear`, ``projection``.
-    ``hidden_state`` is what the encoder layers read. With ``trace``, also
-    every part and their sum (:class:`~minibert.trace.EmbeddingTrace`).
+    ALBERT then project E -> H with one :func:`linear`, ``projection``
+    (B, S, H). ``hidden_state``, what the encoder layers read, is the
+    projection if there is one, else the output; without ``trace`` the
+    record holds only that, with it every part and their sum
+    (:class:`~minibert.trace.EmbeddingTrace`).
     """
     e_word = w.word[input_ids]  # (B, S) -> (B, S, E)
     e_pos = w.position[position_ids]  # (B, S) -> (B, S, E)
@@ -291,4 +293,4 @@ def encoder_layer(
     x_2 = layer_norm(residual_2, layer.ln_2.gamma, layer.ln_2.beta, eps)
     if trace:
         return LayerTrace(attention, residual_1, x_1, ffn, residual_2, x_2)
-    return LayerTrace(attention, ln_2=x_2)
+    return LayerTrace(AttentionTrace(probs=attention.probs), ln_2=x_2)

@@ -351,7 +351,7 @@ def _expected_shapes(config: Config) -> tuple[dict, dict]:
     layer |= {f"attention.{name}": (H,) for name in ("b_q", "b_k", "b_v", "b_o")}
     layer |= {f"{ln}.{name}": (H,) for ln in ("ln_1", "ln_2") for name in ("gamma", "beta")}
     layer |= {"ffn.W_1": (I, H), "ffn.b_1": (I,), "ffn.W_2": (H, I), "ffn.b_2": (H,)}
-    return emb, layer
+    return emb, {slot: layer[slot] for slot in LAYER_NAMES}  # the layer's order: attention, ln_1, ffn, ln_2
 
 
 def canonical_name(name: str, prefixes: tuple[str, ...] = PREFIXES) -> str:
