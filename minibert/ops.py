@@ -144,6 +144,8 @@ def multi_head_attention(
     k = split_heads(linear(x, w.W_k, w.b_k), num_heads)  # (B, S, H) -> (B, h, S, d)
     v = split_heads(linear(x, w.W_v, w.b_v), num_heads)  # (B, S, H) -> (B, h, S, d)
     heads = scaled_dot_product_attention(q, k, v, mask)
+    if not trace:  # keep what is read on: the (B, h, S, S) scores go now, as plain locals would
+        heads = AttentionTrace(probs=heads.probs, context=heads.context)
     concat = merge_heads(heads.context)  # (B, h, S, d) -> (B, S, H)
     out = linear(concat, w.W_o, w.b_o)
     if trace:
