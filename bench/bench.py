@@ -253,7 +253,7 @@ class SgemmCeiling:
         self.threads = threads
 
     def __call__(self, batch) -> None:
-        from minibert.fast import threads
+        from minibert.threads import threads
 
         with threads(self.threads):
             for x, w, out in self.pairs:

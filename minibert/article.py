@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
+from .trace import AttentionTrace
 
 # ---------------------------------------------------------------------------
 # The article's numbers, transcribed from section 4.3 (column vectors as lists).
@@ -82,11 +83,9 @@ def _Wx(x: np.ndarray) -> np.ndarray:
     return ops.linear(x[None, :], W.T, np.zeros(3))[0]
 
 
-def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> dict:
-    """minibert's scaled_dot_product_attention on (tokens, d) rows; returns its trace."""
-    trace: dict = {}
-    ops.scaled_dot_product_attention(q, k, v, None, trace)
-    return trace
+def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> AttentionTrace:
+    """minibert's scaled_dot_product_attention on (tokens, d) rows, no mask."""
+    return ops.scaled_dot_product_attention(q, k, v)
 
 
 def check_article() -> list[Item]:
@@ -116,26 +115,26 @@ def check_article() -> list[Item]:
         Item(
             "score q . k (one query, one key)",
             1,
-            single["scores"][0, 0] * math.sqrt(d_k),
+            single.scores[0, 0] * math.sqrt(d_k),
             "it goes on with 1; as 1x3 rows, Q K^T = q . k = 2*1 + 0*1 + 2*2",
         ),
         Item("d_k", ARTICLE["d_k"], d_k, "the key dimension is 3"),
         Item(
             "scaled score q . k / sqrt(d_k)",
             ARTICLE["scaled score"],
-            single["scores"][0, 0],
+            single.scores[0, 0],
             "6 / sqrt(3) = 2 sqrt(3); the article scales its 1",
         ),
         Item(
             "softmax over the keys",
             ARTICLE["softmax"],
-            single["probs"][0],
+            single.probs[0],
             "one key: the softmax of a single score is exactly 1",
         ),
         Item(
             "output softmax(.) V",
             ARTICLE["output"],
-            single["context"][0],
+            single.context[0],
             "weight 1 on the only value: the output is V itself",
         ),
         Item(
@@ -157,9 +156,9 @@ def consistent_example() -> dict[str, np.ndarray]:
     Q = ops.linear(X, W.T, zeros)  # (3 tokens, 3) -> (3, 3): row i is (W x_i)^T
     K = ops.linear(X, W.T, zeros)
     V = ops.linear(X, W.T, zeros)
-    trace: dict = {}
-    ops.scaled_dot_product_attention(Q, K, V, None, trace)
-    return {"X": X, "Q": Q, "K": K, "V": V, "QK^T": Q @ K.T, **trace}
+    a = _attention(Q, K, V)
+    return {"X": X, "Q": Q, "K": K, "V": V, "QK^T": Q @ K.T, "scores": a.scores, "mask": a.mask,
+            "masked_scores": a.masked_scores, "probs": a.probs, "context": a.context}  # fmt: skip
 
 
 def format_value(value) -> str:

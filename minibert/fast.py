@@ -9,10 +9,11 @@ What it does differently, and why (docs/performance.md has the measurements):
   padding. Attention runs per text on its own unpadded length, so no mask is
   needed. Padding positions of the returned hidden states are 0 (the plain
   path leaves whatever the formulas give there; neither is meaningful).
-- **One fused QKV product.** W_q, W_k, W_v are concatenated once, in
-  :class:`FastWeights`, into one (H, 3H) matrix; the 1/sqrt(d) of attention
-  is folded into the W_q and b_q columns, which changes float32 results by
-  rounding only.
+- **One fused QKV product.** W_q, W_k, W_v are concatenated once, at load,
+  into one (H, 3H) matrix, ``AttentionWeights.W_qkv`` of the same weight
+  record the formulas read (:mod:`minibert.weights`; W_k and W_v are views
+  into it); the 1/sqrt(d) of attention is folded into its W_q and b_q
+  columns, which changes float32 results by rounding only.
 - **Row blocks.** The attention output projection, both LayerNorms and the
   FFN run on blocks of :data:`ROW_BLOCK` tokens, so the (rows, I) FFN
   intermediate stays in cache and is never materialised for the whole batch.
@@ -37,36 +38,35 @@ What it does differently, and why (docs/performance.md has the measurements):
   differ by up to 9e-7; cut by the batch, every thread count gives the same
   bits (float32 and float64, tested). Where a unit runs on an n-thread BLAS
   instead (one-unit batches), it relies on OpenBLAS's matrix products giving
-  the same bits at any thread count (tested on the encoder's shapes); its
+  the same bits at any thread count (tested on the encoder's shapes, in
+  ``tests/test_threads.py``); its
   matrix-vector products do not, so rows are summed with ``einsum``. Units
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
 
-Not covered here, and served by the plain path instead (the caller falls
-back): ``output_attentions=True`` and ``trace=True``.
+Not computed here: attention maps and traces. :meth:`minibert.Model.forward`
+runs the formulas of :func:`minibert.model.forward` for those (the choice is
+made in one place, ``Model._compute``).
 
-Shape alphabet as in :mod:`minibert.ops`, plus N = total real (non-padding)
-tokens of the batch.
+Shape alphabet as in :mod:`minibert.ops` (B, S, H, h, d, I), plus:
+
+    N  real (non-padding) tokens of the work unit, packed into rows
+    n  one text's real tokens          g  heads whose scores are computed at once
+    m  rows of a block (<= ROW_BLOCK)
+
+Shape comments are checked while the code runs (``tests/test_shape_comments.py``);
+N, n, g and m are the values of the variables of those names where they run.
 """
 
 from __future__ import annotations
 
-import contextvars
-import os
-import threading
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import lru_cache
-
 import numpy as np
 from scipy.special import erf as _erf
 
-from . import ops
+from . import ops, threads
 from .config import Config
 from .errors import MinibertError
-from .weights import EmbeddingWeights, Weights
+from .weights import Weights
 
 #: Tokens per row block of the post-attention part of a layer: (ROW_BLOCK, I)
 #: float32 is 1.5 MB for I = 1536, and BLAS is near full speed at this size.
@@ -197,7 +197,7 @@ def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps:
     it is a little faster: OpenBLAS's matrix-vector product rounds
     differently with its thread count, see :func:`forward`.)
     """
-    H = y.shape[-1]
+    m, H = y.shape
     mu = np.einsum("ij->i", y)  # (m, H) -> (m,)
     mu /= H
     y -= mu[:, None]
@@ -214,8 +214,8 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> 
     """ctx <- multi-head attention context of one text, before W^O.
 
     qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
-    ctx: (n, H), written; scores: flat scratch of >= min(h, g) n^2 (see
-    :data:`ATTENTION_BLOCK`).
+    ctx: (n, H), written; scores: flat scratch of >= g n^2 elements for the
+    g = :func:`_heads_at_once` heads of a group (see :data:`ATTENTION_BLOCK`).
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
@@ -229,27 +229,28 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> 
     n, H3 = qkv.shape
     d = H3 // (3 * h)
     heads = qkv.reshape(n, 3, h, d)  # (n, 3H) -> (n, 3, h, d)
-    out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) viewed as (h, n, d)
-    g = _heads_at_once(n, h)
+    out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) -> (h, n, d), a view of ctx
+    step = _heads_at_once(n, h)
     tiny = np.finfo(qkv.dtype).tiny * 2**24
-    for h0 in range(0, h, g):
-        h1 = min(h0 + g, h)
-        q = heads[:, 0, h0:h1].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
-        kT = heads[:, 1, h0:h1].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
-        v = heads[:, 2, h0:h1].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
-        p = scores[: (h1 - h0) * n * n].reshape(h1 - h0, n, n)
+    for h0 in range(0, h, step):
+        g = min(step, h - h0)  # heads in this group
+        group = slice(h0, h0 + g)
+        q = heads[:, 0, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
+        kT = heads[:, 1, group].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
+        v = heads[:, 2, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
+        p = scores[: g * n * n].reshape(g, n, n)
         np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in W_q
         with np.errstate(over="ignore", under="ignore"):
             np.exp(p, out=p)
-        z = np.einsum("ij->i", p.reshape(-1, n))  # row sums: (g n, n) -> (g n,)
+        z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
         if not (np.isfinite(z).all() and z.min() > tiny):
             np.matmul(q, kT, out=p)
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
             z = np.einsum("ij->i", p.reshape(-1, n))
-        o = out[h0:h1]
+        o = out[group]
         np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
-        o /= z.reshape(h1 - h0, n, 1)
+        o /= z.reshape(g, n, 1)
 
 
 def _heads_at_once(n: int, h: int) -> int:
@@ -266,83 +267,6 @@ def _score_scratch(lengths, h: int) -> int:
     return max((_heads_at_once(int(n), h) * int(n) ** 2 for n in set(lengths.tolist()) if n), default=1)
 
 
-@dataclass(frozen=True)
-class FastLayer:
-    """One layer's weights as the fast path uses them.
-
-    W_qkv: (H, 3H) = [W_q / sqrt(d) | W_k | W_v], b_qkv: (3H,) likewise;
-    the rest are the plain arrays themselves (no copy).
-    """
-
-    W_qkv: np.ndarray
-    b_qkv: np.ndarray
-    W_o: np.ndarray
-    b_o: np.ndarray
-    ln1_gamma: np.ndarray
-    ln1_beta: np.ndarray
-    W_1: np.ndarray
-    b_1: np.ndarray
-    W_2: np.ndarray
-    b_2: np.ndarray
-    ln2_gamma: np.ndarray
-    ln2_beta: np.ndarray
-
-
-@dataclass(frozen=True)
-class FastWeights:
-    """The weights rearranged once per model for :func:`forward`.
-
-    Built from (and beside) the plain :class:`~minibert.weights.Weights`:
-    only the fused QKV matrices are new memory (3 H^2 per layer).
-    """
-
-    embeddings: EmbeddingWeights
-    layers: tuple[FastLayer, ...]
-
-    @classmethod
-    def from_weights(cls, weights: Weights, config: Config) -> FastWeights:
-        scale = 1 / np.sqrt(config.hidden_size // config.num_attention_heads)
-        layers = []
-        for w in weights.layers:
-            dtype = w.W_q.dtype
-            s = np.asarray(scale, dtype)
-            layers.append(
-                FastLayer(
-                    W_qkv=np.ascontiguousarray(np.concatenate([w.W_q * s, w.W_k, w.W_v], axis=1)),
-                    b_qkv=np.concatenate([w.b_q * s, w.b_k, w.b_v]),
-                    W_o=w.W_o,
-                    b_o=w.b_o,
-                    ln1_gamma=w.ln1_gamma,
-                    ln1_beta=w.ln1_beta,
-                    W_1=w.W_1,
-                    b_1=w.b_1,
-                    W_2=w.W_2,
-                    b_2=w.b_2,
-                    ln2_gamma=w.ln2_gamma,
-                    ln2_beta=w.ln2_beta,
-                )
-            )
-        return cls(weights.embeddings, tuple(layers))
-
-
-_PREPARED: dict[int, tuple[weakref.ref, FastWeights]] = {}
-_PREPARED_LOCK = threading.Lock()
-
-
-def prepare(weights: Weights, config: Config) -> FastWeights:
-    """The :class:`FastWeights` of ``weights``, built on first use and kept
-    as long as ``weights`` lives (so each model pays for it once, also when
-    several threads ask at once)."""
-    key = id(weights)
-    with _PREPARED_LOCK:
-        hit = _PREPARED.get(key)
-        if hit is not None and hit[0]() is weights:
-            return hit[1]
-        fast = FastWeights.from_weights(weights, config)
-        _PREPARED[key] = (weakref.ref(weights, lambda _, key=key: _PREPARED.pop(key, None)), fast)
-        return fast
-
-
 def forward(
     weights: Weights,
     config: Config,
@@ -350,10 +274,10 @@ def forward(
     position_ids: np.ndarray,
     token_type_ids: np.ndarray | None,
     attention_mask: np.ndarray,
-) -> tuple[tuple[np.ndarray, ...], None, None]:
-    """The encoder, fast: same inputs (plus the position ids, which
-    :func:`minibert.model.position_ids` computes per family) and return
-    shape as :func:`minibert.model.forward`; attentions and trace are None.
+) -> tuple[np.ndarray, ...]:
+    """The encoder, fast: the inputs of :func:`minibert.model.forward` (plus
+    the position ids, which :func:`minibert.model.position_ids` computes per
+    family), and its hidden states, to float rounding.
 
     input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
     Returns hidden_states: one array (B, S, H) per step of
@@ -362,35 +286,35 @@ def forward(
     The texts are cut into work units (:func:`units`) by their lengths
     alone, and each unit runs through the encoder on its own, so a text's
     bits depend on the batch, never on the thread count. With n > 1 threads
-    (:func:`threads`; by default as many as NumPy's BLAS is set to use), the
-    units run on n threads, each with a one-thread BLAS: no text depends on
-    another, so this parallelises every operation, not only the matrix
-    products. A batch that is one unit (one text, a few short ones), or one
-    whose largest unit holds most of the work, runs its units one after
-    another on an n-thread BLAS instead; OpenBLAS gives the same bits at any
-    thread count (``tests/test_fast.py`` checks it on the encoder's shapes).
+    (:func:`minibert.threads.threads`; by default as many as NumPy's BLAS is
+    set to use), the units run on n threads, each with a one-thread BLAS: no
+    text depends on another, so this parallelises every operation, not only
+    the matrix products. A batch that is one unit (one text, a few short
+    ones), or one whose largest unit holds most of the work, runs its units
+    one after another on an n-thread BLAS instead; OpenBLAS gives the same
+    bits at any thread count (``tests/test_threads.py`` checks it on the
+    encoder's shapes).
     Working memory is that of one unit per thread, whatever the batch size;
     the returned hidden states are (L + 1) B S H.
     """
-    fw = prepare(weights, config)
     B, S = input_ids.shape
     real = attention_mask.astype(bool)
     dense = bool(real.all())
     steps = len(weights.layer_map) + 1
     alloc = np.empty if dense else np.zeros  # padding positions are 0
-    outs = [alloc((B, S, config.hidden_size), fw.embeddings.word.dtype) for _ in range(steps)]
+    outs = [alloc((B, S, config.hidden_size), weights.embeddings.word.dtype) for _ in range(steps)]
     lengths = real.sum(axis=1)
     todo = units(lengths)
-    n = _wanted_threads()
-    args = (fw, weights.layer_map, config, input_ids, position_ids, token_type_ids, real, outs)
+    n = threads.wanted()
+    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
-        with _BLAS.limit(1):
-            _run_on_threads(lambda b0, b1: _encode(*args, b0, b1), todo, min(n, len(todo)))
+        with threads.blas_limit(1):
+            threads.run_on_threads(lambda b0, b1: _encode(*args, b0, b1), todo, min(n, len(todo)))
     else:
         for b0, b1 in todo:
             _encode(*args, b0, b1)
-    return tuple(outs), None, None
+    return tuple(outs)
 
 
 #: Tokens per work unit (see :func:`units`): enough rows that the fused QKV
@@ -433,51 +357,13 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _run_on_threads(run, todo: list[tuple[int, int]], n: int) -> None:
-    """``run(b0, b1)`` for every unit of ``todo`` on n threads (the caller
-    and n - 1 pool workers), each thread taking the next unit not yet taken,
-    so concurrent calls sharing the pool never wait on each other's units.
-    An error stops the remaining units and is raised here."""
-    queue = iter(todo)
-    lock = threading.Lock()
-    failed = threading.Event()
-
-    def worker():
-        while not failed.is_set():
-            with lock:
-                unit = next(queue, None)
-            if unit is None:
-                return
-            try:
-                run(*unit)
-            except BaseException:
-                failed.set()
-                raise
-
-    pool = _pool(n)
-    # each worker runs in a copy of the caller's context, so np.errstate set by the caller holds there too
-    jobs = [pool.submit(contextvars.copy_context().run, worker) for _ in range(n - 1)]
-    try:
-        worker()
-    finally:
-        errors = []
-        for job in jobs:
-            try:
-                job.result()
-            except BaseException as e:  # re-raised below, after every worker stopped
-                errors.append(e)
-    if errors:
-        raise errors[0]
-
-
-def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
+def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
     """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1].
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy).
     """
-    emb = fw.embeddings
-    dtype = emb.word.dtype
+    dtype = weights.embeddings.word.dtype
     H, h = config.hidden_size, config.num_attention_heads
     eps = config.layer_norm_eps
     real = real[b0:b1]
@@ -488,8 +374,8 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
     if N == 0:
         return
 
-    def pack(a):  # (B, S) -> (N,)
-        return a[b0:b1].reshape(-1) if dense else a[b0:b1][real]
+    def pack(a):
+        return a[b0:b1].reshape(-1) if dense else a[b0:b1][real]  # (B, S) -> (N,)
 
     def destination(i):  # rows of outs[i] to write: (N, H), a view when dense
         return outs[i][b0:b1].reshape(N, H) if dense else np.empty((N, H), dtype)
@@ -499,12 +385,7 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
             outs[i][b0:b1][real] = x
 
     types = None if token_type_ids is None else pack(token_type_ids)
-    x = ops.embed(
-        pack(input_ids), pack(position_ids), types, emb.word, emb.position, emb.token_type,
-        emb.ln_gamma, emb.ln_beta, eps,
-    )  # fmt: skip  # (N,) -> (N, E)
-    if emb.W_proj is not None:
-        x = ops.linear(x, emb.W_proj, emb.b_proj)  # (N, E) -> (N, H)
+    x = ops.embed(pack(input_ids), pack(position_ids), types, weights.embeddings, eps).hidden_state
     dest = destination(0)
     dest[...] = x
     publish(0, dest)
@@ -519,10 +400,11 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
     x1 = np.empty((R, H), dtype)
     inter = np.empty((R, config.intermediate_size), dtype)
 
-    for i, k in enumerate(layer_map, start=1):
-        layer = fw.layers[k]
-        np.matmul(x, layer.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
-        qkv += layer.b_qkv
+    for i, k in enumerate(weights.layer_map, start=1):
+        layer = weights.layers[k]
+        attention, ffn = layer.attention, layer.ffn
+        np.matmul(x, attention.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
+        qkv += attention.b_qkv
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
@@ -532,163 +414,21 @@ def _encode(fw, layer_map, config, input_ids, position_ids, token_type_ids, real
             r1 = min(r0 + R, N)
             m = r1 - r0
             a = x1[:m]
-            np.matmul(ctx[r0:r1], layer.W_o, out=a)  # (m, H) -> (m, H)
-            a += layer.b_o
+            np.matmul(ctx[r0:r1], attention.W_o, out=a)  # (m, H) -> (m, H)
+            a += attention.b_o
             a += x[r0:r1]
-            _layer_norm_inplace(a, layer.ln1_gamma, layer.ln1_beta, eps)
+            _layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
             f = inter[:m]
-            np.matmul(a, layer.W_1, out=f)  # (m, H) -> (m, I)
-            f += layer.b_1
+            np.matmul(a, ffn.W_1, out=f)  # (m, H) -> (m, I)
+            f += ffn.b_1
             if act is not None:
                 act(f)
             else:
                 f[...] = act_plain(f)
             y = x_next[r0:r1]
-            np.matmul(f, layer.W_2, out=y)  # (m, I) -> (m, H)
-            y += layer.b_2
+            np.matmul(f, ffn.W_2, out=y)  # (m, I) -> (m, H)
+            y += ffn.b_2
             y += a
-            _layer_norm_inplace(y, layer.ln2_gamma, layer.ln2_beta, eps)
+            _layer_norm_inplace(y, layer.ln_2.gamma, layer.ln_2.beta, eps)
         publish(i, x_next)
         x = x_next
-
-
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    """A pool of n - 1 worker threads (the caller is the n-th), kept for reuse.
-
-    Keyed by process id too: a child made by fork inherits the parent's pool
-    objects but not their threads, so it must make its own.
-    """
-    key = (os.getpid(), n)
-    with _POOLS_LOCK:
-        if key not in _pools:
-            _pools[key] = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="minibert")
-        return _pools[key]
-
-
-@lru_cache(maxsize=1)
-def _controller():
-    """threadpoolctl's view of the BLAS libraries loaded (ImportError without it)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-class _BlasThreads:
-    """minibert's changes to the BLAS thread count, which is one setting for
-    the whole process (OpenBLAS's), shared by concurrent forward passes.
-
-    Each pass that needs a count enters a region (:meth:`limit`); the count
-    in force is the newest active region's, and when the last region ends
-    the count set outside minibert is restored, whatever order concurrent
-    regions end in. (threadpoolctl's own limits are a stack per caller, so
-    two threads ending in the other order would leave the wrong count.)
-    The results do not depend on the count (see :func:`forward`); only the
-    speed of a pass that overlaps another with a different count does.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._regions: list[tuple[object, int]] = []  # (token, count), oldest first
-        self._outside: list[int] = []  # each BLAS library's count before the first region
-
-    def _libraries(self):
-        return _controller().select(user_api="blas").lib_controllers
-
-    def outside(self) -> int:
-        """The thread count NumPy's BLAS is set to outside minibert's regions
-        (its default: all cores; OPENBLAS_NUM_THREADS; a caller's threadpoolctl
-        limit); 1 without threadpoolctl."""
-        try:
-            libraries = self._libraries()
-        except ImportError:
-            return 1
-        with self._lock:
-            counts = self._outside if self._regions else [lib.num_threads for lib in libraries]
-        return max([c for c in counts if c], default=1)
-
-    def _set(self, libraries, counts: list[int]) -> None:
-        for lib, n in zip(libraries, counts, strict=True):
-            if lib.num_threads != n:
-                lib.set_num_threads(n)
-            # threadpoolctl >= 3.6 lets only the first thread that set a count set
-            # it again; this lock already orders minibert's changes, so give it up.
-            clear = getattr(lib, "clear_controlling_thread", None)
-            if clear is not None:
-                clear()
-
-    @contextmanager
-    def limit(self, n: int):
-        """Run the block with the BLAS set to n threads (ImportError without threadpoolctl)."""
-        libraries = self._libraries()
-        token = object()
-        with self._lock:
-            if not self._regions:
-                self._outside = [lib.num_threads for lib in libraries]
-            self._regions.append((token, n))
-            self._set(libraries, [n] * len(libraries))
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._regions = [r for r in self._regions if r[0] is not token]
-                if self._regions:
-                    self._set(libraries, [self._regions[-1][1]] * len(libraries))
-                else:
-                    self._set(libraries, self._outside)
-
-
-_BLAS = _BlasThreads()
-
-
-def _new_locks_after_fork() -> None:
-    """A child forked while another thread held one of these locks would wait
-    for it forever: the child gets fresh ones (its pools are its own already)."""
-    global _PREPARED_LOCK, _POOLS_LOCK
-    _PREPARED_LOCK, _POOLS_LOCK = threading.Lock(), threading.Lock()
-    _BLAS._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_locks_after_fork)
-_wanted = threading.local()  # .stack: the thread counts asked for by threads() in this thread
-
-
-def _wanted_threads() -> int:
-    """Threads the fast path uses in this thread now: the innermost
-    :func:`threads` block's count, else what NumPy's BLAS is set to."""
-    stack = getattr(_wanted, "stack", None)
-    return stack[-1] if stack else _BLAS.outside()
-
-
-@contextmanager
-def threads(n: int | None):
-    """Run minibert on ``n`` threads inside the block (None: change nothing).
-
-    The fast path uses n threads (by default as many as NumPy's BLAS is set
-    to use, including OPENBLAS_NUM_THREADS and threadpoolctl limits set by
-    the caller) and NumPy's BLAS is limited to n threads (threadpoolctl)
-    while the block runs. The BLAS limit is process-wide; concurrent blocks
-    in other threads with other counts are safe and give the same results
-    (:class:`_BlasThreads`). More threads than free cores (e.g. BLAS
-    threads x worker processes) collapses throughput: with several
-    processes on one machine, give each ``cores // processes``.
-    """
-    if n is None:
-        yield
-        return
-    if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 1:
-        raise MinibertError(f"threads must be a positive integer or None, got {n!r}")
-    try:
-        _controller()
-    except ImportError:
-        raise MinibertError("threads needs the threadpoolctl package: pip install threadpoolctl") from None
-    stack = _wanted.__dict__.setdefault("stack", [])
-    with _BLAS.limit(int(n)):
-        stack.append(int(n))
-        try:
-            yield
-        finally:
-            stack.pop()

@@ -1,13 +1,15 @@
 """Batch + Weights -> forward -> Encoding: the record of every layer.
 
 :func:`forward` is the whole encoder, written with the formula functions of
-:mod:`minibert.ops` and no I/O. :class:`Model` ties a directory's config,
-weights and tokenizer together; :func:`load` builds one.
+:mod:`minibert.ops` and no I/O: the reference. :class:`Model` ties a
+directory's config, weights and tokenizer together (:func:`load` builds
+one); :meth:`Model.forward` chooses, in one place (:meth:`Model._compute`),
+whether these formulas or the fast path of :mod:`minibert.fast` run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,62 +19,77 @@ from .checkpoint import open_checkpoint
 from .config import Config
 from .errors import MinibertError
 from .hub import SentenceConfig
+from .threads import threads
 from .tokenizer import Batch, Tokenizer
+from .trace import Trace
 from .weights import Weights, from_checkpoint
 
 DTYPES = ("float32", "float64")
 #: Ways to run the encoder: "fast" (:mod:`minibert.fast`, the default) or
-#: "plain" (the formula functions of :mod:`minibert.ops`, the reference).
+#: "plain" (:func:`forward`: the formula functions of :mod:`minibert.ops`).
 IMPLS = ("fast", "plain")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 FETCH_HINT = "make weights   (or: python weights/fetch.py)"
 
 
 @dataclass(frozen=True)
-class Encoding:
-    """What one forward pass computed, for a batch of B texts padded to S.
+class EncoderOutput:
+    """What the encoder computed for a (B, S) batch.
 
-    input_ids, token_type_ids, attention_mask: (B, S) int64.
     hidden_states: num_hidden_layers + 1 arrays (B, S, H); [0] is the
       embedding output (projected to H for ELECTRA and ALBERT), [i] the
       output of encoder layer i (transformers' ``output_hidden_states``
       indexing; ALBERT with inner_group_num > 1: one per inner layer).
     attentions: num_hidden_layers arrays (B, h, S, S), or None.
-    tokens, word_ids, num_tokens, sequence_ids, offsets, texts, text_pairs:
-      per text, as in :class:`Batch`.
-    trace: with ``trace=True``, every intermediate by formula name:
-      ``trace["embeddings"]`` (word, position, token_type, sum, output, and
-      projection for ELECTRA and ALBERT) and
-      ``trace["layers"][i]`` (q, k, v, scores, mask, masked_scores, probs,
-      context, concat, attention_output, residual_1, ln_1, ffn_pre, ffn_act,
-      ffn_output, residual_2, ln_2); else None.
+    trace: every intermediate (:class:`minibert.trace.Trace`), or None.
+    """
+
+    hidden_states: tuple[np.ndarray, ...]
+    attentions: tuple[np.ndarray, ...] | None = None
+    trace: Trace | None = None
+
+
+def _from_batch(name: str) -> property:
+    return property(lambda self: getattr(self.batch, name), doc=f"``batch.{name}``")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One forward pass of a tokenized batch of B texts padded to S: the
+    :class:`Batch` it ran on and what the encoder computed.
+
+    batch: its fields read through: ``input_ids``, ``token_type_ids``,
+      ``attention_mask`` (B, S) int64; per text ``tokens``, ``word_ids``,
+      ``num_tokens``, ``sequence_ids``, ``offsets``, ``texts``, ``text_pairs``.
+    hidden_states, attentions: as in :class:`EncoderOutput`.
+    trace: with ``trace=True``, :class:`minibert.trace.Trace`:
+      ``trace.embeddings`` (word, position, token_type, sum, output, and
+      projection for ELECTRA and ALBERT) and ``trace.layers[i]``
+      (``attention``: q, k, v, scores, mask, masked_scores, probs, context,
+      concat, output; residual_1, ln_1; ``ffn``: pre, act, output;
+      residual_2, ln_2); else None. The flat names of its first form still
+      answer: ``trace["layers"][i]["q"]``, ``["attention_output"]``,
+      ``["ffn_pre"]`` (:data:`minibert.trace.LayerTrace.KEYS`).
     windows: from :func:`minibert.encode_long`, per text the index of the
       window each token's vectors were taken from; None otherwise.
     """
 
-    input_ids: np.ndarray
-    token_type_ids: np.ndarray
-    attention_mask: np.ndarray
-    hidden_states: tuple[np.ndarray, ...]
-    attentions: tuple[np.ndarray, ...] | None
-    tokens: list[list[str]]
-    word_ids: list[list[int | None]] = field(default_factory=list)
-    num_tokens: list[int] = field(default_factory=list)
-    trace: dict | None = None
-    sequence_ids: list[list[int | None]] = field(default_factory=list)
-    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    text_pairs: list[str | None] = field(default_factory=list)
+    batch: Batch
+    hidden_states: tuple[np.ndarray | None, ...]
+    attentions: tuple[np.ndarray, ...] | None = None
+    trace: Trace | None = None
     windows: list[np.ndarray] | None = None
 
-
-def batch_fields(batch: Batch) -> dict:
-    """The Batch's per-text bookkeeping, carried into the Encoding as is."""
-    return dict(
-        tokens=batch.tokens, word_ids=batch.word_ids, num_tokens=batch.num_tokens,
-        sequence_ids=batch.sequence_ids, offsets=batch.offsets, texts=batch.texts,
-        text_pairs=batch.text_pairs,
-    )  # fmt: skip
+    input_ids = _from_batch("input_ids")
+    token_type_ids = _from_batch("token_type_ids")
+    attention_mask = _from_batch("attention_mask")
+    tokens = _from_batch("tokens")
+    word_ids = _from_batch("word_ids")
+    num_tokens = _from_batch("num_tokens")
+    sequence_ids = _from_batch("sequence_ids")
+    offsets = _from_batch("offsets")
+    texts = _from_batch("texts")
+    text_pairs = _from_batch("text_pairs")
 
 
 def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -100,13 +117,12 @@ def forward(
     attention_mask: np.ndarray,
     output_attentions: bool = False,
     trace: bool = False,
-    impl: str = "fast",
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None, dict | None]:
+) -> EncoderOutput:
     """The encoder: embeddings, then num_hidden_layers post-LN layers.
 
-    input_ids, token_type_ids, attention_mask: (B, S) ints.
-    Returns (hidden_states: L+1 arrays (B, S, H), attentions: L arrays
-    (B, h, S, S) or None, trace dict or None).
+    input_ids, token_type_ids, attention_mask: (B, S) ints. Returns every
+    hidden state, L+1 arrays (B, S, H); with ``output_attentions`` the L
+    attention maps (B, h, S, S); with ``trace`` every intermediate.
     Families differ only in data: the position rule (:func:`position_ids`),
     a missing token-type table (DistilBERT), an E -> H projection after the
     embeddings (ELECTRA, ALBERT; ``hidden_states[0]`` is the projected one,
@@ -115,42 +131,31 @@ def forward(
     layer is a step: L * inner_group_num + 1 hidden states, as transformers
     5 records them.
 
-    ``impl="fast"`` hands the work to :func:`minibert.fast.forward` (the same
-    numbers to float rounding, tested; 0 at padding positions), except with
-    ``output_attentions`` or ``trace``, which the formulas below always serve.
-    The code below is the reference: ``impl="plain"``.
+    These are the formulas themselves, the reference. ``Model.encode`` runs
+    them for attentions, a trace, or ``impl="plain"``; otherwise it runs
+    :func:`minibert.fast.forward`, the same encoder arranged for speed and
+    tested equal to this one (see :meth:`Model._compute`).
     """
-    if impl not in IMPLS:
-        raise MinibertError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    if impl == "fast" and not (output_attentions or trace):
-        positions = position_ids(config, input_ids, attention_mask)
-        return fast.forward(weights, config, input_ids, positions, token_type_ids, attention_mask)
-    emb = weights.embeddings
-    dtype = emb.word.dtype
-    record = {"embeddings": {}, "layers": []} if trace else None
-    x = ops.embed(
-        input_ids, position_ids(config, input_ids, attention_mask), token_type_ids,
-        emb.word, emb.position, emb.token_type, emb.ln_gamma, emb.ln_beta,
-        config.layer_norm_eps, record["embeddings"] if trace else None,
-    )  # fmt: skip
-    if emb.W_proj is not None:
-        x = ops.linear(x, emb.W_proj, emb.b_proj)  # (B, S, E) -> (B, S, H)
-        if trace:
-            record["embeddings"]["projection"] = x
-    mask = ops.additive_mask(attention_mask, dtype)  # (B, S) -> (B, 1, 1, S)
+    eps, h = config.layer_norm_eps, config.num_attention_heads
+    positions = position_ids(config, input_ids, attention_mask)
+    embeddings = ops.embed(input_ids, positions, token_type_ids, weights.embeddings, eps, trace)
+    x = embeddings.hidden_state
+    mask = ops.additive_mask(attention_mask, x.dtype)  # (B, S) -> (B, 1, 1, S)
     act = ops.ACTIVATIONS[config.hidden_act]
-    hidden_states, attentions = [x], []
+    hidden_states, attentions, layers = [x], [], []
     for k in weights.layer_map:
-        layer_trace = {} if trace else None
-        x, probs = ops.encoder_layer(
-            x, weights.layers[k], mask, config.num_attention_heads, act, config.layer_norm_eps, layer_trace
-        )
+        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace)
+        x = layer.output
         hidden_states.append(x)
         if output_attentions:
-            attentions.append(probs)
+            attentions.append(layer.attention.probs)
         if trace:
-            record["layers"].append(layer_trace)
-    return tuple(hidden_states), (tuple(attentions) if output_attentions else None), record
+            layers.append(layer)
+    return EncoderOutput(
+        tuple(hidden_states),
+        tuple(attentions) if output_attentions else None,
+        Trace(embeddings, tuple(layers)) if trace else None,
+    )
 
 
 #: Score elements (b x h x S x S) of one chunk of texts in the plain path:
@@ -257,9 +262,9 @@ class Model:
     resumed run checks them all.
 
     Two settings, plain attributes: ``impl`` ("fast", default, or "plain":
-    see :func:`forward`) and ``threads`` (None: as many as NumPy's BLAS is
+    see :meth:`_compute`) and ``threads`` (None: as many as NumPy's BLAS is
     set to use, all cores by default; an int: that many, see
-    :func:`minibert.fast.threads`).
+    :func:`minibert.threads.threads`).
     """
 
     impl: str = "fast"
@@ -355,30 +360,38 @@ class Model:
         """
         _check_flag(output_attentions, "output_attentions")
         _check_flag(trace, "trace")
+        if self.impl not in IMPLS:
+            raise MinibertError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         check_batch(batch, self)
         if batch.input_ids.size == 0:
-            hs = tuple(
-                np.zeros((len(batch.tokens), 0, self.config.hidden_size), self.dtype)
-                for _ in range(self.num_layers + 1)
-            )
-            return Encoding(batch.input_ids, batch.token_type_ids, batch.attention_mask, hs,
-                            () if output_attentions else None, **batch_fields(batch))  # fmt: skip
+            B, L, H = len(batch.tokens), self.num_layers, self.config.hidden_size
+            hidden = tuple(np.zeros((B, 0, H), self.dtype) for _ in range(L + 1))
+            return Encoding(batch, hidden, () if output_attentions else None)
         # NaN/Inf are reported below, naming the text and layer, instead of NumPy's warnings
-        with fast.threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if self.impl == "plain" and not (output_attentions or trace):
-                hidden_states, attentions, record = self._plain_in_chunks(batch), None, None
-            else:
-                hidden_states, attentions, record = forward(
-                    self.weights, self.config, batch.input_ids, batch.token_type_ids,
-                    batch.attention_mask, output_attentions, trace, self.impl,
-                )  # fmt: skip
-        bad = first_non_finite(hidden_states, batch.attention_mask)
+        with threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = self._compute(batch, output_attentions, trace)
+        bad = first_non_finite(out.hidden_states, batch.attention_mask)
         if bad is not None:
             raise NonFiniteError(*bad)
-        return Encoding(
-            batch.input_ids, batch.token_type_ids, batch.attention_mask, hidden_states, attentions,
-            trace=record, **batch_fields(batch),
-        )  # fmt: skip
+        return Encoding(batch, out.hidden_states, out.attentions, out.trace)
+
+    def _compute(self, batch: Batch, output_attentions: bool, trace: bool) -> EncoderOutput:
+        """The one place that chooses how the encoder runs:
+
+        - attentions or a trace: the formulas of :func:`forward` (the fast
+          path never materialises the (B, h, S, S) probabilities, nor any
+          intermediate), on the whole batch;
+        - ``impl="plain"``: :func:`forward` too, a chunk of texts at a time;
+        - otherwise (the default): :func:`minibert.fast.forward`, the same
+          numbers to float rounding (tested), 0 at padding positions.
+        """
+        ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+        if output_attentions or trace:
+            return forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
+        if self.impl == "plain":
+            return EncoderOutput(self._plain_in_chunks(batch))
+        positions = position_ids(self.config, ids, mask)
+        return EncoderOutput(fast.forward(self.weights, self.config, ids, positions, types, mask))
 
     def _plain_in_chunks(self, batch: Batch) -> tuple[np.ndarray, ...]:
         """The plain path's hidden states, texts taken a chunk at a time so its
@@ -390,10 +403,10 @@ class Model:
         outs: list[np.ndarray] = []
         for b0 in range(0, B, step):
             rows = slice(b0, b0 + step)
-            hidden, _, _ = forward(
+            hidden = forward(
                 self.weights, self.config, batch.input_ids[rows], batch.token_type_ids[rows],
-                batch.attention_mask[rows], impl="plain",
-            )  # fmt: skip
+                batch.attention_mask[rows],
+            ).hidden_states  # fmt: skip
             if step >= B:
                 return hidden
             if not outs:

@@ -19,12 +19,26 @@ the forward pass never transposes a weight.
 
 Every function stays in its input's dtype: a float32 pass never computes in
 float64 and a float64 pass never drops to float32.
+
+The composite formulas (embeddings, attention, the FFN, the encoder layer)
+take one layer's weights as the records of :mod:`minibert.weights`, whose
+fields carry the names written here (``w.W_q``, ``layer.ln_1.gamma``), and
+return what they computed as the records of :mod:`minibert.trace`: with
+``trace=True`` every intermediate, else only what the next formula reads.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.special import erf
+
+from .trace import AttentionTrace, EmbeddingTrace, FeedForwardTrace, LayerTrace
+
+if TYPE_CHECKING:
+    from .weights import AttentionWeights, EmbeddingWeights, FeedForwardWeights, LayerWeights
 
 __all__ = [
     "ACTIVATIONS",
@@ -82,16 +96,13 @@ def additive_mask(attention_mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def scaled_dot_product_attention(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    mask: np.ndarray | None = None,
-    trace: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
+) -> AttentionTrace:
     """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V.
 
     q, k, v: (..., S, d); mask: additive, broadcastable to (..., S, S), or None.
-    Returns (context (..., S, d), probabilities (..., S, S)).
+    Returns its scores, mask, masked_scores, probabilities (..., S, S) and
+    context (..., S, d) (an :class:`~minibert.trace.AttentionTrace`).
     Vaswani et al. 2017, eq. 1; the mask M is 0 or a large negative number.
     The article's worked example (its section 4.3) gets this arithmetic wrong:
     see docs/errata.md.
@@ -101,9 +112,7 @@ def scaled_dot_product_attention(
     masked = scores if mask is None else scores + mask
     probs = softmax(masked, axis=-1)
     context = probs @ v  # (..., S, S) -> (..., S, d)
-    if trace is not None:
-        trace.update(scores=scores, mask=mask, masked_scores=masked, probs=probs, context=context)
-    return context, probs
+    return AttentionTrace(scores=scores, mask=mask, masked_scores=masked, probs=probs, context=context)
 
 
 def split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:
@@ -119,37 +128,29 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
 
 
 def multi_head_attention(
-    x: np.ndarray,
-    W_q: np.ndarray,
-    b_q: np.ndarray,
-    W_k: np.ndarray,
-    b_k: np.ndarray,
-    W_v: np.ndarray,
-    b_v: np.ndarray,
-    W_o: np.ndarray,
-    b_o: np.ndarray,
-    mask: np.ndarray | None,
-    num_heads: int,
-    trace: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    x: np.ndarray, w: AttentionWeights, mask: np.ndarray | None, num_heads: int, trace: bool = False
+) -> AttentionTrace:
     """MultiHead(X) = Concat(head_1, ..., head_h) W^O + b^O,
     head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
 
-    x: (B, S, H); W_q, W_k, W_v, W_o: (H, H); biases (H,); mask (B, 1, 1, S).
-    Returns (output (B, S, H), attention probabilities (B, h, S, S)).
+    x: (B, S, H); w: W_q, W_k, W_v, W_o (H, H) and their biases (H,)
+    (:class:`~minibert.weights.AttentionWeights`); mask (B, 1, 1, S).
+    Returns ``output`` (B, S, H) and ``probs`` (B, h, S, S); with ``trace``,
+    every intermediate (:class:`~minibert.trace.AttentionTrace`).
     The h per-head projections W_i^Q are the column blocks of one (H, H)
     matrix, so all heads are projected by one product and split afterwards.
-    ``trace``, when a dict, receives every intermediate by its formula name.
     """
-    q = split_heads(linear(x, W_q, b_q), num_heads)  # (B, S, H) -> (B, h, S, d)
-    k = split_heads(linear(x, W_k, b_k), num_heads)  # (B, S, H) -> (B, h, S, d)
-    v = split_heads(linear(x, W_v, b_v), num_heads)  # (B, S, H) -> (B, h, S, d)
-    context, probs = scaled_dot_product_attention(q, k, v, mask, trace)
-    concat = merge_heads(context)  # (B, h, S, d) -> (B, S, H)
-    out = linear(concat, W_o, b_o)
-    if trace is not None:
-        trace.update(q=q, k=k, v=v, concat=concat, attention_output=out)
-    return out, probs
+    q = split_heads(linear(x, w.W_q, w.b_q), num_heads)  # (B, S, H) -> (B, h, S, d)
+    k = split_heads(linear(x, w.W_k, w.b_k), num_heads)  # (B, S, H) -> (B, h, S, d)
+    v = split_heads(linear(x, w.W_v, w.b_v), num_heads)  # (B, S, H) -> (B, h, S, d)
+    heads = scaled_dot_product_attention(q, k, v, mask)
+    if not trace:  # keep what is read on: the (B, h, S, S) scores go now, as plain locals would
+        heads = AttentionTrace(probs=heads.probs, context=heads.context)
+    concat = merge_heads(heads.context)  # (B, h, S, d) -> (B, S, H)
+    out = linear(concat, w.W_o, w.b_o)
+    if trace:
+        return replace(heads, q=q, k=k, v=v, concat=concat, output=out)
+    return AttentionTrace(probs=heads.probs, output=out)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -185,27 +186,19 @@ ACTIVATIONS = {
 }
 
 
-def feed_forward(
-    x: np.ndarray,
-    W_1: np.ndarray,
-    b_1: np.ndarray,
-    W_2: np.ndarray,
-    b_2: np.ndarray,
-    act=gelu,
-    trace: dict | None = None,
-) -> np.ndarray:
+def feed_forward(x: np.ndarray, w: FeedForwardWeights, act=gelu, trace: bool = False) -> FeedForwardTrace:
     """FFN(x) = act(x W_1 + b_1) W_2 + b_2, applied to each position alone.
 
-    x: (B, S, H), W_1: (H, I), W_2: (I, H) -> (B, S, H).
+    x: (B, S, H); w: W_1 (H, I), b_1, W_2 (I, H), b_2
+    (:class:`~minibert.weights.FeedForwardWeights`). Returns ``output``
+    (B, S, H); with ``trace`` also ``pre`` and ``act`` (B, S, I).
     ``act`` follows config ``hidden_act``: GELU for BERT, where the article
     writes ReLU.
     """
-    pre = linear(x, W_1, b_1)  # (B, S, H) -> (B, S, I)
+    pre = linear(x, w.W_1, w.b_1)  # (B, S, H) -> (B, S, I)
     a = act(pre)
-    out = linear(a, W_2, b_2)  # (B, S, I) -> (B, S, H)
-    if trace is not None:
-        trace.update(ffn_pre=pre, ffn_act=a, ffn_output=out)
-    return out
+    out = linear(a, w.W_2, w.b_2)  # (B, S, I) -> (B, S, H)
+    return FeedForwardTrace(pre, a, out) if trace else FeedForwardTrace(output=out)
 
 
 def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
@@ -239,62 +232,67 @@ def embed(
     input_ids: np.ndarray,
     position_ids: np.ndarray,
     token_type_ids: np.ndarray | None,
-    word: np.ndarray,
-    position: np.ndarray,
-    token_type: np.ndarray | None,
-    gamma: np.ndarray,
-    beta: np.ndarray,
+    w: EmbeddingWeights,
     eps: float,
-    trace: dict | None = None,
-) -> np.ndarray:
+    trace: bool = False,
+) -> EmbeddingTrace:
     """Embeddings = LayerNorm(word[ids] + position[pos] + token_type[types]).
 
-    input_ids, position_ids, token_type_ids: (B, S) ints; word (V, E),
-    position (P, E), token_type (T, E) tables -> (B, S, E).
-    DistilBERT has no token-type table (``token_type=None``). ELECTRA and
-    ALBERT then project E -> H with one :func:`linear` (in the forward pass).
+    input_ids, position_ids, token_type_ids: (B, S) ints; w: the word (V, E),
+    position (P, E) and token_type (T, E) tables and the LayerNorm
+    (:class:`~minibert.weights.EmbeddingWeights`) -> ``output`` (B, S, E).
+    DistilBERT has no token-type table (``w.token_type`` None). ELECTRA and
+    ALBERT then project E -> H with one :func:`linear`, ``projection``
+    (B, S, H). ``hidden_state``, what the encoder layers read, is the
+    projection if there is one, else the output; without ``trace`` the
+    record holds only that, with it every part and their sum
+    (:class:`~minibert.trace.EmbeddingTrace`).
     """
-    e_word = word[input_ids]  # (B, S) -> (B, S, E)
-    e_pos = position[position_ids]  # (B, S) -> (B, S, E)
+    e_word = w.word[input_ids]  # (B, S) -> (B, S, E)
+    e_pos = w.position[position_ids]  # (B, S) -> (B, S, E)
     total = e_word + e_pos
     e_type = None
-    if token_type is not None:
-        e_type = token_type[token_type_ids]  # (B, S) -> (B, S, E)
+    if w.token_type is not None:
+        e_type = w.token_type[token_type_ids]  # (B, S) -> (B, S, E)
         total = total + e_type
-    out = layer_norm(total, gamma, beta, eps)
-    if trace is not None:
-        trace.update(word=e_word, position=e_pos, token_type=e_type, sum=total, output=out)
-    return out
+    out = layer_norm(total, w.ln.gamma, w.ln.beta, eps)
+    projection = None
+    if w.W_proj is not None:
+        projection = linear(out, w.W_proj, w.b_proj)  # (B, S, E) -> (B, S, H)
+    if trace:
+        return EmbeddingTrace(e_word, e_pos, e_type, total, out, projection)
+    if projection is not None:
+        return EmbeddingTrace(projection=projection)
+    return EmbeddingTrace(output=out)
 
 
 def encoder_layer(
     x: np.ndarray,
-    layer,
+    layer: LayerWeights,
     mask: np.ndarray | None,
     num_heads: int,
     act,
     eps: float,
-    trace: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    trace: bool = False,
+) -> LayerTrace:
     """One post-LN Transformer encoder layer, as BERT computes it:
 
         x_1 = LayerNorm(x + MultiHead(x))
         x_2 = LayerNorm(x_1 + FFN(x_1))
 
-    x: (B, S, H); ``layer`` holds one layer's weights
-    (:class:`minibert.weights.LayerWeights`). Returns (x_2 (B, S, H),
-    attention probabilities (B, h, S, S)). LayerNorm comes after each
+    x: (B, S, H); ``layer``: one layer's weights, grouped as the formulas use
+    them (:class:`~minibert.weights.LayerWeights`). Returns x_2 (``ln_2``,
+    (B, S, H)) and the attention probabilities (``attention.probs``,
+    (B, h, S, S)); with ``trace``, every intermediate
+    (:class:`~minibert.trace.LayerTrace`). LayerNorm comes after each
     residual sum (post-LN, Vaswani et al. 2017 and BERT), not before it.
     """
-    attn, probs = multi_head_attention(
-        x, layer.W_q, layer.b_q, layer.W_k, layer.b_k, layer.W_v, layer.b_v,
-        layer.W_o, layer.b_o, mask, num_heads, trace,
-    )  # fmt: skip
-    residual_1 = x + attn
-    x_1 = layer_norm(residual_1, layer.ln1_gamma, layer.ln1_beta, eps)
-    ffn = feed_forward(x_1, layer.W_1, layer.b_1, layer.W_2, layer.b_2, act, trace)
-    residual_2 = x_1 + ffn
-    x_2 = layer_norm(residual_2, layer.ln2_gamma, layer.ln2_beta, eps)
-    if trace is not None:
-        trace.update(residual_1=residual_1, ln_1=x_1, residual_2=residual_2, ln_2=x_2)
-    return x_2, probs
+    attention = multi_head_attention(x, layer.attention, mask, num_heads, trace)
+    residual_1 = x + attention.output
+    x_1 = layer_norm(residual_1, layer.ln_1.gamma, layer.ln_1.beta, eps)
+    ffn = feed_forward(x_1, layer.ffn, act, trace)
+    residual_2 = x_1 + ffn.output
+    x_2 = layer_norm(residual_2, layer.ln_2.gamma, layer.ln_2.beta, eps)
+    if trace:
+        return LayerTrace(attention, residual_1, x_1, ffn, residual_2, x_2)
+    return LayerTrace(AttentionTrace(probs=attention.probs), ln_2=x_2)

@@ -28,7 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
+from .explain import resolve_head
+from .layers import resolve_layer
 from .model import Model
+from .pooling import cosine
 
 PLOT_HINT = "install the [plot] extra: pip install 'minibert-numpy[plot]' (or: pip install matplotlib)"
 FORMATS = (".png", ".svg", ".pdf")
@@ -111,14 +114,13 @@ def attention_figure(tokens: list[str], probs: np.ndarray, layer: int, head: int
     return fig
 
 
-def attention(model: Model, text: str, layer: int, head: int | None = None):
-    """Encode ``text`` and draw layer ``layer`` (1..L, or -1 for the last)."""
-    from .explain import resolve_layer
-
-    L, h = model.num_layers, model.config.num_attention_heads
-    N = resolve_layer(layer, L)
-    if head is not None and not 0 <= head < h:
-        raise MinibertError(f"--head {head} is out of range: this model has heads 0..{h - 1}")
+def attention(model: Model, text: str, layer: int, head: int | None = None, *, prefix: str = ""):
+    """Encode ``text`` and draw layer ``layer`` (1..L, or -1 for the last):
+    one ``head`` (0..h-1), or all of them. ``prefix`` goes before the
+    argument names in messages (the command line passes ``"--"``)."""
+    N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
+    if head is not None:
+        head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
     enc = model.encode([text], output_attentions=True)
     tokens = enc.tokens[0]
     return attention_figure(tokens, enc.attentions[N - 1][0], N, head)
@@ -140,11 +142,6 @@ class LayerStats:
     tokens: int
     pairs: int
     model: str
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def layer_statistics(
@@ -175,9 +172,8 @@ def layer_statistics(
     different = text_of[a] != text_of[b]
     a, b = a[different][:num_pairs], b[different][:num_pairs]
     norm = np.array([np.linalg.norm(v.astype(np.float64), axis=-1).mean() for v in vectors])
-    units = [_unit(v) for v in vectors]
-    aniso = np.array([np.mean(np.sum(u[a] * u[b], axis=-1)) for u in units])
-    selfsim = np.array([np.mean(np.sum(units[i] * units[i - 1], axis=-1)) for i in range(1, len(units))])
+    aniso = np.array([np.mean(cosine(v[a], v[b])) for v in vectors])
+    selfsim = np.array([np.mean(cosine(vectors[i], vectors[i - 1])) for i in range(1, len(vectors))])
     return LayerStats(norm, aniso, selfsim, len(texts), n, len(a), model.path.name)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,55 @@ class Batch:
     offsets: list[list[tuple[int, int]]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     text_pairs: list[str | None] = field(default_factory=list)
+
+    def rows(self, rows: list[int]) -> Batch:
+        """Texts ``rows`` (in that order), every field kept, padded to the
+        longest of them: a smaller batch of the same texts."""
+        S = int(self.attention_mask[rows].sum(axis=1).max(initial=0))
+        per_text = [[values[b] for b in rows] if values else [] for values in self._per_text()]
+        return Batch(self.input_ids[rows, :S], self.token_type_ids[rows, :S], self.attention_mask[rows, :S],
+                     *per_text)  # fmt: skip
+
+    def padded(self, n: int, pad_id: int) -> Batch:
+        """The same texts with ``n`` more padding positions (id ``pad_id``,
+        type 0, attention mask 0) at the end of every row."""
+
+        def widen(a: np.ndarray, value: int) -> np.ndarray:
+            return np.pad(a, ((0, 0), (0, n)), constant_values=value)
+
+        return replace(
+            self, input_ids=widen(self.input_ids, pad_id), token_type_ids=widen(self.token_type_ids, 0),
+            attention_mask=widen(self.attention_mask, 0),
+        )  # fmt: skip
+
+    def gather(self, rows: list[int], positions: list[np.ndarray], pad_id: int) -> Batch:
+        """A batch whose text i is the tokens ``positions[i]`` of text
+        ``rows[i]`` (positions into its row), right-padded with ``pad_id``:
+        the windows of :func:`minibert.encode_long`. Per-token fields follow
+        the tokens; ``num_tokens[i]`` is the new length."""
+        B, S = len(rows), max((len(p) for p in positions), default=0)
+        ids = np.full((B, S), pad_id, dtype=np.int64)
+        types = np.zeros((B, S), dtype=np.int64)
+        mask = np.zeros((B, S), dtype=np.int64)
+        for i, (b, p) in enumerate(zip(rows, positions, strict=True)):
+            ids[i, : len(p)] = self.input_ids[b, p]
+            types[i, : len(p)] = self.token_type_ids[b, p]
+            mask[i, : len(p)] = 1
+
+        def take(per_text: list) -> list:
+            return [[per_text[b][j] for j in p.tolist()] for b, p in zip(rows, positions, strict=True)]
+
+        return Batch(
+            ids, types, mask, take(self.tokens), take(self.word_ids), [len(p) for p in positions],
+            take(self.sequence_ids) if self.sequence_ids else [], take(self.offsets) if self.offsets else [],
+            [self.texts[b] for b in rows] if self.texts else [],
+            [self.text_pairs[b] for b in rows] if self.text_pairs else [],
+        )  # fmt: skip
+
+    def _per_text(self) -> tuple[list, ...]:
+        """The per-text fields, in field order (after the three arrays)."""
+        return (self.tokens, self.word_ids, self.num_tokens, self.sequence_ids, self.offsets, self.texts,
+                self.text_pairs)  # fmt: skip
 
 
 def _library_error(e: Exception) -> str:

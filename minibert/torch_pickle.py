@@ -40,15 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DTYPES, Checkpoint, TensorInfo, allocate, itemsize, open_for_read, read_exact
 from .errors import MinibertError
+from .tensorfile import DTYPES, Checkpoint, TensorInfo, allocate, itemsize, open_for_read, read_exact
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 #: The largest data.pkl read (bert-large's is ~50 KB: names, shapes, strides).
 MAX_PICKLE = 64 << 20
 
-#: torch's storage types -> the stored dtype (:data:`minibert.checkpoint.DTYPES`).
+#: torch's storage types -> the stored dtype (:data:`minibert.tensorfile.DTYPES`).
 STORAGE_TYPES = {
     "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
     "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",

@@ -53,7 +53,7 @@ import numpy as np
 from .errors import MinibertError
 from .files import parse_json, sha256_file
 from .npz import NpzArrays
-from .tokenizer import Batch
+from .pooling import cosine
 
 FORMAT_VERSION = 1
 
@@ -293,16 +293,7 @@ def _recompute(model, ref: dict) -> tuple[list, list, list, list, list[str]]:
         for group in [short] + [[j] for j in same if lengths[j] > BATCH_MAX_TOKENS]:
             if not group:
                 continue
-            S = int(lengths[group].max())
-            sub = Batch(
-                batch.input_ids[group, :S],
-                batch.token_type_ids[group, :S],
-                batch.attention_mask[group, :S],
-                [batch.tokens[j] for j in group],
-                [batch.word_ids[j] for j in group],
-                [batch.num_tokens[j] for j in group],
-            )
-            enc = model.forward(sub, output_attentions=True)
+            enc = model.forward(batch.rows(group), output_attentions=True)
             if len(enc.hidden_states) != L + 1:
                 raise MinibertError(
                     f"{ref['path']}: has {L + 1} hidden states ({L} layers) but the model has "
@@ -320,20 +311,25 @@ def _recompute(model, ref: dict) -> tuple[list, list, list, list, list[str]]:
 
 
 def _cosines(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """Cosine similarity of the rows of a and b (N, n); with ``groups`` (T,),
-    of the vectors formed by the entries that share a group, per column."""
-    if groups is None:
-        dot, na, nb = np.sum(a * b, axis=1), np.sum(a * a, axis=1), np.sum(b * b, axis=1)
-    else:
-        G = int(groups.max()) + 1 if groups.size else 0
-        dot, na, nb = (np.zeros((G, a.shape[1])) for _ in range(3))
-        np.add.at(dot, groups, a * b)
-        np.add.at(na, groups, a * a)
-        np.add.at(nb, groups, b * b)
-    denom = np.sqrt(na * nb)
-    both_zero = (na == 0) & (nb == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(both_zero, 1.0, dot / denom)
+    """Cosine similarity (:func:`minibert.pooling.cosine`) of the rows of a and b
+    (N, n); with ``groups`` (T,), of the vectors formed by the entries that share
+    a group, per column. Two zero vectors count as the same direction (1)."""
+    if groups is not None:
+        a, b = _by_group(a, groups), _by_group(b, groups)
+    both_zero = ~a.any(axis=-1) & ~b.any(axis=-1)
+    return np.where(both_zero, 1.0, cosine(a, b))
+
+
+def _by_group(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(T, n) entries -> (G, n, m): for each group and column, the vector of
+    its entries (m: the largest group), zero-padded, which changes no cosine."""
+    G, (T, n) = int(groups.max()) + 1 if groups.size else 0, x.shape
+    counts = np.bincount(groups, minlength=G)
+    order = np.argsort(groups, kind="stable")
+    place = np.arange(T) - np.repeat(np.cumsum(counts) - counts, counts)  # index inside its group
+    out = np.zeros((G, int(counts.max(initial=0)), n))
+    out[groups[order], place] = x[order]
+    return out.transpose(0, 2, 1)
 
 
 def _row(name: str, mine: np.ndarray, ref: np.ndarray, keep: np.ndarray, tol: float, groups=None) -> Row:

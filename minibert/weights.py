@@ -29,15 +29,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import FLOATS, Checkpoint, InMemory, Safetensors, describe, open_checkpoint, open_file
+from .checkpoint import InMemory, Safetensors, open_checkpoint, open_file
 from .config import Config
 from .errors import MinibertError
 from .ops import sinusoidal_positions
+from .tensorfile import FLOATS, Checkpoint, describe
 
 #: Name prefixes of task-head checkpoints (``BertForMaskedLM`` etc.), stripped.
 PREFIXES = ("bert.",)
@@ -46,33 +47,36 @@ PREFIXES = ("bert.",)
 RENAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
            (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias"))  # fmt: skip
 
-#: Embedding slot -> checkpoint name.
+#: Embedding slot (its place in :class:`EmbeddingWeights`) -> checkpoint name.
 EMBEDDING_NAMES = {
     "word": "embeddings.word_embeddings.weight",
     "position": "embeddings.position_embeddings.weight",
     "token_type": "embeddings.token_type_embeddings.weight",
-    "ln_gamma": "embeddings.LayerNorm.weight",
-    "ln_beta": "embeddings.LayerNorm.bias",
+    "ln.gamma": "embeddings.LayerNorm.weight",
+    "ln.beta": "embeddings.LayerNorm.bias",
 }
 
-#: Layer slot -> checkpoint name template ({i} = layer index).
+
+#: Layer slot -> checkpoint name template ({i} = layer index). A slot is the
+#: tensor's place in :class:`LayerWeights` (``ln_1.gamma`` is ``layer.ln_1.gamma``),
+#: named as the formulas of :mod:`minibert.ops` name it.
 LAYER_NAMES = {
-    "W_q": "encoder.layer.{i}.attention.self.query.weight",
-    "b_q": "encoder.layer.{i}.attention.self.query.bias",
-    "W_k": "encoder.layer.{i}.attention.self.key.weight",
-    "b_k": "encoder.layer.{i}.attention.self.key.bias",
-    "W_v": "encoder.layer.{i}.attention.self.value.weight",
-    "b_v": "encoder.layer.{i}.attention.self.value.bias",
-    "W_o": "encoder.layer.{i}.attention.output.dense.weight",
-    "b_o": "encoder.layer.{i}.attention.output.dense.bias",
-    "ln1_gamma": "encoder.layer.{i}.attention.output.LayerNorm.weight",
-    "ln1_beta": "encoder.layer.{i}.attention.output.LayerNorm.bias",
-    "W_1": "encoder.layer.{i}.intermediate.dense.weight",
-    "b_1": "encoder.layer.{i}.intermediate.dense.bias",
-    "W_2": "encoder.layer.{i}.output.dense.weight",
-    "b_2": "encoder.layer.{i}.output.dense.bias",
-    "ln2_gamma": "encoder.layer.{i}.output.LayerNorm.weight",
-    "ln2_beta": "encoder.layer.{i}.output.LayerNorm.bias",
+    "attention.W_q": "encoder.layer.{i}.attention.self.query.weight",
+    "attention.b_q": "encoder.layer.{i}.attention.self.query.bias",
+    "attention.W_k": "encoder.layer.{i}.attention.self.key.weight",
+    "attention.b_k": "encoder.layer.{i}.attention.self.key.bias",
+    "attention.W_v": "encoder.layer.{i}.attention.self.value.weight",
+    "attention.b_v": "encoder.layer.{i}.attention.self.value.bias",
+    "attention.W_o": "encoder.layer.{i}.attention.output.dense.weight",
+    "attention.b_o": "encoder.layer.{i}.attention.output.dense.bias",
+    "ln_1.gamma": "encoder.layer.{i}.attention.output.LayerNorm.weight",
+    "ln_1.beta": "encoder.layer.{i}.attention.output.LayerNorm.bias",
+    "ffn.W_1": "encoder.layer.{i}.intermediate.dense.weight",
+    "ffn.b_1": "encoder.layer.{i}.intermediate.dense.bias",
+    "ffn.W_2": "encoder.layer.{i}.output.dense.weight",
+    "ffn.b_2": "encoder.layer.{i}.output.dense.bias",
+    "ln_2.gamma": "encoder.layer.{i}.output.LayerNorm.weight",
+    "ln_2.beta": "encoder.layer.{i}.output.LayerNorm.bias",
 }
 
 #: The E -> H projection after the embeddings (ELECTRA, ALBERT): slot -> name.
@@ -99,41 +103,41 @@ class NameTable:
 
 
 DISTILBERT_LAYER_NAMES = {
-    "W_q": "transformer.layer.{i}.attention.q_lin.weight",
-    "b_q": "transformer.layer.{i}.attention.q_lin.bias",
-    "W_k": "transformer.layer.{i}.attention.k_lin.weight",
-    "b_k": "transformer.layer.{i}.attention.k_lin.bias",
-    "W_v": "transformer.layer.{i}.attention.v_lin.weight",
-    "b_v": "transformer.layer.{i}.attention.v_lin.bias",
-    "W_o": "transformer.layer.{i}.attention.out_lin.weight",
-    "b_o": "transformer.layer.{i}.attention.out_lin.bias",
-    "ln1_gamma": "transformer.layer.{i}.sa_layer_norm.weight",
-    "ln1_beta": "transformer.layer.{i}.sa_layer_norm.bias",
-    "W_1": "transformer.layer.{i}.ffn.lin1.weight",
-    "b_1": "transformer.layer.{i}.ffn.lin1.bias",
-    "W_2": "transformer.layer.{i}.ffn.lin2.weight",
-    "b_2": "transformer.layer.{i}.ffn.lin2.bias",
-    "ln2_gamma": "transformer.layer.{i}.output_layer_norm.weight",
-    "ln2_beta": "transformer.layer.{i}.output_layer_norm.bias",
+    "attention.W_q": "transformer.layer.{i}.attention.q_lin.weight",
+    "attention.b_q": "transformer.layer.{i}.attention.q_lin.bias",
+    "attention.W_k": "transformer.layer.{i}.attention.k_lin.weight",
+    "attention.b_k": "transformer.layer.{i}.attention.k_lin.bias",
+    "attention.W_v": "transformer.layer.{i}.attention.v_lin.weight",
+    "attention.b_v": "transformer.layer.{i}.attention.v_lin.bias",
+    "attention.W_o": "transformer.layer.{i}.attention.out_lin.weight",
+    "attention.b_o": "transformer.layer.{i}.attention.out_lin.bias",
+    "ln_1.gamma": "transformer.layer.{i}.sa_layer_norm.weight",
+    "ln_1.beta": "transformer.layer.{i}.sa_layer_norm.bias",
+    "ffn.W_1": "transformer.layer.{i}.ffn.lin1.weight",
+    "ffn.b_1": "transformer.layer.{i}.ffn.lin1.bias",
+    "ffn.W_2": "transformer.layer.{i}.ffn.lin2.weight",
+    "ffn.b_2": "transformer.layer.{i}.ffn.lin2.bias",
+    "ln_2.gamma": "transformer.layer.{i}.output_layer_norm.weight",
+    "ln_2.beta": "transformer.layer.{i}.output_layer_norm.bias",
 }
 
 ALBERT_LAYER_NAMES = {
-    "W_q": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.query.weight",
-    "b_q": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.query.bias",
-    "W_k": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.key.weight",
-    "b_k": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.key.bias",
-    "W_v": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.value.weight",
-    "b_v": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.value.bias",
-    "W_o": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.dense.weight",
-    "b_o": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.dense.bias",
-    "ln1_gamma": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.LayerNorm.weight",
-    "ln1_beta": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.LayerNorm.bias",
-    "W_1": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn.weight",
-    "b_1": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn.bias",
-    "W_2": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn_output.weight",
-    "b_2": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn_output.bias",
-    "ln2_gamma": "encoder.albert_layer_groups.{g}.albert_layers.{j}.full_layer_layer_norm.weight",
-    "ln2_beta": "encoder.albert_layer_groups.{g}.albert_layers.{j}.full_layer_layer_norm.bias",
+    "attention.W_q": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.query.weight",
+    "attention.b_q": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.query.bias",
+    "attention.W_k": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.key.weight",
+    "attention.b_k": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.key.bias",
+    "attention.W_v": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.value.weight",
+    "attention.b_v": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.value.bias",
+    "attention.W_o": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.dense.weight",
+    "attention.b_o": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.dense.bias",
+    "ln_1.gamma": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.LayerNorm.weight",
+    "ln_1.beta": "encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.LayerNorm.bias",
+    "ffn.W_1": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn.weight",
+    "ffn.b_1": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn.bias",
+    "ffn.W_2": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn_output.weight",
+    "ffn.b_2": "encoder.albert_layer_groups.{g}.albert_layers.{j}.ffn_output.bias",
+    "ln_2.gamma": "encoder.albert_layer_groups.{g}.albert_layers.{j}.full_layer_layer_norm.weight",
+    "ln_2.beta": "encoder.albert_layer_groups.{g}.albert_layers.{j}.full_layer_layer_norm.bias",
 }
 
 BERT_LAYER_ID = r"encoder\.layer\.(\d+)\."
@@ -206,24 +210,42 @@ def layer_map(config: Config) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class LayerNormWeights:
+    """LayerNorm's gamma (scale) and beta (shift): (H,) each, or (E,) for the
+    embeddings' (:func:`minibert.ops.layer_norm`)."""
+
+    gamma: np.ndarray
+    beta: np.ndarray
+
+
+@dataclass(frozen=True)
 class EmbeddingWeights:
     """word (V, E), position (P, E), token_type (T, E) or None (DistilBERT),
-    LayerNorm gamma/beta (E,); W_proj (E, H) and b_proj (H,) project the
-    embeddings to the hidden size (ELECTRA, ALBERT), else None. E = H for BERT."""
+    ln: the embeddings' LayerNorm (E,); W_proj (E, H) and b_proj (H,) project the
+    embeddings to the hidden size (ELECTRA, ALBERT), else None. E = H for BERT.
+    (:func:`minibert.ops.embed`)"""
 
     word: np.ndarray
     position: np.ndarray
     token_type: np.ndarray | None
-    ln_gamma: np.ndarray
-    ln_beta: np.ndarray
+    ln: LayerNormWeights
     W_proj: np.ndarray | None = None
     b_proj: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
-class LayerWeights:
-    """One encoder layer. W_q, W_k, W_v, W_o: (H, H); W_1: (H, I); W_2: (I, H)
-    (all ``(in, out)``); biases and LayerNorm gamma/beta 1-D."""
+class AttentionWeights:
+    """Multi-head attention (:func:`minibert.ops.multi_head_attention`):
+    W_q, W_k, W_v, W_o (H, H), ``(in, out)``; b_q, b_k, b_v, b_o (H,); the
+    h heads of d = ``head_size`` are column blocks of W_q, W_k, W_v.
+
+    Also the fast path's layout (:mod:`minibert.fast`), built here, once:
+    W_qkv (H, 3H) = [W_q / sqrt(d) | W_k | W_v] and b_qkv (3H,) =
+    [b_q / sqrt(d) | b_k | b_v]. W_k, W_v, b_k and b_v are then views into
+    them, so the two layouts share every array but the scaled Q block
+    (H^2 + H numbers per layer). Derived in ``__post_init__``: a record made
+    with ``dataclasses.replace`` gets its own.
+    """
 
     W_q: np.ndarray
     b_q: np.ndarray
@@ -233,14 +255,50 @@ class LayerWeights:
     b_v: np.ndarray
     W_o: np.ndarray
     b_o: np.ndarray
-    ln1_gamma: np.ndarray
-    ln1_beta: np.ndarray
+    head_size: int
+    W_qkv: np.ndarray = field(init=False, repr=False)
+    b_qkv: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        H = self.W_q.shape[0]
+        s = np.asarray(1 / np.sqrt(self.head_size), self.W_q.dtype)
+        W_qkv = np.empty((H, 3 * H), self.W_q.dtype)
+        b_qkv = np.empty(3 * H, self.b_q.dtype)
+        W_qkv[:, :H], W_qkv[:, H : 2 * H], W_qkv[:, 2 * H :] = self.W_q * s, self.W_k, self.W_v
+        b_qkv[:H], b_qkv[H : 2 * H], b_qkv[2 * H :] = self.b_q * s, self.b_k, self.b_v
+        fused = {"W_qkv": W_qkv, "b_qkv": b_qkv, "W_k": W_qkv[:, H : 2 * H], "W_v": W_qkv[:, 2 * H :],
+                 "b_k": b_qkv[H : 2 * H], "b_v": b_qkv[2 * H :]}  # fmt: skip
+        for name, value in fused.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
+
+
+@dataclass(frozen=True)
+class FeedForwardWeights:
+    """The position-wise FFN (:func:`minibert.ops.feed_forward`): W_1 (H, I),
+    b_1 (I,), W_2 (I, H), b_2 (H,), ``(in, out)``."""
+
     W_1: np.ndarray
     b_1: np.ndarray
     W_2: np.ndarray
     b_2: np.ndarray
-    ln2_gamma: np.ndarray
-    ln2_beta: np.ndarray
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One post-LN encoder layer, grouped as :func:`minibert.ops.encoder_layer`
+    reads it: ``attention``, then ``ln_1``, then ``ffn``, then ``ln_2``."""
+
+    attention: AttentionWeights
+    ln_1: LayerNormWeights
+    ffn: FeedForwardWeights
+    ln_2: LayerNormWeights
+
+
+def slot(record, path: str) -> np.ndarray | None:
+    """The array at a slot path of a record: ``slot(layer, "ln_1.gamma")``."""
+    for name in path.split("."):
+        record = getattr(record, name)
+    return record
 
 
 @dataclass(frozen=True)
@@ -250,7 +308,7 @@ class Weights:
     ``layers`` are the distinct layers the checkpoint stores and
     ``layer_map[i]`` the one encoder step i runs: ``layers[layer_map[i]]``
     (0, 1, ..., L-1 except for ALBERT, which shares layers). ``names`` maps each slot
-    (``"embeddings.word"``, ``"layer.0.W_q"``) to the checkpoint tensor it came
+    (``"embeddings.word"``, ``"layer.0.attention.W_q"``) to the checkpoint tensor it came
     from; ``ignored`` lists checkpoint tensors the encoder does not use;
     ``checkpoint_shapes`` and ``source_dtypes`` describe every tensor of the
     file as stored; ``format`` says what the weights file was (safetensors,
@@ -269,10 +327,10 @@ class Weights:
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter count per part: embeddings, each distinct layer, total."""
-        emb = (getattr(self.embeddings, f.name) for f in fields(EmbeddingWeights))
+        emb = (slot(self.embeddings, path) for path in (*EMBEDDING_NAMES, "W_proj", "b_proj"))
         counts = {"embeddings": sum(t.size for t in emb if t is not None)}
         for i, layer in enumerate(self.layers):
-            counts[f"layer.{i}"] = sum(getattr(layer, f.name).size for f in fields(LayerWeights))
+            counts[f"layer.{i}"] = sum(slot(layer, path).size for path in LAYER_NAMES)
         counts["total"] = sum(counts.values())
         return counts
 
@@ -284,16 +342,16 @@ def _expected_shapes(config: Config) -> tuple[dict, dict]:
         "word": (config.vocab_size, E),
         "position": (config.max_position_embeddings, E),
         "token_type": (config.type_vocab_size, E),
-        "ln_gamma": (E,),
-        "ln_beta": (E,),
+        "ln.gamma": (E,),
+        "ln.beta": (E,),
         "W_proj": (H, E),
         "b_proj": (H,),
     }
-    layer = {name: (H, H) for name in ("W_q", "W_k", "W_v", "W_o")}
-    layer |= {name: (H,) for name in ("b_q", "b_k", "b_v", "b_o", "b_2")}
-    layer |= {"ln1_gamma": (H,), "ln1_beta": (H,), "ln2_gamma": (H,), "ln2_beta": (H,)}
-    layer |= {"W_1": (I, H), "b_1": (I,), "W_2": (H, I)}
-    return emb, layer
+    layer = {f"attention.{name}": (H, H) for name in ("W_q", "W_k", "W_v", "W_o")}
+    layer |= {f"attention.{name}": (H,) for name in ("b_q", "b_k", "b_v", "b_o")}
+    layer |= {f"{ln}.{name}": (H,) for ln in ("ln_1", "ln_2") for name in ("gamma", "beta")}
+    layer |= {"ffn.W_1": (I, H), "ffn.b_1": (I,), "ffn.W_2": (H, I), "ffn.b_2": (H,)}
+    return emb, {slot: layer[slot] for slot in LAYER_NAMES}  # the layer's order: attention, ln_1, ffn, ln_2
 
 
 def canonical_name(name: str, prefixes: tuple[str, ...] = PREFIXES) -> str:
@@ -362,6 +420,11 @@ class _Plan:
     ignored: tuple[str, ...]
 
 
+def _is_linear(slot: str) -> bool:
+    """A ``Linear`` weight (``attention.W_q``, ``W_proj``): stored ``(out, in)``, transposed at load."""
+    return slot.rsplit(".", 1)[-1].startswith("W_")
+
+
 def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
     """Every tensor the encoder needs, checked from the header alone: present
     (and not twice), the shape config.json implies, floating point; and no
@@ -412,11 +475,11 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
     if config.embedding_size != config.hidden_size or table.projection.get("W_proj") in by_name:
         emb_names |= table.projection
     for k, name in emb_names.items():
-        want(name, emb_shapes[k], k.startswith("W_"), f"embeddings.{k}")
+        want(name, emb_shapes[k], _is_linear(k), f"embeddings.{k}")
     known = set()
     for k, keys in enumerate(_distinct_layer_keys(config)):
         for slot, shape in layer_shapes.items():
-            want(table.layer[slot].format(**keys), shape, slot.startswith("W_"), f"layer.{k}.{slot}")
+            want(table.layer[slot].format(**keys), shape, _is_linear(slot), f"layer.{k}.{slot}")
         known.add(tuple(keys.values()))
     found = {tuple(int(g) for g in m.groups()) for c in by_name if (m := re.match(table.layer_id, c))}
     if extra := sorted(found - known):
@@ -453,17 +516,29 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
     emb = {k: values.pop(f"embeddings.{k}") for k in plan.embeddings}
     if "position" not in emb:
         emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
-    emb.setdefault("token_type", None)
-    slots = [f.name for f in fields(LayerWeights)]
-    layers = tuple(
-        LayerWeights(**{slot: values.pop(f"layer.{k}.{slot}") for slot in slots})
-        for k in range(plan.num_layers)
+    ln = LayerNormWeights(emb["ln.gamma"], emb["ln.beta"])
+    embeddings = EmbeddingWeights(
+        emb["word"], emb["position"], emb.get("token_type"), ln, emb.get("W_proj"), emb.get("b_proj")
     )
+    layers = tuple(_layer(values, f"layer.{k}.", config.head_size) for k in range(plan.num_layers))
     return Weights(
-        EmbeddingWeights(**emb), layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
+        embeddings, layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
         {name: info.shape for name, info in infos.items()},
         {name: info.dtype for name, info in infos.items()},
         layer_map(config), checkpoint.format, checkpoint.files,
+    )  # fmt: skip
+
+
+def _layer(values: dict[str, np.ndarray], prefix: str, head_size: int) -> LayerWeights:
+    """One layer's record from its slots (``prefix`` + ``attention.W_q``, ...),
+    taking each out of ``values`` so its array is held once."""
+
+    def group(name: str) -> dict[str, np.ndarray]:  # "ffn." -> {"W_1": ..., "b_1": ..., ...}
+        return {path[len(name) :]: values.pop(prefix + path) for path in LAYER_NAMES if path.startswith(name)}
+
+    return LayerWeights(
+        AttentionWeights(**group("attention."), head_size=head_size), LayerNormWeights(**group("ln_1.")),
+        FeedForwardWeights(**group("ffn.")), LayerNormWeights(**group("ln_2.")),
     )  # fmt: skip
 
 

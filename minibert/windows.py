@@ -27,9 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinibertError
-from .fast import threads
-from .model import Encoding, Model, NonFiniteError, batch_fields, first_non_finite, forward
-from .words import select_layers
+from .layers import resolve_layers
+from .model import Encoding, Model, NonFiniteError
 
 
 def window_starts(n: int, size: int, stride: int) -> np.ndarray:
@@ -102,7 +101,7 @@ def encode_long(
     if not _is_int(batch_size) or batch_size < 1:
         raise MinibertError(f"batch_size must be a positive integer, got {batch_size!r}")
     window, stride, batch_size = int(window), None if stride is None else int(stride), int(batch_size)
-    keep = select_layers(model.num_layers + 1, layers)
+    keep = resolve_layers(layers, model.num_layers + 1)
     full = model.tokenizer(texts, None, None)  # every token, nothing truncated
     B, N_max = full.input_ids.shape
     H = model.config.hidden_size
@@ -114,13 +113,11 @@ def encode_long(
 
     def run() -> None:
         """Forward the pending windows and copy each one's tokens into place."""
-        ids, types, mask = _window_batch(full, [p[0] for p in pending], [p[1] for p in pending],
-                                         model.tokenizer.pad_id)  # fmt: skip
-        with threads(model.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            hidden, _, _ = forward(model.weights, model.config, ids, types, mask, impl=model.impl)
-        bad = first_non_finite(hidden, mask)
-        if bad is not None:
-            raise NonFiniteError(pending[bad[0]][0], bad[1])
+        windows = full.gather([p[0] for p in pending], [p[1] for p in pending], model.tokenizer.pad_id)
+        try:
+            hidden = model.forward(windows).hidden_states
+        except NonFiniteError as e:  # name the text, not the window
+            raise NonFiniteError(pending[e.text][0], e.layer) from None
         for row, (b, _, t0, t1, shift) in enumerate(pending):
             for i in keep:
                 states[i][b, t0:t1] = hidden[i][row, t0 - shift : t1 - shift]  # (t1 - t0, H)
@@ -141,10 +138,7 @@ def encode_long(
             run()
     else:
         chosen = [np.zeros(0, np.int64) for _ in range(B)]
-    return Encoding(
-        full.input_ids, full.token_type_ids, full.attention_mask, tuple(states), None,
-        windows=chosen, **batch_fields(full),
-    )  # fmt: skip
+    return Encoding(full, tuple(states), windows=chosen)
 
 
 def _is_int(x) -> bool:
@@ -188,16 +182,3 @@ def _plan(N: int, sequence_ids: list[int | None], window: int, stride: int | Non
     # Window w holds content token j at column p + j - s_w, i.e. token t = p + j at t - s_w; its
     # leading specials (window 0, s = 0) and trailing ones (the last window, s = n - L) fit the rule.
     return list(gather), which, starts
-
-
-def _window_batch(full, rows: list[int], cols: list[np.ndarray], pad_id: int):
-    """Windows -> (W, S) ids, type ids and mask, right-padded to the longest."""
-    S = max(len(c) for c in cols)
-    ids = np.full((len(rows), S), pad_id, dtype=np.int64)
-    types = np.zeros((len(rows), S), dtype=np.int64)
-    mask = np.zeros((len(rows), S), dtype=np.int64)
-    for i, (b, c) in enumerate(zip(rows, cols, strict=True)):
-        ids[i, : len(c)] = full.input_ids[b, c]
-        types[i, : len(c)] = full.token_type_ids[b, c]
-        mask[i, : len(c)] = 1
-    return ids, types, mask

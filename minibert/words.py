@@ -30,6 +30,7 @@ from itertools import chain
 import numpy as np
 
 from .errors import MinibertError
+from .layers import resolve_layers
 from .model import Encoding
 
 HOWS = ("first", "last", "mean", "first_last")
@@ -70,38 +71,16 @@ class Words:
         return self.words[b], self.vectors[:, lo:hi]
 
 
-def select_layers(num_states: int, layers: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...]:
-    """Hidden-state indices, negatives counted from the end (-1: last layer).
-
-    ``layers``: None (all), one int, or a list/tuple/array of ints; anything
-    else (a bool, a float, a string) is a MinibertError naming it."""
-    if layers is None:
-        return tuple(range(num_states))
-    if isinstance(layers, (int, np.integer)) and not isinstance(layers, (bool, np.bool_)):
-        layers = [layers]
-    elif isinstance(layers, (str, bytes, dict, set)) or not hasattr(layers, "__iter__"):
-        raise MinibertError(f"layers must be an int or a list of ints, got {type(layers).__name__}")
-    out = []
-    for i in layers:
-        if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
-            raise MinibertError(f"layers must be ints, got {i!r}")
-        if not -num_states <= i < num_states:
-            raise MinibertError(
-                f"layer {i!r} out of range: there are {num_states} hidden states (0..{num_states - 1})"
-            )
-        out.append(int(i) % num_states)
-    return tuple(out)
-
-
 def _flat(per_text: list[list], none: int = -1) -> np.ndarray:
     """Per-text lists of ints or None -> one int64 array, None -> ``none``."""
     n = sum(len(x) for x in per_text)
     return np.fromiter((none if v is None else v for v in chain.from_iterable(per_text)), np.int64, n)
 
 
-def words(enc: Encoding, how: str = "first", layers: int | list[int] | None = None) -> Words:
+def words(enc: Encoding, how: str = "first", layers: int | list[int] | str | None = None) -> Words:
     """One vector per word of every text, for each of ``layers`` (default:
-    all hidden states, 0 = embeddings), pooled from its pieces by ``how``.
+    all hidden states, 0 = embeddings; any form :func:`minibert.layers.resolve_layers`
+    takes), pooled from its pieces by ``how``.
 
     Works on any Encoding that kept its texts: ``Model.encode`` (truncated
     words keep the pieces that survived) and :func:`minibert.encode_long`.
@@ -110,7 +89,7 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | None = No
         raise MinibertError(f"enc must be a minibert.Encoding (from Model.encode), got {type(enc).__name__}")
     if not isinstance(how, str) or how not in HOWS:
         raise MinibertError(f"how must be one of {', '.join(HOWS)}, got {how!r}")
-    layers = select_layers(len(enc.hidden_states), layers)
+    layers = tuple(resolve_layers(layers, len(enc.hidden_states)))
     missing = [i for i in layers if enc.hidden_states[i] is None]
     if missing:
         raise MinibertError(f"layer {missing[0]} was not kept in this Encoding (encode_long's layers=)")

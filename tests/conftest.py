@@ -124,6 +124,16 @@ def random_model(
     return Model(config, weights, tokenizer, TINY_BERT, dtype)
 
 
+def variant(model, impl: str = "fast", threads: int | None = None):
+    """Another Model on the same loaded weights and tokenizer, with its own
+    ``impl`` and ``threads`` (session fixtures stay untouched)."""
+    from minibert.model import Model
+
+    other = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype), model.sentence)
+    other.impl, other.threads = impl, threads
+    return other
+
+
 def id_batch(lengths, vocab_size: int = 50, seed: int = 0):
     """A right-padded :class:`minibert.Batch` of random token ids with the given lengths."""
     import numpy as np

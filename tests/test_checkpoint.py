@@ -217,7 +217,7 @@ def test_float64_storages_load_in_either_dtype(tmp_path):
     assert set(m64.weights.source_dtypes.values()) == {"F64"}
     assert_array_equal(m64.weights.embeddings.word, arrays["embeddings.word_embeddings.weight"])
     W_1 = arrays["encoder.layer.0.intermediate.dense.weight"].T.astype(np.float32)
-    assert_array_equal(minibert.load(d).weights.layers[0].W_1, W_1)
+    assert_array_equal(minibert.load(d).weights.layers[0].ffn.W_1, W_1)
 
 
 # --------------------------------------------------------------------------- reading only what is used

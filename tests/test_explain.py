@@ -1,5 +1,6 @@
-"""``minibert explain``: the walkthrough runs, every check passes, bad
-arguments give one line and exit 2, and a broken formula is caught."""
+"""``minibert explain``: every step's checks pass, the numbers shown are the
+right slice of the trace, a broken formula is caught, bad arguments name
+themselves, and the rendered text is the text of before."""
 
 from __future__ import annotations
 
@@ -9,87 +10,168 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from numpy.testing import assert_array_equal
 
+import minibert
 from minibert import cli, ops
-from minibert.explain import explain
+from minibert.errors import MinibertError
+from minibert.explain import Check, explain, render
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECK = re.compile(r"^  check: (.+?) \.+ max err\s+(\S+) (ok|FAIL)$")
+GOLDEN = ROOT / "tests" / "data" / "explain"
+FAMILY_MODELS = sorted(p.parent for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors"))
+#: Every step, in order: the header, then the numbered formulas.
+NUMBERS = ["1.", "2.", "3.", "3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11",
+           "3.12", "4.", "5."]  # fmt: skip
 
 
-def _checks(text: str) -> list[tuple[str, float, str]]:
-    found = []
-    for line in text.splitlines():
-        if line.startswith("  check:"):
-            m = CHECK.match(line)
-            assert m, f"malformed check line: {line!r}"
-            found.append((m[1], float(m[2]), m[3]))
-    return found
-
-
-def _assert_walkthrough(text: str, num_layers: int) -> None:
-    assert "\033[" not in text, "colour codes written to a non-terminal"
-    wide = [line for line in text.splitlines() if len(line) > 80]
-    assert not wide, f"lines wider than 80 columns: {wide}"
-    checks = _checks(text)
-    assert len(checks) >= 25, checks
-    bad = [c for c in checks if c[2] != "ok"]
-    assert not bad, bad
-    for what in (
-        "rows of P sum to 1",
-        "get weight 0",
-        "residual_1 = X + MultiHead(X)",
-        "before gamma, beta = 1",
-    ):
-        assert any(what in c[0] for c in checks), what
-    # the closing table lists every layer
-    for i in range(1, num_layers + 1):
-        assert re.search(rf"^\s+{i}\s+encoder layer {i}\s+-?\d\.\d{{4}}", text, re.M), i
-    assert re.search(r"^all \d+ checks ok", text, re.M)
+def check(result, what: str) -> Check:
+    found = [c for c in result.checks if c.what == what]
+    assert len(found) == 1, (what, [c.what for c in result.checks])
+    return found[0]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_explain_real_model(real_model_dir, capsys, dtype):
-    rc = cli.main(["explain", "--model", str(real_model_dir), "--dtype", dtype, "The cat sat on the mat.",
-                   "--layer", "3", "--head", "5", "--token", "cat"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    _assert_walkthrough(out, 6)
-    assert "<- token T" in out and 'token 2 "cat"' in out
-    assert "Encoder layer 3 of 6" in out and "head 5" in out
-    if dtype == "float64":  # float64 recomputations agree to rounding
-        assert max(err for _, err, _ in _checks(out)) < 1e-10
+def test_every_step_is_checked_on_the_real_model(request, dtype):
+    model = request.getfixturevalue("real_model" if dtype == "float32" else "real_model64")
+    result = explain(model, "The cat sat on the mat.", layer=3, head=5, token="cat")
+    assert [s.title.split(" ")[0] for s in result.steps[1:]] == NUMBERS
+    assert result.ok, [c for c in result.checks if not c.ok]
+    assert len(result.checks) == 26
+    for step in ("2.", "3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12"):
+        assert result.step(step).checks, f"step {step} checks nothing"
+    # float32: rounding (observed <= 4e-6); float64: agreement to rounding (observed <= 1e-13)
+    assert max(c.error for c in result.checks) < (1e-4 if dtype == "float32" else 1e-10)
+    assert (
+        check(result, "padded keys (2) get weight 0").error
+        == 0
+        == check(result, "padded keys (2) get weight 0").tol
+    )
+    assert (
+        result.step("3.").title
+        == "3. Encoder layer 3 of 6: input X = hidden_states[2], output hidden_states[3]"
+    )
 
 
-def test_explain_tiny_model(tiny_model_dir, capsys):
-    rc = cli.main(["explain", "--model", str(tiny_model_dir), "hello world", "--layer", "-1"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    _assert_walkthrough(out, minibert_layers(tiny_model_dir))
-
-
-FAMILY_MODELS = sorted(p.parent for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors"))
+def test_the_numbers_shown_are_the_chosen_head_and_token(real_model):
+    """Layer 2, head 3, token "sat" (position 3): each shown vector is that slice of an
+    independent traced pass, and the output step shows hidden_states[2]."""
+    result = explain(real_model, "The cat sat on the mat.", layer=2, head=3, token="sat", pad=0)
+    enc = real_model.encode(["The cat sat on the mat."], trace=True)
+    t = enc.trace.layers[1]
+    for step, label, want in [
+        ("2.", "word", enc.trace.embeddings.word[0, 3]),
+        ("3.1", "q", t.attention.q[0, 3, 3]),
+        ("3.1", "v", t.attention.v[0, 3, 3]),
+        ("3.2", "scores", t.attention.scores[0, 3, 3]),
+        ("3.4", "P", t.attention.probs[0, 3, 3]),
+        ("3.5", "context", t.attention.context[0, 3, 3]),
+        ("3.7", "MultiHead", t.attention.output[0, 3]),
+        ("3.10", "ffn_act", t.ffn.act[0, 3]),
+        ("3.12", "ln_2", t.ln_2[0, 3]),
+        ("4.", "layer 2", enc.hidden_states[2][0, 3]),
+    ]:
+        assert_array_equal(result.step(step).shown[label], want, err_msg=f"{step} {label}")
+    assert "padding positions" not in result.text  # pad=0: nothing to check
+    assert not any("padding positions" in c.what for c in result.checks)
 
 
 @pytest.mark.parametrize("path", FAMILY_MODELS, ids=lambda p: p.name)
-def test_explain_every_tiny_family(path):
+def test_every_tiny_family(path):
     """Every committed tiny model (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT,
     bf16/fp16 weights, gelu_new): the walkthrough's checks all pass."""
-    import minibert
-
     model = minibert.load(path)
     result = explain(model, "hello world, this is a test", layer=-1)
     assert result.ok, [c for c in result.checks if not c.ok]
-    assert all(len(line) <= 80 for line in result.text.splitlines())
-    if model.weights.embeddings.W_proj is not None:
-        assert any(c.what == "x = e W_proj + b_proj, float64" for c in result.checks)
+    assert all(len(line) <= 80 for line in render(result).splitlines())
+    projected = model.weights.embeddings.W_proj is not None
+    assert any(c.what == "x = e W_proj + b_proj, float64" for c in result.checks) == projected
 
 
-def minibert_layers(path: Path) -> int:
-    import json
+def test_a_wrong_formula_fails_its_check(real_model, monkeypatch):
+    """The checks can fail: swap exact GELU for its tanh approximation in the
+    forward pass and the independent math.erf recomputation flags it, alone."""
+    monkeypatch.setitem(ops.ACTIVATIONS, "gelu", ops.gelu_tanh)
+    result = explain(real_model, "The cat sat on the mat.", layer=1)
+    failed = [c.what for c in result.checks if not c.ok]
+    assert failed == ["gelu recomputed with math, float64"], failed
+    assert not result.ok and check(result, "gelu recomputed with math, float64").error > 1e-4
+    assert "1 of 26 checks FAILED" in render(result).splitlines()[-1]
 
-    return json.loads((path / "config.json").read_text())["num_hidden_layers"]
+
+def test_a_wrong_layer_norm_fails_its_checks(tiny_model, monkeypatch):
+    """LayerNorm without its epsilon-free variance (a mean of squares about 0, not
+    about the mean) is caught by the float64 recomputation of both LayerNorms."""
+    real = ops.layer_norm
+
+    def wrong(x, gamma, beta, eps):
+        return gamma * (x / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + eps)) + beta
+
+    monkeypatch.setattr(ops, "layer_norm", wrong)
+    result = explain(tiny_model, "hello world", layer=1)
+    monkeypatch.setattr(ops, "layer_norm", real)
+    failed = {c.what for c in result.checks if not c.ok}
+    assert {"e = LayerNorm(sum), float64", "ln_1 = LayerNorm(residual_1), float64",
+            "ln_2 = LayerNorm(residual_2), float64"} <= failed, failed  # fmt: skip
+
+
+def test_render_colours_only_when_asked(tiny_model):
+    result = explain(tiny_model, "hello", layer=1, pad=0)
+    plain, coloured = render(result), render(result, color=True)
+    assert "\033[" not in plain and plain == result.text
+    assert "\033[32mok\033[0m" in coloured and "\033[1m3.4 P = softmax" in coloured
+    assert re.sub(r"\033\[[0-9;]*m", "", coloured) == plain
+
+
+@pytest.mark.parametrize(
+    "name, model, dtype, kwargs",
+    [
+        ("tiny-bert-float32-color.txt", "tiny-bert", "float32",
+         dict(text="hello world, this is a test", layer=-1, head=1, token="world", pad=2)),
+        ("tiny-electra-float64.txt", "tiny-electra", "float64",
+         dict(text="hello world", layer=1, head=2, pad=3)),
+    ],
+)  # fmt: skip
+def test_rendering_is_the_text_of_before(name, model, dtype, kwargs):
+    """The one golden comparison: the renderer prints, byte for byte, what
+    explain printed before its steps became data (tests/data/explain/README.md:
+    files written by the code of commit ebe7da9, not by this code)."""
+    m = minibert.load(ROOT / "tests" / "data" / model, dtype)
+    result = explain(m, **kwargs)
+    got = render(result, color="color" in name) + "\n"
+    assert got == (GOLDEN / name).read_text(encoding="utf-8")
+
+
+def test_text_at_the_length_limit(tiny_model):
+    """A text truncated to max_position_embeddings leaves no room for the
+    demonstration padding: none is added, and every check still passes."""
+    result = explain(tiny_model, "hello world " * 100, layer=1, token=-1)
+    assert result.ok
+    assert result.step("1.").title == f"1. Tokens: {tiny_model.max_length} real + 0 padding (mask 0), S = 64"
+    assert not any("padding positions" in c.what for c in result.checks)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(layer=7), "layer 7 is out of range: valid are 1..6 (or -6..-1)"),
+        (dict(layer=0), "layer 0 is out of range"),
+        (dict(layer="2"), "layer must be an integer"),
+        (dict(head=12), "head 12 is out of range: this model has heads 0..11"),
+        (dict(head=1.0), "head must be an integer"),
+        (dict(token=99), "token 99 is out of range: the text has 4 tokens (0..3)"),
+        (dict(token="zebra"), "token 'zebra' is not one of the text's tokens: [CLS] hello world [SEP]"),
+        (dict(text="  "), "the text to explain is empty"),
+    ],
+)
+def test_bad_arguments_name_the_argument(real_model, kwargs, message):
+    kwargs = {"text": "hello world"} | kwargs
+    with pytest.raises(MinibertError) as e:
+        explain(real_model, **kwargs)
+    assert str(e.value).startswith(message.split(" ")[0] if "empty" not in message else "the text")
+    assert message in str(e.value) and "--" not in str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +184,7 @@ def minibert_layers(path: Path) -> int:
         (["--token", "zebra"], "--token 'zebra' is not one of the text's tokens"),
     ],
 )
-def test_explain_bad_arguments(real_model_dir, capsys, args, message):
+def test_cli_bad_arguments_name_the_option(real_model_dir, capsys, args, message):
     rc = cli.main(["explain", "--model", str(real_model_dir), "hello world", *args])
     captured = capsys.readouterr()
     assert rc == 2
@@ -111,22 +193,12 @@ def test_explain_bad_arguments(real_model_dir, capsys, args, message):
     assert len(lines) == 1 and lines[0].startswith("minibert: error: ") and message in lines[0], lines
 
 
-def test_explain_catches_a_wrong_formula(real_model, monkeypatch):
-    """The checks can fail: swap exact GELU for its tanh approximation in the
-    forward pass and the independent math.erf recomputation flags it."""
+def test_cli_prints_the_walk_and_exits_1_on_a_failed_check(tiny_model_dir, capsys, monkeypatch):
+    assert cli.main(["explain", "--model", str(tiny_model_dir), "hello world", "--layer", "-1"]) == 0
+    out = capsys.readouterr().out
+    assert out == render(explain(minibert.load(tiny_model_dir), "hello world", layer=-1)) + "\n"
     monkeypatch.setitem(ops.ACTIVATIONS, "gelu", ops.gelu_tanh)
-    result = explain(real_model, "The cat sat on the mat.", layer=1)
-    failed = [c.what for c in result.checks if not c.ok]
-    assert failed == ["gelu recomputed with math, float64"], failed
-    assert not result.ok and "checks FAILED" in result.text
-
-
-def test_explain_colour_only_when_asked(real_model):
-    plain = explain(real_model, "hello", layer=1, pad=0)
-    coloured = explain(real_model, "hello", layer=1, pad=0, color=True)
-    assert "\033[" not in plain.text
-    assert "\033[32mok\033[0m" in coloured.text
-    assert "padding positions" not in plain.text  # pad=0: no padding, no padding check
+    assert cli.main(["explain", "--model", str(tiny_model_dir), "hello world"]) == 1
 
 
 def test_explain_console_script(real_model_dir):
@@ -137,13 +209,5 @@ def test_explain_console_script(real_model_dir):
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    _assert_walkthrough(proc.stdout, 6)
-
-
-def test_explain_text_at_the_length_limit(tiny_model):
-    """A text truncated to max_position_embeddings leaves no room for the
-    demonstration padding: none is added, and every check still passes."""
-    result = explain(tiny_model, "hello world " * 100, layer=1, token=-1)
-    assert result.ok, result.text
-    assert f"1. Tokens: {tiny_model.max_length} real + 0 padding" in result.text
-    assert "padding positions change no real token" not in result.text
+    assert "\033[" not in proc.stdout
+    assert re.search(r"^all 26 checks ok \(tolerance 0.0001 for float32", proc.stdout, re.M)

@@ -274,7 +274,7 @@ def test_albert_groups_follow_transformers_rule():
     assert len(m.weights.layers) == 4
     assert m.weights.layer_map == (0, 1, 0, 1, 2, 3)
     assert (
-        m.weights.names["layer.3.W_q"]
+        m.weights.names["layer.3.attention.W_q"]
         == "encoder.albert_layer_groups.1.albert_layers.1.attention.query.weight"
     )
 

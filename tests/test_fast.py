@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, REFERENCE, TINY_BERT, id_batch, random_model
+from conftest import DATA, REFERENCE, TINY_BERT, id_batch, random_model, variant
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
@@ -37,13 +37,6 @@ TEXTS = [
     "北京欢迎你 🎉",
     "The quick brown fox jumps over the lazy dog.",
 ]
-
-
-def variant(model: Model, impl: str, threads: int | None = None) -> Model:
-    """The same loaded weights, with another impl/threads (fixtures stay untouched)."""
-    other = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype), model.sentence)
-    other.impl, other.threads = impl, threads
-    return other
 
 
 def encode_both(model: Model, threads: int | None = None):
@@ -211,19 +204,6 @@ def test_default_is_fast_and_bad_impl_is_an_error(tiny_model):
         variant(tiny_model, "quick").encode(["hi"])
 
 
-def test_fast_weights_are_built_once_per_model(tiny_model):
-    w = tiny_model.weights
-    first = fast.prepare(w, tiny_model.config)
-    assert fast.prepare(w, tiny_model.config) is first
-    layer, fused = w.layers[0], first.layers[0]
-    H = tiny_model.config.hidden_size
-    d = H // tiny_model.config.num_attention_heads
-    assert fused.W_qkv.shape == (H, 3 * H) and fused.W_qkv.flags.c_contiguous
-    assert_allclose(fused.W_qkv[:, :H], layer.W_q / np.sqrt(d), rtol=1e-6)
-    assert_array_equal(fused.W_qkv[:, H:], np.concatenate([layer.W_k, layer.W_v], axis=1))
-    assert fused.W_1 is layer.W_1  # the rest is shared, not copied
-
-
 def test_fast_path_imports_no_framework():
     script = (
         "import sys, minibert\n"
@@ -301,6 +281,7 @@ def check_erf32(bits: np.ndarray) -> int:
     return int(u.max())
 
 
+@pytest.mark.slow
 def test_erf32_dense_sweep_over_all_float32():
     """Every 127th float32 bit pattern, positive and negative, from the
     smallest subnormal to the largest finite value (about 34 million values,
@@ -403,32 +384,6 @@ def test_threads_are_honoured(tiny_model, monkeypatch):
     assert blas_threads_now() == before
 
 
-def test_threads_none_follows_the_blas_setting(tiny_model, monkeypatch):
-    """threads=None uses as many threads as NumPy's BLAS is set to (so a caller's
-    threadpoolctl limit or OPENBLAS_NUM_THREADS is respected)."""
-    from threadpoolctl import threadpool_limits
-
-    monkeypatch.setattr(fast, "UNIT_TOKENS", 2 * tiny_model.tokenize("one text").num_tokens[0])
-    calls = []
-    real_run = fast._run_on_threads
-    monkeypatch.setattr(
-        fast, "_run_on_threads", lambda run, todo, n: calls.append(n) or real_run(run, todo, n)
-    )
-    model = variant(tiny_model, "fast", threads=None)
-    with threadpool_limits(limits=1, user_api="blas"):
-        model.encode(["one text"] * 4)
-    assert calls == []  # one thread: the units one after another
-    with threadpool_limits(limits=2, user_api="blas"):
-        model.encode(["one text"] * 4)
-    assert calls == [2]
-
-
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
-def test_bad_threads_are_an_error(tiny_model, bad):
-    with pytest.raises(minibert.MinibertError, match="threads must be a positive integer"):
-        variant(tiny_model, "fast", threads=bad).encode(["hi"])
-
-
 def test_units_depend_on_the_batch_alone():
     """Units of about UNIT_TOKENS tokens, contiguous, never splitting a text; the
     thread count is not an input."""
@@ -481,66 +436,6 @@ def test_cli_threads_flag(tmp_path, capsys):
     assert "expected a positive number of threads" in capsys.readouterr().err
 
 
-def _encode_in_child(model_dir: str, queue) -> None:
-    model = minibert.load(model_dir)
-    model.threads = 2
-    queue.put(model.encode(["one text", "another text here"] * 40, max_length=7).hidden_states[-1].shape)
-
-
-def encode_in_forked_child(model_dir, hang: str) -> tuple:
-    """Fork, encode 80 texts at 2 threads (new max_length, several units) in the
-    child, and return the shape it got; fail with ``hang`` if it hangs."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_encode_in_child, args=(str(model_dir), queue))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail(hang)
-    assert child.exitcode == 0
-    return queue.get(timeout=5)
-
-
-def test_threads_after_fork(tiny_model_dir):
-    """A process forked after the thread pool was used gets a working pool of its own
-    (a forked child inherits the pool object but not its threads)."""
-    model = variant(minibert.load(tiny_model_dir), "fast", threads=2)
-    model.encode(["one text"] * 4)  # the parent's pool exists now
-    assert encode_in_forked_child(tiny_model_dir, "the forked child hung in the fast path's thread pool") == (
-        80, 7, 32,
-    )  # fmt: skip
-
-
-def test_a_child_forked_while_another_thread_holds_minibert_locks_does_not_hang(tiny_model_dir):
-    """A fork copies a lock held by another thread as held, and that thread does not
-    exist in the child: minibert's locks are renewed in the child (os.register_at_fork)."""
-    from minibert import tokenizer
-
-    locks = [tokenizer._locks.truncators, fast._POOLS_LOCK, fast._PREPARED_LOCK, fast._BLAS._lock]
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        for lock in locks:
-            lock.acquire()
-        held.set()
-        release.wait(60)
-        for lock in locks:
-            lock.release()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
-        hang = "the forked child hung on a lock held by a thread of its parent"
-        assert encode_in_forked_child(tiny_model_dir, hang) == (80, 7, 32)
-    finally:
-        release.set()
-        holder.join(30)
-
-
 # --------------------------------------------------------------------------- random batch compositions
 
 
@@ -585,6 +480,7 @@ def with_types(batch, seed: int):
 # Issue 9: 1 and 2 threads differed by up to 8.9e-7 (float32) on [10, 10], [1, 1], [2, 2]; [3, 5] at
 # 3 threads: the texts were cut into one group per thread, and a row of a BLAS product rounds
 # differently with the number of rows. Units now depend on the batch alone (this failed before).
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lengths=st.lists(
@@ -635,43 +531,3 @@ def test_thread_count_does_not_change_a_bit_real(real_model):
         for n in (2,):
             for i, (a, b) in enumerate(zip(one, hidden_at_threads(real_model, batch, n), strict=True)):
                 assert_array_equal(b, a, err_msg=f"hidden_states[{i}], {batch.input_ids.shape}, {n} threads")
-
-
-def test_blas_gives_the_same_bits_at_any_thread_count():
-    """What the fast path relies on when it runs a unit on an n-thread BLAS: NumPy's
-    BLAS (OpenBLAS) computes every matrix product of the encoder's shapes
-    (all-MiniLM-L6-v2: H = 384, I = 1536, d = 32) to the same bits with 1, 2 or 3
-    threads. If a BLAS ever broke this, results would depend on the thread count, and
-    this test says so. (OpenBLAS's matrix-vector product does not keep it, e.g. (300,
-    1536) @ (1536,) at 2 threads: so the fast path sums rows with einsum, not with a
-    product with ones.)"""
-    from threadpoolctl import ThreadpoolController
-
-    controller = ThreadpoolController()
-    rng = np.random.default_rng(0)
-    H, I, d = 384, 1536, 32
-    cases = []
-    for dtype in (np.float32, np.float64):
-        for K, N in [(H, 3 * H), (H, H), (H, I), (I, H)]:
-            W = rng.standard_normal((K, N)).astype(dtype)
-            for M in (1, 2, 7, 12, 300, 700):
-                cases.append(
-                    (
-                        f"({M}, {K}) @ ({K}, {N}) {dtype.__name__}",
-                        rng.standard_normal((M, K)).astype(dtype),
-                        W,
-                    )
-                )
-        for n_tokens in (12, 512):
-            q = rng.standard_normal((12, n_tokens, d)).astype(dtype)
-            kT = rng.standard_normal((12, d, n_tokens)).astype(dtype)
-            cases.append((f"attention scores, n = {n_tokens} {dtype.__name__}", q, kT))
-            p = rng.random((12, n_tokens, n_tokens)).astype(dtype)
-            cases.append((f"probabilities @ V, n = {n_tokens} {dtype.__name__}", p, q))
-    results = {}
-    for n in (1, 2, 3):
-        with controller.limit(limits=n, user_api="blas"):
-            results[n] = [a @ b for _, a, b in cases]
-    for n in (2, 3):
-        for (what, _, _), got, want in zip(cases, results[n], results[1], strict=True):
-            assert_array_equal(got, want, err_msg=f"{what}: {n} threads vs 1")

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import TINY_BERT, id_batch, random_model
+from conftest import TINY_BERT, id_batch, random_model, variant
 from numpy.testing import assert_array_equal
 
 import minibert
 from minibert import MinibertError, fast
-from minibert.model import Model, NonFiniteError
-
-
-def variant(model: Model, impl: str = "fast", threads: int | None = None) -> Model:
-    """Another Model on the same weights and tokenizer (shared, as one Model's calls share them)."""
-    other = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype), model.sentence)
-    other.impl, other.threads = impl, threads
-    return other
-
+from minibert.model import Model, NonFiniteError, position_ids
 
 # --------------------------------------------------------------------------- wrong arguments
 
@@ -191,12 +182,13 @@ def test_words_arguments(tiny_model):
         (dict(how="avg"), "how must be one of first, last, mean, first_last, got 'avg'"),
         (dict(how=["mean"]), "how must be one of"),
         (dict(how=np.array(["mean"])), "how must be one of"),
-        (dict(layers=True), "layers must be an int or a list of ints, got bool"),
-        (dict(layers=[0, True]), "layers must be ints, got True"),
-        (dict(layers=1.0), "layers must be an int or a list of ints, got float"),
-        (dict(layers="-1"), "layers must be an int or a list of ints, got str"),
-        (dict(layers=[0, 99]), "layer 99 out of range: there are 3 hidden states"),
-        (dict(layers=[-4]), "layer -4 out of range"),
+        (dict(layers=True), "an int or a list of ints; got bool"),
+        (dict(layers=[0, True]), "layers [0, True]: index must be an integer, got True"),
+        (dict(layers=1.0), "an int or a list of ints; got float"),
+        (dict(layers="-1,x"), "layers '-1,x': expected 'all'"),
+        (dict(layers=[0, 99]), "layers [0, 99]: index 99 is out of range: valid are 0..2 (or -3..-1)"),
+        (dict(layers=[-4]), "index -4 is out of range"),
+        (dict(layers=[1, -2]), "names a layer twice"),
     ]:
         with pytest.raises(MinibertError, match=re.escape(message)):
             minibert.words(enc, **bad)
@@ -206,6 +198,8 @@ def test_words_arguments(tiny_model):
     with pytest.raises(MinibertError, match="layer 0 was not kept"):
         minibert.words(kept, layers=[0, -1])
     assert minibert.words(kept, "mean", layers=-1).vectors.shape[0] == 1
+    # every layers argument takes the forms of minibert.layers: the string ones too
+    assert_array_equal(minibert.words(enc, layers="-1").vectors, minibert.words(enc, layers=[2]).vectors)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +213,8 @@ def test_words_arguments(tiny_model):
         (dict(window="32"), "window must be an integer from 2 to 64"),
         (dict(batch_size=0), "batch_size must be a positive integer"),
         (dict(batch_size=None), "batch_size must be a positive integer"),
-        (dict(layers=[7]), "layer 7 out of range"),
-        (dict(layers="all"), "layers must be an int or a list of ints"),
+        (dict(layers=[7]), "index 7 is out of range: valid are 0..2"),
+        (dict(layers="0:0"), "layers '0:0' selects no layer"),
     ],
 )
 def test_encode_long_arguments(tiny_model, kwargs, message):
@@ -319,42 +313,6 @@ def test_concurrent_tokenize_and_encode_long(bpe_model):
             assert_array_equal(r, want_short[(0, 1, 2)[k % 3]])
 
 
-def test_blas_limit_is_restored_whatever_order_threads_end_in():
-    """Regions that end in another order than they began (two threads) leave the
-    BLAS thread count as it was before the first began."""
-    pytest.importorskip("threadpoolctl")
-    from threadpoolctl import threadpool_info
-
-    def blas() -> int:
-        return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
-
-    before = blas()
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen = {}
-
-    def a():
-        with fast.threads(3):
-            a_in.set()
-            b_in.wait(10)
-        a_out.set()  # a ends first, while b's region is still open
-
-    def b():
-        a_in.wait(10)
-        with fast.threads(1):
-            b_in.set()
-            a_out.wait(10)
-            seen["inside b after a ended"] = blas()
-            seen["wanted in b"] = fast._wanted_threads()
-
-    threads = [threading.Thread(target=a), threading.Thread(target=b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert seen == {"inside b after a ended": 1, "wanted in b": 1}
-    assert blas() == before
-
-
 # --------------------------------------------------------------------------- NaN / Inf
 
 
@@ -363,10 +321,10 @@ def overflowing_model(dtype: str = "float32") -> Model:
     pass overflows float32 (so no check of the weights at load can catch it)."""
     model = random_model(heads=4, max_positions=64, dtype=dtype)
     layers = list(model.weights.layers)
-    W_1 = layers[1].W_1
+    W_1 = layers[1].ffn.W_1
     huge = np.finfo(W_1.dtype).max / (2 * np.abs(W_1).max())  # every weight finite, their products not
-    layers[1] = replace(layers[1], W_1=W_1 * huge)
-    assert np.isfinite(layers[1].W_1).all()
+    layers[1] = replace(layers[1], ffn=replace(layers[1].ffn, W_1=W_1 * huge))
+    assert np.isfinite(layers[1].ffn.W_1).all()
     return Model(
         model.config, replace(model.weights, layers=tuple(layers)), model.tokenizer, model.path, dtype
     )
@@ -384,8 +342,13 @@ def test_a_non_finite_forward_pass_names_the_text_and_layer(impl, dtype):
     assert (e.value.text, e.value.layer) == (0, 2)
     # the function itself does not check: its numbers are there to look at
     with np.errstate(all="ignore"):
-        hidden, _, _ = minibert.forward(model.weights, model.config, batch.input_ids, batch.token_type_ids,
-                                        batch.attention_mask, impl=impl)  # fmt: skip
+        if impl == "plain":
+            hidden = minibert.forward(model.weights, model.config, batch.input_ids, batch.token_type_ids,
+                                      batch.attention_mask).hidden_states  # fmt: skip
+        else:
+            positions = position_ids(model.config, batch.input_ids, batch.attention_mask)
+            ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+            hidden = fast.forward(model.weights, model.config, ids, positions, types, mask)
     assert np.isfinite(hidden[1]).all() and not np.isfinite(hidden[2][0, :5]).all()
 
 
@@ -442,7 +405,7 @@ def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
     model = random_model(heads=4, max_positions=64)
     sizes = []
     real = fast._encode
-    monkeypatch.setattr(fast, "_encode", lambda *a: sizes.append(int(a[6][a[-2] : a[-1]].sum())) or real(*a))
+    monkeypatch.setattr(fast, "_encode", lambda *a: sizes.append(int(a[5][a[-2] : a[-1]].sum())) or real(*a))
     model.threads = 1
     model.forward(id_batch([64] * 100))  # 6,400 tokens
     assert len(sizes) == 12 and max(sizes) <= 640
@@ -450,3 +413,41 @@ def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
 
 def test_tiny_model_dir_is_the_committed_one():
     assert (TINY_BERT / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------- the path, the record
+
+
+@pytest.mark.parametrize(
+    "impl, kwargs, path",
+    [
+        ("fast", {}, "fast"),
+        ("fast", {"output_attentions": True}, "formulas"),
+        ("fast", {"trace": True}, "formulas"),
+        ("plain", {}, "formulas"),
+        ("plain", {"output_attentions": True, "trace": True}, "formulas"),
+    ],
+)
+def test_one_place_chooses_the_path(tiny_model, monkeypatch, impl, kwargs, path):
+    """Model.forward runs the fast path by default and the formulas of
+    minibert.forward for attentions, a trace or impl="plain", never both."""
+    seen = []
+    real_fast, real_formulas = fast.forward, minibert.model.forward
+    monkeypatch.setattr(fast, "forward", lambda *a: seen.append("fast") or real_fast(*a))
+    monkeypatch.setattr(
+        minibert.model, "forward", lambda *a, **k: seen.append("formulas") or real_formulas(*a, **k)
+    )
+    enc = variant(tiny_model, impl).encode(["a text", "another text here"], **kwargs)
+    assert seen == [path]
+    assert (enc.attentions is not None) == kwargs.get("output_attentions", False)
+    assert (enc.trace is not None) == kwargs.get("trace", False)
+
+
+def test_an_encoding_holds_its_batch(tiny_model):
+    batch = tiny_model.tokenize(["a text", "another one"], ["its pair", None])
+    enc = tiny_model.forward(batch)
+    assert enc.batch is batch
+    for name in ("input_ids", "token_type_ids", "attention_mask", "tokens", "word_ids", "num_tokens",
+                 "sequence_ids", "offsets", "texts", "text_pairs"):  # fmt: skip
+        assert getattr(enc, name) is getattr(batch, name), name
+    assert enc.texts == ["a text", "another one"] and enc.offsets[0][1] == (0, 1)

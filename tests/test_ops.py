@@ -10,7 +10,7 @@ weight or a missing scale in ops.py cannot hide in a shared helper.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -20,6 +20,13 @@ from hypothesis.extra.numpy import arrays
 from numpy.testing import assert_allclose, assert_array_equal
 
 from minibert import ops
+from minibert.weights import (
+    AttentionWeights,
+    EmbeddingWeights,
+    FeedForwardWeights,
+    LayerNormWeights,
+    LayerWeights,
+)
 
 B, S, H, h, I, V, P, T = 2, 5, 8, 2, 12, 11, 7, 2
 d = H // h
@@ -111,6 +118,14 @@ def layer_weights(rng, dtype=np.float64):
     return {k: v.astype(dtype) for k, v in w.items()}
 
 
+def record(w: dict) -> LayerWeights:
+    """The dict of :func:`layer_weights` as the record the formulas read."""
+    attention = AttentionWeights(*(w[n] for n in ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o")), d)
+    ffn = FeedForwardWeights(w["W_1"], w["b_1"], w["W_2"], w["b_2"])
+    ln_1, ln_2 = (LayerNormWeights(w[f"ln{n}_gamma"], w[f"ln{n}_beta"]) for n in "12")
+    return LayerWeights(attention, ln_1, ffn, ln_2)
+
+
 MASK01 = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # text 1 is padded after 3 tokens
 
 
@@ -150,12 +165,18 @@ def test_additive_mask():
 
 def test_scaled_dot_product_attention_vs_loops(rng):
     q, k, v = (rng.normal(0, 1.5, (B, h, S, d)) for _ in range(3))
-    ctx, probs = ops.scaled_dot_product_attention(q, k, v, ops.additive_mask(MASK01, np.float64))
+    mask = ops.additive_mask(MASK01, np.float64)
+    a = ops.scaled_dot_product_attention(q, k, v, mask)
     want_ctx, want_probs = ref_attention(q, k, v, MASK01)
-    assert_allclose(probs, want_probs, rtol=0, atol=ATOL64)
-    assert_allclose(ctx, want_ctx, rtol=0, atol=ATOL64)
-    ctx_nomask, _ = ops.scaled_dot_product_attention(q, k, v, None)
-    assert_allclose(ctx_nomask, ref_attention(q, k, v, np.ones((B, S), int))[0], rtol=0, atol=ATOL64)
+    assert_allclose(a.probs, want_probs, rtol=0, atol=ATOL64)
+    assert_allclose(a.context, want_ctx, rtol=0, atol=ATOL64)
+    for b, hh, i, j in np.ndindex(B, h, S, S):  # its intermediates: the scores, then the mask added
+        score = sum(float(q[b, hh, i, t]) * float(k[b, hh, j, t]) for t in range(d)) / math.sqrt(d)
+        assert abs(a.scores[b, hh, i, j] - score) <= ATOL64
+    assert a.mask is mask and a.q is None and a.output is None  # inputs and later steps are not its own
+    assert_array_equal(a.masked_scores, a.scores + mask)
+    nomask = ops.scaled_dot_product_attention(q, k, v, None)
+    assert_allclose(nomask.context, ref_attention(q, k, v, np.ones((B, S), int))[0], rtol=0, atol=ATOL64)
 
 
 def test_split_and_merge_heads_vs_loops(rng):
@@ -171,13 +192,21 @@ def test_multi_head_attention_vs_loops(rng):
     w = layer_weights(rng)
     x = rng.normal(size=(B, S, H))
     mask = ops.additive_mask(MASK01, np.float64)
-    out, probs = ops.multi_head_attention(
-        x, w["W_q"], w["b_q"], w["W_k"], w["b_k"], w["W_v"], w["b_v"], w["W_o"], w["b_o"], mask, h
-    )
     want_out, want_probs = ref_mha(x, w, MASK01, h)
-    assert probs.shape == (B, h, S, S)
-    assert_allclose(probs, want_probs, rtol=0, atol=ATOL64)
-    assert_allclose(out, want_out, rtol=0, atol=ATOL64)
+    lean = ops.multi_head_attention(x, record(w).attention, mask, h)
+    full = ops.multi_head_attention(x, record(w).attention, mask, h, trace=True)
+    for a in (lean, full):
+        assert a.probs.shape == (B, h, S, S)
+        assert_allclose(a.probs, want_probs, rtol=0, atol=ATOL64)
+        assert_allclose(a.output, want_out, rtol=0, atol=ATOL64)
+    # without a trace only what the layer reads on is kept: the (B, h, S, S) scores are freed
+    kept = {f.name for f in fields(lean) if getattr(lean, f.name) is not None}
+    assert kept == {"probs", "output"}, kept
+    assert all(getattr(full, f.name) is not None for f in fields(full))
+    q = ref_linear(x, w["W_q"], w["b_q"])
+    for hh in range(h):  # head hh is column block hh of X W_q + b_q
+        assert_allclose(full.q[:, hh], q[:, :, hh * d : (hh + 1) * d], rtol=0, atol=ATOL64)
+    assert_array_equal(full.concat[:, :, d : 2 * d], full.context[:, 1])
 
 
 def test_activations_vs_math():
@@ -195,10 +224,13 @@ def test_feed_forward_vs_loops(rng):
     w = layer_weights(rng)
     x = rng.normal(size=(B, S, H))
     for act, ref_act in ((ops.gelu, ref_gelu), (ops.relu, lambda a: np.maximum(a, 0))):
-        want = ref_linear(ref_act(ref_linear(x, w["W_1"], w["b_1"])), w["W_2"], w["b_2"])
-        assert_allclose(
-            ops.feed_forward(x, w["W_1"], w["b_1"], w["W_2"], w["b_2"], act), want, rtol=0, atol=ATOL64
-        )
+        pre = ref_linear(x, w["W_1"], w["b_1"])
+        want = ref_linear(ref_act(pre), w["W_2"], w["b_2"])
+        assert_allclose(ops.feed_forward(x, record(w).ffn, act).output, want, rtol=0, atol=ATOL64)
+        traced = ops.feed_forward(x, record(w).ffn, act, trace=True)
+        assert_allclose(traced.pre, pre, rtol=0, atol=ATOL64)
+        assert_allclose(traced.act, ref_act(pre), rtol=0, atol=ATOL64)
+        assert_array_equal(traced.output, ops.feed_forward(x, record(w).ffn, act).output)
 
 
 def test_layer_norm_vs_loops(rng):
@@ -220,8 +252,19 @@ def test_embed_vs_loops(rng):
     for b, s in np.ndindex(B, S):
         want[b, s] = [word[ids[b, s], j] + position[s, j] + token_type[types[b, s], j] for j in range(H)]
     want = ref_layer_norm(want, gamma, beta, 1e-12)
-    got = ops.embed(ids, pos, types, word, position, token_type, gamma, beta, 1e-12)
-    assert_allclose(got, want, rtol=0, atol=ATOL64)
+    w = EmbeddingWeights(word, position, token_type, LayerNormWeights(gamma, beta))
+    got = ops.embed(ids, pos, types, w, 1e-12)
+    assert_allclose(got.output, want, rtol=0, atol=ATOL64)
+    assert got.hidden_state is got.output and got.word is None  # no trace: the output alone
+    traced = ops.embed(ids, pos, types, w, 1e-12, trace=True)
+    assert_array_equal(traced.sum, traced.word + traced.position + traced.token_type)
+    assert traced.projection is None and "projection" not in traced
+    # ELECTRA / ALBERT: the embeddings (size E) projected to H
+    W_proj, b_proj = rng.normal(size=(H, 3)), rng.normal(size=3)
+    projected = ops.embed(ids, pos, types, EmbeddingWeights(word, position, token_type, w.ln, W_proj, b_proj),
+                          1e-12, trace=True)  # fmt: skip
+    assert_allclose(projected.hidden_state, ref_linear(want, W_proj, b_proj), rtol=0, atol=ATOL64)
+    assert projected["projection"] is projected.projection
 
 
 def test_encoder_layer_vs_loops(rng):
@@ -232,13 +275,21 @@ def test_encoder_layer_vs_loops(rng):
     x1 = ref_layer_norm(x + attn, w["ln1_gamma"], w["ln1_beta"], 1e-12)
     ffn = ref_linear(ref_gelu(ref_linear(x1, w["W_1"], w["b_1"])), w["W_2"], w["b_2"])
     want = ref_layer_norm(x1 + ffn, w["ln2_gamma"], w["ln2_beta"], 1e-12)
-    trace = {}
-    got, probs = ops.encoder_layer(
-        x, SimpleNamespace(**w), ops.additive_mask(MASK01, np.float64), h, ops.gelu, 1e-12, trace
-    )
-    assert_allclose(got, want, rtol=0, atol=ATOL64)
-    assert_allclose(probs, want_probs, rtol=0, atol=ATOL64)
-    assert_allclose(trace["ln_1"], x1, rtol=0, atol=ATOL64)
+    mask = ops.additive_mask(MASK01, np.float64)
+    lean = ops.encoder_layer(x, record(w), mask, h, ops.gelu, 1e-12)
+    traced = ops.encoder_layer(x, record(w), mask, h, ops.gelu, 1e-12, trace=True)
+    for layer in (lean, traced):
+        assert_allclose(layer.output, want, rtol=0, atol=ATOL64)
+        assert_allclose(layer.attention.probs, want_probs, rtol=0, atol=ATOL64)
+    assert_allclose(traced.ln_1, x1, rtol=0, atol=ATOL64)
+    assert_allclose(traced.ffn.output, ffn, rtol=0, atol=ATOL64)
+    assert_array_equal(traced.residual_2, traced.ln_1 + traced.ffn.output)
+
+    # untraced, nothing is kept but the output and the probabilities
+    def kept(record) -> list[str]:
+        return [f.name for f in fields(record) if getattr(record, f.name) is not None]
+
+    assert kept(lean) == ["attention", "ln_2"] and kept(lean.attention) == ["probs"]
 
 
 # ---------------------------------------------------------------- properties
@@ -281,14 +332,16 @@ def test_padded_keys_get_zero_weight_and_never_change_other_tokens(seed, lengths
     mask01 = np.array([[1] * n + [0] * (S - n) for n in lengths])
     q, k, v = (rng.normal(0, 2, (nb, h, S, d)).astype(dtype) for _ in range(3))
     mask = ops.additive_mask(mask01, dtype)
-    ctx, probs = ops.scaled_dot_product_attention(q, k, v, mask)
+    a = ops.scaled_dot_product_attention(q, k, v, mask)
+    ctx, probs = a.context, a.probs
     assert np.all(probs[np.broadcast_to(mask01[:, None, None, :] == 0, probs.shape)] == 0)
     # new keys and values at every padded position: real queries see exactly the same thing
     k2, v2 = k.copy(), v.copy()
     pad = np.broadcast_to(mask01[:, None, :, None] == 0, k.shape)
     k2[pad] = rng.normal(0, 100, pad.sum())
     v2[pad] = rng.normal(0, 100, pad.sum())
-    ctx2, probs2 = ops.scaled_dot_product_attention(q, k2, v2, mask)
+    a2 = ops.scaled_dot_product_attention(q, k2, v2, mask)
+    ctx2, probs2 = a2.context, a2.probs
     for b, n in enumerate(lengths):
         assert_array_equal(ctx2[b, :, :n], ctx[b, :, :n])
         assert_array_equal(probs2[b, :, :n], probs[b, :, :n])
@@ -308,6 +361,7 @@ def test_every_function_keeps_float32(rng):
     """float32 in, float32 out, for every formula: no float64 leaks into a float32 pass."""
     f = np.float32
     w = {k: v.astype(f) for k, v in layer_weights(rng).items()}
+    ln = LayerNormWeights(w["ln1_gamma"], w["ln1_beta"])
     x = rng.normal(size=(B, S, H)).astype(f)
     q = rng.normal(size=(B, h, S, d)).astype(f)
     mask = ops.additive_mask(MASK01, f)
@@ -315,37 +369,41 @@ def test_every_function_keeps_float32(rng):
     outs = {
         "softmax": ops.softmax(x),
         "linear": ops.linear(x, w["W_q"], w["b_q"]),
-        "scaled_dot_product_attention": ops.scaled_dot_product_attention(q, q, q, mask),
+        "scaled_dot_product_attention": ops.scaled_dot_product_attention(q, q, q, mask).context,
         "split_heads": ops.split_heads(x, h),
         "merge_heads": ops.merge_heads(q),
-        "multi_head_attention": ops.multi_head_attention(
-            x, w["W_q"], w["b_q"], w["W_k"], w["b_k"], w["W_v"], w["b_v"], w["W_o"], w["b_o"], mask, h
-        ),
+        "multi_head_attention": ops.multi_head_attention(x, record(w).attention, mask, h, trace=True),
         "gelu": ops.gelu(x),
         "gelu_tanh": ops.gelu_tanh(x),
         "relu": ops.relu(x),
-        "feed_forward": ops.feed_forward(x, w["W_1"], w["b_1"], w["W_2"], w["b_2"]),
+        "feed_forward": ops.feed_forward(x, record(w).ffn, trace=True),
         "layer_norm": ops.layer_norm(x, w["ln1_gamma"], w["ln1_beta"], 1e-12),
         "embed": ops.embed(
             np.zeros((B, S), int),
             np.zeros((B, S), int),
             np.zeros((B, S), int),
-            x[0],
-            x[1],
-            x[0],
-            w["ln1_gamma"],
-            w["ln1_beta"],
+            EmbeddingWeights(x[0], x[1], x[0], ln),
             1e-12,
+            trace=True,
         ),  # fmt: skip
-        "encoder_layer": ops.encoder_layer(x, SimpleNamespace(**w), mask, h, ops.gelu, 1e-12),
+        "encoder_layer": ops.encoder_layer(x, record(w), mask, h, ops.gelu, 1e-12, trace=True),
         "sinusoidal_positions": ops.sinusoidal_positions(8, H, f),
     }
     assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"}
     for name, out in outs.items():
-        for a in out if isinstance(out, tuple) else (out,):
+        for a in arrays_of(out):
             assert a.dtype == f, name
     # and float64 stays float64
     x64 = x.astype(np.float64)
     assert (
         ops.gelu(x64).dtype == ops.layer_norm(x64, w["ln1_gamma"], w["ln1_beta"], 1e-12).dtype == np.float64
     )
+
+
+def arrays_of(value) -> list[np.ndarray]:
+    """Every array of a formula's result: itself, or each field of its record, nested."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if value is None:
+        return []
+    return [a for f in fields(value) for a in arrays_of(getattr(value, f.name))]

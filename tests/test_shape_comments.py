@@ -1,11 +1,16 @@
-"""The shape comments of the teaching path are checked against real arrays.
+"""The shape comments of the forward passes are checked against real arrays.
 
-Every single-line assignment or return in minibert/ops.py and minibert/model.py
-that carries a comment like ``# (B, S, H) -> (B, h, S, d)`` (or just
-``# (P, 1)``) is watched while the plain forward pass runs on committed tiny
-models: the assigned (or returned) array must have the shape on the right of
-the arrow, with B, S from the batch and H, E, h, d, I, P, V from the model's
-config. ``...`` stands for any leading axes. A wrong comment fails here.
+Every single-line statement of minibert/ops.py, model.py and fast.py that
+carries a comment like ``# (B, S, H) -> (B, h, S, d)`` (or just ``# (P, 1)``)
+is watched while the encoder runs on committed tiny models: an assignment's
+target, a return value, or the ``out=`` array of a call such as
+``np.matmul(x, W, out=y)``, must have the shape the comment gives (after the
+last ``->``). B, S come from the batch; H, E, h, d, I, P, V from the config;
+the fast path's own letters (N, n, g, m: its module docstring) are the
+values of the variables of those names where the line runs (or in its
+callers). ``...`` stands for any leading axes, ``3H`` for 3 x H, ``g n``
+for g x n. A wrong comment fails here; ``test_a_swapped_comment_fails``
+shows that it does.
 """
 
 from __future__ import annotations
@@ -13,129 +18,223 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import DATA
 
 import minibert
+from minibert import fast, threads
 
 ROOT = Path(minibert.__file__).resolve().parent
-FILES = [ROOT / "ops.py", ROOT / "model.py"]
-COMMENT = re.compile(r"#\s*(\([^()]*\))(?:\s*->\s*(\([^()]*\)))?")
+#: file -> the letters whose sizes are read from the running code's variables
+FILES = {ROOT / "ops.py": (), ROOT / "model.py": (), ROOT / "fast.py": ("N", "n", "g", "m")}
+SHAPE = r"\(([^()]*)\)"
+FACTOR = re.compile(r"(\d*)([A-Za-z]*)")
 
 
-def commented_statements(path: Path) -> dict[int, tuple[str | None, list[str]]]:
-    """line -> (assigned name, or None for a return; the shape's symbols)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+def commented_statements(source: str) -> dict[int, tuple[str | None, str]]:
+    """line -> (the array the comment speaks of: an assigned name, an ``out=``
+    name, or None for a return value; the shape, e.g. ``"B, h, S, d"``)."""
+    lines = source.splitlines()
     found = {}
-    for node in ast.walk(ast.parse("\n".join(lines))):
-        if not isinstance(node, (ast.Assign, ast.Return)) or node.lineno != node.end_lineno:
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.Assign, ast.Return, ast.Expr)) or node.lineno != node.end_lineno:
             continue
-        m = COMMENT.search(lines[node.lineno - 1])
+        comment = lines[node.lineno - 1].partition("#")[2]
+        m = re.match(rf"\s*{SHAPE}", comment)
         if not m:
             continue
-        shape = (m.group(2) or m.group(1))[1:-1]
-        symbols = [s.strip() for s in shape.split(",") if s.strip()]
+        after = re.findall(rf"->\s*{SHAPE}", comment)
+        shape = after[-1] if after else m.group(1)
         if isinstance(node, ast.Assign):
-            if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
-                continue
-            found[node.lineno] = (node.targets[0].id, symbols)
-        else:
-            found[node.lineno] = (None, symbols)
+            if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                found[node.lineno] = (node.targets[0].id, shape)
+        elif isinstance(node, ast.Return):
+            found[node.lineno] = (None, shape)
+        elif isinstance(node.value, ast.Call):
+            out = [k.value for k in node.value.keywords if k.arg == "out" and isinstance(k.value, ast.Name)]
+            if out:
+                found[node.lineno] = (out[0].id, shape)
     return found
 
 
-STATEMENTS = {str(p): commented_statements(p) for p in FILES}
+def expected(shape: str, size, actual: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a comment means: ``size(letter)`` gives each letter's size."""
 
+    def axis(item: str) -> int:
+        n = 1
+        for factor in item.split():
+            count, letter = FACTOR.fullmatch(factor).groups()
+            n *= int(count or 1) * (size(letter) if letter else 1)
+        return n
 
-def expected(symbols: list[str], sizes: dict[str, int], actual: tuple[int, ...]) -> tuple[int, ...]:
-    if symbols and symbols[0] == "...":
-        tail = tuple(sizes[s] if not s.isdigit() else int(s) for s in symbols[1:])
+    items = [s.strip() for s in shape.split(",") if s.strip()]
+    if items and items[0] == "...":
+        tail = tuple(axis(s) for s in items[1:])
         return actual[: len(actual) - len(tail)] + tail
-    return tuple(sizes[s] if not s.isdigit() else int(s) for s in symbols)
+    return tuple(axis(s) for s in items)
 
 
-def run_watched(model_dir: Path, texts: list[str]) -> tuple[set, list[str]]:
-    """Load the model and run the plain forward pass under a tracer; return
-    (the commented lines checked, the errors)."""
-    c = minibert.Config.from_json(model_dir / "config.json")
-    sizes = {
-        "H": c.hidden_size, "E": c.embedding_size, "h": c.num_attention_heads, "d": c.head_size,
-        "I": c.intermediate_size, "P": c.max_position_embeddings, "V": c.vocab_size,
-    }  # fmt: skip
-    checked, errors = set(), []
-    last_line: dict[int, int | None] = {}  # frame id -> the line that just ran
+class Watch:
+    """A tracer that checks each commented line of ``files`` right after it runs."""
 
-    def check(filename, lineno, value):
-        name, symbols = STATEMENTS[filename][lineno]
+    def __init__(self, files: dict[str, tuple[dict, tuple[str, ...]]], sizes: dict[str, int]):
+        self.files, self.sizes = files, sizes  # filename -> (statements, letters read from variables)
+        self.checked: set[tuple[str, int]] = set()
+        self.errors: list[str] = []
+        self.last: dict[int, int | None] = {}  # frame id -> the line that just ran
+
+    def size(self, letter: str, frame, local: tuple[str, ...]) -> int:
+        if letter in local:
+            while frame is not None:
+                if isinstance(frame.f_locals.get(letter), (int, np.integer)):
+                    return int(frame.f_locals[letter])
+                frame = frame.f_back
+            raise KeyError(f"{letter}: no variable of that name where the line runs")
+        return self.sizes[letter]
+
+    def check(self, frame, lineno: int, value) -> None:
+        filename = frame.f_code.co_filename
+        statements, local = self.files[filename]
+        name, shape = statements[lineno]
         where = f"{Path(filename).name}:{lineno}: {name or 'return value'}"
         if not isinstance(value, np.ndarray):
-            errors.append(f"{where} is not an array")
+            self.errors.append(f"{where} is not an array")
             return
-        want = expected(symbols, sizes, value.shape)
+        want = expected(shape, lambda letter: self.size(letter, frame, local), value.shape)
         if value.shape != want:
-            errors.append(
-                f"{where} has shape {value.shape}, the comment says ({', '.join(symbols)}) = {want}"
-            )
-        checked.add((filename, lineno))
+            self.errors.append(f"{where} has shape {value.shape}, the comment says ({shape}) = {want}")
+        self.checked.add((filename, lineno))
 
-    def local(frame, event, arg):
-        filename, key = frame.f_code.co_filename, id(frame)
-        prev = last_line.get(key)
-        if prev in STATEMENTS[filename]:
-            name = STATEMENTS[filename][prev][0]
+    def local(self, frame, event, arg):
+        statements = self.files[frame.f_code.co_filename][0]
+        prev = self.last.get(id(frame))
+        if prev in statements:
+            name = statements[prev][0]
             if name is not None and name in frame.f_locals:
-                check(filename, prev, frame.f_locals[name])
+                self.check(frame, prev, frame.f_locals[name])
         if event == "return":
-            last_line.pop(key, None)
-            line = frame.f_lineno
-            if line in STATEMENTS[filename] and STATEMENTS[filename][line][0] is None:
-                check(filename, line, arg)
+            self.last.pop(id(frame), None)
+            if frame.f_lineno in statements and statements[frame.f_lineno][0] is None:
+                self.check(frame, frame.f_lineno, arg)
         else:
-            last_line[key] = frame.f_lineno if event == "line" else None
-        return local
+            self.last[id(frame)] = frame.f_lineno if event == "line" else None
+        return self.local
 
-    def tracer(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename in STATEMENTS:
-            last_line[id(frame)] = None
-            return local
+    def __call__(self, frame, event, arg):
+        if event == "call" and frame.f_code.co_filename in self.files:
+            self.last[id(frame)] = None
+            return self.local
         return None
 
-    sys.settrace(tracer)
-    try:
-        model = minibert.load(model_dir, "float32")
-        batch = model.tokenize(texts)
-        sizes |= {"B": batch.input_ids.shape[0], "S": batch.input_ids.shape[1]}
-        minibert.forward(
-            model.weights, model.config, batch.input_ids, batch.token_type_ids, batch.attention_mask,
-            output_attentions=True, trace=True, impl="plain",
-        )  # fmt: skip
-        if c.sinusoidal_pos_embds:  # the table this checkpoint ships is what the formula would build
-            minibert.ops.sinusoidal_positions(c.max_position_embeddings, c.embedding_size)
-    finally:
+    def __enter__(self):
+        sys.settrace(self)
+        return self
+
+    def __exit__(self, *exc):
         sys.settrace(None)
-    return checked, errors
 
 
-def test_every_shape_comment_holds():
-    data = Path(__file__).resolve().parent / "data"
-    texts = ["a short one", "a somewhat longer text for padding", ""]
+def watched_files(paths=FILES) -> dict[str, tuple[dict, tuple[str, ...]]]:
+    return {
+        str(p): (commented_statements(p.read_text(encoding="utf-8")), local) for p, local in paths.items()
+    }
+
+
+PLAIN = watched_files({p: FILES[p] for p in (ROOT / "ops.py", ROOT / "model.py")})
+FAST = watched_files({ROOT / "fast.py": FILES[ROOT / "fast.py"]})
+
+
+def sizes_of(config, batch) -> dict[str, int]:
+    return {
+        "H": config.hidden_size, "E": config.embedding_size, "h": config.num_attention_heads,
+        "d": config.head_size, "I": config.intermediate_size, "P": config.max_position_embeddings,
+        "V": config.vocab_size, "B": batch.input_ids.shape[0], "S": batch.input_ids.shape[1],
+    }  # fmt: skip
+
+
+def run_plain(model, batch) -> None:
+    """The formulas, everything kept (ops.py and model.py are watched)."""
+    ids, types_, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+    minibert.forward(model.weights, model.config, ids, types_, mask, output_attentions=True, trace=True)
+    if model.config.sinusoidal_pos_embds:  # the table this checkpoint ships is what the formula would build
+        minibert.ops.sinusoidal_positions(model.config.max_position_embeddings, model.config.embedding_size)
+
+
+def run_fast(model, batch, module=fast) -> None:
+    """The fast path on one thread (the tracer follows one thread). Only fast.py
+    is watched: it calls ops.embed on packed tokens, (N,) where ops says (B, S)."""
+    ids, types_, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+    positions = minibert.model.position_ids(model.config, ids, mask)
+    with threads.threads(1):
+        module.forward(model.weights, model.config, ids, positions, types_, mask)
+
+
+TEXTS = ["a short one", "a somewhat longer text for padding", "", "the last text"]
+
+
+def test_every_shape_comment_holds(monkeypatch):
     checked, errors = set(), []
     # BERT; ELECTRA (E -> H projection); DistilBERT (no token types, sinusoidal table)
     for name in ("tiny-bert", "tiny-electra", "tiny-distilbert"):
-        c, e = run_watched(data / name, texts)
-        checked |= c
-        errors += [f"{name}: {msg}" for msg in e]
+        model = minibert.load(DATA / name, "float32")
+        for dense in (False, True):  # padded texts, then texts of equal length (rows written in place)
+            batch = model.tokenize(TEXTS if not dense else ["a b c d e"] * 3)
+            # several units; a head group that is not all heads (g = 1 or 2 here, and a last, smaller group)
+            monkeypatch.setattr(fast, "UNIT_TOKENS", 8)
+            monkeypatch.setattr(fast, "ATTENTION_BLOCK", 2 * 7 * 7)
+            for files, run in ((PLAIN, run_plain), (FAST, run_fast)):
+                with Watch(files, sizes_of(model.config, batch)) as watch:
+                    run(model, batch)
+                checked |= watch.checked
+                errors += [f"{name}: {msg}" for msg in watch.errors]
     assert not errors, "\n".join(errors)
-    every = {(f, line) for f, lines in STATEMENTS.items() for line in lines}
-    assert len(every) >= 10  # the modules do have shape comments to check
+    every = {(f, line) for files in (PLAIN, FAST) for f, (lines, _) in files.items() for line in lines}
+    assert len([1 for f, _ in every if f.endswith("fast.py")]) >= 14  # the fast path's comments are read
     missing = sorted(every - checked)
     assert not missing, f"shape comments never reached: {[f'{Path(f).name}:{n}' for f, n in missing]}"
 
 
-def test_a_wrong_comment_would_fail():
-    """The checker itself: a comment that disagrees with the array is reported."""
-    sizes = {"B": 2, "S": 5, "H": 8}
-    assert expected(["B", "S", "H"], sizes, (2, 5, 8)) == (2, 5, 8)
-    assert expected(["B", "H", "S"], sizes, (2, 5, 8)) != (2, 5, 8)
-    assert expected(["...", "S", "S"], sizes, (2, 4, 5, 5)) == (2, 4, 5, 5)
+@pytest.mark.parametrize(
+    "comment, swapped",
+    [
+        ("# (N, H) -> (N, 3H)", "# (N, H) -> (N, H)"),  # an out= array
+        ("# (n, g, d) -> (g, d, n)", "# (n, g, d) -> (g, n, d)"),  # an assignment, fast-path letters
+        ("# (g n, n) -> (g n,): the row sums", "# (g n, n) -> (n,): the row sums"),  # a product
+    ],
+)
+def test_a_swapped_comment_fails(tmp_path, comment, swapped):
+    """The checker itself: a copy of fast.py with one comment made wrong runs
+    under the same tracer, and the wrong line is reported."""
+    source = (ROOT / "fast.py").read_text(encoding="utf-8")
+    assert source.count(comment) == 1
+    path = tmp_path / "fast_swapped.py"
+    path.write_text(source.replace(comment, swapped), encoding="utf-8")
+    module = types.ModuleType("minibert.fast_swapped")
+    module.__package__ = "minibert"
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+    model = minibert.load(DATA / "tiny-bert", "float32")
+    batch = model.tokenize(TEXTS)
+    files = watched_files({path: FILES[ROOT / "fast.py"]})
+    with Watch(files, sizes_of(model.config, batch)) as watch:
+        run_fast(model, batch, module)
+    line = 1 + source[: source.index(comment)].count("\n")
+    assert any(e.startswith(f"fast_swapped.py:{line}:") for e in watch.errors), watch.errors
+    assert len(watch.errors) >= 1 and all(f"fast_swapped.py:{line}:" in e for e in watch.errors)
+
+
+def test_the_reading_of_a_comment():
+    sizes = {"B": 2, "S": 5, "H": 8, "g": 3, "n": 4}.__getitem__
+    assert expected("B, S, H", sizes, (2, 5, 8)) == (2, 5, 8)
+    assert expected("B, H, S", sizes, (2, 5, 8)) != (2, 5, 8)
+    assert expected("..., S, S", sizes, (2, 4, 5, 5)) == (2, 4, 5, 5)
+    assert expected("S, 3H", sizes, (5, 24)) == (5, 24)
+    assert expected("g n,", sizes, (12,)) == (12,)
+    found = commented_statements(
+        "x = f(y)  # (B, S) -> (B, S, H)\nnp.matmul(a, b, out=c)  # (B, H) @ (H, S) -> (B, S); note\n"
+        "def f():\n    return z  # (S,)\nw = g()  # a comment, no shape\n"
+    )
+    assert found == {1: ("x", "B, S, H"), 2: ("c", "B, S"), 4: (None, "S,")}

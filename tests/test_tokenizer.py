@@ -106,3 +106,67 @@ def test_truncation_never_changes_the_shared_backend(tmp_path):
             assert tok.backend.truncation is None and tok.backend.padding is None
         assert tok([long], None, None).num_tokens[0] > 64
         assert sorted(tok._truncators) == [8, 16]
+
+
+# --------------------------------------------------------------------------- Batch methods
+
+
+def each_text(batch) -> list[tuple]:
+    """Per text: its real ids, types, and every per-text field, compared text by text."""
+    n = batch.attention_mask.sum(axis=1)
+    fields = (batch.tokens, batch.word_ids, batch.num_tokens, batch.sequence_ids, batch.offsets, batch.texts,
+              batch.text_pairs)  # fmt: skip
+    return [
+        (
+            batch.input_ids[b, : n[b]].tolist(),
+            batch.token_type_ids[b, : n[b]].tolist(),
+            *(f[b] for f in fields),
+        )
+        for b in range(len(batch.tokens))
+    ]
+
+
+TEXTS = ["A first text.", "hi", "a somewhat longer third text, with a comma", "four"]
+PAIRS = ["its pair", None, "another pair", None]
+
+
+def test_rows_keeps_every_field_of_the_chosen_texts():
+    """Batch.rows is the batch of those texts alone: the same ids and every
+    per-text field (offsets and texts too), padded to the longest of them."""
+    tok = Tokenizer.from_dir(TINY_BERT)
+    batch = tok(TEXTS, PAIRS)
+    sub = batch.rows([3, 1])
+    assert each_text(sub) == [each_text(batch)[3], each_text(batch)[1]]
+    assert each_text(sub) == each_text(tok([TEXTS[3], TEXTS[1]], [None, None]))  # as if tokenized alone
+    assert sub.input_ids.shape == (2, max(len(batch.tokens[3]), len(batch.tokens[1])))
+    assert sub.texts == ["four", "hi"] and sub.attention_mask.sum(axis=1).tolist() == [6, 4]
+
+
+def test_padded_adds_masked_positions_and_keeps_every_field():
+    tok = Tokenizer.from_dir(TINY_BERT)
+    batch = tok(TEXTS, PAIRS)
+    wide = batch.padded(3, pad_id=7)
+    S = batch.input_ids.shape[1]
+    assert wide.input_ids.shape == (4, S + 3)
+    assert_array_equal(wide.input_ids[:, :S], batch.input_ids)
+    assert (wide.input_ids[:, S:] == 7).all() and not wide.attention_mask[:, S:].any()
+    assert not wide.token_type_ids[:, S:].any()
+    assert each_text(wide) == each_text(batch)  # offsets, texts, pairs: nothing dropped
+
+
+def test_gather_makes_windows_of_a_text():
+    """Batch.gather: text i is the tokens positions[i] of text rows[i], with their
+    per-token fields, right-padded with the pad id."""
+    tok = Tokenizer.from_dir(TINY_BERT)
+    batch = tok(TEXTS, PAIRS)
+    positions = [np.array([0, 2, 3]), np.array([1]), np.array([0, 1, 2, 3, 4])]
+    windows = batch.gather([2, 0, 2], positions, pad_id=5)
+    assert windows.input_ids.shape == (3, 5) and windows.num_tokens == [3, 1, 5]
+    for i, (b, p) in enumerate(zip([2, 0, 2], positions, strict=True)):
+        assert_array_equal(windows.input_ids[i, : len(p)], batch.input_ids[b, p])
+        assert_array_equal(windows.token_type_ids[i, : len(p)], batch.token_type_ids[b, p])
+        assert windows.tokens[i] == [batch.tokens[b][j] for j in p]
+        assert windows.offsets[i] == [batch.offsets[b][j] for j in p]
+        assert windows.sequence_ids[i] == [batch.sequence_ids[b][j] for j in p]
+        assert windows.texts[i] == TEXTS[b] and windows.text_pairs[i] == PAIRS[b]
+    assert (windows.input_ids[1, 1:] == 5).all() and windows.attention_mask.sum(axis=1).tolist() == [3, 1, 5]

@@ -157,7 +157,7 @@ def test_identities(request, which):
     cfg = real_model.config
     eps = cfg.layer_norm_eps
     emb = real_model.weights.embeddings
-    assert_allclose(e["output"], _layer_norm64(e["sum"], emb.ln_gamma, emb.ln_beta, eps), atol=1e-5)
+    assert_allclose(e["output"], _layer_norm64(e["sum"], emb.ln.gamma, emb.ln.beta, eps), atol=1e-5)
     for i, (t, lw) in enumerate(zip(tr["layers"], real_model.weights.layers, strict=True)):
         x = hs[i]
         q, k, v = (t[n].astype(np.float64) for n in "qkv")
@@ -182,15 +182,15 @@ def test_identities(request, which):
         # concat: head j of position s occupies columns j*d:(j+1)*d
         for j in range(q.shape[1]):
             assert_array_equal(t["concat"][:, :, j * d : (j + 1) * d], t["context"][:, j])
-        W_o, b_o = lw.W_o.astype(np.float64), lw.b_o.astype(np.float64)
+        W_o, b_o = lw.attention.W_o.astype(np.float64), lw.attention.b_o.astype(np.float64)
         assert_allclose(t["attention_output"], t["concat"] @ W_o + b_o, atol=1e-5, err_msg=f"layer {i} W^O")
         # residuals are the sum of their parts, bit for bit
         assert_array_equal(t["residual_1"], x + t["attention_output"])
         assert_array_equal(t["residual_2"], t["ln_1"] + t["ffn_output"])
         # LayerNorm: before gamma/beta, mean 0 and variance 1 over the hidden axis
         for name, res, g, bt in (
-            ("ln_1", t["residual_1"], lw.ln1_gamma, lw.ln1_beta),
-            ("ln_2", t["residual_2"], lw.ln2_gamma, lw.ln2_beta),
+            ("ln_1", t["residual_1"], lw.ln_1.gamma, lw.ln_1.beta),
+            ("ln_2", t["residual_2"], lw.ln_2.gamma, lw.ln_2.beta),
         ):
             assert_allclose(t[name], _layer_norm64(res, g, bt, eps), rtol=0, atol=1e-5, err_msg=f"{i} {name}")
             z = (t[name].astype(np.float64) - bt) / g
@@ -218,3 +218,53 @@ def test_no_trace_by_default(request, which):
     assert enc.attentions is None
     enc = model.encode(["Hello world"], trace=False)
     assert enc.trace is None
+
+
+# --------------------------------------------------------------------------- the records
+
+
+def test_typed_fields_are_the_primary_names_and_the_flat_ones_read_them(tiny_model):
+    """Every flat name of the trace's first (dict) form reads the very array of a
+    typed field: no copy, the same object; hidden_states[i + 1] is layer i's ln_2."""
+    from minibert.trace import EmbeddingTrace, LayerTrace, Trace
+
+    enc = tiny_model.encode(["The cat sat on the mat.", "Hello"], trace=True)
+    trace = enc.trace
+    assert isinstance(trace, Trace) and trace["layers"] is trace.layers
+    assert isinstance(trace.embeddings, EmbeddingTrace) and trace["embeddings"] is trace.embeddings
+    typed = {
+        "q": "attention.q", "k": "attention.k", "v": "attention.v", "scores": "attention.scores",
+        "mask": "attention.mask", "masked_scores": "attention.masked_scores", "probs": "attention.probs",
+        "context": "attention.context", "concat": "attention.concat", "attention_output": "attention.output",
+        "residual_1": "residual_1", "ln_1": "ln_1", "ffn_pre": "ffn.pre", "ffn_act": "ffn.act",
+        "ffn_output": "ffn.output", "residual_2": "residual_2", "ln_2": "ln_2",
+    }  # fmt: skip
+    assert set(typed) == set(LAYER_NAMES)
+    for i, layer in enumerate(trace.layers):
+        assert isinstance(layer, LayerTrace) and list(layer) == LAYER_NAMES and len(layer) == len(LAYER_NAMES)
+        for flat, path in typed.items():
+            value = layer
+            for part in path.split("."):
+                value = getattr(value, part)
+            assert isinstance(value, np.ndarray) and layer[flat] is value, (i, flat)
+        assert layer.output is layer.ln_2 is enc.hidden_states[i + 1]
+    assert trace.embeddings.hidden_state is trace.embeddings.output is enc.hidden_states[0]
+    with pytest.raises(KeyError):
+        trace.layers[0]["W_q"]  # a weight, not an intermediate
+
+
+@pytest.mark.parametrize("family", ["tiny-electra", "tiny-distilbert"])
+def test_optional_embedding_parts(family):
+    """ELECTRA projects its embeddings (``"projection" in``, and hidden_states[0] is
+    the projection); DistilBERT has no token types (``token_type`` None)."""
+    import minibert
+
+    model = minibert.load(Path(__file__).resolve().parent / "data" / family)
+    e = model.encode(["hello world"], trace=True).trace.embeddings
+    if family == "tiny-electra":
+        assert "projection" in e and e["projection"] is e.projection is e.hidden_state
+        assert e.output.shape[-1] == model.config.embedding_size != e.projection.shape[-1]
+    else:
+        assert "projection" not in e and set(e) == set(EMBEDDING_NAMES) and e["token_type"] is None
+        with pytest.raises(KeyError):
+            e["projection"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from safetensors.numpy import load_file, save_file
 
 import minibert
 from minibert import cli
-from minibert.weights import read_safetensors
+from minibert.weights import LAYER_NAMES, read_safetensors
+from minibert.weights import slot as slot_of
 
 TEXTS = ["Hello world!", "How old are you?", "北京欢迎你 🍕"]
 HEAD_TENSORS = {  # what BertForMaskedLM / BertForPreTraining add beside the encoder (V=186, H=32)
@@ -96,12 +98,12 @@ def assert_same_outputs(a, b) -> None:
 def test_bert_model_names(tiny_model):
     w = tiny_model.weights
     assert w.names["embeddings.word"] == "embeddings.word_embeddings.weight"
-    assert w.names["layer.1.W_q"] == "encoder.layer.1.attention.self.query.weight"
+    assert w.names["layer.1.attention.W_q"] == "encoder.layer.1.attention.self.query.weight"
     assert w.ignored == ("pooler.dense.bias", "pooler.dense.weight")
     # Linear weights are transposed once at load: (out, in) in the file, (in, out) in Weights
     raw = tiny_tensors()
-    assert_array_equal(w.layers[0].W_1, raw["encoder.layer.0.intermediate.dense.weight"].T)
-    assert w.layers[0].W_1.shape == (32, 64)
+    assert_array_equal(w.layers[0].ffn.W_1, raw["encoder.layer.0.intermediate.dense.weight"].T)
+    assert w.layers[0].ffn.W_1.shape == (32, 64)
 
 
 def test_masked_lm_checkpoint_loads_and_lists_heads(tmp_path):
@@ -115,7 +117,7 @@ def test_masked_lm_checkpoint_loads_and_lists_heads(tmp_path):
         "bert.pooler.dense.weight",
         "bert.pooler.dense.bias",
     }
-    assert model.weights.names["layer.0.W_q"] == "bert.encoder.layer.0.attention.self.query.weight"
+    assert model.weights.names["layer.0.attention.W_q"] == "bert.encoder.layer.0.attention.self.query.weight"
     assert_same_outputs(outputs(d), outputs(TINY_BERT))
 
 
@@ -127,7 +129,7 @@ def test_tf_style_layer_norm_names(tmp_path):
     assert "encoder.layer.0.output.LayerNorm.gamma" in renamed
     d = copy_tiny(tmp_path)
     save(renamed, d)
-    assert minibert.load(d).weights.names["layer.0.ln2_gamma"] == "encoder.layer.0.output.LayerNorm.gamma"
+    assert minibert.load(d).weights.names["layer.0.ln_2.gamma"] == "encoder.layer.0.output.LayerNorm.gamma"
     assert_same_outputs(outputs(d), outputs(TINY_BERT))
 
 
@@ -144,8 +146,10 @@ def test_float16_checkpoint(tmp_path):
     save({k: v.astype(np.float32) for k, v in half.items()}, rounded)
     m16 = minibert.load(d16)
     assert set(m16.weights.source_dtypes.values()) == {"F16"}
-    assert m16.weights.layers[0].W_q.dtype == np.float32
-    assert_array_equal(m16.weights.layers[0].W_q, half["encoder.layer.0.attention.self.query.weight"].T)
+    assert m16.weights.layers[0].attention.W_q.dtype == np.float32
+    assert_array_equal(
+        m16.weights.layers[0].attention.W_q, half["encoder.layer.0.attention.self.query.weight"].T
+    )
     assert_same_outputs(outputs(d16), outputs(rounded))
     for dtype in ("float32", "float64"):  # and in float64 too
         assert_array_equal(
@@ -173,15 +177,15 @@ def test_bfloat16_checkpoint(tmp_path):
     d, exact = bf16_dir(tmp_path)
     model = minibert.load(d)
     assert set(model.weights.source_dtypes.values()) == {"BF16"}
-    for slot, name in model.weights.names.items():
-        part, _, field = slot.rpartition(".")
-        holder = (
-            model.weights.embeddings
-            if part == "embeddings"
-            else model.weights.layers[int(part.split(".")[1])]
-        )
-        got = getattr(holder, field)
-        assert_array_equal(got, exact[name].T if field.startswith("W_") else exact[name], err_msg=slot)
+    for slot, name in model.weights.names.items():  # "embeddings.ln.gamma", "layer.1.attention.W_q"
+        part, _, path = slot.partition(".")
+        holder = model.weights.embeddings
+        if part == "layer":
+            k, _, path = path.partition(".")
+            holder = model.weights.layers[int(k)]
+        for field in path.split("."):
+            holder = getattr(holder, field)
+        assert_array_equal(holder, exact[name].T if field.startswith("W_") else exact[name], err_msg=slot)
     rounded = copy_tiny(tmp_path, "rounded")
     save(exact, rounded)
     assert_same_outputs(outputs(d), outputs(rounded))
@@ -359,3 +363,44 @@ def test_bad_model_is_a_one_line_error(tmp_path, case, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("minibert: error: ") and captured.err.count("\n") == 1
     assert fragments[0] in captured.err
+
+
+# ------------------------------------------------------------------ the record layout
+
+
+def test_one_record_grouped_as_the_formulas(tiny_model):
+    """Each layer is attention, ln_1, ffn, ln_2, every slot named as ops names it,
+    each array the checkpoint's (transposed for Linear weights)."""
+    raw = tiny_tensors()
+    layer = tiny_model.weights.layers[1]
+    for slot, name in LAYER_NAMES.items():
+        value = slot_of(layer, slot)
+        stored = raw[name.format(i=1)]
+        assert_array_equal(
+            value, stored.T if slot.rsplit(".", 1)[1].startswith("W_") else stored, err_msg=slot
+        )
+    assert tiny_model.weights.embeddings.ln.gamma is slot_of(tiny_model.weights.embeddings, "ln.gamma")
+
+
+def test_the_fast_layout_is_built_at_load_and_shares_the_arrays(tiny_model):
+    """W_qkv = [W_q / sqrt(d) | W_k | W_v] lives in the same record: W_k, W_v, b_k,
+    b_v are views into it, so only the scaled Q block is extra memory."""
+    H, d = tiny_model.config.hidden_size, tiny_model.config.head_size
+    raw = tiny_tensors()
+    for i, layer in enumerate(tiny_model.weights.layers):
+        a = layer.attention
+        assert a.W_qkv.shape == (H, 3 * H) and a.W_qkv.flags.c_contiguous and a.b_qkv.shape == (3 * H,)
+        W_q = raw[f"encoder.layer.{i}.attention.self.query.weight"].T
+        assert_allclose(a.W_qkv[:, :H], W_q / np.sqrt(d), rtol=1e-6, atol=0)
+        assert_array_equal(a.W_q, W_q)  # the formulas' W_q itself stays unscaled
+        for name, stored in (("W_k", "key"), ("W_v", "value")):
+            assert_array_equal(getattr(a, name), raw[f"encoder.layer.{i}.attention.self.{stored}.weight"].T)
+            assert getattr(a, name).base is a.W_qkv
+        assert np.shares_memory(a.b_k, a.b_qkv) and np.shares_memory(a.b_v, a.b_qkv)
+        assert not np.shares_memory(a.W_q, a.W_qkv)
+    # a record made by replace() derives its own layout from its own W_q
+    a = tiny_model.weights.layers[0].attention
+    doubled = replace(a, W_q=2 * a.W_q)
+    assert_allclose(doubled.W_qkv[:, :H], 2 * a.W_qkv[:, :H], rtol=1e-6)
+    assert_array_equal(doubled.W_k, a.W_k)
+    assert not np.shares_memory(doubled.W_qkv, a.W_qkv)

@@ -191,11 +191,12 @@ def test_layers_keeps_only_those_and_equals_the_full_result(bpe_model, ref):
 # Issue 9: --long window on a 10 MB line allocated 8 GiB: every window's every layer was held.
 def test_windows_stream_through_the_model_a_batch_at_a_time(bpe_model, ref, monkeypatch):
     """The model sees at most batch_size windows at a time, however long the text."""
-    import minibert.windows as windows
+    from minibert.model import Model
 
     shapes = []
-    real = windows.forward
-    monkeypatch.setattr(windows, "forward", lambda *a, **k: shapes.append(a[2].shape) or real(*a, **k))
+    real = Model.forward
+    monkeypatch.setattr(Model, "forward", lambda self, batch, *a, **k: shapes.append(batch.input_ids.shape)
+                        or real(self, batch, *a, **k))  # fmt: skip
     text = str(ref["bpe__text"]) * 3
     enc = minibert.encode_long(bpe_model, text, stride=100, window=128, batch_size=4, layers=-1)
     assert len(shapes) > 10 and all(b <= 4 and s <= 128 for b, s in shapes)

@@ -175,7 +175,7 @@ def test_bad_arguments_name_the_problem(bpe_model):
     enc = bpe_model.encode(["Hello"])
     with pytest.raises(MinibertError, match="how must be one of first, last, mean, first_last"):
         minibert.words(enc, "max")
-    with pytest.raises(MinibertError, match="layer 3 out of range: there are 3 hidden states"):
+    with pytest.raises(MinibertError, match=r"layers \[0, 3\]: index 3 is out of range: valid are 0\.\.2"):
         minibert.words(enc, layers=[0, 3])
-    with pytest.raises(MinibertError, match="layer -4 out of range"):
+    with pytest.raises(MinibertError, match="layers -4: index -4 is out of range"):
         minibert.words(enc, layers=-4)

@@ -37,10 +37,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain import explain
+    from ..explain import explain, render
 
     model = load(args.model, args.dtype)
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    result = explain(model, args.text, args.layer, args.head, args.token, args.pad, color)
-    print(result.text)
+    result = explain(model, args.text, args.layer, args.head, args.token, args.pad, prefix="--")
+    print(render(result, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     return 0 if result.ok else 1

@@ -46,7 +46,7 @@ def run_attention(args: argparse.Namespace) -> int:
     require_matplotlib()
     check_figure_path(args.output)
     model = load(args.model, args.dtype)
-    save(attention(model, args.text, args.layer, args.head), args.output)
+    save(attention(model, args.text, args.layer, args.head, prefix="--"), args.output)
     print(f"wrote {args.output}")
     return 0
 
