@@ -16,9 +16,6 @@ from pathlib import Path
 from .readers import OutputReader, open_file
 from .shards import ShardedOutput
 
-# Kept importable from here for minibert.plot and minibert.commands.plot, which predate the split.
-from .writers import refuse_overwriting, write_atomic  # noqa: F401
-
 
 def open_output(path: str | Path) -> OutputReader:
     """Open what extract wrote: an ``.npz``, ``.safetensors`` or ``.jsonl``

@@ -59,9 +59,9 @@ def check_figure_path(path: str | Path) -> Path:
 
 
 def save(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` atomically (:func:`minibert.output.write_atomic`: a
+    """Write ``fig`` atomically (:func:`minibert.writers.write_atomic`: a
     temporary file in the same directory, then rename; an OSError is one line)."""
-    from .output import write_atomic
+    from .writers import write_atomic
 
     path = check_figure_path(path)
     write_atomic(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=dpi))

@@ -11,7 +11,7 @@ measures, per-layer plots, and the article's errata where it departs.
 The data flows one way::
 
     text -> Model.tokenize -> Model.forward(trace=True) -> Encoding
-    text -> explain(layer=1..L, pad=0) -> checks per layer
+    text -> explain(layer=1..L, pad=0) -> the walk of each layer (its steps and checks)
     Encoding + checks -> build_payload (the ONLY reader of both) -> JSON-able dict
     payload -> render -> HTML: minibert/view_assets/ (template, CSS, JS) + the JSON
 
@@ -46,7 +46,8 @@ import numpy as np
 
 from . import ops
 from .errors import MinibertError
-from .explain import Check, _resolve_token, explain, resolve_layer
+from .explain import Check, Explanation, explain, resolve_head, resolve_token
+from .layers import resolve_layer
 from .model import Encoding, Model, position_ids
 
 #: Texts longer than this (special tokens included) are refused: the page holds
@@ -58,23 +59,24 @@ ASSETS = "view_assets"
 #: base64.b85encode's digits that HTML would need escaped, and what the page uses instead.
 BASE85_SAFE = str.maketrans("&<>", ".,:")
 
-#: explain's checks by the step of the page they belong to: the first pattern
-#: that matches the start of a check's ``what`` wins. A check that matches
-#: none is shown under "other checks", never dropped.
-STEP_OF_CHECK = (
-    (r"sum = word|e = LayerNorm|x = e W_proj", "embeddings"),
-    (r"[QKV] = X", "qkv"),
-    (r"scores = ", "scores"),
-    (r"masked = |\d+ padding positions", "mask"),
-    (r"rows of P|padded keys|P = softmax", "softmax"),
-    (r"attention recomputed", "context"),
-    (r"concat\[|W\^O", "concat"),
-    (r"residual_1", "residual_1"),
-    (r"ln_1", "ln_1"),
-    (r"ffn_pre|FFN = |\S+ recomputed with math", "ffn"),
-    (r"residual_2", "residual_2"),
-    (r"ln_2", "ln_2"),
-)
+#: explain's steps (by the number their title starts with) -> the step of the
+#: page that shows their checks. A check of any other step is shown under
+#: "other checks", never dropped.
+PAGE_STEP = {
+    "2.": "embeddings",
+    "3.1": "qkv",
+    "3.2": "scores",
+    "3.3": "mask",
+    "3.4": "softmax",
+    "3.5": "context",
+    "3.6": "concat",
+    "3.7": "concat",
+    "3.8": "residual_1",
+    "3.9": "ln_1",
+    "3.10": "ffn",
+    "3.11": "residual_2",
+    "3.12": "ln_2",
+}
 
 #: The trace's per-layer arrays the page embeds; the rest it derives exactly
 #: (masked_scores, concat, residual_1, residual_2) or has already (ln_2 is
@@ -97,9 +99,13 @@ class Page(str):
         )
 
 
-def step_of(what: str) -> str:
-    """The page step an explain check belongs to (see STEP_OF_CHECK)."""
-    return next((step for pattern, step in STEP_OF_CHECK if re.match(pattern, what)), "other")
+def step_checks(explanation: Explanation) -> list[tuple[str, Check]]:
+    """Every check of an explanation with the page step it belongs to (see PAGE_STEP)."""
+    return [
+        (PAGE_STEP.get(step.title.split(" ", 1)[0], "other"), c)
+        for step in explanation.steps
+        for c in step.checks
+    ]
 
 
 def _number(x: float) -> float | str:
@@ -128,13 +134,13 @@ def _pack(arrays: dict[str, np.ndarray], dtype: np.dtype) -> dict:
     return {"arrays": index, "itemsize": dtype.itemsize, "blob": text, "blob_bytes": len(packed)}
 
 
-def build_payload(model: Model, enc: Encoding, checks: list[list[Check]], initial: dict) -> dict:
+def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], initial: dict) -> dict:
     """Everything the page shows, as a JSON-able dict, from the traced
-    Encoding of one text and explain's checks for layers 1..L.
+    Encoding of one text and explain's walk of each layer 1..L.
 
     The ONLY function that reads the trace (by the dict-style keys of
-    :class:`minibert.model.Encoding`'s docstring) and explain's checks, so a
-    change of either is made here alone.
+    :class:`minibert.trace.Trace`) and explain's checks, so a change of
+    either is made here alone.
     """
     cfg = model.config
     emb, layers = enc.trace["embeddings"], enc.trace["layers"]
@@ -151,11 +157,13 @@ def build_payload(model: Model, enc: Encoding, checks: list[list[Check]], initia
     relu = []
     for k, t in zip(model.weights.layer_map, layers, strict=True):
         w = model.weights.layers[k]
-        relu.append(ops.linear(ops.relu(t["ffn_pre"][0]), w.W_2, w.b_2))  # (S, I) -> (S, H)
+        relu.append(ops.linear(ops.relu(t["ffn_pre"][0]), w.ffn.W_2, w.ffn.b_2))  # (S, I) -> (S, H)
     arrays["ffn_relu_output"] = np.stack(relu)
 
-    def as_dict(c: Check) -> dict:
-        return {"step": step_of(c.what), "what": c.what, "error": _number(c.error), "tol": c.tol, "ok": c.ok}
+    def as_dict(step: str, c: Check) -> dict:
+        return {"step": step, "what": c.what, "error": _number(c.error), "tol": c.tol, "ok": c.ok}
+
+    per_layer = [step_checks(e) for e in explanations]
 
     return {
         "model": model.path.name,
@@ -178,8 +186,8 @@ def build_payload(model: Model, enc: Encoding, checks: list[list[Check]], initia
         "initial": initial,
         # every layer's explain repeats the embedding checks: they are taken from layer 1's
         "checks": {
-            "embeddings": [as_dict(c) for c in checks[0] if step_of(c.what) == "embeddings"],
-            "layers": [[as_dict(c) for c in found if step_of(c.what) != "embeddings"] for found in checks],
+            "embeddings": [as_dict(s, c) for s, c in per_layer[0] if s == "embeddings"],
+            "layers": [[as_dict(s, c) for s, c in found if s != "embeddings"] for found in per_layer],
         },
         **_pack(arrays, model.dtype),
     }
@@ -225,19 +233,27 @@ def render(payload: dict) -> Page:
     return Page(page)
 
 
-def view(model: Model, text: str, layer: int = 1, head: int = 0, token: int | str | None = None) -> Page:
+def view(
+    model: Model,
+    text: str,
+    layer: int = 1,
+    head: int = 0,
+    token: int | str | None = None,
+    *,
+    prefix: str = "",
+) -> Page:
     """The page of ``text`` through ``model``, opened at encoder layer
     ``layer`` (1..L, or negative from the end), head ``head`` (0..h-1) and
     token ``token`` (an index into the text's tokens or a token string;
     default the first token after [CLS]); the page lets the reader choose
-    others. Returns the HTML (:class:`Page`: a str, shown inline by Jupyter).
+    others. ``prefix`` goes before argument names in messages (the command
+    line passes ``"--"``). Returns the HTML (:class:`Page`: a str, shown
+    inline by Jupyter).
     """
     if not isinstance(text, str) or not text.strip():
         raise MinibertError("the text to view is empty")
-    N = resolve_layer(layer, model.num_layers)
-    h = model.config.num_attention_heads
-    if not 0 <= head < h:
-        raise MinibertError(f"--head {head} is out of range: this model has heads 0..{h - 1}")
+    N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
+    head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
     batch = model.tokenize([text])
     n = batch.num_tokens[0]
     if n > MAX_TOKENS:
@@ -245,10 +261,10 @@ def view(model: Model, text: str, layer: int = 1, head: int = 0, token: int | st
             f"the text has {n} tokens; a page shows every number of every token, at most {MAX_TOKENS} "
             "(shorten the text)"
         )
-    T = _resolve_token(token, batch.tokens[0])
+    T = resolve_token(token, batch.tokens[0], f"{prefix}token")
     enc = model.forward(batch, trace=True)
-    checks = [explain(model, text, i, head, T, pad=0).checks for i in range(1, model.num_layers + 1)]
-    payload = build_payload(model, enc, checks, {"layer": N, "head": head, "token": T})
+    walks = [explain(model, text, i, head, T, pad=0) for i in range(1, model.num_layers + 1)]
+    payload = build_payload(model, enc, walks, {"layer": N, "head": head, "token": T})
     payload["article"] = _article_items()
     payload["errata"] = _errata_link()
     return render(payload)

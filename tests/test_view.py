@@ -21,7 +21,7 @@ from test_fuzz_io import _fail_fsync, _fail_mkstemp
 
 from minibert import load
 from minibert.explain import explain
-from minibert.view import LAYER_ARRAYS, MAX_TOKENS, step_of, view
+from minibert.view import LAYER_ARRAYS, MAX_TOKENS, PAGE_STEP, step_checks, view
 
 #: 10 tokens with [CLS] and [SEP]: the text the size budget is stated for.
 TEXT10 = "The bank raised interest rates again today."
@@ -89,7 +89,9 @@ def assert_page_holds_the_trace(model, text: str, page: str) -> dict:
     w = model.weights
     for i, t in enumerate(layers):
         lw = w.layers[w.layer_map[i]]
-        relu64 = np.maximum(t["ffn_pre"][0].astype(np.float64), 0) @ lw.W_2.astype(np.float64) + lw.b_2
+        relu64 = (
+            np.maximum(t["ffn_pre"][0].astype(np.float64), 0) @ lw.ffn.W_2.astype(np.float64) + lw.ffn.b_2
+        )
         # float32 matmul of 1536 terms against float64: observed <= 2e-6, and 3e-5 on a value of 193
         # (relative 1.5e-7) in one of all-MiniLM-L6-v2's outlier dimensions
         np.testing.assert_allclose(
@@ -153,9 +155,19 @@ def test_checks_are_explains_each_with_its_step(real_model):
             assert {c["step"] for c in payload["checks"]["embeddings"]} == {"embeddings"}
 
 
-def test_an_unknown_check_is_kept_as_other():
-    assert step_of("something explain checks tomorrow") == "other"
-    assert step_of("ffn_pre = ln_1 W_1 + b_1, float64") == "ffn"  # not ln_1's, though it names ln_1
+def test_every_check_of_explain_has_a_step_on_the_page(tiny_model):
+    """Every step of explain with checks is mapped to a page step by its number; a step the
+    page does not know (e.g. one explain adds tomorrow) is kept as "other", never dropped."""
+    from minibert.explain import Check, Explanation, Step, explain
+
+    walk = explain(tiny_model, "the cat sat", 1, 0, 1, pad=0)
+    numbers = {s.title.split(" ", 1)[0] for s in walk.steps if s.checks}
+    assert numbers <= set(PAGE_STEP), numbers - set(PAGE_STEP)
+    found = step_checks(walk)
+    assert [c for _, c in found] == walk.checks
+    assert dict((c.what, s) for s, c in found)["ffn_pre = ln_1 W_1 + b_1, float64"] == "ffn"
+    extra = Step("3.13 something explain checks tomorrow", lines=(Check("x", 0.0, 1.0),))
+    assert step_checks(Explanation((*walk.steps, extra), "float32", 1e-4))[-1][0] == "other"
 
 
 def test_page_is_self_contained(tiny_model):

@@ -90,7 +90,7 @@ def _relu_ffn(p: Page, layer: int, token: int) -> np.ndarray:
     """The article's FFN output (ReLU for GELU) in float64, from the weights."""
     w = p.model.weights.layers[p.model.weights.layer_map[layer - 1]]
     pre = p.enc.trace["layers"][layer - 1]["ffn_pre"][0, token].astype(np.float64)
-    return np.maximum(pre, 0) @ w.W_2.astype(np.float64) + w.b_2
+    return np.maximum(pre, 0) @ w.ffn.W_2.astype(np.float64) + w.ffn.b_2
 
 
 def expected(p: Page, key: str, layer: int | None, head: int | None, token: int | None) -> np.ndarray:

@@ -53,7 +53,6 @@ def run_attention(args: argparse.Namespace) -> int:
 
 def run_layers(args: argparse.Namespace) -> int:
     from ..inputs import read_items
-    from ..output import refuse_overwriting
     from ..plot import (
         check_figure_path,
         layer_statistics,
@@ -62,6 +61,7 @@ def run_layers(args: argparse.Namespace) -> int:
         require_matplotlib,
         save,
     )
+    from ..writers import refuse_overwriting
 
     require_matplotlib()
     check_figure_path(args.output)

@@ -31,12 +31,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..writers import write_atomic
     from ..view import check_page_path, view
+    from ..writers import write_atomic
 
     path = check_page_path(args.output)
     model = load(args.model, args.dtype)
-    page = view(model, args.text, args.layer, args.head, args.token)
+    page = view(model, args.text, args.layer, args.head, args.token, prefix="--")
     data = page.encode("utf-8")
     write_atomic(path, lambda f: f.write(data))
     print(f"wrote {path} ({len(data) / 1e6:.2f} MB): open it in a browser")
