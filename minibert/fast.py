@@ -44,9 +44,15 @@ What it does differently, and why (docs/performance.md has the measurements):
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
 
-Not computed here: attention maps and traces. :meth:`minibert.Model.forward`
-runs the formulas of :func:`minibert.model.forward` for those (the choice is
-made in one place, ``Model._compute``).
+- **Attention maps when asked for.** Each text's probabilities are divided
+  from the exp(S) its attention already holds in cache straight into the
+  returned (B, h, S, S) arrays at [b, :, :n, :n]; everything else stays 0.
+  The context is computed the same way with or without them, so the hidden
+  states are the same bits (tested).
+
+Not computed here: traces. :meth:`minibert.Model.forward` runs the formulas
+of :func:`minibert.model.forward` for those and for ``impl="plain"`` (the
+choice is made in one place, ``Model._compute``).
 
 Shape alphabet as in :mod:`minibert.ops` (B, S, H, h, d, I), plus:
 
@@ -210,12 +216,17 @@ def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps:
     y += beta
 
 
-def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> None:
-    """ctx <- multi-head attention context of one text, before W^O.
+def _attention(
+    qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int, probs: np.ndarray | None = None
+) -> None:
+    """ctx <- multi-head attention context of one text, before W^O; and, if
+    ``probs`` is given, probs <- its attention probabilities.
 
     qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
     ctx: (n, H), written; scores: flat scratch of >= g n^2 elements for the
-    g = :func:`_heads_at_once` heads of a group (see :data:`ATTENTION_BLOCK`).
+    g = :func:`_heads_at_once` heads of a group (see :data:`ATTENTION_BLOCK`);
+    probs: None, or (h, n, n), written (a view of the returned (B, h, S, S)
+    array at the text's real queries and keys).
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
@@ -225,6 +236,11 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> 
     negative that the row sum underflows, those heads are redone with the
     shift. Heads go g at a time, g chosen so the g (n, n) score matrices
     stay in cache (all heads at once for short texts, one by one at 512).
+
+    The probabilities, when asked for, are exp(S) / rowsum, divided from
+    the cached exp(S) straight into ``probs`` after the context is computed:
+    the context is the same arithmetic with or without them, so asking for
+    attentions changes no bit of the hidden states.
     """
     n, H3 = qkv.shape
     d = H3 // (3 * h)
@@ -250,7 +266,32 @@ def _attention(qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int) -> 
             z = np.einsum("ij->i", p.reshape(-1, n))
         o = out[group]
         np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
-        o /= z.reshape(g, n, 1)
+        zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
+        o /= zc
+        if probs is not None:
+            np.divide(p, zc, out=probs[group])  # (g, n, n) / (g, n, 1) -> (g, n, n)
+
+
+def _text_attention(
+    qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int, maps: np.ndarray | None, real: np.ndarray
+) -> None:
+    """:func:`_attention` of one text, writing its attention probabilities,
+    if ``maps`` (h, S, S) is given, at its real queries and keys there
+    (``real``: (S,) bool, n of them; every other entry is left as it is, 0).
+
+    The tokenizer pads on the right, so the real tokens are the first n and
+    the probabilities are written straight into maps[:, :n, :n]; a hand-made
+    mask with padding elsewhere goes through a scratch array.
+    """
+    if maps is None:
+        return _attention(qkv, ctx, scores, h)
+    n = len(qkv)
+    if real[:n].all():
+        return _attention(qkv, ctx, scores, h, maps[:, :n, :n])
+    at = np.flatnonzero(real)
+    probs = np.empty((h, n, n), qkv.dtype)
+    _attention(qkv, ctx, scores, h, probs)
+    maps[:, at[:, None], at] = probs
 
 
 def _heads_at_once(n: int, h: int) -> int:
@@ -274,14 +315,19 @@ def forward(
     position_ids: np.ndarray,
     token_type_ids: np.ndarray | None,
     attention_mask: np.ndarray,
-) -> tuple[np.ndarray, ...]:
+    output_attentions: bool = False,
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None]:
     """The encoder, fast: the inputs of :func:`minibert.model.forward` (plus
     the position ids, which :func:`minibert.model.position_ids` computes per
-    family), and its hidden states, to float rounding.
+    family), and its hidden states and attention maps, to float rounding.
 
     input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
-    Returns hidden_states: one array (B, S, H) per step of
-    ``weights.layer_map`` plus the embeddings, 0 at padding positions.
+    Returns (hidden_states, attentions): hidden_states one array (B, S, H)
+    per step of ``weights.layer_map`` plus the embeddings, 0 at padding
+    positions; attentions, with ``output_attentions``, one array (B, h, S, S)
+    per step, 0 at every padding query and key (each real query's row sums
+    to 1 over the real keys), else None. The hidden states are the same bits
+    either way (see :func:`_attention`).
 
     The texts are cut into work units (:func:`units`) by their lengths
     alone, and each unit runs through the encoder on its own, so a text's
@@ -302,11 +348,14 @@ def forward(
     dense = bool(real.all())
     steps = len(weights.layer_map) + 1
     alloc = np.empty if dense else np.zeros  # padding positions are 0
-    outs = [alloc((B, S, config.hidden_size), weights.embeddings.word.dtype) for _ in range(steps)]
+    dtype = weights.embeddings.word.dtype
+    outs = [alloc((B, S, config.hidden_size), dtype) for _ in range(steps)]
+    h = config.num_attention_heads
+    maps = [alloc((B, h, S, S), dtype) for _ in range(steps - 1)] if output_attentions else None
     lengths = real.sum(axis=1)
     todo = units(lengths)
     n = threads.wanted()
-    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs)
+    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
         with threads.blas_limit(1):
@@ -314,7 +363,7 @@ def forward(
     else:
         for b0, b1 in todo:
             _encode(*args, b0, b1)
-    return tuple(outs)
+    return tuple(outs), None if maps is None else tuple(maps)
 
 
 #: Tokens per work unit (see :func:`units`): enough rows that the fused QKV
@@ -357,8 +406,10 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, b0, b1) -> None:
-    """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1].
+def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, b0, b1) -> None:
+    """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1] (and,
+    unless ``maps`` is None, each text's attention maps into
+    maps[i - 1][b, :, :n, :n]).
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy).
@@ -408,7 +459,8 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
-                _attention(qkv[s:e], ctx[s:e], scores, h)
+                text_maps = None if maps is None else maps[i - 1][b0 + b]
+                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b])
         x_next = destination(i)
         for r0 in range(0, N, R):
             r1 = min(r0 + R, N)

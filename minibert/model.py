@@ -166,6 +166,22 @@ PLAIN_SCORES = 2**24
 PLAIN_TOKENS = 2**13
 
 
+def _zero_padding_queries(maps, attention_mask: np.ndarray, copy: bool):
+    """The attention maps (B, h, S, S) with the rows of padding queries set to
+    0 (in place, or on copies when ``copy``: a trace holds the originals), so
+    they are 0 at padding as the fast path's are. None stays None."""
+    if maps is None:
+        return None
+    pad = ~attention_mask.astype(bool)
+    if not pad.any():
+        return maps
+    b, q = np.nonzero(pad)
+    out = tuple(a.copy() if copy else a for a in maps)
+    for a in out:
+        a[b, :, q, :] = 0
+    return out
+
+
 class NonFiniteError(MinibertError):
     """A forward pass produced NaN or Inf. ``text``: the row of the batch
     (``extract`` raises it again with the text's input index); ``layer``: the
@@ -378,20 +394,28 @@ class Model:
     def _compute(self, batch: Batch, output_attentions: bool, trace: bool) -> EncoderOutput:
         """The one place that chooses how the encoder runs:
 
-        - attentions or a trace: the formulas of :func:`forward` (the fast
-          path never materialises the (B, h, S, S) probabilities, nor any
+        - a trace: the formulas of :func:`forward` (the fast path keeps no
           intermediate), on the whole batch;
-        - ``impl="plain"``: :func:`forward` too, a chunk of texts at a time;
+        - ``impl="plain"``: :func:`forward` too, a chunk of texts at a time
+          (the whole batch with attentions);
         - otherwise (the default): :func:`minibert.fast.forward`, the same
-          numbers to float rounding (tested), 0 at padding positions.
+          numbers to float rounding (tested), 0 at padding positions, with
+          the attention maps if asked for (asking changes no bit of the
+          hidden states).
+
+        Attention maps are 0 at every padding query and key whichever path
+        ran: the formulas give padding keys exactly 0 but padding queries a
+        row of their own, set to 0 here.
         """
         ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
-        if output_attentions or trace:
-            return forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
+        if trace or (self.impl == "plain" and output_attentions):
+            out = forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
+            return replace(out, attentions=_zero_padding_queries(out.attentions, mask, copy=trace))
         if self.impl == "plain":
             return EncoderOutput(self._plain_in_chunks(batch))
         positions = position_ids(self.config, ids, mask)
-        return EncoderOutput(fast.forward(self.weights, self.config, ids, positions, types, mask))
+        hidden, maps = fast.forward(self.weights, self.config, ids, positions, types, mask, output_attentions)
+        return EncoderOutput(hidden, maps)
 
     def _plain_in_chunks(self, batch: Batch) -> tuple[np.ndarray, ...]:
         """The plain path's hidden states, texts taken a chunk at a time so its

@@ -182,20 +182,163 @@ def test_fast_against_transformers_tiny(tiny_model, tiny_model64):
     check_fast_against_reference(tiny_model64, "tiny-bert-float64", 1e-9)
 
 
-# --------------------------------------------------------------------------- what falls back
+# --------------------------------------------------------------------------- attention maps
 
 
-def test_attentions_and_trace_use_the_plain_path(tiny_model):
-    """output_attentions and trace are served by the plain formulas: the same
-    numbers, bit for bit, as impl="plain"."""
+def check_attentions(model: Model, batch, atol: float, threads: int | None = None) -> float:
+    """Fast attention maps against the formulas' (minibert.forward, the plain
+    path's own function) on one batch, and the promises of the maps themselves:
+    every real query's row sums to 1 over the real keys, padding queries and
+    keys are exactly 0, and asking for them changes no bit of the hidden
+    states. Returns max |fast - plain| over real queries and keys."""
+    quick = variant(model, "fast", threads).forward(batch, output_attentions=True)
+    alone = variant(model, "fast", threads).forward(batch)
+    ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+    plain = minibert.forward(model.weights, model.config, ids, types, mask, output_attentions=True)
+    for i, (a, b) in enumerate(zip(quick.hidden_states, alone.hidden_states, strict=True)):
+        assert_array_equal(a, b, err_msg=f"hidden_states[{i}] changed by output_attentions")
+    real = mask.astype(bool)
+    pairs = real[:, None, :, None] & real[:, None, None, :]  # (B, 1, S, S): real query and real key
+    B, S = mask.shape
+    h = model.config.num_attention_heads
+    assert len(quick.attentions) == len(plain.attentions) == model.num_layers
+    worst = 0.0
+    for i, (f, p) in enumerate(zip(quick.attentions, plain.attentions, strict=True)):
+        assert f.shape == (B, h, S, S) and f.dtype == model.dtype, i
+        both = np.broadcast_to(pairs, f.shape)
+        d = float(np.abs(f[both] - p[both]).max(initial=0.0))
+        assert d <= atol, f"attentions[{i}]: max |fast - plain| = {d:.2e} > {atol:.0e}"
+        assert not f[~both].any(), f"attentions[{i}]: padding queries and keys should be exactly 0"
+        rows = f.sum(axis=-1)[np.broadcast_to(real[:, None, :], (B, h, S))]
+        assert_allclose(rows, 1, rtol=0, atol=10 * S * np.finfo(model.dtype).eps, err_msg=f"row sums [{i}]")
+        worst = max(worst, d)
+    return worst
+
+
+# Observed max |fast - plain| over real queries and keys (probabilities, so absolute):
+# real float32 4.2e-7, float64 5.0e-16; every tiny family float32 <= 3.6e-7, float64 <= 5.6e-16.
+# Limits: the existing attention tolerances against transformers (1e-5 float32, 1e-12 float64).
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir() if (p / "config.json").is_file()))
+def test_attentions_fast_equal_plain_every_tiny_family(name, monkeypatch):
+    """Every family (RoBERTa positions, DistilBERT without types, ELECTRA/ALBERT
+    projections, ALBERT's shared layers and inner groups, fp16/bf16 checkpoints),
+    float32 and float64, a padded batch with an empty text and a batch of pairs;
+    and the maps are the same bits at 1, 2 and 3 threads (small units, so the
+    batch is several)."""
+    pytest.importorskip("threadpoolctl")
+    for dtype, atol in (("float32", 1e-5), ("float64", 1e-12)):
+        model = minibert.load(DATA / name, dtype)
+        check_attentions(model, model.tokenize(TEXTS), atol)
+        pairs = ["a second segment", None, "x", "pair", "y " * 30] * 2
+        batch = model.tokenize(TEXTS * 2, pairs, max_length=min(40, model.max_length))
+        check_attentions(model, batch, atol)
+        monkeypatch.setattr(fast, "UNIT_TOKENS", 8)
+        assert len(fast.units(batch.attention_mask.sum(axis=1))) >= 4
+        one = variant(model, "fast", 1).forward(batch, output_attentions=True).attentions
+        for n in (2, 3):
+            other = variant(model, "fast", n).forward(batch, output_attentions=True).attentions
+            for i, (a, b) in enumerate(zip(one, other, strict=True)):
+                assert_array_equal(b, a, err_msg=f"{name} {dtype} attentions[{i}], {n} threads vs 1")
+        monkeypatch.undo()
+
+
+@pytest.mark.real
+def test_attentions_fast_equal_plain_real_float32(real_model):
+    long = "The river rose against the old stone steps of the town. " * 40
+    batch = real_model.tokenize(TEXTS + [long], ["a pair", None, None, "x", None, None], max_length=200)
+    check_attentions(real_model, batch, 1e-5)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_attentions_fast_equal_plain_real_float64(real_model64):
+    batch = real_model64.tokenize(TEXTS, ["a pair", None, None, "x", None])
+    check_attentions(real_model64, batch, 1e-12)
+
+
+def test_attentions_of_a_mask_that_is_not_right_padding(tiny_model):
+    """A hand-made Batch may pad anywhere (the tokenizer pads on the right): the
+    maps go to the real queries and keys wherever they are, 0 elsewhere."""
+    batch = tiny_model.tokenize(["a text of several words", "two words", "one"])
+    ids, mask = batch.input_ids.copy(), batch.attention_mask.copy()
+    for b, n in enumerate(batch.num_tokens):  # move each text's real tokens to the right end
+        S = ids.shape[1]
+        ids[b] = np.roll(ids[b], S - n)
+        mask[b] = np.roll(mask[b], S - n)
+    mask[0, 2] = 0  # and a hole in the middle of the first
+    batch = replace(batch, input_ids=ids, attention_mask=mask)
+    check_attentions(tiny_model, batch, 1e-5)
+    check_attentions(tiny_model, replace(batch, attention_mask=np.zeros_like(mask)), 1e-5)
+
+
+def test_attentions_and_hidden_states_of_a_text_do_not_depend_on_its_batch(tiny_model):
+    """A text's maps, alone or padded among others: the same at its real tokens
+    (to rounding: a unit's products have another number of rows)."""
+    texts = ["Hello world!", "A much longer text that forces padding onto the short one, " * 3]
+    batch = tiny_model.encode(texts, output_attentions=True)
+    for b, text in enumerate(texts):
+        alone = tiny_model.encode([text], output_attentions=True)
+        n = alone.num_tokens[0]
+        for i, (a, c) in enumerate(zip(batch.attentions, alone.attentions, strict=True)):
+            assert_allclose(a[b, :, :n, :n], c[0], rtol=0, atol=1e-6, err_msg=f"text {b} attentions[{i}]")
+
+
+def check_attentions_against_reference(model: Model, name: str, atol: float) -> float:
+    """All reference inputs in padded batches (with and without pairs) through
+    the fast path, maps compared with transformers' at every stored (query, key)."""
+    ref = load_reference(name)
+    texts, pairs = ref["texts"], ref["text_pairs"]
+    groups: dict[bool, list[int]] = {}
+    for b, pair in enumerate(pairs):
+        groups.setdefault(pair is None, []).append(b)
+    worst = 0.0
+    for no_pair, rows_b in groups.items():
+        enc = variant(model, "fast").encode(
+            [texts[b] for b in rows_b],
+            None if no_pair else [pairs[b] for b in rows_b],
+            max_length=int(ref["max_length"]),
+            output_attentions=True,
+        )
+        for j, b in enumerate(rows_b):
+            at = ref["attention_positions"]
+            rows = at[:, 0] == b
+            for i, a in enumerate(enc.attentions):
+                mine = a[j][:, at[rows, 1], at[rows, 2]].T  # (h, S, S) -> (entries, h)
+                want = ref[f"attentions.{i}"][rows]
+                assert_allclose(mine, want, rtol=0, atol=atol, err_msg=f"input {b}: attentions[{i}]")
+                worst = max(worst, float(np.abs(mine - want).max()))
+    return worst
+
+
+# The existing attention tolerances. Observed, fast path in padded batches: real float32 3.0e-6,
+# real float64 4.0e-15, tiny float32 4.5e-7, tiny float64 7.8e-16.
+@pytest.mark.real
+def test_fast_attentions_against_transformers_real_float32(real_model):
+    check_attentions_against_reference(real_model, "all-MiniLM-L6-v2-float32", 1e-5)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_fast_attentions_against_transformers_real_float64(real_model64):
+    check_attentions_against_reference(real_model64, "all-MiniLM-L6-v2-float64", 1e-9)
+
+
+def test_fast_attentions_against_transformers_tiny(tiny_model, tiny_model64):
+    check_attentions_against_reference(tiny_model, "tiny-bert-float32", 1e-5)
+    check_attentions_against_reference(tiny_model64, "tiny-bert-float64", 1e-9)
+
+
+def test_trace_uses_the_plain_path(tiny_model):
+    """A trace is served by the plain formulas: the same numbers, bit for bit,
+    as impl="plain"; its attention maps too (their padding queries set to 0)."""
     batch = tiny_model.tokenize(TEXTS)
-    plain = variant(tiny_model, "plain").forward(batch, output_attentions=True, trace=True)
-    for kwargs in ({"output_attentions": True}, {"trace": True}):
-        enc = variant(tiny_model, "fast").forward(batch, **kwargs)
-        for f, p in zip(enc.hidden_states, plain.hidden_states, strict=True):
-            assert_array_equal(f, p)
-    assert variant(tiny_model, "fast").forward(batch, output_attentions=True).attentions is not None
-    assert variant(tiny_model, "fast").forward(batch, trace=True).trace is not None
+    plain = variant(tiny_model, "plain").forward(batch, output_attentions=True)
+    enc = variant(tiny_model, "fast").forward(batch, output_attentions=True, trace=True)
+    for f, p in zip(enc.hidden_states, plain.hidden_states, strict=True):
+        assert_array_equal(f, p)
+    for f, p in zip(enc.attentions, plain.attentions, strict=True):
+        assert_array_equal(f, p)
+    assert enc.trace is not None
 
 
 def test_default_is_fast_and_bad_impl_is_an_error(tiny_model):
@@ -222,19 +365,22 @@ def test_fast_path_imports_no_framework():
 # --------------------------------------------------------------------------- attention
 
 
-def attention_float64(qkv: np.ndarray, h: int) -> np.ndarray:
-    """softmax(Q K^T) V per head with explicit loops in float64 (Q already scaled)."""
+def attention_float64(qkv: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """softmax(Q K^T) V per head with explicit loops in float64 (Q already scaled):
+    the context (n, H) and the probabilities (h, n, n)."""
     n, H3 = qkv.shape
     H = H3 // 3
     d = H // h
     q, k, v = (qkv[:, i * H : (i + 1) * H].astype(np.float64) for i in range(3))
     out = np.zeros((n, H))
+    probs = np.zeros((h, n, n))
     for head in range(h):
         cols = slice(head * d, (head + 1) * d)
         s = q[:, cols] @ k[:, cols].T
         p = np.exp(s - s.max(axis=1, keepdims=True))
-        out[:, cols] = (p / p.sum(axis=1, keepdims=True)) @ v[:, cols]
-    return out
+        probs[head] = p / p.sum(axis=1, keepdims=True)
+        out[:, cols] = probs[head] @ v[:, cols]
+    return out, probs
 
 
 @pytest.mark.parametrize("heads_at_once", [2, 1])
@@ -252,9 +398,15 @@ def test_attention_scores_that_overflow_exp_fall_back_to_the_shift(scale, heads_
     qkv[:, : h * d] = np.abs(qkv[:, : h * d])  # q > 0, so q.k has the sign of `scale`
     ctx = np.empty((n, h * d), np.float32)
     fast._attention(qkv, ctx, np.empty(h * n * n, np.float32), h)
-    want = attention_float64(qkv, h)
+    want, want_probs = attention_float64(qkv, h)
     assert np.isfinite(ctx).all()
     assert_allclose(ctx, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
+    # with the probabilities asked for: the same context, bit for bit, and the probabilities
+    again, probs = np.empty_like(ctx), np.full((h, n, n), np.nan, np.float32)
+    fast._attention(qkv, again, np.empty(h * n * n, np.float32), h, probs)
+    assert_array_equal(again, ctx)
+    assert np.isfinite(probs).all()
+    assert_allclose(probs, want_probs, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- erf32
@@ -449,15 +601,23 @@ def test_scratch_fits_a_shorter_text_that_needs_more_scores():
         check_batch_fast_equals_plain(model, batch, threads, 1e-5)
 
 
-def check_batch_fast_equals_plain(model: Model, batch, threads: int, rtol: float) -> list[np.ndarray]:
-    plain = variant(model, "plain").forward(batch)
-    quick = variant(model, "fast", threads).forward(batch)
+def check_batch_fast_equals_plain(model: Model, batch, threads: int, rtol: float):
+    """Hidden states and attention maps, fast vs plain (maps: absolute, rtol
+    being also their tolerance), 0 at padding; returns the fast Encoding."""
+    plain = variant(model, "plain").forward(batch, output_attentions=True)
+    quick = variant(model, "fast", threads).forward(batch, output_attentions=True)
     real = batch.attention_mask.astype(bool)
     for i, (f, p) in enumerate(zip(quick.hidden_states, plain.hidden_states, strict=True)):
         d = relative_max_diff(f[real], p[real])
         assert d <= rtol, f"hidden_states[{i}] lengths {batch.num_tokens}: {d:.2e} > {rtol:.0e}"
         assert not f[~real].any(), f"hidden_states[{i}]: padding positions should be 0"
-    return quick.hidden_states
+    both = real[:, None, :, None] & real[:, None, None, :]
+    for i, (f, p) in enumerate(zip(quick.attentions, plain.attentions, strict=True)):
+        both = np.broadcast_to(both, f.shape)
+        d = float(np.abs(f[both] - p[both]).max(initial=0.0))
+        assert d <= rtol, f"attentions[{i}] lengths {batch.num_tokens}: {d:.2e} > {rtol:.0e}"
+        assert not f[~both].any(), f"attentions[{i}]: padding should be 0"
+    return quick
 
 
 _MODELS: dict = {}
@@ -492,15 +652,23 @@ def with_types(batch, seed: int):
 def test_random_batch_compositions_fast_equals_plain_at_any_thread_count(lengths, dtype, seed):
     """Any mix of lengths 1-512 (biased to 140-260, where the scratch bug lived, and
     to short texts), with token type ids, float32 and float64: fast == plain to
-    rounding with padding 0, and 1, 2 and 3 threads give the same bits."""
+    rounding, hidden states and attention maps, with padding 0; 1, 2 and 3
+    threads give the same bits, and asking for the maps changes no bit of the
+    hidden states."""
     pytest.importorskip("threadpoolctl")
     model = cached_random_model(dtype)
     batch = with_types(id_batch(lengths, seed=seed), seed)
     rtol = 1e-5 if dtype == "float32" else 1e-12
     one = check_batch_fast_equals_plain(model, batch, 1, rtol)
     for n in (2, 3):
-        for i, (a, b) in enumerate(zip(one, hidden_at_threads(model, batch, n), strict=True)):
+        other = variant(model, "fast", n).forward(batch, output_attentions=True)
+        for i, (a, b) in enumerate(zip(one.hidden_states, other.hidden_states, strict=True)):
             assert_array_equal(b, a, err_msg=f"hidden_states[{i}], lengths {lengths}, {n} threads vs 1")
+        for i, (a, b) in enumerate(zip(one.attentions, other.attentions, strict=True)):
+            assert_array_equal(b, a, err_msg=f"attentions[{i}], lengths {lengths}, {n} threads vs 1")
+        alone = variant(model, "fast", n).forward(batch)  # without maps: the same hidden states
+        for i, (a, b) in enumerate(zip(one.hidden_states, alone.hidden_states, strict=True)):
+            assert_array_equal(b, a, err_msg=f"hidden_states[{i}] without attentions, {n} threads")
 
 
 # --------------------------------------------------------------------------- thread count and the bits

@@ -348,7 +348,7 @@ def test_a_non_finite_forward_pass_names_the_text_and_layer(impl, dtype):
         else:
             positions = position_ids(model.config, batch.input_ids, batch.attention_mask)
             ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
-            hidden = fast.forward(model.weights, model.config, ids, positions, types, mask)
+            hidden, _ = fast.forward(model.weights, model.config, ids, positions, types, mask)
     assert np.isfinite(hidden[1]).all() and not np.isfinite(hidden[2][0, :5]).all()
 
 
@@ -422,18 +422,20 @@ def test_tiny_model_dir_is_the_committed_one():
     "impl, kwargs, path",
     [
         ("fast", {}, "fast"),
-        ("fast", {"output_attentions": True}, "formulas"),
+        ("fast", {"output_attentions": True}, "fast"),
         ("fast", {"trace": True}, "formulas"),
+        ("fast", {"output_attentions": True, "trace": True}, "formulas"),
         ("plain", {}, "formulas"),
+        ("plain", {"output_attentions": True}, "formulas"),
         ("plain", {"output_attentions": True, "trace": True}, "formulas"),
     ],
 )
 def test_one_place_chooses_the_path(tiny_model, monkeypatch, impl, kwargs, path):
-    """Model.forward runs the fast path by default and the formulas of
-    minibert.forward for attentions, a trace or impl="plain", never both."""
+    """Model.forward runs the fast path by default (attention maps included) and
+    the formulas of minibert.forward for a trace or impl="plain", never both."""
     seen = []
     real_fast, real_formulas = fast.forward, minibert.model.forward
-    monkeypatch.setattr(fast, "forward", lambda *a: seen.append("fast") or real_fast(*a))
+    monkeypatch.setattr(fast, "forward", lambda *a, **k: seen.append("fast") or real_fast(*a, **k))
     monkeypatch.setattr(
         minibert.model, "forward", lambda *a, **k: seen.append("formulas") or real_formulas(*a, **k)
     )
@@ -451,3 +453,23 @@ def test_an_encoding_holds_its_batch(tiny_model):
                  "sequence_ids", "offsets", "texts", "text_pairs"):  # fmt: skip
         assert getattr(enc, name) is getattr(batch, name), name
     assert enc.texts == ["a text", "another one"] and enc.offsets[0][1] == (0, 1)
+
+
+@pytest.mark.parametrize("impl, trace", [("plain", False), ("plain", True), ("fast", True)])
+def test_attention_maps_of_the_formulas_are_0_at_padding_too(tiny_model, impl, trace):
+    """The plain path gives padding queries a softmax row of their own; Model sets
+    those rows to 0 so every path returns maps that are 0 at padding. A trace
+    keeps the formulas' own probabilities (the maps are copies)."""
+    batch = tiny_model.tokenize(["a short one", "a much longer text for the padding of the first"])
+    ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+    formulas = minibert.forward(tiny_model.weights, tiny_model.config, ids, types, mask, output_attentions=True)
+    enc = variant(tiny_model, impl).forward(batch, output_attentions=True, trace=trace)
+    real = mask.astype(bool)
+    n = int(real[0].sum())
+    assert n < real.shape[1] and formulas.attentions[0][0, :, n:, :n].any()  # the formulas' padding rows
+    for i, (a, f) in enumerate(zip(enc.attentions, formulas.attentions, strict=True)):
+        assert not a[0, :, n:, :].any() and not a[0, :, :, n:].any(), i
+        assert_array_equal(a[0, :, :n, :n], f[0, :, :n, :n])
+        assert_array_equal(a[1], f[1])
+        if trace:
+            assert_array_equal(enc.trace.layers[i].attention.probs, f)  # untouched
