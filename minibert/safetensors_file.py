@@ -125,6 +125,10 @@ class SafetensorsFile(LazyArrays):
             specs[name] = (READ_DTYPES[dtype], tuple(shape), offsets[0])
         return metadata, specs, 8 + n
 
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of tensor ``name``: that slice of the file alone."""
+        return self.read(name, start, stop)
+
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Tensor ``name``, or its rows ``start:stop`` (read from the file, nothing more)."""
         dtype, shape, offset = self._specs[name]

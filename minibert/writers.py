@@ -13,7 +13,10 @@ whose shards :func:`write_digested` writes).
 ``{"index", "text", "text_pair"?, "tokens", "words"?, "spans"?, "segments"?,
 "num_tokens", "kept_tokens", "layers": [{"index", "values"}]}``
 (``"index": "combined"`` with --combine; words, spans and segments with
---word-pool), in the spirit of google-research/bert's extract_features.py.
+--word-pool), in the spirit of google-research/bert's extract_features.py;
+with --attentions also ``"attentions": [{"index": i, "values": (h, n, n)}]``
+per selected encoder layer, with --attention-stats
+``"attention_stats": {"layers": [...], "entropy": (L', h), ...}``.
 Numbers are written with 5 (float16), 9 (float32) or 17 (float64)
 significant digits, which read back to the same binary value.
 """
@@ -227,8 +230,23 @@ class JsonlWriter(Writer):
                 f'{{"index":{_layer_key(name)},"values":{_json_numbers(v)}}}'
                 for name, v in r.features.items()
             )
-            line = json.dumps(head, ensure_ascii=False)[:-1] + ',"layers":[' + layers + "]}\n"
-            f.write(line.encode("utf-8"))
+            line = json.dumps(head, ensure_ascii=False)[:-1] + ',"layers":[' + layers + "]"
+            f.write((line + _jsonl_attention(r, self.spec.attention_layers) + "}\n").encode("utf-8"))
+
+
+def _jsonl_attention(r: Record, layers: tuple[int, ...]) -> str:
+    """A record's attention maps or statistics (of encoder ``layers``) as the
+    end of its .jsonl line; '' for none."""
+    if r.attentions is not None:
+        maps = ",".join(f'{{"index":{i},"values":{_json_numbers(a)}}}' for i, a in r.attentions.items())
+        return ',"attentions":[' + maps + "]"
+    if r.attention_stats is not None:
+        # a text without tokens has NaN statistics: JSON null (read back as NaN)
+        values = [
+            f'"{name}":{_json_numbers(a).replace("nan", "null")}' for name, a in r.attention_stats.items()
+        ]
+        return ',"attention_stats":{"layers":' + json.dumps(list(layers)) + "," + ",".join(values) + "}"
+    return ""
 
 
 WRITERS = {".npz": NpzWriter, ".safetensors": SafetensorsWriter, ".jsonl": JsonlWriter}
