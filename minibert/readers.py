@@ -404,6 +404,8 @@ def check_attention_layout(
         )
     n = len(kept)
     if kind == "stats":
+        if "attention_offsets" in arrays:
+            raise MinibertError(f"{source}: 'attention_offsets' in an output of attention statistics")
         names = sorted(k for k in arrays if k.startswith("attention_stats."))
         if names != sorted(f"attention_stats.{s}" for s in STATS):
             raise MinibertError(f"{source}: attention statistics {names} are not {', '.join(STATS)}")
@@ -677,9 +679,11 @@ class _JsonlAttention:
             self._add_stats(obj["attention_stats"], where)
 
     def _same(self, layers: list, heads: int, where: str) -> None:
+        if not all(_is_int(i) for i in layers):
+            raise MinibertError(f"{where}: attention layers {layers} are not all integers")
         if self.layers is None:
             self.layers, self.heads = layers, heads
-        if layers != self.layers or not all(_is_int(i) for i in layers) or len(set(layers)) != len(layers):
+        if layers != self.layers or len(set(layers)) != len(layers):
             raise MinibertError(
                 f"{where}: attention layers {layers} differ from the first line's {self.layers}"
             )
