@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .attention_stats import STATS
 from .errors import MinibertError
 from .files import os_reason, write_sha256
 from .records import FORMATS, Record, cast_features, records_to_arrays
@@ -231,21 +232,27 @@ class JsonlWriter(Writer):
                 for name, v in r.features.items()
             )
             line = json.dumps(head, ensure_ascii=False)[:-1] + ',"layers":[' + layers + "]"
-            f.write((line + _jsonl_attention(r, self.spec.attention_layers) + "}\n").encode("utf-8"))
+            f.write((line + _jsonl_attention(r, self.spec) + "}\n").encode("utf-8"))
 
 
-def _jsonl_attention(r: Record, layers: tuple[int, ...]) -> str:
-    """A record's attention maps or statistics (of encoder ``layers``) as the
-    end of its .jsonl line; '' for none."""
-    if r.attentions is not None:
-        maps = ",".join(f'{{"index":{i},"values":{_json_numbers(a)}}}' for i, a in r.attentions.items())
+def _jsonl_attention(r: Record, spec: ExtractSpec) -> str:
+    """A record's attention maps or statistics, as ``spec`` asks, as the end
+    of its .jsonl line; '' for none."""
+    if spec.attentions == "maps":
+        maps = ",".join(
+            f'{{"index":{i},"values":{_json_numbers(r.attentions[i])}}}' for i in spec.attention_layers
+        )
         return ',"attentions":[' + maps + "]"
-    if r.attention_stats is not None:
+    if spec.attentions == "stats":
         # a text without tokens has NaN statistics: JSON null (read back as NaN)
-        values = [
-            f'"{name}":{_json_numbers(a).replace("nan", "null")}' for name, a in r.attention_stats.items()
-        ]
-        return ',"attention_stats":{"layers":' + json.dumps(list(layers)) + "," + ",".join(values) + "}"
+        values = [f'"{s}":{_json_numbers(r.attention_stats[s]).replace("nan", "null")}' for s in STATS]
+        return (
+            ',"attention_stats":{"layers":'
+            + json.dumps(list(spec.attention_layers))
+            + ","
+            + ",".join(values)
+            + "}"
+        )
     return ""
 
 
