@@ -270,7 +270,7 @@ def head_means(out: OutputReader) -> HeadStats:
         for s in STATS:
             sums[s] = sums[s] + np.nansum(np.asarray(part.arrays[f"attention_stats.{s}"], np.float64), axis=0)
         entropy = np.asarray(part.arrays["attention_stats.entropy"])  # (N, L', h)
-        texts += int(np.isfinite(entropy.reshape(len(entropy), -1)).all(axis=1).sum())
+        texts += int(np.isfinite(entropy).all(axis=(1, 2)).sum())
     if texts == 0:
         raise MinibertError("this output holds no text with attention statistics to average")
     means = {s: sums[s] / texts for s in STATS}  # (L', h) each

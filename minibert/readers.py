@@ -679,11 +679,11 @@ class _JsonlAttention:
             self._add_stats(obj["attention_stats"], where)
 
     def _same(self, layers: list, heads: int, where: str) -> None:
-        if not all(_is_int(i) for i in layers):
-            raise MinibertError(f"{where}: attention layers {layers} are not all integers")
+        if not all(_is_int(i) for i in layers) or len(set(layers)) != len(layers):
+            raise MinibertError(f"{where}: attention layers {layers} are not distinct integers")
         if self.layers is None:
             self.layers, self.heads = layers, heads
-        if layers != self.layers or len(set(layers)) != len(layers):
+        if layers != self.layers:
             raise MinibertError(
                 f"{where}: attention layers {layers} differ from the first line's {self.layers}"
             )
