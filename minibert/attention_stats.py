@@ -8,7 +8,7 @@ never part of P). Every statistic is one number per head, (h, n, n) -> (h,).
 
 Which queries: every statistic is a **mean over all n queries of the text**,
 [CLS] and [SEP] included, each query weighing 1/n -- what Clark et al.'s
-analysis code (github.com/clarkkev/attention-analysis, general_analysis)
+analysis code (github.com/clarkkev/attention-analysis, General_Analysis.ipynb)
 does for the average attention to [CLS], [SEP], punctuation and the
 neighbouring tokens and for the entropies of Figure 4. A query that has no
 previous (next) token -- the first (last) -- adds 0 to its share and still
@@ -59,7 +59,8 @@ def entropy(p: np.ndarray) -> np.ndarray:
 
     0 for a head whose every query attends to one key, ln n for a head that
     spreads every query evenly: "broad" against "focused" heads (Clark et
-    al. 2019, section 3.3, Figure 4)."""
+    al. 2019, section 3.3, Figure 4; their code smooths P by 1e-4 to avoid
+    ln 0, where this takes the limit 0 ln 0 = 0)."""
     logs = np.log(np.where(p > 0, p, 1.0))  # ln 1 = 0 where P = 0
     return -(p * logs).sum(axis=-1).mean(axis=-1)  # (h, n, n) -> (h, n) -> (h,)
 
@@ -83,10 +84,10 @@ def to_offset(p: np.ndarray, k: int) -> np.ndarray:
 def mean_distance(p: np.ndarray) -> np.ndarray:
     """D = (1/n) sum_i sum_j P_ij |i - j|, in tokens: (h, n, n) -> (h,).
 
-    How far a head looks, from 0 (every query on itself) to n - 1; the
-    "average attention distance" of Vig and Belinkov (2019), also used by
-    Clark et al. (section 3.1) to set apart the heads that look at their
-    neighbours."""
+    How far a head looks, from 0 (every query on itself) to n - 1: the mean
+    attention distance of Vig and Belinkov (2019, "Analyzing the Structure
+    of Attention in a Transformer Language Model"), here per query and then
+    averaged like the others. Attention parked on [CLS] counts as far."""
     i = np.arange(p.shape[-1])
     return (p * np.abs(i[:, None] - i[None, :])).sum(axis=-1).mean(axis=-1)  # (h, n, n) -> (h,)
 

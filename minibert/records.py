@@ -67,6 +67,7 @@ import numpy as np
 
 from .attention_stats import STATS
 from .errors import MinibertError
+from .safetensors_file import Joined
 
 if TYPE_CHECKING:
     from .spec import ExtractSpec
@@ -185,16 +186,17 @@ def records_to_arrays(
 
 def attention_arrays(records: list[Record], spec: ExtractSpec, kept: np.ndarray) -> dict[str, np.ndarray]:
     """The attention arrays of the layout above for ``records`` (in index
-    order, ``kept`` their token counts): none without ``spec.attentions``."""
+    order, ``kept`` their token counts): none without ``spec.attentions``.
+    The maps stay the records' own arrays (:class:`~minibert.safetensors_file.Joined`),
+    so a chunk's maps are in memory once, not twice, while they are written."""
     if spec.attentions == "none":
         return {}
     layers, h = spec.attention_layers, spec.num_attention_heads
     arrays = {"attention_layers": np.asarray(layers, dtype=np.int64)}
     if spec.attentions == "maps":
         arrays["attention_offsets"] = offsets(h * kept**2)
-        for i in layers:
-            parts = [r.attentions[i].reshape(-1) for r in records]  # (h, n, n) -> (h n n,)
-            arrays[f"attentions.{i}"] = np.concatenate(parts) if parts else np.zeros(0, spec.out_dtype)
+        for i in layers:  # (h, n, n) per text -> (sum h n n,), left in parts (written without a copy)
+            arrays[f"attentions.{i}"] = Joined([r.attentions[i] for r in records], spec.out_dtype)
         return arrays
     for name in STATS:
         parts = [r.attention_stats[name] for r in records]  # N x (L', h)

@@ -239,7 +239,8 @@ def test_the_projected_size_is_what_gets_written(model, corpus, tmp_path, shard_
 
 def test_the_size_note_goes_to_stderr_only(corpus, tmp_path, monkeypatch):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    extract(corpus, a, "--attentions")
+    args = ["--quiet", "--shard-size", "2", "--batch-size", "3", "--attentions"]
+    assert run("extract", "--model", TINY_BERT, corpus, "-o", a, *args)[2] == ""  # far below the thresholds
     monkeypatch.setattr(extract_command, "NOTE_BYTES", 0)
     code, stdout, stderr = run("extract", "--model", TINY_BERT, corpus, "-o", b, "--quiet",
                                "--shard-size", "2", "--batch-size", "3", "--attentions")  # fmt: skip
@@ -255,7 +256,7 @@ def test_the_size_note_goes_to_stderr_only(corpus, tmp_path, monkeypatch):
 
 
 def test_the_size_note_of_stdin_is_per_chunk(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(extract_command, "NOTE_BYTES", 0)
+    monkeypatch.setattr(extract_command, "NOTE_MEMORY_BYTES", 0)  # stdin: no total, the chunk decides
     text = "".join(f"{t}\n" for t, _ in ITEMS).encode("utf-8")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text), encoding="utf-8"))
     code, _, stderr = run("extract", "--model", TINY_BERT, "-", "-o", tmp_path / "d", "--quiet",

@@ -97,7 +97,7 @@ def test_attention_maps_are_flat_per_layer_with_offsets_of_h_k_squared():
     assert arrays["attention_layers"].tolist() == [2, 1]  # the selected layers but 0, in their order
     assert arrays["attention_offsets"].tolist() == [0, 18, 20, 20]  # 2 heads x 3^2, 2 x 1^2, 2 x 0^2
     for i in (1, 2):
-        a = arrays[f"attentions.{i}"]
+        a = np.asarray(arrays[f"attentions.{i}"])  # kept in parts until written
         assert a.shape == (20,) and a.dtype == np.float32
         np.testing.assert_array_equal(a[:18].reshape(2, 3, 3), recs[1].attentions[i])  # text 0, C order
         np.testing.assert_array_equal(a[18:], recs[0].attentions[i].reshape(-1))
@@ -119,6 +119,6 @@ def test_attention_statistics_are_texts_by_layers_by_heads():
     )
     spec16 = ExtractSpec(layers=(1,), num_hidden_layers=2, attentions="maps", num_attention_heads=2,
                          output_dtype="float16")  # fmt: skip
-    assert records_to_arrays([], spec16)[0]["attentions.1"].dtype == np.float16
+    assert np.asarray(records_to_arrays([], spec16)[0]["attentions.1"]).dtype == np.float16
     rec = cast_features([_maps_and_stats(0, 2)], np.float16)[0]
     assert rec.attentions[1].dtype == np.float16 and rec.attention_stats["entropy"].dtype == np.float64

@@ -155,9 +155,10 @@ SPEC_OPTIONS = ("pool", "combine", "word_pool", "long", "stride", "max_length", 
 #: Spec fields set by options of another name.
 FLAGS = {"attentions": "--attentions/--attention-stats"}
 
-#: Above this many bytes of attention maps (projected over the input, or held by one chunk), extract
-#: says so on stderr before it computes anything.
+#: Above this many bytes of attention maps written, or NOTE_MEMORY_BYTES held in memory at once (one
+#: chunk of a directory OUTPUT, all of a single file), extract says so on stderr before it computes.
 NOTE_BYTES = 1 << 30
+NOTE_MEMORY_BYTES = 256 << 20
 
 
 def flag(field: str) -> str:
@@ -199,9 +200,10 @@ def extract(args: argparse.Namespace) -> ExtractSummary:
 
 def size_note(size: MapSize) -> None:
     """Say on stderr (never in the output) how large the attention maps will
-    be, when that passes :data:`NOTE_BYTES`: written in all, or held in
-    memory for one chunk. Printed even with --quiet, like truncation."""
-    if max(size.total or 0, size.chunk) <= NOTE_BYTES:
+    be, when they pass :data:`NOTE_BYTES` written or :data:`NOTE_MEMORY_BYTES`
+    in memory. Printed even with --quiet, like truncation."""
+    held = size.chunk if size.sharded else (size.total or size.chunk)
+    if (size.total or 0) <= NOTE_BYTES and held <= NOTE_MEMORY_BYTES:
         return
     counted = f"the token counts of the first {size.counted} texts"
     if size.total is None:
@@ -210,13 +212,13 @@ def size_note(size: MapSize) -> None:
         total = f"{_mib(size.total)} for {size.num_texts} texts"
     else:
         total = f"~{_mib(size.total)} for {size.num_texts} texts (projected from {counted})"
-    held = (
+    memory = (
         f"each chunk of up to {size.counted} texts holds ~{_mib(size.chunk)} in memory until it is written"
         if size.sharded
         else "a single-file OUTPUT holds all of it in memory until the end (a directory holds one chunk)"
     )
     print(
-        f"minibert: note: --attentions will write {total}; {held}; heads x n^2 values per text and layer: "
+        f"minibert: note: --attentions will write {total}; {memory}; heads x n^2 values per text and layer: "
         "--attention-stats, --output-dtype float16, fewer --layers or a lower --shard-size need less",
         file=sys.stderr,
     )
