@@ -108,6 +108,7 @@ def test_float16_maps_are_the_float32_maps_rounded_once(corpus, tmp_path):
         # what the docs promise: 2^-11 relative for normal values, 2^-25 absolute below 2^-14
         err = np.abs(y.astype(np.float64) - x)
         assert np.all(err <= np.maximum(2.0**-11 * np.abs(x), 2.0**-25)), float(err.max())
+        np.testing.assert_allclose(y.astype(np.float64).sum(axis=-1), 1.0, rtol=0, atol=1e-3)
 
 
 def test_layers_choose_the_maps(corpus, tmp_path):
