@@ -44,6 +44,9 @@ docs: weights
 	$(PIP) install -e '.[plot,browser]'
 	$(VENV)/bin/minibert plot attention "The bank raised interest rates again." --layer 2 -o docs/attention.png
 	$(VENV)/bin/minibert plot layers examples/sentences.txt -o docs/layers.png
+	@mkdir -p out
+	$(VENV)/bin/minibert extract examples/sentences.txt -o out/sentences-stats.safetensors --attention-stats --layers 1:7 --pool mean --quiet
+	$(VENV)/bin/minibert plot heads out/sentences-stats.safetensors -o docs/heads.png
 	$(PY) docs/screenshots.py
 	$(PY) docs/build.py --write
 

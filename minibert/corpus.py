@@ -16,13 +16,16 @@ texts (:func:`minibert.inputs.chunked`), each computed by
 
 Texts that were truncated, or read in windows, are counted
 (:class:`TokenCounts`) and returned in the :class:`ExtractSummary`: never
-silent.
+silent. With attention maps, whose size is quadratic in the text length,
+the size they will take is projected before anything is computed
+(:func:`map_size`, given to ``on_size``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +92,65 @@ class ExtractSummary:
     rate: float | None
 
 
+@dataclass(frozen=True)
+class MapSize:
+    """The bytes attention maps will take (``--attentions``), from the token
+    counts of the first chunk's ``counted`` texts: ``chunk``, that chunk's
+    maps (held in memory until its shard is written); ``total``, all of
+    the input's ``num_texts`` texts (None: not known, e.g. stdin), exact
+    when the first chunk is the whole input, else that chunk's mean per text
+    times ``num_texts``. ``sharded``: written as shards (else a single file,
+    held whole in memory until written)."""
+
+    chunk: int
+    counted: int
+    num_texts: int | None
+    total: int | None
+    exact: bool
+    sharded: bool
+
+
+def map_size(
+    model: Model, first: list[Item], spec: ExtractSpec, num_texts: int | None, sharded: bool
+) -> MapSize:
+    """The :class:`MapSize` of a run whose first chunk is ``first``: its
+    texts tokenized as the run will (same truncation), h k^2 values per text
+    and stored layer, in the output dtype."""
+    pairs = [it.text_pair for it in first]
+    batch = model.tokenize([it.text for it in first], None if all(p is None for p in pairs) else pairs,
+                           spec.max_length)  # fmt: skip
+    kept = batch.attention_mask.sum(axis=1).astype(np.int64)
+    per_value = spec.num_attention_heads * len(spec.attention_layers) * spec.out_dtype.itemsize
+    chunk = int((kept**2).sum()) * per_value
+    exact = num_texts is not None and num_texts == len(first)
+    total = None if num_texts is None else chunk if exact else round(chunk / max(len(first), 1) * num_texts)
+    return MapSize(chunk, len(first), num_texts, total, exact, sharded)
+
+
+def _announce_size(
+    model: Model,
+    items: Iterable[Item],
+    spec: ExtractSpec,
+    num_texts: int | None,
+    sharded: bool,
+    on_size: Callable[[MapSize], None] | None,
+) -> Iterable[Item]:
+    """``items``, after ``on_size`` was told the :func:`map_size` of the
+    run (only with attention maps): the first chunk is read ahead and put
+    back. A text the tokenizer refuses is left for the run to report."""
+    if on_size is None or spec.attentions != "maps":
+        return items
+    it = iter(items)
+    first = list(itertools.islice(it, spec.shard_size))
+    try:
+        size = map_size(model, first, spec, num_texts, sharded)
+    except MinibertError:
+        size = None
+    if size is not None:
+        on_size(size)
+    return itertools.chain(first, it)
+
+
 def check_output(
     output: str | Path, resume: bool = False, engine: Engine = Engine(), sources: Iterable = ()
 ) -> bool:
@@ -120,13 +182,18 @@ def extract_to(
     engine: Engine = Engine(),
     progress: Progress | None = None,
     sources: Iterable = (),
+    num_texts: int | None = None,
+    on_size: Callable[[MapSize], None] | None = None,
 ) -> ExtractSummary:
     """Extract ``items`` (read lazily) with ``spec`` -- made for ``model``
     (:meth:`ExtractSpec.for_model`) -- into ``output``: a file, or a
     directory of shards (:func:`check_output`; ``sources``: the input files,
     which OUTPUT may not be). ``resume`` continues a killed run into the
     same directory; ``engine`` says where chunks are computed. ``progress``
-    is told of every text done and closed at the end."""
+    is told of every text done and closed at the end. With attention maps,
+    ``on_size`` is told the bytes they will take (:class:`MapSize`, with
+    ``num_texts``, the input's count of texts if known) before anything is
+    computed."""
     sharded = check_output(output, resume, engine, sources)
     refuse_overwriting(output, model.files, sharded, "a file of the model")
     made_for = (spec.num_hidden_layers, spec.dtype, spec.model)
@@ -138,6 +205,7 @@ def extract_to(
         )
     progress = progress or Progress(None, enabled=False)
     counts = TokenCounts(spec.max_length or model.max_length)
+    items = _announce_size(model, items, spec, num_texts, sharded, on_size)
     with _threads(model, engine.threads):
         if sharded:
             num_texts = _to_shards(model, items, spec, Path(output), resume, engine, progress, counts)

@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .attention_stats import STATS, head_statistics, token_kinds
 from .errors import MinibertError
 from .inputs import Item, chunked
 from .model import Model, NonFiniteError
 from .pooling import combine, l2_normalize, pool
-from .records import Record, WordRows
+from .records import Record, WordRows, stats_dtype
 from .spec import ExtractSpec
 from .tokenizer import TextError
 from .windows import encode_long
@@ -68,6 +69,10 @@ def batch_records(model: Model, items: list[Item], spec: ExtractSpec) -> list[Re
     length). ``long="window"`` runs texts past ``max_length`` (default: the
     model's limit) as overlapping windows ``stride`` tokens apart and
     stitches them (:func:`minibert.encode_long`) instead of truncating them.
+    ``attentions`` maps|stats asks the model for its attention probabilities
+    and keeps, per text, each selected layer's (h, n, n) map over its n real
+    tokens (in the output dtype), or its per-head statistics
+    (:func:`attention_records`); nothing is asked of the model otherwise.
     """
     layers, max_length = spec.layers, spec.max_length
     pairs = [it.text_pair for it in items]
@@ -80,7 +85,10 @@ def batch_records(model: Model, items: list[Item], spec: ExtractSpec) -> list[Re
         if spec.long == "window":
             enc = encode_long(model, texts, stride=spec.stride, window=max_length, layers=layers)
         else:
-            enc = model.encode(texts, None if all(p is None for p in pairs) else pairs, max_length)
+            enc = model.encode(
+                texts, None if all(p is None for p in pairs) else pairs, max_length,
+                output_attentions=spec.attentions != "none",
+            )  # fmt: skip
     except NonFiniteError as e:  # the batch's row -> the text's input index
         raise NonFiniteError(items[e.text].index, e.layer) from None
     except TextError as e:
@@ -111,10 +119,38 @@ def batch_records(model: Model, items: list[Item], spec: ExtractSpec) -> list[Re
         word_rows = None
         if spec.word_pool != "none":
             word_rows = WordRows(w.words[b], w.spans[rows[b]], w.segments[rows[b]])
-        records.append(
-            Record(it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows)
+        record = Record(
+            it.index, it.text, it.text_pair, enc.tokens[b], ids, feats, enc.num_tokens[b], word_rows
         )
+        records.append(attention_records(record, enc, b, spec))
     return records
+
+
+def attention_records(record: Record, enc, b: int, spec: ExtractSpec) -> Record:
+    """Text b's attention, as ``spec.attentions`` asks, added to its record.
+
+    maps: per layer i of ``spec.attention_layers``, ``enc.attentions[i - 1]``
+    cut to the text's n real tokens, (B, h, S, S) -> (h, n, n), in the output
+    dtype. stats: per statistic of :data:`minibert.attention_stats.STATS`,
+    (L', h) over those layers (:func:`~minibert.attention_stats.head_statistics`,
+    its keys from the tokenizer's special tokens and offsets:
+    :func:`~minibert.attention_stats.token_kinds`)."""
+    if spec.attentions == "none":
+        return record
+    n = len(record.tokens)
+    maps = [enc.attentions[i - 1][b, :, :n, :n] for i in spec.attention_layers]  # L' x (h, n, n)
+    if spec.attentions == "maps":
+        record.attentions = {
+            i: np.array(p, dtype=spec.out_dtype) for i, p in zip(spec.attention_layers, maps, strict=True)
+        }
+        return record
+    pair = enc.text_pairs[b] if enc.text_pairs else None
+    kinds = token_kinds(enc.sequence_ids[b], enc.offsets[b], enc.texts[b], pair)
+    per_layer = [head_statistics(p, *kinds) for p in maps]  # L' x {name: (h,)}
+    record.attention_stats = {
+        name: np.array([s[name] for s in per_layer], dtype=stats_dtype(spec)) for name in STATS
+    }  # name -> (L', h)
+    return record
 
 
 def _own(part: np.ndarray, whole: np.ndarray) -> np.ndarray:

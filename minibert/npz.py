@@ -48,6 +48,10 @@ FLOOR = 16 << 20
 _DAMAGE = (zipfile.BadZipFile, EOFError, zlib.error, ValueError, OSError, RuntimeError, NotImplementedError)
 
 
+#: .npy format version -> the reader of its header: (shape, fortran_order, dtype).
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 class LazyArrays(Mapping):
     """The arrays of a file, each read only when asked for: ``header(name)``
     gives (dtype, shape) from what was checked on opening, ``arrays[name]``
@@ -62,6 +66,11 @@ class LazyArrays(Mapping):
 
     def read(self, name: str) -> np.ndarray:
         raise NotImplementedError
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of array ``name`` (0 <= start <= stop <= rows);
+        kinds of file that can read them alone do so."""
+        return self[name][start:stop]
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._specs:
@@ -134,10 +143,7 @@ class NpzArrays(LazyArrays):
         try:
             with z.open(info) as f:
                 version = np.lib.format.read_magic(f)
-                read_header = {
-                    (1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0,
-                }.get(version)
+                read_header = _HEADER_READERS.get(version)
                 if read_header is None:
                     raise ValueError(f".npy format version {version} is not supported")
                 shape, _, dtype = read_header(f)
@@ -153,6 +159,29 @@ class NpzArrays(LazyArrays):
                 f"{info.file_size - header_bytes:,} bytes"
             )
         self._specs[name] = (dtype, tuple(shape))
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of member ``name``, read alone: the member is
+        never held whole (zipfile skips what comes before ``start``: it
+        seeks in a stored member, reads and drops a compressed one's bytes),
+        unless it is in memory already or in Fortran order (then read whole)."""
+        dtype, shape = self._specs[name]
+        if name in self._cache or len(shape) == 0:
+            return self[name][start:stop]
+        row = dtype.itemsize * math.prod(shape[1:])
+        out = np.empty((stop - start, *shape[1:]), dtype)
+        try:
+            with self._archive() as z, z.open(f"{name}.npy") as f:
+                _, fortran, _ = _HEADER_READERS[np.lib.format.read_magic(f)](f)
+                if fortran and len(shape) > 1:
+                    return self[name][start:stop]
+                f.seek(f.tell() + start * row)
+                got = f.readinto(memoryview(out.reshape(-1)).cast("B")) if out.nbytes else 0
+        except _DAMAGE as e:
+            raise MinibertError(f"{self.path}: member '{name}.npy' is damaged ({_first_line(e)})") from None
+        if got != out.nbytes:
+            raise MinibertError(f"{self.path}: member '{name}.npy' ended early (the file changed?)")
+        return out
 
     def read(self, name: str) -> np.ndarray:
         if name not in self._cache:

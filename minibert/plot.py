@@ -1,4 +1,5 @@
-"""Pictures: attention heatmaps and per-layer geometry (the ``[plot]`` extra).
+"""Pictures: attention heatmaps, per-layer geometry and per-head attention
+statistics (the ``[plot]`` extra).
 
 matplotlib is imported only here, and only when a figure is built; without it
 :func:`require_matplotlib` raises a one-line error saying to install the
@@ -17,6 +18,12 @@ tokens of a set of texts, for every hidden state i = 0 (embedding output) to L:
 - self-similarity to the previous layer (i >= 1): the mean cosine between a
   token's vector at layer i and the same token at layer i - 1. (Not
   Ethayarajh's "self-similarity", which compares one word across contexts.)
+
+Per-head statistics (:func:`head_means`): each attention statistic of an
+``extract --attention-stats`` output (:mod:`minibert.attention_stats`),
+averaged over its texts, per layer and head; :func:`heads_figure` draws
+them one grid per statistic, as Clark et al. (2019) chart their per-head
+averages.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .attention_stats import STATS
 from .errors import MinibertError
 from .explain import resolve_head
 from .layers import resolve_layer
 from .model import Model
 from .pooling import cosine
+from .readers import OutputReader, require_attention
 
 PLOT_HINT = "install the [plot] extra: pip install 'minibert-numpy[plot]' (or: pip install matplotlib)"
 FORMATS = (".png", ".svg", ".pdf")
@@ -220,3 +229,81 @@ def layers_table(stats: LayerStats) -> str:
         ss = "-" if i == 0 else f"{stats.self_similarity[i - 1]:.4f}"
         lines.append(f"{i:>3}  {stats.norm[i]:8.4f}  {stats.anisotropy[i]:10.4f}  {ss:>10}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- heads
+
+#: Panel titles of :func:`heads_figure`, and how each statistic's values are printed.
+HEAD_TITLES = {
+    "entropy": ("entropy (nats)", "{:.2f}"),
+    "to_cls": ("attention to [CLS]", "{:.2f}"),
+    "to_sep": ("attention to [SEP]", "{:.2f}"),
+    "to_punct": ("attention to punctuation", "{:.2f}"),
+    "to_prev": ("attention to the previous token", "{:.2f}"),
+    "to_next": ("attention to the next token", "{:.2f}"),
+    "to_self": ("attention to itself", "{:.2f}"),
+    "distance": ("mean attention distance (tokens)", "{:.1f}"),
+}
+
+
+@dataclass(frozen=True)
+class HeadStats:
+    """Each attention statistic averaged over an output's texts:
+    ``means[name]`` (L', h), rows the encoder ``layers``, columns the heads;
+    ``texts`` the texts averaged (each weighs the same, whatever its
+    length; a text without tokens, whose statistics are NaN, is left out)."""
+
+    means: dict[str, np.ndarray]
+    layers: tuple[int, ...]
+    texts: int
+    model: str
+
+
+def head_means(out: OutputReader) -> HeadStats:
+    """The per-layer, per-head means of an ``--attention-stats`` output,
+    read one part (a file, or one shard) at a time."""
+    require_attention(out.attention, "stats")
+    sums = {s: 0.0 for s in STATS}
+    texts = 0
+    for part in out.parts():
+        require_attention(part.attention, "stats")
+        for s in STATS:
+            sums[s] = sums[s] + np.nansum(np.asarray(part.arrays[f"attention_stats.{s}"], np.float64), axis=0)
+        entropy = np.asarray(part.arrays["attention_stats.entropy"])  # (N, L', h)
+        texts += int(np.isfinite(entropy).all(axis=(1, 2)).sum())
+    if texts == 0:
+        raise MinibertError("this output holds no text with attention statistics to average")
+    means = {s: sums[s] / texts for s in STATS}  # (L', h) each
+    model = Path(out.settings["model"]).name if out.settings.get("model") else ""
+    return HeadStats(means, tuple(out.attention_layers), texts, model)
+
+
+def heads_figure(stats: HeadStats):
+    """One heatmap per statistic (4 x 2 panels): encoder layers down, heads
+    across, each cell the corpus mean, printed in it."""
+    Figure = require_matplotlib()
+    L, h = stats.means["entropy"].shape
+    fig = Figure(figsize=(2 * min(0.36 * h + 1.0, 7.0), 4 * min(0.27 * L + 0.9, 5.0)), layout="constrained")
+    axes = fig.subplots(4, 2, squeeze=False)
+    small = 6 if h > 8 else 7
+    for ax, name in zip(axes.flat, STATS, strict=True):
+        title, fmt = HEAD_TITLES[name]
+        values = stats.means[name]
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        top = np.nanmax(values) if np.isfinite(values).any() else 0.0
+        for (r, c), v in np.ndenumerate(values):
+            colour = "black" if v > 0.6 * top else "white"
+            ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=small, color=colour)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(h))
+        ax.set_xticklabels(range(h), fontsize=7)
+        ax.set_yticks(range(L))
+        ax.set_yticklabels(stats.layers, fontsize=7)
+        ax.set_xlabel("head", fontsize=8)
+        ax.set_ylabel("layer", fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.9)
+    name = f"{stats.model}: " if stats.model else ""
+    fig.suptitle(
+        f"{name}attention statistics per layer and head, means over {stats.texts} texts", fontsize=10
+    )
+    return fig

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .attention_stats import STATS
 from .errors import MinibertError
 from .files import os_reason, parse_json
 from .layers import resolve_layer
-from .npz import NpzArrays
+from .npz import LazyArrays, NpzArrays
 from .records import FORMATS
 from .records import offsets as _offsets
 from .safetensors_file import SafetensorsFile, int_list
@@ -46,6 +48,14 @@ class OutputReader(Protocol):
     itself, or each shard), whose ``arrays`` are the whole arrays of that
     piece: only a piece has whole arrays, so statistics over a corpus that
     does not fit in memory go piece by piece. Close it, or use ``with``.
+
+    Attention (``extract --attentions`` or ``--attention-stats``):
+    ``attention_layers`` the encoder layers held (empty: none);
+    ``attentions(n, layer)`` text n's (h, k, k) probabilities over its k
+    tokens at encoder layer ``layer`` (1..L, negative from the last), read
+    alone; ``attention_stats(n)`` statistic -> (L', h) of text n
+    (:mod:`minibert.attention_stats`). Asking an output for what it does not
+    hold is a MinibertError saying which option writes it.
     """
 
     settings: dict
@@ -64,6 +74,13 @@ class OutputReader(Protocol):
     def words(self, n: int) -> list[str]: ...
 
     def vectors(self, n: int, name: str | int) -> np.ndarray: ...
+
+    @property
+    def attention_layers(self) -> list[int]: ...
+
+    def attentions(self, n: int, layer: int) -> np.ndarray: ...
+
+    def attention_stats(self, n: int) -> dict[str, np.ndarray]: ...
 
     def parts(self) -> Iterator[FileOutput]: ...
 
@@ -118,6 +135,7 @@ class FileOutput:
         pooled: bool | None = None,
         words: list[str] | None = None,
         source: str = "this output",
+        heads: int | None = None,
     ):
         self.arrays = arrays
         self._tokens = tokens
@@ -128,10 +146,15 @@ class FileOutput:
             arrays, tokens, words, self.pooled, source
         )
         self.num_texts = len(self.offsets) - 1
+        self.attention = check_attention_layout(arrays, np.diff(self.token_offsets), settings, heads, source)
 
     @property
     def names(self) -> list[str]:
         return [k for k in self.arrays if k.startswith("hidden_states.") or k == "combined"]
+
+    @property
+    def attention_layers(self) -> list[int]:
+        return list(self.attention.layers)
 
     @property
     def word_level(self) -> bool:
@@ -159,6 +182,29 @@ class FileOutput:
         if self.pooled:
             return a[n]
         return a[self.offsets[n] : self.offsets[n + 1]]
+
+    def attentions(self, n: int, layer: int) -> np.ndarray:
+        """Text n's (h, k, k) attention probabilities at encoder layer
+        ``layer``: its values alone are read (a slice of the file)."""
+        require_attention(self.attention, "maps")
+        i = attention_layer(layer, self.attention, self.settings.get("num_hidden_layers"))
+        n = text_index(n, self.num_texts)
+        k = int(self.token_offsets[n + 1] - self.token_offsets[n])
+        start, stop = self.attention.offsets[n : n + 2]
+        values = self._read_rows(f"attentions.{i}", int(start), int(stop))
+        return values.reshape(self.attention.heads, k, k)  # (h k k,) -> (h, k, k)
+
+    def attention_stats(self, n: int) -> dict[str, np.ndarray]:
+        """Text n's attention statistics: name -> (L', h), layers as ``attention_layers``."""
+        require_attention(self.attention, "stats")
+        n = text_index(n, self.num_texts)
+        return {s: self._read_rows(f"attention_stats.{s}", n, n + 1)[0] for s in STATS}
+
+    def _read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of array ``name``: read alone from a lazy file, else sliced."""
+        if isinstance(self.arrays, LazyArrays):
+            return self.arrays.read_rows(name, start, stop)
+        return self.arrays[name][start:stop]
 
     def parts(self) -> Iterator[FileOutput]:
         yield self
@@ -190,7 +236,8 @@ def _header(arrays, name: str) -> tuple[np.dtype, tuple[int, ...]]:
 def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",)) -> dict:
     """The settings an output records, checked where readers rely on them:
     ``pool``, ``combine``, ``word_pool`` strings, ``layers`` a list of
-    integers, ``num_hidden_layers`` an integer or null."""
+    integers, ``num_hidden_layers`` an integer or null; ``attentions`` maps
+    or stats and ``num_attention_heads`` a positive count, both or neither."""
     if not isinstance(settings, dict):
         raise MinibertError(f"{source}: settings are {type(settings).__name__}, not a JSON object")
     for key in required:
@@ -204,6 +251,15 @@ def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",))
     states = settings.get("num_hidden_layers")
     if states is not None and not (_is_int(states) and states >= 0):
         raise MinibertError(f"{source}: settings 'num_hidden_layers' is {states!r}, not a count")
+    if settings.get("attentions", "maps") not in ("maps", "stats"):
+        raise MinibertError(
+            f"{source}: settings 'attentions' is {settings['attentions']!r}, not maps or stats"
+        )
+    if ("attentions" in settings) != ("num_attention_heads" in settings):
+        raise MinibertError(f"{source}: settings record one of 'attentions' and 'num_attention_heads' only")
+    heads = settings.get("num_attention_heads", 1)
+    if not (_is_int(heads) and heads >= 1):
+        raise MinibertError(f"{source}: settings 'num_attention_heads' is {heads!r}, not a positive count")
     return settings
 
 
@@ -214,6 +270,33 @@ def settings_pooled(settings: dict, source: str) -> bool:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _spec(arrays, name: str, ndim: int, source: str, kinds: str = "iu") -> tuple[int, ...]:
+    """The shape of ``arrays[name]``, which must exist and be ``ndim``-D of ``kinds`` (from its header)."""
+    if name not in arrays:
+        raise MinibertError(f"{source}: no {name!r} array (not a minibert output?)")
+    dtype, shape = _header(arrays, name)
+    if len(shape) != ndim or dtype.kind not in kinds:
+        what = "integers" if kinds == "iu" else "floats"
+        raise MinibertError(f"{source}: {name!r} is {dtype.name} of shape {shape}, expected {ndim}-D {what}")
+    return shape
+
+
+def _offsets_of(arrays, name: str, source: str) -> np.ndarray:
+    """``arrays[name]`` as offsets: 1-D integers, 0, then non-decreasing."""
+    _spec(arrays, name, 1, source)
+    o = np.asarray(arrays[name]).astype(np.int64)
+    if len(o) == 0 or o[0] != 0 or np.any(np.diff(o) < 0):
+        raise MinibertError(f"{source}: {name!r} are not offsets (0, then non-decreasing)")
+    return o
+
+
+def _rows(arrays, name: str, length: int, of: str, source: str, trailing: tuple[int, ...] = ()) -> None:
+    """``arrays[name]`` has ``length`` rows (``of``: what a row is) of shape ``trailing``."""
+    shape = _spec(arrays, name, 1 + len(trailing), source)
+    if shape != (length, *trailing):
+        raise MinibertError(f"{source}: {name!r} has shape {shape}, expected {(length, *trailing)} ({of})")
 
 
 def check_layout(
@@ -227,57 +310,31 @@ def check_layout(
     hand-edited shape is refused here, from its header alone.
 
     Returns (offsets, token_offsets, layers)."""
-
-    def spec(name: str, ndim: int, kinds: str = "iu") -> tuple[int, ...]:
-        if name not in arrays:
-            raise MinibertError(f"{source}: no {name!r} array (not a minibert output?)")
-        dtype, shape = _header(arrays, name)
-        if len(shape) != ndim or dtype.kind not in kinds:
-            what = "integers" if kinds == "iu" else "floats"
-            raise MinibertError(
-                f"{source}: {name!r} is {dtype.name} of shape {shape}, expected {ndim}-D {what}"
-            )
-        return shape
-
-    def offsets_of(name: str) -> np.ndarray:
-        spec(name, 1)
-        o = np.asarray(arrays[name]).astype(np.int64)
-        if len(o) == 0 or o[0] != 0 or np.any(np.diff(o) < 0):
-            raise MinibertError(f"{source}: {name!r} are not offsets (0, then non-decreasing)")
-        return o
-
-    def rows(name: str, length: int, of: str, trailing: tuple[int, ...] = ()) -> None:
-        shape = spec(name, 1 + len(trailing))
-        if shape != (length, *trailing):
-            raise MinibertError(
-                f"{source}: {name!r} has shape {shape}, expected {(length, *trailing)} ({of})"
-            )
-
-    offsets = offsets_of("offsets")
+    offsets = _offsets_of(arrays, "offsets", source)
     n = len(offsets) - 1
     word_level = "token_offsets" in arrays
-    token_offsets = offsets_of("token_offsets") if word_level else offsets
+    token_offsets = _offsets_of(arrays, "token_offsets", source) if word_level else offsets
     if len(token_offsets) != n + 1:
         raise MinibertError(f"{source}: 'token_offsets' has {len(token_offsets)} entries, 'offsets' {n + 1}")
     num_rows, num_tokens = int(offsets[-1]), int(token_offsets[-1])
     for name in ("num_tokens", "kept_tokens"):
-        rows(name, n, "one per text")
+        _rows(arrays, name, n, "one per text", source)
     if not np.array_equal(np.asarray(arrays["kept_tokens"]), np.diff(token_offsets)):
         raise MinibertError(f"{source}: 'kept_tokens' disagree with the offsets")
-    spec("layers", 1)
+    _spec(arrays, "layers", 1, source)
     layers = [int(i) for i in np.asarray(arrays["layers"])]
     if "input_ids" in arrays:
-        rows("input_ids", num_tokens, "one per token")
+        _rows(arrays, "input_ids", num_tokens, "one per token", source)
     if "index" in arrays:
-        rows("index", n, "one per text")
+        _rows(arrays, "index", n, "one per text", source)
     if len(tokens) != num_tokens or not all(isinstance(t, str) for t in tokens):
         raise MinibertError(f"{source}: {len(tokens)} token strings, the offsets say {num_tokens}")
     if word_level:
         if words is None or len(words) != num_rows or not all(isinstance(w, str) for w in words):
             got = "no" if words is None else len(words)
             raise MinibertError(f"{source}: {got} word strings, the offsets say {num_rows}")
-        rows("spans", num_rows, "one per word", (2,))
-        rows("segments", num_rows, "one per word")
+        _rows(arrays, "spans", num_rows, "one per word", source, (2,))
+        _rows(arrays, "segments", num_rows, "one per word", source)
     names = [k for k in arrays if k.startswith("hidden_states.") or k == "combined"]
     expected = ["combined"] if "combined" in names else [f"hidden_states.{i}" for i in layers]
     if sorted(names) != sorted(expected):
@@ -285,10 +342,126 @@ def check_layout(
     want = n if pooled else num_rows
     per = "text" if pooled else "word" if word_level else "token"
     for name in names:
-        shape = spec(name, 2, "f")
+        shape = _spec(arrays, name, 2, source, "f")
         if shape[0] != want:
             raise MinibertError(f"{source}: {name!r} has {shape[0]} rows, expected {want} (one per {per})")
     return offsets, token_offsets, layers
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """What an output holds of the attention: ``kind`` "maps", "stats" or
+    None; the encoder ``layers`` they are of; ``heads`` h; for maps, the
+    (N + 1,) ``offsets`` of each text's h k^2 values in ``attentions.{i}``."""
+
+    kind: str | None = None
+    layers: tuple[int, ...] = ()
+    heads: int | None = None
+    offsets: np.ndarray | None = None
+
+
+def check_attention_layout(
+    arrays, kept: np.ndarray, settings: dict, heads: int | None, source: str
+) -> AttentionLayout:
+    """Check an output's attention arrays (:mod:`minibert.records`) before
+    any is read: maps or statistics, not both, and what the settings record
+    (``attentions``; a .jsonl records no settings); ``attention_layers``
+    distinct encoder layers (1..L), the selected ``layers`` but 0; for maps,
+    ``attention_offsets`` exactly h k_n^2 per text (``kept`` the k_n) and
+    one 1-D float array per layer of that length; for statistics, every
+    statistic (N, L', h) floats. ``heads``: h, from the settings'
+    ``num_attention_heads`` when they record it."""
+    found = {k.partition(".")[0] for k in arrays if k.startswith(("attentions.", "attention_stats."))}
+    if len(found) > 1:
+        raise MinibertError(f"{source}: holds both attention maps and attention statistics")
+    kind = {"attentions": "maps", "attention_stats": "stats"}.get(next(iter(found), ""))
+    if settings:  # .npz and .safetensors record what the run wrote
+        recorded = settings.get("attentions", "none")
+        if recorded != (kind or "none"):
+            holds = {"maps": "attention maps", "stats": "attention statistics"}.get(kind, "no attention")
+            raise MinibertError(f"{source}: settings record attentions {recorded!r}, the arrays hold {holds}")
+        heads = settings.get("num_attention_heads")
+    if kind is None:
+        for name in ("attention_layers", "attention_offsets"):
+            if name in arrays:
+                raise MinibertError(f"{source}: {name!r} without attention maps or statistics")
+        return AttentionLayout()
+    if not _is_int(heads) or heads < 1:
+        raise MinibertError(f"{source}: the number of attention heads is {heads!r}, not a positive count")
+    _spec(arrays, "attention_layers", 1, source)
+    layers = tuple(int(i) for i in np.asarray(arrays["attention_layers"]))
+    selected = settings.get("layers")
+    top = settings.get("num_hidden_layers")
+    if (
+        not layers
+        or len(set(layers)) != len(layers)
+        or min(layers) < 1
+        or (top is not None and max(layers) > top)
+        or (selected is not None and list(layers) != [i for i in selected if i >= 1])
+    ):
+        raise MinibertError(
+            f"{source}: 'attention_layers' {list(layers)} are not the selected encoder layers"
+        )
+    n = len(kept)
+    if kind == "stats":
+        if "attention_offsets" in arrays:
+            raise MinibertError(f"{source}: 'attention_offsets' in an output of attention statistics")
+        names = sorted(k for k in arrays if k.startswith("attention_stats."))
+        if names != sorted(f"attention_stats.{s}" for s in STATS):
+            raise MinibertError(f"{source}: attention statistics {names} are not {', '.join(STATS)}")
+        for name in names:
+            shape = _spec(arrays, name, 3, source, "f")
+            if shape != (n, len(layers), heads):
+                raise MinibertError(
+                    f"{source}: {name!r} has shape {shape}, expected {(n, len(layers), heads)} "
+                    "(texts, layers, heads)"
+                )
+        return AttentionLayout(kind, layers, heads)
+    offsets = _offsets_of(arrays, "attention_offsets", source)
+    if len(offsets) != n + 1 or not np.array_equal(np.diff(offsets), heads * np.asarray(kept) ** 2):
+        raise MinibertError(
+            f"{source}: 'attention_offsets' disagree with {heads} heads x (kept_tokens)^2 values per text"
+        )
+    names = sorted(k for k in arrays if k.startswith("attentions."))
+    if names != sorted(f"attentions.{i}" for i in layers):
+        raise MinibertError(
+            f"{source}: attention maps {names} do not match 'attention_layers' {list(layers)}"
+        )
+    for name in names:
+        shape = _spec(arrays, name, 1, source, "f")
+        if shape != (int(offsets[-1]),):
+            raise MinibertError(
+                f"{source}: {name!r} holds {shape[0]} values, 'attention_offsets' say {int(offsets[-1])}"
+            )
+    return AttentionLayout(kind, layers, heads, offsets)
+
+
+def attention_layer(layer, layout: AttentionLayout, num_hidden_layers: int | None) -> int:
+    """An encoder layer (1..L; negative: from the last, when the layer count
+    is known) whose maps or statistics an output holds, or a MinibertError."""
+    if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
+        raise MinibertError(f"attention layer must be an integer, got {layer!r}")
+    i = int(layer)
+    if num_hidden_layers is not None:
+        i = resolve_layer(i, num_hidden_layers + 1, "attention layer", first=1)
+    if i not in layout.layers:
+        held = ", ".join(map(str, layout.layers))
+        raise MinibertError(f"no attention of layer {i} in this output (it holds layers {held})")
+    return i
+
+
+def require_attention(layout: AttentionLayout, kind: str) -> None:
+    """A MinibertError unless the output holds attention ``kind`` ("maps" or "stats")."""
+    if layout.kind == kind:
+        return
+    option = {"maps": "--attentions", "stats": "--attention-stats"}
+    what = {"maps": "attention maps", "stats": "attention statistics"}
+    if layout.kind is None:
+        raise MinibertError(f"this output has no {what[kind]} (it was not written with {option[kind]})")
+    raise MinibertError(
+        f"this output has {what[layout.kind]}, not {what[kind]} (written with {option[layout.kind]}, "
+        f"not {option[kind]})"
+    )
 
 
 def _metadata_json(metadata: dict, key: str, source: str, expect: type):
@@ -436,6 +609,7 @@ class _JsonlLines:
         self.word_level: bool | None = None
         self.layer_names: list[str] | None = None
         self.ndims: set[int] = set()
+        self.attention: _JsonlAttention | None = None
 
     def add(self, obj: dict, lineno: int) -> None:
         where = f"{self.path}: line {lineno}"
@@ -475,6 +649,105 @@ class _JsonlLines:
             raise MinibertError(f"{where}: values of {sorted(ndims)} dimensions, unlike the first line")
         for name, values in got:
             self.per_name.setdefault(name, []).append(values)
+        if self.attention is None:
+            self.attention = _JsonlAttention(obj, where)
+        self.attention.add(obj, len(toks), where)
+
+
+class _JsonlAttention:
+    """The attention maps (``"attentions": [{"index": i, "values": (h, k, k)}]``)
+    or statistics (``"attention_stats": {"layers": [...], name: (L', h)}``)
+    of a .jsonl output's lines, each line checked as it is added: the kind
+    of the first line on every line, the same layers and heads, k its tokens."""
+
+    def __init__(self, first: dict, where: str):
+        self.kind = "maps" if "attentions" in first else "stats" if "attention_stats" in first else None
+        if "attentions" in first and "attention_stats" in first:
+            raise MinibertError(f"{where}: holds both 'attentions' and 'attention_stats'")
+        self.layers: list[int] | None = None
+        self.heads: int | None = None
+        self.values: dict[str, list[np.ndarray]] = {}
+
+    def add(self, obj: dict, k: int, where: str) -> None:
+        kind = "maps" if "attentions" in obj else "stats" if "attention_stats" in obj else None
+        if kind != self.kind or ("attentions" in obj and "attention_stats" in obj):
+            key = {"maps": "'attentions'", "stats": "'attention_stats'", None: "no attention"}
+            raise MinibertError(f"{where}: {key[kind]}, unlike the first line ({key[self.kind]})")
+        if kind == "maps":
+            self._add_maps(obj["attentions"], k, where)
+        elif kind == "stats":
+            self._add_stats(obj["attention_stats"], where)
+
+    def _same(self, layers: list, heads: int, where: str) -> None:
+        if not all(_is_int(i) for i in layers) or len(set(layers)) != len(layers):
+            raise MinibertError(f"{where}: attention layers {layers} are not distinct integers")
+        if self.layers is None:
+            self.layers, self.heads = layers, heads
+        if layers != self.layers:
+            raise MinibertError(
+                f"{where}: attention layers {layers} differ from the first line's {self.layers}"
+            )
+        if heads != self.heads:
+            raise MinibertError(f"{where}: {heads} attention heads, the first line has {self.heads}")
+
+    def _add_maps(self, maps, k: int, where: str) -> None:
+        if not isinstance(maps, list) or not all(isinstance(m, dict) and "values" in m for m in maps):
+            raise MinibertError(f"{where}: 'attentions' must be a list of objects with 'index' and 'values'")
+        layers = [m.get("index") for m in maps]
+        bad = [i for i in layers if not _is_int(i)]
+        if bad:
+            raise MinibertError(f"{where}: attention layer index {bad[0]!r} is not an integer")
+        arrays = []
+        for i, m in zip(layers, maps, strict=True):
+            a = _jsonl_floats(m["values"], f"attentions of layer {i}", where)
+            if k == 0 and a.ndim == 2 and a.shape[1] == 0:  # h empty maps are written [[], ...]
+                a = a.reshape(len(a), 0, 0)
+            if a.ndim != 3 or a.shape[1:] != (k, k):
+                raise MinibertError(
+                    f"{where}: attentions of layer {i} have shape {a.shape}, expected (h, {k}, {k})"
+                )
+            arrays.append(a)
+        self._same(layers, arrays[0].shape[0] if arrays else None, where)
+        for i, a in zip(layers, arrays, strict=True):
+            self.values.setdefault(f"attentions.{i}", []).append(a.reshape(-1))
+
+    def _add_stats(self, stats, where: str) -> None:
+        if not isinstance(stats, dict) or sorted(stats) != sorted(["layers", *STATS]):
+            raise MinibertError(f"{where}: 'attention_stats' must hold 'layers' and {', '.join(STATS)}")
+        layers = stats["layers"]
+        if not isinstance(layers, list):
+            raise MinibertError(f"{where}: 'attention_stats' 'layers' must be a list of encoder layers")
+        arrays = {s: _jsonl_floats(stats[s], f"attention_stats {s!r}", where, nulls=True) for s in STATS}
+        shapes = {a.shape for a in arrays.values()}
+        shape = next(iter(shapes))
+        if len(shapes) != 1 or len(shape) != 2 or shape[0] != len(layers):
+            raise MinibertError(
+                f"{where}: attention statistics of shapes {sorted(shapes)}, expected ({len(layers)}, h) each"
+            )
+        self._same(layers, shape[1], where)
+        for s, a in arrays.items():
+            self.values.setdefault(f"attention_stats.{s}", []).append(a)
+
+    def arrays(self, kept: np.ndarray) -> dict[str, np.ndarray]:
+        """The attention arrays of :mod:`minibert.records` (none without)."""
+        if self.kind is None:
+            return {}
+        out = {"attention_layers": np.asarray(self.layers, dtype=np.int64)}
+        if self.kind == "maps":
+            out["attention_offsets"] = _offsets(self.heads * kept**2)
+            return out | {name: np.concatenate(v) for name, v in self.values.items()}
+        return out | {name: np.stack(v) for name, v in self.values.items()}
+
+
+def _jsonl_floats(values, what: str, where: str, nulls: bool = False) -> np.ndarray:
+    """Nested lists of numbers as a float64 array (``nulls``: null is NaN)."""
+    try:
+        a = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        a = None
+    if a is None or (not nulls and np.isnan(a).any()):
+        raise MinibertError(f"{where}: {what} are not lists of numbers of equal lengths")
+    return a
 
 
 def _jsonl_ints(v, shape: tuple[int, ...], key: str, where: str) -> np.ndarray:
@@ -522,4 +795,8 @@ def _jsonl_output(path: Path, lines: _JsonlLines) -> FileOutput:
             "spans": np.concatenate(per_text["spans"]).reshape(-1, 2),
             "segments": np.concatenate(per_text["segments"]),
         }
-    return FileOutput(arrays, tokens, {}, pooled, words, source=source)
+    attention = lines.attention
+    if attention is not None:
+        arrays |= attention.arrays(kept)
+    heads = attention.heads if attention is not None else None
+    return FileOutput(arrays, tokens, {}, pooled, words, source=source, heads=heads)

@@ -25,13 +25,37 @@ With --word-pool the rows are words (W in all), not tokens:
     segments            (W,) int64: 0 a word of the text, 1 of its text_pair
     words (.npz only)   (W,) str; in .safetensors in the header metadata
 
+With --attentions (maps of the L' selected encoder layers, h heads; text n
+has k_n = kept_tokens[n] tokens):
+
+    attention_layers    (L',) int64: the encoder layers (1..L) whose maps are stored
+    attention_offsets   (N + 1,) int64: text n owns values
+                        attention_offsets[n]:attention_offsets[n+1] of each
+                        attentions.{i}, that is h * k_n**2 of them
+    attentions.{i}      (sum_n h k_n^2,): layer i's maps, text after text, each
+                        (h, k_n, k_n) in C order (head, query, key) over the
+                        text's real tokens, flattened; read back with
+                        ``.reshape(h, k_n, k_n)``
+
+With --attention-stats instead (:mod:`minibert.attention_stats`):
+
+    attention_layers    (L',) int64, as above
+    attention_stats.{s} (N, L', h): statistic s of every text, layer and head,
+                        for s in entropy, to_cls, to_sep, to_punct, to_prev,
+                        to_next, to_self, distance
+
 A shard of a directory output adds ``index`` (N,) int64, its texts' global
 indices (:mod:`minibert.shards`). ``.jsonl`` holds the same per text, one
 object per line (:mod:`minibert.writers`).
 
 Features are stored in the spec's ``output_dtype`` (default: the compute
 dtype); ``float16`` halves the disk of float32 and is checked for overflow
-(a value beyond +-65504 is an error, never a silent inf).
+(a value beyond +-65504 is an error, never a silent inf). Attention maps
+too (probabilities in [0, 1] cannot overflow: float16 keeps each to 2^-11
+relative, 6e-8 absolute below 6.1e-5, and rounds those under 3e-8 to 0);
+attention statistics are stored in float32 (float64 with --output-dtype
+float64), never float16: they are small, and float16 would round a distance
+of 300 tokens to a quarter.
 """
 
 from __future__ import annotations
@@ -41,7 +65,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .attention_stats import STATS
 from .errors import MinibertError
+from .safetensors_file import Joined
 
 if TYPE_CHECKING:
     from .spec import ExtractSpec
@@ -66,7 +92,10 @@ class Record:
     """One text's features. ``features`` maps a name (``hidden_states.{i}``
     or ``combined``) to (n_tokens, H), (n_words, H) when ``words`` is given,
     or, pooled, (H,). ``num_tokens`` is the text's token count before
-    truncation (> len(tokens) when truncated)."""
+    truncation (> len(tokens) when truncated). ``attentions``: encoder layer
+    -> (h, n, n) map over the n = len(tokens) real tokens (with
+    --attentions); ``attention_stats``: statistic -> (L', h) (with
+    --attention-stats)."""
 
     index: int
     text: str
@@ -76,11 +105,14 @@ class Record:
     features: dict[str, np.ndarray]
     num_tokens: int
     words: WordRows | None = None
+    attentions: dict[int, np.ndarray] | None = None
+    attention_stats: dict[str, np.ndarray] | None = None
 
 
 def cast_features(records: list[Record], dtype: np.dtype) -> list[Record]:
-    """Records with their features in ``dtype`` (computed in float32/64,
-    stored maybe narrower). A value that overflows float16 is an error."""
+    """Records with their features and attention maps in ``dtype`` (computed
+    in float32/64, stored maybe narrower). A value that overflows float16 is
+    an error."""
     dtype = np.dtype(dtype)
     for r in records:
         for name, v in r.features.items():
@@ -95,7 +127,15 @@ def cast_features(records: list[Record], dtype: np.dtype) -> list[Record]:
                     f"(+-{float(np.finfo(dtype).max):.6g}); use --output-dtype float32"
                 )
             r.features[name] = c
+        if r.attentions is not None:  # probabilities: no overflow to check
+            r.attentions = {i: a.astype(dtype, copy=False) for i, a in r.attentions.items()}
     return records
+
+
+def stats_dtype(spec: ExtractSpec) -> np.dtype:
+    """The dtype attention statistics are stored in: float64 with a float64
+    output, else float32 (never float16: see the module docstring)."""
+    return np.dtype(np.float64 if spec.out_dtype == np.float64 else np.float32)
 
 
 def offsets(lengths) -> np.ndarray:
@@ -139,5 +179,28 @@ def records_to_arrays(
             arrays[name] = np.stack(parts) if pooled else np.concatenate(parts)
         else:
             arrays[name] = np.zeros((0, 0), dtype=spec.out_dtype)
+    arrays |= attention_arrays(records, spec, kept)
     tokens = [t for r in records for t in r.tokens]
     return arrays, tokens, words
+
+
+def attention_arrays(records: list[Record], spec: ExtractSpec, kept: np.ndarray) -> dict[str, np.ndarray]:
+    """The attention arrays of the layout above for ``records`` (in index
+    order, ``kept`` their token counts): none without ``spec.attentions``.
+    The maps stay the records' own arrays (:class:`~minibert.safetensors_file.Joined`),
+    so a chunk's maps are in memory once, not twice, while they are written."""
+    if spec.attentions == "none":
+        return {}
+    layers, h = spec.attention_layers, spec.num_attention_heads
+    arrays = {"attention_layers": np.asarray(layers, dtype=np.int64)}
+    if spec.attentions == "maps":
+        arrays["attention_offsets"] = offsets(h * kept**2)
+        for i in layers:  # (h, n, n) per text -> (sum h n n,), left in parts (written without a copy)
+            arrays[f"attentions.{i}"] = Joined([r.attentions[i] for r in records], spec.out_dtype)
+        return arrays
+    for name in STATS:
+        parts = [r.attention_stats[name] for r in records]  # N x (L', h)
+        arrays[f"attention_stats.{name}"] = (
+            np.stack(parts) if parts else np.zeros((0, len(layers), h), stats_dtype(spec))
+        )  # (N, L', h)
+    return arrays

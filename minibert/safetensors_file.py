@@ -26,27 +26,46 @@ from .npz import LazyArrays, open_unchanged
 SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64", "int64": "I64"}
 
 
-def safetensors_parts(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> list:
+class Joined:
+    """A 1-D array kept as its ``parts`` (1-D arrays of one dtype), joined only
+    if asked (``np.asarray``): :func:`safetensors_parts` writes the parts one
+    after another, so a chunk's attention maps are never held twice."""
+
+    def __init__(self, parts: list[np.ndarray], dtype):
+        self.dtype = np.dtype(dtype)
+        self.parts = [np.ascontiguousarray(p, dtype=self.dtype).reshape(-1) for p in parts]
+        self.shape = (sum(len(p) for p in self.parts),)
+        self.nbytes = self.shape[0] * self.dtype.itemsize
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        joined = np.concatenate(self.parts) if self.parts else np.zeros(0, self.dtype)
+        return joined if dtype is None else joined.astype(dtype)
+
+
+def safetensors_parts(arrays: dict[str, np.ndarray | Joined], metadata: dict[str, str]) -> list:
     """``arrays`` (sorted by name) and ``metadata`` (in its order) as the
     .safetensors buffers to write one after another.
 
     Serialized here rather than by ``safetensors.numpy.save``, whose header
     lists metadata keys in a random order per process: equal features must
     give equal bytes (and sha256) whichever process or machine wrote them.
-    The arrays are not copied into one big bytes object first.
+    The arrays are not copied into one big bytes object first, and a
+    :class:`Joined` array is written part by part, never joined.
     """
     header: dict = {"__metadata__": metadata}
     blobs, offset = [], 0
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        value = arrays[name]
+        parts = value.parts if isinstance(value, Joined) else [np.ascontiguousarray(value)]
+        parts = [p.astype(p.dtype.newbyteorder("<"), copy=False) for p in parts]
+        nbytes = sum(p.nbytes for p in parts)
         header[name] = {
-            "dtype": SAFETENSORS_DTYPES[a.dtype.name],
-            "shape": list(a.shape),
-            "data_offsets": [offset, offset + a.nbytes],
+            "dtype": SAFETENSORS_DTYPES[np.dtype(value.dtype).name],
+            "shape": list(value.shape),
+            "data_offsets": [offset, offset + nbytes],
         }
-        blobs.append(memoryview(a.reshape(-1)).cast("B"))
-        offset += a.nbytes
+        blobs.extend(memoryview(p.reshape(-1)).cast("B") for p in parts if p.nbytes)
+        offset += nbytes
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
     return [struct.pack("<Q", len(head)), head, *blobs]
@@ -124,6 +143,10 @@ class SafetensorsFile(LazyArrays):
                 )
             specs[name] = (READ_DTYPES[dtype], tuple(shape), offsets[0])
         return metadata, specs, 8 + n
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of tensor ``name``: that slice of the file alone."""
+        return self.read(name, start, stop)
 
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Tensor ``name``, or its rows ``start:stop`` (read from the file, nothing more)."""

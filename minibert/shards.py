@@ -45,7 +45,16 @@ import numpy as np
 
 from .errors import MinibertError
 from .files import os_reason, read_json, sha256_file
-from .readers import FileOutput, SafetensorsOutput, check_settings, feature_name, text_index
+from .readers import (
+    AttentionLayout,
+    FileOutput,
+    SafetensorsOutput,
+    attention_layer,
+    check_settings,
+    feature_name,
+    require_attention,
+    text_index,
+)
 from .records import Record, cast_features, records_to_arrays
 from .safetensors_file import safetensors_parts
 from .spec import ExtractSpec
@@ -454,6 +463,12 @@ class ShardedOutput:
         self.num_texts = manifest["num_texts"] or sum(e["count"] for e in self.shards)
         self.verify = verify
         self._firsts = [e["first"] for e in self.shards]
+        kind = self.settings.get("attentions")
+        self.attention = AttentionLayout(
+            kind,
+            tuple(i for i in self.layers if i >= 1) if kind else (),
+            self.settings.get("num_attention_heads"),
+        )  # what every shard must hold (each checks its own arrays and settings)
         self._open: tuple[int, SafetensorsOutput] | None = None
         self._checked: set[int] = set()
 
@@ -505,6 +520,23 @@ class ShardedOutput:
         name = feature_name(name, self.names, self.settings.get("num_hidden_layers"))
         shard, local = self._locate(n)
         return shard.vectors(local, name)
+
+    @property
+    def attention_layers(self) -> list[int]:
+        return list(self.attention.layers)
+
+    def attentions(self, n: int, layer: int) -> np.ndarray:
+        """Text n's (h, k, k) attention at encoder layer ``layer``: only its
+        shard is opened, and only its values read."""
+        require_attention(self.attention, "maps")
+        i = attention_layer(layer, self.attention, self.settings.get("num_hidden_layers"))
+        shard, local = self._locate(n)
+        return shard.attentions(local, i)
+
+    def attention_stats(self, n: int) -> dict[str, np.ndarray]:
+        require_attention(self.attention, "stats")
+        shard, local = self._locate(n)
+        return shard.attention_stats(local)
 
     def parts(self) -> Iterator[FileOutput]:
         for i in range(len(self.shards)):

@@ -33,6 +33,12 @@ from .words import HOWS
 
 LONG_MODES = ("truncate", "window")
 OUTPUT_DTYPES = ("float16", "float32", "float64")
+#: What a run records of the attention probabilities: nothing, the maps, or per-head statistics.
+ATTENTIONS = ("none", "maps", "stats")
+
+#: Fields an output records only when they are used (a run without them writes
+#: the settings of before they existed, byte for byte, so old outputs resume).
+OPTIONAL_FIELDS = ("attentions", "num_attention_heads")
 
 #: Texts per chunk (and per shard of a sharded output) unless told otherwise.
 CHUNK_SIZE = 1000
@@ -111,6 +117,13 @@ class ExtractSpec:
     dtype: compute dtype; output_dtype: the stored one (None: ``dtype``).
     model: the model directory; model_files: its files' sha256 by name
       (:func:`model_digests`), in the order the model read them.
+    attentions: none|maps|stats, what is recorded of the attention
+      probabilities of the selected encoder layers (``layers`` >= 1: the
+      attention of layer i produced hidden_states[i]; the embeddings have
+      none): nothing, each text's (h, n, n) maps over its real tokens, or
+      per-head statistics (:mod:`minibert.attention_stats`); maps need the
+      whole text at once, so not with ``long="window"``.
+    num_attention_heads: h, recorded with the attentions (None without).
     """
 
     layers: tuple[int, ...]
@@ -128,6 +141,8 @@ class ExtractSpec:
     output_dtype: str | None = None
     model: str = ""
     model_files: tuple[tuple[str, str], ...] = ()
+    attentions: str = "none"
+    num_attention_heads: int | None = None
 
     def __post_init__(self):
         self._check_fields()
@@ -148,7 +163,8 @@ class ExtractSpec:
         store("num_hidden_layers", int(self.num_hidden_layers))
         store("layers", tuple(resolve_layers(self.layers, self.num_hidden_layers + 1)))
         for name, choices in (("pool", POOLS), ("combine", COMBINES), ("word_pool", ("none", *HOWS)),
-                              ("long", LONG_MODES), ("dtype", DTYPES)):  # fmt: skip
+                              ("long", LONG_MODES), ("dtype", DTYPES),
+                              ("attentions", ATTENTIONS)):  # fmt: skip
             check_choice(name, getattr(self, name), choices)
         if self.output_dtype is None:
             store("output_dtype", self.dtype)
@@ -158,6 +174,7 @@ class ExtractSpec:
             ("max_length", True),
             ("batch_size", False),
             ("shard_size", False),
+            ("num_attention_heads", True),
         ):
             value = getattr(self, name)
             check_positive(name, value, optional)
@@ -186,6 +203,23 @@ class ExtractSpec:
             )
         if self.normalize and self.pool == "none":
             raise OptionError("{normalize} L2-normalises pooled vectors: give {pool} cls, mean or max")
+        if self.attentions == "none":
+            if self.num_attention_heads is not None:
+                raise OptionError("{num_attention_heads} is recorded only with {attentions}")
+            return
+        if self.long == "window":
+            raise OptionError(
+                "{attentions} need each text whole, and {long} window reads long texts in windows, each "
+                "with its own attention: use {long} truncate (or split the texts)"
+            )
+        if not self.attention_layers:
+            raise OptionError(
+                "{attentions}: {layers} {value} selects no encoder layer; hidden_states[0] is the "
+                "embedding output, which has no attention",
+                value=",".join(map(str, self.layers)),
+            )
+        if self.num_attention_heads is None:
+            raise OptionError("{num_attention_heads} must be given with {attentions}")
 
     @property
     def out_dtype(self) -> np.dtype:
@@ -196,6 +230,14 @@ class ExtractSpec:
     def pooled(self) -> bool:
         """One vector per text (not per token or word)."""
         return self.pool != "none"
+
+    @property
+    def attention_layers(self) -> tuple[int, ...]:
+        """The encoder layers whose attention is recorded: the selected
+        ``layers`` but 0, in their order (empty without ``attentions``)."""
+        if self.attentions == "none":
+            return ()
+        return tuple(i for i in self.layers if i >= 1)
 
     @property
     def feature_names(self) -> list[str]:
@@ -227,7 +269,13 @@ class ExtractSpec:
             "batch_size": self.batch_size,
             "shard_size": self.shard_size,
             "model_files": dict(self.model_files),
-        }
+        } | self._optional_settings()
+
+    def _optional_settings(self) -> dict:
+        """The keys of :data:`OPTIONAL_FIELDS`, only when attentions are recorded."""
+        if self.attentions == "none":
+            return {}
+        return {"attentions": self.attentions, "num_attention_heads": self.num_attention_heads}
 
     def to_json(self) -> str:
         """:meth:`to_settings` as JSON, as .npz and .safetensors outputs hold it."""
@@ -239,7 +287,7 @@ class ExtractSpec:
         field is one MinibertError naming ``source`` and the field."""
         if not isinstance(settings, dict):
             raise MinibertError(f"{source}: settings are {type(settings).__name__}, not a JSON object")
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name in settings or f.name not in OPTIONAL_FIELDS]
         missing = [k for k in names if k not in settings]
         if missing:
             raise MinibertError(f"{source}: settings have no {missing[0]!r} (not written by this minibert?)")
@@ -271,6 +319,7 @@ class ExtractSpec:
         batch_size: int = 32,
         shard_size: int = CHUNK_SIZE,
         output_dtype: str | None = None,
+        attentions: str = "none",
     ) -> ExtractSpec:
         """The spec of a run on ``model`` (a loaded :class:`minibert.Model`):
         its layer count, dtype, path and file digests filled in, ``layers``
@@ -301,6 +350,8 @@ class ExtractSpec:
             output_dtype=output_dtype,
             model=str(Path(model.path).absolute()),
             model_files=model_digests(model),
+            attentions=attentions,
+            num_attention_heads=None if attentions == "none" else model.config.num_attention_heads,
         )
 
 

@@ -13,7 +13,10 @@ whose shards :func:`write_digested` writes).
 ``{"index", "text", "text_pair"?, "tokens", "words"?, "spans"?, "segments"?,
 "num_tokens", "kept_tokens", "layers": [{"index", "values"}]}``
 (``"index": "combined"`` with --combine; words, spans and segments with
---word-pool), in the spirit of google-research/bert's extract_features.py.
+--word-pool), in the spirit of google-research/bert's extract_features.py;
+with --attentions also ``"attentions": [{"index": i, "values": (h, n, n)}]``
+per selected encoder layer, with --attention-stats
+``"attention_stats": {"layers": [...], "entropy": (L', h), ...}``.
 Numbers are written with 5 (float16), 9 (float32) or 17 (float64)
 significant digits, which read back to the same binary value.
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .attention_stats import STATS
 from .errors import MinibertError
 from .files import os_reason, write_sha256
 from .records import FORMATS, Record, cast_features, records_to_arrays
@@ -227,8 +231,29 @@ class JsonlWriter(Writer):
                 f'{{"index":{_layer_key(name)},"values":{_json_numbers(v)}}}'
                 for name, v in r.features.items()
             )
-            line = json.dumps(head, ensure_ascii=False)[:-1] + ',"layers":[' + layers + "]}\n"
-            f.write(line.encode("utf-8"))
+            line = json.dumps(head, ensure_ascii=False)[:-1] + ',"layers":[' + layers + "]"
+            f.write((line + _jsonl_attention(r, self.spec) + "}\n").encode("utf-8"))
+
+
+def _jsonl_attention(r: Record, spec: ExtractSpec) -> str:
+    """A record's attention maps or statistics, as ``spec`` asks, as the end
+    of its .jsonl line; '' for none."""
+    if spec.attentions == "maps":
+        maps = ",".join(
+            f'{{"index":{i},"values":{_json_numbers(r.attentions[i])}}}' for i in spec.attention_layers
+        )
+        return ',"attentions":[' + maps + "]"
+    if spec.attentions == "stats":
+        # a text without tokens has NaN statistics: JSON null (read back as NaN)
+        values = [f'"{s}":{_json_numbers(r.attention_stats[s]).replace("nan", "null")}' for s in STATS]
+        return (
+            ',"attention_stats":{"layers":'
+            + json.dumps(list(spec.attention_layers))
+            + ","
+            + ",".join(values)
+            + "}"
+        )
+    return ""
 
 
 WRITERS = {".npz": NpzWriter, ".safetensors": SafetensorsWriter, ".jsonl": JsonlWriter}

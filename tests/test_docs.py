@@ -122,7 +122,7 @@ def test_quote_errors():
 
 
 def test_figures_are_small():
-    for name in ("attention.png", "layers.png"):
+    for name, most in (("attention.png", 200_000), ("layers.png", 200_000), ("heads.png", 300_000)):
         path = DOCS / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert 10_000 < path.stat().st_size < 200_000, name
+        assert 10_000 < path.stat().st_size < most, name  # heads.png: 8 grids of 72 printed numbers

@@ -42,7 +42,9 @@ TEXTS = ["the cat sat", "a dog ran home", "", "blue river", "green tree"]
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, tiny_model_dir):
     """One output of each kind, written once: .npz, .safetensors, .jsonl and
-    a shard directory (3 shards), and a word-level .jsonl."""
+    a shard directory (3 shards), and a word-level .jsonl; with attention
+    maps (layers 1 and 2 of the tiny model, 4 heads) .npz, .safetensors,
+    .jsonl and a shard directory, with attention statistics .npz and .jsonl."""
     d = tmp_path_factory.mktemp("written")
     src = d / "in.txt"
     src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
@@ -52,6 +54,12 @@ def written(tmp_path_factory, tiny_model_dir):
         ("o.jsonl", []),
         ("words.jsonl", ["--word-pool", "mean"]),
         ("feats", ["--shard-size", "2"]),
+        ("maps.npz", ["--attentions"]),
+        ("maps.safetensors", ["--attentions"]),
+        ("maps.jsonl", ["--attentions"]),
+        ("stats.npz", ["--attention-stats"]),
+        ("stats.jsonl", ["--attention-stats"]),
+        ("mapsdir", ["--attentions", "--shard-size", "2"]),
     ):
         code, _, err = run(
             "extract", "--model", tiny_model_dir, src, "-o", d / out, "--quiet", "--pool", "none", *args
@@ -512,6 +520,195 @@ DAMAGED = [
 ]
 
 
+def _npz_settings(edit):
+    """Edit the settings an .npz output records."""
+
+    def change(settings: np.ndarray) -> np.ndarray:
+        s = json.loads(str(settings[()]))
+        edit(s)
+        return np.asarray(json.dumps(s))
+
+    return _npz_edit("settings", change)
+
+
+def _st_settings(edit):
+    """Edit the settings a .safetensors output records (in its header metadata)."""
+
+    def change(h):
+        s = json.loads(h["__metadata__"]["settings"])
+        edit(s)
+        h["__metadata__"]["settings"] = json.dumps(s)
+
+    return _st_header(change)
+
+
+def _st_reshape(name: str):
+    """A 1-D tensor made 2-D (4 rows): the same bytes, another shape."""
+
+    def change(h):
+        h[name]["shape"] = [4, h[name]["shape"][0] // 4]
+
+    return _st_header(change)
+
+
+def _pop(*keys):
+    return lambda s: [s.pop(k) for k in keys]
+
+
+def _maps(edit):
+    """Edit the "attentions" entries of a .jsonl line."""
+    return lambda o: edit(o["attentions"])
+
+
+def _stats(edit):
+    return lambda o: edit(o["attention_stats"])
+
+
+def _every_line(edit):
+    def lines(ls):
+        return [json.dumps(_edited(json.loads(line), edit)) for line in ls]
+
+    return _jsonl_lines(lines)
+
+
+def _edited(obj, edit):
+    edit(obj)
+    return obj
+
+
+#: Outputs with attention maps or statistics, damaged: (output file, how, what the message must name)
+DAMAGED_ATTENTIONS = [
+    ("maps.npz", _npz_pop("attention_offsets"), ["'attention_offsets'"]),
+    ("maps.npz", _npz_edit("attention_offsets", lambda o: o[::-1]), ["'attention_offsets'", "not offsets"]),
+    (
+        "maps.npz",
+        _npz_edit("attention_offsets", lambda o: o * 2),
+        ["'attention_offsets'", "disagree with 4 heads"],
+    ),
+    ("maps.npz", _npz_edit("attentions.2", lambda a: a[:-1]), ["'attentions.2'", "holds", "say"]),
+    ("maps.npz", _npz_edit("attentions.2", lambda a: a.reshape(4, -1)), ["'attentions.2'", "1-D floats"]),
+    ("maps.npz", _npz_edit("attentions.2", lambda a: a.astype(np.int64)), ["'attentions.2'", "1-D floats"]),
+    ("maps.npz", _npz_pop("attentions.1"), ["attention maps", "do not match 'attention_layers'"]),
+    ("maps.npz", _npz_set("attention_layers", np.array([0, 2])), ["'attention_layers'", "not the selected"]),
+    ("maps.npz", _npz_set("attention_layers", np.array([2, 1])), ["'attention_layers'", "not the selected"]),
+    ("maps.npz", _npz_pop("attention_layers"), ["'attention_layers'"]),
+    (
+        "maps.npz",
+        _npz_edit("attention_layers", lambda a: a.astype(float)),
+        ["'attention_layers'", "integers"],
+    ),
+    ("maps.npz", _npz_settings(lambda s: s.update(attentions="all")), ["'attentions'", "not maps or stats"]),
+    (
+        "maps.npz",
+        _npz_settings(lambda s: s.update(attentions="stats")),
+        ["record attentions 'stats'", "maps"],
+    ),
+    ("maps.npz", _npz_settings(_pop("attentions", "num_attention_heads")), ["record attentions 'none'"]),
+    (
+        "maps.npz",
+        _npz_settings(_pop("num_attention_heads")),
+        ["one of 'attentions' and 'num_attention_heads'"],
+    ),
+    ("maps.npz", _npz_settings(lambda s: s.update(num_attention_heads=3)), ["disagree with 3 heads"]),
+    ("maps.npz", _npz_settings(lambda s: s.update(num_attention_heads="4")), ["'num_attention_heads'"]),
+    ("maps.npz", _npz_settings(lambda s: s.update(num_attention_heads=0)), ["'num_attention_heads'"]),
+    ("maps.npz", _npz_set("attention_stats.entropy", np.zeros((5, 2, 4))), ["both attention maps and"]),
+    ("stats.npz", _npz_pop("attention_stats.to_sep"), ["attention statistics", "are not entropy"]),
+    (
+        "stats.npz",
+        _npz_edit("attention_stats.to_sep", lambda a: np.concatenate([a, a], axis=-1)),
+        ["'attention_stats.to_sep'", "(texts, layers, heads)"],
+    ),
+    ("stats.npz", _npz_edit("attention_stats.to_sep", lambda a: a.astype(np.int64)), ["3-D floats"]),
+    ("stats.npz", _npz_set("attention_offsets", np.zeros(6, np.int64)), ["'attention_offsets' in an output"]),
+    ("stats.npz", _npz_settings(lambda s: s.update(num_attention_heads=3)), ["(texts, layers, heads)"]),
+    ("stats.npz", _npz_settings(lambda s: s.update(attentions="maps")), ["record attentions 'maps'", "stat"]),
+    (
+        "stats.npz",
+        _npz_settings(lambda s: s.update(layers=[0, 2])),
+        ["'attention_layers'", "not the selected"],
+    ),
+    ("maps.safetensors", _st_reshape("attentions.1"), ["'attentions.1'", "1-D floats"]),
+    (
+        "maps.safetensors",
+        _st_tensor("attention_offsets", "dtype", "F64"),
+        ["'attention_offsets'", "integers"],
+    ),
+    ("maps.safetensors", _st_settings(lambda s: s.update(num_attention_heads=None)), ["num_attention_heads"]),
+    ("maps.safetensors", _st_header(lambda h: h.pop("attentions.2")), ["do not match 'attention_layers'"]),
+    ("maps.safetensors", _st_header(lambda h: h.pop("attention_offsets")), ["'attention_offsets'"]),
+    ("maps.jsonl", _jsonl_obj(0, _maps(lambda m: m[0]["values"][0].pop())), ["line 1", "equal lengths"]),
+    (
+        "maps.jsonl",
+        _jsonl_obj(0, _maps(lambda m: [q.pop() for q in m[0]["values"]])),
+        ["line 1", "expected (h, "],
+    ),
+    (
+        "maps.jsonl",
+        _jsonl_obj(0, _maps(lambda m: m[0].__setitem__("index", "x"))),
+        ["line 1", "'x'", "integer"],
+    ),
+    (
+        "maps.jsonl",
+        _jsonl_obj(1, lambda o: o.pop("attentions")),
+        ["line 2", "no attention, unlike the first"],
+    ),
+    (
+        "maps.jsonl",
+        _jsonl_obj(0, lambda o: o.pop("attentions")),
+        ["line 2", "'attentions', unlike the first"],
+    ),
+    (
+        "maps.jsonl",
+        _jsonl_obj(0, _maps(lambda m: m[0].__setitem__("values", [["a"]]))),
+        ["line 1", "not lists of numbers"],
+    ),
+    ("maps.jsonl", _jsonl_obj(1, _maps(lambda m: m.pop())), ["line 2", "differ from the first line's"]),
+    (
+        "maps.jsonl",
+        _jsonl_obj(1, _maps(lambda m: [e["values"].pop() for e in m])),
+        ["line 2", "attention heads"],
+    ),
+    (
+        "maps.jsonl",
+        _jsonl_obj(0, _set("attentions", {"index": 1})),
+        ["line 1", "'attentions' must be a list"],
+    ),
+    ("maps.jsonl", _jsonl_obj(0, _set("attention_stats", {})), ["line 1", "both"]),
+    ("maps.jsonl", _jsonl_obj(0, _maps(lambda m: m[1].__setitem__("index", 1))), ["line 1", "not distinct"]),
+    (
+        "maps.jsonl",
+        _every_line(_maps(lambda m: [e.__setitem__("index", e["index"] - 1) for e in m])),
+        ["'attention_layers' [0, 1] are not the selected encoder layers"],
+    ),
+    ("stats.jsonl", _jsonl_obj(0, _stats(lambda s: s.pop("to_self"))), ["line 1", "must hold 'layers'"]),
+    ("stats.jsonl", _jsonl_obj(0, _stats(lambda s: s["to_self"].pop())), ["line 1", "statistics of shapes"]),
+    ("stats.jsonl", _jsonl_obj(0, _stats(lambda s: s.__setitem__("layers", "x"))), ["line 1", "'layers'"]),
+    (
+        "stats.jsonl",
+        _jsonl_obj(0, _stats(lambda s: s.__setitem__("layers", ["a", "b"]))),
+        ["line 1", "not distinct integers"],
+    ),
+    (
+        "stats.jsonl",
+        _jsonl_obj(0, _stats(lambda s: s.__setitem__("entropy", [["x"] * 4] * 2))),
+        ["line 1", "entropy", "not lists of numbers"],
+    ),
+    ("stats.jsonl", _jsonl_obj(1, lambda o: o.pop("attention_stats")), ["line 2", "no attention, unlike"]),
+]
+
+
+@pytest.mark.parametrize(
+    "name, damage, names", DAMAGED_ATTENTIONS, ids=[f"{d[0]}-{i}" for i, d in enumerate(DAMAGED_ATTENTIONS)]
+)
+def test_damaged_attention_output(written, tmp_path, name, damage, names):
+    path = copy_of(written, name, tmp_path)
+    damage(path)
+    before = snapshot(tmp_path)
+    assert_one_line_error(run("summary", path), path.name, *names)
+    assert_unchanged(before, tmp_path)
+
+
 @pytest.mark.parametrize("name, damage, names", DAMAGED, ids=[f"{d[0]}-{i}" for i, d in enumerate(DAMAGED)])
 def test_damaged_output(written, tmp_path, name, damage, names):
     path = copy_of(written, name, tmp_path)
@@ -636,6 +833,36 @@ def test_resume_of_a_damaged_shard_directory(written, tmp_path, damage, names):
     assert_unchanged(before, tmp_path)
 
 
+#: Shard directories with attention maps, damaged.
+DAMAGED_ATTENTION_SHARDS = [
+    (_manifest(lambda m: m["settings"].__setitem__("attentions", "yes")), [MANIFEST, "'attentions'"]),
+    (_manifest(lambda m: m["settings"].pop("num_attention_heads")), [MANIFEST, "'num_attention_heads'"]),
+    (
+        _manifest(lambda m: m["settings"].__setitem__("num_attention_heads", 0)),
+        [MANIFEST, "num_attention_heads"],
+    ),
+    (
+        _manifest(lambda m: m["settings"].__setitem__("attentions", "stats")),
+        ["shard-00000", "other settings"],
+    ),
+    (_patch_tensor("attention_offsets", lambda o: o * 2), ["shard-00001.safetensors", "'attention_offsets'"]),
+    (_patch_tensor("attention_layers", lambda o: o[::-1]), ["shard-00001.safetensors", "'attention_layers'"]),
+]
+
+
+@pytest.mark.parametrize(
+    "damage, names",
+    DAMAGED_ATTENTION_SHARDS,
+    ids=[f"attention-shards-{i}" for i in range(len(DAMAGED_ATTENTION_SHARDS))],
+)
+def test_damaged_attention_shard_directory(written, tmp_path, damage, names):
+    d = copy_of(written, "mapsdir", tmp_path)
+    damage(d)
+    before = snapshot(tmp_path)
+    assert_one_line_error(run("summary", d), *names)
+    assert_unchanged(before, tmp_path)
+
+
 def _copy_model(tmp_path: Path) -> Path:
     model = tmp_path / "model"
     shutil.copytree(TINY, model)
@@ -723,6 +950,10 @@ ARGUMENTS = [
     ([*EXTRACT, "--engine", "dask"], ["--engine dask", "directory"]),
     ([*EXTRACT, "--scheduler", "tcp://127.0.0.1:1"], ["--scheduler"]),
     ([*EXTRACT, "--workers", "2"], ["--workers"]),
+    ([*EXTRACT, "--attentions", "--attention-stats"], ["--attention-stats", "not allowed with"]),
+    ([*EXTRACT, "--attentions", "--long", "window"], ["--attentions/--attention-stats", "--long window"]),
+    ([*EXTRACT, "--attention-stats", "--layers", "0"], ["--attentions/--attention-stats", "--layers 0"]),
+    ([*EXTRACT, "--attentions=yes"], ["--attentions", "ignored explicit argument"]),
     (["explain", "--model", str(TINY), "hello", "--pad", "-1"], ["--pad"]),
     (["explain", "--model", str(TINY), "he\udcffllo"], ["TEXT", "UTF-8", "0xff"]),
     (["explain", "--model", str(TINY), "hello", "--layer", "99"], ["--layer 99"]),
@@ -739,6 +970,11 @@ ARGUMENTS = [
     (["plot", "attention", "--model", str(TINY), "hi", "-o", "{out}"], ["unknown figure format"]),
     (["plot", "attention", "--model", str(TINY), "hi", "-o", "{png}", "--head", "-1"], ["--head -1"]),
     (["plot", "bars"], ["invalid choice"]),
+    (["plot", "heads", "{src}", "-o", "{png}"], ["in.txt", "unknown output format"]),
+    (["plot", "heads", "{dir}", "-o", "{png}"], [MANIFEST, "not found"]),
+    (["plot", "heads", "{out}", "-o", "{png}"], ["o.npz", "not found"]),
+    (["plot", "heads", "{out}", "-o", "{src}"], ["unknown figure format"]),
+    (["plot", "heads", "{out}"], ["-o/--output", "required"]),
     (["summary", "{src}"], ["unknown output format"]),
     (["summary", "{dir}"], [MANIFEST, "not found"]),
     (["summary", "{out}"], ["not found"]),

@@ -186,3 +186,98 @@ def test_layer_statistics_albert_groups(tiny_model_dir):
     stats = layer_statistics(model, TEXTS[:3], num_pairs=200)
     assert stats.norm.shape == (steps + 1,) and stats.self_similarity.shape == (steps,)
     assert len(model.encode(TEXTS[:1]).hidden_states) == steps + 1
+
+
+@pytest.fixture(scope="module")
+def stats_outputs(tmp_path_factory, tiny_model_dir):
+    """TEXTS with --attention-stats: shards of 2 texts, and one .npz file."""
+    d = tmp_path_factory.mktemp("heads")
+    src = d / "texts.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    for out in ("shards", "one.npz"):
+        argv = ["extract", "--model", str(tiny_model_dir), str(src), "-o", str(d / out), "--attention-stats"]
+        assert cli.main([*argv, "--quiet", "--shard-size", "2", "--batch-size", "3"]) == 0
+    return d
+
+
+def test_head_means_are_the_means_over_the_texts(stats_outputs, tiny_model):
+    from test_attention_stats import loops
+
+    from minibert import open_output
+    from minibert.attention_stats import STATS, token_kinds
+    from minibert.plot import head_means
+
+    want = {s: np.zeros((2, 4)) for s in STATS}  # tiny-bert: layers 1, 2; 4 heads
+    for text in TEXTS:  # each text alone, each statistic by loops: an independent mean
+        enc = tiny_model.encode([text], output_attentions=True)
+        kinds = token_kinds(enc.sequence_ids[0], enc.offsets[0], enc.texts[0])
+        for row, a in enumerate(enc.attentions):
+            for s, v in loops(a[0].astype(np.float64), *kinds).items():
+                want[s][row] += v / len(TEXTS)
+    for name in ("shards", "one.npz"):
+        stats = head_means(open_output(stats_outputs / name))
+        assert stats.layers == (1, 2) and stats.texts == len(TEXTS) and stats.model == "tiny-bert"
+        for s in STATS:  # float32 statistics of batched texts, averaged in float64 (observed < 1e-7)
+            np.testing.assert_allclose(stats.means[s], want[s], rtol=1e-5, atol=1e-6, err_msg=f"{name} {s}")
+
+
+def test_heads_figure_panels(stats_outputs):
+    pytest.importorskip("matplotlib")
+    from minibert import open_output
+    from minibert.attention_stats import STATS
+    from minibert.plot import HEAD_TITLES, head_means, heads_figure
+
+    stats = head_means(open_output(stats_outputs / "one.npz"))
+    fig = heads_figure(stats)
+    panels = heatmaps(fig)
+    assert [ax.get_title() for ax in panels] == [HEAD_TITLES[s][0] for s in STATS]
+    for ax, s in zip(panels, STATS, strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), stats.means[s])
+        assert len(ax.texts) == 2 * 4  # one number per layer and head
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "2"]
+
+
+def test_plot_heads_cli(stats_outputs, tiny_model_dir, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "heads.png"
+    assert cli.main(["plot", "heads", str(stats_outputs / "shards"), "-o", str(png)]) == 0
+    assert capsys.readouterr().out == f"wrote {png} (means over 6 texts, layers 1, 2)\n"
+    assert png_size(png)[0] > 300
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(TEXTS[:2]) + "\n", encoding="utf-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    for out, args in (
+        ("maps.npz", ["--attentions"]),
+        ("plain.npz", []),
+        ("none.safetensors", ["--attention-stats"]),
+    ):
+        source = empty if out.startswith("none") else src
+        assert (
+            cli.main(
+                [
+                    "extract",
+                    "--model",
+                    str(tiny_model_dir),
+                    str(source),
+                    "-o",
+                    str(tmp_path / out),
+                    "--quiet",
+                    *args,
+                ]
+            )
+            == 0
+        )
+    capsys.readouterr()
+    for out, message in (
+        (
+            "maps.npz",
+            "has attention maps, not attention statistics (written with --attentions, not --attention-stats)",
+        ),
+        ("plain.npz", "has no attention statistics (it was not written with --attention-stats)"),
+        ("none.safetensors", "holds no text with attention statistics to average"),
+    ):
+        assert cli.main(["plot", "heads", str(tmp_path / out), "-o", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "x.png").exists()

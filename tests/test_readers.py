@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError
+from minibert.attention_stats import STATS
+from minibert.npz import NpzArrays
 from minibert.readers import OutputReader, open_file
 from minibert.records import Record
+from minibert.safetensors_file import SafetensorsFile
 from minibert.spec import ExtractSpec
 from minibert.writers import open_writer
 
@@ -121,3 +124,99 @@ def test_text_indices_are_checked(tmp_path):
     with pytest.raises(MinibertError, match="no words"):
         out.words(0)
     assert list(out.parts()) == [out] and sorted(out.arrays)[:2] == ["hidden_states.0", "hidden_states.2"]
+
+
+def _attention_records(rng, h: int = 3) -> list[Record]:
+    """Texts of 4, 1 and 0 tokens (out of order) with random maps of layers 2 and 1, and statistics."""
+    recs = []
+    for index, n in [(1, 1), (0, 4), (2, 0)]:
+        maps = {i: rng.random((h, n, n)).astype(np.float32) for i in (2, 1)}
+        stats = {s: rng.random((2, h)).astype(np.float32) for s in STATS}
+        if n == 0:
+            stats = {s: np.full((2, h), np.nan, np.float32) for s in STATS}  # what a text of no token gets
+        feats = {f"hidden_states.{i}": rng.normal(size=(n, 4)).astype(np.float32) for i in (0, 2, 1)}
+        tokens = [f"t{j}" for j in range(n)]
+        recs.append(
+            Record(index, "t", None, tokens, np.arange(n), feats, n, attentions=maps, attention_stats=stats)
+        )
+    return recs
+
+
+def _attention_spec(kind: str) -> ExtractSpec:
+    return ExtractSpec(
+        layers=(0, 2, 1), num_hidden_layers=2, model="m", attentions=kind, num_attention_heads=3
+    )
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_attention_maps_and_statistics_round_trip_exactly(tmp_path, suffix):
+    recs = _attention_records(np.random.default_rng(5))
+    maps = _write(tmp_path / f"maps{suffix}", _attention_spec("maps"), recs)
+    assert maps.attention_layers == [2, 1]
+    for r in recs:
+        for i, want in r.attentions.items():
+            got = maps.attentions(r.index, i)
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(
+                got.astype(np.float32), want, err_msg=f"{suffix} text {r.index} {i}"
+            )
+    stats = _write(tmp_path / f"stats{suffix}", _attention_spec("stats"), recs)
+    assert stats.attention_layers == [2, 1]
+    for r in recs:
+        got = stats.attention_stats(r.index)
+        for s in STATS:  # NaN (a text of no token) reads back NaN, also through JSON (null)
+            np.testing.assert_array_equal(got[s].astype(np.float32), r.attention_stats[s], err_msg=s)
+
+
+def test_a_texts_maps_are_read_alone(tmp_path, monkeypatch):
+    """.safetensors: one read of exactly that text's values; .npz: the member is never read whole."""
+    recs = _attention_records(np.random.default_rng(6))
+    st = _write(tmp_path / "o.safetensors", _attention_spec("maps"), recs)
+    reads = []
+    read = SafetensorsFile.read
+
+    def spy(self, name, start=None, stop=None):
+        reads.append((name, start, stop))
+        return read(self, name, start, stop)
+
+    monkeypatch.setattr(SafetensorsFile, "read", spy)
+    st.attentions(1, 2)
+    assert reads == [("attentions.2", 48, 51)]  # after text 0's 3 x 4^2 values, text 1's 3 x 1^2
+
+    npz = _write(tmp_path / "o.npz", _attention_spec("maps"), recs)
+    whole = []
+    monkeypatch.setattr(NpzArrays, "read", lambda self, name: whole.append(name))
+    for r in recs:
+        np.testing.assert_array_equal(npz.attentions(r.index, 1), r.attentions[1])
+    assert whole == []
+
+
+def test_a_compressed_npz_reads_a_texts_maps_too(tmp_path):
+    recs = _attention_records(np.random.default_rng(7))
+    _write(tmp_path / "o.npz", _attention_spec("maps"), recs)
+    with np.load(tmp_path / "o.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez_compressed(tmp_path / "c.npz", **arrays)
+    out = open_file(tmp_path / "c.npz")
+    for r in recs:
+        np.testing.assert_array_equal(out.attentions(r.index, 2), r.attentions[2])
+
+
+def test_asking_for_attention_an_output_lacks(tmp_path):
+    recs = _attention_records(np.random.default_rng(8))
+    stats = _write(tmp_path / "s.safetensors", _attention_spec("stats"), recs)
+    with pytest.raises(MinibertError, match=r"has attention statistics, not attention maps \(written with "):
+        stats.attentions(0, 2)
+    plain = _write(tmp_path / "p.jsonl", _spec(), _records(np.random.default_rng(3), np.float32, False))
+    assert plain.attention_layers == []
+    with pytest.raises(
+        MinibertError, match=r"no attention statistics \(it was not written with --attention-s"
+    ):
+        plain.attention_stats(0)
+    maps = _write(tmp_path / "m.jsonl", _attention_spec("maps"), recs)
+    with pytest.raises(
+        MinibertError, match=r"no attention of layer -1 in this output \(it holds layers 2, 1\)"
+    ):
+        maps.attentions(0, -1)  # a .jsonl records no layer count
+    with pytest.raises(MinibertError, match="text 3 out of range"):
+        maps.attentions(3, 1)

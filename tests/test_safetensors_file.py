@@ -40,3 +40,21 @@ def test_the_library_and_minibert_read_what_is_written(tmp_path):
         np.testing.assert_array_equal(back[k], v)
         np.testing.assert_array_equal(ours[k], v)
     np.testing.assert_array_equal(ours.read("x", 1, 2), arrays["x"][1:2])  # rows, read from the file
+
+
+def test_a_joined_array_is_written_as_its_parts_joined():
+    """The bytes of an array kept in parts (a chunk's attention maps) are those of the parts joined."""
+    from minibert.safetensors_file import Joined
+
+    rng = np.random.default_rng(0)
+    parts = [rng.random(5).astype(np.float32), np.zeros(0, np.float32), rng.random((2, 3)).astype(np.float32)]
+    joined = Joined(parts, np.float32)
+    assert joined.shape == (11,) and joined.nbytes == 44
+    flat = np.concatenate([p.reshape(-1) for p in parts])
+    np.testing.assert_array_equal(np.asarray(joined), flat)
+    meta = {"m": "x"}
+    assert safetensors_bytes({"a": joined, "b": np.arange(3)}, meta) == safetensors_bytes(
+        {"a": flat, "b": np.arange(3)}, meta
+    )
+    empty = Joined([], np.float16)
+    assert safetensors_bytes({"a": empty}, meta) == safetensors_bytes({"a": np.zeros(0, np.float16)}, meta)

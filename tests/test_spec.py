@@ -50,6 +50,22 @@ BAD = [
         "word_pool gives one vector per word: it cannot be combined with pool cls",
     ),
     (dict(normalize=True), "normalize L2-normalises pooled vectors: give pool cls, mean or max"),
+    (dict(attentions="all"), "attentions must be one of none, maps, stats, got 'all'"),
+    (dict(attentions=True), "attentions must be one of none, maps, stats, got True"),
+    (dict(attentions="maps"), "num_attention_heads must be given with attentions"),
+    (
+        dict(attentions="maps", num_attention_heads=0),
+        "num_attention_heads must be a positive integer or None",
+    ),
+    (dict(num_attention_heads=4), "num_attention_heads is recorded only with attentions"),
+    (
+        dict(attentions="stats", num_attention_heads=4, layers=[0]),
+        "attentions: layers 0 selects no encoder layer; hidden_states[0] is the embedding output",
+    ),
+    (
+        dict(attentions="maps", num_attention_heads=4, long="window"),
+        "attentions need each text whole, and long window reads long texts in windows",
+    ),
 ]
 
 
@@ -132,6 +148,28 @@ def test_settings_read_back_to_the_same_spec():
         ExtractSpec.from_settings(s.to_settings() | {"layers": [9]}, "out.npz")
 
 
+def test_attentions_are_recorded_only_when_asked_for():
+    """Two keys at the end, only with attentions: a run without them records
+    what it recorded before they existed, so its old shard directories resume."""
+    plain = spec(model="/m")
+    assert "attentions" not in plain.to_settings() and plain.attention_layers == ()
+    maps = spec(layers=[-1, 0, 1], attentions="maps", num_attention_heads=4)
+    assert maps.attention_layers == (2, 1)  # the selected layers but 0, in their order
+    assert list(maps.to_settings())[-3:] == ["model_files", "attentions", "num_attention_heads"]
+    assert (maps.to_settings()["attentions"], maps.to_settings()["num_attention_heads"]) == ("maps", 4)
+    assert ExtractSpec.from_settings(maps.to_settings(), "o.npz") == maps
+    assert ExtractSpec.from_settings(plain.to_settings(), "o.npz") == plain  # the keys may be absent
+    assert plain.differences(maps.to_settings() | {"layers": [0, 2], "model": "/m"}) == [
+        "attentions",
+        "num_attention_heads",
+    ]
+    with pytest.raises(MinibertError, match=r"o.npz: settings 'attentions' must be one of none, maps, stats"):
+        ExtractSpec.from_settings(maps.to_settings() | {"attentions": "all"}, "o.npz")
+    with pytest.raises(MinibertError, match=r"o.npz: settings 'num_attention_heads' must be given with"):
+        ExtractSpec.from_settings({k: v for k, v in maps.to_settings().items() if k != "num_attention_heads"},
+                                  "o.npz")  # fmt: skip
+
+
 def test_for_model_records_the_model(tiny_model, tiny_model_dir):
     s = ExtractSpec.for_model(tiny_model, layers="-1", max_length=8)
     assert (s.layers, s.num_hidden_layers, s.dtype, s.pool) == ((2,), 2, "float32", "none")
@@ -142,6 +180,8 @@ def test_for_model_records_the_model(tiny_model, tiny_model_dir):
         assert digest == hashlib.sha256((Path(tiny_model_dir) / name).read_bytes()).hexdigest(), name
     with pytest.raises(OptionError, match=r"max_length 65 exceeds the model's limit 64"):
         ExtractSpec.for_model(tiny_model, max_length=65)
+    s = ExtractSpec.for_model(tiny_model, attentions="stats")
+    assert (s.attentions, s.num_attention_heads, s.attention_layers) == ("stats", 4, (1, 2))
 
 
 def _model(pooling=None, normalize=False, max_seq_length=None, other=()):

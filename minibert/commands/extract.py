@@ -12,7 +12,7 @@ import argparse
 import sys
 import warnings
 
-from ..corpus import Engine, ExtractSummary, check_output, extract_to
+from ..corpus import Engine, ExtractSummary, MapSize, check_output, extract_to
 from ..errors import MinibertError
 from ..inputs import count_items, read_items
 from ..layers import resolve_layers
@@ -99,6 +99,29 @@ def add_parser(sub) -> None:
         choices=OUTPUT_DTYPES,
         help="dtype stored on disk (default: the compute --dtype); float16 halves float32's size",
     )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--attentions",
+        dest="attentions",
+        action="store_const",
+        const="maps",
+        default="none",
+        help="also write the attention maps: per text and selected encoder layer (--layers; layer 0, the "
+        "embeddings, has none), the (heads, n, n) probabilities over its n real tokens, read back with "
+        "open_output(OUTPUT).attentions(text, layer). The size is QUADRATIC in the text length: heads x n^2 "
+        "values per text and layer, e.g. all-MiniLM-L6-v2 at 128 tokens, 6 layers, float32: 4.5 MiB per "
+        "text (4.5 GiB per 1000 texts, and a chunk is held in memory: lower --shard-size); --output-dtype "
+        "float16 halves it. The projected size is printed before a large run. Not with --long window",
+    )
+    what.add_argument(
+        "--attention-stats",
+        dest="attentions",
+        action="store_const",
+        const="stats",
+        help="instead of maps, per text, selected encoder layer and head: entropy, attention to [CLS], "
+        "[SEP], punctuation, the previous and next token and itself, and the mean attention distance "
+        "(Clark et al. 2019; docs/attention-analysis.md): 8 numbers per head, whatever the length",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -127,12 +150,20 @@ def add_parser(sub) -> None:
 
 #: The options that are ExtractSpec.for_model's arguments of the same name.
 SPEC_OPTIONS = ("pool", "combine", "word_pool", "long", "stride", "max_length", "normalize", "batch_size",
-                "shard_size", "output_dtype")  # fmt: skip
+                "shard_size", "output_dtype", "attentions")  # fmt: skip
+
+#: Spec fields set by options of another name.
+FLAGS = {"attentions": "--attentions/--attention-stats"}
+
+#: Above this many bytes of attention maps written, or NOTE_MEMORY_BYTES held in memory at once (one
+#: chunk of a directory OUTPUT, all of a single file), extract says so on stderr before it computes.
+NOTE_BYTES = 1 << 30
+NOTE_MEMORY_BYTES = 256 << 20
 
 
 def flag(field: str) -> str:
     """The option that sets a spec or engine field: ``max_length`` -> ``--max-length``."""
-    return "--" + field.replace("_", "-")
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,9 +192,40 @@ def extract(args: argparse.Namespace) -> ExtractSummary:
             print(f"minibert: note: {w.message}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    progress = Progress(count_items(args.input), enabled=False if args.quiet else None)
+    total = count_items(args.input)
+    progress = Progress(total, enabled=False if args.quiet else None)
     return extract_to(model, read_items(args.input), spec, args.output, resume=args.resume, engine=engine,
-                      progress=progress, sources=sources)  # fmt: skip
+                      progress=progress, sources=sources, num_texts=total, on_size=size_note)  # fmt: skip
+
+
+def size_note(size: MapSize) -> None:
+    """Say on stderr (never in the output) how large the attention maps will
+    be, when they pass :data:`NOTE_BYTES` written or :data:`NOTE_MEMORY_BYTES`
+    in memory. Printed even with --quiet, like truncation."""
+    held = size.chunk if size.sharded else (size.total or size.chunk)
+    if (size.total or 0) <= NOTE_BYTES and held <= NOTE_MEMORY_BYTES:
+        return
+    counted = f"the token counts of the first {size.counted} texts"
+    if size.total is None:
+        total = f"~{_mib(size.chunk)} per {size.counted} texts (the input cannot be counted first)"
+    elif size.exact:
+        total = f"{_mib(size.total)} for {size.num_texts} texts"
+    else:
+        total = f"~{_mib(size.total)} for {size.num_texts} texts (projected from {counted})"
+    memory = (
+        f"each chunk of up to {size.counted} texts holds ~{_mib(size.chunk)} in memory until it is written"
+        if size.sharded
+        else "a single-file OUTPUT holds all of it in memory until the end (a directory holds one chunk)"
+    )
+    print(
+        f"minibert: note: --attentions will write {total}; {memory}; heads x n^2 values per text and layer: "
+        "--attention-stats, --output-dtype float16, fewer --layers or a lower --shard-size need less",
+        file=sys.stderr,
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def report(summary: ExtractSummary, args: argparse.Namespace) -> None:

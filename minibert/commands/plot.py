@@ -1,4 +1,4 @@
-"""``minibert plot attention|layers``: pictures, with the ``[plot]`` extra
+"""``minibert plot attention|layers|heads``: pictures, with the ``[plot]`` extra
 (matplotlib). The figures are built in minibert/plot.py."""
 
 from __future__ import annotations
@@ -39,6 +39,17 @@ def add_parser(sub) -> None:
     )
     lay.set_defaults(func=run_layers)
 
+    hd = kinds.add_parser(
+        "heads", help="per layer and head: the attention statistics of an extract --attention-stats output"
+    )
+    hd.add_argument(
+        "source",
+        metavar="OUTPUT",
+        help="what minibert extract --attention-stats wrote: a file or a directory",
+    )
+    hd.add_argument("-o", "--output", required=True, help="figure file: .png, .svg or .pdf")
+    hd.set_defaults(func=run_heads)
+
 
 def run_attention(args: argparse.Namespace) -> int:
     from ..plot import attention, check_figure_path, require_matplotlib, save
@@ -73,4 +84,20 @@ def run_layers(args: argparse.Namespace) -> int:
     save(layers_figure(stats), args.output)
     print(layers_table(stats))
     print(f"wrote {args.output}")
+    return 0
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    from ..output import open_output
+    from ..plot import check_figure_path, head_means, heads_figure, require_matplotlib, save
+    from ..writers import refuse_overwriting
+
+    require_matplotlib()
+    check_figure_path(args.output)
+    refuse_overwriting(args.output, [args.source], False, "the extract output")
+    with open_output(args.source) as out:
+        stats = head_means(out)
+    save(heads_figure(stats), args.output)
+    layers = ", ".join(map(str, stats.layers))
+    print(f"wrote {args.output} (means over {stats.texts} texts, layers {layers})")
     return 0
