@@ -67,7 +67,6 @@ N, n, g and m are the values of the variables of those names where they run.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf as _erf
 
 from . import ops, threads
 from .config import Config
@@ -177,7 +176,7 @@ def _gelu_inplace(h: np.ndarray) -> None:
         for i in range(0, flat.size, GELU_CHUNK):
             c = flat[i : i + GELU_CHUNK]
             e = np.divide(c, root2)
-            _erf(e, out=e)
+            ops.erf(e, out=e)
             e += 1
             c *= 0.5
             c *= e
