@@ -242,6 +242,21 @@ def test_attentions_fast_equal_plain_every_tiny_family(name, monkeypatch):
         monkeypatch.undo()
 
 
+def test_attention_maps_one_array_per_layer_or_views_of_one_block(tiny_model, monkeypatch):
+    """Maps of SMALL_MAPS bytes or more per layer come as views of one array
+    for all layers (fast._map_arrays), smaller ones one array per layer: the
+    same values, zeros at padding and hidden states either way."""
+    batch = tiny_model.tokenize(TEXTS)  # padded
+    per_layer = variant(tiny_model, "fast").forward(batch, output_attentions=True).attentions
+    assert all(a.base is None for a in per_layer)
+    monkeypatch.setattr(fast, "SMALL_MAPS", 1)
+    check_attentions(tiny_model, batch, 1e-5)
+    block = variant(tiny_model, "fast").forward(batch, output_attentions=True).attentions
+    assert block[0].base is not None and all(a.base is block[0].base for a in block)
+    for i, (a, b) in enumerate(zip(per_layer, block, strict=True)):
+        assert_array_equal(b, a, err_msg=f"attentions[{i}]")
+
+
 @pytest.mark.real
 def test_attentions_fast_equal_plain_real_float32(real_model):
     long = "The river rose against the old stone steps of the town. " * 40
