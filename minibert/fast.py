@@ -233,9 +233,10 @@ def _attention(
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
     of the raw scores and the rows are normalised after the product with V
     (dividing (n, d) instead of (n, n)): ctx = (exp(S) V) / rowsum(exp(S)).
-    If a score is large enough to overflow exp, or every score of a row so
-    negative that the row sum underflows, those heads are redone with the
-    shift. Heads go g at a time, g chosen so the g (n, n) score matrices
+    If a score is large enough to overflow exp (or the row sums, or the
+    product with V: exp(S) near the float limit times a value above 1), or
+    every score of a row so negative that the row sum underflows, those
+    heads are redone with the shift. Heads go g at a time, g chosen so the g (n, n) score matrices
     stay in cache (all heads at once for short texts, one by one at 512).
 
     The probabilities, when asked for, are exp(S) / rowsum, divided from
@@ -260,13 +261,17 @@ def _attention(
         with np.errstate(over="ignore", under="ignore"):
             np.exp(p, out=p)
         z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
-        if not (np.isfinite(z).all() and z.min() > tiny):
+        o = out[group]
+        ok = bool(np.isfinite(z).all() and z.min() > tiny)
+        if ok:
+            np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+            ok = bool(np.isfinite(o).all())  # exp(S) near the float limit can overflow times V
+        if not ok:
             np.matmul(q, kT, out=p)
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
             z = np.einsum("ij->i", p.reshape(-1, n))
-        o = out[group]
-        np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+            np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
         zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
         o /= zc
         if probs is not None:
