@@ -271,7 +271,7 @@ def _attention(
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
             z = np.einsum("ij->i", p.reshape(-1, n))
-            np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+            np.matmul(p, v, out=o)
         zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
         o /= zc
         if probs is not None:
