@@ -1,4 +1,4 @@
-"""make bench: tokens/s of a forward pass that records every hidden state.
+"""make bench: tokens/s of a forward pass that records every hidden state (and every attention map).
 
 Engines, each given the same token ids and the same thread count:
 
@@ -8,6 +8,14 @@ Engines, each given the same token ids and the same thread count:
   ORT's transformer optimizer, with all graph optimisations on
 - minibert plain: the formula functions of ``minibert/ops.py``
 - minibert fast: ``minibert/fast.py`` (the default of ``Model.encode``)
+
+With attentions (on 32 x 128 and 8 x 512 only, timed in the same rounds):
+
+- transformers eager: ``attn_implementation="eager"`` with
+  ``output_attentions=True, output_hidden_states=True`` (SDPA returns no
+  attention maps, so transformers falls back to eager for them anyway)
+- minibert plain and minibert fast with ``output_attentions=True``: every
+  hidden state and every layer's (B, h, S, S) probabilities
 
 transformers and ONNX Runtime are optional (the ``[reference]`` and
 ``[bench]`` extras); without them only the minibert columns are printed.
@@ -21,7 +29,10 @@ intra_op_num_threads, and threadpoolctl for NumPy's BLAS (``Model.threads``).
 Also measured: the sgemm ceiling (the encoder's four matrix products at the
 32 x 128 batch's size, timed in the same rounds at 1 thread), and the peak
 memory of one forward pass on 8 x 512, each engine in its own subprocess
-(see :func:`memory_probe`).
+(see :func:`memory_probe`), without and with attentions; and the peak
+resident set of a cold one-text ``minibert extract`` against an equivalent
+transformers script, each run under ``/usr/bin/time -v`` (see
+:func:`measure_extract`).
 
 Run: ``make bench``, or ``python bench/bench.py --help``.
 """
@@ -75,6 +86,9 @@ faster, and the water began to climb again, slowly, as if it had been waiting.
 
 WORKLOADS = ("short", "32x128", "8x512")
 ENGINES = ("transformers", "onnxruntime", "minibert-plain", "minibert-fast")
+#: Engines that also return every layer's attention probabilities, timed on ATTENTION_WORKLOADS only.
+ATTENTION_ENGINES = ("transformers-eager+attn", "minibert-plain+attn", "minibert-fast+attn")
+ATTENTION_WORKLOADS = ("32x128", "8x512")
 
 
 def make_batch(model: Model, workload: str):
@@ -98,16 +112,17 @@ def make_batch(model: Model, workload: str):
 
 
 class MinibertEngine:
-    def __init__(self, model: Model, impl: str):
+    def __init__(self, model: Model, impl: str, attentions: bool = False):
         self.model = Model(model.config, model.weights, model.tokenizer, model.path, str(model.dtype))
         self.model.impl = impl
-        self.name = f"minibert-{impl}"
+        self.attentions = attentions
+        self.name = f"minibert-{impl}" + ("+attn" if attentions else "")
 
     def set_threads(self, threads: int) -> None:
         self.model.threads = threads
 
     def __call__(self, batch) -> None:
-        self.model.forward(batch)
+        self.model.forward(batch, output_attentions=self.attentions)
 
 
 def quiet_transformers() -> None:
@@ -119,16 +134,20 @@ def quiet_transformers() -> None:
 
 
 class TransformersEngine:
-    name = "transformers"
+    """transformers + torch: SDPA attention and every hidden state; or, with
+    ``attentions``, eager attention returning every layer's probabilities too."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, attentions: bool = False):
         import torch
         from transformers import AutoModel
 
         quiet_transformers()
 
         self.torch = torch
-        self.model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa").eval()
+        self.attentions = attentions
+        self.name = "transformers-eager+attn" if attentions else "transformers"
+        attn = "eager" if attentions else "sdpa"
+        self.model = AutoModel.from_pretrained(str(path), attn_implementation=attn).eval()
 
     def set_threads(self, threads: int) -> None:
         self.torch.set_num_threads(threads)
@@ -141,7 +160,18 @@ class TransformersEngine:
                 attention_mask=t.from_numpy(batch.attention_mask),
                 token_type_ids=t.from_numpy(batch.token_type_ids),
                 output_hidden_states=True,
+                output_attentions=self.attentions,
             )
+
+
+def make_engine(name: str, model: Model):
+    """The engine of a name of ENGINES or ATTENTION_ENGINES (not ORT, which needs an export)."""
+    if name.startswith("minibert-"):
+        impl, _, attn = name.removeprefix("minibert-").partition("+")
+        return MinibertEngine(model, impl, attentions=attn == "attn")
+    if name in ("transformers", "transformers-eager+attn"):
+        return TransformersEngine(model.path, attentions=name.endswith("+attn"))
+    raise SystemExit(f"no engine {name!r}")
 
 
 def export_onnx(path: Path, out_dir: Path, num_heads: int, hidden: int) -> tuple[Path, str]:
@@ -292,7 +322,8 @@ def timed_rounds(engines: dict, batch, runs: int, repeat: int) -> dict[str, list
 
 
 def memory_probe(engine: str, model_dir: Path) -> dict:
-    """Run in a subprocess: the memory one forward pass on 8 x 512 needs.
+    """Run in a subprocess: the memory one forward pass on 8 x 512 needs
+    (for a ``+attn`` engine, one that also returns every attention map).
 
     After the model is loaded and warmed up on the short text, the kernel's
     peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``), the
@@ -305,12 +336,7 @@ def memory_probe(engine: str, model_dir: Path) -> dict:
     model = minibert.load(model_dir, "float32")
     batch = make_batch(model, "8x512")
     short = make_batch(model, "short")
-    if engine.startswith("minibert"):
-        run = MinibertEngine(model, engine.split("-")[1])
-    elif engine == "transformers":
-        run = TransformersEngine(model_dir)
-    else:
-        raise SystemExit(f"no memory probe for {engine}")
+    run = make_engine(engine, model)
     run.set_threads(1)
     run(short)
     gc.collect()
@@ -346,6 +372,64 @@ def measure_memory(engines: list[str], model_dir: Path) -> dict[str, dict]:
             results[engine] = {"error": proc.stderr.strip().splitlines()[-1:]}
             continue
         results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
+# The transformers side of the cold-extract comparison: what ``minibert extract
+# FILE -o OUT.npz`` does with its defaults on all-MiniLM-L6-v2 (every hidden
+# state, mean-pooled over the text's tokens, saved as npz), with transformers.
+TRANSFORMERS_EXTRACT = """
+import sys
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+model_dir, source, target = sys.argv[1:4]
+text = open(source, encoding="utf-8").read().splitlines()[0]
+tokenizer = AutoTokenizer.from_pretrained(model_dir)
+model = AutoModel.from_pretrained(model_dir).eval()
+inputs = tokenizer([text], return_tensors="pt", truncation=True, max_length=256)
+with torch.inference_mode():
+    out = model(**inputs, output_hidden_states=True)
+mask = inputs["attention_mask"].unsqueeze(-1).float()
+pooled = {
+    f"hidden_states.{i}": ((h * mask).sum(1) / mask.sum(1)).numpy() for i, h in enumerate(out.hidden_states)
+}
+np.savez(target, input_ids=inputs["input_ids"][0].numpy(), **pooled)
+"""
+
+
+def max_rss(cmd: list[str]) -> dict:
+    """Run ``/usr/bin/time -v CMD`` and read its "Maximum resident set size"."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    for line in proc.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            return {"max_rss_bytes": int(line.split(":")[1]) * 1024}
+    return {"error": ["no 'Maximum resident set size' in /usr/bin/time's output"]}
+
+
+def measure_extract(model_dir: Path, with_transformers: bool) -> dict[str, dict]:
+    """Peak RSS of a cold one-text extract: ``minibert extract`` (the
+    console script next to this Python, defaults: every hidden state,
+    mean-pooled, to .npz) and, if transformers is there, the same work as a
+    transformers script (:data:`TRANSFORMERS_EXTRACT`). Each is a fresh
+    process run under ``/usr/bin/time -v``: its "Maximum resident set size"
+    covers everything, imports and loading the model included."""
+    if not Path("/usr/bin/time").exists():
+        return {"error": {"error": ["/usr/bin/time not found (GNU time)"]}}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="minibert-bench-extract-") as tmp:
+        source = Path(tmp) / "one.txt"
+        source.write_text(PASSAGE.strip().splitlines()[0] + "\n", encoding="utf-8")
+        script = Path(sys.executable).parent / "minibert"
+        cmd = [str(script)] if script.exists() else [sys.executable, "-m", "minibert.cli"]
+        results["minibert"] = max_rss([*cmd, "extract", str(source), "--model", str(model_dir),
+                                       "-o", str(Path(tmp) / "minibert.npz"), "--quiet"])  # fmt: skip
+        if with_transformers:
+            args = [str(model_dir), str(source), str(Path(tmp) / "transformers.npz")]
+            results["transformers"] = max_rss([sys.executable, "-c", TRANSFORMERS_EXTRACT, *args])
     return results
 
 
@@ -402,8 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
     parser.add_argument("--runs", type=int, default=7, help="timed rounds per workload (median; default 7)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"of {', '.join(WORKLOADS)}")
-    parser.add_argument("--engines", default=",".join(ENGINES), help=f"of {', '.join(ENGINES)}")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    every = ENGINES + ATTENTION_ENGINES
+    parser.add_argument("--engines", default=",".join(every), help=f"of {', '.join(every)}")
+    skip = "skip the peak-memory subprocesses (forward passes, cold extract)"
+    parser.add_argument("--no-memory", action="store_true", help=skip)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -435,9 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     for impl in ("plain", "fast"):
         if f"minibert-{impl}" in wanted:
             engines[f"minibert-{impl}"] = MinibertEngine(model, impl)
+    # with attentions: timed in the same rounds as the engines above, on ATTENTION_WORKLOADS
+    attention_engines: dict[str, object] = {}
+    for name in ATTENTION_ENGINES:
+        if name in wanted:
+            try:
+                attention_engines[name] = make_engine(name, model)
+            except ImportError as e:
+                notes.append(f"{name} column skipped: {e} (install the [reference] extra)")
 
     env = environment()
-    print("# minibert benchmark: tokens/s of a forward pass recording every hidden state")
+    print("# minibert benchmark: tokens/s of a forward pass recording every hidden state (and attention map)")
     print(f"model: {model.path.name}, float32; CPU: {env['cpu']}, {env['cores']} cores")
     print(f"numpy {env['numpy']}, BLAS: {'; '.join(env['blas'])}; OPENBLAS_*/OMP_*/MKL_* env: {env['env']}")
     versions = ", ".join(f"{m} {env[m]}" for m in ("torch", "transformers", "onnxruntime") if m in env)
@@ -456,20 +550,23 @@ def main(argv: list[str] | None = None) -> int:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True))
         print(f"check: ONNX Runtime vs minibert fast, max |difference| over all hidden states = {diff:.1e}")
 
-    results = {"environment": env, "notes": notes, "rates": {}, "runs": args.runs}
+    results = {"environment": env, "notes": notes, "rates": {}, "attention_rates": {}, "runs": args.runs}
     thread_counts = [int(t) for t in args.threads.split(",")]
     for threads in thread_counts:
-        for engine in engines.values():
+        for engine in [*engines.values(), *attention_engines.values()]:
             engine.set_threads(threads)
         print(f"\n## {threads} thread{'s' if threads > 1 else ''}\n")
         header = ["workload", "tokens"] + [n for n in ENGINES if n in engines]
         header += ["fast/transformers", "fast/ORT", "fast/plain"]
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
+        attention_rows = []
         for workload in args.workloads.split(","):
             batch = make_batch(model, workload)
             tokens = int(batch.attention_mask.sum())
             contenders = dict(engines)
+            if workload in ATTENTION_WORKLOADS:
+                contenders |= attention_engines
             if workload == "32x128" and threads == 1:
                 contenders["sgemm"] = SgemmCeiling(config, tokens)
                 contenders["sgemm"].set_threads(1)
@@ -479,8 +576,15 @@ def main(argv: list[str] | None = None) -> int:
             probe(batch)
             repeat = max(1, int(0.05 / max(time.perf_counter() - t0, 1e-6)))
             times = timed_rounds(contenders, batch, args.runs, repeat)
-            rate = {n: tokens / statistics.median(t) for n, t in times.items() if n != "sgemm"}
+            rate = {n: tokens / statistics.median(t) for n, t in times.items() if n in engines}
             results["rates"][f"{workload}@{threads}"] = rate
+            if workload in ATTENTION_WORKLOADS and attention_engines:
+                attention_rows.append((workload, tokens, times))
+                attention = {n: tokens / statistics.median(times[n]) for n in attention_engines}
+                attention["per_round_fast_over_eager"] = per_round_ratio(
+                    times, "minibert-fast+attn", "transformers-eager+attn"
+                )
+                results["attention_rates"][f"{workload}@{threads}"] = attention
             fast = rate.get("minibert-fast")
             row = [workload, str(tokens)] + [fmt_rate(rate.get(n)) for n in ENGINES if n in engines]
             row += [
@@ -495,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                 ceiling = gflops * 1e9 / per_token
                 results["ceiling"] = {"gflops": gflops, "flops_per_token": per_token, "tok_s": ceiling}
                 results["ceiling"]["fast_percent"] = None if fast is None else 100 * fast / ceiling
+        if attention_rows:
+            print_attention_table(attention_rows, attention_engines, threads)
     if "ceiling" in results:
         c = results["ceiling"]
         pct = "-" if c["fast_percent"] is None else f"{c['fast_percent']:.0f}%"
@@ -507,17 +613,28 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_memory and "8x512" in args.workloads:
         probes = [n for n in ("transformers", "minibert-plain", "minibert-fast") if n in engines]
+        probes += [n for n in ("transformers-eager+attn", "minibert-fast+attn") if n in attention_engines]
         memory = measure_memory(probes, model_dir)
         results["memory"] = memory
         method = next((m["method"] for m in memory.values() if "method" in m), "")
-        print(f"\npeak memory of one forward pass on 8x512 ({method}; 1 thread; all hidden states kept):")
+        print(f"\npeak memory of one forward pass on 8x512 ({method}; 1 thread; all hidden states kept;")
+        print(" +attn: every layer's (8, 12, 512, 512) attention maps kept too, 576 MiB of float32):")
         for name, m in memory.items():
             if "extra_bytes" in m:
-                print(f"  {name:15s} {m['extra_bytes'] / 2**20:8.1f} MiB")
+                print(f"  {name:23s} {m['extra_bytes'] / 2**20:8.1f} MiB")
             else:
-                print(f"  {name:15s} failed: {m['error']}")
+                print(f"  {name:23s} failed: {m['error']}")
+    if not args.no_memory:
+        cold = measure_extract(model_dir, with_transformers="transformers" in engines)
+        results["extract_memory"] = cold
+        print("\npeak RSS of a cold one-text extract (/usr/bin/time -v, Maximum resident set size):")
+        for name, m in cold.items():
+            if "max_rss_bytes" in m:
+                print(f"  {name:23s} {m['max_rss_bytes'] / 2**20:8.1f} MiB")
+            else:
+                print(f"  {name:23s} failed: {m['error']}")
 
-    print("\ntargets (issue 5):")
+    print("\ntargets (issues 5 and 12):")
     for line in targets(results):
         print("  " + line)
     if args.json:
@@ -526,8 +643,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def per_round_ratio(times: dict[str, list[float]], a: str, b: str) -> list[float] | None:
+    """a's speed over b's in each round (the rounds interleave them)."""
+    if a not in times or b not in times:
+        return None
+    return [tb / ta for ta, tb in zip(times[a], times[b], strict=True)]
+
+
+def print_attention_table(rows, attention_engines: dict, threads: int) -> None:
+    """The with-attentions rows of one thread count: tokens/s per engine,
+    fast over eager from the medians, and the quartiles of the per-round ratio."""
+    plural = "s" if threads > 1 else ""
+    print(f"\n### with attentions (every hidden state and every layer's maps), {threads} thread{plural}\n")
+    names = list(attention_engines)
+    header = ["workload", "tokens", *names, "fast/eager", "fast/eager per round [quartiles]"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for workload, tokens, times in rows:
+        rate = {n: tokens / statistics.median(times[n]) for n in names}
+        fast, eager = rate.get("minibert-fast+attn"), rate.get("transformers-eager+attn")
+        ratios = per_round_ratio(times, "minibert-fast+attn", "transformers-eager+attn")
+        spread = "-"
+        if ratios and len(ratios) >= 4:
+            q = statistics.quantiles(ratios, n=4)
+            spread = f"{statistics.median(ratios):.2f}x [{q[0]:.2f}, {q[2]:.2f}]"
+        row = [workload, str(tokens), *(fmt_rate(rate[n]) for n in names), fmt_ratio(fast, eager), spread]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
 def targets(results: dict) -> list[str]:
-    """The issue's speed targets, each marked met or missed from this run."""
+    """The issues' targets (5: speed and memory without attentions; 12: with
+    attentions, and the cold extract's peak), each marked met or missed from this run."""
     out = []
     rates = results["rates"]
 
@@ -559,6 +705,22 @@ def targets(results: dict) -> list[str]:
     if "extra_bytes" in mem.get("minibert-fast", {}) and "extra_bytes" in mem.get("transformers", {}):
         ok = mem["minibert-fast"]["extra_bytes"] <= mem["transformers"]["extra_bytes"]
         out.append(f"{mark(ok)} peak memory on 8x512: minibert fast <= transformers")
+    for key, r in sorted(results.get("attention_rates", {}).items()):
+        fast, eager = r.get("minibert-fast+attn"), r.get("transformers-eager+attn")
+        x = None if fast is None or eager is None else fast / eager
+        ok = None if x is None else x >= 1.0
+        out.append(check(ok, f"{key} with attentions: fast >= 1.0x eager ({fmt_x(x)})"))
+    fa, ea = mem.get("minibert-fast+attn", {}), mem.get("transformers-eager+attn", {})
+    if "extra_bytes" in fa and "extra_bytes" in ea:
+        f, e = fa["extra_bytes"] / 2**20, ea["extra_bytes"] / 2**20
+        text = f"peak memory on 8x512 with attentions: fast <= eager ({f:.0f} vs {e:.0f} MiB)"
+        out.append(check(f <= e, text))
+    cold = results.get("extract_memory", {})
+    if "max_rss_bytes" in cold.get("minibert", {}):
+        m = cold["minibert"]["max_rss_bytes"] / 2**20
+        t = cold.get("transformers", {}).get("max_rss_bytes")
+        vs = "" if t is None else f"; transformers {t / 2**20:.0f} MiB"
+        out.append(check(m <= 170, f"cold one-text minibert extract peak RSS <= 170 MiB ({m:.0f} MiB{vs})"))
     return out
 
 

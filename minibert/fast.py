@@ -48,7 +48,9 @@ What it does differently, and why (docs/performance.md has the measurements):
   from the exp(S) its attention already holds in cache straight into the
   returned (B, h, S, S) arrays at [b, :, :n, :n]; everything else stays 0.
   The context is computed the same way with or without them, so the hidden
-  states are the same bits (tested).
+  states are the same bits (tested). Writing the maps costs mostly the
+  first touch of fresh memory; :func:`_map_arrays` allocates them the way
+  that measured cheapest.
 
 Not computed here: traces. :meth:`minibert.Model.forward` runs the formulas
 of :func:`minibert.model.forward` for those and for ``impl="plain"`` (the
@@ -67,7 +69,6 @@ N, n, g and m are the values of the variables of those names where they run.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf as _erf
 
 from . import ops, threads
 from .config import Config
@@ -177,7 +178,7 @@ def _gelu_inplace(h: np.ndarray) -> None:
         for i in range(0, flat.size, GELU_CHUNK):
             c = flat[i : i + GELU_CHUNK]
             e = np.divide(c, root2)
-            _erf(e, out=e)
+            ops.erf(e, out=e)
             e += 1
             c *= 0.5
             c *= e
@@ -232,9 +233,10 @@ def _attention(
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
     of the raw scores and the rows are normalised after the product with V
     (dividing (n, d) instead of (n, n)): ctx = (exp(S) V) / rowsum(exp(S)).
-    If a score is large enough to overflow exp, or every score of a row so
-    negative that the row sum underflows, those heads are redone with the
-    shift. Heads go g at a time, g chosen so the g (n, n) score matrices
+    If a score is large enough to overflow exp (or the row sums, or the
+    product with V: exp(S) near the float limit times a value above 1), or
+    every score of a row so negative that the row sum underflows, those
+    heads are redone with the shift. Heads go g at a time, g chosen so the g (n, n) score matrices
     stay in cache (all heads at once for short texts, one by one at 512).
 
     The probabilities, when asked for, are exp(S) / rowsum, divided from
@@ -259,13 +261,17 @@ def _attention(
         with np.errstate(over="ignore", under="ignore"):
             np.exp(p, out=p)
         z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
-        if not (np.isfinite(z).all() and z.min() > tiny):
+        o = out[group]
+        ok = bool(np.isfinite(z).all() and z.min() > tiny)
+        if ok:
+            np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+            ok = bool(np.isfinite(o).all())  # exp(S) near the float limit can overflow times V
+        if not ok:
             np.matmul(q, kT, out=p)
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
             z = np.einsum("ij->i", p.reshape(-1, n))
-        o = out[group]
-        np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+            np.matmul(p, v, out=o)
         zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
         o /= zc
         if probs is not None:
@@ -351,7 +357,7 @@ def forward(
     dtype = weights.embeddings.word.dtype
     outs = [alloc((B, S, config.hidden_size), dtype) for _ in range(steps)]
     h = config.num_attention_heads
-    maps = [alloc((B, h, S, S), dtype) for _ in range(steps - 1)] if output_attentions else None
+    maps = _map_arrays(steps - 1, (B, h, S, S), dtype, alloc) if output_attentions else None
     lengths = real.sum(axis=1)
     todo = units(lengths)
     n = threads.wanted()
@@ -364,6 +370,32 @@ def forward(
         for b0, b1 in todo:
             _encode(*args, b0, b1)
     return tuple(outs), None if maps is None else tuple(maps)
+
+
+#: Bytes of one layer's attention maps below which each layer gets its own
+#: array (see :func:`_map_arrays`): glibc malloc's largest dynamic mmap
+#: threshold (32 MiB on 64-bit).
+SMALL_MAPS = 32 * 2**20
+
+
+def _map_arrays(layers: int, shape: tuple[int, ...], dtype, alloc) -> list[np.ndarray]:
+    """``layers`` arrays of ``shape`` (B, h, S, S) for the attention maps.
+
+    Writing the maps costs little more than first touching fresh memory
+    (the kernel zeroes and maps each page), so the allocation decides it.
+    Below :data:`SMALL_MAPS` bytes per layer, one array each: glibc's malloc
+    serves blocks of that size from its heap once it has seen one freed,
+    so repeated calls reuse pages that are already mapped (32 x 128: no
+    system time at all). Larger, each array is a fresh mapping whatever is
+    done, and one array for all layers, returned as its ``layers`` views,
+    cost less system time than one per layer (8 x 512 at 1 thread: 0.24 s
+    against 0.60 s per call; docs/performance.md). A caller that keeps one
+    layer's view then keeps every layer's memory; ``np.array(view)`` copies
+    it out.
+    """
+    if int(np.prod(shape)) * np.dtype(dtype).itemsize < SMALL_MAPS:
+        return [alloc(shape, dtype) for _ in range(layers)]
+    return list(alloc((layers, *shape), dtype))
 
 
 #: Tokens per work unit (see :func:`units`): enough rows that the fused QKV

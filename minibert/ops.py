@@ -33,7 +33,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.special import erf
 
 from .trace import AttentionTrace, EmbeddingTrace, FeedForwardTrace, LayerTrace
 
@@ -151,6 +150,15 @@ def multi_head_attention(
     if trace:
         return replace(heads, q=q, k=k, v=v, concat=concat, output=out)
     return AttentionTrace(probs=heads.probs, output=out)
+
+
+def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``scipy.special.erf``, imported on first use: scipy.special adds about
+    24 MiB to a process, and float32 on the fast path never calls it (it has
+    its own erf, :func:`minibert.fast.erf32`)."""
+    from scipy.special import erf as scipy_erf
+
+    return scipy_erf(x, out=out)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:

@@ -242,6 +242,21 @@ def test_attentions_fast_equal_plain_every_tiny_family(name, monkeypatch):
         monkeypatch.undo()
 
 
+def test_attention_maps_one_array_per_layer_or_views_of_one_block(tiny_model, monkeypatch):
+    """Maps of SMALL_MAPS bytes or more per layer come as views of one array
+    for all layers (fast._map_arrays), smaller ones one array per layer: the
+    same values, zeros at padding and hidden states either way."""
+    batch = tiny_model.tokenize(TEXTS)  # padded
+    per_layer = variant(tiny_model, "fast").forward(batch, output_attentions=True).attentions
+    assert all(a.base is None for a in per_layer)
+    monkeypatch.setattr(fast, "SMALL_MAPS", 1)
+    check_attentions(tiny_model, batch, 1e-5)
+    block = variant(tiny_model, "fast").forward(batch, output_attentions=True).attentions
+    assert block[0].base is not None and all(a.base is block[0].base for a in block)
+    for i, (a, b) in enumerate(zip(per_layer, block, strict=True)):
+        assert_array_equal(b, a, err_msg=f"attentions[{i}]")
+
+
 @pytest.mark.real
 def test_attentions_fast_equal_plain_real_float32(real_model):
     long = "The river rose against the old stone steps of the town. " * 40
@@ -597,6 +612,16 @@ def test_scratch_fits_a_shorter_text_that_needs_more_scores():
     model = random_model(heads=12)
     batch = id_batch([200, 190])
     assert fast._score_scratch(np.array([200, 190]), 12) == 7 * 190**2  # more than 200's 6 * 200^2
+    for threads in (1, 2):
+        check_batch_fast_equals_plain(model, batch, threads, 1e-5)
+
+
+# Found by the hypothesis test below: a score of 88.6 gives exp(S) = 3.2e38, finite, as are the
+# row sums, but its product with V overflowed float32 and the hidden states were NaN (the plain
+# path shifts by the row maximum). The product is now checked too, and those heads redone shifted.
+def test_exp_scores_that_overflow_only_in_the_product_with_v_fall_back_to_the_shift():
+    model = cached_random_model("float32")
+    batch = with_types(id_batch([147], seed=56448), 56448)
     for threads in (1, 2):
         check_batch_fast_equals_plain(model, batch, threads, 1e-5)
 

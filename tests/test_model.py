@@ -462,7 +462,8 @@ def test_attention_maps_of_the_formulas_are_0_at_padding_too(tiny_model, impl, t
     keeps the formulas' own probabilities (the maps are copies)."""
     batch = tiny_model.tokenize(["a short one", "a much longer text for the padding of the first"])
     ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
-    formulas = minibert.forward(tiny_model.weights, tiny_model.config, ids, types, mask, output_attentions=True)
+    weights, config = tiny_model.weights, tiny_model.config
+    formulas = minibert.forward(weights, config, ids, types, mask, output_attentions=True)
     enc = variant(tiny_model, impl).forward(batch, output_attentions=True, trace=trace)
     real = mask.astype(bool)
     n = int(real[0].sum())
