@@ -25,8 +25,9 @@ demo: weights
 	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all --pool none
 	$(VENV)/bin/minibert summary out/sample.npz
 
+# Two workers, each with a one-thread BLAS (tests/conftest.py), taking tests as they free up.
 test: weights
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # Regenerate the tiny models in tests/data/ and the references in tests/reference/ with transformers (needs torch: the
 # [reference] extra). The outputs are committed, so `make test` never needs torch.

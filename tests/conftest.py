@@ -147,3 +147,19 @@ def id_batch(lengths, vocab_size: int = 50, seed: int = 0):
         mask[b, :n] = 1
     tokens = [[f"t{i}" for i in row[:n]] for row, n in zip(ids, lengths, strict=True)]
     return minibert.Batch(ids, np.zeros_like(ids), mask, tokens, [[None] * n for n in lengths], list(lengths))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers on two cores), each
+    worker's BLAS gets one thread, so the workers do not fight over the cores
+    (more BLAS threads than free cores collapses throughput: docs/performance.md,
+    Threads). Tests that ask for a thread count still get it (threadpoolctl),
+    and the thread-independence tests compare counts they set themselves."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return
+        config._minibert_blas = threadpool_limits(1, user_api="blas")
