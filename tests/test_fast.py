@@ -136,24 +136,31 @@ def load_reference(name: str) -> dict:
     return ref
 
 
-def check_fast_against_reference(model: Model, name: str, atol: float) -> float:
-    """All reference inputs in one padded batch through the fast path, compared
-    with transformers' hidden states at every stored position."""
-    ref = load_reference(name)
+def reference_batches(model: Model, ref: dict, output_attentions: bool = False):
+    """The reference inputs through the fast path in padded batches (texts with a
+    pair and texts without apart): yields (encoding, [(row j, reference input b)])."""
     texts, pairs = ref["texts"], ref["text_pairs"]
-    worst = 0.0
-    fast_model = variant(model, "fast")
-    groups = {}  # texts with a pair and texts without go in separate batches
+    groups: dict[bool, list[int]] = {}
     for b, pair in enumerate(pairs):
         groups.setdefault(pair is None, []).append(b)
     for no_pair, rows_b in groups.items():
-        enc = fast_model.encode(
+        enc = variant(model, "fast").encode(
             [texts[b] for b in rows_b],
             None if no_pair else [pairs[b] for b in rows_b],
             max_length=int(ref["max_length"]),
+            output_attentions=output_attentions,
         )
+        yield enc, list(enumerate(rows_b))
+
+
+def check_fast_against_reference(model: Model, name: str, atol: float) -> float:
+    """All reference inputs in padded batches through the fast path, compared
+    with transformers' hidden states at every stored position."""
+    ref = load_reference(name)
+    worst = 0.0
+    for enc, rows_b in reference_batches(model, ref):
         assert enc.attentions is None
-        for j, b in enumerate(rows_b):
+        for j, b in rows_b:
             rows = ref["positions"][:, 0] == b
             n = int(ref["attention_mask"][b].sum())
             assert_array_equal(enc.input_ids[j, :n], ref["input_ids"][b, :n])
@@ -302,19 +309,9 @@ def check_attentions_against_reference(model: Model, name: str, atol: float) -> 
     """All reference inputs in padded batches (with and without pairs) through
     the fast path, maps compared with transformers' at every stored (query, key)."""
     ref = load_reference(name)
-    texts, pairs = ref["texts"], ref["text_pairs"]
-    groups: dict[bool, list[int]] = {}
-    for b, pair in enumerate(pairs):
-        groups.setdefault(pair is None, []).append(b)
     worst = 0.0
-    for no_pair, rows_b in groups.items():
-        enc = variant(model, "fast").encode(
-            [texts[b] for b in rows_b],
-            None if no_pair else [pairs[b] for b in rows_b],
-            max_length=int(ref["max_length"]),
-            output_attentions=True,
-        )
-        for j, b in enumerate(rows_b):
+    for enc, rows_b in reference_batches(model, ref, output_attentions=True):
+        for j, b in rows_b:
             at = ref["attention_positions"]
             rows = at[:, 0] == b
             for i, a in enumerate(enc.attentions):

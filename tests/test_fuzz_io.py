@@ -702,15 +702,17 @@ DAMAGED_ATTENTIONS = [
     "name, damage, names", DAMAGED_ATTENTIONS, ids=[f"{d[0]}-{i}" for i, d in enumerate(DAMAGED_ATTENTIONS)]
 )
 def test_damaged_attention_output(written, tmp_path, name, damage, names):
-    path = copy_of(written, name, tmp_path)
-    damage(path)
-    before = snapshot(tmp_path)
-    assert_one_line_error(run("summary", path), path.name, *names)
-    assert_unchanged(before, tmp_path)
+    check_damaged_output(written, tmp_path, name, damage, names)
 
 
 @pytest.mark.parametrize("name, damage, names", DAMAGED, ids=[f"{d[0]}-{i}" for i, d in enumerate(DAMAGED)])
 def test_damaged_output(written, tmp_path, name, damage, names):
+    check_damaged_output(written, tmp_path, name, damage, names)
+
+
+def check_damaged_output(written, tmp_path, name, damage, names) -> None:
+    """A copy of the written output ``name``, damaged: ``summary`` of it is one
+    line naming the file and ``names``, and changes no file."""
     path = copy_of(written, name, tmp_path)
     damage(path)
     before = snapshot(tmp_path)
@@ -808,7 +810,13 @@ MANIFESTS = [
 
 @pytest.mark.parametrize("damage, names", MANIFESTS, ids=[f"manifest-{i}" for i in range(len(MANIFESTS))])
 def test_damaged_shard_directory(written, tmp_path, damage, names):
-    d = copy_of(written, "feats", tmp_path)
+    check_damaged_shard_directory(written / "feats", tmp_path, damage, names)
+
+
+def check_damaged_shard_directory(directory: Path, tmp_path, damage, names) -> None:
+    """A copy of shard directory ``directory``, damaged: ``summary`` of it is one
+    line naming ``names``, and changes no file."""
+    d = copy_of(directory.parent, directory.name, tmp_path)
     damage(d)
     before = snapshot(tmp_path)
     assert_one_line_error(run("summary", d), *names)
@@ -856,11 +864,7 @@ DAMAGED_ATTENTION_SHARDS = [
     ids=[f"attention-shards-{i}" for i in range(len(DAMAGED_ATTENTION_SHARDS))],
 )
 def test_damaged_attention_shard_directory(written, tmp_path, damage, names):
-    d = copy_of(written, "mapsdir", tmp_path)
-    damage(d)
-    before = snapshot(tmp_path)
-    assert_one_line_error(run("summary", d), *names)
-    assert_unchanged(before, tmp_path)
+    check_damaged_shard_directory(written / "mapsdir", tmp_path, damage, names)
 
 
 def _copy_model(tmp_path: Path) -> Path:
