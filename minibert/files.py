@@ -40,6 +40,17 @@ def os_reason(e: OSError) -> str:
     return reasons.get(e.errno, e.strerror or str(e))
 
 
+def stat_file(path: Path, missing: str, unreadable: str = "cannot read") -> os.stat_result:
+    """``path``'s stat, or one MinibertError: f"{path}: {missing}" when it does
+    not exist, f"{path}: {unreadable} ({reason})" for any other OSError."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise MinibertError(f"{path}: {missing}") from None
+    except OSError as e:
+        raise MinibertError(f"{path}: {unreadable} ({os_reason(e)})") from None
+
+
 def _check_strings(obj, source: str) -> None:
     """Reject lone surrogates (``"\\ud800"``), which no UTF-8 text can hold,
     naming where the string is (``"text_pair"``, ``[3]``)."""

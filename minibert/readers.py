@@ -23,7 +23,7 @@ import numpy as np
 
 from .attention_stats import STATS
 from .errors import MinibertError
-from .files import os_reason, parse_json
+from .files import os_reason, parse_json, stat_file
 from .layers import resolve_layer
 from .npz import LazyArrays, NpzArrays
 from .records import FORMATS
@@ -502,12 +502,7 @@ def open_file(path: Path) -> FileOutput:
     """Open an output file by its extension: ``.npz``, ``.safetensors`` (both
     read lazily) or ``.jsonl``. Anything that is not a whole minibert output
     is one MinibertError naming the file and what is wrong."""
-    try:
-        path.stat()
-    except FileNotFoundError:
-        raise MinibertError(f"{path}: output file not found") from None
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
+    stat_file(path, "output file not found")
     if path.suffix == ".npz":
         return _read_npz(path)
     if path.suffix == ".safetensors":

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
-from .files import os_reason, read_json, sha256_file
+from .files import os_reason, read_json, sha256_file, stat_file
 from .readers import (
     AttentionLayout,
     FileOutput,
@@ -104,12 +104,7 @@ def write_shard(out_dir: str | Path, k: int, records: list[Record], spec: Extrac
 def read_manifest(path: Path) -> dict:
     """The manifest of shard directory ``path``, checked (:func:`check_manifest`)."""
     mpath = Path(path) / MANIFEST
-    try:
-        mpath.stat()
-    except FileNotFoundError:
-        raise MinibertError(f"{mpath}: not found ({path} is not a minibert sharded output)") from None
-    except OSError as e:
-        raise MinibertError(f"{mpath}: cannot read manifest ({os_reason(e)})") from None
+    stat_file(mpath, f"not found ({path} is not a minibert sharded output)", "cannot read manifest")
     return check_manifest(read_json(mpath, dict, what="manifest"), mpath)
 
 
@@ -190,12 +185,7 @@ def check_shard(out_dir: Path, entry: dict, digest: bool = True) -> Path:
     ``digest`` is false) the sha256 the manifest records: a shard is never
     read on trust."""
     f = out_dir / entry["file"]
-    try:
-        st = f.stat()
-    except FileNotFoundError:
-        raise MinibertError(f"{f}: listed in {MANIFEST} but missing") from None
-    except OSError as e:
-        raise MinibertError(f"{f}: cannot read ({os_reason(e)})") from None
+    st = stat_file(f, f"listed in {MANIFEST} but missing")
     if Path(os.path.realpath(f)).parent != Path(os.path.realpath(out_dir)):
         raise MinibertError(f"{f}: a link to {os.path.realpath(f)}, outside {out_dir}; not read")
     if not stat.S_ISREG(st.st_mode):
