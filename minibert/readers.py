@@ -551,9 +551,9 @@ def _jsonl_values(layer, where: str, rows: int | None) -> tuple[str, np.ndarray]
     try:
         values = np.asarray(layer["values"], dtype=np.float64)
     except (ValueError, TypeError):
-        raise MinibertError(
-            f"{where}: {name} values are not a list of numbers, or rows of equal length"
-        ) from None
+        values = None
+    if values is None or np.isnan(values).any():  # NumPy reads a JSON null as NaN
+        raise MinibertError(f"{where}: {name} values are not a list of numbers, or rows of equal length")
     if values.shape == (0,):  # a text with no words has an empty list of values
         values = values.reshape(0, 0)
     if values.ndim not in (1, 2) or (values.ndim == 2 and rows is not None and len(values) != rows):

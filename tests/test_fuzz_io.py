@@ -507,6 +507,11 @@ DAMAGED = [
         _jsonl_obj(0, _values(lambda v: [["x"] * len(v[0])] + v[1:])),
         ["line 1", "not a list of numbers"],
     ),
+    (
+        "o.jsonl",
+        _jsonl_obj(0, _values(lambda v: [[None] + v[0][1:]] + v[1:])),
+        ["line 1", "not a list of numbers"],
+    ),  # a null was read back as NaN
     ("o.jsonl", _jsonl_obj(1, _values(lambda v: v[0])), ["line 2", "unlike the first line"]),
     ("o.jsonl", _jsonl_obj(1, _values(lambda v: [r + [0.0] for r in v])), ["different widths"]),
     (
