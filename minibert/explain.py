@@ -638,6 +638,27 @@ def explain(
     argument names in messages (the command line passes ``"--"``, so they name
     its options). Returns the steps and their checks; :func:`render` prints them.
     """
+    return explain_walk(walk(model, text, layer, head, token, pad, prefix=prefix))
+
+
+def explain_walk(walk: Walk) -> Explanation:
+    """Every step of :data:`STEPS` on ``walk`` (another layer of the same
+    forward pass: ``dataclasses.replace(walk, layer=i)``)."""
+    return Explanation(tuple(step(walk) for step in STEPS), str(walk.model.dtype), walk.tol)
+
+
+def walk(
+    model: Model,
+    text: str,
+    layer: int = 1,
+    head: int = 0,
+    token: int | str | None = None,
+    pad: int = 2,
+    *,
+    prefix: str = "",
+) -> Walk:
+    """The arguments of :func:`explain` checked, and ``text`` through ``model``
+    once, traced (with ``pad`` [PAD] positions, and without them when pad > 0)."""
     N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
     head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
     if not isinstance(text, str) or not text.strip():
@@ -649,8 +670,7 @@ def explain(
     enc = model.forward(batch, trace=True)
     # trace=True runs the plain formulas (not the fast path): compare like with like
     unpadded = model.forward(plain, trace=True) if pad > 0 else enc
-    walk = Walk(model, text, N, head, T, batch, enc, unpadded)
-    return Explanation(tuple(step(walk) for step in STEPS), str(model.dtype), walk.tol)
+    return Walk(model, text, N, head, T, batch, enc, unpadded)
 
 
 # ---------------------------------------------------------------- the terminal text

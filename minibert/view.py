@@ -10,8 +10,8 @@ measures, per-layer plots, and the article's errata where it departs.
 
 The data flows one way::
 
-    text -> Model.tokenize -> Model.forward(trace=True) -> Encoding
-    text -> explain(layer=1..L, pad=0) -> the walk of each layer (its steps and checks)
+    text -> explain.walk(pad=0): Model.forward(trace=True), once -> Walk (its Encoding)
+    Walk at layer 1..L -> explain_walk -> each layer's steps and checks
     Encoding + checks -> build_payload (the ONLY reader of both) -> JSON-able dict
     payload -> render -> HTML: minibert/view_assets/ (template, CSS, JS) + the JSON
 
@@ -39,6 +39,7 @@ import json
 import math
 import re
 import zlib
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -46,8 +47,7 @@ import numpy as np
 
 from . import ops
 from .errors import MinibertError
-from .explain import Check, Explanation, explain, resolve_head, resolve_token
-from .layers import resolve_layer
+from .explain import Check, Explanation, explain_walk, walk
 from .model import Encoding, Model, position_ids
 
 #: Texts longer than this (special tokens included) are refused: the page holds
@@ -252,19 +252,18 @@ def view(
     """
     if not isinstance(text, str) or not text.strip():
         raise MinibertError("the text to view is empty")
-    N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
-    head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
-    batch = model.tokenize([text])
-    n = batch.num_tokens[0]
+    n = model.tokenize([text]).num_tokens[0]
     if n > MAX_TOKENS:
         raise MinibertError(
             f"the text has {n} tokens; a page shows every number of every token, at most {MAX_TOKENS} "
             "(shorten the text)"
         )
-    T = resolve_token(token, batch.tokens[0], f"{prefix}token")
-    enc = model.forward(batch, trace=True)
-    walks = [explain(model, text, i, head, T, pad=0) for i in range(1, model.num_layers + 1)]
-    payload = build_payload(model, enc, walks, {"layer": N, "head": head, "token": T})
+    # one traced forward pass; explain's steps of every layer read it
+    first = walk(model, text, layer, head, token, pad=0, prefix=prefix)
+    layers = range(1, model.num_layers + 1)
+    walks = [explain_walk(replace(first, layer=i)) for i in layers]
+    initial = {"layer": first.layer, "head": first.head, "token": first.T}
+    payload = build_payload(model, first.enc, walks, initial)
     payload["article"] = _article_items()
     payload["errata"] = _errata_link()
     return render(payload)
