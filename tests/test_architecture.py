@@ -112,3 +112,29 @@ def test_nothing_imports_the_command_line():
 @pytest.mark.parametrize("module, allowed", [("minibert.ops", {"minibert.trace"}), ("minibert.trace", set())])
 def test_the_formula_layer_stands_alone(module, allowed):
     assert import_graph()[module] <= allowed
+
+
+def test_the_import_scanner_sees_what_runs(tmp_path, monkeypatch):
+    """The scanner itself can fail: it finds module-level, relative, absolute and
+    function-level imports, and skips those under TYPE_CHECKING, on a package
+    written here and on minibert's own known edges."""
+    pkg = tmp_path / "minibert"
+    (pkg / "sub").mkdir(parents=True)
+    for name in ("__init__", "a", "b", "c", "d", "e", "sub/__init__", "sub/f"):
+        (pkg / f"{name}.py").write_text("")
+    (pkg / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom . import b\nimport minibert.c\n"
+        "if TYPE_CHECKING:\n    from .d import X\n"
+        "def late():\n    from .sub import f\n"
+    )
+    (pkg / "sub" / "f.py").write_text("from ..e import y\n")
+    monkeypatch.setitem(globals(), "PACKAGE", pkg)
+    graph = import_graph()
+    # a package counts as imported too (its __init__ runs)
+    assert graph["minibert.a"] == {"minibert", "minibert.b", "minibert.c", "minibert.sub", "minibert.sub.f"}
+    assert graph["minibert.sub.f"] == {"minibert.e"}
+    monkeypatch.undo()
+    real = import_graph()
+    assert "minibert.fast" in real["minibert.model"]  # a module-level relative import
+    assert "minibert.trace" in real["minibert.ops"]
+    assert "minibert.weights" not in real["minibert.ops"]  # only under TYPE_CHECKING there

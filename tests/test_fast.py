@@ -294,8 +294,8 @@ def test_attentions_of_a_mask_that_is_not_right_padding(tiny_model):
 
 
 def test_attentions_and_hidden_states_of_a_text_do_not_depend_on_its_batch(tiny_model):
-    """A text's maps, alone or padded among others: the same at its real tokens
-    (to rounding: a unit's products have another number of rows)."""
+    """A text's maps and hidden states, alone or padded among others: the same at
+    its real tokens (to rounding: a unit's products have another number of rows)."""
     texts = ["Hello world!", "A much longer text that forces padding onto the short one, " * 3]
     batch = tiny_model.encode(texts, output_attentions=True)
     for b, text in enumerate(texts):
@@ -303,6 +303,8 @@ def test_attentions_and_hidden_states_of_a_text_do_not_depend_on_its_batch(tiny_
         n = alone.num_tokens[0]
         for i, (a, c) in enumerate(zip(batch.attentions, alone.attentions, strict=True)):
             assert_allclose(a[b, :, :n, :n], c[0], rtol=0, atol=1e-6, err_msg=f"text {b} attentions[{i}]")
+        for i, (a, c) in enumerate(zip(batch.hidden_states, alone.hidden_states, strict=True)):
+            assert_allclose(a[b, :n], c[0], rtol=0, atol=1e-5, err_msg=f"text {b} hidden_states[{i}]")
 
 
 def check_attentions_against_reference(model: Model, name: str, atol: float) -> float:
