@@ -41,18 +41,6 @@ import numpy as np
 #: The statistics, in the order outputs store them (``attention_stats.{name}``).
 STATS = ("entropy", "to_cls", "to_sep", "to_punct", "to_prev", "to_next", "to_self", "distance")
 
-#: One line per statistic, for help texts, tables and figures.
-DESCRIPTIONS = {
-    "entropy": "entropy of each query's distribution, nats (mean over queries)",
-    "to_cls": "attention to [CLS] (the first special token)",
-    "to_sep": "attention to [SEP] (the other special tokens)",
-    "to_punct": "attention to punctuation tokens",
-    "to_prev": "attention to the previous token",
-    "to_next": "attention to the next token",
-    "to_self": "attention to the query token itself",
-    "distance": "mean attention distance sum_j p_ij |i - j|, tokens",
-}
-
 
 def entropy(p: np.ndarray) -> np.ndarray:
     """H = (1/n) sum_i -sum_j P_ij ln P_ij, in nats (0 ln 0 = 0): (h, n, n) -> (h,).

@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import MinibertError
-from .layers import resolve_layer
+from .layers import is_int, resolve_layer
 from .model import Encoding, Model
 from .pooling import cosine
 from .tokenizer import Batch
@@ -598,7 +598,7 @@ STEPS: tuple[Callable[[Walk], Step], ...] = (
 
 def resolve_head(head, num_heads: int, what: str = "head") -> int:
     """An attention head 0..h-1, or a MinibertError naming ``what``."""
-    if not isinstance(head, (int, np.integer)) or isinstance(head, (bool, np.bool_)):
+    if not is_int(head):
         raise MinibertError(f"{what} must be an integer, got {head!r}")
     if not 0 <= head < num_heads:
         raise MinibertError(f"{what} {head} is out of range: this model has heads 0..{num_heads - 1}")

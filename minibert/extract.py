@@ -13,13 +13,13 @@ the same bits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from .attention_stats import STATS, head_statistics, token_kinds
 from .errors import MinibertError
-from .inputs import Item, chunked
+from .inputs import Item
 from .model import Model, NonFiniteError
 from .pooling import combine, l2_normalize, pool
 from .records import Record, WordRows, stats_dtype
@@ -177,13 +177,3 @@ def extract_chunk(
         if on_batch is not None:
             on_batch(len(batch))
     return sorted(records, key=lambda r: r.index)
-
-
-def extract(model: Model, items: Iterable[Item], spec: ExtractSpec) -> Iterator[list[Record]]:
-    """Yield the records of every item, one chunk at a time, in input order.
-
-    ``items`` is read lazily, ``spec.shard_size`` at a time, so memory holds
-    one chunk's features however long the corpus is.
-    """
-    for chunk in chunked(items, spec.shard_size):
-        yield extract_chunk(model, chunk, spec)

@@ -24,7 +24,8 @@ from .errors import MinibertError
 FORMS = "'all', a list like -4,-3,-2,-1, or a slice like 0:7"
 
 
-def _is_int(i) -> bool:
+def is_int(i) -> bool:
+    """An integer (Python or NumPy), not a bool."""
     return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
 
 
@@ -35,7 +36,7 @@ def resolve_layer(layer, num_states: int, what: str = "layer", first: int = 0) -
     the embeddings have no attention); negative indices still count from
     the last state (-1 is ``num_states - 1``).
     """
-    if not _is_int(layer):
+    if not is_int(layer):
         raise MinibertError(f"{what} must be an integer, got {layer!r}")
     i = int(layer)
     count = num_states - first  # how many indices are valid
@@ -88,7 +89,7 @@ def resolve_layers(layers, num_states: int, what: str = "layers") -> list[int]:
     if isinstance(layers, str):
         indices = _parse(layers, num_states, what)
         shown = repr(layers.strip()[:40])
-    elif _is_int(layers):
+    elif is_int(layers):
         indices, shown = [layers], repr(int(layers))
     elif isinstance(layers, (bytes, dict, set)) or not isinstance(layers, Iterable):
         raise MinibertError(f"{what} must be {FORMS}, an int or a list of ints; got {type(layers).__name__}")

@@ -132,9 +132,10 @@ def forward(
     5 records them.
 
     These are the formulas themselves, the reference. ``Model.encode`` runs
-    them for attentions, a trace, or ``impl="plain"``; otherwise it runs
-    :func:`minibert.fast.forward`, the same encoder arranged for speed and
-    tested equal to this one (see :meth:`Model._compute`).
+    them for a trace or ``impl="plain"``; otherwise it runs
+    :func:`minibert.fast.forward`, the same encoder arranged for speed (with
+    the attention maps too when asked for) and tested equal to this one (see
+    :meth:`Model._compute`).
     """
     eps, h = config.layer_norm_eps, config.num_attention_heads
     positions = position_ids(config, input_ids, attention_mask)
@@ -371,7 +372,7 @@ class Model:
         plain path on chunks of texts (:data:`PLAIN_SCORES`), so the working
         memory is bounded; the returned hidden states are (L + 1) x B x S x H
         and are not (e.g. 7 x 2,000 x 512 x 384 float32 = 10.5 GiB). For a
-        corpus, ``minibert extract`` (:func:`minibert.extract.extract`) keeps
+        corpus, ``minibert extract`` (:func:`minibert.corpus.extract_to`) keeps
         one chunk at a time and only the layers asked for.
         """
         _check_flag(output_attentions, "output_attentions")

@@ -24,7 +24,7 @@ import numpy as np
 from .attention_stats import STATS
 from .errors import MinibertError
 from .files import os_reason, parse_json, stat_file
-from .layers import resolve_layer
+from .layers import is_int, resolve_layer
 from .npz import LazyArrays, NpzArrays
 from .records import FORMATS
 from .records import offsets as _offsets
@@ -93,7 +93,7 @@ class OutputReader(Protocol):
 
 def text_index(n, num_texts: int) -> int:
     """``n`` as a text index of an output of ``num_texts`` texts, or a MinibertError."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+    if not is_int(n):
         raise MinibertError(f"text index must be an integer, got {n!r}")
     if not 0 <= n < num_texts:
         raise MinibertError(f"text {n} out of range (this output holds {num_texts} texts)")
@@ -104,7 +104,7 @@ def feature_name(name: str | int, names: list[str], num_hidden_layers: int | Non
     """A feature name, or a hidden_states index (negative: from the last
     layer, when the output records how many layers the model has), -> the
     name of a stored feature array; anything else is a MinibertError."""
-    if isinstance(name, int | np.integer) and not isinstance(name, bool):
+    if is_int(name):
         i = int(name)
         if num_hidden_layers is not None:
             i = resolve_layer(i, num_hidden_layers + 1)
@@ -249,7 +249,7 @@ def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",))
     if "layers" in settings and not int_list(settings["layers"]):
         raise MinibertError(f"{source}: settings 'layers' is {settings['layers']!r}, not a list of integers")
     states = settings.get("num_hidden_layers")
-    if states is not None and not (_is_int(states) and states >= 0):
+    if states is not None and not (is_int(states) and states >= 0):
         raise MinibertError(f"{source}: settings 'num_hidden_layers' is {states!r}, not a count")
     if settings.get("attentions", "maps") not in ("maps", "stats"):
         raise MinibertError(
@@ -258,7 +258,7 @@ def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",))
     if ("attentions" in settings) != ("num_attention_heads" in settings):
         raise MinibertError(f"{source}: settings record one of 'attentions' and 'num_attention_heads' only")
     heads = settings.get("num_attention_heads", 1)
-    if not (_is_int(heads) and heads >= 1):
+    if not (is_int(heads) and heads >= 1):
         raise MinibertError(f"{source}: settings 'num_attention_heads' is {heads!r}, not a positive count")
     return settings
 
@@ -266,10 +266,6 @@ def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",))
 def settings_pooled(settings: dict, source: str) -> bool:
     """Whether an output holds one vector per text (``pool`` is not none)."""
     return check_settings(settings, source)["pool"] != "none"
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _spec(arrays, name: str, ndim: int, source: str, kinds: str = "iu") -> tuple[int, ...]:
@@ -386,7 +382,7 @@ def check_attention_layout(
             if name in arrays:
                 raise MinibertError(f"{source}: {name!r} without attention maps or statistics")
         return AttentionLayout()
-    if not _is_int(heads) or heads < 1:
+    if not is_int(heads) or heads < 1:
         raise MinibertError(f"{source}: the number of attention heads is {heads!r}, not a positive count")
     _spec(arrays, "attention_layers", 1, source)
     layers = tuple(int(i) for i in np.asarray(arrays["attention_layers"]))
@@ -439,7 +435,7 @@ def check_attention_layout(
 def attention_layer(layer, layout: AttentionLayout, num_hidden_layers: int | None) -> int:
     """An encoder layer (1..L; negative: from the last, when the layer count
     is known) whose maps or statistics an output holds, or a MinibertError."""
-    if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
+    if not is_int(layer):
         raise MinibertError(f"attention layer must be an integer, got {layer!r}")
     i = int(layer)
     if num_hidden_layers is not None:
@@ -545,7 +541,7 @@ def _jsonl_values(layer, where: str, rows: int | None) -> tuple[str, np.ndarray]
     if not isinstance(layer, dict) or "values" not in layer:
         raise MinibertError(f"{where}: each of 'layers' must be an object with 'index' and 'values'")
     idx = layer.get("index")
-    if idx != "combined" and not _is_int(idx):
+    if idx != "combined" and not is_int(idx):
         raise MinibertError(f'{where}: layer index {idx!r} is not an integer or "combined"')
     name = "combined" if idx == "combined" else f"hidden_states.{idx}"
     try:
@@ -616,7 +612,7 @@ class _JsonlLines:
         if ("words" in obj) != self.word_level:
             raise MinibertError(f"{where}: 'words' on some lines and not on others")
         num = obj.get("num_tokens", len(toks))
-        if not _is_int(num) or num < len(toks):
+        if not is_int(num) or num < len(toks):
             raise MinibertError(f"{where}: num_tokens {num!r} is not a count >= its {len(toks)} tokens")
         self.tokens.extend(toks)
         self.per_text.setdefault("kept_tokens", []).append(len(toks))
@@ -674,7 +670,7 @@ class _JsonlAttention:
             self._add_stats(obj["attention_stats"], where)
 
     def _same(self, layers: list, heads: int, where: str) -> None:
-        if not all(_is_int(i) for i in layers) or len(set(layers)) != len(layers):
+        if not all(is_int(i) for i in layers) or len(set(layers)) != len(layers):
             raise MinibertError(f"{where}: attention layers {layers} are not distinct integers")
         if self.layers is None:
             self.layers, self.heads = layers, heads
@@ -689,7 +685,7 @@ class _JsonlAttention:
         if not isinstance(maps, list) or not all(isinstance(m, dict) and "values" in m for m in maps):
             raise MinibertError(f"{where}: 'attentions' must be a list of objects with 'index' and 'values'")
         layers = [m.get("index") for m in maps]
-        bad = [i for i in layers if not _is_int(i)]
+        bad = [i for i in layers if not is_int(i)]
         if bad:
             raise MinibertError(f"{where}: attention layer index {bad[0]!r} is not an integer")
         arrays = []

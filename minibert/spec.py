@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import MinibertError
 from .files import sha256_file
-from .layers import resolve_layers
+from .layers import is_int, resolve_layers
 from .model import DTYPES
 from .pooling import COMBINES, POOLS
 from .words import HOWS
@@ -79,10 +79,6 @@ class _Names(dict):
         return self.name(key)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def check_choice(field: str, value, choices: tuple[str, ...]) -> None:
     """``value`` is one of ``choices``, else an OptionError naming ``field``."""
     if not isinstance(value, str) or value not in choices:
@@ -91,7 +87,7 @@ def check_choice(field: str, value, choices: tuple[str, ...]) -> None:
 
 def check_positive(field: str, value, optional: bool = False) -> None:
     """A positive integer (or, ``optional``, None), else an OptionError naming ``field``."""
-    if (value is None and optional) or (_is_int(value) and value >= 1):
+    if (value is None and optional) or (is_int(value) and value >= 1):
         return
     what = "a positive integer or None" if optional else "a positive integer"
     raise OptionError(f"{{{field}}} must be {what}, got {{value!r}}", value=value)
@@ -156,7 +152,7 @@ class ExtractSpec:
         def store(name: str, value) -> None:
             object.__setattr__(self, name, value)
 
-        if not _is_int(self.num_hidden_layers) or self.num_hidden_layers < 0:
+        if not is_int(self.num_hidden_layers) or self.num_hidden_layers < 0:
             raise OptionError(
                 "{num_hidden_layers} must be a count, got {value!r}", value=self.num_hidden_layers
             )
@@ -326,7 +322,7 @@ class ExtractSpec:
         resolved, ``pool="auto"`` resolved (:func:`resolve_pool`), and
         ``max_length`` checked against the model's limit."""
         auto = resolve_pool(model, pool, word_pool)
-        if max_length is not None and _is_int(max_length) and max_length > model.max_length:
+        if max_length is not None and is_int(max_length) and max_length > model.max_length:
             raise OptionError(
                 "{max_length} {value} exceeds the model's limit {limit}",
                 value=max_length,

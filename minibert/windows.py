@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinibertError
-from .layers import resolve_layers
+from .layers import is_int, resolve_layers
 from .model import Encoding, Model, NonFiniteError
 
 
@@ -94,11 +94,11 @@ def encode_long(
             f"model must be a minibert.Model (from minibert.load), got {type(model).__name__}"
         )
     window = model.max_length if window is None else window
-    if not _is_int(window) or not 2 <= window <= model.max_length:
+    if not is_int(window) or not 2 <= window <= model.max_length:
         raise MinibertError(f"window must be an integer from 2 to {model.max_length}, got {window!r}")
-    if stride is not None and (not _is_int(stride) or stride < 1):
+    if stride is not None and (not is_int(stride) or stride < 1):
         raise MinibertError(f"stride must be a positive integer, got {stride!r}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise MinibertError(f"batch_size must be a positive integer, got {batch_size!r}")
     window, stride, batch_size = int(window), None if stride is None else int(stride), int(batch_size)
     keep = resolve_layers(layers, model.num_layers + 1)
@@ -139,10 +139,6 @@ def encode_long(
     else:
         chosen = [np.zeros(0, np.int64) for _ in range(B)]
     return Encoding(full, tuple(states), windows=chosen)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def _plan(N: int, sequence_ids: list[int | None], window: int, stride: int | None):
