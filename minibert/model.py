@@ -398,7 +398,7 @@ class Model:
         - a trace: the formulas of :func:`forward` (the fast path keeps no
           intermediate), on the whole batch;
         - ``impl="plain"``: :func:`forward` too, a chunk of texts at a time
-          (the whole batch with attentions);
+          (with the attention maps too, when asked for);
         - otherwise (the default): :func:`minibert.fast.forward`, the same
           numbers to float rounding (tested), 0 at padding positions, with
           the attention maps if asked for (asking changes no bit of the
@@ -409,36 +409,41 @@ class Model:
         row of their own, set to 0 here.
         """
         ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
-        if trace or (self.impl == "plain" and output_attentions):
+        if trace:
             out = forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
-            return replace(out, attentions=_zero_padding_queries(out.attentions, mask, copy=trace))
+            return replace(out, attentions=_zero_padding_queries(out.attentions, mask, copy=True))
         if self.impl == "plain":
-            return EncoderOutput(self._plain_in_chunks(batch))
+            out = self._plain_in_chunks(batch, output_attentions)
+            return replace(out, attentions=_zero_padding_queries(out.attentions, mask, copy=False))
         positions = position_ids(self.config, ids, mask)
         hidden, maps = fast.forward(self.weights, self.config, ids, positions, types, mask, output_attentions)
         return EncoderOutput(hidden, maps)
 
-    def _plain_in_chunks(self, batch: Batch) -> tuple[np.ndarray, ...]:
-        """The plain path's hidden states, texts taken a chunk at a time so its
-        (b, h, S, S) scores stay within :data:`PLAIN_SCORES` elements and its
-        (b, S, I) FFN intermediate within :data:`PLAIN_TOKENS` tokens."""
+    def _plain_in_chunks(self, batch: Batch, output_attentions: bool = False) -> EncoderOutput:
+        """The plain path's hidden states (and attention maps), texts taken a
+        chunk at a time so its (b, h, S, S) scores stay within
+        :data:`PLAIN_SCORES` elements and its (b, S, I) FFN intermediate within
+        :data:`PLAIN_TOKENS` tokens."""
         B, S = batch.input_ids.shape
         h = self.config.num_attention_heads
         step = max(1, min(PLAIN_SCORES // (h * S * S), PLAIN_TOKENS // S))
         outs: list[np.ndarray] = []
         for b0 in range(0, B, step):
             rows = slice(b0, b0 + step)
-            hidden = forward(
+            out = forward(
                 self.weights, self.config, batch.input_ids[rows], batch.token_type_ids[rows],
-                batch.attention_mask[rows],
-            ).hidden_states  # fmt: skip
+                batch.attention_mask[rows], output_attentions,
+            )  # fmt: skip
+            steps = len(out.hidden_states)
+            arrays = out.hidden_states + (out.attentions or ())
             if step >= B:
-                return hidden
+                outs = list(arrays)
+                break
             if not outs:
-                outs = [np.empty((B, *x.shape[1:]), x.dtype) for x in hidden]
-            for out, x in zip(outs, hidden, strict=True):
-                out[rows] = x
-        return tuple(outs)
+                outs = [np.empty((B, *x.shape[1:]), x.dtype) for x in arrays]
+            for whole, x in zip(outs, arrays, strict=True):
+                whole[rows] = x
+        return EncoderOutput(tuple(outs[:steps]), tuple(outs[steps:]) if output_attentions else None)
 
     def encode(
         self,

@@ -399,6 +399,18 @@ def test_plain_path_runs_in_chunks_of_texts(monkeypatch):
     assert seen == [(2, 64), (2, 64), (2, 64), (1, 64)]
     for a, b in zip(chunked, whole, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)  # observed: equal
+    # with attention maps too: the same chunks, maps equal to the formulas' on the
+    # whole batch at real queries, 0 at padding queries and keys
+    seen.clear()
+    maps = variant(model, "plain").forward(batch, output_attentions=True).attentions
+    assert seen == [(2, 64), (2, 64), (2, 64), (1, 64)]
+    ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
+    formulas = real(model.weights, model.config, ids, types, mask, output_attentions=True).attentions
+    real_q = mask.astype(bool)[:, None, :, None]
+    for a, b in zip(maps, formulas, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, np.where(real_q, b, 0), rtol=0, atol=1e-6)
+        assert not a[np.broadcast_to(~real_q, a.shape)].any()
 
 
 def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
