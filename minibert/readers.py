@@ -4,7 +4,11 @@
 (:class:`FileOutput`: ``.npz``, ``.safetensors``, ``.jsonl``) and a directory
 of shards (:class:`minibert.shards.ShardedOutput`) alike;
 :func:`minibert.open_output` opens either. ``.safetensors`` and ``.npz``
-files are read lazily: a text's rows when asked for, never more.
+files are read lazily: nothing before it is asked for. A ``.safetensors``
+file gives a text's rows alone; an ``.npz`` reads a feature array whole on
+its first use and keeps it (a text's rows of a compressed member cannot be
+reached without reading what comes before them), and its attention maps and
+statistics a text at a time.
 
 Nothing is trusted: on opening, every array's shape is checked against the
 offsets (:func:`check_layout`) before any feature is read, so a damaged or

@@ -58,7 +58,7 @@ from .readers import (
 from .records import Record, cast_features, records_to_arrays
 from .safetensors_file import safetensors_parts
 from .spec import ExtractSpec
-from .writers import output_metadata, write_digested
+from .writers import output_metadata, write_atomic, write_digested
 
 try:
     import fcntl
@@ -402,7 +402,8 @@ class ShardedWriter:
             "num_tokens": sum(e["tokens"] for e in self.entries.values()) if complete else None,
             "complete": complete,
         }
-        write_digested(self.mpath, [format_manifest(manifest).encode("utf-8")])
+        data = format_manifest(manifest).encode("utf-8")
+        write_atomic(self.mpath, lambda f: f.write(data))  # the manifest's own digest is not needed
 
 
 def format_manifest(manifest: dict) -> str:

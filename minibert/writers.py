@@ -111,9 +111,9 @@ def atomic_path(path: Path):
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
-def write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write):
     """``write(f)`` into a temporary file beside ``path``, flushed to disk,
-    then renamed over ``path``: readers see the old file or the new one,
+    then renamed over ``path``; returns what ``write`` returned. Readers see the old file or the new one,
     never a part. An error or a kill leaves no new file at ``path`` (and any
     earlier file there as it was); an OSError -- no space left, a read-only
     file system, a file-size limit (the CLI ignores SIGXFSZ, so the limit is
@@ -125,11 +125,12 @@ def write_atomic(path: Path, write) -> None:
         raise MinibertError(f"{path}: cannot write ({os_reason(e)})") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            result = write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; an output is an ordinary file
         os.replace(tmp, path)
+        return result
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise MinibertError(f"{path}: cannot write ({os_reason(e)})") from None
@@ -151,9 +152,7 @@ def write_digested(path: Path, parts: list) -> tuple[int, str]:
     """Write ``parts`` (bytes or buffers) to ``path`` atomically; return the
     bytes written and their sha256, computed as they are written (a shard is
     not read again to be hashed: :func:`minibert.files.write_sha256`)."""
-    done = []
-    write_atomic(path, lambda f: done.append(write_sha256(f, parts)))
-    return done[0]
+    return write_atomic(path, lambda f: write_sha256(f, parts))
 
 
 def output_metadata(spec: ExtractSpec, tokens: list[str], words: list[str] | None) -> dict[str, str]:
@@ -262,4 +261,4 @@ WRITERS = {".npz": NpzWriter, ".safetensors": SafetensorsWriter, ".jsonl": Jsonl
 def open_writer(path: str | Path, spec: ExtractSpec) -> Writer:
     """The writer for ``path``'s extension (checked before any work is done)."""
     path = check_output_path(path)
-    return WRITERS[path.suffix](path, spec)
+    return WRITERS[path.suffix](path, spec)  # Writer checks it again: a writer made directly is checked too
