@@ -88,6 +88,7 @@ def batch_records(model: Model, items: list[Item], spec: ExtractSpec) -> list[Re
             enc = model.encode(
                 texts, None if all(p is None for p in pairs) else pairs, max_length,
                 output_attentions=spec.attentions != "none",
+                attention_layers=spec.attention_layers or None,  # only the maps that are kept
             )  # fmt: skip
     except NonFiniteError as e:  # the batch's row -> the text's input index
         raise NonFiniteError(items[e.text].index, e.layer) from None

@@ -68,6 +68,8 @@ N, n, g and m are the values of the variables of those names where they run.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from . import ops, threads
@@ -322,7 +324,8 @@ def forward(
     token_type_ids: np.ndarray | None,
     attention_mask: np.ndarray,
     output_attentions: bool = False,
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None]:
+    attention_layers: Collection[int] | None = None,
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray | None, ...] | None]:
     """The encoder, fast: the inputs of :func:`minibert.model.forward` (plus
     the position ids, which :func:`minibert.model.position_ids` computes per
     family), and its hidden states and attention maps, to float rounding.
@@ -332,8 +335,10 @@ def forward(
     per step of ``weights.layer_map`` plus the embeddings, 0 at padding
     positions; attentions, with ``output_attentions``, one array (B, h, S, S)
     per step, 0 at every padding query and key (each real query's row sums
-    to 1 over the real keys), else None. The hidden states are the same bits
-    either way (see :func:`_attention`).
+    to 1 over the real keys), else None; ``attention_layers`` (steps 1..L,
+    checked by the caller) keeps only those steps' maps, the others None and
+    never allocated. The hidden states are the same bits either way (see
+    :func:`_attention`).
 
     The texts are cut into work units (:func:`units`) by their lengths
     alone, and each unit runs through the encoder on its own, so a text's
@@ -357,7 +362,11 @@ def forward(
     dtype = weights.embeddings.word.dtype
     outs = [alloc((B, S, config.hidden_size), dtype) for _ in range(steps)]
     h = config.num_attention_heads
-    maps = _map_arrays(steps - 1, (B, h, S, S), dtype, alloc) if output_attentions else None
+    maps = None
+    if output_attentions:
+        wanted = range(1, steps) if attention_layers is None else sorted(set(attention_layers))
+        arrays = iter(_map_arrays(len(wanted), (B, h, S, S), dtype, alloc))
+        maps = [next(arrays) if i in wanted else None for i in range(1, steps)]
     lengths = real.sum(axis=1)
     todo = units(lengths)
     n = threads.wanted()
@@ -491,7 +500,7 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
-                text_maps = None if maps is None else maps[i - 1][b0 + b]
+                text_maps = None if maps is None or maps[i - 1] is None else maps[i - 1][b0 + b]
                 _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b])
         x_next = destination(i)
         for r0 in range(0, N, R):

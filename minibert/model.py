@@ -9,6 +9,7 @@ whether these formulas or the fast path of :mod:`minibert.fast` run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .checkpoint import open_checkpoint
 from .config import Config
 from .errors import MinibertError
 from .hub import SentenceConfig
+from .layers import is_int
 from .threads import threads
 from .tokenizer import Batch, Tokenizer
 from .trace import Trace
@@ -167,6 +169,13 @@ PLAIN_SCORES = 2**24
 PLAIN_TOKENS = 2**13
 
 
+def _kept(maps, keep: frozenset[int] | None):
+    """The maps of encoder layers ``keep`` (1..L), None for the others; all when keep is None."""
+    if maps is None or keep is None:
+        return maps
+    return tuple(a if i in keep else None for i, a in enumerate(maps, start=1))
+
+
 def _zero_padding_queries(maps, attention_mask: np.ndarray, copy: bool):
     """The attention maps (B, h, S, S) with the rows of padding queries set to
     0 (in place, or on copies when ``copy``: a trace holds the originals), so
@@ -177,9 +186,10 @@ def _zero_padding_queries(maps, attention_mask: np.ndarray, copy: bool):
     if not pad.any():
         return maps
     b, q = np.nonzero(pad)
-    out = tuple(a.copy() if copy else a for a in maps)
+    out = tuple(None if a is None else a.copy() if copy else a for a in maps)
     for a in out:
-        a[b, :, q, :] = 0
+        if a is not None:
+            a[b, :, q, :] = 0
     return out
 
 
@@ -357,8 +367,19 @@ class Model:
             )
         return int(max_length)
 
-    def forward(self, batch: Batch, output_attentions: bool = False, trace: bool = False) -> Encoding:
+    def forward(
+        self,
+        batch: Batch,
+        output_attentions: bool = False,
+        trace: bool = False,
+        *,
+        attention_layers: Iterable[int] | None = None,
+    ) -> Encoding:
         """Run the encoder on a tokenized batch.
+
+        ``attention_layers``, with ``output_attentions``: the encoder layers
+        (1..L) whose attention maps are returned; the others are None, and the
+        fast path never allocates them ((B, h, S, S) each). Default: every layer.
 
         The batch is checked first (:func:`check_batch`: token ids inside the
         vocabulary, type ids inside the type table, a 0/1 mask, no more
@@ -377,6 +398,7 @@ class Model:
         """
         _check_flag(output_attentions, "output_attentions")
         _check_flag(trace, "trace")
+        keep = self._attention_layers(attention_layers, output_attentions)
         if self.impl not in IMPLS:
             raise MinibertError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         check_batch(batch, self)
@@ -386,13 +408,34 @@ class Model:
             return Encoding(batch, hidden, () if output_attentions else None)
         # NaN/Inf are reported below, naming the text and layer, instead of NumPy's warnings
         with threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            out = self._compute(batch, output_attentions, trace)
+            out = self._compute(batch, output_attentions, trace, keep)
         bad = first_non_finite(out.hidden_states, batch.attention_mask)
         if bad is not None:
             raise NonFiniteError(*bad)
         return Encoding(batch, out.hidden_states, out.attentions, out.trace)
 
-    def _compute(self, batch: Batch, output_attentions: bool, trace: bool) -> EncoderOutput:
+    def _attention_layers(self, layers, output_attentions: bool) -> frozenset[int] | None:
+        """``attention_layers`` checked: None, or a set of encoder layers 1..L."""
+        if layers is None:
+            return None
+        if not output_attentions:
+            raise MinibertError("attention_layers is given but output_attentions is False")
+        try:
+            keep = list(layers)
+        except TypeError:
+            raise MinibertError(
+                f"attention_layers must be encoder layers 1..{self.num_layers}, got {layers!r}"
+            ) from None
+        bad = [i for i in keep if not is_int(i) or not 1 <= i <= self.num_layers]
+        if bad:
+            raise MinibertError(
+                f"attention_layers must be encoder layers 1..{self.num_layers}, got {bad[0]!r}"
+            )
+        return frozenset(int(i) for i in keep)
+
+    def _compute(
+        self, batch: Batch, output_attentions: bool, trace: bool, keep: frozenset[int] | None = None
+    ) -> EncoderOutput:
         """The one place that chooses how the encoder runs:
 
         - a trace: the formulas of :func:`forward` (the fast path keeps no
@@ -406,17 +449,23 @@ class Model:
 
         Attention maps are 0 at every padding query and key whichever path
         ran: the formulas give padding keys exactly 0 but padding queries a
-        row of their own, set to 0 here.
+        row of their own, set to 0 here. ``keep``: the layers whose maps are
+        returned (the formulas compute every layer's; others become None).
         """
         ids, types, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
         if trace:
             out = forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
-            return replace(out, attentions=_zero_padding_queries(out.attentions, mask, copy=True))
+            maps = _zero_padding_queries(_kept(out.attentions, keep), mask, copy=True)
+            return replace(out, attentions=maps)
         if self.impl == "plain":
             out = self._plain_in_chunks(batch, output_attentions)
-            return replace(out, attentions=_zero_padding_queries(out.attentions, mask, copy=False))
+            return replace(
+                out, attentions=_zero_padding_queries(_kept(out.attentions, keep), mask, copy=False)
+            )
         positions = position_ids(self.config, ids, mask)
-        hidden, maps = fast.forward(self.weights, self.config, ids, positions, types, mask, output_attentions)
+        hidden, maps = fast.forward(
+            self.weights, self.config, ids, positions, types, mask, output_attentions, keep
+        )
         return EncoderOutput(hidden, maps)
 
     def _plain_in_chunks(self, batch: Batch, output_attentions: bool = False) -> EncoderOutput:
@@ -452,6 +501,8 @@ class Model:
         max_length: int | None = None,
         output_attentions: bool = False,
         trace: bool = False,
+        *,
+        attention_layers: Iterable[int] | None = None,
     ) -> Encoding:
         """Tokenize and run the encoder on one batch, recording every layer.
 
@@ -464,7 +515,8 @@ class Model:
         several threads at once on one Model: each call gives the same bits
         as it would alone.
         """
-        return self.forward(self.tokenize(texts, text_pairs, max_length), output_attentions, trace)
+        batch = self.tokenize(texts, text_pairs, max_length)
+        return self.forward(batch, output_attentions, trace, attention_layers=attention_layers)
 
 
 def default_model_dir() -> Path:

@@ -18,6 +18,7 @@ from fuzz_helpers import assert_one_line_error, run
 from test_attention_stats import loops
 
 import minibert
+from minibert import fast
 from minibert.attention_stats import STATS, token_kinds
 from minibert.commands import extract as extract_command
 from minibert.corpus import extract_to
@@ -111,8 +112,12 @@ def test_float16_maps_are_the_float32_maps_rounded_once(corpus, tmp_path):
         np.testing.assert_allclose(y.astype(np.float64).sum(axis=-1), 1.0, rtol=0, atol=1e-3)
 
 
-def test_layers_choose_the_maps(corpus, tmp_path):
+def test_layers_choose_the_maps(corpus, tmp_path, monkeypatch):
+    sizes = []
+    real = fast._map_arrays
+    monkeypatch.setattr(fast, "_map_arrays", lambda n, *a: sizes.append(n) or real(n, *a))
     extract(corpus, tmp_path / "o.safetensors", "--attentions", "--layers", "0,2")
+    assert sizes and set(sizes) == {1}  # only layer 2's maps are computed, batch after batch
     out = minibert.open_output(tmp_path / "o.safetensors")
     assert out.layers == [0, 2] and out.attention_layers == [2]
     with pytest.raises(minibert.MinibertError, match="no attention of layer 1 in this output"):

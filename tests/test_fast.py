@@ -724,3 +724,28 @@ def test_thread_count_does_not_change_a_bit_real(real_model):
         for n in (2,):
             for i, (a, b) in enumerate(zip(one, hidden_at_threads(real_model, batch, n), strict=True)):
                 assert_array_equal(b, a, err_msg=f"hidden_states[{i}], {batch.input_ids.shape}, {n} threads")
+
+
+def test_attention_layers_keeps_only_those_maps(tiny_model, monkeypatch):
+    """attention_layers: the maps of those encoder layers, bit for bit those of a
+    run that keeps every layer; the others None, and the fast path allocates only
+    the kept ones (extract asks only for the layers it writes). Plain and trace too."""
+    texts = ["Hello world!", "A much longer text that forces padding onto the short one."]
+    L = tiny_model.num_layers
+    sizes = []
+    real = fast._map_arrays
+    monkeypatch.setattr(fast, "_map_arrays", lambda n, *a: sizes.append(n) or real(n, *a))
+    for impl, trace in (("fast", False), ("plain", False), ("plain", True)):
+        m = variant(tiny_model, impl)
+        every = m.encode(texts, output_attentions=True, trace=trace)
+        some = m.encode(texts, output_attentions=True, trace=trace, attention_layers=[L])
+        assert [a is None for a in some.attentions] == [True] * (L - 1) + [False], impl
+        assert_array_equal(some.attentions[-1], every.attentions[-1])
+        for a, b in zip(some.hidden_states, every.hidden_states, strict=True):
+            assert_array_equal(a, b)
+    assert sizes == [L, 1]  # the fast runs: every layer, then one
+    for bad in ([0], [L + 1], ["1"], [True], 3):
+        with pytest.raises(minibert.MinibertError, match="attention_layers must be encoder layers"):
+            tiny_model.encode(texts, output_attentions=True, attention_layers=bad)
+    with pytest.raises(minibert.MinibertError, match="output_attentions is False"):
+        tiny_model.encode(texts, attention_layers=[1])
