@@ -89,11 +89,14 @@ class Step:
 
 @dataclass(frozen=True, eq=False)
 class Explanation:
-    """The walk: its steps (the first is the header) and the tolerance of its checks."""
+    """The walk: its steps (the first is the header) and the tolerance of its
+    checks; ``walk``, what they were read from (another layer's steps:
+    ``explain_walk(replace(e.walk, layer=i))``, no second forward pass)."""
 
     steps: tuple[Step, ...]
     dtype: str
     tolerance: float
+    walk: Walk | None = None
 
     @property
     def checks(self) -> list[Check]:
@@ -637,28 +640,9 @@ def explain(
     default the first token after [CLS]). ``prefix`` goes before the
     argument names in messages (the command line passes ``"--"``, so they name
     its options). Returns the steps and their checks; :func:`render` prints them.
+    The text goes through the model once, traced (with ``pad`` [PAD] positions,
+    and once more without them when pad > 0).
     """
-    return explain_walk(walk(model, text, layer, head, token, pad, prefix=prefix))
-
-
-def explain_walk(walk: Walk) -> Explanation:
-    """Every step of :data:`STEPS` on ``walk`` (another layer of the same
-    forward pass: ``dataclasses.replace(walk, layer=i)``)."""
-    return Explanation(tuple(step(walk) for step in STEPS), str(walk.model.dtype), walk.tol)
-
-
-def walk(
-    model: Model,
-    text: str,
-    layer: int = 1,
-    head: int = 0,
-    token: int | str | None = None,
-    pad: int = 2,
-    *,
-    prefix: str = "",
-) -> Walk:
-    """The arguments of :func:`explain` checked, and ``text`` through ``model``
-    once, traced (with ``pad`` [PAD] positions, and without them when pad > 0)."""
     N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
     head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
     if not isinstance(text, str) or not text.strip():
@@ -670,7 +654,12 @@ def walk(
     enc = model.forward(batch, trace=True)
     # trace=True runs the plain formulas (not the fast path): compare like with like
     unpadded = model.forward(plain, trace=True) if pad > 0 else enc
-    return Walk(model, text, N, head, T, batch, enc, unpadded)
+    return explain_walk(Walk(model, text, N, head, T, batch, enc, unpadded))
+
+
+def explain_walk(walk: Walk) -> Explanation:
+    """Every step of :data:`STEPS` on ``walk``."""
+    return Explanation(tuple(step(walk) for step in STEPS), str(walk.model.dtype), walk.tol, walk)
 
 
 # ---------------------------------------------------------------- the terminal text

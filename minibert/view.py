@@ -10,7 +10,7 @@ measures, per-layer plots, and the article's errata where it departs.
 
 The data flows one way::
 
-    text -> explain.walk(pad=0): Model.forward(trace=True), once -> Walk (its Encoding)
+    text -> explain(pad=0): Model.forward(trace=True), once -> its Walk (the Encoding)
     Walk at layer 1..L -> explain_walk -> each layer's steps and checks
     Encoding + checks -> build_payload (the ONLY reader of both) -> JSON-able dict
     payload -> render -> HTML: minibert/view_assets/ (template, CSS, JS) + the JSON
@@ -47,7 +47,7 @@ import numpy as np
 
 from . import ops
 from .errors import MinibertError
-from .explain import Check, Explanation, explain_walk, walk
+from .explain import Check, Explanation, explain, explain_walk
 from .model import Encoding, Model, position_ids
 
 #: Texts longer than this (special tokens included) are refused: the page holds
@@ -259,7 +259,7 @@ def view(
             "(shorten the text)"
         )
     # one traced forward pass; explain's steps of every layer read it
-    first = walk(model, text, layer, head, token, pad=0, prefix=prefix)
+    first = explain(model, text, layer, head, token, pad=0, prefix=prefix).walk
     layers = range(1, model.num_layers + 1)
     walks = [explain_walk(replace(first, layer=i)) for i in layers]
     initial = {"layer": first.layer, "head": first.head, "token": first.T}
