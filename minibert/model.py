@@ -20,7 +20,7 @@ from .checkpoint import open_checkpoint
 from .config import Config
 from .errors import MinibertError
 from .hub import SentenceConfig
-from .layers import is_int
+from .layers import resolve_layer
 from .threads import threads
 from .tokenizer import Batch, Tokenizer
 from .trace import Trace
@@ -378,8 +378,9 @@ class Model:
         """Run the encoder on a tokenized batch.
 
         ``attention_layers``, with ``output_attentions``: the encoder layers
-        (1..L) whose attention maps are returned; the others are None, and the
-        fast path never allocates them ((B, h, S, S) each). Default: every layer.
+        (1..L, or -L..-1 from the last, as the command line's layers) whose
+        attention maps are returned; the others are None, and the fast path
+        never allocates them ((B, h, S, S) each). Default: every layer.
 
         The batch is checked first (:func:`check_batch`: token ids inside the
         vocabulary, type ids inside the type table, a 0/1 mask, no more
@@ -415,23 +416,23 @@ class Model:
         return Encoding(batch, out.hidden_states, out.attentions, out.trace)
 
     def _attention_layers(self, layers, output_attentions: bool) -> frozenset[int] | None:
-        """``attention_layers`` checked: None, or a set of encoder layers 1..L."""
+        """``attention_layers`` checked: None, or a set of encoder layers 1..L.
+
+        Each entry is resolved by :func:`minibert.layers.resolve_layer` with
+        ``first=1``, the rule of explain's and plot's ``--layer``: 1..L, or
+        -L..-1 counted from the last (-1 is layer L); 0 (the embeddings) has
+        no attention. An entry named twice is kept once."""
         if layers is None:
             return None
         if not output_attentions:
             raise MinibertError("attention_layers is given but output_attentions is False")
-        try:
-            keep = list(layers)
-        except TypeError:
+        L = self.num_layers
+        if isinstance(layers, (str, bytes, dict)) or not isinstance(layers, Iterable):
             raise MinibertError(
-                f"attention_layers must be encoder layers 1..{self.num_layers}, got {layers!r}"
-            ) from None
-        bad = [i for i in keep if not is_int(i) or not 1 <= i <= self.num_layers]
-        if bad:
-            raise MinibertError(
-                f"attention_layers must be encoder layers 1..{self.num_layers}, got {bad[0]!r}"
+                f"attention_layers must be a list of encoder layers 1..{L} (or -{L}..-1), "
+                f"got {type(layers).__name__}"
             )
-        return frozenset(int(i) for i in keep)
+        return frozenset(resolve_layer(i, L + 1, "attention_layers", first=1) for i in layers)
 
     def _compute(
         self, batch: Batch, output_attentions: bool, trace: bool, keep: frozenset[int] | None = None

@@ -744,8 +744,11 @@ def test_attention_layers_keeps_only_those_maps(tiny_model, monkeypatch):
         for a, b in zip(some.hidden_states, every.hidden_states, strict=True):
             assert_array_equal(a, b)
     assert sizes == [L, 1]  # the fast runs: every layer, then one
-    for bad in ([0], [L + 1], ["1"], [True], 3):
-        with pytest.raises(minibert.MinibertError, match="attention_layers must be encoder layers"):
+    for bad, message in (([0], "attention_layers 0 is out of range"), ([L + 1], "out of range"),
+                         ([-L - 1], "out of range"), (["1"], "must be an integer"),
+                         ([True], "must be an integer"), ([1.0], "must be an integer"),
+                         (3, "must be a list of encoder layers"), ("-1", "must be a list")):  # fmt: skip
+        with pytest.raises(minibert.MinibertError, match=message):
             tiny_model.encode(texts, output_attentions=True, attention_layers=bad)
     with pytest.raises(minibert.MinibertError, match="output_attentions is False"):
         tiny_model.encode(texts, attention_layers=[1])

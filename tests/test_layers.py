@@ -81,3 +81,27 @@ def test_resolve_one_layer():
             resolve_layer(bad, 7, "--layer", first=1)
     with pytest.raises(MinibertError, match="must be an integer"):
         resolve_layer("2", 7)
+
+
+@pytest.mark.parametrize("impl, trace", [("fast", False), ("plain", False), ("plain", True)])
+def test_attention_layers_take_negative_indices_as_the_command_line_does(tiny_model, impl, trace):
+    """encode(attention_layers=) follows explain's --layer rule (resolve_layer, first=1):
+    -1 is layer L, -L is layer 1; the maps are those of the positive spelling, bit for bit."""
+    from conftest import variant
+    from numpy.testing import assert_array_equal
+
+    m = variant(tiny_model, impl)
+    L = m.num_layers
+    texts = ["hello world", "the cat sat on the mat"]
+    for negative, positive in (([-1], [L]), ([-L], [1]), ([-1, 1], [L, 1]), ([L, -1], [L])):
+        a = m.encode(texts, output_attentions=True, trace=trace, attention_layers=negative)
+        b = m.encode(texts, output_attentions=True, trace=trace, attention_layers=positive)
+        assert [x is None for x in a.attentions] == [x is None for x in b.attentions], negative
+        assert sum(x is not None for x in a.attentions) == len(set(positive))
+        for x, y in zip(a.attentions, b.attentions, strict=True):
+            if x is not None:
+                assert_array_equal(x, y)
+    for bad in ([-L - 1], [0], [L + 1]):
+        message = rf"attention_layers {bad[0]} is out of range: valid are 1..{L}"
+        with pytest.raises(MinibertError, match=message):
+            m.encode(texts, output_attentions=True, attention_layers=bad)
