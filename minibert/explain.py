@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import MinibertError
-from .layers import is_int, resolve_layer
+from .layers import is_int, resolve_layer, shown_int
 from .model import Encoding, Model
 from .pooling import cosine
 from .tokenizer import Batch
@@ -602,9 +602,11 @@ STEPS: tuple[Callable[[Walk], Step], ...] = (
 def resolve_head(head, num_heads: int, what: str = "head") -> int:
     """An attention head 0..h-1, or a MinibertError naming ``what``."""
     if not is_int(head):
-        raise MinibertError(f"{what} must be an integer, got {head!r}")
+        raise MinibertError(f"{what} must be an integer, got {head!r:.40}")
     if not 0 <= head < num_heads:
-        raise MinibertError(f"{what} {head} is out of range: this model has heads 0..{num_heads - 1}")
+        raise MinibertError(
+            f"{what} {shown_int(head)} is out of range: this model has heads 0..{num_heads - 1}"
+        )
     return int(head)
 
 
@@ -614,14 +616,42 @@ def resolve_token(token: int | str | None, tokens: list[str], what: str = "token
     n = len(tokens)
     if token is None:
         return 1 if n > 2 else 0
-    if isinstance(token, str) and not token.lstrip("-").isdigit():
-        if token in tokens:
-            return tokens.index(token)
-        raise MinibertError(f"{what} {token!r} is not one of the text's tokens: {' '.join(tokens)}")
-    t = int(token)
+    if isinstance(token, str):
+        try:
+            t = int(token) if token.lstrip("-").isdigit() else None
+        except ValueError:  # a digit int() does not read: "²"
+            t = None
+        if t is None:
+            if token in tokens:
+                return tokens.index(token)
+            raise MinibertError(f"{what} {token!r:.60} is not one of the text's tokens: {' '.join(tokens)}")
+    elif is_int(token):
+        t = int(token)
+    else:
+        raise MinibertError(f"{what} must be an integer position or a token string, got {token!r:.40}")
     if -n <= t < n:
         return t % n
-    raise MinibertError(f"{what} {t} is out of range: the text has {n} tokens (0..{n - 1})")
+    raise MinibertError(f"{what} {shown_int(t)} is out of range: the text has {n} tokens (0..{n - 1})")
+
+
+#: [PAD] positions appended by default (fewer when the text leaves less room).
+PAD = 2
+
+
+def resolve_pad(pad: int | None, n: int, max_length: int, what: str = "pad") -> int:
+    """[PAD] positions to append to a text of ``n`` tokens: an integer from 0
+    to ``max_length - n`` (positions past the model's table do not exist);
+    None: :data:`PAD`, or as many as fit."""
+    room = max(0, max_length - n)
+    if pad is None:
+        return min(PAD, room)
+    if not is_int(pad) or not 0 <= pad <= room:
+        shown = shown_int(pad) if is_int(pad) else f"{pad!r:.40}"
+        raise MinibertError(
+            f"{what} must be an integer from 0 to {room} (the text has {n} tokens and the model "
+            f"{max_length} positions), got {shown}"
+        )
+    return int(pad)
 
 
 def explain(
@@ -630,26 +660,32 @@ def explain(
     layer: int = 1,
     head: int = 0,
     token: int | str | None = None,
-    pad: int = 2,
+    pad: int | None = None,
     *,
     prefix: str = "",
 ) -> Explanation:
     """Walk ``text`` through ``model``; explain encoder layer ``layer`` (1..L,
     or negative from the end) for attention head ``head`` (0..h-1) and token
-    position ``token`` (an index into the text's tokens, or a token string;
-    default the first token after [CLS]). ``prefix`` goes before the
-    argument names in messages (the command line passes ``"--"``, so they name
-    its options). Returns the steps and their checks; :func:`render` prints them.
-    The text goes through the model once, traced (with ``pad`` [PAD] positions,
-    and once more without them when pad > 0).
+    position ``token`` (an index into the text's tokens, negative from the
+    end, or a token string; default the first token after [CLS]). ``pad``:
+    [PAD] positions appended to show the mask, 0 to ``model.max_length``
+    minus the text's tokens (default 2, or as many as fit). ``prefix`` goes
+    before the argument names in messages (the command line passes ``"--"``,
+    so they name its options). Returns the steps and their checks;
+    :func:`render` prints them. Every argument is checked before the forward
+    pass: a bool or a float is not an integer, and each error names the
+    argument and its range. The text goes through the model once, traced
+    (with ``pad`` [PAD] positions, and once more without them when pad > 0).
     """
     N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
     head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
+    if not text.strip():
         raise MinibertError("the text to explain is empty")
     plain = model.tokenize([text])
     T = resolve_token(token, plain.tokens[0], f"{prefix}token")
-    pad = max(0, min(pad, model.max_length - len(plain.tokens[0])))  # positions past the table do not exist
+    pad = resolve_pad(pad, len(plain.tokens[0]), model.max_length, f"{prefix}pad")
     batch = plain.padded(pad, model.tokenizer.pad_id)
     enc = model.forward(batch, trace=True)
     # trace=True runs the plain formulas (not the fast path): compare like with like

@@ -29,6 +29,12 @@ def is_int(i) -> bool:
     return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
 
 
+def shown_int(i: int) -> str:
+    """An integer for a message: its digits, or "a huge number" past 18 digits
+    (Python refuses to print one of more than 4,300 digits)."""
+    return str(int(i)) if abs(int(i)) < 10**18 else "a huge number"
+
+
 def resolve_layer(layer, num_states: int, what: str = "layer", first: int = 0) -> int:
     """One layer index -> its non-negative index in ``range(first, num_states)``.
 
@@ -37,7 +43,7 @@ def resolve_layer(layer, num_states: int, what: str = "layer", first: int = 0) -
     the last state (-1 is ``num_states - 1``).
     """
     if not is_int(layer):
-        raise MinibertError(f"{what} must be an integer, got {layer!r}")
+        raise MinibertError(f"{what} must be an integer, got {layer!r:.40}")
     i = int(layer)
     count = num_states - first  # how many indices are valid
     if first <= i < num_states:
@@ -46,7 +52,7 @@ def resolve_layer(layer, num_states: int, what: str = "layer", first: int = 0) -
         return num_states + i
     extra = "; hidden_states[0] is the embedding output" if first == 1 else ""
     raise MinibertError(
-        f"{what} {i} is out of range: valid are {first}..{num_states - 1} (or -{count}..-1){extra}"
+        f"{what} {shown_int(i)} is out of range: valid are {first}..{num_states - 1} (or -{count}..-1){extra}"
     )
 
 

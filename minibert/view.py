@@ -250,7 +250,9 @@ def view(
     line passes ``"--"``). Returns the HTML (:class:`Page`: a str, shown
     inline by Jupyter).
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise MinibertError(f"the text to view must be a string, got {type(text).__name__}")
+    if not text.strip():
         raise MinibertError("the text to view is empty")
     n = model.tokenize([text]).num_tokens[0]
     if n > MAX_TOKENS:

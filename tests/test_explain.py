@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
 from numpy.testing import assert_array_equal
 
 import minibert
@@ -172,6 +173,101 @@ def test_bad_arguments_name_the_argument(real_model, kwargs, message):
         explain(real_model, **kwargs)
     assert str(e.value).startswith(message.split(" ")[0] if "empty" not in message else "the text")
     assert message in str(e.value) and "--" not in str(e.value)
+
+
+#: Lenient arguments of before (issue 17, item 9): each ran, clamped or truncated, exit 0.
+#: hello world on the tiny model: 4 tokens of 64 positions, so pad is 0..60.
+LENIENT = [
+    (dict(token=1.5), "token must be an integer position or a token string, got 1.5"),
+    (dict(token=True), "token must be an integer position or a token string, got True"),
+    (dict(token=np.float64(2.0)), "token must be an integer position or a token string"),
+    (dict(token=[1]), "token must be an integer position or a token string, got [1]"),
+    (dict(token=10**5000), "token a huge number is out of range: the text has 4 tokens"),
+    (dict(token="\u00b2"), "token '\u00b2' is not one of the text's tokens"),  # a digit int() cannot read
+    (dict(pad=-1), "pad must be an integer from 0 to 60 (the text has 4 tokens and the model 64 positions), "
+     "got -1"),
+    (dict(pad=61), "pad must be an integer from 0 to 60"),
+    (dict(pad=10**6), "pad must be an integer from 0 to 60"),
+    (dict(pad=10**5000), "got a huge number"),
+    (dict(pad=1.5), "pad must be an integer from 0 to 60 (the text has 4 tokens and the model 64 positions), "
+     "got 1.5"),
+    (dict(pad=2.0), "got 2.0"),
+    (dict(pad=True), "got True"),
+    (dict(pad="2"), "got '2'"),
+    (dict(layer=10**5000), "layer a huge number is out of range"),
+    (dict(layer=True), "layer must be an integer, got True"),
+    (dict(head=10**5000), "head a huge number is out of range"),
+    (dict(head=np.bool_(True)), "head must be an integer"),
+    (dict(text=5), "the text to explain must be a string, got int"),
+    (dict(text=b"hello"), "the text to explain must be a string, got bytes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs, message", LENIENT, ids=[f"lenient-{i}" for i in range(len(LENIENT))])
+def test_lenient_arguments_are_refused_before_the_forward_pass(tiny_model, monkeypatch, kwargs, message):
+    """A float, a bool, a pad past the model's positions or below 0: one error naming the
+    argument and its range, raised before any forward pass."""
+
+    def no_forward(*a, **k):
+        raise AssertionError("the forward pass ran before the arguments were checked")
+
+    monkeypatch.setattr(type(tiny_model), "forward", no_forward)
+    kwargs = {"text": "hello world"} | kwargs
+    with pytest.raises(MinibertError) as e:
+        explain(tiny_model, **kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 300, str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(text=5), "the text to view must be a string, got int"),
+        (dict(token=1.5), "token must be an integer position or a token string, got 1.5"),
+        (dict(token=10**5000), "token a huge number is out of range"),
+        (dict(layer=2.0), "layer must be an integer, got 2.0"),
+        (dict(head=False), "head must be an integer, got False"),
+    ],
+)
+def test_view_shares_explains_argument_checks(tiny_model, kwargs, message):
+    from minibert.view import view
+
+    with pytest.raises(MinibertError) as e:
+        view(tiny_model, **({"text": "hello world"} | kwargs))
+    assert message in str(e.value), str(e.value)
+
+
+def test_pad_is_bounded_by_the_model_positions_and_its_default_fits(tiny_model):
+    """pad = the room left (max_length - tokens) is accepted and fills the table; with no
+    pad given, 2, or what fits (0 for a text at the limit: test_text_at_the_length_limit)."""
+    n = len(tiny_model.tokenize(["hello world"]).tokens[0])
+    room = tiny_model.max_length - n
+    full = explain(tiny_model, "hello world", pad=room)
+    assert full.ok and full.walk.S == tiny_model.max_length
+    assert explain(tiny_model, "hello world").walk.S == n + 2
+    near = "hello " * (tiny_model.max_length - 3)  # leaves one position
+    assert explain(tiny_model, near).walk.S == tiny_model.max_length
+    with pytest.raises(MinibertError, match="pad must be an integer from 0 to 1 "):
+        explain(tiny_model, near, pad=2)
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--pad", "1000000000"], ["--pad must be an integer from 0 to 60", "got 1000000000"]),
+        (["--pad", "61"], ["--pad must be an integer from 0 to 60"]),
+        (["--pad", "-1"], ["--pad"]),
+        (["--pad", "1.5"], ["--pad", "'1.5'"]),
+        (["--token", "1.5"], ["--token '1.5' is not one of the text's tokens"]),
+        (["--token", "\u00b2"], ["--token '\u00b2' is not one of the text's tokens"]),
+        (["--token", "9" * 5000], ["--token", "is not one of the text's tokens"]),
+        (["--head", "1.5"], ["--head", "'1.5'"]),
+        (["--layer", "-99"], ["--layer -99 is out of range"]),
+    ],
+)
+def test_cli_lenient_arguments_are_one_line(tiny_model_dir, tmp_path, args, names):
+    before = snapshot(tmp_path)
+    assert_one_line_error(run("explain", "--model", tiny_model_dir, "hello world", *args), *names)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,11 @@ def test_resolve_one_layer():
             resolve_layer(bad, 7, "--layer", first=1)
     with pytest.raises(MinibertError, match="must be an integer"):
         resolve_layer("2", 7)
+    # an int past Python's 4,300 printable digits: named, not a ValueError from str()
+    with pytest.raises(MinibertError, match="layer a huge number is out of range"):
+        resolve_layer(10**5000, 7)
+    with pytest.raises(MinibertError, match=r"must be an integer, got 'x{39}$"):
+        resolve_layer("x" * 10**6, 7)
 
 
 @pytest.mark.parametrize("impl, trace", [("fast", False), ("plain", False), ("plain", True)])

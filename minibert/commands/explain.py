@@ -30,8 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--pad",
         type=int_in(0, what="a count of [PAD] positions"),
-        default=2,
-        help="[PAD] positions to append, to show the mask (default 2; at most up to the model's limit)",
+        default=None,
+        help="[PAD] positions to append, to show the mask (default 2, or as many as fit; at most the "
+        "model's positions minus the text's tokens)",
     )
     p.set_defaults(func=run)
 
