@@ -343,7 +343,8 @@ class Model:
         ``max_length`` (default: the model's limit).
 
         ``texts``: one string or a list (tuple, 1-D array, iterable) of
-        strings; ``text_pairs``: None, or one string or None per text.
+        strings; ``text_pairs``: None, or one string or None per text (None:
+        that text has no second segment, tokenized as if no pairs were given).
         Anything else is a MinibertError naming the argument (see
         :func:`minibert.tokenizer.as_texts`)."""
         max_length = self._max_length(max_length)
@@ -507,8 +508,12 @@ class Model:
     ) -> Encoding:
         """Tokenize and run the encoder on one batch, recording every layer.
 
-        Texts are right-padded to the longest; padding never changes a
-        text's vectors. ``max_length`` truncates each sequence, special
+        ``text_pairs``: None, or per text its second segment: a string, or
+        None for a text without one, which is then tokenized exactly as with
+        no pairs at all (same ids, type ids, tokens; its vectors are its own
+        alone, as padding never changes them), so pairs and single texts mix
+        in one batch. Texts are right-padded to the longest; padding never
+        changes a text's vectors. ``max_length`` truncates each sequence, special
         tokens included (default and maximum: max_position_embeddings).
         Any number of texts: the working memory is bounded (see
         :meth:`forward`), but every layer of every text is returned, (L + 1)

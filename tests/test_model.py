@@ -87,6 +87,68 @@ def test_wrong_text_pairs_name_the_argument(tiny_model, case):
         tiny_model.encode(["a text"], bad)
 
 
+@pytest.mark.parametrize("impl, trace", [("fast", False), ("plain", False), ("plain", True)])
+def test_a_none_pair_is_a_text_without_a_pair(tiny_model, impl, trace):
+    """text_pairs [None, p, None]: the None texts are tokenized exactly as with no pairs
+    (ids, type ids, tokens, words, offsets) and get their vectors bit for bit: those of
+    the text alone padded to the batch's S on every path, and of encode([text]) on the
+    default fast path; minibert.words reads them as the text alone."""
+    m = variant(tiny_model, impl)
+    texts, pairs = ["hello world", "the cat sat", "x"], [None, "on the mat today, it was warm", None]
+    mixed = m.encode(texts, pairs, output_attentions=True, trace=trace)
+    S = mixed.input_ids.shape[1]
+    assert mixed.text_pairs == pairs
+    for b in (0, 2):
+        alone = m.tokenize([texts[b]])
+        n = alone.num_tokens[0]
+        assert (mixed.tokens[b], mixed.word_ids[b], mixed.sequence_ids[b], mixed.offsets[b]) == (
+            alone.tokens[0], alone.word_ids[0], alone.sequence_ids[0], alone.offsets[0])  # fmt: skip
+        for name in ("input_ids", "token_type_ids", "attention_mask"):
+            assert_array_equal(getattr(mixed, name)[b, :n], getattr(alone, name)[0], err_msg=name)
+        same_S = m.forward(alone.padded(S - n, m.tokenizer.pad_id), output_attentions=True, trace=trace)
+        for i, (x, y) in enumerate(zip(mixed.hidden_states, same_S.hidden_states, strict=True)):
+            assert_array_equal(x[b], y[0], err_msg=f"text {b}, hidden_states[{i}]")
+        for i, (x, y) in enumerate(zip(mixed.attentions, same_S.attentions, strict=True)):
+            assert_array_equal(x[b], y[0], err_msg=f"text {b}, attentions[{i}]")
+        lone = m.encode([texts[b]])
+        if impl == "fast":
+            for i, (x, y) in enumerate(zip(mixed.hidden_states, lone.hidden_states, strict=True)):
+                assert_array_equal(x[b, :n], y[0], err_msg=f"text {b}, hidden_states[{i}] vs alone")
+        w, w1 = minibert.words(mixed, "mean", -1), minibert.words(lone, "mean", -1)
+        assert w.words[b] == w1.words[0] and set(w.segments[w.offsets[b] : w.offsets[b + 1]]) == {0}
+        if impl == "fast":
+            assert_array_equal(w[b][1], w1[0][1])
+    # every pair None is no pair at all
+    none = m.encode(texts, [None] * 3, trace=trace)
+    plain = m.encode(texts, trace=trace)
+    assert_array_equal(none.input_ids, plain.input_ids)
+    assert none.tokens == plain.tokens
+    for x, y in zip(none.hidden_states, plain.hidden_states, strict=True):
+        assert_array_equal(x, y)
+
+
+def test_a_null_text_pair_in_jsonl_is_no_pair(tiny_model_dir, tmp_path):
+    """A .jsonl line with "text_pair": null extracts exactly as the line without the field."""
+    from fuzz_helpers import run
+
+    outs = []
+    pair = '{"text": "a b", "text_pair": "c"}'
+    for name, first in (
+        ("null", '{"text": "hello world", "text_pair": null}'),
+        ("absent", '{"text": "hello world"}'),
+    ):
+        lines = [first, pair]
+        src = tmp_path / f"{name}.jsonl"
+        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out = tmp_path / f"{name}.npz"
+        assert run("extract", "--model", tiny_model_dir, src, "-o", out, "--layers", "all", "--quiet")[0] == 0
+        outs.append(np.load(out))
+    assert sorted(outs[0].files) == sorted(outs[1].files)
+    for key in outs[0].files:
+        if key != "settings":
+            assert_array_equal(outs[0][key], outs[1][key], err_msg=key)
+
+
 @pytest.mark.parametrize("bad", [5.0, True, False, "8", 1, 0, -3, 10**9, np.float32(8), None.__class__])
 def test_wrong_max_length(tiny_model, bad):
     with pytest.raises(MinibertError, match="max_length must be an integer from 2 to 64"):
