@@ -9,6 +9,7 @@ whether these formulas or the fast path of :mod:`minibert.fast` run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -229,6 +230,59 @@ def first_non_finite(hidden_states, attention_mask: np.ndarray) -> tuple[int, in
     return None
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new result can take: ``MemAvailable`` of
+    /proc/meminfo (Linux: free memory plus what the kernel can reclaim
+    without swapping), else the machine's physical memory
+    (``SC_PHYS_PAGES x SC_PAGE_SIZE``), else None (not known: no limit)."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(1 << 16).splitlines():
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel says kB, meaning KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+#: Where a result too large for memory should go instead.
+TOO_LARGE_HINT = (
+    "use `minibert extract` (one chunk at a time, written to disk), fewer texts per call, "
+    "or keep less: encode_long/words layers=, attention_layers="
+)
+
+
+def result_too_large(nbytes: int, what: str, limit: int | None = None) -> MinibertError:
+    """The error for a result of ``nbytes`` that does not fit in memory:
+    more than ``limit`` bytes, or (``limit`` None) a MemoryError on the way."""
+    if limit is None:
+        return MinibertError(f"out of memory computing {what}, {_gib(nbytes)}: {TOO_LARGE_HINT}")
+    return MinibertError(
+        f"{what} would take {_gib(nbytes)}, more than the {_gib(limit)} of memory available: {TOO_LARGE_HINT}"
+    )
+
+
+def check_result_size(nbytes: int, what: str) -> None:
+    """Refuse, before any work, a result larger than :func:`available_memory`.
+
+    ``nbytes``: the arrays the call returns (not its working memory, which is
+    bounded); ``what`` says which, for the message. The rule: a result that
+    alone exceeds the memory available now cannot be returned; one that
+    fits may still fail later (other allocations), which callers turn into
+    the same error (:func:`result_too_large`) instead of NumPy's MemoryError.
+    """
+    limit = available_memory()
+    if limit is not None and nbytes > limit:
+        raise result_too_large(nbytes, what, limit)
+
+
 def _check_flag(value, name: str) -> None:
     if not isinstance(value, (bool, np.bool_)):
         raise MinibertError(f"{name} must be True or False, got {value!r}")
@@ -394,9 +448,14 @@ class Model:
         Memory: the fast path works on units of about 512 tokens and the
         plain path on chunks of texts (:data:`PLAIN_SCORES`), so the working
         memory is bounded; the returned hidden states are (L + 1) x B x S x H
-        and are not (e.g. 7 x 2,000 x 512 x 384 float32 = 10.5 GiB). For a
-        corpus, ``minibert extract`` (:func:`minibert.corpus.extract_to`) keeps
-        one chunk at a time and only the layers asked for.
+        and are not (e.g. 7 x 2,000 x 512 x 384 float32 = 10.5 GiB). Their
+        size (with the attention maps asked for, and a trace's arrays) is
+        computed first: a result larger than the memory available
+        (:func:`available_memory`) is a MinibertError naming its size, raised
+        before any work, and a MemoryError during the pass becomes the same
+        error (:func:`check_result_size`). For a corpus, ``minibert extract``
+        (:func:`minibert.corpus.extract_to`) keeps one chunk at a time and
+        only the layers asked for.
         """
         _check_flag(output_attentions, "output_attentions")
         _check_flag(trace, "trace")
@@ -404,17 +463,42 @@ class Model:
         if self.impl not in IMPLS:
             raise MinibertError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         check_batch(batch, self)
+        size, what = self._result_size(batch, output_attentions, trace, keep)
+        check_result_size(size, what)
         if batch.input_ids.size == 0:
             B, L, H = len(batch.tokens), self.num_layers, self.config.hidden_size
             hidden = tuple(np.zeros((B, 0, H), self.dtype) for _ in range(L + 1))
             return Encoding(batch, hidden, () if output_attentions else None)
         # NaN/Inf are reported below, naming the text and layer, instead of NumPy's warnings
-        with threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            out = self._compute(batch, output_attentions, trace, keep)
+        try:
+            with threads(self.threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                out = self._compute(batch, output_attentions, trace, keep)
+        except MemoryError:
+            raise result_too_large(size, what) from None
         bad = first_non_finite(out.hidden_states, batch.attention_mask)
         if bad is not None:
             raise NonFiniteError(*bad)
         return Encoding(batch, out.hidden_states, out.attentions, out.trace)
+
+    def _result_size(
+        self, batch: Batch, output_attentions: bool, trace: bool, keep: frozenset[int] | None
+    ) -> tuple[int, str]:
+        """Bytes of what :meth:`forward` returns for ``batch``, and a phrase
+        saying what that is: L + 1 hidden states (B, S, H), the kept attention
+        maps (B, h, S, S), and with a trace its intermediates (per layer about
+        10 (B, S, H), 3 (B, h, S, S) and 2 (B, S, I); 4 (B, S, H) of embeddings)."""
+        B, S = batch.input_ids.shape
+        c, L = self.config, self.num_layers
+        H, h, I = c.hidden_size, c.num_attention_heads, c.intermediate_size
+        maps = 0 if not output_attentions else L if keep is None else len(keep)
+        elements = (L + 1) * B * S * H + maps * B * h * S * S
+        what = f"{L + 1} hidden states of {B} x {S} x {H}"
+        if maps:
+            what += f" and {maps} attention maps of {B} x {h} x {S} x {S}"
+        if trace:
+            elements += L * (10 * B * S * H + 3 * B * h * S * S + 2 * B * S * I) + 4 * B * S * H
+            what += " and the trace's intermediates"
+        return elements * self.dtype.itemsize, f"the result ({what}, {self.dtype})"
 
     def _attention_layers(self, layers, output_attentions: bool) -> frozenset[int] | None:
         """``attention_layers`` checked: None, or a set of encoder layers 1..L.
@@ -517,7 +601,9 @@ class Model:
         tokens included (default and maximum: max_position_embeddings).
         Any number of texts: the working memory is bounded (see
         :meth:`forward`), but every layer of every text is returned, (L + 1)
-        x B x S x H; for a corpus use ``minibert extract``. Safe to call from
+        x B x S x H, and a result larger than the memory available is
+        refused after tokenizing, before the forward pass; for a corpus use
+        ``minibert extract``. Safe to call from
         several threads at once on one Model: each call gives the same bits
         as it would alone.
         """

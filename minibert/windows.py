@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import MinibertError
 from .layers import is_int, resolve_layers
-from .model import Encoding, Model, NonFiniteError
+from .model import Encoding, Model, NonFiniteError, check_result_size, result_too_large
 
 
 def window_starts(n: int, size: int, stride: int) -> np.ndarray:
@@ -82,7 +82,9 @@ def encode_long(
     its own).
 
     ``layers`` (hidden-state indices, negatives from the end; default all):
-    only these are kept, and ``hidden_states[i]`` is None for the others.
+    only these are kept, and ``hidden_states[i]`` is None for the others
+    (their size is checked after tokenizing, before any window runs: see
+    :func:`~minibert.model.check_result_size`).
     Windows stream through the model ``batch_size`` at a time and are
     stitched as they come, so memory holds the kept layers (B x N x H each,
     N the longest text's tokens) and one batch of windows, whatever the
@@ -105,9 +107,15 @@ def encode_long(
     full = model.tokenizer(texts, None, None)  # every token, nothing truncated
     B, N_max = full.input_ids.shape
     H = model.config.hidden_size
-    states = [
-        np.zeros((B, N_max, H), model.dtype) if i in keep else None for i in range(model.num_layers + 1)
-    ]
+    what = f"encode_long's result ({len(keep)} hidden states of {B} x {N_max} x {H}, {model.dtype})"
+    size = len(keep) * B * N_max * H * model.dtype.itemsize
+    check_result_size(size, what)  # before any window runs
+    try:
+        states = [
+            np.zeros((B, N_max, H), model.dtype) if i in keep else None for i in range(model.num_layers + 1)
+        ]
+    except MemoryError:
+        raise result_too_large(size, what) from None
     chosen = []
     pending: list[tuple[int, np.ndarray, int, int, int]] = []  # (text, gather, first token, end, shift)
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import MinibertError
 from .layers import resolve_layers
-from .model import Encoding
+from .model import Encoding, check_result_size, result_too_large
 
 HOWS = ("first", "last", "mean", "first_last")
 
@@ -113,24 +113,31 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | str | Non
     kept = next((h for h in enc.hidden_states if h is not None), np.zeros((0, 0, 0), np.float32))
     H = kept.shape[-1]
 
-    vectors = []
-    for i in layers:
-        h = enc.hidden_states[i]  # (B, S, H)
-        if how == "first":
-            v = h[row[first], col[first]]  # (W, H)
-        elif how == "last":
-            v = h[row[last], col[last]]
-        elif how == "first_last":
-            v = np.concatenate([h[row[first], col[first]], h[row[last], col[last]]], axis=-1)  # (W, 2H)
-        elif W == 0:
-            v = np.zeros((0, H), h.dtype)
-        else:  # mean: sum each run of pieces, divide by its length
-            pieces = (last - first + 1).astype(h.dtype)
-            v = np.add.reduceat(h[row, col], first, axis=0) / pieces[:, None]  # (T, H) -> (W, H)
-        vectors.append(v)
     width = 2 * H if how == "first_last" else H
     dtype = kept.dtype
-    stacked = np.stack(vectors) if vectors else np.zeros((0, W, width), dtype)  # (L, W, H')
+    # the per-layer vectors, then their stack: twice the result, checked before any is made
+    size = 2 * len(layers) * W * width * dtype.itemsize
+    what = f"the word vectors ({len(layers)} layers x {W} words x {width}, {dtype}, and their stack)"
+    check_result_size(size, what)
+    vectors = []
+    try:
+        for i in layers:
+            h = enc.hidden_states[i]  # (B, S, H)
+            if how == "first":
+                v = h[row[first], col[first]]  # (W, H)
+            elif how == "last":
+                v = h[row[last], col[last]]
+            elif how == "first_last":
+                v = np.concatenate([h[row[first], col[first]], h[row[last], col[last]]], axis=-1)  # (W, 2H)
+            elif W == 0:
+                v = np.zeros((0, H), h.dtype)
+            else:  # mean: sum each run of pieces, divide by its length
+                pieces = (last - first + 1).astype(h.dtype)
+                v = np.add.reduceat(h[row, col], first, axis=0) / pieces[:, None]  # (T, H) -> (W, H)
+            vectors.append(v)
+        stacked = np.stack(vectors) if vectors else np.zeros((0, W, width), dtype)  # (L, W, H')
+    except MemoryError:
+        raise result_too_large(size, what) from None
 
     counts = np.bincount(row[first], minlength=B)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

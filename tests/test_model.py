@@ -447,6 +447,132 @@ def test_padding_garbage_is_not_a_non_finite_result(tiny_model):
 # --------------------------------------------------------------------------- memory
 
 
+def _no_work(monkeypatch):
+    """Make every way the encoder runs fail, so a test sees that none was tried."""
+
+    def fail(*a, **k):
+        raise AssertionError("the forward pass ran")
+
+    for module, name in ((minibert.model, "forward"), (fast, "forward")):
+        monkeypatch.setattr(module, name, fail)
+    monkeypatch.setattr(Model, "_compute", fail)
+
+
+def _memory(monkeypatch, n: int) -> None:
+    monkeypatch.setattr(minibert.model, "available_memory", lambda: n)
+
+
+@pytest.mark.parametrize("impl, trace", [("fast", False), ("plain", False), ("plain", True)])
+def test_a_result_larger_than_memory_is_refused_before_any_work(tiny_model, monkeypatch, impl, trace):
+    """encode/forward compute the result's size after tokenizing (L + 1 hidden states
+    (B, S, H), the kept maps (B, h, S, S), a trace's arrays) and refuse one larger than
+    the memory available with one MinibertError naming the size and where to go instead,
+    before any forward work; one byte more memory and it runs."""
+    m = variant(tiny_model, impl)
+    texts = ["word " * 60] * 50
+    batch = m.tokenize(texts)
+    B, S = batch.input_ids.shape
+    c, L = m.config, m.num_layers
+    hidden = (L + 1) * B * S * c.hidden_size * 4
+    maps = L * B * c.num_attention_heads * S * S * 4
+    need = hidden + maps
+    if trace:
+        need += 4 * (L * (10 * B * S * c.hidden_size + 3 * B * c.num_attention_heads * S * S
+                          + 2 * B * S * c.intermediate_size) + 4 * B * S * c.hidden_size)  # fmt: skip
+    with monkeypatch.context() as patch:
+        _no_work(patch)
+        _memory(patch, need - 1)
+        with pytest.raises(MinibertError) as e:
+            m.encode(texts, output_attentions=True, trace=trace)
+        message = str(e.value)
+        assert f"{L + 1} hidden states of {B} x {S} x {c.hidden_size}" in message, message
+        assert f"{L} attention maps of {B} x {c.num_attention_heads} x {S} x {S}" in message
+        assert f"would take {need / 2**20:.1f} MiB, more than the {(need - 1) / 2**20:.1f} MiB" in message
+        assert "minibert extract" in message and "attention_layers=" in message and "\n" not in message
+        with pytest.raises(MinibertError, match="would take"):
+            m.forward(batch, output_attentions=True, trace=trace)
+        # the hidden states alone, or one layer's maps, may fit where every map does not
+        _memory(patch, hidden)
+        with pytest.raises(MinibertError, match="would take"):
+            m.forward(batch, output_attentions=True, trace=trace, attention_layers=[-2, -1])
+    _memory(monkeypatch, need)
+    assert m.forward(batch, output_attentions=True, trace=trace).hidden_states[-1].shape == (
+        B,
+        S,
+        c.hidden_size,
+    )
+    _memory(monkeypatch, hidden + maps // L)
+    if not trace:
+        one = m.forward(batch, output_attentions=True, attention_layers=[-1])
+        assert one.attentions[-1] is not None and one.attentions[0] is None
+
+
+def test_a_memory_error_in_the_pass_is_the_same_error(tiny_model, monkeypatch):
+    """A result that looked as if it fitted but did not: NumPy's MemoryError becomes the
+    one MinibertError naming the result's size, not a traceback."""
+
+    def out_of_memory(*a, **k):
+        raise MemoryError("Unable to allocate 2.20 GiB")
+
+    monkeypatch.setattr(fast, "forward", out_of_memory)
+    message = (
+        r"^out of memory computing the result \(3 hidden states of 2 x 3 x 32, float32\), 2,304 bytes: use "
+    )
+    with pytest.raises(MinibertError, match=message + "`minibert extract`") as e:
+        tiny_model.encode(["hello", "world"])
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_encode_long_and_words_check_their_result_too(tiny_model, monkeypatch):
+    """encode_long: its kept layers (B x N x H, N the longest text's full length) are
+    checked after tokenizing, before any window runs; words: its (L, W, H') vectors."""
+    texts = ["word " * 300, "short"]
+    N = len(tiny_model.tokenizer(texts).tokens[0])
+    H = tiny_model.config.hidden_size
+    one_layer = 2 * N * H * 4
+    with monkeypatch.context() as patch:
+        _no_work(patch)
+        _memory(patch, 2 * one_layer - 1)
+        message = (rf"encode_long's result \(2 hidden states of 2 x {N} x {H}, float32\) would take "
+                   rf"{2 * one_layer:,} bytes, more than the {2 * one_layer - 1:,} bytes of memory "
+                   "available: use `minibert extract`")  # fmt: skip
+        with pytest.raises(MinibertError, match=message):
+            minibert.encode_long(tiny_model, texts, layers=[0, -1])
+    seen = []
+    real = minibert.windows.check_result_size
+    monkeypatch.setattr(
+        minibert.windows, "check_result_size", lambda n, what: seen.append(n) or real(n, what)
+    )
+    enc = minibert.encode_long(tiny_model, texts, layers=[-1])
+    assert enc.hidden_states[-1].shape == (2, N, H) and seen == [one_layer]  # one layer counted
+    W = 301
+    _memory(monkeypatch, 2 * W * H * 4 - 1)
+    with pytest.raises(MinibertError, match=rf"the word vectors \(1 layers x {W} words x {H}, float32"):
+        minibert.words(enc, "mean", -1)
+    _memory(monkeypatch, 2 * W * H * 4)
+    assert minibert.words(enc, "mean", -1).vectors.shape == (1, W, H)
+
+
+def test_available_memory_reads_meminfo_else_the_physical_memory(monkeypatch):
+    import builtins
+    import os
+
+    from minibert.model import available_memory
+
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    now = available_memory()
+    assert 0 < now <= physical
+    real_open = builtins.open
+
+    def no_meminfo(path, *a, **k):
+        if str(path) == "/proc/meminfo":
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_meminfo)
+    assert available_memory() == physical
+
+
 def test_plain_path_runs_in_chunks_of_texts(monkeypatch):
     """The plain path's (b, h, S, S) scores are bounded: texts go a chunk at a time,
     and the result equals the unchunked pass."""
