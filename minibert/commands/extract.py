@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
 def extract(args: argparse.Namespace) -> ExtractSummary:
     engine = Engine(args.engine, args.threads, args.scheduler, args.workers)
-    sources = [] if args.input == "-" else [args.input]
+    sources = [args.input]  # "-": the file on stdin, if it is one
     check_output(args.output, args.resume, engine, sources)  # fail before the model loads
     model = load(args.model, args.dtype)
     with warnings.catch_warnings(record=True) as caught:
