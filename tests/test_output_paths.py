@@ -8,6 +8,9 @@ one line naming the path, before any work and leaving every file as it was:
   would replace them), a symlink into the model directory or the input;
 - a path the file system cannot take (name too long, a parent that is a
   file or a symlink loop), as one line instead of an OSError traceback.
+
+And every message the command line prints escapes what a terminal would obey
+(ESC, CSI, a bidi override, a newline) in a hostile file name.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_BERT as TINY
 from fuzz_helpers import assert_one_line_error, assert_unchanged, run, run_subprocess, snapshot
+
+from minibert.errors import printable
 
 TEXTS = "the cat sat\na dog ran home\nblue river\n"
 
@@ -275,3 +280,74 @@ def test_an_ordinary_symlink_at_the_output_is_replaced_not_followed(tmp_path):
     assert run("extract", "--model", TINY, tmp_path / "in.txt", "-o", tmp_path / "o.jsonl", "--quiet")[0] == 0
     assert not (tmp_path / "o.jsonl").is_symlink()
     assert (tmp_path / "elsewhere.jsonl").read_text() == "the user's other file"
+
+
+# ----------------------------------------------------------------------------- messages: terminal escapes
+
+#: Characters a terminal obeys or that split a line: ESC (a CSI sequence), CR, LF, C1 CSI,
+#: a bidi override and isolate, NEL and LINE SEPARATOR (str.splitlines splits on them), DEL.
+HOSTILE = ["\x1b[2J\x1b]0;owned\x07", "\r", "\n", "\x9b31m", "\u202e", "\u2066", "\x85", "\u2028", "\x7f"]
+
+
+def assert_printable(text: str, hostile: str) -> None:
+    """No character of ``text`` (but the final newline) is one a terminal would obey, and
+    ``hostile``'s characters are there, escaped."""
+    body = text.rstrip("\n")
+    assert all(c.isprintable() for c in body), repr(body)
+    assert printable(hostile) in body, repr(body)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[repr(h) for h in HOSTILE])
+def test_hostile_file_names_are_escaped_in_errors(tmp_path, hostile):
+    src = tmp_path / "in.txt"
+    src.write_text(TEXTS, encoding="utf-8")
+    cases = [
+        (["extract", "--model", TINY, tmp_path / f"no{hostile}such.txt", "-o", tmp_path / "o.npz"], "no"),
+        (["extract", "--model", TINY, src, "-o", tmp_path / f"o{hostile}.csv"], "unknown output format"),
+        (["view", "--model", TINY, "cat", "-o", tmp_path / f"no{hostile}dir" / "p.html"], "does not exist"),
+        (["summary", tmp_path / f"o{hostile}.npz"], "o"),
+        (["check-article", f"x{hostile}"], "unrecognized arguments"),  # argparse's own message
+    ]
+    for argv, name in cases:
+        message = assert_one_line_error(run(*argv), name)
+        assert_printable(message, hostile)
+
+
+@pytest.mark.parametrize("hostile", ["\x1b[2J", "\n", "\u202e"], ids=repr)
+def test_hostile_file_names_are_escaped_in_notes(tmp_path, hostile):
+    """What succeeds and names a file on stderr (extract, convert) or stdout (view) is escaped too."""
+    src = tmp_path / "in.txt"
+    src.write_text(TEXTS, encoding="utf-8")
+    code, _, err = run("extract", "--model", TINY, src, "-o", tmp_path / f"o{hostile}.npz")
+    assert code == 0, err
+    assert_printable(err, hostile)
+    code, out, err = run("view", "--model", TINY, "cat", "-o", tmp_path / f"p{hostile}.html")
+    assert code == 0, err
+    assert_printable(out, hostile)
+    code, _, err = run("convert", TINY, "-o", tmp_path / f"m{hostile}")
+    assert code == 0, err
+    for line in err.splitlines():
+        assert_printable(line, "")
+    assert printable(hostile) in err
+
+
+def test_printable():
+    assert printable("plain é 日本 \\x1b") == "plain é 日本 \\x1b"  # printable text stays as it is
+    assert printable("a\x1bb\x9bc\x7f") == "a\\x1bb\\x9bc\\x7f"
+    assert printable("l\nr\r\tt") == "l\\nr\\r\\tt"
+    assert printable("\u202e\u2066\u2069\u2028\ufeff") == "\\u202e\\u2066\\u2069\\u2028\\ufeff"
+    assert printable("\udcff\U000e0001") == "\\udcff\\U000e0001"
+
+
+def test_the_cli_prints_errors_through_printable(monkeypatch, capsys):
+    """The one point where the command line prints an error escapes it, whatever raised it."""
+    from minibert import cli
+    from minibert.commands import check_article
+    from minibert.errors import MinibertError
+
+    def fail(args):
+        raise MinibertError("a\x1b[2Jb\nc\u202ed")
+
+    monkeypatch.setattr(check_article, "run", fail)
+    assert cli.main(["check-article"]) == 2
+    assert capsys.readouterr().err == "minibert: error: a\\x1b[2Jb\\nc\\u202ed\n"

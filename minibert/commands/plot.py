@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import load
+from ..errors import printable
 from .common import MAX_COUNT, add_model_args, int_in, text_arg
 
 #: Random pairs behind the anisotropy: 10^6 pairs already pin it to ~1e-3, and hold 64 MB of indices.
@@ -60,7 +61,7 @@ def run_attention(args: argparse.Namespace) -> int:
     model = load(args.model, args.dtype)
     check_target(args.output, model_sources(model))
     save(attention(model, args.text, args.layer, args.head, prefix="--"), args.output)
-    print(f"wrote {args.output}")
+    print(f"wrote {printable(args.output)}")
     return 0
 
 
@@ -85,7 +86,7 @@ def run_layers(args: argparse.Namespace) -> int:
     stats = layer_statistics(model, texts, num_pairs=args.pairs, seed=args.seed)
     save(layers_figure(stats), args.output)
     print(layers_table(stats))
-    print(f"wrote {args.output}")
+    print(f"wrote {printable(args.output)}")
     return 0
 
 
@@ -101,5 +102,5 @@ def run_heads(args: argparse.Namespace) -> int:
         stats = head_means(out)
     save(heads_figure(stats), args.output)
     layers = ", ".join(map(str, stats.layers))
-    print(f"wrote {args.output} (means over {stats.texts} texts, layers {layers})")
+    print(f"wrote {printable(args.output)} (means over {stats.texts} texts, layers {layers})")
     return 0
