@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .errors import MinibertError
+from .errors import MinibertError, printable
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,8 +30,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def one_line(message: str) -> str:
-    """A message as one line, whatever a file name or a value holds."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
+    """A message as one line, whatever a file name or a value holds: no
+    newline, and no control character a terminal would obey (ESC, CSI, a
+    bidi override), each escaped as repr does (:func:`minibert.errors.printable`)."""
+    return printable(message)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,7 +98,10 @@ def write_safetensors(checkpoint: Checkpoint, path: Path) -> None:
 
 
 def _check_destination(src: Path, dst: Path) -> None:
-    src_real, dst_real = src.resolve(), dst.resolve()
+    from .writers import check_target
+
+    check_target(dst, directory=True)  # a usable path, not a file, a FIFO or a symlink loop
+    src_real, dst_real = Path(os.path.realpath(src)), Path(os.path.realpath(dst))
     if dst_real == src_real or src_real in dst_real.parents:
         raise MinibertError(f"{dst}: is inside the model directory {src}; choose a folder outside it")
     if os.path.lexists(dst) and not (dst.is_dir() and not any(dst.iterdir())):

@@ -40,7 +40,7 @@ from .readers import SafetensorsOutput
 from .records import Record
 from .shards import ShardedWriter, write_shard
 from .spec import ExtractSpec, OptionError, check_choice, check_positive
-from .writers import check_output_path, is_sharded, open_writer, refuse_overwriting
+from .writers import check_output_path, check_target, is_sharded, model_sources, open_writer
 
 ENGINES = ("local", "dask")
 
@@ -156,8 +156,9 @@ def check_output(
 ) -> bool:
     """Refuse, before any model loads, an OUTPUT this run cannot write: an
     unknown format or a missing directory, a non-empty directory without
-    ``resume``, ``resume`` or Dask into a single file, or one of ``sources``
-    (the input files: never overwritten). True when OUTPUT is a directory
+    ``resume``, ``resume`` or Dask into a single file, a FIFO, a device,
+    or one of ``sources`` (the input files, ``"-"`` for the file on stdin:
+    never overwritten; :func:`minibert.writers.check_target`). True when OUTPUT is a directory
     of shards (:func:`minibert.writers.is_sharded`)."""
     sharded = is_sharded(output)
     if sharded:
@@ -168,7 +169,7 @@ def check_output(
             raise OptionError("{resume} needs a directory OUTPUT (sharded), not {output}", output=output)
         if engine.name == "dask":
             raise OptionError("{engine} dask needs a directory OUTPUT (sharded), not {output}", output=output)
-    refuse_overwriting(output, list(sources), sharded, "the input")
+    check_target(output, [(source, "the input") for source in sources], directory=sharded)
     return sharded
 
 
@@ -188,14 +189,15 @@ def extract_to(
     """Extract ``items`` (read lazily) with ``spec`` -- made for ``model``
     (:meth:`ExtractSpec.for_model`) -- into ``output``: a file, or a
     directory of shards (:func:`check_output`; ``sources``: the input files,
-    which OUTPUT may not be). ``resume`` continues a killed run into the
-    same directory; ``engine`` says where chunks are computed. ``progress``
-    is told of every text done and closed at the end. With attention maps,
+    ``"-"`` for stdin, which OUTPUT may not be, nor the model's files).
+    ``resume`` continues a killed run into the same directory; ``engine``
+    says where chunks are computed. ``progress`` is told of every text done
+    and closed at the end. With attention maps,
     ``on_size`` is told the bytes they will take (:class:`MapSize`, with
     ``num_texts``, the input's count of texts if known) before anything is
     computed."""
     sharded = check_output(output, resume, engine, sources)
-    refuse_overwriting(output, model.files, sharded, "a file of the model")
+    check_target(output, model_sources(model), directory=sharded)
     made_for = (spec.num_hidden_layers, spec.dtype, spec.model)
     if made_for != (model.num_layers, model.dtype.name, str(Path(model.path).absolute())):
         raise MinibertError(

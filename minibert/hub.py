@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import WEIGHT_FILES, inside
-from .errors import MinibertError
+from .errors import MinibertError, printable
 from .files import os_reason, read_json, read_text
 
 #: A Hugging Face repo id: ``name`` or ``org/name``.
@@ -182,7 +182,7 @@ def warn_once(key: str, message: str) -> None:
     """``minibert: warning: ...`` on stderr, once per ``key`` in this process."""
     if key not in _warned:
         _warned.add(key)
-        print(f"minibert: warning: {message}", file=sys.stderr)
+        print(f"minibert: warning: {printable(message)}", file=sys.stderr)
 
 
 def _pooling_mode(path: Path) -> str:

@@ -57,14 +57,13 @@ def require_matplotlib():
 
 
 def check_figure_path(path: str | Path) -> Path:
-    """A .png/.svg/.pdf path whose directory exists."""
+    """A .png/.svg/.pdf path where a file can be written (:func:`minibert.writers.check_target`)."""
+    from .writers import check_target
+
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise MinibertError(f"{path}: unknown figure format {path.suffix!r} (use {', '.join(FORMATS)})")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise MinibertError(f"{path}: output directory {parent} does not exist")
-    return path
+    return check_target(path)
 
 
 def save(fig, path: str | Path, dpi: int = 100) -> Path:

@@ -263,7 +263,11 @@ class ShardedWriter:
                         f"{p}: output directory is not empty ({hint}; or choose a new OUTPUT)"
                     )
             elif not p.parent.is_dir():
-                what = "is not a directory" if p.parent.exists() else "does not exist"
+                try:
+                    os.stat(p.parent)  # another OSError (a symlink loop) is named below
+                    what = "is not a directory"
+                except FileNotFoundError:
+                    what = "does not exist"
                 raise MinibertError(f"{p}: cannot create output directory ({p.parent} {what})")
         except OSError as e:
             raise MinibertError(f"{p}: cannot use as output directory ({os_reason(e)})") from None

@@ -37,6 +37,7 @@ import base64
 import html
 import json
 import math
+import os
 import re
 import zlib
 from dataclasses import replace
@@ -272,13 +273,13 @@ def view(
 
 
 def check_page_path(path: str | Path) -> Path:
-    """An .html (or .htm) path whose directory exists and that is not a directory."""
+    """An .html (or .htm) path, not a directory, where a file can be written
+    (:func:`minibert.writers.check_target`)."""
+    from .writers import check_target
+
     path = Path(path)
     if path.suffix.lower() not in EXTENSIONS:
         raise MinibertError(f"{path}: the page is HTML: give a file name ending in .html")
-    if path.is_dir():
+    if os.path.isdir(path):
         raise MinibertError(f"{path}: is a directory; give a file name ending in .html")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise MinibertError(f"{path}: output directory {parent} does not exist")
-    return path
+    return check_target(path)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..convert import convert
+from ..errors import printable
 
 
 def add_parser(sub) -> None:
@@ -25,9 +26,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     done = convert(args.model, args.output)
     for path, source in done.written:
-        print(f"minibert: wrote {path} from {source}", file=sys.stderr)
-    print(f"minibert: copied {len(done.copied)} other files to {args.output}", file=sys.stderr)
+        print(printable(f"minibert: wrote {path} from {source}"), file=sys.stderr)
+    print(printable(f"minibert: copied {len(done.copied)} other files to {args.output}"), file=sys.stderr)
     if done.skipped:
-        names = ", ".join(p.name for p in done.skipped)
+        names = printable(", ".join(p.name for p in done.skipped))
         print(f"minibert: not copied (pickles, which would run code when loaded): {names}", file=sys.stderr)
     return 0

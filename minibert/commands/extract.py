@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from ..corpus import Engine, ExtractSummary, MapSize, check_output, extract_to
-from ..errors import MinibertError
+from ..errors import MinibertError, printable
 from ..inputs import count_items, read_items
 from ..layers import resolve_layers
 from ..model import load
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
 def extract(args: argparse.Namespace) -> ExtractSummary:
     engine = Engine(args.engine, args.threads, args.scheduler, args.workers)
-    sources = [] if args.input == "-" else [args.input]
+    sources = [args.input]  # "-": the file on stdin, if it is one
     check_output(args.output, args.resume, engine, sources)  # fail before the model loads
     model = load(args.model, args.dtype)
     with warnings.catch_warnings(record=True) as caught:
@@ -189,7 +189,7 @@ def extract(args: argparse.Namespace) -> ExtractSummary:
         )
     for w in caught:
         if issubclass(w.category, PoolingNote):
-            print(f"minibert: note: {w.message}", file=sys.stderr)
+            print(f"minibert: note: {printable(str(w.message))}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     total = count_items(args.input)
@@ -239,7 +239,7 @@ def report(summary: ExtractSummary, args: argparse.Namespace) -> None:
         rate = f" ({summary.rate:,.1f} texts/s)" if summary.rate is not None else ""
         layers = list(summary.layers)
         print(
-            f"minibert: wrote {summary.num_texts} texts, layers {layers}, to {args.output}{rate}",
+            f"minibert: wrote {summary.num_texts} texts, layers {layers}, to {printable(args.output)}{rate}",
             file=sys.stderr,
         )
 

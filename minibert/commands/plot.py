@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import load
+from ..errors import printable
 from .common import MAX_COUNT, add_model_args, int_in, text_arg
 
 #: Random pairs behind the anisotropy: 10^6 pairs already pin it to ~1e-3, and hold 64 MB of indices.
@@ -53,12 +54,14 @@ def add_parser(sub) -> None:
 
 def run_attention(args: argparse.Namespace) -> int:
     from ..plot import attention, check_figure_path, require_matplotlib, save
+    from ..writers import check_target, model_sources
 
     require_matplotlib()
     check_figure_path(args.output)
     model = load(args.model, args.dtype)
+    check_target(args.output, model_sources(model))
     save(attention(model, args.text, args.layer, args.head, prefix="--"), args.output)
-    print(f"wrote {args.output}")
+    print(f"wrote {printable(args.output)}")
     return 0
 
 
@@ -72,32 +75,32 @@ def run_layers(args: argparse.Namespace) -> int:
         require_matplotlib,
         save,
     )
-    from ..writers import refuse_overwriting
+    from ..writers import check_target, model_sources
 
     require_matplotlib()
     check_figure_path(args.output)
-    if args.input != "-":
-        refuse_overwriting(args.output, [args.input], False, "the input")
+    check_target(args.output, [(args.input, "the input")])  # "-": the file on stdin, if it is one
     model = load(args.model, args.dtype)
+    check_target(args.output, model_sources(model))
     texts = [item.text for item in read_items(args.input)]
     stats = layer_statistics(model, texts, num_pairs=args.pairs, seed=args.seed)
     save(layers_figure(stats), args.output)
     print(layers_table(stats))
-    print(f"wrote {args.output}")
+    print(f"wrote {printable(args.output)}")
     return 0
 
 
 def run_heads(args: argparse.Namespace) -> int:
     from ..output import open_output
     from ..plot import check_figure_path, head_means, heads_figure, require_matplotlib, save
-    from ..writers import refuse_overwriting
+    from ..writers import check_target
 
     require_matplotlib()
     check_figure_path(args.output)
-    refuse_overwriting(args.output, [args.source], False, "the extract output")
+    check_target(args.output, [(args.source, "the extract output")])
     with open_output(args.source) as out:
         stats = head_means(out)
     save(heads_figure(stats), args.output)
     layers = ", ".join(map(str, stats.layers))
-    print(f"wrote {args.output} (means over {stats.texts} texts, layers {layers})")
+    print(f"wrote {printable(args.output)} (means over {stats.texts} texts, layers {layers})")
     return 0

@@ -7,6 +7,7 @@ import argparse
 
 import numpy as np
 
+from ..errors import printable
 from ..output import open_output
 from ..pooling import cosine
 from ..readers import OutputReader
@@ -58,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     out = open_output(args.output)
     settings = out.settings
     kind = "pooled vectors" if out.pooled else "word vectors" if out.word_level else "token vectors"
-    print(f"{args.output}: {out.num_texts} texts, {kind}", end="")
+    print(f"{printable(args.output)}: {out.num_texts} texts, {kind}", end="")
     if settings:
         words = f", word_pool={settings['word_pool']}" if settings.get("word_pool", "none") != "none" else ""
-        print(f" (pool={settings.get('pool')}{words}, model={settings.get('model')})", end="")
+        print(f" (pool={settings.get('pool')}{words}, model={printable(str(settings.get('model')))})", end="")
     print()
     if out.num_texts == 0:
         print("no texts")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import load
+from ..errors import printable
 from .common import add_model_args, text_arg
 
 
@@ -32,12 +33,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..view import check_page_path, view
-    from ..writers import write_atomic
+    from ..writers import check_target, model_sources, write_atomic
 
     path = check_page_path(args.output)
     model = load(args.model, args.dtype)
+    check_target(path, model_sources(model))
     page = view(model, args.text, args.layer, args.head, args.token, prefix="--")
     data = page.encode("utf-8")
     write_atomic(path, lambda f: f.write(data))
-    print(f"wrote {path} ({len(data) / 1e6:.2f} MB): open it in a browser")
+    print(f"wrote {printable(str(path))} ({len(data) / 1e6:.2f} MB): open it in a browser")
     return 0
