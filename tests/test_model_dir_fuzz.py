@@ -865,7 +865,9 @@ SPARSE = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
 def _limit_memory() -> None:
     """In the child: 3 GiB of address space, so reading a 3 GiB file whole fails fast (a
     MemoryError traceback) instead of filling the shared machine's memory."""
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = 3 << 30 if hard == resource.RLIM_INFINITY else min(3 << 30, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 @pytest.mark.parametrize("name", SPARSE)
