@@ -16,7 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .errors import MinibertError
-from .files import read_json
+from .files import MAX_CONFIG, read_json
 from .ops import ACTIVATIONS
 
 #: config.json ``model_type`` -> the family that runs it.
@@ -199,7 +199,7 @@ class Config:
         path = Path(path)
         if not os.path.lexists(path):
             raise MinibertError(f"{path}: config.json not found")
-        return cls.from_dict(read_json(path, expect=dict, what="config.json"), source=str(path))
+        return cls.from_dict(read_json(path, dict, "config.json", MAX_CONFIG), source=str(path))
 
 
 def _integer(value) -> bool:

@@ -8,6 +8,13 @@ ends in one :class:`MinibertError` that names the file: missing, unreadable
 nested too deep, a number too large to hold (an integer of more than 4300
 digits, a float beyond float64, NaN or Infinity, which JSON does not allow),
 a lone surrogate, or the wrong type at the top.
+
+Every file minibert reads is opened with :func:`open_regular`: a FIFO, a
+device (``/dev/zero``), a socket or a directory -- or a symlink to one -- is
+refused before a byte is read, so none can block or feed minibert without
+end; and :func:`read_text` reads at most a limit (:data:`MAX_CONFIG` for
+configuration files, :data:`MAX_FILE` for the rest), so a huge or sparse
+file is one line naming its size, never a ``MemoryError``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 from .errors import MinibertError
@@ -38,6 +46,52 @@ def os_reason(e: OSError) -> str:
         errno.ENAMETOOLONG: "file name too long",
     }
     return reasons.get(e.errno, e.strerror or str(e))
+
+
+#: The most minibert reads of a configuration file (config.json,
+#: tokenizer_config.json, the sentence-transformers files): real ones are a few KB.
+MAX_CONFIG = 1 << 20
+#: The most minibert reads of any other file it reads whole (tokenizer.json,
+#: vocab.txt, a checkpoint index, a manifest): the largest real tokenizers are ~20 MB.
+MAX_FILE = 64 << 20
+
+
+def not_regular(mode: int) -> str:
+    """What a file that is not a regular file is: "is a directory", "a FIFO, not a regular file", ..."""
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"{kind}, not a regular file"
+
+
+def open_regular(path: str | os.PathLike, what: str = "file"):
+    """``path`` open for binary reading, when it is a regular file (a symlink
+    is followed); anything else is one MinibertError f"{path}: cannot read
+    {what} ({reason})". Checked with ``stat`` before opening, so a device is
+    never opened, and again on the opened file (``O_NONBLOCK``, so a FIFO put
+    there meanwhile cannot block the open; a regular file ignores the flag)."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise MinibertError(f"{path}: cannot read {what} ({not_regular(mode)})")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise MinibertError(f"{path}: cannot read {what} ({os_reason(e)})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise MinibertError(f"{path}: cannot read {what} ({not_regular(mode)})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def too_large(path: str | os.PathLike, what: str, size: int, limit: int) -> MinibertError:
+    return MinibertError(f"{path}: {size:,} bytes; minibert reads at most {limit:,} of a {what}")
 
 
 def stat_file(path: Path, missing: str, unreadable: str = "cannot read") -> os.stat_result:
@@ -106,28 +160,40 @@ def parse_json(text: str, source: str, expect: type | tuple[type, ...] | None = 
     return obj
 
 
-def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    """A UTF-8 file's text; every failure is one MinibertError naming the path."""
+def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_FILE) -> str:
+    """A regular UTF-8 file's text, of at most ``limit`` bytes; every failure
+    is one MinibertError naming the path."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot read {what} ({os_reason(e)})") from None
+    with open_regular(path, what) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise too_large(path, what, size, limit)
+            raw = f.read(limit + 1)  # never more: the file may grow while it is read
+        except OSError as e:
+            raise MinibertError(f"{path}: cannot read {what} ({os_reason(e)})") from None
+    if len(raw) > limit:
+        raise too_large(path, what, len(raw), limit)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise MinibertError(f"{path}: not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
 
 
-def read_json(path: str | os.PathLike, expect: type | tuple[type, ...] | None = None, what: str = "file"):
-    """Read and parse a JSON file (see :func:`parse_json`)."""
-    return parse_json(read_text(path, what), str(path), expect)
+def read_json(
+    path: str | os.PathLike,
+    expect: type | tuple[type, ...] | None = None,
+    what: str = "file",
+    limit: int = MAX_FILE,
+):
+    """Read and parse a JSON file of at most ``limit`` bytes (see :func:`parse_json`)."""
+    return parse_json(read_text(path, what, limit), str(path), expect)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    """The sha256 of a regular file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .checkpoint import WEIGHT_FILES, inside
 from .errors import MinibertError, printable
-from .files import os_reason, read_json, read_text
+from .files import MAX_CONFIG, os_reason, read_json, read_text
 
 #: A Hugging Face repo id: ``name`` or ``org/name``.
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -83,7 +83,7 @@ def cached_snapshot(repo_id: str, cache: Path | None = None) -> tuple[Path | Non
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
     if os.path.lexists(ref):
-        revision = read_text(ref, "refs/main").strip()
+        revision = read_text(ref, "refs/main", MAX_CONFIG).strip()
         snapshot = inside(snapshots, revision, f"{ref}: the revision")
         if revision and is_dir(snapshot):
             return snapshot, str(snapshot)
@@ -188,7 +188,7 @@ def warn_once(key: str, message: str) -> None:
 def _pooling_mode(path: Path) -> str:
     """1_Pooling/config.json -> "mean" etc.: ``pooling_mode`` (sentence-transformers
     v5+) or the older ``pooling_mode_*_tokens`` flags."""
-    cfg = read_json(path, expect=dict, what="pooling config")
+    cfg = read_json(path, dict, "pooling config", MAX_CONFIG)
     mode = cfg.get("pooling_mode")
     if mode is None:
         for flag in POOLING_FLAGS:
@@ -219,7 +219,7 @@ def sentence_config(model_dir: str | Path) -> SentenceConfig | None:
     normalize = False
     other: list[str] = []
     if os.path.lexists(modules_path):
-        modules = read_json(modules_path, expect=list, what="modules.json")
+        modules = read_json(modules_path, list, "modules.json", MAX_CONFIG)
         for i, module in enumerate(modules):
             if not isinstance(module, dict):
                 raise MinibertError(f"{modules_path}: module {i} is a {type(module).__name__}, not an object")
@@ -249,7 +249,7 @@ def sentence_config(model_dir: str | Path) -> SentenceConfig | None:
     pooling = _pooling_mode(pooling_path) if pooling_path is not None else None
     st_path = model_dir / "sentence_bert_config.json"
     has_st = os.path.lexists(st_path)
-    st = read_json(st_path, expect=dict, what="sentence_bert_config.json") if has_st else {}
+    st = read_json(st_path, dict, "sentence_bert_config.json", MAX_CONFIG) if has_st else {}
     max_len = st.get("max_seq_length")
     if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 2):
         raise MinibertError(f"{st_path}: max_seq_length must be an integer >= 2, got {max_len!r:.40}")

@@ -2,7 +2,11 @@
 with a ``text`` field and an optional ``text_pair`` field.
 
 Errors name the file and the line. Every line of a plain text file is a text
-(an empty line is an empty text), so text i is line i + 1.
+(an empty line is an empty text), so text i is line i + 1. A line may hold at
+most :data:`MAX_LINE` bytes (256 MiB, a ``.jsonl`` line's JSON included), so
+an input without line breaks (``/dev/zero`` through a pipe, a sparse file) is
+one error naming its line, not a ``MemoryError``. The input is a file, a pipe
+or FIFO, or ``-`` (stdin); a device (``/dev/zero``) is refused unread.
 
 Input is read lazily and cut into fixed-size chunks (:func:`chunked`): chunk k
 holds texts ``k * size .. (k + 1) * size - 1`` whatever the engine, so chunk
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MinibertError
-from .files import os_reason, parse_json
+from .files import not_regular, os_reason, parse_json
 
 
 @dataclass(frozen=True)
@@ -36,20 +40,51 @@ class Item:
     text_pair: str | None = None
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    if path == "-":
-        stream = sys.stdin.buffer
-        yield from enumerate(stream, start=1)
-        return
+#: The longest line an input may hold, in bytes (its line break included): far
+#: beyond what a model reads at once, and room for a ``--long window`` text of
+#: over 100 MB; a line this long is read whole before it is refused.
+MAX_LINE = 256 << 20
+
+
+def _bounded(f, name: str) -> Iterator[tuple[int, bytes]]:
+    """``f``'s lines, numbered from 1, each at most :data:`MAX_LINE` bytes."""
+    limit = MAX_LINE
+    lineno = 0
+    while line := f.readline(limit + 1):
+        lineno += 1
+        if len(line) > limit:
+            raise MinibertError(
+                f"{name}: line {lineno} is longer than {limit:,} bytes, the most minibert reads as one line"
+            )
+        yield lineno, line
+
+
+def _open(path: str):
+    """The input ``path`` open for reading: a regular file, a pipe or a FIFO."""
     try:
-        f = open(path, "rb")
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0  # open says what is wrong
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        kind = not_regular(mode).split(",")[0]
+        raise MinibertError(f"{path}: cannot read ({kind}; give a file, a pipe, or - for stdin)")
+    try:
+        return open(path, "rb")
     except FileNotFoundError:
         raise MinibertError(f"{path}: input file not found") from None
     except OSError as e:
         raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
-    with f:
+
+
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    if path == "-":
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise MinibertError("-: stdin is closed (nothing to read: give a file, or pipe the texts in)")
+        yield from _bounded(sys.stdin.buffer, "<stdin>")
+        return
+    with _open(path) as f:
         try:
-            yield from enumerate(f, start=1)
+            yield from _bounded(f, path)
         except OSError as e:  # a read error mid-file (an I/O error, a directory opened on some systems)
             raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
 
@@ -120,11 +155,20 @@ def count_items(path: str | Path) -> int | None:
     try:
         with open(path, "rb") as f:
             if not is_jsonl:
-                last = b"\n"
+                run = 0  # bytes since the last line break
                 while block := f.read(1 << 20):
-                    n += block.count(b"\n")
-                    last = block[-1:]
-                return n + (last != b"\n")  # a last line without a newline is a text too
-            return sum(1 for line in f if line.strip())
+                    if (first := block.find(b"\n")) < 0:
+                        run += len(block)
+                    else:
+                        n += block.count(b"\n")
+                        run, first = len(block) - 1 - block.rfind(b"\n"), run + first
+                    if max(run, first) >= MAX_LINE:
+                        return None  # a line too long: read_items refuses it, no need to read on
+                return n + (run > 0)  # a last line without a newline is a text too
+            while line := f.readline(MAX_LINE + 1):
+                if len(line) > MAX_LINE:
+                    return None  # read_items refuses the line
+                n += bool(line.strip())
+            return n
     except OSError:
         return None  # read_items reports the problem with the file

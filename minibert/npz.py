@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
-from .files import os_reason
+from .files import open_regular, os_reason
 
 #: A compressed member may expand at most this many times (above FLOOR bytes).
 MAX_RATIO = 200
@@ -207,12 +207,8 @@ def open_unchanged(path: Path, identity: tuple | None, what: str):
     for every later read, so nothing stays open between reads (nothing
     leaks), and a file replaced meanwhile is an error -- never another
     file's bytes read under the checked header. ``identity`` None: the
-    first opening."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot read {what} ({os_reason(e)})") from None
-    with f:
+    first opening. Only a regular file is opened (:func:`minibert.files.open_regular`)."""
+    with open_regular(path, what) as f:
         now = file_identity(os.fstat(f.fileno()))
         if identity not in (None, now):
             raise MinibertError(f"{path}: changed since it was opened")

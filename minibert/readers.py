@@ -27,7 +27,7 @@ import numpy as np
 
 from .attention_stats import STATS
 from .errors import MinibertError
-from .files import os_reason, parse_json, stat_file
+from .files import open_regular, os_reason, parse_json, stat_file
 from .layers import is_int, resolve_layer
 from .npz import LazyArrays, NpzArrays
 from .records import FORMATS
@@ -572,11 +572,7 @@ def _read_jsonl(path: Path) -> FileOutput:
     """A .jsonl output, every line checked (:class:`_JsonlLines`). Read as
     bytes and decoded line by line, so a bad byte is reported at its line."""
     lines = _JsonlLines(path)
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
-    with f:
+    with open_regular(path, "a .jsonl output") as f:
         try:
             for lineno, raw in enumerate(f, start=1):
                 try:

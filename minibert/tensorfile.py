@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
-from .files import os_reason
+from .files import open_regular
 
 #: Stored dtype (safetensors' names, used for every format) -> (NumPy dtype of
 #: the stored bits, the dtype's own name). bfloat16 is kept as its 16 bits and
@@ -130,8 +130,6 @@ def read_exact(f, out: np.ndarray, source: Path, what: str) -> None:
 
 
 def open_for_read(path: Path, what: str = "weights file"):
-    """``open(path, "rb")``, with every OSError a one-line MinibertError naming the file."""
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        raise MinibertError(f"{path}: cannot read {what} ({os_reason(e)})") from None
+    """``path`` open for reading when it is a regular file (:func:`minibert.files.open_regular`:
+    a FIFO or a device is refused, never read); every failure a one-line MinibertError."""
+    return open_regular(path, what)

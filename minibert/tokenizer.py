@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
-from .files import read_json, read_text
+from .files import MAX_CONFIG, read_json, read_text
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class Tokenizer:
         path = Path(path)
         cfg_path = path / "tokenizer_config.json"
         has_cfg = os.path.lexists(cfg_path)
-        cfg = read_json(cfg_path, expect=dict, what="tokenizer_config.json") if has_cfg else {}
+        cfg = read_json(cfg_path, dict, "tokenizer_config.json", MAX_CONFIG) if has_cfg else {}
         if os.path.lexists(path / "tokenizer.json"):
             source = path / "tokenizer.json"
             text = read_text(source, "tokenizer.json")

@@ -247,7 +247,7 @@ def _check_tolerances(prov, path: Path) -> None:
 def _sha256(path: Path) -> str | None:
     try:
         return sha256_file(path)
-    except OSError:
+    except (OSError, MinibertError):  # no model.safetensors (a .bin model): no note
         return None
 
 

@@ -19,6 +19,7 @@ import os
 import resource
 import shutil
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -135,6 +136,72 @@ def test_corpus_file_itself(tmp_path, tiny_model_dir, kind):
         run("extract", "--model", tiny_model_dir, src, "-o", tmp_path / "o.npz"), src.name, *names
     )
     assert_unchanged(before, tmp_path)
+
+
+def _limit_memory(close_stdin: bool = False):
+    """For the child: 3 GiB of address space (the old reader filled memory reading /dev/zero), and
+    stdin closed (``<&-``) when asked."""
+
+    def limit() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        soft = 3 << 30 if hard == resource.RLIM_INFINITY else min(3 << 30, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        if close_stdin:
+            os.close(0)
+
+    return limit
+
+
+#: Inputs with no end or no line break (issue 17), run in a child limited to 3 GiB: kind -> what
+#: the one line names. Before, each ended in a MemoryError traceback (or an AttributeError).
+ENDLESS = {
+    "/dev/zero as INPUT": ["/dev/zero", "a character device"],
+    "/dev/zero on stdin": ["<stdin>", "line 1 is longer than 268,435,456 bytes"],
+    "a 3 GiB sparse file": ["sparse.txt", "line 1 is longer than 268,435,456 bytes"],
+    "a 3 GiB sparse .jsonl": ["sparse.jsonl", "line 1 is longer than 268,435,456 bytes"],
+    "stdin closed": ["stdin is closed"],
+}
+
+
+@pytest.mark.parametrize("kind", ENDLESS)
+def test_an_endless_input_is_one_line(tmp_path, tiny_model_dir, kind):
+    src, stdin = "-", None
+    if kind == "/dev/zero as INPUT":
+        src = "/dev/zero"
+    elif kind.startswith("a 3 GiB"):
+        src = tmp_path / ("sparse.jsonl" if kind.endswith(".jsonl") else "sparse.txt")
+        with open(src, "wb") as f:
+            f.truncate(3 << 30)
+    elif kind == "/dev/zero on stdin":
+        stdin = open("/dev/zero", "rb")
+    before = {} if kind.startswith("a 3 GiB") else snapshot(tmp_path)  # (not hashing 3 GiB)
+    try:
+        result = run_subprocess(
+            "extract", "--model", tiny_model_dir, src, "-o", tmp_path / "o.npz", "--quiet",
+            stdin=stdin, preexec_fn=_limit_memory(close_stdin=kind == "stdin closed"),
+        )  # fmt: skip
+    finally:
+        if stdin is not None:
+            stdin.close()
+    assert_one_line_error(result, *ENDLESS[kind])
+    assert not (tmp_path / "o.npz").exists()
+    if before:
+        assert_unchanged(before, tmp_path)
+
+
+def test_a_fifo_is_still_an_input(tmp_path, tiny_model_dir):
+    """A named pipe (or ``<(...)``) is a legitimate input: only devices are refused."""
+    fifo = tmp_path / "texts.txt"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", 'printf "one\\ntwo\\n" > "$0"', str(fifo)])
+    try:
+        code, _, err = run_subprocess(
+            "extract", "--model", tiny_model_dir, fifo, "-o", tmp_path / "o.npz", "--quiet", "--pool", "mean"
+        )
+    finally:
+        writer.wait(timeout=60)
+    assert code == 0, err
+    assert np.load(tmp_path / "o.npz")["hidden_states.0"].shape[0] == 2
 
 
 def test_a_bad_line_after_finished_shards_keeps_them_for_resume(tmp_path, tiny_model_dir):

@@ -3,8 +3,10 @@ and their digests depend only on the texts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +83,49 @@ def test_chunks_depend_only_on_the_input(tmp_path):
     j = tmp_path / "in.jsonl"
     j.write_text('{"text": "a"}\n\n{"text": "b"}\n', encoding="utf-8")
     assert count_items(j) == len(list(read_items(j))) == 2
+
+
+@pytest.mark.parametrize("name", ["in.txt", "in.jsonl"])
+def test_a_line_longer_than_the_limit_is_refused_naming_it(tmp_path, monkeypatch, name):
+    """Issue 17: a line is read at most MAX_LINE bytes at a time (its line break included), so an
+    input without line breaks is one error naming its line, not a MemoryError. Exactly at the
+    limit is accepted, one byte more is not; a last line without a newline may be MAX_LINE long."""
+    import minibert.inputs
+
+    monkeypatch.setattr(minibert.inputs, "MAX_LINE", 40)
+    jsonl = name.endswith(".jsonl")
+    fits, over = (json.dumps({"text": "x" * n}) if jsonl else "x" * (n + 12) for n in (27, 28))  # 39, 40
+    p = tmp_path / name
+    p.write_text(f"{fits}\n{fits}\n{over}\n", encoding="utf-8")
+    with pytest.raises(MinibertError, match="line 3 is longer than 40 bytes") as e:
+        list(read_items(p))
+    assert str(p) in str(e.value)
+    if jsonl:  # (a plain file is counted in 1 MiB blocks: the next test)
+        assert count_items(p) is None  # the progress count stops at the long line too
+    p.write_text(f"{fits}\n{fits}\n{over}", encoding="utf-8")  # 40 bytes, no newline: the last line
+    assert len(list(read_items(p))) == 3 and count_items(p) in (3, None)
+
+
+def test_counting_lines_stops_at_a_line_over_the_limit(tmp_path, monkeypatch):
+    """count_items reads a plain file in blocks: a run of bytes with no line break longer than
+    MAX_LINE stops it (None: no total) instead of reading a 3 GiB file to the end first."""
+    import minibert.inputs
+
+    monkeypatch.setattr(minibert.inputs, "MAX_LINE", 3 << 20)
+    p = tmp_path / "in.txt"
+    p.write_bytes(b"a\nb\n" + b"x" * (4 << 20) + b"\nc\n")
+    assert count_items(p) is None
+    p.write_bytes(b"a\nb\n" + b"x" * (2 << 20) + b"\nc")
+    assert count_items(p) == 4
+
+
+def test_the_line_limit_is_the_documented_one():
+    """One rule, in every --long mode: 256 MiB per line, stated in --help and docs/corpus.md."""
+    from fuzz_helpers import run
+
+    import minibert.inputs
+
+    assert minibert.inputs.MAX_LINE == 256 << 20
+    assert "256 MiB" in " ".join(run("extract", "--help")[1].split())
+    docs = (Path(__file__).parents[1] / "docs" / "corpus.md").read_text(encoding="utf-8")
+    assert "**256 MiB** (268,435,456 bytes" in docs and "--long window" in docs

@@ -11,10 +11,13 @@ count per group is the suite's measure (docs/reliability.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import resource
 import shutil
+import signal
 import stat
 import struct
 from pathlib import Path
@@ -22,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_BERT
-from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
+from fuzz_helpers import assert_one_line_error, assert_unchanged, run, run_subprocess, snapshot
 from safetensors.numpy import load_file, save_file
+
+from minibert.files import MAX_CONFIG, MAX_FILE
 
 ST_MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -202,6 +207,41 @@ def torch_bin(content: bytes | None = None, truncate: int | None = None, family:
         (d / "model.safetensors").unlink()
         data = (TINY_BERT.parent / "torch" / f"{family}.bin").read_bytes() if content is None else content
         (d / "pytorch_model.bin").write_bytes(data[:truncate] if truncate else data)
+
+    return edit
+
+
+def special(name: str, make):
+    """``name`` replaced by what ``make(path)`` creates (a FIFO, a symlink to a device, a sparse file)."""
+
+    def edit(d: Path) -> None:
+        path = d / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(path):
+            path.unlink()
+        make(path)
+
+    return edit
+
+
+def sparse(size: int):
+    """A file of ``size`` zero bytes that takes no disk (a hole)."""
+
+    def make(path: Path) -> None:
+        with open(path, "wb") as f:
+            f.truncate(size)
+
+    return make
+
+
+def device(dev: str):
+    return lambda path: path.symlink_to(dev)
+
+
+def then(*edits):
+    def edit(d: Path) -> None:
+        for e in edits:
+            e(d)
 
     return edit
 
@@ -600,6 +640,63 @@ CASES = {
             ["sentence_bert_config.json", "do_lower_case"],
         ),
     },
+    # Special files (issue 17): none is opened, so a FIFO cannot block and a device cannot feed
+    # minibert without end; a file read whole is capped (1 MiB configs, 64 MiB tokenizer files).
+    "special files": {
+        **{
+            f"{name} a FIFO": (then(*before, special(name, os.mkfifo)), [name, "a FIFO, not a regular file"])
+            for name, before in (
+                ("config.json", ()),
+                ("tokenizer.json", ()),
+                ("tokenizer_config.json", ()),
+                ("vocab.txt", (remove("tokenizer.json"),)),
+                ("model.safetensors", ()),
+                ("pytorch_model.bin", (remove("model.safetensors"),)),
+                ("model.safetensors.index.json", (sharded(),)),
+                ("model-2.safetensors", (sharded(),)),
+                ("modules.json", (sentence(),)),
+                ("1_Pooling/config.json", (sentence(),)),
+                ("sentence_bert_config.json", (sentence(),)),
+            )
+        },
+        **{
+            f"{name} a link to {dev}": (special(name, device(dev)), [name, "a character device"])
+            for name in ("config.json", "tokenizer.json", "model.safetensors")
+            for dev in ("/dev/zero", "/dev/urandom")
+        },
+        "pytorch_model.bin a link to /dev/zero": (
+            then(remove("model.safetensors"), special("pytorch_model.bin", device("/dev/zero"))),
+            ["pytorch_model.bin", "a character device"],
+        ),
+        "1_Pooling/config.json a link to /dev/zero": (
+            then(sentence(), special("1_Pooling/config.json", device("/dev/zero"))),
+            ["1_Pooling/config.json", "a character device"],
+        ),
+        "config.json one byte over 1 MiB": (
+            special("config.json", sparse(MAX_CONFIG + 1)),
+            ["config.json", f"{MAX_CONFIG + 1:,} bytes", f"{MAX_CONFIG:,}"],
+        ),
+        "tokenizer_config.json one byte over 1 MiB": (
+            special("tokenizer_config.json", sparse(MAX_CONFIG + 1)),
+            ["tokenizer_config.json", f"{MAX_CONFIG + 1:,} bytes"],
+        ),
+        "modules.json one byte over 1 MiB": (
+            then(sentence(), special("modules.json", sparse(MAX_CONFIG + 1))),
+            ["modules.json", f"{MAX_CONFIG + 1:,} bytes"],
+        ),
+        "tokenizer.json one byte over 64 MiB": (
+            special("tokenizer.json", sparse(MAX_FILE + 1)),
+            ["tokenizer.json", f"{MAX_FILE + 1:,} bytes", f"{MAX_FILE:,}"],
+        ),
+        "vocab.txt one byte over 64 MiB": (
+            then(remove("tokenizer.json"), special("vocab.txt", sparse(MAX_FILE + 1))),
+            ["vocab.txt", f"{MAX_FILE + 1:,} bytes"],
+        ),
+        "model.safetensors.index.json one byte over 64 MiB": (
+            then(sharded(), special("model.safetensors.index.json", sparse(MAX_FILE + 1))),
+            ["model.safetensors.index.json", f"{MAX_FILE + 1:,} bytes"],
+        ),
+    },
     "directory": {
         "a file, not a directory": ("file", ["not a model directory"]),
         "a symlink loop": ("loop", ["too many levels of symbolic links"]),
@@ -658,12 +755,17 @@ def deny(monkeypatch, target: Path) -> None:
     def error(path):
         return PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
 
-    real_open, real_read_bytes, real_stat = builtins.open, Path.read_bytes, os.stat
+    real_open, real_read_bytes, real_stat, real_os_open = builtins.open, Path.read_bytes, os.stat, os.open
 
     def fake_open(file, *args, **kwargs):
         if denied(file):
             raise error(file)
         return real_open(file, *args, **kwargs)
+
+    def fake_os_open(file, *args, **kwargs):
+        if denied(file):
+            raise error(file)
+        return real_os_open(file, *args, **kwargs)
 
     def fake_read_bytes(self):
         if denied(self):
@@ -676,6 +778,7 @@ def deny(monkeypatch, target: Path) -> None:
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
     monkeypatch.setattr(Path, "read_bytes", fake_read_bytes)
     monkeypatch.setattr(os, "stat", fake_stat)
 
@@ -696,6 +799,27 @@ def make_directory_case(kind: str, model: Path) -> tuple[Path, Path | None]:
 ALL = [(group, case) for group, cases in CASES.items() for case in cases]
 
 
+class Hang(BaseException):
+    """Raised by :func:`deadline` (a BaseException: no ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail with :class:`Hang` when the block runs longer than ``seconds`` (SIGALRM interrupts a
+    blocking open or read of a FIFO in the main thread)."""
+
+    def ring(signum, frame):
+        raise Hang(f"still running after {seconds} s: blocked on a FIFO?")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize("group, case", ALL, ids=[f"{g}: {c}" for g, c in ALL])
 def test_bad_model_directory(tmp_path, monkeypatch, group, case):
     make, names = CASES[group][case]
@@ -712,8 +836,9 @@ def test_bad_model_directory(tmp_path, monkeypatch, group, case):
     if unreadable is not None:
         deny(monkeypatch, unreadable)
     out = tmp_path / "out.npz"
-    assert_one_line_error(run("inspect", "--model", target), *names)
-    assert_one_line_error(run("extract", "--model", target, corpus, "-o", out, "--quiet"), *names)
+    with deadline(60):  # a FIFO read by mistake blocks: fail, never hang the suite
+        assert_one_line_error(run("inspect", "--model", target), *names)
+        assert_one_line_error(run("extract", "--model", target, corpus, "-o", out, "--quiet"), *names)
     monkeypatch.undo()  # the snapshot reads files: with the real open again
     assert not out.exists()
     assert_unchanged(before, tmp_path)
@@ -730,3 +855,34 @@ def test_a_real_unreadable_config(tmp_path):
     shutil.copytree(TINY_BERT, model)
     (model / "config.json").chmod(0)
     assert_one_line_error(run("inspect", "--model", model), "config.json", "permission denied")
+
+
+#: The model files a 3 GiB sparse file stands in for (issue 17: a MemoryError traceback or a hang before).
+SPARSE = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",
+          "pytorch_model.bin", "modules.json"]  # fmt: skip
+
+
+def _limit_memory() -> None:
+    """In the child: 3 GiB of address space, so reading a 3 GiB file whole fails fast (a
+    MemoryError traceback) instead of filling the shared machine's memory."""
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = 3 << 30 if hard == resource.RLIM_INFINITY else min(3 << 30, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_a_3_gib_sparse_model_file_is_one_line(tmp_path, name):
+    model = tmp_path / "model"
+    shutil.copytree(TINY_BERT, model)
+    if name == "vocab.txt":
+        remove("tokenizer.json")(model)
+    elif name == "pytorch_model.bin":
+        remove("model.safetensors")(model)
+    elif name == "modules.json":
+        sentence()(model)
+    special(name, sparse(3 << 30))(model)
+    result = run_subprocess("inspect", "--model", model, preexec_fn=_limit_memory)
+    message = assert_one_line_error(result, name)
+    # a file read whole names its size; a checkpoint's header of zeros is refused as a header
+    assert "3,221,225,472 bytes" in message or "not" in message, message
+    assert (model / name).stat().st_size == 3 << 30

@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
         "extract",
         help="write every layer's embeddings of a corpus to .npz / .safetensors / .jsonl or shards",
         description="INPUT: a UTF-8 text file, one text per line; '-' for stdin; or .jsonl with "
-        "a 'text' (and optional 'text_pair') field per line. OUTPUT: a .npz, .safetensors or "
+        "a 'text' (and optional 'text_pair') field per line; a pipe or FIFO works too, a device does "
+        "not. A line may hold at most 256 MiB (docs/corpus.md). OUTPUT: a .npz, .safetensors or "
         ".jsonl file (held in memory until written), or a directory of shards -- when OUTPUT "
         "ends with '/', is a directory, or has no extension -- written as it goes, at constant "
         "memory, resumable with --resume.",
