@@ -39,7 +39,8 @@ What it does differently, and why (docs/performance.md has the measurements):
   bits (float32 and float64, tested). Where a unit runs on an n-thread BLAS
   instead (one-unit batches), it relies on OpenBLAS's matrix products giving
   the same bits at any thread count (tested on the encoder's shapes, in
-  ``tests/test_threads.py``); its
+  ``tests/test_threads.py``; in float32 only, and only once the probabilities
+  @ V are summed in blocks of keys, :func:`_times_v`); its
   matrix-vector products do not, so rows are summed with ``einsum``. Units
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
@@ -266,18 +267,45 @@ def _attention(
         o = out[group]
         ok = bool(np.isfinite(z).all() and z.min() > tiny)
         if ok:
-            np.matmul(p, v, out=o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+            _times_v(p, v, o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
             ok = bool(np.isfinite(o).all())  # exp(S) near the float limit can overflow times V
         if not ok:
             np.matmul(q, kT, out=p)
             p -= np.max(p, axis=-1, keepdims=True)
             np.exp(p, out=p)
             z = np.einsum("ij->i", p.reshape(-1, n))
-            np.matmul(p, v, out=o)
+            _times_v(p, v, o)
         zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
         o /= zc
         if probs is not None:
             np.divide(p, zc, out=probs[group])  # (g, n, n) / (g, n, 1) -> (g, n, n)
+
+
+#: Keys per matrix product of :func:`_times_v`: below OpenBLAS's GEMM_Q, so no product is
+#: cut along the keys (on SkylakeX the cut began at 449 keys in float32, 440 in float64).
+KEY_BLOCK = 256
+
+
+def _times_v(p: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
+    """out <- p @ v, (g, n, n) @ (g, n, d) -> (g, n, d), summed over the keys
+    :data:`KEY_BLOCK` at a time: one product for n <= KEY_BLOCK, else one per
+    block of keys, added in order.
+
+    Why not one product: OpenBLAS cuts a product's inner dimension K (here n,
+    the keys) into blocks of its GEMM_Q, and for Q < K < 2Q its one-thread and
+    threaded drivers cut at different points, so one product rounds
+    differently with the BLAS thread count (n = 449..510 in float32 on
+    SkylakeX, 440..510 in float64: all-MiniLM-L6-v2's hidden states up to
+    7e-6 apart at 1 and 2 threads). The count
+    is one setting for the whole process, so a concurrent call changing it
+    changed this call's bits too (issue 17). Products of K <= KEY_BLOCK are
+    never cut, and give the same bits at any thread count
+    (``tests/test_threads.py``).
+    """
+    n = p.shape[-1]
+    np.matmul(p[..., :KEY_BLOCK], v[:, :KEY_BLOCK], out=out)
+    for k0 in range(KEY_BLOCK, n, KEY_BLOCK):
+        out += np.matmul(p[..., k0 : k0 + KEY_BLOCK], v[:, k0 : k0 + KEY_BLOCK])  # (g, n, d)
 
 
 def _text_attention(
