@@ -33,6 +33,7 @@ from .npz import LazyArrays, NpzArrays
 from .records import FORMATS
 from .records import offsets as _offsets
 from .safetensors_file import SafetensorsFile, int_list
+from .spec import OUTPUT_DTYPES
 
 
 @runtime_checkable
@@ -151,6 +152,8 @@ class FileOutput:
         )
         self.num_texts = len(self.offsets) - 1
         self.attention = check_attention_layout(arrays, np.diff(self.token_offsets), settings, heads, source)
+        if settings:  # .npz and .safetensors record what the run wrote (.jsonl: nothing)
+            check_agreement(arrays, settings, self.layers, source)
 
     @property
     def names(self) -> list[str]:
@@ -255,6 +258,17 @@ def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",))
     states = settings.get("num_hidden_layers")
     if states is not None and not (is_int(states) and states >= 0):
         raise MinibertError(f"{source}: settings 'num_hidden_layers' is {states!r}, not a count")
+    layers = settings.get("layers", [])
+    if layers and (min(layers) < 0 or (states is not None and max(layers) > states)):
+        raise MinibertError(
+            f"{source}: settings 'layers' {layers} are not hidden_states indices "
+            f"0..{'L' if states is None else states} (settings 'num_hidden_layers')"
+        )
+    if "output_dtype" in settings and settings["output_dtype"] not in OUTPUT_DTYPES:
+        raise MinibertError(
+            f"{source}: settings 'output_dtype' is {settings['output_dtype']!r}, not one of "
+            f"{', '.join(OUTPUT_DTYPES)}"
+        )
     if settings.get("attentions", "maps") not in ("maps", "stats"):
         raise MinibertError(
             f"{source}: settings 'attentions' is {settings['attentions']!r}, not maps or stats"
@@ -265,6 +279,47 @@ def check_settings(settings, source: str, required: tuple[str, ...] = ("pool",))
     if not (is_int(heads) and heads >= 1):
         raise MinibertError(f"{source}: settings 'num_attention_heads' is {heads!r}, not a positive count")
     return settings
+
+
+def check_agreement(arrays, settings: dict, layers: list[int], source: str) -> None:
+    """What the settings record against what the arrays hold (each already
+    checked alone, :func:`check_settings` and :func:`check_layout`): the
+    stored ``layers`` are the settings' ``layers``; a ``combined`` array
+    exactly when ``combine`` is not none; word rows (``token_offsets``)
+    exactly when ``word_pool`` is not none; features and attention maps in
+    ``output_dtype``, statistics in float32 (float64 with a float64 output).
+    Keys the settings lack are not compared. One MinibertError naming the
+    file and the field otherwise."""
+    if "layers" in settings and list(settings["layers"]) != layers:
+        raise MinibertError(f"{source}: settings 'layers' are {settings['layers']}, the arrays hold {layers}")
+    combined = "combined" in arrays
+    if "combine" in settings and (settings["combine"] != "none") != combined:
+        holds = "a 'combined' array" if combined else "one array per layer"
+        raise MinibertError(
+            f"{source}: settings 'combine' is {settings['combine']!r}, the arrays hold {holds}"
+        )
+    words = "token_offsets" in arrays
+    if "word_pool" in settings and (settings["word_pool"] != "none") != words:
+        holds = "one row per word" if words else "one row per token"
+        raise MinibertError(
+            f"{source}: settings 'word_pool' is {settings['word_pool']!r}, the arrays hold {holds}"
+        )
+    if "output_dtype" not in settings:
+        return
+    out = np.dtype(settings["output_dtype"])
+    stats = np.dtype(np.float64 if out == np.float64 else np.float32)
+    for name in arrays:
+        if name.startswith(("hidden_states.", "attentions.")) or name == "combined":
+            want = out
+        elif name.startswith("attention_stats."):
+            want = stats
+        else:
+            continue
+        dtype = _header(arrays, name)[0]
+        if dtype != want:
+            raise MinibertError(
+                f"{source}: {name!r} is {dtype.name}, settings 'output_dtype' {out.name} says {want.name}"
+            )
 
 
 def settings_pooled(settings: dict, source: str) -> bool:
@@ -540,6 +595,27 @@ def _read_npz(path: Path) -> FileOutput:
 # -- .jsonl ------------------------------------------------------------------------
 
 
+def _json_numbers(values, nulls: bool = False, ints: bool = False) -> bool:
+    """Whether ``values`` is JSON numbers (``ints``: integers) in nested lists (``nulls``:
+    or null), checked by type: NumPy would read ``true`` as 1.0 (a bool is an int in
+    Python), ``"1.5"`` as 1.5 and, as an integer, 1.5 as 1."""
+    allowed = ({int} if ints else {int, float}) | ({type(None)} if nulls else set())
+    stack = [values]
+    while stack:
+        v = stack.pop()
+        if type(v) is not list:
+            if type(v) not in allowed:
+                return False
+            continue
+        types = set(map(type, v))
+        if list in types:
+            stack.extend(x for x in v if type(x) is list)
+            types.discard(list)
+        if not types <= allowed:
+            return False
+    return True
+
+
 def _jsonl_values(layer, where: str, rows: int | None) -> tuple[str, np.ndarray]:
     """One ``{"index", "values"}`` entry of a .jsonl line: (name, values)."""
     if not isinstance(layer, dict) or "values" not in layer:
@@ -549,7 +625,7 @@ def _jsonl_values(layer, where: str, rows: int | None) -> tuple[str, np.ndarray]
         raise MinibertError(f'{where}: layer index {idx!r} is not an integer or "combined"')
     name = "combined" if idx == "combined" else f"hidden_states.{idx}"
     try:
-        values = np.asarray(layer["values"], dtype=np.float64)
+        values = np.asarray(layer["values"], dtype=np.float64) if _json_numbers(layer["values"]) else None
     except (ValueError, TypeError):
         values = None
     if values is None or np.isnan(values).any():  # NumPy reads a JSON null as NaN
@@ -604,7 +680,7 @@ class _JsonlLines:
 
     def add(self, obj: dict, lineno: int) -> None:
         where = f"{self.path}: line {lineno}"
-        if obj.get("index") != lineno - 1:
+        if type(obj.get("index")) is not int or obj["index"] != lineno - 1:
             raise MinibertError(f"{where}: index is {obj.get('index')!r}, expected {lineno - 1}")
         toks = _jsonl_strings(obj, "tokens", where)
         if self.word_level is None:
@@ -733,7 +809,7 @@ class _JsonlAttention:
 def _jsonl_floats(values, what: str, where: str, nulls: bool = False) -> np.ndarray:
     """Nested lists of numbers as a float64 array (``nulls``: null is NaN)."""
     try:
-        a = np.asarray(values, dtype=np.float64)
+        a = np.asarray(values, dtype=np.float64) if _json_numbers(values, nulls) else None
     except (ValueError, TypeError):
         a = None
     if a is None or (not nulls and np.isnan(a).any()):
@@ -743,7 +819,7 @@ def _jsonl_floats(values, what: str, where: str, nulls: bool = False) -> np.ndar
 
 def _jsonl_ints(v, shape: tuple[int, ...], key: str, where: str) -> np.ndarray:
     try:
-        a = np.asarray(v, dtype=np.int64)
+        a = np.asarray(v, dtype=np.int64) if _json_numbers(v, ints=True) else None
     except (ValueError, TypeError, OverflowError):
         a = None
     if a is None or (a.size and a.shape != shape) or (not a.size and math.prod(shape)):

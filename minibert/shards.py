@@ -102,9 +102,14 @@ def write_shard(out_dir: str | Path, k: int, records: list[Record], spec: Extrac
 
 
 def read_manifest(path: Path) -> dict:
-    """The manifest of shard directory ``path``, checked (:func:`check_manifest`)."""
+    """The manifest of shard directory ``path``, checked (:func:`check_manifest`): a regular
+    file inside the directory (a link out of it, or a FIFO or device, is refused unread)."""
     mpath = Path(path) / MANIFEST
-    stat_file(mpath, f"not found ({path} is not a minibert sharded output)", "cannot read manifest")
+    st = stat_file(mpath, f"not found ({path} is not a minibert sharded output)", "cannot read manifest")
+    if Path(os.path.realpath(mpath)).parent != Path(os.path.realpath(path)):
+        raise MinibertError(f"{mpath}: a link to {os.path.realpath(mpath)}, outside {path}; not read")
+    if not stat.S_ISREG(st.st_mode):
+        raise MinibertError(f"{mpath}: not a regular file")
     return check_manifest(read_json(mpath, dict, what="manifest"), mpath)
 
 

@@ -11,6 +11,21 @@ strides) and builds nothing; any other global is refused, naming it, before
 anything is imported. The tensors' bytes are then read as NumPy arrays, one
 tensor at a time, only when asked for.
 
+Nor does the file get to choose a method that minibert or the unpickler
+calls. BUILD is the one opcode that sets attributes, and nothing here
+accepts it: the stand-ins and the allowed functions are :class:`_Inert`
+(BUILD refused), the OrderedDict is a :class:`StateDict` (BUILD accepted
+only as torch writes it, ``{"_metadata": ...}``, and discarded), and the
+builtin containers have no attributes to set. So SETITEM(S), APPEND(S),
+ADDITEMS and BUILD, which look up ``__setitem__``, ``extend``, ``append``,
+``add`` or ``__setstate__`` on their target, find their class's method or
+none; and :func:`state_dict` reads the result with exact type checks and
+``dict.items``, never a method of the object. Before the C unpickler runs,
+:func:`_scan` walks the pickle's opcodes without building anything and
+refuses the protocol-5 buffer opcodes (a state dict of tensors holds no
+bytearray; CPython 3.11 prints a SystemError when a BYTEARRAY8 too large to
+allocate is freed).
+
 Two layouts (torch/serialization.py, ``_save`` and ``_legacy_save``):
 
 * zip (``torch.save`` since torch 1.6): the member ``<archive>/data.pkl`` is
@@ -32,6 +47,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 import zlib
@@ -79,6 +95,30 @@ class _Inert:
         raise pickle.UnpicklingError(f"the file sets the state of a {type(self).__name__}")
 
 
+class _Function(_Inert):
+    """An allowed global that is a function: the stand-in, called as it is, but an object
+    no BUILD can reach into (a bare function's ``__defaults__`` could be set by the file)."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, *args):
+        return self.func(*args)
+
+
+class StateDict(OrderedDict):
+    """``collections.OrderedDict`` as a checkpoint's pickle makes it. torch pickles a
+    state dict's ``_metadata`` attribute as a BUILD: that is accepted and dropped;
+    any other state is refused, so no attribute of the file's choosing (``items``,
+    ``append``, ``__setstate__``) can shadow a method."""
+
+    def __setstate__(self, state):
+        if not (type(state) is dict and list(dict.keys(state)) == ["_metadata"]):
+            raise pickle.UnpicklingError("the file sets attributes of an OrderedDict")
+
+
 class StorageType(_Inert):
     """Stands in for ``torch.FloatStorage`` etc.: only its dtype."""
 
@@ -108,21 +148,31 @@ class TensorRef(_Inert):
 
 
 def _natural(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0
+
+
+def _brief(value) -> str:
+    """``value`` for an error message, without calling anything of a built object (a
+    str of a nested or self-referencing structure may be huge or recurse forever)."""
+    if type(value) in (str, bytes):
+        return repr(value[:60])
+    if type(value) is int and abs(value) < 10**40:
+        return str(value)
+    return f"<{type(value).__name__}>"
 
 
 def _sizes(value, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or not all(_natural(v) for v in value):
-        raise pickle.UnpicklingError(f"a tensor's {what} is not a tuple of sizes: {str(value)[:60]}")
+    if type(value) is not tuple or not all(_natural(v) for v in value):
+        raise pickle.UnpicklingError(f"a tensor's {what} is not a tuple of sizes: {_brief(value)}")
     return value
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride) -> TensorRef:
     """Stands in for ``torch._utils._rebuild_tensor``: records, builds nothing."""
-    if not isinstance(storage, Storage):
+    if type(storage) is not Storage:
         raise pickle.UnpicklingError(f"a tensor's storage is a {type(storage).__name__}, not a storage")
     if not _natural(storage_offset):
-        raise pickle.UnpicklingError(f"a tensor's storage offset is {str(storage_offset)[:40]}")
+        raise pickle.UnpicklingError(f"a tensor's storage offset is {_brief(storage_offset)}")
     size, stride = _sizes(size, "shape"), _sizes(stride, "strides")
     if len(size) != len(stride):
         raise pickle.UnpicklingError(f"a tensor has shape {size} but strides {stride}")
@@ -143,7 +193,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 
 def _rebuild_parameter(data, requires_grad, backward_hooks) -> TensorRef:
     """Stands in for ``torch._utils._rebuild_parameter`` (an ``nn.Parameter``): the tensor itself."""
-    if not isinstance(data, TensorRef):
+    if type(data) is not TensorRef:
         raise pickle.UnpicklingError(f"a parameter wraps a {type(data).__name__}, not a tensor")
     _no_hooks(backward_hooks)
     return data
@@ -151,17 +201,17 @@ def _rebuild_parameter(data, requires_grad, backward_hooks) -> TensorRef:
 
 #: Every global a checkpoint may name, and what it resolves to. Nothing else.
 ALLOWED = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _Function(StateDict),
+    ("torch._utils", "_rebuild_tensor"): _Function(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor_v2"): _Function(_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _Function(_rebuild_parameter),
     **{("torch", name): StorageType(dtype) for name, dtype in STORAGE_TYPES.items()},
 }
 
 
 def _text(value):
     """Python 2 era pickles hold bytes where torch now writes str."""
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return value.decode("ascii", "replace") if type(value) is bytes else value
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -182,34 +232,51 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and _text(pid[0]) == "storage"):
-            raise pickle.UnpicklingError(f"unknown persistent id {str(pid)[:60]}")
+        if not (type(pid) is tuple and len(pid) in (5, 6) and _text(pid[0]) == "storage"):
+            raise pickle.UnpicklingError(f"unknown persistent id {_brief(pid)}")
         _, storage_type, key, _location, numel, *view = pid
         key = _text(key)
-        if not isinstance(storage_type, StorageType):
-            raise pickle.UnpicklingError(f"storage type {str(storage_type)[:40]} is not a torch storage type")
-        if not (isinstance(key, str) and STORAGE_KEY.fullmatch(key) and key not in (".", "..")):
-            raise pickle.UnpicklingError(f"storage key {str(key)[:40]!r} is not a storage key")
+        if type(storage_type) is not StorageType:
+            raise pickle.UnpicklingError(f"storage type {_brief(storage_type)} is not a torch storage type")
+        if not (type(key) is str and STORAGE_KEY.fullmatch(key) and key not in (".", "..")):
+            raise pickle.UnpicklingError(f"storage key {_brief(key)} is not a storage key")
         if not _natural(numel):
-            raise pickle.UnpicklingError(f"storage {key} has {str(numel)[:40]} elements")
+            raise pickle.UnpicklingError(f"storage {key} has {_brief(numel)} elements")
         root = self.storages.setdefault(key, Storage(key, storage_type.dtype, numel))
         if (root.dtype, root.numel) != (storage_type.dtype, numel):
             raise pickle.UnpicklingError(f"storage {key} is named with two dtypes or sizes")
         if not view or view[0] is None:
             return root
         view = view[0]
-        if not (isinstance(view, tuple) and len(view) == 3 and _natural(view[1]) and _natural(view[2])):
-            raise pickle.UnpicklingError(f"storage {key} has view metadata {str(view)[:60]}")
+        if not (type(view) is tuple and len(view) == 3 and _natural(view[1]) and _natural(view[2])):
+            raise pickle.UnpicklingError(f"storage {key} has view metadata {_brief(view)}")
         _, base, size = view
         if base + size > numel:
             raise pickle.UnpicklingError(f"a view of storage {key} ends at {base + size}, past its {numel}")
         return Storage(key, storage_type.dtype, size, base)
 
 
+#: Protocol 5's out-of-band buffers and bytearrays: never in a state dict of tensors.
+REFUSED_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def _scan(file) -> None:
+    """Walk one pickle's opcodes (:func:`pickletools.genops`: arguments decoded, nothing
+    built, an argument longer than what is left is an error before any allocation) and
+    refuse :data:`REFUSED_OPCODES`; ``file`` is left where it was."""
+    start = file.tell()
+    for op, _, _ in pickletools.genops(file):
+        if op.name in REFUSED_OPCODES:
+            raise pickle.UnpicklingError(f"opcode {op.name}, which a state dict of tensors never holds")
+    file.seek(start)
+
+
 def unpickle(file, source: str) -> tuple[object, dict[str, Storage]]:
-    """One pickle from ``file`` with :class:`RestrictedUnpickler`: (object, storages)."""
+    """One pickle from ``file`` (scanned first, :func:`_scan`) with
+    :class:`RestrictedUnpickler`: (object, storages)."""
     unpickler = RestrictedUnpickler(file, source)
     try:
+        _scan(file)
         return unpickler.load(), unpickler.storages
     except UNPICKLING_ERRORS as e:
         reason = " ".join(str(e).split())[:200] or type(e).__name__
@@ -223,13 +290,15 @@ def state_dict(obj, storages: dict[str, Storage], source: str) -> dict[str, Tens
     elements than its storage holds (strides of 0 could otherwise make a
     one-element storage claim a table of any size).
     """
-    if not isinstance(obj, dict):
+    if type(obj) not in (dict, StateDict):
         raise MinibertError(f"{source}: holds a {type(obj).__name__}, not a state dict (name -> tensor)")
     refs = {}
-    for name, ref in obj.items():
-        if not isinstance(name, str) or not isinstance(ref, TensorRef):
+    for name, ref in dict.items(obj):  # not obj.items(): nothing of the file's is called
+        if type(name) is not str:
+            raise MinibertError(f"{source}: a state dict key is {_brief(name)}, not a tensor name")
+        if type(ref) is not TensorRef:
             raise MinibertError(
-                f"{source}: entry {str(name)[:80]!r} is a {type(ref).__name__}, not a tensor "
+                f"{source}: entry {name[:80]!r} is a {type(ref).__name__}, not a tensor "
                 "(minibert reads a state dict of tensors)"
             )
         numel, storage = math.prod(ref.shape), ref.storage
@@ -361,6 +430,12 @@ class _Bounded:
     def readline(self) -> bytes:
         return self.f.readline()
 
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def seek(self, pos: int) -> int:
+        return self.f.seek(pos)
+
 
 class TorchLegacy(Checkpoint):
     """``torch.save``'s legacy format (before torch 1.6, or ``_use_new_zipfile_serialization=False``)."""
@@ -377,13 +452,13 @@ class TorchLegacy(Checkpoint):
                 raise MinibertError(f"{path}: a pickle but not a PyTorch checkpoint (no torch magic number)")
             protocol, _ = unpickle(reader, source)
             if protocol != PROTOCOL_VERSION:
-                raise MinibertError(f"{path}: PyTorch legacy protocol {str(protocol)[:20]}, expected 1001")
+                raise MinibertError(f"{path}: PyTorch legacy protocol {_brief(protocol)}, expected 1001")
             sys_info, _ = unpickle(reader, source)
-            if not isinstance(sys_info, dict):
+            if type(sys_info) is not dict:
                 raise MinibertError(f"{path}: sys_info is a {type(sys_info).__name__}, expected a dict")
             obj, storages = unpickle(reader, source)
             keys, _ = unpickle(reader, source)
-            if not isinstance(keys, list) or not all(isinstance(k, str) for k in map(_text, keys)):
+            if type(keys) is not list or not all(type(k) is str for k in map(_text, keys)):
                 raise MinibertError(f"{path}: the storage key list is not a list of keys")
             self._data: dict[str, int] = {}
             pos = f.tell()

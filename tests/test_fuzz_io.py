@@ -648,6 +648,58 @@ def _edited(obj, edit):
     return obj
 
 
+def _npz_relayer(settings_layers: list[int], array_layers: list[int]):
+    """An .npz whose settings record ``settings_layers`` while its arrays hold ``array_layers``
+    (the feature arrays renamed to match, so the arrays agree among themselves)."""
+
+    def edit(arrays):
+        features = [arrays.pop(f"hidden_states.{i}") for i in arrays["layers"]]
+        for i, a in zip(array_layers, features, strict=False):
+            arrays[f"hidden_states.{i}"] = a
+        arrays["layers"] = np.asarray(array_layers, dtype=np.int64)
+        s = json.loads(str(arrays["settings"][()]))
+        s["layers"] = settings_layers
+        arrays["settings"] = np.asarray(json.dumps(s))
+
+    return lambda p: _npz_rewrite(p, edit)
+
+
+def _jsonl_value(i: int, v):
+    """Line 1's first layer: row 0's value i replaced by ``v``."""
+    return _jsonl_obj(0, _values(lambda rows: [rows[0][:i] + [v] + rows[0][i + 1 :]] + rows[1:]))
+
+
+# issue 17: settings that disagree with the arrays, and JSON values of the wrong type
+DAMAGED += [
+    ("o.npz", _npz_relayer([0, 1], [0, 6]), ["settings 'layers' are [0, 1], the arrays hold [0, 6]"]),
+    ("o.npz", _npz_relayer([0, 1, 2], [0, 1, 6]), ["settings 'layers'", "[0, 1, 6]"]),
+    ("o.npz", _npz_relayer([0, 1, 6], [0, 1, 6]), ["settings 'layers' [0, 1, 6]", "'num_hidden_layers'"]),
+    ("o.npz", _npz_relayer([2, 1, 0], [0, 1, 2]), ["settings 'layers' are [2, 1, 0]"]),
+    ("o.npz", _npz_settings(lambda s: s.update(num_hidden_layers=1)), ["'layers'", "'num_hidden_layers'"]),
+    ("o.npz", _npz_settings(lambda s: s.update(layers=[-1])), ["settings 'layers' [-1]"]),
+    ("o.npz", _npz_settings(lambda s: s.update(combine="mean")), ["settings 'combine' is 'mean'"]),
+    ("o.npz", _npz_settings(lambda s: s.update(word_pool="mean")), ["settings 'word_pool' is 'mean'"]),
+    (
+        "o.npz",
+        _npz_settings(lambda s: s.update(output_dtype="float16")),
+        ["'hidden_states.0'", "output_dtype"],
+    ),
+    ("o.npz", _npz_settings(lambda s: s.update(output_dtype="int8")), ["'output_dtype' is 'int8'"]),
+    ("o.npz", _npz_edit("hidden_states.2", lambda h: h.astype(np.float64)), ["'hidden_states.2' is float64"]),
+    ("o.npz", _npz_settings(lambda s: s.update(pool="mean")), ["'hidden_states.0'", "one per text"]),
+    ("o.safetensors", _st_settings(lambda s: s.update(layers=[0, 1])), ["settings 'layers' are [0, 1]"]),
+    ("o.safetensors", _st_settings(lambda s: s.update(output_dtype="float64")), ["output_dtype"]),
+    ("o.safetensors", _st_settings(lambda s: s.update(combine="concat")), ["settings 'combine'"]),
+    ("words.jsonl", _jsonl_obj(0, _set("spans", [[0, True]] + [[0, 1]] * 2)), ["line 1", "'spans'"]),
+    ("words.jsonl", _jsonl_obj(0, lambda o: o["spans"][0].__setitem__(1, 1.5)), ["line 1", "'spans'"]),
+    ("o.jsonl", _jsonl_value(3, True), ["line 1", "not a list of numbers"]),
+    ("o.jsonl", _jsonl_value(0, False), ["line 1", "not a list of numbers"]),
+    ("o.jsonl", _jsonl_value(1, "1.5"), ["line 1", "not a list of numbers"]),
+    ("o.jsonl", _jsonl_value(1, [1.5]), ["line 1", "not a list of numbers"]),
+    ("o.jsonl", _jsonl_obj(1, _set("index", True)), ["line 2", "index is True"]),
+]
+
+
 #: Outputs with attention maps or statistics, damaged: (output file, how, what the message must name)
 DAMAGED_ATTENTIONS = [
     ("maps.npz", _npz_pop("attention_offsets"), ["'attention_offsets'"]),
@@ -767,6 +819,20 @@ DAMAGED_ATTENTIONS = [
         ["line 1", "entropy", "not lists of numbers"],
     ),
     ("stats.jsonl", _jsonl_obj(1, lambda o: o.pop("attention_stats")), ["line 2", "no attention, unlike"]),
+    # issue 17: dtypes that disagree with the settings, booleans where numbers should be
+    ("maps.npz", _npz_edit("attentions.2", lambda a: a.astype(np.float16)), ["'attentions.2' is float16"]),
+    ("maps.safetensors", _st_settings(lambda s: s.update(output_dtype="float16")), ["output_dtype"]),
+    (
+        "stats.npz",
+        _npz_edit("attention_stats.to_sep", lambda a: a.astype(np.float64)),
+        ["'attention_stats.to_sep' is float64", "output_dtype"],
+    ),
+    ("maps.jsonl", _jsonl_obj(0, _maps(lambda m: m[0]["values"][0][0].__setitem__(0, True))), ["not lists"]),
+    (
+        "stats.jsonl",
+        _jsonl_obj(0, _stats(lambda s: s["entropy"][0].__setitem__(0, True))),
+        ["line 1", "entropy", "not lists of numbers"],
+    ),
 ]
 
 
@@ -840,6 +906,21 @@ def _patch_tensor(name: str, fn):
     return change
 
 
+def _manifest_symlinked_out(d: Path) -> None:
+    """manifest.json a link to a copy of itself outside the directory: intact, but not in it."""
+    outside = d.parent / "elsewhere.json"
+    (d / MANIFEST).rename(outside)
+    (d / MANIFEST).symlink_to(outside)
+
+
+def _manifest_replaced(make):
+    def change(d: Path) -> None:
+        (d / MANIFEST).unlink()
+        make(d / MANIFEST)
+
+    return change
+
+
 #: (how to damage the shard directory, what the message must name besides manifest.json or the shard)
 MANIFESTS = [
     (lambda d: (d / MANIFEST).unlink(), [MANIFEST, "not found"]),
@@ -875,6 +956,11 @@ MANIFESTS = [
     (lambda d: _truncate(0.5)(d / "shard-00001.safetensors"), ["shard-00001.safetensors", "corrupt"]),
     (_entry(1, "sha256", "0" * 64), ["shard-00001.safetensors", "corrupt"]),
     (_shard_symlinked_out, ["shard-00001.safetensors", "outside"]),
+    # issue 17: a manifest that is not a regular file of the directory; settings beyond the model
+    (_manifest_symlinked_out, [MANIFEST, "elsewhere.json", "outside"]),
+    (_manifest_replaced(lambda p: p.mkdir()), [MANIFEST, "not a regular file"]),
+    (_manifest_replaced(os.mkfifo), [MANIFEST, "not a regular file"]),
+    (_manifest(lambda m: m["settings"].__setitem__("layers", [0, 9])), [MANIFEST, "'layers' [0, 9]"]),
     (_patch_tensor("index", lambda i: i + 1), ["shard-00001.safetensors", "'index'"]),
     (_patch_tensor("offsets", lambda o: o[::-1]), ["shard-00001.safetensors", "'offsets'"]),
 ]

@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_BERT
-from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
+from fuzz_helpers import assert_one_line_error, assert_unchanged, run, run_subprocess, snapshot
 from torch_files import (
     Build,
     Call,
     Global,
     PersId,
+    Raw,
     assemble,
+    emit,
     ordered_dict,
     state_pickle,
     storage_id,
@@ -126,8 +128,11 @@ PAYLOADS = {
 }
 
 W = storage_id("0", "float32", 10)  # the one storage of one_tensor_storages(): 10 float32
+STATE = ordered_dict({"w": tensor(W, 0, (10,))})  # a well-formed state dict of one tensor
 S = one_tensor_storages()
 HUGE = struct.pack("<Q", 2**62)
+BIG = (10**5000).to_bytes(2100, "little")  # LONG4's bytes of an int that str() refuses
+BYTEARRAY_2_40 = b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"x"  # protocol 5: a bytearray of 1 TiB
 
 #: Layout abuses: name -> (data.pkl, storages, what the one line must say)
 LAYOUTS = {
@@ -161,6 +166,49 @@ LAYOUTS = {
     "a storage missing from the archive": (legit({}), {}, "has no member"),
     "an opcode claiming 2**62 bytes": (b"\x80\x04\x8d" + HUGE + b"x", {}, "not a readable"),
     "a truncated pickle": (legit({})[:-30], S, "not a readable"),
+    # issue 17: BUILD gives the state dict an attribute that shadows a method minibert calls
+    "BUILD that sets the state dict's items to a rebuild function": (
+        assemble(Build(STATE, {"items": Global("torch._utils", "_rebuild_parameter")})), S,
+        "sets attributes of an OrderedDict",
+    ),
+    "BUILD that sets the state dict's items to a storage type": (
+        assemble(Build(STATE, {"items": Global("torch", "FloatStorage")})), S,
+        "sets attributes of an OrderedDict",
+    ),
+    "BUILD with torch's _metadata and more": (
+        assemble(Build(STATE, {"_metadata": {}, "keys": Global("torch._utils", "_rebuild_tensor")})), S,
+        "sets attributes of an OrderedDict",
+    ),
+    "BUILD of slots (setattr) on the state dict": (
+        assemble(Build(STATE, (None, {"items": Global("torch._utils", "_rebuild_tensor")}))), S,
+        "sets attributes of an OrderedDict",
+    ),
+    "BUILD that sets __setstate__, then a second BUILD calls it": (
+        assemble(Build(Build(STATE, {"__setstate__": Global("torch._utils", "_rebuild_parameter")}), {})), S,
+        "sets attributes of an OrderedDict",
+    ),
+    "BUILD that sets append, then APPENDS calls it": (
+        assemble(Raw(emit(Build(STATE, {"extend": Global("torch._utils", "_rebuild_parameter")}))
+                     + b"(" + emit(1) + b"e")), S,
+        "sets attributes of an OrderedDict",
+    ),
+    "BUILD that rewrites a rebuild function's defaults": (
+        legit({"v": Call(Build(Global("torch._utils", "_rebuild_tensor_v2"),
+                               (None, {"__defaults__": (False, None, None)})), (W, 0, (4,), (1,)))}), S,
+        "sets the state",
+    ),
+    "a state dict key that is a tuple nested 100000 deep": (
+        legit({Raw(b"(" * 100_000 + b")" + b"t" * 100_000): tensor(W, 0, (4,))}), S,
+        "<tuple>, not a tensor name",
+    ),
+    "a state dict key that is an int of 5000 digits": (
+        legit({Raw(b"\x8b" + struct.pack("<i", len(BIG)) + BIG): tensor(W, 0, (4,))}), S,
+        "<int>, not a tensor name",
+    ),
+    "a BYTEARRAY8 of 4 bytes (protocol 5)": (
+        b"\x80\x05\x96" + struct.pack("<Q", 4) + b"abcd.", {}, "BYTEARRAY8",
+    ),
+    "a BYTEARRAY8 claiming 2**40 bytes": (BYTEARRAY_2_40, {}, "not a readable"),
 }  # fmt: skip
 
 
@@ -236,6 +284,51 @@ def test_a_layout_abuse_is_refused_before_allocating(tmp_path, case, legacy):
     else:
         d = model_with(tmp_path, lambda p: write_zip(p, data_pkl, storages))
     refused(d, tmp_path / "canary", named)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_bytearray_too_large_to_allocate_is_one_line_in_a_real_process(tmp_path, legacy):
+    """CPython 3.11 prints "SystemError: deallocated bytearray object has exported buffers"
+    (straight to the process's stderr) when a BYTEARRAY8 fails to allocate: the opcode is
+    refused before the unpickler sees it, so stderr is the one error line."""
+    write = write_legacy if legacy else write_zip
+    d = model_with(tmp_path, lambda p: write(p, BYTEARRAY_2_40, {}))
+    code, _, err = run_subprocess("inspect", "--model", d)
+    assert err.count("\n") == 1, err
+    assert_one_line_error((code, "", err), "pytorch_model.bin", "not a readable PyTorch checkpoint")
+
+
+def test_a_build_on_an_allowed_function_changes_nothing(tmp_path):
+    """BUILD with slot state would setattr on the global it targets: on a bare function that
+    is ``__defaults__``, kept for every later load in the process. The stand-ins refuse it."""
+    from minibert import torch_pickle
+
+    defaults = (None, {"__defaults__": (True, {"h": 1}, None)})  # slot state: setattr
+    built = Build(Global("torch._utils", "_rebuild_tensor_v2"), defaults)
+    data_pkl = legit({"v": Call(built, (W, 0, (4,), (1,)))})
+    before = {k: (v, getattr(v, "__defaults__", None)) for k, v in torch_pickle.ALLOWED.items()}
+    d = model_with(tmp_path, lambda p: write_zip(p, data_pkl, S))
+    refused(d, tmp_path / "canary", "sets the state")
+    assert {k: (v, getattr(v, "__defaults__", None)) for k, v in torch_pickle.ALLOWED.items()} == before
+    assert torch_pickle._rebuild_tensor_v2.__defaults__ == (False, None, None)
+
+
+def test_torchs_metadata_build_is_accepted_and_dropped(tmp_path):
+    """torch pickles a state dict's ``_metadata`` as a BUILD on the OrderedDict: still read."""
+    data_pkl = assemble(Build(STATE, {"_metadata": {"": {"version": 1}}}))
+    d = tmp_path / "pytorch_model.bin"
+    write_zip(d, data_pkl, S)
+    from minibert.torch_pickle import open_torch
+
+    ckpt = open_torch(d)
+    np.testing.assert_array_equal(ckpt.read_stored("w"), np.arange(10, dtype=np.float32))
+    ckpt.close()
+
+
+def test_a_legacy_protocol_number_of_5000_digits(tmp_path):
+    parts = [pickle.dumps(0x1950A86A20F9469CFC6C, 2), pickle.dumps(10**5000, 2)]
+    d = model_with(tmp_path, lambda p: p.write_bytes(b"".join(parts)))
+    refused(d, tmp_path / "canary", "legacy protocol <int>, expected 1001")
 
 
 def test_a_legacy_count_that_disagrees_with_the_pickle(tmp_path):

@@ -95,6 +95,11 @@ def _emit(obj) -> bytes:
     raise TypeError(type(obj))
 
 
+def emit(obj) -> bytes:
+    """The opcodes of ``obj`` alone (no PROTO, no STOP), to splice into a :class:`Raw`."""
+    return _emit(obj)
+
+
 def assemble(obj) -> bytes:
     """A protocol-2 pickle of ``obj`` (nodes above, or plain data)."""
     return b"\x80\x02" + _emit(obj) + b"."
