@@ -37,7 +37,7 @@ import numpy as np
 
 from .checkpoint import WEIGHT_FILES, Checkpoint, Safetensors, itemsize, open_checkpoint
 from .errors import MinibertError
-from .files import os_reason
+from .files import check_target, os_reason
 
 #: Names of files that are pickles (code a loader would run): never copied.
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -98,7 +98,6 @@ def write_safetensors(checkpoint: Checkpoint, path: Path) -> None:
 
 
 def _check_destination(src: Path, dst: Path) -> None:
-    from .writers import check_target
 
     check_target(dst, directory=True)  # a usable path, not a file, a FIFO or a symlink loop
     src_real, dst_real = Path(os.path.realpath(src)), Path(os.path.realpath(dst))

@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import MinibertError
 from .extract import extract_chunk
+from .files import check_target, model_sources
 from .inputs import Item, chunk_digest, chunked
 from .model import Model
 from .progress import Progress
@@ -40,7 +41,7 @@ from .readers import SafetensorsOutput
 from .records import Record
 from .shards import ShardedWriter, write_shard
 from .spec import ExtractSpec, OptionError, check_choice, check_positive
-from .writers import check_output_path, check_target, is_sharded, model_sources, open_writer
+from .writers import check_output_path, is_sharded, open_writer
 
 ENGINES = ("local", "dask")
 
@@ -158,7 +159,7 @@ def check_output(
     unknown format or a missing directory, a non-empty directory without
     ``resume``, ``resume`` or Dask into a single file, a FIFO, a device,
     or one of ``sources`` (the input files, ``"-"`` for the file on stdin:
-    never overwritten; :func:`minibert.writers.check_target`). True when OUTPUT is a directory
+    never overwritten; :func:`minibert.files.check_target`). True when OUTPUT is a directory
     of shards (:func:`minibert.writers.is_sharded`)."""
     sharded = is_sharded(output)
     if sharded:

@@ -1,4 +1,5 @@
-"""Reading the small files minibert trusts nothing in: JSON, and file digests.
+"""Where minibert meets the file system: reading the small files it trusts nothing in (JSON,
+file digests), and the one check and the one atomic write of every output.
 
 Every JSON file the project reads (config.json, tokenizer_config.json, the
 sentence-transformers files, manifests, inputs) goes through
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from .errors import MinibertError
@@ -56,14 +58,25 @@ MAX_CONFIG = 1 << 20
 MAX_FILE = 64 << 20
 
 
+#: What a file that is not a regular file is, for messages.
+KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISREG, "a regular file"),
+)
+
+
+def kind(mode: int) -> str:
+    """What the file of ``mode`` is: "a directory", "a FIFO", ..., "a special file"."""
+    return next((name for test, name in KINDS if test(mode)), "a special file")
+
+
 def not_regular(mode: int) -> str:
     """What a file that is not a regular file is: "is a directory", "a FIFO, not a regular file", ..."""
-    if stat.S_ISDIR(mode):
-        return "is a directory"
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
-    kind = next((name for test, name in kinds if test(mode)), "a special file")
-    return f"{kind}, not a regular file"
+    return "is a directory" if stat.S_ISDIR(mode) else f"{kind(mode)}, not a regular file"
 
 
 def open_regular(path: str | os.PathLike, what: str = "file"):
@@ -209,3 +222,159 @@ def write_sha256(f, parts) -> tuple[int, str]:
         h.update(part)
         size += len(part) if isinstance(part, bytes) else part.nbytes
     return size, h.hexdigest()
+
+
+#: Where a source is stdin: ``extract - -o OUT`` (compared by the file stdin is, ``os.fstat(0)``).
+STDIN = "-"
+
+#: Bytes the temporary file's name adds to the output's (``.NAME.xxxxxxxx.tmp``;
+#: convert's ``.NAME.tmp-PID``): a name whose temporary file could not be made
+#: is refused before any work, not after it.
+TMP_NAME_ROOM = 16
+
+
+def check_target(path: str | Path, sources=(), *, directory: bool = False) -> Path:
+    """The one check of where a command writes, made before any work: extract's
+    file or shard directory, view's page, plot's figure, convert's folder.
+    Refused, each with one MinibertError naming ``path``:
+
+    - a path the file system cannot take: a name too long (also for the
+      temporary file written beside it), a parent that is missing or not a
+      directory, a symlink loop, permission denied;
+    - one that exists and is not a regular file -- a FIFO, a device, a
+      socket, also behind a symlink (the atomic rename would replace it) --
+      or, ``directory`` (a shard directory, convert's folder), not a directory;
+    - one of ``sources``, ``(path, what)`` pairs naming what a run reads (the
+      input, ``"-"`` for stdin; the model's files and directory): the same
+      file, also through a symlink or a hard link; a symlink into a source
+      directory; for ``directory``, one that holds a source.
+
+    Sources that cannot be read are left for their reader to report."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None  # not there, or a dangling symlink (the rename replaces the link)
+        _check_parent(path)
+    except OSError as e:
+        raise MinibertError(f"{path}: cannot write ({os_reason(e)})") from None
+    if st is not None and not (stat.S_ISDIR if directory else stat.S_ISREG)(st.st_mode):
+        wanted = "a directory" if directory else "a regular file"
+        raise MinibertError(f"{path}: exists and is {kind(st.st_mode)}, not {wanted}; choose another OUTPUT")
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        _check_name_length(path)
+    for source, what in sources:
+        _refuse_source(path, st, source, what, directory)
+    return path
+
+
+def _check_parent(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        st = os.stat(parent)
+    except FileNotFoundError:
+        raise MinibertError(f"{path}: output directory {parent} does not exist") from None
+    except OSError as e:
+        raise MinibertError(f"{path}: cannot write ({os_reason(e)})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MinibertError(f"{path}: cannot write ({parent} is not a directory)")
+
+
+def _check_name_length(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    n = len(os.fsencode(path.name))
+    if n + TMP_NAME_ROOM > limit:
+        raise MinibertError(
+            f"{path}: file name too long ({n} bytes; at most {limit - TMP_NAME_ROOM} here, with the "
+            "temporary file written beside it)"
+        )
+
+
+def _refuse_source(out: Path, out_stat: os.stat_result | None, source, what: str, directory: bool) -> None:
+    """:func:`check_target`'s rule for one source."""
+    stdin = isinstance(source, str) and source == STDIN
+    try:
+        s = os.fstat(0) if stdin else os.stat(source)
+    except OSError:
+        return  # stdin closed, or a source its reader will report
+    if stdin and not stat.S_ISREG(s.st_mode):
+        return  # a pipe or a terminal: no file to overwrite
+    name = "on stdin" if stdin else str(source)
+    if out_stat is not None and (out_stat.st_dev, out_stat.st_ino) == (s.st_dev, s.st_ino):
+        same = "directory" if stat.S_ISDIR(s.st_mode) else "file"
+        raise MinibertError(f"{out}: is {what} {name} (the same {same}); choose another OUTPUT")
+    if not stdin and stat.S_ISDIR(s.st_mode) and os.path.islink(out):
+        real = os.path.realpath(out)
+        if Path(real).is_relative_to(os.path.realpath(source)):
+            raise MinibertError(f"{out}: a link to {real}, inside {what} {name}; choose another OUTPUT")
+    inside = not stdin and Path(os.path.realpath(source)).is_relative_to(os.path.realpath(out))
+    if directory and out_stat is not None and (inside or _holds_link(out, s)):
+        raise MinibertError(f"{out}: the output directory holds {what} {name}; choose another OUTPUT")
+
+
+def refuse_overwriting(output: str | Path, sources, sharded: bool, what: str) -> None:
+    """:func:`check_target` with every one of ``sources`` described as ``what``
+    (``"the input"``): OUTPUT is none of them, nor, ``sharded``, holds one."""
+    check_target(output, [(source, what) for source in sources], directory=sharded)
+
+
+def model_sources(model) -> list[tuple]:
+    """A loaded model's files and its directory, as :func:`check_target`'s sources."""
+    return [*((f, "a file of the model") for f in model.files), (model.path, "the model directory")]
+
+
+def _holds_link(directory: Path, s: os.stat_result) -> bool:
+    """Whether ``directory`` has an entry that is a hard link to the file of stat ``s``."""
+    try:
+        if directory.stat().st_dev != s.st_dev:
+            return False
+        with os.scandir(directory) as entries:
+            return any(e.inode() == s.st_ino for e in entries)
+    except OSError:
+        return False
+
+
+def atomic_path(path: Path):
+    """A temporary file in ``path``'s directory: (fd, name)."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def write_atomic(path: Path, write):
+    """``write(f)`` into a temporary file beside ``path``, flushed to disk,
+    then renamed over ``path``; returns what ``write`` returned. Readers see the old file or the new one,
+    never a part. An error or a kill leaves no new file at ``path`` (and any
+    earlier file there as it was); an OSError -- no space left, a read-only
+    file system, a file-size limit (the CLI ignores SIGXFSZ, so the limit is
+    an error here, not a kill), permission denied -- is one MinibertError
+    naming ``path``."""
+    try:
+        fd, tmp = atomic_path(path)
+    except OSError as e:
+        raise MinibertError(f"{path}: cannot write ({os_reason(e)})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; an output is an ordinary file
+        os.replace(tmp, path)
+        return result
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise MinibertError(f"{path}: cannot write ({os_reason(e)})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()

@@ -57,8 +57,8 @@ def require_matplotlib():
 
 
 def check_figure_path(path: str | Path) -> Path:
-    """A .png/.svg/.pdf path where a file can be written (:func:`minibert.writers.check_target`)."""
-    from .writers import check_target
+    """A .png/.svg/.pdf path where a file can be written (:func:`minibert.files.check_target`)."""
+    from .files import check_target
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
@@ -67,9 +67,9 @@ def check_figure_path(path: str | Path) -> Path:
 
 
 def save(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` atomically (:func:`minibert.writers.write_atomic`: a
+    """Write ``fig`` atomically (:func:`minibert.files.write_atomic`: a
     temporary file in the same directory, then rename; an OSError is one line)."""
-    from .writers import write_atomic
+    from .files import write_atomic
 
     path = check_figure_path(path)
     write_atomic(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=dpi))

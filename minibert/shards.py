@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinibertError
-from .files import os_reason, read_json, sha256_file, stat_file
+from .files import os_reason, read_json, sha256_file, stat_file, write_atomic
 from .readers import (
     AttentionLayout,
     FileOutput,
@@ -58,7 +58,7 @@ from .readers import (
 from .records import Record, cast_features, records_to_arrays
 from .safetensors_file import safetensors_parts
 from .spec import ExtractSpec
-from .writers import output_metadata, write_atomic, write_digested
+from .writers import output_metadata, write_digested
 
 try:
     import fcntl
@@ -75,7 +75,7 @@ def shard_name(k: int) -> str:
 
 
 #: The temporary files this module's writers leave when killed mid-write
-#: (:func:`minibert.writers.atomic_path`: ``.{name}.{8 random characters}.tmp``):
+#: (:func:`minibert.files.atomic_path`: ``.{name}.{8 random characters}.tmp``):
 #: the only files ``--resume`` deletes.
 OWN_TEMP = re.compile(r"\.(?:shard-\d{5,}\.safetensors|manifest\.json)\.[a-z0-9_]{8}\.tmp")
 

@@ -274,8 +274,8 @@ def view(
 
 def check_page_path(path: str | Path) -> Path:
     """An .html (or .htm) path, not a directory, where a file can be written
-    (:func:`minibert.writers.check_target`)."""
-    from .writers import check_target
+    (:func:`minibert.files.check_target`)."""
+    from .files import check_target
 
     path = Path(path)
     if path.suffix.lower() not in EXTENSIONS:

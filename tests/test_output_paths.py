@@ -1,6 +1,6 @@
 """Where a command writes (issue 17, items 1, 2, 5d, 10): every command that
 writes -- extract (a file or a shard directory), view, plot, convert -- goes
-through one check (:func:`minibert.writers.check_target`) and refuses, with
+through one check (:func:`minibert.files.check_target`) and refuses, with
 one line naming the path, before any work and leaving every file as it was:
 
 - an OUTPUT that is the file on stdin (``extract - -o in.jsonl < in.jsonl``);

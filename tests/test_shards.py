@@ -204,8 +204,8 @@ def test_own_temp_names_are_what_the_writers_make(tmp_path):
     """--resume deletes only OWN_TEMP names: they must be what atomic_path makes."""
     import os
 
+    from minibert.files import atomic_path
     from minibert.shards import OWN_TEMP, shard_name
-    from minibert.writers import atomic_path
 
     for name in (shard_name(3), shard_name(123456), MANIFEST):
         for _ in range(20):

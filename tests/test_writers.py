@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError
+from minibert.files import refuse_overwriting
 from minibert.records import Record
 from minibert.spec import ExtractSpec
-from minibert.writers import is_sharded, open_writer, refuse_overwriting, write_digested
+from minibert.writers import is_sharded, open_writer, write_digested
 
 SPEC = ExtractSpec(layers=(0,), num_hidden_layers=2, model="m")
 

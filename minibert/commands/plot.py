@@ -53,8 +53,8 @@ def add_parser(sub) -> None:
 
 
 def run_attention(args: argparse.Namespace) -> int:
+    from ..files import check_target, model_sources
     from ..plot import attention, check_figure_path, require_matplotlib, save
-    from ..writers import check_target, model_sources
 
     require_matplotlib()
     check_figure_path(args.output)
@@ -66,6 +66,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
+    from ..files import check_target, model_sources
     from ..inputs import read_items
     from ..plot import (
         check_figure_path,
@@ -75,7 +76,6 @@ def run_layers(args: argparse.Namespace) -> int:
         require_matplotlib,
         save,
     )
-    from ..writers import check_target, model_sources
 
     require_matplotlib()
     check_figure_path(args.output)
@@ -91,9 +91,9 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def run_heads(args: argparse.Namespace) -> int:
+    from ..files import check_target
     from ..output import open_output
     from ..plot import check_figure_path, head_means, heads_figure, require_matplotlib, save
-    from ..writers import check_target
 
     require_matplotlib()
     check_figure_path(args.output)

@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..files import check_target, model_sources, write_atomic
     from ..view import check_page_path, view
-    from ..writers import check_target, model_sources, write_atomic
 
     path = check_page_path(args.output)
     model = load(args.model, args.dtype)
