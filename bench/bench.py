@@ -6,8 +6,8 @@ Engines, each given the same token ids and the same thread count:
 - ONNX Runtime: the same model exported at bench time (into a temporary
   directory, never kept) with every hidden state as an output, fused by
   ORT's transformer optimizer, with all graph optimisations on
-- minibert plain: the formula functions of ``minibert/ops.py``
-- minibert fast: ``minibert/fast.py`` (the default of ``Model.encode``)
+- minibert plain: the formula functions of ``minibert/encoder/ops.py``
+- minibert fast: ``minibert/encoder/fast.py`` (the default of ``Model.encode``)
 
 With attentions (on 32 x 128 and 8 x 512 only, timed in the same rounds):
 
@@ -283,7 +283,7 @@ class SgemmCeiling:
         self.threads = threads
 
     def __call__(self, batch) -> None:
-        from minibert.threads import threads
+        from minibert.encoder.threads import threads
 
         with threads(self.threads):
             for x, w, out in self.pairs:

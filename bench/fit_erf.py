@@ -1,4 +1,4 @@
-"""Fit the coefficients of minibert.fast.erf32 (run once; its output is pasted there).
+"""Fit the coefficients of minibert.encoder.fast.erf32 (run once; its output is pasted there).
 
 Two branches, split at |x| = 0.92:
 

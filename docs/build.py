@@ -2,7 +2,7 @@
 
 Two markers in a docs page, each followed by a fenced code block:
 
-    <!-- source: minibert/ops.py::softmax -->
+    <!-- source: minibert/encoder/ops.py::softmax -->
     ```python
     ...the current source of that function, filled in by this script...
     ```

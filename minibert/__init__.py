@@ -7,14 +7,14 @@
 7
 """
 
-from .config import Config
-from .errors import MinibertError
-from .model import Encoding, Model, forward, load
-from .output import open_output
-from .tokenizer import Batch
-from .view import view
-from .windows import encode_long
-from .words import Words, words
+from minibert.encoder.config import Config
+from minibert.errors import MinibertError
+from minibert.features.windows import encode_long
+from minibert.features.words import Words, words
+from minibert.loading.tokenizer import Batch
+from minibert.model import Encoding, Model, forward, load
+from minibert.outputs.output import open_output
+from minibert.teaching.view import view
 
 __version__ = "0.1.0"
 __all__ = [

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .errors import MinibertError, printable
+from minibert.errors import MinibertError, printable
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,7 +37,7 @@ def one_line(message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands
+    from minibert import commands
 
     parser = Parser(
         prog="minibert",

@@ -29,7 +29,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import MinibertError
+from minibert.errors import MinibertError
 
 
 def os_reason(e: OSError) -> str:

@@ -1,10 +1,10 @@
 """Batch + Weights -> forward -> Encoding: the record of every layer.
 
 :func:`forward` is the whole encoder, written with the formula functions of
-:mod:`minibert.ops` and no I/O: the reference. :class:`Model` ties a
+:mod:`minibert.encoder.ops` and no I/O: the reference. :class:`Model` ties a
 directory's config, weights and tokenizer together (:func:`load` builds
 one); :meth:`Model.forward` chooses, in one place (:meth:`Model._compute`),
-whether these formulas or the fast path of :mod:`minibert.fast` run.
+whether these formulas or the fast path of :mod:`minibert.encoder.fast` run.
 """
 
 from __future__ import annotations
@@ -16,20 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fast, hub, ops
-from .checkpoint import open_checkpoint
-from .config import Config
-from .errors import MinibertError
-from .hub import SentenceConfig
-from .layers import resolve_layer
-from .threads import threads
-from .tokenizer import Batch, Tokenizer
-from .trace import Trace
-from .weights import Weights, from_checkpoint
+from minibert.encoder import fast, ops
+from minibert.encoder.config import Config
+from minibert.encoder.layers import resolve_layer
+from minibert.encoder.params import Weights
+from minibert.encoder.threads import threads
+from minibert.encoder.trace import Trace
+from minibert.errors import MinibertError
+from minibert.loading import hub
+from minibert.loading.checkpoint import open_checkpoint
+from minibert.loading.hub import SentenceConfig
+from minibert.loading.tokenizer import Batch, Tokenizer
+from minibert.loading.weights import from_checkpoint
 
 DTYPES = ("float32", "float64")
-#: Ways to run the encoder: "fast" (:mod:`minibert.fast`, the default) or
-#: "plain" (:func:`forward`: the formula functions of :mod:`minibert.ops`).
+#: Ways to run the encoder: "fast" (:mod:`minibert.encoder.fast`, the default) or
+#: "plain" (:func:`forward`: the formula functions of :mod:`minibert.encoder.ops`).
 IMPLS = ("fast", "plain")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 FETCH_HINT = "make weights   (or: python weights/fetch.py)"
@@ -44,7 +46,7 @@ class EncoderOutput:
       output of encoder layer i (transformers' ``output_hidden_states``
       indexing; ALBERT with inner_group_num > 1: one per inner layer).
     attentions: num_hidden_layers arrays (B, h, S, S), or None.
-    trace: every intermediate (:class:`minibert.trace.Trace`), or None.
+    trace: every intermediate (:class:`minibert.encoder.trace.Trace`), or None.
     """
 
     hidden_states: tuple[np.ndarray, ...]
@@ -65,14 +67,14 @@ class Encoding:
       ``attention_mask`` (B, S) int64; per text ``tokens``, ``word_ids``,
       ``num_tokens``, ``sequence_ids``, ``offsets``, ``texts``, ``text_pairs``.
     hidden_states, attentions: as in :class:`EncoderOutput`.
-    trace: with ``trace=True``, :class:`minibert.trace.Trace`:
+    trace: with ``trace=True``, :class:`minibert.encoder.trace.Trace`:
       ``trace.embeddings`` (word, position, token_type, sum, output, and
       projection for ELECTRA and ALBERT) and ``trace.layers[i]``
       (``attention``: q, k, v, scores, mask, masked_scores, probs, context,
       concat, output; residual_1, ln_1; ``ffn``: pre, act, output;
       residual_2, ln_2); else None. The flat names of its first form still
       answer: ``trace["layers"][i]["q"]``, ``["attention_output"]``,
-      ``["ffn_pre"]`` (:data:`minibert.trace.LayerTrace.KEYS`).
+      ``["ffn_pre"]`` (:data:`minibert.encoder.trace.LayerTrace.KEYS`).
     windows: from :func:`minibert.encode_long`, per text the index of the
       window each token's vectors were taken from; None otherwise.
     """
@@ -136,7 +138,7 @@ def forward(
 
     These are the formulas themselves, the reference. ``Model.encode`` runs
     them for a trace or ``impl="plain"``; otherwise it runs
-    :func:`minibert.fast.forward`, the same encoder arranged for speed (with
+    :func:`minibert.encoder.fast.forward`, the same encoder arranged for speed (with
     the attention maps too when asked for) and tested equal to this one (see
     :meth:`Model._compute`).
     """
@@ -336,7 +338,7 @@ def _check_range(a: np.ndarray, name: str, n: int, table: str) -> None:
 class Model:
     """A loaded encoder: ``config``, ``weights``, ``tokenizer``, ``dtype``, and
     ``sentence``: the sentence-transformers pooling of the directory
-    (:class:`minibert.hub.SentenceConfig`), or None.
+    (:class:`minibert.loading.hub.SentenceConfig`), or None.
 
     ``files``: every file the model was read from (config, weights,
     tokenizer, sentence-transformers files): each changes the numbers, so a
@@ -345,7 +347,7 @@ class Model:
     Two settings, plain attributes: ``impl`` ("fast", default, or "plain":
     see :meth:`_compute`) and ``threads`` (None: as many as NumPy's BLAS is
     set to use, all cores by default; an int: that many, see
-    :func:`minibert.threads.threads`).
+    :func:`minibert.encoder.threads.threads`).
     """
 
     impl: str = "fast"
@@ -400,7 +402,7 @@ class Model:
         strings; ``text_pairs``: None, or one string or None per text (None:
         that text has no second segment, tokenized as if no pairs were given).
         Anything else is a MinibertError naming the argument (see
-        :func:`minibert.tokenizer.as_texts`)."""
+        :func:`minibert.loading.tokenizer.as_texts`)."""
         max_length = self._max_length(max_length)
         batch = self.tokenizer(texts, text_pairs, max_length)
         if self.config.type_vocab_size <= 1 and batch.token_type_ids.any():
@@ -454,7 +456,7 @@ class Model:
         (:func:`available_memory`) is a MinibertError naming its size, raised
         before any work, and a MemoryError during the pass becomes the same
         error (:func:`check_result_size`). For a corpus, ``minibert extract``
-        (:func:`minibert.corpus.extract_to`) keeps one chunk at a time and
+        (:func:`minibert.corpus.driver.extract_to`) keeps one chunk at a time and
         only the layers asked for.
         """
         _check_flag(output_attentions, "output_attentions")
@@ -503,7 +505,7 @@ class Model:
     def _attention_layers(self, layers, output_attentions: bool) -> frozenset[int] | None:
         """``attention_layers`` checked: None, or a set of encoder layers 1..L.
 
-        Each entry is resolved by :func:`minibert.layers.resolve_layer` with
+        Each entry is resolved by :func:`minibert.encoder.layers.resolve_layer` with
         ``first=1``, the rule of explain's and plot's ``--layer``: 1..L, or
         -L..-1 counted from the last (-1 is layer L); 0 (the embeddings) has
         no attention. An entry named twice is kept once."""
@@ -528,7 +530,7 @@ class Model:
           intermediate), on the whole batch;
         - ``impl="plain"``: :func:`forward` too, a chunk of texts at a time
           (with the attention maps too, when asked for);
-        - otherwise (the default): :func:`minibert.fast.forward`, the same
+        - otherwise (the default): :func:`minibert.encoder.fast.forward`, the same
           numbers to float rounding (tested), 0 at padding positions, with
           the attention maps if asked for (asking changes no bit of the
           hidden states).
@@ -623,7 +625,7 @@ def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
     pytorch_model.bin read without torch, or either sharded; tokenizer.json
     or vocab.txt), the short name of one in ``weights/``, or a Hugging Face
     repo id already in the local Hugging Face cache (see
-    :func:`minibert.hub.resolve`; nothing is downloaded). With no path, the
+    :func:`minibert.loading.hub.resolve`; nothing is downloaded). With no path, the
     default model all-MiniLM-L6-v2 from ``weights/``.
 
     Every file is checked before anything large is allocated: config.json,

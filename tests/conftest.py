@@ -88,10 +88,10 @@ def random_model(
     model's; tests that use it feed token ids directly (:class:`minibert.Batch`)."""
     import numpy as np
 
-    from minibert.config import Config
+    from minibert.encoder.config import Config
+    from minibert.loading.tokenizer import Tokenizer
+    from minibert.loading.weights import distinct_layers, from_tensors
     from minibert.model import Model
-    from minibert.tokenizer import Tokenizer
-    from minibert.weights import distinct_layers, from_tensors
 
     H = heads * head_size
     config = Config(vocab_size=50, hidden_size=H, num_hidden_layers=layers, num_attention_heads=heads,

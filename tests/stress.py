@@ -80,7 +80,7 @@ class Stress:
     def check_state(self, d: Path, when: str) -> None:
         """A directory a kill left: a state every reader and resume accepts."""
         from minibert.errors import MinibertError
-        from minibert.shards import MANIFEST, OWN_TEMP, check_shard, read_manifest
+        from minibert.outputs.shards import MANIFEST, OWN_TEMP, check_shard, read_manifest
 
         if not d.exists():
             return
@@ -117,7 +117,7 @@ class Stress:
     # -- the reader ----------------------------------------------------------------
     def reader(self, dirs: list[Path], stop: threading.Event) -> None:
         from minibert.errors import MinibertError
-        from minibert.shards import ShardedOutput
+        from minibert.outputs.shards import ShardedOutput
 
         while not stop.is_set():
             for d in dirs:

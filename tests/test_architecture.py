@@ -109,7 +109,7 @@ def test_nothing_imports_the_command_line():
         assert not bad, f"{module} imports {bad}"
 
 
-@pytest.mark.parametrize("module, allowed", [("minibert.ops", {"minibert.trace"}), ("minibert.trace", set())])
+@pytest.mark.parametrize("module, allowed", [("minibert.encoder.ops", {"minibert.encoder.trace"}), ("minibert.encoder.trace", set())])
 def test_the_formula_layer_stands_alone(module, allowed):
     assert import_graph()[module] <= allowed
 
@@ -135,6 +135,6 @@ def test_the_import_scanner_sees_what_runs(tmp_path, monkeypatch):
     assert graph["minibert.sub.f"] == {"minibert.e"}
     monkeypatch.undo()
     real = import_graph()
-    assert "minibert.fast" in real["minibert.model"]  # a module-level relative import
-    assert "minibert.trace" in real["minibert.ops"]
-    assert "minibert.weights" not in real["minibert.ops"]  # only under TYPE_CHECKING there
+    assert "minibert.encoder.fast" in real["minibert.model"]  # a module-level relative import
+    assert "minibert.encoder.trace" in real["minibert.encoder.ops"]
+    assert "minibert.loading.weights" not in real["minibert.encoder.ops"]  # only under TYPE_CHECKING there

@@ -1,5 +1,5 @@
 """``minibert check-article``: the correct values of the article's worked
-example (section 4.3), computed with minibert.ops, equal an independent
+example (section 4.3), computed with minibert.encoder.ops, equal an independent
 computation by hand (plain Python loops and ``math``), and the article's
 wrong values are flagged."""
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from minibert import article, cli
+from minibert import cli
+from minibert.teaching import article
 
 W = [[1, 0, 1], [0, 1, 0], [1, 1, 1]]  # transcribed again from the article
 

@@ -1,4 +1,4 @@
-"""minibert/attention_stats.py: each statistic against plain float64 loops written
+"""minibert/features/attention_stats.py: each statistic against plain float64 loops written
 here from its definition, numbers worked by hand, closed forms, the invariants
 (hypothesis), and which tokens count as [CLS], [SEP] and punctuation for every
 tokenizer family."""
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minibert
-from minibert.attention_stats import STATS, head_statistics, is_punctuation, token_kinds
+from minibert.features.attention_stats import STATS, head_statistics, is_punctuation, token_kinds
 
 
 def loops(p, cls, sep, punct) -> dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ from torch_files import (
 )
 
 import minibert
-from minibert.checkpoint import open_checkpoint
+from minibert.loading.checkpoint import open_checkpoint
 
 TORCH = DATA / "torch"
 REFS = Path(__file__).resolve().parent / "reference" / "families"
@@ -246,7 +246,7 @@ def test_tensors_the_encoder_ignores_are_never_read(tmp_path, monkeypatch):
         f.truncate(8 + len(blob) + data_len + 4 * huge)  # a hole: no disk, no memory
     (d / "plain.safetensors").unlink()
     read: list[str] = []
-    from minibert import checkpoint
+    from minibert.loading import checkpoint
 
     original = checkpoint.Safetensors.read_stored
     monkeypatch.setattr(checkpoint.Safetensors, "read_stored", lambda self, name: read.append(name) or
@@ -258,7 +258,7 @@ def test_tensors_the_encoder_ignores_are_never_read(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_ignored_torch_storages_are_never_read(tmp_path, monkeypatch, legacy):
-    from minibert import torch_pickle
+    from minibert.loading import torch_pickle
 
     arrays = tiny_arrays() | {"cls.head.weight": np.ones((50, 50), np.float32)}
     d = tmp_path / "m"
@@ -302,7 +302,7 @@ def test_the_real_model_as_pytorch_model_bin(real_model_dir, real_model, tmp_pat
 
 def test_a_tensor_larger_than_memory_is_a_clean_error(monkeypatch):
     """A sparse file can honestly hold a tensor of any size: the allocation fails in one line."""
-    from minibert import checkpoint
+    from minibert.loading import checkpoint
 
     with pytest.raises(minibert.MinibertError, match=r"tensor 'w' needs 147,573,952,589,676,412,912 bytes"):
         checkpoint.allocate((2**63 - 1, 4), np.float32, Path("m.safetensors"), "tensor 'w'")

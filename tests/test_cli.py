@@ -14,7 +14,7 @@ import pytest
 from fuzz_helpers import run
 
 from minibert.cli import main
-from minibert.output import open_output
+from minibert.outputs.output import open_output
 
 TEXTS = [
     "A short one.",

@@ -19,7 +19,7 @@ from numpy.testing import assert_allclose
 
 import minibert
 from minibert.cli import main
-from minibert.output import open_output
+from minibert.outputs.output import open_output
 
 TESTS = Path(__file__).resolve().parent
 TINY_BPE = TESTS / "data" / "tiny-bpe-bert"

@@ -13,8 +13,8 @@ from conftest import DATA, TINY_BERT
 from fuzz_helpers import run
 
 import minibert
-from minibert.config import MAX_LAYER_STEPS, MAX_SIZE, Config
-from minibert.weights import _check_finite
+from minibert.encoder.config import MAX_LAYER_STEPS, MAX_SIZE, Config
+from minibert.loading.weights import _check_finite
 
 BASE = json.loads((TINY_BERT / "config.json").read_text())
 

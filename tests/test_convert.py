@@ -155,7 +155,7 @@ def test_an_empty_destination_folder_is_fine(tmp_path):
 
 
 def test_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
-    from minibert import convert
+    from minibert.loading import convert
 
     src = bin_model(tmp_path, "tiny-bert-fp16", TORCH / "tiny-bert-fp16.bin")
     original = convert.write_safetensors

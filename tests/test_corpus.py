@@ -1,4 +1,4 @@
-"""minibert/corpus.py, and ``minibert extract`` at corpus scale: sharded output
+"""minibert/corpus/driver.py, and ``minibert extract`` at corpus scale: sharded output
 equals a single file, a run killed with SIGKILL resumes to the same bits,
 float16 output, bad input through the new paths ends in one line and exit
 status 2; extract_to called from Python does what the command does."""
@@ -18,11 +18,11 @@ from corpus_helpers import ONE_THREAD, assert_same_output, cli, here, texts
 import minibert
 from minibert import MinibertError
 from minibert.cli import main
-from minibert.corpus import Engine, check_output, extract_to
-from minibert.inputs import Item, read_items
-from minibert.output import open_output
-from minibert.shards import MANIFEST, read_manifest
-from minibert.spec import ExtractSpec, OptionError
+from minibert.corpus.driver import Engine, check_output, extract_to
+from minibert.corpus.inputs import Item, read_items
+from minibert.outputs.output import open_output
+from minibert.outputs.shards import MANIFEST, read_manifest
+from minibert.outputs.spec import ExtractSpec, OptionError
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -308,9 +308,9 @@ def test_threads_are_the_runs_and_given_back(small, model_dir, tmp_path, monkeyp
     src, _ = small
     model = minibert.load(model_dir)
     seen = []
-    real = minibert.corpus.extract_chunk
+    real = minibert.corpus.driver.extract_chunk
     monkeypatch.setattr(
-        minibert.corpus, "extract_chunk", lambda m, *a, **k: seen.append(m.threads) or real(m, *a, **k)
+        minibert.corpus.driver, "extract_chunk", lambda m, *a, **k: seen.append(m.threads) or real(m, *a, **k)
     )
     spec = ExtractSpec.for_model(model, pool="none", shard_size=8)
     extract_to(model, read_items(src), spec, tmp_path / "o.safetensors", engine=Engine(threads=1))

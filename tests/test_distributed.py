@@ -13,9 +13,9 @@ distributed = pytest.importorskip("dask.distributed")
 from corpus_helpers import ONE_THREAD, assert_same_output, cli, texts  # noqa: E402
 
 from minibert.cli import main  # noqa: E402
-from minibert.distributed import blas_threads, loaded_models  # noqa: E402
-from minibert.output import open_output  # noqa: E402
-from minibert.shards import MANIFEST  # noqa: E402
+from minibert.corpus.distributed import blas_threads, loaded_models  # noqa: E402
+from minibert.outputs.output import open_output  # noqa: E402
+from minibert.outputs.shards import MANIFEST  # noqa: E402
 
 ARGS = ["--shard-size", "8", "--batch-size", "4", "--quiet"]
 

@@ -48,7 +48,7 @@ def test_every_formula_is_quoted_from_source():
         b.ref.split("::")[1]
         for page in PAGES
         for b in build.parse(page.read_text(encoding="utf-8"))
-        if b.marker == "source" and b.ref.startswith("minibert/ops.py::")
+        if b.marker == "source" and b.ref.startswith("minibert/encoder/ops.py::")
     }
     assert TUTORIAL_FUNCTIONS <= quoted, TUTORIAL_FUNCTIONS - quoted
 
@@ -91,13 +91,13 @@ def test_page_runs_and_outputs_match(page):
 def test_stale_quote_and_output_are_caught(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(
-        "<!-- source: minibert/ops.py::relu -->\n```python\ndef relu(x):\n    return x\n```\n\n"
+        "<!-- source: minibert/encoder/ops.py::relu -->\n```python\ndef relu(x):\n    return x\n```\n\n"
         "```python\nprint(2 + 2)\n```\n\n<!-- output -->\n```text\n5\n```\n",
         encoding="utf-8",
     )
     problems = build.stale(page)
     assert len(problems) == 2, problems
-    assert "quoted source of minibert/ops.py::relu is stale" in problems[0]
+    assert "quoted source of minibert/encoder/ops.py::relu is stale" in problems[0]
     assert "shown output differs" in problems[1]
     assert build.refresh(page)
     assert build.stale(page) == []
@@ -116,7 +116,7 @@ def test_same_output_tolerance():
 
 def test_quote_errors():
     with pytest.raises(LookupError, match="no 'nope'"):
-        build.quote("minibert/ops.py::nope")
+        build.quote("minibert/encoder/ops.py::nope")
     with pytest.raises(LookupError, match="existing path"):
         build.quote("minibert/missing.py::x")
 

@@ -1,5 +1,5 @@
 """docs/words-and-long-texts.md cannot rot: its examples run as doctests, and
-its tables are regenerated here from minibert.windows and compared.
+its tables are regenerated here from minibert.features.windows and compared.
 
 To refresh the generated sections after a change:
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.windows import choose_windows, window_starts
+from minibert.features.windows import choose_windows, window_starts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "words-and-long-texts.md"
 SECTION = re.compile(

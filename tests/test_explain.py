@@ -16,9 +16,10 @@ from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
 from numpy.testing import assert_array_equal
 
 import minibert
-from minibert import cli, ops
+from minibert import cli
+from minibert.encoder import ops
 from minibert.errors import MinibertError
-from minibert.explain import Check, explain, render
+from minibert.teaching.explain import Check, explain, render
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "explain"
@@ -229,7 +230,7 @@ def test_lenient_arguments_are_refused_before_the_forward_pass(tiny_model, monke
     ],
 )
 def test_view_shares_explains_argument_checks(tiny_model, kwargs, message):
-    from minibert.view import view
+    from minibert.teaching.view import view
 
     with pytest.raises(MinibertError) as e:
         view(tiny_model, **({"text": "hello world"} | kwargs))

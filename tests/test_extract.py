@@ -1,4 +1,4 @@
-"""The extract loop (minibert/extract.py): a forward pass that goes non-finite
+"""The extract loop (minibert/corpus/extract.py): a forward pass that goes non-finite
 fails the run naming the text's input index and the layer, and writes nothing;
 a text that is not text names its input index; windowed texts are batched
 so that padding stays bounded. (Bad specs: test_spec.py.)
@@ -18,10 +18,10 @@ from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
 from safetensors.numpy import load_file, save_file
 
 import minibert
-from minibert.extract import extract_chunk, length_sorted_batches
-from minibert.inputs import Item
+from minibert.corpus.extract import extract_chunk, length_sorted_batches
+from minibert.corpus.inputs import Item
 from minibert.model import NonFiniteError
-from minibert.spec import ExtractSpec
+from minibert.outputs.spec import ExtractSpec
 
 TEXTS = ["Hello world!", "the cat sat", "zebra quartz", "plain words here"]  # only text 2 has a 'z'
 
@@ -134,9 +134,9 @@ def test_window_mode_keeps_only_the_selected_layers(monkeypatch):
     """--long window asks encode_long for the selected layers only."""
     model = minibert.load(TINY_BERT)
     seen = []
-    real = minibert.extract.encode_long
+    real = minibert.corpus.extract.encode_long
     monkeypatch.setattr(
-        minibert.extract, "encode_long", lambda *a, **k: seen.append(k["layers"]) or real(*a, **k)
+        minibert.corpus.extract, "encode_long", lambda *a, **k: seen.append(k["layers"]) or real(*a, **k)
     )
     items = [Item(0, "word " * 100), Item(1, "short")]
     records = extract_chunk(

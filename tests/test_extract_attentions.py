@@ -18,13 +18,13 @@ from fuzz_helpers import assert_one_line_error, run
 from test_attention_stats import loops
 
 import minibert
-from minibert import fast
-from minibert.attention_stats import STATS, token_kinds
 from minibert.commands import extract as extract_command
-from minibert.corpus import extract_to
-from minibert.inputs import read_items
-from minibert.shards import MANIFEST
-from minibert.spec import ExtractSpec
+from minibert.corpus.driver import extract_to
+from minibert.corpus.inputs import read_items
+from minibert.encoder import fast
+from minibert.features.attention_stats import STATS, token_kinds
+from minibert.outputs.shards import MANIFEST
+from minibert.outputs.spec import ExtractSpec
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 

@@ -21,9 +21,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import minibert
 from minibert import MinibertError
-from minibert.config import Config
-from minibert.ops import sinusoidal_positions
-from minibert.weights import from_tensors, read_safetensors
+from minibert.encoder.config import Config
+from minibert.encoder.ops import sinusoidal_positions
+from minibert.loading.weights import from_tensors, read_safetensors
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"

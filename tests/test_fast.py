@@ -1,6 +1,6 @@
-"""The fast path (minibert/fast.py) against the plain formulas, transformers and scipy.
+"""The fast path (minibert/encoder/fast.py) against the plain formulas, transformers and scipy.
 
-The plain path (minibert/ops.py) is the reference the fast path must equal;
+The plain path (minibert/encoder/ops.py) is the reference the fast path must equal;
 the transformers references (tests/reference/) are independent of both; the
 float32 erf approximation is checked against scipy.special.erf over float32.
 """
@@ -24,7 +24,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import erf
 
 import minibert
-from minibert import fast, ops
+from minibert.encoder import fast, ops
 from minibert.model import Model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ from fuzz_helpers import (
     snapshot,
 )
 
-from minibert.shards import MANIFEST
+from minibert.outputs.shards import MANIFEST
 
 TEXTS = ["the cat sat", "a dog ran home", "", "blue river", "green tree"]
 
@@ -368,8 +368,8 @@ def test_file_size_limit_is_an_error_not_a_kill(tmp_path):
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
-    from minibert.shards import ShardedWriter
-    from minibert.spec import ExtractSpec
+    from minibert.outputs.shards import ShardedWriter
+    from minibert.outputs.spec import ExtractSpec
 
     src = tmp_path / "in.txt"
     src.write_text("hello\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Finding a model offline (minibert.hub): a directory, weights/<name>, the
+"""Finding a model offline (minibert.loading.hub): a directory, weights/<name>, the
 Hugging Face cache; and reading a sentence-transformers directory's pooling.
 
 Every cache here is built in tmp_path with the layout huggingface_hub writes
@@ -17,7 +17,7 @@ import pytest
 
 import minibert
 from minibert import MinibertError
-from minibert.hub import hf_cache_dir, resolve, sentence_config
+from minibert.loading.hub import hf_cache_dir, resolve, sentence_config
 
 TINY = Path(__file__).resolve().parent / "data" / "tiny-bert-gelu-new"
 REVISION = "0123456789abcdef0123456789abcdef01234567"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from minibert import MinibertError
-from minibert.inputs import Item, chunk_digest, chunked, count_items, read_items
+from minibert.corpus.inputs import Item, chunk_digest, chunked, count_items, read_items
 
 
 def test_text_lines_keep_empty_lines_as_texts(tmp_path):
@@ -59,12 +59,12 @@ def test_missing_file(tmp_path):
 def test_unreadable_input_says_why(tmp_path, monkeypatch, error, message):
     """Tests run as root, who reads any file: the OSError is injected. An
     unreadable file is not reported as a missing one."""
-    import minibert.inputs
+    import minibert.corpus.inputs
 
     def refuse(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(minibert.inputs, "open", refuse, raising=False)
+    monkeypatch.setattr(minibert.corpus.inputs, "open", refuse, raising=False)
     with pytest.raises(MinibertError, match=re.escape(message)):
         list(read_items(tmp_path / "in.txt"))
 
@@ -90,9 +90,9 @@ def test_a_line_longer_than_the_limit_is_refused_naming_it(tmp_path, monkeypatch
     """Issue 17: a line is read at most MAX_LINE bytes at a time (its line break included), so an
     input without line breaks is one error naming its line, not a MemoryError. Exactly at the
     limit is accepted, one byte more is not; a last line without a newline may be MAX_LINE long."""
-    import minibert.inputs
+    import minibert.corpus.inputs
 
-    monkeypatch.setattr(minibert.inputs, "MAX_LINE", 40)
+    monkeypatch.setattr(minibert.corpus.inputs, "MAX_LINE", 40)
     jsonl = name.endswith(".jsonl")
     fits, over = (json.dumps({"text": "x" * n}) if jsonl else "x" * (n + 12) for n in (27, 28))  # 39, 40
     p = tmp_path / name
@@ -109,9 +109,9 @@ def test_a_line_longer_than_the_limit_is_refused_naming_it(tmp_path, monkeypatch
 def test_counting_lines_stops_at_a_line_over_the_limit(tmp_path, monkeypatch):
     """count_items reads a plain file in blocks: a run of bytes with no line break longer than
     MAX_LINE stops it (None: no total) instead of reading a 3 GiB file to the end first."""
-    import minibert.inputs
+    import minibert.corpus.inputs
 
-    monkeypatch.setattr(minibert.inputs, "MAX_LINE", 3 << 20)
+    monkeypatch.setattr(minibert.corpus.inputs, "MAX_LINE", 3 << 20)
     p = tmp_path / "in.txt"
     p.write_bytes(b"a\nb\n" + b"x" * (4 << 20) + b"\nc\n")
     assert count_items(p) is None
@@ -123,9 +123,9 @@ def test_the_line_limit_is_the_documented_one():
     """One rule, in every --long mode: 256 MiB per line, stated in --help and docs/corpus.md."""
     from fuzz_helpers import run
 
-    import minibert.inputs
+    import minibert.corpus.inputs
 
-    assert minibert.inputs.MAX_LINE == 256 << 20
+    assert minibert.corpus.inputs.MAX_LINE == 256 << 20
     assert "256 MiB" in " ".join(run("extract", "--help")[1].split())
     docs = (Path(__file__).parents[1] / "docs" / "corpus.md").read_text(encoding="utf-8")
     assert "**256 MiB** (268,435,456 bytes" in docs and "--long window" in docs

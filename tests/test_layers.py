@@ -1,12 +1,12 @@
-"""minibert.layers: the one resolver of layer indices (hidden_states[0] = embeddings)."""
+"""minibert.encoder.layers: the one resolver of layer indices (hidden_states[0] = embeddings)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from minibert.encoder.layers import resolve_layer, resolve_layers
 from minibert.errors import MinibertError
-from minibert.layers import resolve_layer, resolve_layers
 
 # A 6-layer model has 7 hidden states: 0 (embeddings) .. 6.
 GOOD = [

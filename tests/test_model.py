@@ -16,7 +16,8 @@ from conftest import id_batch, random_model, variant
 from numpy.testing import assert_array_equal
 
 import minibert
-from minibert import MinibertError, fast
+from minibert import MinibertError
+from minibert.encoder import fast
 from minibert.model import Model, NonFiniteError, position_ids
 
 # --------------------------------------------------------------------------- wrong arguments
@@ -260,7 +261,7 @@ def test_words_arguments(tiny_model):
     with pytest.raises(MinibertError, match="layer 0 was not kept"):
         minibert.words(kept, layers=[0, -1])
     assert minibert.words(kept, "mean", layers=-1).vectors.shape[0] == 1
-    # every layers argument takes the forms of minibert.layers: the string ones too
+    # every layers argument takes the forms of minibert.encoder.layers: the string ones too
     assert_array_equal(minibert.words(enc, layers="-1").vectors, minibert.words(enc, layers=[2]).vectors)
 
 
@@ -539,9 +540,9 @@ def test_encode_long_and_words_check_their_result_too(tiny_model, monkeypatch):
         with pytest.raises(MinibertError, match=message):
             minibert.encode_long(tiny_model, texts, layers=[0, -1])
     seen = []
-    real = minibert.windows.check_result_size
+    real = minibert.features.windows.check_result_size
     monkeypatch.setattr(
-        minibert.windows, "check_result_size", lambda n, what: seen.append(n) or real(n, what)
+        minibert.features.windows, "check_result_size", lambda n, what: seen.append(n) or real(n, what)
     )
     enc = minibert.encode_long(tiny_model, texts, layers=[-1])
     assert enc.hidden_states[-1].shape == (2, N, H) and seen == [one_layer]  # one layer counted

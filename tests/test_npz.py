@@ -1,4 +1,4 @@
-"""minibert/npz.py: an .npz read member by member, each checked from its
+"""minibert/outputs/npz.py: an .npz read member by member, each checked from its
 header before it is read. (Damaged archives through the command line:
 test_fuzz_io.py::test_damaged_output.)"""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError
-from minibert.npz import MAX_RATIO, NpzArrays
+from minibert.outputs.npz import MAX_RATIO, NpzArrays
 
 
 def test_members_are_read_only_when_asked(tmp_path):

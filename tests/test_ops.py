@@ -1,4 +1,4 @@
-"""Each formula of minibert.ops against an independent float64 computation
+"""Each formula of minibert.encoder.ops against an independent float64 computation
 (explicit Python loops over scalars, math.erf, math.tanh), and its invariants
 as hypothesis property tests.
 
@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from numpy.testing import assert_allclose, assert_array_equal
 
-from minibert import ops
-from minibert.weights import (
+from minibert.encoder import ops
+from minibert.encoder.params import (
     AttentionWeights,
     EmbeddingWeights,
     FeedForwardWeights,

@@ -1,4 +1,4 @@
-"""minibert/output.py: open_output opens a file or a directory, each as an OutputReader."""
+"""minibert/outputs/output.py: open_output opens a file or a directory, each as an OutputReader."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError, open_output
-from minibert.readers import FileOutput, OutputReader
-from minibert.records import Record
-from minibert.shards import ShardedOutput, ShardedWriter, write_shard
-from minibert.spec import ExtractSpec
-from minibert.writers import open_writer
+from minibert.outputs.readers import FileOutput, OutputReader
+from minibert.outputs.records import Record
+from minibert.outputs.shards import ShardedOutput, ShardedWriter, write_shard
+from minibert.outputs.spec import ExtractSpec
+from minibert.outputs.writers import open_writer
 
 
 def test_open_output_opens_files_and_directories(tmp_path):

@@ -36,7 +36,7 @@ def heatmaps(fig) -> list:
 
 def test_attention_figure_panels():
     pytest.importorskip("matplotlib")
-    from minibert.plot import attention_figure
+    from minibert.teaching.plot import attention_figure
 
     rng = np.random.default_rng(0)
     tokens = ["[CLS]", "a", "b", "c", "[SEP]"]
@@ -69,7 +69,7 @@ def test_layer_statistics_brute_force(real_model):
     """Norm and self-similarity exactly; anisotropy against the mean over all
     cross-text pairs (the random sample estimates it: observed gap 9e-4 with
     20000 pairs; tolerance 0.02)."""
-    from minibert.plot import layer_statistics
+    from minibert.teaching.plot import layer_statistics
 
     stats = layer_statistics(real_model, TEXTS, num_pairs=20000, seed=1)
     enc = real_model.encode(TEXTS)
@@ -102,7 +102,7 @@ def test_layer_statistics_brute_force(real_model):
 def test_plot_layers_cli(real_model_dir, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from minibert import load
-    from minibert.plot import layer_statistics, layers_figure
+    from minibert.teaching.plot import layer_statistics, layers_figure
 
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
@@ -139,7 +139,7 @@ def test_plot_errors(real_model_dir, tmp_path, capsys):
 
 
 def test_missing_matplotlib(monkeypatch, capsys, tmp_path):
-    from minibert.plot import require_matplotlib
+    from minibert.teaching.plot import require_matplotlib
 
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
@@ -152,11 +152,11 @@ def test_missing_matplotlib(monkeypatch, capsys, tmp_path):
 
 
 def test_minibert_imports_no_matplotlib():
-    """matplotlib stays out of everything but minibert.plot."""
+    """matplotlib stays out of everything but minibert.teaching.plot."""
     import subprocess
 
     code = (
-        "import sys, minibert, minibert.cli, minibert.explain, minibert.article; "
+        "import sys, minibert, minibert.cli, minibert.teaching.explain, minibert.teaching.article; "
         "from minibert.commands import plot; print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -165,7 +165,7 @@ def test_minibert_imports_no_matplotlib():
 
 def test_attention_figure_long_text_has_no_labels():
     pytest.importorskip("matplotlib")
-    from minibert.plot import MAX_LABELLED_TOKENS, attention_figure
+    from minibert.teaching.plot import MAX_LABELLED_TOKENS, attention_figure
 
     S = MAX_LABELLED_TOKENS + 1
     probs = np.full((2, S, S), 1.0 / S)
@@ -179,7 +179,7 @@ def test_layer_statistics_albert_groups(tiny_model_dir):
     """One statistic per hidden state, also when a model has more encoder
     steps than num_hidden_layers (ALBERT with inner groups)."""
     import minibert
-    from minibert.plot import layer_statistics
+    from minibert.teaching.plot import layer_statistics
 
     model = minibert.load(tiny_model_dir.parent / "tiny-albert-groups")
     steps = len(model.weights.layer_map)
@@ -204,8 +204,8 @@ def test_head_means_are_the_means_over_the_texts(stats_outputs, tiny_model):
     from test_attention_stats import loops
 
     from minibert import open_output
-    from minibert.attention_stats import STATS, token_kinds
-    from minibert.plot import head_means
+    from minibert.features.attention_stats import STATS, token_kinds
+    from minibert.teaching.plot import head_means
 
     want = {s: np.zeros((2, 4)) for s in STATS}  # tiny-bert: layers 1, 2; 4 heads
     for text in TEXTS:  # each text alone, each statistic by loops: an independent mean
@@ -224,8 +224,8 @@ def test_head_means_are_the_means_over_the_texts(stats_outputs, tiny_model):
 def test_heads_figure_panels(stats_outputs):
     pytest.importorskip("matplotlib")
     from minibert import open_output
-    from minibert.attention_stats import STATS
-    from minibert.plot import HEAD_TITLES, head_means, heads_figure
+    from minibert.features.attention_stats import STATS
+    from minibert.teaching.plot import HEAD_TITLES, head_means, heads_figure
 
     stats = head_means(open_output(stats_outputs / "one.npz"))
     fig = heads_figure(stats)

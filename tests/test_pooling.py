@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibert import MinibertError
-from minibert.pooling import combine, pool
+from minibert.features.pooling import combine, pool
 
 
 def _batch(rng, B=3, S=6, H=4, dtype=np.float32):
@@ -55,7 +55,7 @@ def test_combine_matches_the_papers_strategies():
 
 
 def test_cosine_by_hand():
-    from minibert.pooling import cosine
+    from minibert.features.pooling import cosine
 
     a = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]], np.float32)
     b = np.array([[4.0, 3.0], [-2.0, 0.0], [1.0, 1.0]], np.float32)

@@ -1,8 +1,8 @@
-"""minibert/progress.py: texts done, rate and ETA; silent when not asked."""
+"""minibert/corpus/progress.py: texts done, rate and ETA; silent when not asked."""
 
 from __future__ import annotations
 
-from minibert.progress import Progress
+from minibert.corpus.progress import Progress
 
 
 class _Stream:

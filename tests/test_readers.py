@@ -1,4 +1,4 @@
-"""minibert/readers.py: every writer's file reads back exactly, lazily, and
+"""minibert/outputs/readers.py: every writer's file reads back exactly, lazily, and
 checked; a text or a layer is asked for the same way from every reader."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError
-from minibert.attention_stats import STATS
-from minibert.npz import NpzArrays
-from minibert.readers import OutputReader, open_file
-from minibert.records import Record
-from minibert.safetensors_file import SafetensorsFile
-from minibert.spec import ExtractSpec
-from minibert.writers import open_writer
+from minibert.features.attention_stats import STATS
+from minibert.outputs.npz import NpzArrays
+from minibert.outputs.readers import OutputReader, open_file
+from minibert.outputs.records import Record
+from minibert.outputs.safetensors_file import SafetensorsFile
+from minibert.outputs.spec import ExtractSpec
+from minibert.outputs.writers import open_writer
 
 SUFFIXES = [".npz", ".safetensors", ".jsonl"]
 

@@ -1,4 +1,4 @@
-"""minibert/records.py: records -> the arrays of the layout, in input order;
+"""minibert/outputs/records.py: records -> the arrays of the layout, in input order;
 stored dtypes rounded once, float16 overflow refused."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError
-from minibert.attention_stats import STATS
-from minibert.records import Record, WordRows, cast_features, offsets, records_to_arrays
-from minibert.spec import ExtractSpec
+from minibert.features.attention_stats import STATS
+from minibert.outputs.records import Record, WordRows, cast_features, offsets, records_to_arrays
+from minibert.outputs.spec import ExtractSpec
 
 
 def test_offsets_are_running_row_counts():

@@ -1,4 +1,4 @@
-"""minibert/safetensors_file.py: the same arrays give the same bytes in every
+"""minibert/outputs/safetensors_file.py: the same arrays give the same bytes in every
 process, and the safetensors library reads them."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import sys
 import numpy as np
 from safetensors.numpy import load
 
-from minibert.safetensors_file import SafetensorsFile, safetensors_bytes
+from minibert.outputs.safetensors_file import SafetensorsFile, safetensors_bytes
 
 SCRIPT = (
     "import sys, hashlib, numpy as np\n"
-    "from minibert.safetensors_file import safetensors_bytes\n"
+    "from minibert.outputs.safetensors_file import safetensors_bytes\n"
     "a = {'x': np.arange(6, dtype=np.float16).reshape(2, 3), 'offsets': np.arange(3)}\n"
     "m = {'settings': '{\"k\": 1}', 'tokens': '[\"a\", \"\\u00e9\"]', 'words': '[\"w\"]'}\n"
     "sys.stdout.write(hashlib.sha256(safetensors_bytes(a, m)).hexdigest())\n"
@@ -44,7 +44,7 @@ def test_the_library_and_minibert_read_what_is_written(tmp_path):
 
 def test_a_joined_array_is_written_as_its_parts_joined():
     """The bytes of an array kept in parts (a chunk's attention maps) are those of the parts joined."""
-    from minibert.safetensors_file import Joined
+    from minibert.outputs.safetensors_file import Joined
 
     rng = np.random.default_rng(0)
     parts = [rng.random(5).astype(np.float32), np.zeros(0, np.float32), rng.random((2, 3)).astype(np.float32)]

@@ -32,7 +32,7 @@ def reference() -> dict:
 def sentence_embeddings(model, texts: list[str], max_length: int | None) -> tuple[np.ndarray, list[int]]:
     """The model's own pipeline, written out: last layer, mean over real tokens, L2 norm.
 
-    (minibert.pooling.pool does the same mean; this test keeps its own so it
+    (minibert.features.pooling.pool does the same mean; this test keeps its own so it
     checks the pooling config reading and the truncation, not a helper.)
     """
     sentence = model.sentence

@@ -1,6 +1,6 @@
 """The shape comments of the forward passes are checked against real arrays.
 
-Every single-line statement of minibert/ops.py, model.py and fast.py that
+Every single-line statement of minibert/encoder/ops.py, model.py and fast.py that
 carries a comment like ``# (B, S, H) -> (B, h, S, d)`` (or just ``# (P, 1)``)
 is watched while the encoder runs on committed tiny models: an assignment's
 target, a return value, or the ``out=`` array of a call such as
@@ -26,11 +26,11 @@ import pytest
 from conftest import DATA
 
 import minibert
-from minibert import fast, threads
+from minibert.encoder import fast, threads
 
 ROOT = Path(minibert.__file__).resolve().parent
 #: file -> the letters whose sizes are read from the running code's variables
-FILES = {ROOT / "ops.py": (), ROOT / "model.py": (), ROOT / "fast.py": ("N", "n", "g", "m")}
+FILES = {ROOT / "encoder" / "ops.py": (), ROOT / "model.py": (), ROOT / "encoder" / "fast.py": ("N", "n", "g", "m")}
 SHAPE = r"\(([^()]*)\)"
 FACTOR = re.compile(r"(\d*)([A-Za-z]*)")
 
@@ -144,8 +144,8 @@ def watched_files(paths=FILES) -> dict[str, tuple[dict, tuple[str, ...]]]:
     }
 
 
-PLAIN = watched_files({p: FILES[p] for p in (ROOT / "ops.py", ROOT / "model.py")})
-FAST = watched_files({ROOT / "fast.py": FILES[ROOT / "fast.py"]})
+PLAIN = watched_files({p: FILES[p] for p in (ROOT / "encoder" / "ops.py", ROOT / "model.py")})
+FAST = watched_files({ROOT / "encoder" / "fast.py": FILES[ROOT / "encoder" / "fast.py"]})
 
 
 def sizes_of(config, batch) -> dict[str, int]:
@@ -161,7 +161,7 @@ def run_plain(model, batch) -> None:
     ids, types_, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
     minibert.forward(model.weights, model.config, ids, types_, mask, output_attentions=True, trace=True)
     if model.config.sinusoidal_pos_embds:  # the table this checkpoint ships is what the formula would build
-        minibert.ops.sinusoidal_positions(model.config.max_position_embeddings, model.config.embedding_size)
+        minibert.encoder.ops.sinusoidal_positions(model.config.max_position_embeddings, model.config.embedding_size)
 
 
 def run_fast(model, batch, module=fast) -> None:
@@ -209,7 +209,7 @@ def test_every_shape_comment_holds(monkeypatch):
 def test_a_swapped_comment_fails(tmp_path, comment, swapped):
     """The checker itself: a copy of fast.py with one comment made wrong runs
     under the same tracer, and the wrong line is reported."""
-    source = (ROOT / "fast.py").read_text(encoding="utf-8")
+    source = (ROOT / "encoder" / "fast.py").read_text(encoding="utf-8")
     assert source.count(comment) == 1
     path = tmp_path / "fast_swapped.py"
     path.write_text(source.replace(comment, swapped), encoding="utf-8")
@@ -218,7 +218,7 @@ def test_a_swapped_comment_fails(tmp_path, comment, swapped):
     exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
     model = minibert.load(DATA / "tiny-bert", "float32")
     batch = model.tokenize(TEXTS)
-    files = watched_files({path: FILES[ROOT / "fast.py"]})
+    files = watched_files({path: FILES[ROOT / "encoder" / "fast.py"]})
     with Watch(files, sizes_of(model.config, batch)) as watch:
         run_fast(model, batch, module)
     line = 1 + source[: source.index(comment)].count("\n")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError, open_output
-from minibert.inputs import Item, chunk_digest, chunked
-from minibert.readers import SafetensorsOutput
-from minibert.records import Record
-from minibert.shards import MANIFEST, ShardedOutput, ShardedWriter, read_manifest, write_shard
-from minibert.spec import ExtractSpec
+from minibert.corpus.inputs import Item, chunk_digest, chunked
+from minibert.outputs.readers import SafetensorsOutput
+from minibert.outputs.records import Record
+from minibert.outputs.shards import MANIFEST, ShardedOutput, ShardedWriter, read_manifest, write_shard
+from minibert.outputs.spec import ExtractSpec
 
 SIZE = 4  # texts per shard
 
@@ -205,7 +205,7 @@ def test_own_temp_names_are_what_the_writers_make(tmp_path):
     import os
 
     from minibert.files import atomic_path
-    from minibert.shards import OWN_TEMP, shard_name
+    from minibert.outputs.shards import OWN_TEMP, shard_name
 
     for name in (shard_name(3), shard_name(123456), MANIFEST):
         for _ in range(20):

@@ -1,4 +1,4 @@
-"""minibert/spec.py: one ExtractSpec per run -- every field checked, every rule
+"""minibert/outputs/spec.py: one ExtractSpec per run -- every field checked, every rule
 between fields in one place, the recorded settings in a fixed form, and
 ``pool="auto"`` resolved from the model directory."""
 
@@ -15,7 +15,7 @@ import pytest
 
 import minibert
 from minibert import MinibertError
-from minibert.spec import ExtractSpec, OptionError, PoolingNote, resolve_pool
+from minibert.outputs.spec import ExtractSpec, OptionError, PoolingNote, resolve_pool
 
 
 def spec(**kw) -> ExtractSpec:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from fuzz_helpers import run
 
-from minibert.records import Record
-from minibert.shards import ShardedWriter, write_shard
-from minibert.spec import ExtractSpec
-from minibert.writers import open_writer
+from minibert.outputs.records import Record
+from minibert.outputs.shards import ShardedWriter, write_shard
+from minibert.outputs.spec import ExtractSpec
+from minibert.outputs.writers import open_writer
 
 # Two tokens per layer; norms and cosines by hand. Layer 1's second vector is zero:
 # it has no direction, so its cosines count as 0 (never NaN).

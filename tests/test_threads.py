@@ -1,4 +1,4 @@
-"""minibert.threads: the thread count asked for, NumPy's BLAS limit shared by
+"""minibert.encoder.threads: the thread count asked for, NumPy's BLAS limit shared by
 concurrent calls, the worker pools, and fork safety."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from conftest import id_batch, random_model, variant
 from numpy.testing import assert_array_equal
 
 import minibert
-from minibert import fast, threads
+from minibert.encoder import fast, threads
 
 
 def test_threads_none_follows_the_blas_setting(tiny_model, monkeypatch):
@@ -77,7 +77,7 @@ def test_threads_after_fork(tiny_model_dir):
 def test_a_child_forked_while_another_thread_holds_minibert_locks_does_not_hang(tiny_model_dir):
     """A fork copies a lock held by another thread as held, and that thread does not
     exist in the child: minibert's locks are renewed in the child (os.register_at_fork)."""
-    from minibert import tokenizer
+    from minibert.loading import tokenizer
 
     locks = [tokenizer._locks.truncators, threads._POOLS_LOCK, threads._BLAS._lock]
     held, release = threading.Event(), threading.Event()

@@ -13,7 +13,7 @@ import pytest
 from conftest import REFERENCE, TINY_BERT
 from numpy.testing import assert_array_equal
 
-from minibert.tokenizer import Tokenizer
+from minibert.loading.tokenizer import Tokenizer
 
 
 def cases(name: str) -> list[dict]:

@@ -301,7 +301,7 @@ def test_a_bytearray_too_large_to_allocate_is_one_line_in_a_real_process(tmp_pat
 def test_a_build_on_an_allowed_function_changes_nothing(tmp_path):
     """BUILD with slot state would setattr on the global it targets: on a bare function that
     is ``__defaults__``, kept for every later load in the process. The stand-ins refuse it."""
-    from minibert import torch_pickle
+    from minibert.loading import torch_pickle
 
     defaults = (None, {"__defaults__": (True, {"h": 1}, None)})  # slot state: setattr
     built = Build(Global("torch._utils", "_rebuild_tensor_v2"), defaults)
@@ -318,7 +318,7 @@ def test_torchs_metadata_build_is_accepted_and_dropped(tmp_path):
     data_pkl = assemble(Build(STATE, {"_metadata": {"": {"version": 1}}}))
     d = tmp_path / "pytorch_model.bin"
     write_zip(d, data_pkl, S)
-    from minibert.torch_pickle import open_torch
+    from minibert.loading.torch_pickle import open_torch
 
     ckpt = open_torch(d)
     np.testing.assert_array_equal(ckpt.read_stored("w"), np.arange(10, dtype=np.float32))

@@ -82,7 +82,7 @@ def test_token_ids_match_reference(traced, reference):
 
 def _ours(traced, key: str) -> np.ndarray:
     """The minibert intermediate that the reference array ``key`` holds, (B, S, X) or (B, h, S, S)."""
-    from minibert.ops import merge_heads
+    from minibert.encoder.ops import merge_heads
 
     part, *rest = key.split("/")
     if part == "embeddings":
@@ -226,7 +226,7 @@ def test_no_trace_by_default(request, which):
 def test_typed_fields_are_the_primary_names_and_the_flat_ones_read_them(tiny_model):
     """Every flat name of the trace's first (dict) form reads the very array of a
     typed field: no copy, the same object; hidden_states[i + 1] is layer i's ln_2."""
-    from minibert.trace import EmbeddingTrace, LayerTrace, Trace
+    from minibert.encoder.trace import EmbeddingTrace, LayerTrace, Trace
 
     enc = tiny_model.encode(["The cat sat on the mat.", "Hello"], trace=True)
     trace = enc.trace

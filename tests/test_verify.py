@@ -1,4 +1,4 @@
-"""minibert.verify and `minibert verify`: passes on a good reference, fails on
+"""minibert.teaching.verify and `minibert verify`: passes on a good reference, fails on
 a perturbed one, and rejects files that are not references."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from conftest import REFERENCE, TINY_BERT
 
 from minibert import MinibertError
-from minibert.verify import compare, format_report
+from minibert.teaching.verify import compare, format_report
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY32 = REFERENCE / "tiny-bert-float32.npz"

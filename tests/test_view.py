@@ -20,8 +20,8 @@ from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
 from test_fuzz_io import _fail_fsync, _fail_mkstemp
 
 from minibert import load
-from minibert.explain import explain
-from minibert.view import LAYER_ARRAYS, MAX_TOKENS, PAGE_STEP, step_checks, view
+from minibert.teaching.explain import explain
+from minibert.teaching.view import LAYER_ARRAYS, MAX_TOKENS, PAGE_STEP, step_checks, view
 
 #: 10 tokens with [CLS] and [SEP]: the text the size budget is stated for.
 TEXT10 = "The bank raised interest rates again today."
@@ -158,7 +158,7 @@ def test_checks_are_explains_each_with_its_step(real_model):
 def test_every_check_of_explain_has_a_step_on_the_page(tiny_model):
     """Every step of explain with checks is mapped to a page step by its number; a step the
     page does not know (e.g. one explain adds tomorrow) is kept as "other", never dropped."""
-    from minibert.explain import Check, Explanation, Step, explain
+    from minibert.teaching.explain import Check, Explanation, Step, explain
 
     walk = explain(tiny_model, "the cat sat", 1, 0, 1, pad=0)
     numbers = {s.title.split(" ", 1)[0] for s in walk.steps if s.checks}

@@ -22,8 +22,8 @@ from browser_helpers import READY, launch, missing, open_page
 from conftest import DATA
 
 from minibert import load
-from minibert.explain import explain
-from minibert.view import view
+from minibert.teaching.explain import explain
+from minibert.teaching.view import view
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 

@@ -25,8 +25,8 @@ from safetensors.numpy import load_file, save_file
 
 import minibert
 from minibert import cli
-from minibert.weights import LAYER_NAMES, read_safetensors
-from minibert.weights import slot as slot_of
+from minibert.loading.weights import LAYER_NAMES, read_safetensors
+from minibert.loading.weights import slot as slot_of
 
 TEXTS = ["Hello world!", "How old are you?", "北京欢迎你 🍕"]
 HEAD_TENSORS = {  # what BertForMaskedLM / BertForPreTraining add beside the encoder (V=186, H=32)

@@ -20,7 +20,7 @@ from numpy.testing import assert_allclose
 
 import minibert
 from minibert import MinibertError
-from minibert.windows import choose_windows, window_starts
+from minibert.features.windows import choose_windows, window_starts
 
 TESTS = Path(__file__).resolve().parent
 REFERENCE = TESTS / "reference"

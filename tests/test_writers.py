@@ -1,4 +1,4 @@
-"""minibert/writers.py: what OUTPUT means, files written atomically (an error
+"""minibert/outputs/writers.py: what OUTPUT means, files written atomically (an error
 or a kill leaves the earlier file), and never over what the run reads."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 
 from minibert import MinibertError
 from minibert.files import refuse_overwriting
-from minibert.records import Record
-from minibert.spec import ExtractSpec
-from minibert.writers import is_sharded, open_writer, write_digested
+from minibert.outputs.records import Record
+from minibert.outputs.spec import ExtractSpec
+from minibert.outputs.writers import is_sharded, open_writer, write_digested
 
 SPEC = ExtractSpec(layers=(0,), num_hidden_layers=2, model="m")
 

@@ -5,7 +5,7 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from . import check_article, convert, explain, extract, inspect, plot, summary, verify, view
+from minibert.commands import check_article, convert, explain, extract, inspect, plot, summary, verify, view
 
 REGISTRY = [
     extract.add_parser,

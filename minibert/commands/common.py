@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..model import DTYPES
+from minibert.model import DTYPES
 
 #: The largest count any option takes: beyond it a value is a typo, and some
 #: (--shard-size) reach C code that cannot hold it.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..convert import convert
-from ..errors import printable
+from minibert.errors import printable
+from minibert.loading.convert import convert
 
 
 def add_parser(sub) -> None:

@@ -1,5 +1,5 @@
 """``minibert explain``: one text through the network, step by step, each
-step checked by an independent float64 recomputation (see minibert/explain.py)."""
+step checked by an independent float64 recomputation (see minibert/teaching/explain.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import argparse
 import os
 import sys
 
-from .. import load
-from .common import add_model_args, int_in, text_arg
+from minibert import load
+from minibert.commands.common import add_model_args, int_in, text_arg
 
 
 def add_parser(sub) -> None:
@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain import explain, render
+    from minibert.teaching.explain import explain, render
 
     model = load(args.model, args.dtype)
     result = explain(model, args.text, args.layer, args.head, args.token, args.pad, prefix="--")

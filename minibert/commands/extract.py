@@ -1,7 +1,7 @@
 """``minibert extract``: embeddings from all (or chosen) layers of a corpus.
 
-The arguments become an :class:`~minibert.spec.ExtractSpec` and an
-:class:`~minibert.corpus.Engine`; :func:`minibert.corpus.extract_to` does
+The arguments become an :class:`~minibert.outputs.spec.ExtractSpec` and an
+:class:`~minibert.corpus.driver.Engine`; :func:`minibert.corpus.driver.extract_to` does
 the work; this module prints what it returns. A field named in an error is
 shown as the option that sets it (``stride`` -> ``--stride``).
 """
@@ -12,16 +12,16 @@ import argparse
 import sys
 import warnings
 
-from ..corpus import Engine, ExtractSummary, MapSize, check_output, extract_to
-from ..errors import MinibertError, printable
-from ..inputs import count_items, read_items
-from ..layers import resolve_layers
-from ..model import load
-from ..pooling import COMBINES, POOLS
-from ..progress import Progress
-from ..spec import CHUNK_SIZE, LONG_MODES, OUTPUT_DTYPES, ExtractSpec, OptionError, PoolingNote
-from ..words import HOWS
-from .common import add_model_args, add_threads_arg, positive_int
+from minibert.commands.common import add_model_args, add_threads_arg, positive_int
+from minibert.corpus.driver import Engine, ExtractSummary, MapSize, check_output, extract_to
+from minibert.corpus.inputs import count_items, read_items
+from minibert.corpus.progress import Progress
+from minibert.encoder.layers import resolve_layers
+from minibert.errors import MinibertError, printable
+from minibert.features.pooling import COMBINES, POOLS
+from minibert.features.words import HOWS
+from minibert.model import load
+from minibert.outputs.spec import CHUNK_SIZE, LONG_MODES, OUTPUT_DTYPES, ExtractSpec, OptionError, PoolingNote
 
 
 def add_parser(sub) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from .. import load
-from .common import add_model_args
+from minibert import load
+from minibert.commands.common import add_model_args
+from minibert.loading.weights import num_parameters
 
 
 def add_parser(sub) -> None:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     layer_map = model.weights.layer_map
     if layer_map != tuple(range(len(layer_map))):  # ALBERT: shared layers
         print("layer sharing: " + ", ".join(f"step {i + 1} runs layer.{k}" for i, k in enumerate(layer_map)))
-    counts = model.weights.num_parameters()
+    counts = num_parameters(model.weights)
     print("parameters:")
     for part, n in counts.items():
         print(f"  {part:<26} {n:>12,}")

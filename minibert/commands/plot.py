@@ -1,13 +1,13 @@
 """``minibert plot attention|layers|heads``: pictures, with the ``[plot]`` extra
-(matplotlib). The figures are built in minibert/plot.py."""
+(matplotlib). The figures are built in minibert/teaching/plot.py."""
 
 from __future__ import annotations
 
 import argparse
 
-from .. import load
-from ..errors import printable
-from .common import MAX_COUNT, add_model_args, int_in, text_arg
+from minibert import load
+from minibert.commands.common import MAX_COUNT, add_model_args, int_in, text_arg
+from minibert.errors import printable
 
 #: Random pairs behind the anisotropy: 10^6 pairs already pin it to ~1e-3, and hold 64 MB of indices.
 MAX_PAIRS = 10**6
@@ -53,8 +53,8 @@ def add_parser(sub) -> None:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from ..files import check_target, model_sources
-    from ..plot import attention, check_figure_path, require_matplotlib, save
+    from minibert.files import check_target, model_sources
+    from minibert.teaching.plot import attention, check_figure_path, require_matplotlib, save
 
     require_matplotlib()
     check_figure_path(args.output)
@@ -66,9 +66,9 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from ..files import check_target, model_sources
-    from ..inputs import read_items
-    from ..plot import (
+    from minibert.corpus.inputs import read_items
+    from minibert.files import check_target, model_sources
+    from minibert.teaching.plot import (
         check_figure_path,
         layer_statistics,
         layers_figure,
@@ -91,9 +91,9 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    from ..files import check_target
-    from ..output import open_output
-    from ..plot import check_figure_path, head_means, heads_figure, require_matplotlib, save
+    from minibert.files import check_target
+    from minibert.outputs.output import open_output
+    from minibert.teaching.plot import check_figure_path, head_means, heads_figure, require_matplotlib, save
 
     require_matplotlib()
     check_figure_path(args.output)

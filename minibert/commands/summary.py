@@ -7,10 +7,10 @@ import argparse
 
 import numpy as np
 
-from ..errors import printable
-from ..output import open_output
-from ..pooling import cosine
-from ..readers import OutputReader
+from minibert.errors import printable
+from minibert.features.pooling import cosine
+from minibert.outputs.output import open_output
+from minibert.outputs.readers import OutputReader
 
 
 def add_parser(sub) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import load
-from .common import add_model_args
+from minibert import load
+from minibert.commands.common import add_model_args
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..verify import compare, format_report
+    from minibert.teaching.verify import compare, format_report
 
     model = load(args.model, args.dtype)
     report = compare(model, args.reference)

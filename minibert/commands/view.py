@@ -1,13 +1,13 @@
 """``minibert view``: one self-contained HTML page of a text's forward pass,
-every formula with its numbers and explain's float64 checks (see minibert/view.py)."""
+every formula with its numbers and explain's float64 checks (see minibert/teaching/view.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .. import load
-from ..errors import printable
-from .common import add_model_args, text_arg
+from minibert import load
+from minibert.commands.common import add_model_args, text_arg
+from minibert.errors import printable
 
 
 def add_parser(sub) -> None:
@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import check_target, model_sources, write_atomic
-    from ..view import check_page_path, view
+    from minibert.files import check_target, model_sources, write_atomic
+    from minibert.teaching.view import check_page_path, view
 
     path = check_page_path(args.output)
     model = load(args.model, args.dtype)

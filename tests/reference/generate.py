@@ -18,7 +18,7 @@ It writes, all committed so that ``make test`` needs no torch:
 * ``tests/reference/{model}-{dtype}.npz``: transformers' ids, hidden states
   and attention probabilities (eager attention) for :data:`INPUTS`, for the
   real model (``weights/all-MiniLM-L6-v2``, skipped when absent) and the tiny
-  one, each in float32 and float64. Layout: see ``minibert/verify.py``.
+  one, each in float32 and float64. Layout: see ``minibert/teaching/verify.py``.
 * ``tests/reference/tokens-{model}.json``: transformers' token ids for
   :data:`TOKEN_CASES` (singles, pairs, truncation with small ``max_length``),
   cross-checked against transformers' pure-Python ``BertTokenizerLegacy``.
@@ -45,7 +45,7 @@ from provenance import sha256, versions  # noqa: E402  (this folder, on the scri
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from minibert.verify import FORMAT_VERSION, TOLERANCES  # noqa: E402
+from minibert.teaching.verify import FORMAT_VERSION, TOLERANCES  # noqa: E402
 
 OUT = ROOT / "tests" / "reference"
 TINY = ROOT / "tests" / "data" / "tiny-bert"

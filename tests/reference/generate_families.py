@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 OUT = ROOT / "tests" / "reference" / "families"
 SEED = 20241107
-FORMAT_VERSION = 1  # the reference layout of minibert/verify.py
+FORMAT_VERSION = 1  # the reference layout of minibert/teaching/verify.py
 MAX_BYTES = 3_000_000  # everything this script writes, together
 
 CORPUS = """

@@ -1,0 +1,1 @@
+"""The corpus driver: inputs, per-chunk extraction, the shard loop, Dask, progress."""

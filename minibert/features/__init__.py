@@ -1,0 +1,1 @@
+"""Features computed from an encoding: pooling, words, long-text windows, attention statistics."""

@@ -1,0 +1,3 @@
+"""Loading a model directory: config, checkpoint readers (safetensors, torch files without torch), the
+tokenizer, sentence-transformers files, conversion.
+"""

@@ -1,0 +1,1 @@
+"""Teaching: explain, the view page, plots, the article's errata, verify."""

@@ -1,0 +1,760 @@
+"""One text through the encoder, step by step, with every step checked.
+
+:func:`explain` runs a traced forward pass (``encode(..., trace=True)``) and
+returns an :class:`Explanation`: one :class:`Step` per formula, in the order
+of the formulas in docs/ -- tokens and ids, the embedding sum, then for one
+encoder layer each formula, its output and every layer's distance from the
+one before. A step holds its title, lines that give its formula and shapes,
+the numbers it shows (:class:`Shown`: one head, one token) and its checks
+(:class:`Check`: a recomputation in float64 from the traced inputs, its max
+error and tolerance). Each step is made by one small function below, from
+the facts of the walk (:class:`Walk`); :func:`render` turns the steps into
+the terminal text, and is the only place that knows colours.
+
+The checks are written independently of :mod:`minibert.encoder.ops` (einsum,
+explicit statistics, ``math.erf`` one scalar at a time), so they test the
+formula functions rather than repeat them. To show the padding mask at work,
+the text is padded with ``pad`` extra [PAD] positions (attention mask 0); a
+check confirms they get zero attention weight and do not change the real
+tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+
+from minibert.encoder.layers import is_int, resolve_layer, shown_int
+from minibert.encoder.params import LayerWeights
+from minibert.encoder.trace import AttentionTrace, LayerTrace
+from minibert.errors import MinibertError
+from minibert.features.pooling import cosine
+from minibert.loading.tokenizer import Batch
+from minibert.model import Encoding, Model
+
+WIDTH = 80
+#: Max error a check tolerates, per compute dtype: float32 rounding of values
+#: up to ~10 (observed <= 4e-6 on all-MiniLM-L6-v2), float64 rounding (<= 1e-13).
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+SLICE = 6  # numbers shown per vector
+
+
+@dataclass(frozen=True)
+class Check:
+    """One recomputation: what was checked, the max error, the tolerance."""
+
+    what: str
+    error: float
+    tol: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.error <= self.tol)
+
+
+@dataclass(frozen=True, eq=False)
+class Shown:
+    """Numbers shown for one vector (the first :data:`SLICE` are printed)."""
+
+    label: str
+    values: np.ndarray
+
+
+#: A line of a step: text (its formula, shapes, a table row), numbers, or a check.
+Line = str | Shown | Check
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One step of the walk: ``title`` (``"3.2 scores = Q K^T / sqrt(d_k)"``),
+    ``note`` (said after the title), and its ``lines`` in order."""
+
+    title: str
+    note: str = ""
+    lines: tuple[Line, ...] = ()
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        return tuple(x for x in self.lines if isinstance(x, Check))
+
+    @property
+    def shown(self) -> dict[str, np.ndarray]:
+        """label -> the vector shown under it."""
+        return {x.label: x.values for x in self.lines if isinstance(x, Shown)}
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """The walk: its steps (the first is the header) and the tolerance of its
+    checks; ``walk``, what they were read from (another layer's steps:
+    ``explain_walk(replace(e.walk, layer=i))``, no second forward pass)."""
+
+    steps: tuple[Step, ...]
+    dtype: str
+    tolerance: float
+    walk: Walk | None = None
+
+    @property
+    def checks(self) -> list[Check]:
+        return [c for step in self.steps for c in step.checks]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def step(self, number: str) -> Step:
+        """The step whose title starts with ``number`` (``"3.4"``, ``"2."``)."""
+        return next(s for s in self.steps if s.title.startswith(number + " "))
+
+    @property
+    def text(self) -> str:
+        """The walk as plain text (:func:`render` without colours)."""
+        return render(self)
+
+
+# ---------------------------------------------------------------- float64 recomputations
+# Independent of minibert.encoder.ops on purpose.
+
+
+def _maxerr(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def _ln64(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """LayerNorm in float64: returns (normalised before gamma/beta, output)."""
+    x = x.astype(np.float64)
+    n = x.shape[-1]
+    mu = x.sum(-1, keepdims=True) / n
+    var = ((x - mu) ** 2).sum(-1, keepdims=True) / n
+    z = (x - mu) / np.sqrt(var + eps)
+    return z, z * gamma.astype(np.float64) + beta.astype(np.float64)
+
+
+def _affine64(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("...i,io->...o", x.astype(np.float64), W.astype(np.float64)) + b.astype(np.float64)
+
+
+def _gelu_erf(x: np.ndarray) -> np.ndarray:
+    """0.5 x (1 + erf(x / sqrt 2)), one scalar at a time with math.erf."""
+    flat = [0.5 * u * (1.0 + math.erf(u / math.sqrt(2.0))) for u in x.astype(np.float64).ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(x.shape)
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    c = math.sqrt(2.0 / math.pi)
+    flat = [
+        0.5 * u * (1.0 + math.tanh(c * (u + 0.044715 * u**3))) for u in x.astype(np.float64).ravel().tolist()
+    ]
+    return np.array(flat, dtype=np.float64).reshape(x.shape)
+
+
+_ACT64: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "gelu": ("GELU(x) = 0.5 x (1 + erf(x / sqrt(2)))", _gelu_erf),
+    "gelu_new": ("GELU(x) ~ 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))", _gelu_tanh),
+    "gelu_pytorch_tanh": ("GELU(x) ~ 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))", _gelu_tanh),
+    "relu": ("ReLU(x) = max(0, x)", lambda x: np.maximum(x.astype(np.float64), 0.0)),
+}
+
+
+# ---------------------------------------------------------------- the walk
+
+
+@dataclass(frozen=True, eq=False)
+class Walk:
+    """What every step reads: the model, the padded batch and its trace, and
+    the choices: ``layer`` N (1..L), ``head``, token position ``T``."""
+
+    model: Model
+    text: str
+    layer: int
+    head: int
+    T: int
+    batch: Batch  # the text and `pad` [PAD] positions
+    enc: Encoding  # traced
+    unpadded: Encoding  # the text alone, traced (enc itself when pad = 0)
+
+    @property
+    def cfg(self):
+        return self.model.config
+
+    @property
+    def tol(self) -> float:
+        return TOLERANCE[str(self.model.dtype)]
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.batch.tokens[0]
+
+    @property
+    def n(self) -> int:
+        """Real tokens."""
+        return len(self.tokens)
+
+    @property
+    def S(self) -> int:
+        """Positions, padding included."""
+        return self.batch.input_ids.shape[1]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(S,) bool: real tokens."""
+        return self.batch.attention_mask[0].astype(bool)
+
+    @property
+    def t(self) -> LayerTrace:
+        return self.enc.trace.layers[self.layer - 1]
+
+    @property
+    def a(self) -> AttentionTrace:
+        return self.t.attention
+
+    @property
+    def w(self) -> LayerWeights:
+        return self.model.weights.layers[self.model.weights.layer_map[self.layer - 1]]  # ALBERT: shared
+
+    @property
+    def x(self) -> np.ndarray:
+        """The layer's input, hidden_states[N - 1]."""
+        return self.enc.hidden_states[self.layer - 1]
+
+    @property
+    def token(self) -> str:
+        return f'token {self.T} "{self.tokens[self.T]}"'
+
+    @property
+    def X(self) -> str:
+        return f"(1, {self.S}, {self.cfg.hidden_size})"
+
+    @property
+    def heads(self) -> str:
+        return f"(1, {self.cfg.num_attention_heads}, {self.S}, {self.cfg.head_size})"
+
+    @property
+    def SS(self) -> str:
+        return f"(1, {self.cfg.num_attention_heads}, {self.S}, {self.S})"
+
+    @cached_property
+    def p64(self) -> np.ndarray:
+        """softmax(Q K^T / sqrt(d) + M) in float64 from the traced q, k: (h, S, S)."""
+        ms = np.where(self.mask[None, None, :], self.scores64, -np.inf)
+        p = np.exp(ms - ms.max(-1, keepdims=True))
+        return p / p.sum(-1, keepdims=True)
+
+    @cached_property
+    def scores64(self) -> np.ndarray:
+        """Q K^T / sqrt(d) in float64 from the traced q, k: (h, S, S)."""
+        q64, k64 = (c[0].astype(np.float64) for c in (self.a.q, self.a.k))
+        return np.einsum("hsd,htd->hst", q64, k64) / math.sqrt(self.cfg.head_size)
+
+
+def _check(walk: Walk, what: str, error: float, tol: float | None = None) -> Check:
+    return Check(what, error, walk.tol if tol is None else tol)
+
+
+# ---------------------------------------------------------------- one function per step
+
+
+def _header(walk: Walk) -> Step:
+    cfg = walk.cfg
+    return Step(
+        f"minibert explain: {walk.model.path.name}, {walk.model.dtype}",
+        lines=(
+            f"  L={walk.model.num_layers} layers, H={cfg.hidden_size}, h={cfg.num_attention_heads} heads of "
+            f"d={cfg.head_size}, I={cfg.intermediate_size}, act={cfg.hidden_act}",
+            f"  text: {walk.text!r}"[:WIDTH],
+        ),
+    )
+
+
+def _tokens(walk: Walk) -> Step:
+    b = walk.batch
+    rows = ["  pos  token             id  type  mask"]
+    for s in range(walk.S):
+        tok = walk.tokens[s] if s < walk.n else "[PAD]"
+        mark = "  <- token T" if s == walk.T else ""
+        rows.append(
+            f"  {s:>3}  {tok[:16]:<16} {b.input_ids[0, s]:>5} {b.token_type_ids[0, s]:>5} "
+            f"{b.attention_mask[0, s]:>5}{mark}"
+        )
+    title = f"1. Tokens: {walk.n} real + {walk.S - walk.n} padding (mask 0), S = {walk.S}"
+    return Step(title, lines=tuple(rows))
+
+
+def _embeddings(walk: Walk) -> Step:
+    e, ew, T, S, H = (
+        walk.enc.trace.embeddings,
+        walk.model.weights.embeddings,
+        walk.T,
+        walk.S,
+        walk.cfg.hidden_size,
+    )
+    lines: list[Line] = [
+        f"  ids (1, {S}) -> word, position, type (1, {S}, {H}) -> sum -> e (same)",
+        f"  {walk.token}, first {SLICE} of {H} numbers:",
+        Shown("word", e.word[0, T]),
+        Shown("position", e.position[0, T]),
+    ]
+    parts = e.word.astype(np.float64) + e.position
+    if e.token_type is not None:
+        lines.append(Shown("type", e.token_type[0, T]))
+        parts = parts + e.token_type
+    lines += [
+        Shown("sum", e.sum[0, T]),
+        Shown("LayerNorm", e.output[0, T]),
+        _check(walk, "sum = word + position + type", _maxerr(e.sum, parts)),
+    ]
+    _, ln = _ln64(e.sum, ew.ln.gamma, ew.ln.beta, walk.cfg.layer_norm_eps)
+    lines.append(_check(walk, "e = LayerNorm(sum), float64", _maxerr(e.output, ln)))
+    if e.projection is not None:  # ELECTRA, ALBERT: embeddings of size E, projected to H
+        E = e.output.shape[-1]
+        lines += [
+            f"  projection: x = e W_proj + b_proj, (1, {S}, {E}) -> (1, {S}, {H})",
+            Shown("projected", e.projection[0, T]),
+            _check(
+                walk,
+                "x = e W_proj + b_proj, float64",
+                _maxerr(e.projection, _affine64(e.output, ew.W_proj, ew.b_proj)),
+            ),
+        ]
+    return Step("2. Embeddings: e = LayerNorm(word[id] + position[pos] + type[type])", lines=tuple(lines))
+
+
+def _layer_heading(walk: Walk) -> Step:
+    N, L = walk.layer, walk.model.num_layers
+    return Step(f"3. Encoder layer {N} of {L}: input X = hidden_states[{N - 1}], output hidden_states[{N}]")
+
+
+def _projections(walk: Walk) -> Step:
+    a, w, S, T = walk.a, walk.w.attention, walk.S, walk.T
+    h, d = walk.cfg.num_attention_heads, walk.cfg.head_size
+    lines: list[Line] = [
+        f"  X {walk.X} -> Q, K, V {walk.X} -> {walk.heads}",
+        f"  head {walk.head}, {walk.token}, first {SLICE} of d={d}:",
+        Shown("q", a.q[0, walk.head, T]),
+        Shown("k", a.k[0, walk.head, T]),
+        Shown("v", a.v[0, walk.head, T]),
+    ]
+    for name, traced, W, b in (("q", a.q, w.W_q, w.b_q), ("k", a.k, w.W_k, w.b_k), ("v", a.v, w.W_v, w.b_v)):
+        ref = _affine64(walk.x, W, b).reshape(1, S, h, d).transpose(0, 2, 1, 3)
+        lines.append(
+            _check(
+                walk, f"{name.upper()} = X W^{name.upper()} + b, head split, float64", _maxerr(traced, ref)
+            )
+        )
+    return Step("3.1 Q = X W^Q + b^Q, K = X W^K + b^K, V = X W^V + b^V, split into heads", lines=tuple(lines))
+
+
+def _scores(walk: Walk) -> Step:
+    d = walk.cfg.head_size
+    return Step(
+        "3.2 scores = Q K^T / sqrt(d_k)",
+        f"   d_k = {d}, sqrt(d_k) = {math.sqrt(d):.4f}",
+        (
+            f"  Q {walk.heads} x K^T -> scores {walk.SS}",
+            f"  head {walk.head}, query {walk.token}, score with each key:",
+            Shown("scores", walk.a.scores[0, walk.head, walk.T]),
+            _check(walk, "scores = Q K^T / sqrt(d_k), float64", _maxerr(walk.a.scores[0], walk.scores64)),
+        ),
+    )
+
+
+def _mask(walk: Walk) -> Step:
+    S, a = walk.S, walk.a
+    m = a.mask[0, 0, 0]
+    keys = " ".join("0" if v == 0 else f"{v:.1e}" for v in m)[: WIDTH - 22]
+    return Step(
+        "3.3 masked = scores + M",
+        "   M = 0 (real key) or the most negative float (padding)",
+        (
+            f"  M (1, 1, 1, {S}) broadcast over heads and queries -> masked {walk.SS}",
+            f"  M for keys 0..{S - 1}: " + keys,
+            _check(walk, "masked = scores + M", _maxerr(a.masked_scores, a.scores.astype(np.float64) + m)),
+        ),
+    )
+
+
+def _softmax(walk: Walk) -> Step:
+    mask, S, n = walk.mask, walk.S, walk.n
+    P = walk.a.probs[0].astype(np.float64)
+    real_rows = P[:, mask]  # (h, n, S)
+    return Step(
+        "3.4 P = softmax(masked), along the keys",
+        lines=(
+            f"  masked {walk.SS} -> P {walk.SS}, each row sums to 1",
+            f"  head {walk.head}, query {walk.token}, weight on each key:",
+            Shown("P", walk.a.probs[0, walk.head, walk.T]),
+            _check(walk, "rows of P sum to 1", float(np.max(np.abs(real_rows.sum(-1) - 1)))),
+            _check(
+                walk, f"padded keys ({S - n}) get weight 0", float(np.max(P[:, :, ~mask], initial=0.0)), 0.0
+            ),
+            _check(
+                walk, "P = softmax(Q K^T / sqrt(d_k) + M), float64", _maxerr(P[:, mask], walk.p64[:, mask])
+            ),
+        ),
+    )
+
+
+def _context(walk: Walk) -> Step:
+    a, m = walk.a, walk.mask
+    ctx64 = np.einsum("hst,htd->hsd", walk.p64, a.v[0].astype(np.float64))
+    return Step(
+        "3.5 head_i = P V = softmax(Q K^T / sqrt(d_k) + M) V",
+        lines=(
+            f"  P {walk.SS} x V {walk.heads} -> context {walk.heads}",
+            f"  head {walk.head}, {walk.token}:",
+            Shown("context", a.context[0, walk.head, walk.T]),
+            _check(
+                walk, "attention recomputed from Q, K, V, float64", _maxerr(a.context[0][:, m], ctx64[:, m])
+            ),
+        ),
+    )
+
+
+def _concat(walk: Walk) -> Step:
+    head, d = walk.head, walk.cfg.head_size
+    cols = slice(head * d, (head + 1) * d)
+    return Step(
+        "3.6 Concat(head_1, ..., head_h)",
+        lines=(
+            f"  context {walk.heads} -> concat {walk.X}; "
+            f"head {head} is columns {cols.start}..{cols.stop - 1}",
+            _check(  # every head, so the check does not depend on the head chosen
+                walk,
+                "concat = the heads side by side, every head",
+                _maxerr(walk.a.concat[0], walk.a.context[0].transpose(1, 0, 2).reshape(walk.S, -1)),
+            ),
+        ),
+    )
+
+
+def _multi_head(walk: Walk) -> Step:
+    a, w = walk.a, walk.w.attention
+    return Step(
+        "3.7 MultiHead(X) = Concat(head_1, ..., head_h) W^O + b^O",
+        lines=(
+            f"  concat {walk.X} -> attention_output {walk.X}",
+            f"  {walk.token}:",
+            Shown("MultiHead", a.output[0, walk.T]),
+            _check(walk, "W^O projection, float64", _maxerr(a.output, _affine64(a.concat, w.W_o, w.b_o))),
+        ),
+    )
+
+
+def _residual_1(walk: Walk) -> Step:
+    t, X = walk.t, walk.X
+    return Step(
+        "3.8 residual_1 = X + MultiHead(X)",
+        lines=(
+            f"  X {X} + MultiHead {X} -> residual_1 {X}",
+            Shown("X", walk.x[0, walk.T]),
+            Shown("residual_1", t.residual_1[0, walk.T]),
+            _check(
+                walk,
+                "residual_1 = X + MultiHead(X)",
+                _maxerr(t.residual_1, walk.x.astype(np.float64) + t.attention.output),
+            ),
+        ),
+    )
+
+
+def _layer_norm(walk: Walk, num: str, name: str, src: str) -> Step:
+    """``name`` (ln_1, ln_2) = LayerNorm(``src``) with the layer's gamma and beta."""
+    eps, T = walk.cfg.layer_norm_eps, walk.T
+    out, res, ln = getattr(walk.t, name), getattr(walk.t, src), getattr(walk.w, name)
+    r = res[0, T].astype(np.float64)
+    _, ln64 = _ln64(res, ln.gamma, ln.beta, eps)
+    zhat = (out.astype(np.float64) - ln.beta.astype(np.float64)) / ln.gamma.astype(np.float64)
+    mean_0, var_1 = float(np.max(np.abs(zhat.mean(-1)))), float(np.max(np.abs(zhat.var(-1) - 1)))
+    return Step(
+        f"{num} {name} = LayerNorm({src})",
+        "   post-LN: after the residual sum",
+        (
+            f"  = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta over H; eps = {eps:g}",
+            f"  {walk.token}: mu = {r.mean():.4f}, sigma^2 = {r.var():.4f}",
+            Shown(name, out[0, T]),
+            _check(walk, f"{name}: mean over H before gamma, beta = 0", mean_0),
+            _check(walk, f"{name}: variance over H before gamma, beta = 1", var_1),
+            _check(walk, f"{name} = LayerNorm({src}), float64", _maxerr(out, ln64)),
+        ),
+    )
+
+
+def _ln_1(walk: Walk) -> Step:
+    return _layer_norm(walk, "3.9", "ln_1", "residual_1")
+
+
+def _feed_forward(walk: Walk) -> Step:
+    cfg, t, f, w, T, S = walk.cfg, walk.t, walk.t.ffn, walk.w.ffn, walk.T, walk.S
+    act_formula, act64 = _ACT64[cfg.hidden_act]
+    lines: list[Line] = [
+        f"  ln_1 {walk.X} -> x W_1 + b_1 (1, {S}, {cfg.intermediate_size})",
+        Shown("ffn_pre", f.pre[0, T]),
+        _check(walk, "ffn_pre = ln_1 W_1 + b_1, float64", _maxerr(f.pre, _affine64(t.ln_1, w.W_1, w.b_1))),
+        f"  act: {act_formula}",
+    ]
+    if cfg.hidden_act != "relu":
+        lines.append("  (the article writes ReLU here; BERT uses GELU)")
+    lines.append(Shown("ffn_act", f.act[0, T]))
+    if cfg.hidden_act != "relu":
+        neg, lowest = int(np.sum(f.pre[0, T] < 0)), float(np.min(f.act[0, T]))
+        lines += [
+            f"  {neg} of {f.pre[0, T].size} pre-activations of this token are < 0: ReLU would make",
+            f"  them 0; {cfg.hidden_act} keeps them slightly negative (min {lowest:.4f})",
+        ]
+    lines += [
+        _check(
+            walk,
+            f"{cfg.hidden_act} recomputed with math, float64",
+            _maxerr(f.act[0][walk.mask], act64(f.pre[0][walk.mask])),
+        ),
+        f"  act (1, {S}, {cfg.intermediate_size}) -> act W_2 + b_2 = FFN {walk.X}",
+        Shown("FFN", f.output[0, T]),
+        _check(walk, "FFN = act W_2 + b_2, float64", _maxerr(f.output, _affine64(f.act, w.W_2, w.b_2))),
+    ]
+    return Step("3.10 FFN(x) = act(x W_1 + b_1) W_2 + b_2, x = ln_1", lines=tuple(lines))
+
+
+def _residual_2(walk: Walk) -> Step:
+    t = walk.t
+    sum_error = _maxerr(t.residual_2, t.ln_1.astype(np.float64) + t.ffn.output)
+    return Step(
+        "3.11 residual_2 = ln_1 + FFN(ln_1)",
+        lines=(
+            Shown("residual_2", t.residual_2[0, walk.T]),
+            _check(walk, "residual_2 = ln_1 + FFN(ln_1)", sum_error),
+        ),
+    )
+
+
+def _ln_2(walk: Walk) -> Step:
+    step = _layer_norm(walk, "3.12", "ln_2", "residual_2")
+    N = walk.layer
+    output = _check(walk, f"ln_2 is hidden_states[{N}]", _maxerr(walk.t.ln_2, walk.enc.hidden_states[N]))
+    return replace(step, lines=(*step.lines, output))
+
+
+def _output(walk: Walk) -> Step:
+    N, n = walk.layer, walk.n
+    out_T = walk.enc.hidden_states[N][0, walk.T]
+    lines: list[Line] = [
+        f"  {walk.token}, |x| = {np.linalg.norm(out_T.astype(np.float64)):.4f}",
+        Shown(f"layer {N}", out_T),
+    ]
+    if walk.S > n:
+        pairs = zip(walk.enc.hidden_states, walk.unpadded.hidden_states, strict=True)
+        worst = max(_maxerr(a[0, :n], b[0]) for a, b in pairs)
+        lines.append(_check(walk, f"{walk.S - n} padding positions change no real token", worst))
+    return Step(f"4. Output of layer {N}: hidden_states[{N}] {walk.X}", lines=tuple(lines))
+
+
+def _every_layer(walk: Walk) -> Step:
+    n = walk.n
+    rows = [
+        "  cosine(hidden_states[i], hidden_states[i-1]) per real token; mean |x|",
+        "    i  what                 mean cos   min cos    mean |x|",
+    ]
+    states = walk.enc.hidden_states
+    for i, hs in enumerate(states):
+        cur = hs[0, :n]
+        what = "embedding output" if i == 0 else f"encoder layer {i}"
+        norm = float(np.mean(np.linalg.norm(cur.astype(np.float64), axis=-1)))
+        mark = "  <- explained" if i == walk.layer else ""
+        if i == 0:
+            rows.append(f"  {i:>3}  {what:<20} {'-':>9} {'-':>9} {norm:11.4f}{mark}")
+            continue
+        cos = cosine(cur, states[i - 1][0, :n])
+        rows.append(f"  {i:>3}  {what:<20} {cos.mean():9.4f} {cos.min():9.4f} {norm:11.4f}{mark}")
+    return Step("5. Every layer: how far its output moved from the previous one", lines=tuple(rows))
+
+
+#: The walk, in order.
+STEPS: tuple[Callable[[Walk], Step], ...] = (
+    _header,
+    _tokens,
+    _embeddings,
+    _layer_heading,
+    _projections,
+    _scores,
+    _mask,
+    _softmax,
+    _context,
+    _concat,
+    _multi_head,
+    _residual_1,
+    _ln_1,
+    _feed_forward,
+    _residual_2,
+    _ln_2,
+    _output,
+    _every_layer,
+)
+
+
+# ---------------------------------------------------------------- arguments and the walk
+
+
+def resolve_head(head, num_heads: int, what: str = "head") -> int:
+    """An attention head 0..h-1, or a MinibertError naming ``what``."""
+    if not is_int(head):
+        raise MinibertError(f"{what} must be an integer, got {head!r:.40}")
+    if not 0 <= head < num_heads:
+        raise MinibertError(
+            f"{what} {shown_int(head)} is out of range: this model has heads 0..{num_heads - 1}"
+        )
+    return int(head)
+
+
+def resolve_token(token: int | str | None, tokens: list[str], what: str = "token") -> int:
+    """A token position (negative from the end) or a token string -> its
+    position; None: the first token after [CLS]."""
+    n = len(tokens)
+    if token is None:
+        return 1 if n > 2 else 0
+    if isinstance(token, str):
+        try:
+            t = int(token) if token.lstrip("-").isdigit() else None
+        except ValueError:  # a digit int() does not read: "²"
+            t = None
+        if t is None:
+            if token in tokens:
+                return tokens.index(token)
+            raise MinibertError(f"{what} {token!r:.60} is not one of the text's tokens: {' '.join(tokens)}")
+    elif is_int(token):
+        t = int(token)
+    else:
+        raise MinibertError(f"{what} must be an integer position or a token string, got {token!r:.40}")
+    if -n <= t < n:
+        return t % n
+    raise MinibertError(f"{what} {shown_int(t)} is out of range: the text has {n} tokens (0..{n - 1})")
+
+
+#: [PAD] positions appended by default (fewer when the text leaves less room).
+PAD = 2
+
+
+def resolve_pad(pad: int | None, n: int, max_length: int, what: str = "pad") -> int:
+    """[PAD] positions to append to a text of ``n`` tokens: an integer from 0
+    to ``max_length - n`` (positions past the model's table do not exist);
+    None: :data:`PAD`, or as many as fit."""
+    room = max(0, max_length - n)
+    if pad is None:
+        return min(PAD, room)
+    if not is_int(pad) or not 0 <= pad <= room:
+        shown = shown_int(pad) if is_int(pad) else f"{pad!r:.40}"
+        raise MinibertError(
+            f"{what} must be an integer from 0 to {room} (the text has {n} tokens and the model "
+            f"{max_length} positions), got {shown}"
+        )
+    return int(pad)
+
+
+def explain(
+    model: Model,
+    text: str,
+    layer: int = 1,
+    head: int = 0,
+    token: int | str | None = None,
+    pad: int | None = None,
+    *,
+    prefix: str = "",
+) -> Explanation:
+    """Walk ``text`` through ``model``; explain encoder layer ``layer`` (1..L,
+    or negative from the end) for attention head ``head`` (0..h-1) and token
+    position ``token`` (an index into the text's tokens, negative from the
+    end, or a token string; default the first token after [CLS]). ``pad``:
+    [PAD] positions appended to show the mask, 0 to ``model.max_length``
+    minus the text's tokens (default 2, or as many as fit). ``prefix`` goes
+    before the argument names in messages (the command line passes ``"--"``,
+    so they name its options). Returns the steps and their checks;
+    :func:`render` prints them. Every argument is checked before the forward
+    pass: a bool or a float is not an integer, and each error names the
+    argument and its range. The text goes through the model once, traced
+    (with ``pad`` [PAD] positions, and once more without them when pad > 0).
+    """
+    N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
+    head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
+    if not isinstance(text, str):
+        raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise MinibertError("the text to explain is empty")
+    plain = model.tokenize([text])
+    T = resolve_token(token, plain.tokens[0], f"{prefix}token")
+    pad = resolve_pad(pad, len(plain.tokens[0]), model.max_length, f"{prefix}pad")
+    batch = plain.padded(pad, model.tokenizer.pad_id)
+    enc = model.forward(batch, trace=True)
+    # trace=True runs the plain formulas (not the fast path): compare like with like
+    unpadded = model.forward(plain, trace=True) if pad > 0 else enc
+    return explain_walk(Walk(model, text, N, head, T, batch, enc, unpadded))
+
+
+def explain_walk(walk: Walk) -> Explanation:
+    """Every step of :data:`STEPS` on ``walk``."""
+    return Explanation(tuple(step(walk) for step in STEPS), str(walk.model.dtype), walk.tol, walk)
+
+
+# ---------------------------------------------------------------- the terminal text
+
+
+class _Style:
+    """ANSI colours when writing to a terminal, plain text otherwise."""
+
+    def __init__(self, color: bool):
+        self.color = color
+
+    def _wrap(self, code: str, s: str) -> str:
+        return f"\033[{code}m{s}\033[0m" if self.color else s
+
+    def bold(self, s: str) -> str:
+        return self._wrap("1", s)
+
+    def ok(self, s: str) -> str:
+        return self._wrap("32", s)
+
+    def bad(self, s: str) -> str:
+        return self._wrap("31;1", s)
+
+
+def _vec(x: np.ndarray, n: int = SLICE) -> str:
+    """The first ``n`` numbers of a 1-D array, fixed width, '...' if cut."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    body = " ".join(f"{v:8.4f}" for v in x[:n])
+    return f"[{body}{' ...' if x.size > n else ''}]"
+
+
+def _line(line: Line, st: _Style) -> str:
+    if isinstance(line, Shown):
+        return f"  {line.label:<14}{_vec(line.values)}"
+    if isinstance(line, Check):
+        label = f"  check: {line.what} "
+        verdict = st.ok("ok") if line.ok else st.bad("FAIL")
+        return f"{label:.<58} max err {line.error:7.1e} {verdict}"
+    return line
+
+
+def render(explanation: Explanation, color: bool = False) -> str:
+    """The walk as terminal text: a title per step (a blank line before
+    each but the first), its lines, then the verdict. ``color``: ANSI bold
+    titles and green/red verdicts."""
+    st = _Style(color)
+    out: list[str] = []
+    for i, step in enumerate(explanation.steps):
+        out += ([""] if i else []) + [st.bold(step.title) + step.note]
+        out += [_line(line, st) for line in step.lines]
+    checks = explanation.checks
+    failed = [c for c in checks if not c.ok]
+    tol, dtype = explanation.tolerance, explanation.dtype
+    out.append("")
+    if failed:
+        out.append(st.bad(f"{len(failed)} of {len(checks)} checks FAILED (tolerance {tol:g} for {dtype})"))
+    else:
+        out.append(
+            st.ok(f"all {len(checks)} checks ok")
+            + f" (tolerance {tol:g} for {dtype}; padded keys: exactly 0)"
+        )
+    return "\n".join(out)
