@@ -15,8 +15,8 @@ from minibert.loading.tokenizer import Batch
 from minibert.model import Encoding, Model, forward, load
 from minibert.outputs.output import open_output
 from minibert.teaching.view import view
+from minibert.version import __version__  # noqa: F401 (recorded in manifests; minibert.__version__)
 
-__version__ = "0.1.0"
 __all__ = [
     "Batch",
     "Config",

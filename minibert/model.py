@@ -23,18 +23,13 @@ from minibert.encoder.params import Weights
 from minibert.encoder.threads import threads
 from minibert.encoder.trace import Trace
 from minibert.errors import MinibertError
-from minibert.loading import hub
-from minibert.loading.checkpoint import open_checkpoint
+from minibert.loading.directory import DTYPES, default_model_dir, read_model_dir  # noqa: F401 (re-exported)
 from minibert.loading.hub import SentenceConfig
 from minibert.loading.tokenizer import Batch, Tokenizer
-from minibert.loading.weights import from_checkpoint
 
-DTYPES = ("float32", "float64")
 #: Ways to run the encoder: "fast" (:mod:`minibert.encoder.fast`, the default) or
 #: "plain" (:func:`forward`: the formula functions of :mod:`minibert.encoder.ops`).
 IMPLS = ("fast", "plain")
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-FETCH_HINT = "make weights   (or: python weights/fetch.py)"
 
 
 @dataclass(frozen=True)
@@ -613,11 +608,6 @@ class Model:
         return self.forward(batch, output_attentions, trace, attention_layers=attention_layers)
 
 
-def default_model_dir() -> Path:
-    """``$MINIBERT_WEIGHTS/all-MiniLM-L6-v2``, else ``weights/`` of this checkout."""
-    return hub.weights_dir() / DEFAULT_MODEL
-
-
 def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
     """Load a model in ``dtype`` ("float32" or "float64").
 
@@ -634,22 +624,7 @@ def load(path: str | Path | None = None, dtype: str = "float32") -> Model:
     checkpoint's header; only then are the encoder's tensors read, each
     checked to be finite.
     """
-    if str(dtype) not in DTYPES:
-        raise MinibertError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if path is None:
-        path = default_model_dir()
-        if not path.is_dir():
-            raise MinibertError(f"default model not found at {path}; fetch it with: {FETCH_HINT}")
-    path = hub.resolve(path)
-    config = Config.from_json(path / "config.json")
-    sentence = hub.sentence_config(path)
-    tokenizer = Tokenizer.from_dir(
-        path,
-        config.pad_token_id,
-        config.vocab_size,
-        lowercase=sentence is not None and sentence.do_lower_case,
+    found = read_model_dir(path, dtype)
+    return Model(
+        found.config, found.weights, found.tokenizer, found.path, found.dtype, found.sentence, found.files
     )
-    with open_checkpoint(path) as checkpoint:
-        weights = from_checkpoint(checkpoint, config, dtype)
-    files = (path / "config.json", *weights.files, *tokenizer.files, *(sentence.files if sentence else ()))
-    return Model(config, weights, tokenizer, path, str(dtype), sentence, files)

@@ -30,7 +30,11 @@ from minibert.encoder import fast, threads
 
 ROOT = Path(minibert.__file__).resolve().parent
 #: file -> the letters whose sizes are read from the running code's variables
-FILES = {ROOT / "encoder" / "ops.py": (), ROOT / "model.py": (), ROOT / "encoder" / "fast.py": ("N", "n", "g", "m")}
+FILES = {
+    ROOT / "encoder" / "ops.py": (),
+    ROOT / "model.py": (),
+    ROOT / "encoder" / "fast.py": ("N", "n", "g", "m"),
+}
 SHAPE = r"\(([^()]*)\)"
 FACTOR = re.compile(r"(\d*)([A-Za-z]*)")
 
@@ -161,7 +165,9 @@ def run_plain(model, batch) -> None:
     ids, types_, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
     minibert.forward(model.weights, model.config, ids, types_, mask, output_attentions=True, trace=True)
     if model.config.sinusoidal_pos_embds:  # the table this checkpoint ships is what the formula would build
-        minibert.encoder.ops.sinusoidal_positions(model.config.max_position_embeddings, model.config.embedding_size)
+        minibert.encoder.ops.sinusoidal_positions(
+            model.config.max_position_embeddings, model.config.embedding_size
+        )
 
 
 def run_fast(model, batch, module=fast) -> None:

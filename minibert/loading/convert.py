@@ -38,6 +38,7 @@ import numpy as np
 from minibert.errors import MinibertError
 from minibert.files import check_target, os_reason
 from minibert.loading.checkpoint import WEIGHT_FILES, Checkpoint, Safetensors, itemsize, open_checkpoint
+from minibert.loading.directory import read_model_dir
 
 #: Names of files that are pickles (code a loader would run): never copied.
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -137,9 +138,7 @@ def _convert_folder(folder: Path, out: Path, written: list, copied: list, skippe
 
 def convert(src: str | Path, dst: str | Path) -> Converted:
     """Write ``dst``: the model of ``src`` with safetensors weights (see the module docstring)."""
-    from minibert.model import load
-
-    src = load(src).path  # every check minibert makes, before anything is written
+    src = read_model_dir(src).path  # every check minibert makes, before anything is written
     dst = Path(dst)
     _check_destination(src, dst)
     written: list = []

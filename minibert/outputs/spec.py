@@ -246,7 +246,7 @@ class ExtractSpec:
     def to_settings(self) -> dict:
         """The settings every output records: JSON types, fixed key order (the
         bytes of a manifest or a .safetensors header depend on it)."""
-        from minibert import __version__
+        from minibert.version import __version__
 
         return {
             "layers": list(self.layers),

@@ -1,0 +1,3 @@
+"""The version of minibert, recorded in every manifest it writes."""
+
+__version__ = "0.1.0"
