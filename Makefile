@@ -4,34 +4,49 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-STAMP := $(VENV)/.installed
+# One stamp per set of extras, so each target installs only what it runs: `make demo` the base
+# package (numpy, scipy, safetensors, tokenizers), `make test` the test tools and the optional
+# engines the suite exercises (matplotlib, Dask, Playwright), `make lint` ruff.
+BASE := $(VENV)/.installed
+TEST_EXTRAS := $(VENV)/.installed-test,threads,plot,dask,browser
+LINT_EXTRAS := $(VENV)/.installed-lint
+DOCS_EXTRAS := $(VENV)/.installed-plot,browser
 
 .PHONY: demo test lint weights reference bench venv clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[test,lint,plot,dask,browser]'
-	touch $(STAMP)
+$(BASE): pyproject.toml | $(PY)
+	$(PIP) install -e .
+	touch $@
 
-venv: $(STAMP)
+# .venv/.installed-EXTRAS: the package with those extras (a comma-separated list).
+$(VENV)/.installed-%: pyproject.toml | $(BASE)
+	$(PIP) install -e '.[$*]'
+	touch $@
 
-weights: $(STAMP)
+venv: $(BASE)
+
+weights: $(BASE)
 	$(PY) weights/fetch.py
 
 demo: weights
 	@mkdir -p out
 	$(VENV)/bin/minibert extract examples/sample.txt -o out/sample.npz --layers all --pool none
 	$(VENV)/bin/minibert summary out/sample.npz
+	@echo
+	@echo "Next: enter the environment (the README's commands assume it), then run one formula with its numbers:"
+	@echo "  source .venv/bin/activate"
+	@echo "  minibert explain \"The bank raised rates.\" --layer 2 --head 3 --token 2"
 
 # Two workers, each with a one-thread BLAS (tests/conftest.py), taking tests as they free up.
-test: weights
+test: weights $(TEST_EXTRAS)
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # Regenerate the tiny models in tests/data/ and the references in tests/reference/ with transformers (needs torch: the
 # [reference] extra). The outputs are committed, so `make test` never needs torch.
-reference: $(STAMP)
+reference: $(BASE)
 	$(PIP) install -e '.[reference]'
 	$(PY) tests/reference/generate.py
 	$(PY) tests/reference/generate_trace.py
@@ -41,8 +56,7 @@ reference: $(STAMP)
 
 # Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py), and the
 # screenshots of `minibert view`'s page (docs/view-*.png, taken in headless Chromium: docs/screenshots.py).
-docs: weights
-	$(PIP) install -e '.[plot,browser]'
+docs: weights $(DOCS_EXTRAS)
 	$(VENV)/bin/minibert plot attention "The bank raised interest rates again." --layer 2 -o docs/attention.png
 	$(VENV)/bin/minibert plot layers examples/sentences.txt -o docs/layers.png
 	@mkdir -p out
@@ -58,7 +72,7 @@ bench: weights
 	$(PIP) install -e '.[reference,bench,threads]' || echo "bench: extras not installed, minibert columns only"
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
-lint: $(STAMP)
+lint: $(LINT_EXTRAS)
 	$(VENV)/bin/ruff check minibert tests weights bench
 	$(VENV)/bin/ruff format --check minibert tests weights bench
 

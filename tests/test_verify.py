@@ -13,7 +13,7 @@ import pytest
 from conftest import REFERENCE, TINY_BERT
 
 from minibert import MinibertError
-from minibert.teaching.verify import compare, format_report
+from minibert.teaching.verify import compare, default_reference, format_report
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY32 = REFERENCE / "tiny-bert-float32.npz"
@@ -212,3 +212,30 @@ def test_cli_exit_status(tmp_path):
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr.startswith("minibert: error: ") and missing.stderr.count("\n") == 1
     assert "nope.npz: reference file not found" in missing.stderr
+
+
+def test_reference_is_required_with_a_model():
+    """Only the default model has a committed reference: with --model, say so in one line."""
+    r = cli()
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == (
+        "minibert: error: --reference is required with --model (the committed one is the default model's)\n"
+    )
+
+
+def test_default_reference_is_the_committed_one():
+    assert default_reference() == REFERENCE / "all-MiniLM-L6-v2-float32.npz"
+    assert default_reference("float64") == REFERENCE / "all-MiniLM-L6-v2-float64.npz"
+    assert default_reference().is_file() and default_reference("float64").is_file()
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_verify_with_no_argument_checks_the_default_model(real_model_dir):
+    """The README's `minibert verify`: the default model against its committed reference
+    (it said `--reference required`)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIBERT_WEIGHTS=str(real_model_dir.parent))
+    cmd = [sys.executable, "-m", "minibert.cli", "verify"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "all-MiniLM-L6-v2-float32.npz" in r.stdout and "OK: all 15 checks within tolerance" in r.stdout

@@ -341,6 +341,19 @@ def _row(name: str, mine: np.ndarray, ref: np.ndarray, keep: np.ndarray, tol: fl
     return Row(name, diff, cos, tol, int(mine.size), bool(diff <= tol))
 
 
+#: The committed references of the default model, one per dtype (``tests/reference/generate.py``).
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "tests" / "reference"
+
+
+def default_reference(dtype: str = "float32") -> Path:
+    """The committed transformers reference of the default model (all-MiniLM-L6-v2)
+    in ``dtype``, for ``minibert verify`` with no ``--reference``."""
+    path = REFERENCE_DIR / f"all-MiniLM-L6-v2-{np.dtype(dtype).name}.npz"
+    if not path.is_file():
+        raise MinibertError(f"{path}: the default model's reference is absent; pass --reference")
+    return path
+
+
 def compare(model, reference_path: str | Path) -> Report:
     """Recompute a reference file's inputs with ``model`` and compare every layer.
 
