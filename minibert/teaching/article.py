@@ -1,6 +1,7 @@
 """Check the worked example of the article this project grew from.
 
-Section 4.3 of ``shared/seed/article.md`` works one attention step by hand:
+Section 4.3 of the article (summarised, with its numbers, in ``docs/article.md``) works one
+attention step by hand:
 a 3x3 weight matrix ``W`` times three column vectors it calls X_Q, X_K, X_V,
 then ``Q K^T``, the scaling by sqrt(d_k), a softmax and the output. The numbers
 it prints are transcribed below (``ARTICLE``): they are the thing being
@@ -220,4 +221,5 @@ def report(items: list[Item] | None = None, example: dict | None = None) -> str:
     lines.append("  P = softmax(Q K^T / sqrt(3)), each row sums to 1; output = P V:")
     lines += _matrix("P", example["probs"])
     lines += _matrix("P V", example["context"])
+    lines += ["", "The article and its example: docs/article.md; every erratum: docs/errata.md."]
     return "\n".join(lines)
