@@ -54,7 +54,7 @@ reference: $(BASE)
 	$(PY) tests/reference/generate_sentence.py
 	$(PY) tests/reference/generate_words.py
 
-# Refresh the figures, the quoted source and the shown outputs in docs/ (see docs/build.py), and the
+# Refresh the figures (minibert plot, and docs/figures.py: the tutorial's pictures of the real model's numbers), the quoted source and the shown outputs in docs/ (see docs/build.py), and the
 # screenshots of `minibert view`'s page (docs/view-*.png, taken in headless Chromium: docs/screenshots.py).
 docs: weights $(DOCS_EXTRAS)
 	$(VENV)/bin/minibert plot attention "The bank raised interest rates again." --layer 2 -o docs/attention.png
@@ -62,6 +62,7 @@ docs: weights $(DOCS_EXTRAS)
 	@mkdir -p out
 	$(VENV)/bin/minibert extract examples/sentences.txt -o out/sentences-stats.safetensors --attention-stats --layers 1:7 --pool mean --quiet
 	$(VENV)/bin/minibert plot heads out/sentences-stats.safetensors -o docs/heads.png
+	$(PY) docs/figures.py
 	$(PY) docs/screenshots.py
 	$(PY) docs/build.py --write
 

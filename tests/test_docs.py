@@ -122,7 +122,9 @@ def test_quote_errors():
 
 
 def test_figures_are_small():
-    for name, most in (("attention.png", 200_000), ("layers.png", 200_000), ("heads.png", 300_000)):
+    figures = [("attention.png", 200_000), ("layers.png", 200_000), ("heads.png", 300_000)]
+    figures += [(f"fig-{n}.png", 150_000) for n in ("encoder-block", "gelu-relu", "softmax", "layernorm")]
+    for name, most in figures:
         path = DOCS / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert 10_000 < path.stat().st_size < most, name  # heads.png: 8 grids of 72 printed numbers
