@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_helpers import READY, launch, missing, open_page
+from browser_helpers import READY, launch, missing, open_page, settle
 from conftest import DATA
 
 from minibert import load
@@ -36,7 +36,7 @@ SHOWN = PER_HEAD | {
     "ffn_output", "ffn_relu_output", "residual_2", "hidden", "embeddings.word", "embeddings.position",
     "embeddings.token_type", "embeddings.sum", "embeddings.output",
 }  # fmt: skip
-PRINTED = 0.5e-4  # half the last printed digit: Python and JS may round an exact tie differently
+PRINTED = 0.5e-4  # half the last printed digit (the page stores and prints the trace rounded to 4 decimals)
 
 ROWS_JS = """() => [...document.querySelectorAll('.vec')].map(r => ({
     key: r.dataset.key, layer: r.dataset.layer, head: r.dataset.head, token: r.dataset.token,
@@ -137,6 +137,7 @@ def assert_rows_are_the_trace(page, p: Page) -> dict[str, int]:
 
 
 def state(page) -> tuple[int, int, int]:
+    settle(page)
     return tuple(int(page.input_value(s)) for s in ("#layer", "#head", "#token"))
 
 
@@ -155,20 +156,24 @@ def test_every_number_shown_is_the_traces(opened, bank):
     compared = assert_rows_are_the_trace(opened.page, bank)
     assert set(compared) == SHOWN
     H, I, S = bank.model.config.hidden_size, bank.model.config.intermediate_size, 10
-    assert (
-        compared["ffn_pre"] == I and compared["q"] == 32 and compared["v"] == 32 + S * 32
-    )  # + the weighted sum
+    # q and k: in the Q, K, V step and the neuron view; v: Q, K, V and the weighted sum
+    assert compared["ffn_pre"] == I and compared["q"] == 2 * 32 and compared["v"] == 32 + S * 32
+    assert compared["scores"] == S + 1 and compared["k"] == 2 * 32
     assert sum(compared.values()) > 10 * H + 4 * I
-    # first 8 shown, the rest on demand
-    assert opened.page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == 8
-    opened.page.click('.vec[data-key="ffn_pre"] button.all')
-    assert opened.page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == I
+    # a strip, the numbers on demand
+    row = '.vec[data-key="ffn_pre"]'
+    assert opened.page.locator(f"{row} canvas.strip").count() == 1
+    assert opened.page.locator(f"{row} .n:visible").count() == 0
+    opened.page.click(f"{row} button.all")
+    assert opened.page.locator(f"{row} .n:visible").count() == I
+    assert opened.page.get_attribute(f"{row} button.all", "aria-expanded") == "true"
 
 
 def test_clicking_a_head_in_the_model_view_opens_it(opened, bank):
     page = opened.page
     page.click('#model-view canvas[data-layer="4"][data-head="7"]')
     assert state(page) == (4, 7, 2)
+    assert page.locator("#step-scores h3").first.text_content().startswith("3.2 ")
     assert page.get_attribute("#head-view", "data-layer") == "4"
     assert page.get_attribute("#head-view", "data-heads") == "7"
     assert "current" in page.get_attribute('#model-view canvas[data-layer="4"][data-head="7"]', "class")
@@ -211,6 +216,7 @@ def test_choosing_another_token_changes_the_numbers(opened, bank):
     assert page.eval_on_selector('.vec[data-key="ffn_act"]', "r => r.dataset.token") == "7"
     assert_rows_are_the_trace(page, bank)
     page.select_option("#layer", "6")
+    settle(page)
     assert_rows_are_the_trace(page, bank)
     assert opened.errors == []
 
@@ -249,6 +255,7 @@ def test_statistics_are_numpys(opened, bank):
     page = opened.page
     for token in ("2", "8"):
         page.select_option("#token", token)
+        settle(page)
         stats = page.evaluate(STATS_JS)
         kinds = {s["stat"] for s in stats}
         assert kinds == {"norm", "cos_prev", "nearest", "mean", "variance", "sum", "min", "cosine", "maxdiff"}
@@ -283,15 +290,22 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_errata_links(opened):
+def test_errata_links(opened, bank):
+    """The steps link to the errata the page carries; the errata name their source in
+    the repository (docs/errata.md and a heading that exists there), never by a path of
+    the machine that built the page (no file:// link: it leaks, and breaks when shared)."""
     page = opened.page
     targets = page.eval_on_selector_all(".erratum a", "as => as.map(a => a.getAttribute('href'))")
     assert len(targets) >= 6 and all(page.locator(t).count() == 1 for t in set(targets))
     assert {"#errata-gelu", "#errata-post-ln", "#errata-example"} <= set(targets)
-    files = page.eval_on_selector_all("#errata .source a", "as => as.map(a => a.getAttribute('href'))")
+    refs = page.eval_on_selector_all("#errata .source .ref", "rs => rs.map(r => [r.dataset.file, r.dataset.anchor])")
     errata = ROOT / "docs" / "errata.md"
     anchors = {_slug(h) for h in re.findall(r"^#+ (.*)$", errata.read_text(encoding="utf-8"), re.M)}
-    assert files and all(f.startswith(errata.as_uri() + "#") and f.split("#")[1] in anchors for f in files)
+    assert refs and all(f == "docs/errata.md" and a in anchors for f, a in refs)
+    hrefs = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    assert hrefs and all(h.startswith("#") for h in hrefs), hrefs
+    html = bank.path.read_text(encoding="utf-8")
+    assert "file:" not in html and str(ROOT) not in html
     assert page.locator("#errata table.article tr.wrong").count() >= 9  # check-article's verdicts
 
 
