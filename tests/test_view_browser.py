@@ -298,7 +298,9 @@ def test_errata_links(opened, bank):
     targets = page.eval_on_selector_all(".erratum a", "as => as.map(a => a.getAttribute('href'))")
     assert len(targets) >= 6 and all(page.locator(t).count() == 1 for t in set(targets))
     assert {"#errata-gelu", "#errata-post-ln", "#errata-example"} <= set(targets)
-    refs = page.eval_on_selector_all("#errata .source .ref", "rs => rs.map(r => [r.dataset.file, r.dataset.anchor])")
+    refs = page.eval_on_selector_all(
+        "#errata .source .ref", "rs => rs.map(r => [r.dataset.file, r.dataset.anchor])"
+    )
     errata = ROOT / "docs" / "errata.md"
     anchors = {_slug(h) for h in re.findall(r"^#+ (.*)$", errata.read_text(encoding="utf-8"), re.M)}
     assert refs and all(f == "docs/errata.md" and a in anchors for f, a in refs)
@@ -339,3 +341,123 @@ def test_jupyter_iframe_draws(browser, tiny_model):
         assert errors == [] and [r for r in requests if not r.startswith(("about:", "data:"))] == []
     finally:
         page.close()
+
+
+def _header_bottom(page) -> float:
+    return page.evaluate("document.getElementById('top').getBoundingClientRect().bottom")
+
+
+def test_phone_no_overflow_every_section_reachable(browser, bank):
+    """At 390 x 844 (a phone) the page is no wider than the screen (the head view, the model view
+    and the tables scroll inside their own box), the header is one bar of controls, and every
+    link of its menu brings its section's heading into view below the header."""
+    o = open_page(browser, bank.path, 390, 844)
+    page = o.page
+    try:
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("innerWidth")
+        assert _header_bottom(page) <= 130  # was 269: a third of the screen
+        for box in ("#head-view", "#model-view"):
+            inner = page.evaluate(f"document.querySelector('{box}').closest('.scroll').clientWidth")
+            assert inner <= 390
+        sections = page.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))")
+        assert len(sections) == 5
+        for target in sections:
+            if not page.is_visible(f'nav a[href="{target}"]'):
+                page.click("#menu summary")
+            page.click(f'nav a[href="{target}"]')
+            page.wait_for_timeout(100)
+            top = page.evaluate(f"document.querySelector('{target} h2').getBoundingClientRect().top")
+            assert _header_bottom(page) <= top < 844, (target, top)
+        # the controls work at this size too
+        page.select_option("#token", "5")
+        assert state(page) == (2, 3, 5)
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("innerWidth")
+        assert o.errors == []
+    finally:
+        page.close()
+
+
+def test_keyboard(opened, bank):
+    """Every control is reachable and works from the keyboard: the token table (arrows, Enter), the
+    head view's queries and keys (Enter, arrows), the model view's thumbnails (arrows, Enter)."""
+    page = opened.page
+    clickable = page.evaluate(
+        """() => [...document.querySelectorAll(`table.tokens tr[data-token], #head-view text.tok,
+            #model-view canvas.thumb, table.keys th.key`)].filter(e => e.tabIndex !== 0).length"""
+    )
+    assert clickable == 0
+    page.focus('table.tokens tr[data-token="2"]')
+    page.keyboard.press("ArrowDown")
+    assert state(page) == (2, 3, 3)
+    assert page.evaluate("document.activeElement.dataset.token") == "3"  # the focus follows
+    page.focus('table.tokens tr[data-token="6"]')
+    page.keyboard.press("Enter")
+    assert state(page) == (2, 3, 6)
+    page.focus('#head-view text[data-side="k"][data-token="4"]')
+    page.keyboard.press(" ")
+    settle(page)
+    assert page.input_value("#key") == "4"
+    assert page.eval_on_selector('#neuron-view .vec[data-key="k"]', "r => r.dataset.token") == "4"
+    page.focus('#model-view canvas[data-layer="1"][data-head="0"]')
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("[document.activeElement.dataset.layer, document.activeElement.dataset.head]") == [
+        "2",
+        "1",
+    ]
+    page.keyboard.press("Enter")
+    assert state(page) == (2, 1, 6)
+    page.focus('.vec[data-key="ffn_pre"] button.all')
+    page.keyboard.press("Enter")
+    assert page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == bank.model.config.intermediate_size
+    assert_rows_are_the_trace(page, bank)
+    assert opened.errors == []
+
+
+def test_hover_shows_a_tokens_lines(opened):
+    page = opened.page
+    page.hover('#head-view text[data-side="q"][data-token="5"]', position={"x": 4, "y": 8})
+    assert set(page.eval_on_selector_all("#head-view line.strong", "ls => ls.map(l => l.dataset.q)")) == {"5"}
+    page.hover('#head-view text[data-side="k"][data-token="7"]', position={"x": 4, "y": 8})  # on a glyph
+    lines = page.eval_on_selector_all(
+        "#head-view line.strong", "ls => ls.map(l => [l.dataset.q, l.dataset.k])"
+    )
+    assert {k for _, k in lines} == {"7"} and len(lines) == 10  # every query's line to key 7
+    page.mouse.move(1, 1)
+    assert set(page.eval_on_selector_all("#head-view line.strong", "ls => ls.map(l => l.dataset.q)")) == {"2"}
+    assert state(page) == (2, 3, 2)  # hovering chooses nothing
+
+
+def test_neuron_view(opened, bank):
+    """q and k of the chosen query and key (the trace's, checked by the rows), their products summing
+    to q.k: divided by sqrt(d) it is the score, to the rounding of the printed q and k."""
+    page = opened.page
+    page.click('table.keys th.key[data-key-token="5"]')
+    settle(page)
+    assert page.input_value("#key") == "5"
+    rows = page.eval_on_selector_all(
+        "#neuron-view .vec", "rs => rs.map(r => [r.dataset.key, r.dataset.token, r.dataset.start ?? null])"
+    )
+    assert rows == [["q", "2", None], ["k", "5", None], ["scores", "2", "5"], ["probs", "2", "5"]]
+    t = bank.enc.trace["layers"][1]
+    q, k = t["q"][0, 3, 2].astype(np.float64), t["k"][0, 3, 5].astype(np.float64)
+    total = float(page.text_content("#neuron-view .dvec span:last-child").split("=")[1])
+    # each printed q, k is within 0.5e-4 of the trace: their products' sum within this of q.k
+    bound = 0.5e-4 * (np.abs(q).sum() + np.abs(k).sum()) + 32 * 0.25e-8 + PRINTED
+    assert abs(total - q @ k) <= bound
+    assert abs(q @ k / np.sqrt(32) - t["scores"][0, 3, 2, 5]) <= 1e-5
+    assert page.locator("#neuron-view canvas.strip").count() == 3
+    assert_rows_are_the_trace(page, bank)
+    assert opened.errors == []
+
+
+def test_softmax_step_shows_exp_and_the_denominator(opened, bank):
+    page = opened.page
+    P = bank.enc.trace["layers"][1]["probs"][0, 3, 2].astype(np.float64)
+    s = bank.enc.trace["layers"][1]["scores"][0, 3, 2].astype(np.float64)
+    e = np.exp(s - s.max())
+    shown = page.eval_on_selector_all("#step-softmax tr.derived td", "ts => ts.map(t => +t.textContent)")
+    np.testing.assert_allclose(shown, e, atol=2e-4)  # from the printed scores: exp(x +- 0.5e-4)
+    text = page.text_content("#step-softmax")
+    denominator = float(re.search(r"denominator Σ exp\(x − m\) = ([0-9.]+)", text)[1])
+    assert abs(denominator - e.sum()) <= 1e-3 and abs(e / e.sum() - P).max() < 1e-6

@@ -227,8 +227,11 @@ def statistics(enc: Encoding, relu: list[np.ndarray]) -> dict:
     }  # fmt: skip
     return {
         "norm": _rounded(np.linalg.norm(hs, axis=-1)),  # (L+1, S)
-        "cos_prev": _rounded(np.einsum("lsh,lsh->ls", hs[1:], hs[:-1]) / np.linalg.norm(hs[1:], axis=-1)
-                             / np.linalg.norm(hs[:-1], axis=-1)),  # fmt: skip
+        "cos_prev": _rounded(
+            np.einsum("lsh,lsh->ls", hs[1:], hs[:-1])
+            / np.linalg.norm(hs[1:], axis=-1)
+            / np.linalg.norm(hs[:-1], axis=-1)
+        ),  # fmt: skip
         "nearest": near.tolist(),
         "nearest_cos": _rounded(np.take_along_axis(cos, near, axis=-1)),
         **{k: _rounded(np.stack(v)) for k, v in per_layer.items()},
@@ -344,7 +347,9 @@ def _one_text(text) -> str:
             )
         return text[0]
     if not isinstance(text, str):
-        raise MinibertError(f"text: the text to view must be a str (or a list of one str), not {type(text).__name__}")
+        raise MinibertError(
+            f"text: the text to view must be a str (or a list of one str), not {type(text).__name__}"
+        )
     return text
 
 

@@ -546,7 +546,7 @@ function tokensView() {
     el("div", { class: "scroll tokens-box" }, table),
     card({
       id: "embeddings",
-      title: `Token ${tokenName(t)}: its embedding`,
+      title: `Embeddings of token ${tokenName(t)}`,
       formula: `e = LayerNorm(${parts})`,
       shapes: `ids (${S}) → each table's rows (${S}, ${E}) → sum (${S}, ${E}) → e (${S}, ${E})` +
         (projected ? ` → projected (${S}, ${CFG.H})` : ""),
@@ -594,7 +594,7 @@ function headPicker() {
     right (the keys); a line's opacity is the probability P[query, key], its colour the head's. The chosen
     query's lines are strong; other queries' lines are faint, and left out below 1%. Hovering a token
     highlights its lines (a query's, or a key's incoming ones); a click (or Enter) chooses it. */
-function headView(hover = null) {
+function headView() {
   const l = state.layer;
   const a = LAYERS[l - 1];
   const rowH = 20;
@@ -611,53 +611,63 @@ function headView(hover = null) {
     svg("text", { x: xq, y: 14, "text-anchor": "end", class: "axis" }, "query"),
     svg("text", { x: xk, y: 14, class: "axis" }, "key"),
   );
-  // faint lines (other queries) as one path per head and opacity level (8 levels): a few elements, not S x S
-  const strong = [];
-  for (const j of state.shown) {
-    const levels = Array.from({ length: 8 }, () => []);
-    for (let q = 0; q < S; q++) {
-      const P = a.probs.at(j, q);
-      const isStrong = hover ? (hover.side === "q" ? q === hover.t : false) : q === state.token;
-      for (let k = 0; k < S; k++) {
-        const lit = isStrong || (hover && hover.side === "k" && k === hover.t);
-        const p = P[k] / SCALE;
-        if (!lit) {
-          if (p >= 0.01) levels[Math.min(7, Math.floor(p * 8))].push(`M${xq + 6} ${y(q)}L${xk - 6} ${y(k)}`);
-          continue;
+  const lines = svg("g", { class: "lines" });
+  const one = state.shown.size === 1 ? [...state.shown][0] : null;
+  const weights = [];
+  /** The lines, strong for the chosen query or for the hovered token ({side: "q" | "k", t}); the keys'
+      labels give the weights of the query shown strong. Only these are redrawn on hover. */
+  const paint = (hover = null) => {
+    // faint lines (other queries) as one path per head and opacity level (8 levels): a few elements, not S x S
+    const faint = [];
+    const strong = [];
+    for (const j of state.shown) {
+      const levels = Array.from({ length: 8 }, () => []);
+      for (let q = 0; q < S; q++) {
+        const P = a.probs.at(j, q);
+        const isStrong = hover ? hover.side === "q" && q === hover.t : q === state.token;
+        for (let k = 0; k < S; k++) {
+          const lit = isStrong || (hover && hover.side === "k" && k === hover.t);
+          const p = P[k] / SCALE;
+          if (!lit) {
+            if (p >= 0.01) levels[Math.min(7, Math.floor(p * 8))].push(`M${xq + 6} ${y(q)}L${xk - 6} ${y(k)}`);
+            continue;
+          }
+          strong.push(svg("line", {
+            x1: xq + 6, y1: y(q), x2: xk - 6, y2: y(k), stroke: headColour(j),
+            "stroke-width": 1.5 + 6 * p, // the chosen token's lines: wider for more weight
+            "stroke-opacity": p.toFixed(DIGITS),
+            "data-head": j, "data-q": q, "data-k": k, "data-p": fmt(P[k]), class: "strong",
+          }));
         }
-        strong.push(svg("line", {
-          x1: xq + 6, y1: y(q), x2: xk - 6, y2: y(k), stroke: headColour(j),
-          "stroke-width": 1.5 + 6 * p, // the chosen token's lines: wider for more weight
-          "stroke-opacity": p.toFixed(DIGITS),
-          "data-head": j, "data-q": q, "data-k": k, "data-p": fmt(P[k]), class: "strong",
-        }));
       }
+      levels.forEach((d, v) => {
+        if (d.length) faint.push(svg("path", { d: d.join(""), stroke: headColour(j), "stroke-width": 1.5,
+          "stroke-opacity": ((0.25 * (v + 0.5)) / 8).toFixed(3), fill: "none", class: "faint" }));
+      });
     }
-    levels.forEach((d, v) => {
-      if (d.length) root.append(svg("path", { d: d.join(""), stroke: headColour(j), "stroke-width": 1.5,
-        "stroke-opacity": (0.25 * (v + 0.5) / 8).toFixed(3), fill: "none", class: "faint" }));
-    });
-  }
-  root.append(...strong);
-  // with one head shown, each key is labelled with the weight the chosen query gives it
-  const query = hover && hover.side === "q" ? hover.t : state.token;
-  const one = state.shown.size === 1 ? a.probs.at([...state.shown][0], query) : null;
+    lines.replaceChildren(...faint, ...strong);
+    // with one head shown, each key is labelled with the weight the query shown strong gives it
+    const query = hover && hover.side === "q" ? hover.t : state.token;
+    if (one !== null) weights.forEach((w, s) => (w.textContent = fmt(a.probs.at(one, query)[s])));
+  };
+  root.append(lines);
   const choose = (side, s) => update(side === "q" ? { token: s } : { key: s });
-  const hoverOn = (side, s) => () => fill("attention-head", headView({ side, t: s }));
-  const hoverOff = () => fill("attention-head", headView());
   TOKENS.forEach((tok, s) => {
     for (const side of ["q", "k"]) {
       const chosen = (side === "q" ? state.token : state.key) === s;
-      const label = svg("text", {
+      const weight = side === "k" && one !== null ? svg("tspan", { class: "p", dx: 8, "data-k": s }) : null;
+      if (weight) weights.push(weight);
+      root.append(svg("text", {
         x: side === "q" ? xq : xk, y: y(s) + 4, "text-anchor": side === "q" ? "end" : "start",
         class: chosen ? "tok chosen" : "tok", "data-token": s, "data-side": side, "data-focus": `head-${side}`,
         tabindex: 0, role: "button", "aria-label": `${side === "q" ? "query" : "key"} ${tokenName(s)}`,
-        onclick: () => choose(side, s), onmouseenter: hoverOn(side, s), onmouseleave: hoverOff,
+        onclick: () => choose(side, s), onmouseenter: () => paint({ side, t: s }), onmouseleave: () => paint(),
+        onfocus: () => paint({ side, t: s }), onblur: () => paint(),
         onkeydown: tokenKeys(s, (to) => choose(side, to)),
-      }, tok, side === "k" && one ? svg("tspan", { class: "p", dx: 8, "data-k": s }, fmt(one[s])) : null);
-      root.append(label);
+      }, tok, weight));
     }
   });
+  paint();
   const names = [...state.shown].sort((x, z) => x - z).join(", ");
   return el(
     "div",
