@@ -290,14 +290,14 @@ function setAttributes(node, attrs) {
 /** An HTML element; strings among the children become text, never HTML. */
 function el(tag, attrs = {}, ...children) {
   const node = setAttributes(document.createElement(tag), attrs);
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  node.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   return node;
 }
 
 /** An SVG element. */
 function svg(tag, attrs = {}, ...children) {
   const node = setAttributes(document.createElementNS(SVGNS, tag), attrs);
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined));
+  node.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   return node;
 }
 
