@@ -12,6 +12,8 @@ and writes one PNG per view into docs/:
     view-ffn.png       3. the feed-forward network, GELU beside the article's ReLU
     view-layers.png    4. norms, cosine to the previous layer, nearest tokens
     view-errata.png    5. the article's errata
+    view-wide.png      the page as it opens at 1400 x 900
+    view-phone.png     the page at 390 x 844 (a phone): the top, then the neuron view
 
     python docs/screenshots.py
 """
@@ -25,13 +27,16 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 TEXT = "The bank raised interest rates again today."
-WIDTH = 1100
+WIDTH = 1400
+HEIGHT = 900
+PHONE = (390, 844)
 #: (file, CSS selectors whose union is photographed)
 SHOTS = [
     ("view-tokens.png", ["#tokens"]),
     ("view-head.png", ["#attention-head"]),
     ("view-model.png", ["#attention-model"]),
-    ("view-steps.png", ["#step-scores", "#step-mask", "#step-softmax", "#step-context"]),
+    ("view-steps.png", ["#step-scores", "#step-mask", "#step-softmax"]),
+    ("view-neuron.png", ["#neuron-view"]),
     ("view-ffn.png", ["#step-ffn"]),
     ("view-layers.png", ["#layers"]),
     ("view-errata.png", ["#errata"]),
@@ -63,8 +68,10 @@ def main() -> int:
         path = Path(tmp) / "bank.html"
         path.write_text(page_html, encoding="utf-8")
         browser = launch(p)
-        opened = open_page(browser, path, width=WIDTH)
+        opened = open_page(browser, path, width=WIDTH, height=HEIGHT)
         page = opened.page
+        page.screenshot(path=str(DOCS / "view-wide.png"))
+        print("wrote docs/view-wide.png")
         page.add_style_tag(content="header { position: static; }")  # not over every screenshot
         for name, selectors in SHOTS:
             boxes = [page.locator(s).bounding_box() for s in selectors]
@@ -72,10 +79,18 @@ def main() -> int:
             clip = union([{**b, "x": b["x"] + scroll[0], "y": b["y"] + scroll[1]} for b in boxes])
             page.screenshot(path=str(DOCS / name), clip=clip, full_page=True)
             print(f"wrote docs/{name}")
+        phone = open_page(browser, path, width=PHONE[0], height=PHONE[1])
+        phone.page.screenshot(path=str(DOCS / "view-phone.png"))
+        phone.page.evaluate("document.getElementById('neuron-view').scrollIntoView()")
+        phone.page.screenshot(path=str(DOCS / "view-phone-neuron.png"))
+        print("wrote docs/view-phone.png, docs/view-phone-neuron.png")
         browser.close()
-        if opened.errors or len(opened.requests) != 1:
-            problem = f"the page logged {opened.errors} and asked for {opened.requests}"
-            print(f"screenshots: {problem}", file=sys.stderr)
+        problems = [o for o in (opened, phone) if o.errors or len(o.requests) != 1]
+        if problems:
+            print(
+                f"screenshots: the page logged {problems[0].errors} and asked for {problems[0].requests}",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

@@ -24,6 +24,7 @@ ARGS = [
     "--no-first-run",
 ]
 READY = "body[data-ready]"  # set by view.js once everything is drawn
+IDLE = "body:not([data-busy])"  # view.js sets data-busy while a change is being drawn
 
 
 def chromium() -> str | None:
@@ -66,3 +67,9 @@ def open_page(browser, path: Path, width: int = 1200, height: int = 900) -> Open
     page.goto(Path(path).resolve().as_uri())
     page.wait_for_selector(READY, state="attached", timeout=30_000)
     return opened
+
+
+def settle(page) -> None:
+    """Wait until the page has drawn every change asked of it (a new layer is
+    decoded first, so a click redraws asynchronously)."""
+    page.wait_for_selector(IDLE, state="attached", timeout=30_000)

@@ -222,7 +222,7 @@ def test_lenient_arguments_are_refused_before_the_forward_pass(tiny_model, monke
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(text=5), "the text to view must be a string, got int"),
+        (dict(text=5), "text: the text to view must be a str (or a list of one str), not int"),
         (dict(token=1.5), "token must be an integer position or a token string, got 1.5"),
         (dict(token=10**5000), "token a huge number is out of range"),
         (dict(layer=2.0), "layer must be an integer, got 2.0"),

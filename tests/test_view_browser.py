@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_helpers import READY, launch, missing, open_page
+from browser_helpers import READY, launch, missing, open_page, settle
 from conftest import DATA
 
 from minibert import load
@@ -36,7 +36,7 @@ SHOWN = PER_HEAD | {
     "ffn_output", "ffn_relu_output", "residual_2", "hidden", "embeddings.word", "embeddings.position",
     "embeddings.token_type", "embeddings.sum", "embeddings.output",
 }  # fmt: skip
-PRINTED = 0.5e-4  # half the last printed digit: Python and JS may round an exact tie differently
+PRINTED = 0.5e-4  # half the last printed digit (the page stores and prints the trace rounded to 4 decimals)
 
 ROWS_JS = """() => [...document.querySelectorAll('.vec')].map(r => ({
     key: r.dataset.key, layer: r.dataset.layer, head: r.dataset.head, token: r.dataset.token,
@@ -137,6 +137,7 @@ def assert_rows_are_the_trace(page, p: Page) -> dict[str, int]:
 
 
 def state(page) -> tuple[int, int, int]:
+    settle(page)
     return tuple(int(page.input_value(s)) for s in ("#layer", "#head", "#token"))
 
 
@@ -155,20 +156,24 @@ def test_every_number_shown_is_the_traces(opened, bank):
     compared = assert_rows_are_the_trace(opened.page, bank)
     assert set(compared) == SHOWN
     H, I, S = bank.model.config.hidden_size, bank.model.config.intermediate_size, 10
-    assert (
-        compared["ffn_pre"] == I and compared["q"] == 32 and compared["v"] == 32 + S * 32
-    )  # + the weighted sum
+    # q and k: in the Q, K, V step and the neuron view; v: Q, K, V and the weighted sum
+    assert compared["ffn_pre"] == I and compared["q"] == 2 * 32 and compared["v"] == 32 + S * 32
+    assert compared["scores"] == S + 1 and compared["k"] == 2 * 32
     assert sum(compared.values()) > 10 * H + 4 * I
-    # first 8 shown, the rest on demand
-    assert opened.page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == 8
-    opened.page.click('.vec[data-key="ffn_pre"] button.all')
-    assert opened.page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == I
+    # a strip, the numbers on demand
+    row = '.vec[data-key="ffn_pre"]'
+    assert opened.page.locator(f"{row} canvas.strip").count() == 1
+    assert opened.page.locator(f"{row} .n:visible").count() == 0
+    opened.page.click(f"{row} button.all")
+    assert opened.page.locator(f"{row} .n:visible").count() == I
+    assert opened.page.get_attribute(f"{row} button.all", "aria-expanded") == "true"
 
 
 def test_clicking_a_head_in_the_model_view_opens_it(opened, bank):
     page = opened.page
     page.click('#model-view canvas[data-layer="4"][data-head="7"]')
     assert state(page) == (4, 7, 2)
+    assert page.locator("#step-scores h3").first.text_content().startswith("3.2 ")
     assert page.get_attribute("#head-view", "data-layer") == "4"
     assert page.get_attribute("#head-view", "data-heads") == "7"
     assert "current" in page.get_attribute('#model-view canvas[data-layer="4"][data-head="7"]', "class")
@@ -211,6 +216,7 @@ def test_choosing_another_token_changes_the_numbers(opened, bank):
     assert page.eval_on_selector('.vec[data-key="ffn_act"]', "r => r.dataset.token") == "7"
     assert_rows_are_the_trace(page, bank)
     page.select_option("#layer", "6")
+    settle(page)
     assert_rows_are_the_trace(page, bank)
     assert opened.errors == []
 
@@ -249,6 +255,7 @@ def test_statistics_are_numpys(opened, bank):
     page = opened.page
     for token in ("2", "8"):
         page.select_option("#token", token)
+        settle(page)
         stats = page.evaluate(STATS_JS)
         kinds = {s["stat"] for s in stats}
         assert kinds == {"norm", "cos_prev", "nearest", "mean", "variance", "sum", "min", "cosine", "maxdiff"}
@@ -283,15 +290,24 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_errata_links(opened):
+def test_errata_links(opened, bank):
+    """The steps link to the errata the page carries; the errata name their source in
+    the repository (docs/errata.md and a heading that exists there), never by a path of
+    the machine that built the page (no file:// link: it leaks, and breaks when shared)."""
     page = opened.page
     targets = page.eval_on_selector_all(".erratum a", "as => as.map(a => a.getAttribute('href'))")
     assert len(targets) >= 6 and all(page.locator(t).count() == 1 for t in set(targets))
     assert {"#errata-gelu", "#errata-post-ln", "#errata-example"} <= set(targets)
-    files = page.eval_on_selector_all("#errata .source a", "as => as.map(a => a.getAttribute('href'))")
+    refs = page.eval_on_selector_all(
+        "#errata .source .ref", "rs => rs.map(r => [r.dataset.file, r.dataset.anchor])"
+    )
     errata = ROOT / "docs" / "errata.md"
     anchors = {_slug(h) for h in re.findall(r"^#+ (.*)$", errata.read_text(encoding="utf-8"), re.M)}
-    assert files and all(f.startswith(errata.as_uri() + "#") and f.split("#")[1] in anchors for f in files)
+    assert refs and all(f == "docs/errata.md" and a in anchors for f, a in refs)
+    hrefs = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    assert hrefs and all(h.startswith("#") for h in hrefs), hrefs
+    html = bank.path.read_text(encoding="utf-8")
+    assert "file:" not in html and str(ROOT) not in html
     assert page.locator("#errata table.article tr.wrong").count() >= 9  # check-article's verdicts
 
 
@@ -325,3 +341,123 @@ def test_jupyter_iframe_draws(browser, tiny_model):
         assert errors == [] and [r for r in requests if not r.startswith(("about:", "data:"))] == []
     finally:
         page.close()
+
+
+def _header_bottom(page) -> float:
+    return page.evaluate("document.getElementById('top').getBoundingClientRect().bottom")
+
+
+def test_phone_no_overflow_every_section_reachable(browser, bank):
+    """At 390 x 844 (a phone) the page is no wider than the screen (the head view, the model view
+    and the tables scroll inside their own box), the header is one bar of controls, and every
+    link of its menu brings its section's heading into view below the header."""
+    o = open_page(browser, bank.path, 390, 844)
+    page = o.page
+    try:
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("innerWidth")
+        assert _header_bottom(page) <= 130  # was 269: a third of the screen
+        for box in ("#head-view", "#model-view"):
+            inner = page.evaluate(f"document.querySelector('{box}').closest('.scroll').clientWidth")
+            assert inner <= 390
+        sections = page.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))")
+        assert len(sections) == 5
+        for target in sections:
+            if not page.is_visible(f'nav a[href="{target}"]'):
+                page.click("#menu summary")
+            page.click(f'nav a[href="{target}"]')
+            page.wait_for_timeout(100)
+            top = page.evaluate(f"document.querySelector('{target} h2').getBoundingClientRect().top")
+            assert _header_bottom(page) <= top < 844, (target, top)
+        # the controls work at this size too
+        page.select_option("#token", "5")
+        assert state(page) == (2, 3, 5)
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("innerWidth")
+        assert o.errors == []
+    finally:
+        page.close()
+
+
+def test_keyboard(opened, bank):
+    """Every control is reachable and works from the keyboard: the token table (arrows, Enter), the
+    head view's queries and keys (Enter, arrows), the model view's thumbnails (arrows, Enter)."""
+    page = opened.page
+    clickable = page.evaluate(
+        """() => [...document.querySelectorAll(`table.tokens tr[data-token], #head-view text.tok,
+            #model-view canvas.thumb, table.keys th.key`)].filter(e => e.tabIndex !== 0).length"""
+    )
+    assert clickable == 0
+    page.focus('table.tokens tr[data-token="2"]')
+    page.keyboard.press("ArrowDown")
+    assert state(page) == (2, 3, 3)
+    assert page.evaluate("document.activeElement.dataset.token") == "3"  # the focus follows
+    page.focus('table.tokens tr[data-token="6"]')
+    page.keyboard.press("Enter")
+    assert state(page) == (2, 3, 6)
+    page.focus('#head-view text[data-side="k"][data-token="4"]')
+    page.keyboard.press(" ")
+    settle(page)
+    assert page.input_value("#key") == "4"
+    assert page.eval_on_selector('#neuron-view .vec[data-key="k"]', "r => r.dataset.token") == "4"
+    page.focus('#model-view canvas[data-layer="1"][data-head="0"]')
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("[document.activeElement.dataset.layer, document.activeElement.dataset.head]") == [
+        "2",
+        "1",
+    ]
+    page.keyboard.press("Enter")
+    assert state(page) == (2, 1, 6)
+    page.focus('.vec[data-key="ffn_pre"] button.all')
+    page.keyboard.press("Enter")
+    assert page.locator('.vec[data-key="ffn_pre"] .n:visible').count() == bank.model.config.intermediate_size
+    assert_rows_are_the_trace(page, bank)
+    assert opened.errors == []
+
+
+def test_hover_shows_a_tokens_lines(opened):
+    page = opened.page
+    page.hover('#head-view text[data-side="q"][data-token="5"]', position={"x": 4, "y": 8})
+    assert set(page.eval_on_selector_all("#head-view line.strong", "ls => ls.map(l => l.dataset.q)")) == {"5"}
+    page.hover('#head-view text[data-side="k"][data-token="7"]', position={"x": 4, "y": 8})  # on a glyph
+    lines = page.eval_on_selector_all(
+        "#head-view line.strong", "ls => ls.map(l => [l.dataset.q, l.dataset.k])"
+    )
+    assert {k for _, k in lines} == {"7"} and len(lines) == 10  # every query's line to key 7
+    page.mouse.move(1, 1)
+    assert set(page.eval_on_selector_all("#head-view line.strong", "ls => ls.map(l => l.dataset.q)")) == {"2"}
+    assert state(page) == (2, 3, 2)  # hovering chooses nothing
+
+
+def test_neuron_view(opened, bank):
+    """q and k of the chosen query and key (the trace's, checked by the rows), their products summing
+    to q.k: divided by sqrt(d) it is the score, to the rounding of the printed q and k."""
+    page = opened.page
+    page.click('table.keys th.key[data-key-token="5"]')
+    settle(page)
+    assert page.input_value("#key") == "5"
+    rows = page.eval_on_selector_all(
+        "#neuron-view .vec", "rs => rs.map(r => [r.dataset.key, r.dataset.token, r.dataset.start ?? null])"
+    )
+    assert rows == [["q", "2", None], ["k", "5", None], ["scores", "2", "5"], ["probs", "2", "5"]]
+    t = bank.enc.trace["layers"][1]
+    q, k = t["q"][0, 3, 2].astype(np.float64), t["k"][0, 3, 5].astype(np.float64)
+    total = float(page.text_content("#neuron-view .dvec span:last-child").split("=")[1])
+    # each printed q, k is within 0.5e-4 of the trace: their products' sum within this of q.k
+    bound = 0.5e-4 * (np.abs(q).sum() + np.abs(k).sum()) + 32 * 0.25e-8 + PRINTED
+    assert abs(total - q @ k) <= bound
+    assert abs(q @ k / np.sqrt(32) - t["scores"][0, 3, 2, 5]) <= 1e-5
+    assert page.locator("#neuron-view canvas.strip").count() == 3
+    assert_rows_are_the_trace(page, bank)
+    assert opened.errors == []
+
+
+def test_softmax_step_shows_exp_and_the_denominator(opened, bank):
+    page = opened.page
+    P = bank.enc.trace["layers"][1]["probs"][0, 3, 2].astype(np.float64)
+    s = bank.enc.trace["layers"][1]["scores"][0, 3, 2].astype(np.float64)
+    e = np.exp(s - s.max())
+    shown = page.eval_on_selector_all("#step-softmax tr.derived td", "ts => ts.map(t => +t.textContent)")
+    np.testing.assert_allclose(shown, e, atol=2e-4)  # from the printed scores: exp(x +- 0.5e-4)
+    text = page.text_content("#step-softmax")
+    denominator = float(re.search(r"denominator Σ exp\(x − m\) = ([0-9.]+)", text)[1])
+    assert abs(denominator - e.sum()) <= 1e-3 and abs(e / e.sum() - P).max() < 1e-6

@@ -16,15 +16,15 @@ The data flows one way::
     payload -> render -> HTML: minibert/teaching/view_assets/ (template, CSS, JS) + the JSON
 
 The page is one file: no server, no CDN, no third-party script; a
-Content-Security-Policy forbids any request. Its arrays are the trace's own,
-in the model's dtype: packed once (no array twice), little-endian, as byte
-planes (every number's first byte, then every second byte, ...; the
-exponent bytes then compress well) deflated and base64-encoded; the browser
-inflates them with its built-in DecompressionStream. What the page derives
-(the embedding sum, the masked scores, the concatenated heads, both residual
-sums, ReLU) it computes with the same float rounding (``Math.fround`` for
-float32), so it equals the trace bit for bit; tests/test_view_browser.py
-compares every number on the page with the trace read in Python.
+Content-Security-Policy forbids any request. It stores the trace's arrays at
+the precision it prints them (4 decimals, as integers), the predictable ones
+as small corrections, one compressed part per encoder layer that the browser
+inflates (with its built-in DecompressionStream) the first time it shows that
+layer: :mod:`minibert.teaching.view_pack`. What it prints about the arrays
+(norms, cosines, LayerNorm statistics, the ReLU counterfactual) is computed
+here, in float64 from the trace, and explain's checks too;
+tests/test_view_browser.py compares every number on the page with the trace
+read in Python.
 
 The page shows the real tokens only (explain's ``pad=0``): the mask step
 shows M = 0 for every key and says what padding would get
@@ -33,36 +33,42 @@ shows M = 0 for every key and says what padding would get
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
 import os
 import re
-import zlib
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from minibert.encoder import ops
 from minibert.errors import MinibertError
 from minibert.model import Encoding, Model, position_ids
 from minibert.teaching.explain import Check, Explanation, explain, explain_walk
+from minibert.teaching.view_pack import (
+    DIGITS,
+    pack,
+    predict_act,
+    predict_context,
+    predict_layer_norm,
+    predict_probs,
+    predict_scores,
+    quantize,
+)
 
 #: Texts longer than this (special tokens included) are refused: the page holds
-#: every number of every token (about 190 kB a token on all-MiniLM-L6-v2) and
-#: its head view draws S x S lines per head.
-MAX_TOKENS = 64
+#: every number of every token (about 0.07 MB a token on all-MiniLM-L6-v2; the
+#: scores and weights grow with S) and its head view draws S x S lines per head.
+MAX_TOKENS = 128
 EXTENSIONS = (".html", ".htm")
 ASSETS = "view_assets"
-#: base64.b85encode's digits that HTML would need escaped, and what the page uses instead.
-BASE85_SAFE = str.maketrans("&<>", ".,:")
 
 #: explain's steps (by the number their title starts with) -> the step of the
-#: page that shows their checks. A check of any other step is shown under
-#: "other checks", never dropped.
+#: page that shows them and their checks, one page step per explain step, so
+#: that both number the steps alike (the page takes its numbers from here). A
+#: check of any other step is shown under "other checks", never dropped.
 PAGE_STEP = {
     "2.": "embeddings",
     "3.1": "qkv",
@@ -71,7 +77,7 @@ PAGE_STEP = {
     "3.4": "softmax",
     "3.5": "context",
     "3.6": "concat",
-    "3.7": "concat",
+    "3.7": "multihead",
     "3.8": "residual_1",
     "3.9": "ln_1",
     "3.10": "ffn",
@@ -79,12 +85,11 @@ PAGE_STEP = {
     "3.12": "ln_2",
 }
 
-#: The trace's per-layer arrays the page embeds; the rest it derives exactly
-#: (masked_scores, concat, residual_1, residual_2) or has already (ln_2 is
-#: hidden_states[i]; mask is one row for every layer).
+#: The trace's per-layer arrays the page stores as they are (rounded to the
+#: printed precision); PREDICTED ones are stored as a correction to what the
+#: page computes from the others (see minibert/teaching/view_pack.py).
 LAYER_ARRAYS = (
-    "q", "k", "v", "scores", "probs", "context", "attention_output",
-    "ln_1", "ffn_pre", "ffn_act", "ffn_output",
+    "q", "k", "v", "context", "attention_output", "ln_1", "ffn_pre", "ffn_output",
 )  # fmt: skip
 
 
@@ -100,13 +105,20 @@ class Page(str):
         )
 
 
+def step_number(step) -> str:
+    """The number an explain step's title starts with (``"3.4"``, ``"2."``)."""
+    return step.title.split(" ", 1)[0]
+
+
 def step_checks(explanation: Explanation) -> list[tuple[str, Check]]:
     """Every check of an explanation with the page step it belongs to (see PAGE_STEP)."""
-    return [
-        (PAGE_STEP.get(step.title.split(" ", 1)[0], "other"), c)
-        for step in explanation.steps
-        for c in step.checks
-    ]
+    return [(PAGE_STEP.get(step_number(step), "other"), c) for step in explanation.steps for c in step.checks]
+
+
+def step_numbers(explanation: Explanation) -> dict[str, str]:
+    """Page step -> explain's number for it ("3.7"): the page's step titles use these."""
+    return {PAGE_STEP[step_number(s)]: step_number(s).rstrip(".") for s in explanation.steps
+            if step_number(s) in PAGE_STEP}  # fmt: skip
 
 
 def _number(x: float) -> float | str:
@@ -114,25 +126,123 @@ def _number(x: float) -> float | str:
     return float(x) if math.isfinite(x) else str(x)
 
 
-def _pack(arrays: dict[str, np.ndarray], dtype: np.dtype) -> dict:
-    """The arrays, each once, as little-endian ``dtype`` numbers in byte
-    planes (byte 0 of every number, then byte 1, ...), deflated, as base-85
-    text: ``blob`` (``blob_bytes`` long once decoded), ``itemsize``, and the
-    index ``arrays``: {name: {offset (in numbers), shape}}.
+def _with_fix(stored: dict, name: str, truth: np.ndarray, prediction: np.ndarray | None) -> None:
+    """Store ``truth`` (integers) as ``name.fix`` = truth - prediction, or as
+    itself when there is no prediction."""
+    if prediction is None:
+        stored[name] = truth
+    else:
+        stored[name + ".fix"] = truth - prediction
 
-    Base 85 (RFC 1924's digits with ``.,:`` for ``&<>``, so the text needs no
-    escaping in HTML) costs 5 characters per 4 bytes, where base64 costs 5.33.
-    """
-    dtype = np.dtype(dtype).newbyteorder("<")
-    index, parts, offset = {}, [], 0
-    for name, a in arrays.items():
-        index[name] = {"offset": offset, "shape": list(a.shape)}
-        parts.append(np.asarray(a, dtype=dtype).ravel())
-        offset += a.size
-    planes = np.concatenate(parts).view(np.uint8).reshape(-1, dtype.itemsize).T  # (itemsize, n)
-    packed = zlib.compress(planes.tobytes(), 9)
-    text = base64.b85encode(packed, pad=True).decode("ascii").translate(BASE85_SAFE)
-    return {"arrays": index, "itemsize": dtype.itemsize, "blob": text, "blob_bytes": len(packed)}
+
+def _layer_part(model: Model, i: int, t, x: np.ndarray, hidden: np.ndarray, relu_output: np.ndarray) -> dict:
+    """Encoder layer ``i``'s arrays at the printed precision, the predictable
+    ones as corrections (view_pack's table); ``x`` is the layer's input and
+    ``hidden`` its output, both rounded (S, H)."""
+    cfg = model.config
+    w = model.weights.layers[model.weights.layer_map[i]]
+    eps = cfg.layer_norm_eps
+    stored = {key: quantize(t[key][0], key) for key in LAYER_ARRAYS}
+    scores = quantize(t["scores"][0], "scores")  # (h, S, S)
+    _with_fix(stored, "scores", scores, predict_scores(stored["q"], stored["k"], cfg.head_size))
+    probs = quantize(t["probs"][0], "probs")
+    _with_fix(stored, "probs", probs, predict_probs(scores))
+    _with_fix(stored, "context", stored.pop("context"), predict_context(probs, stored["v"]))
+    r1 = quantize(t["residual_1"][0], "residual_1")
+    _with_fix(stored, "residual_1", r1, x + stored["attention_output"])
+    ln_1 = stored.pop("ln_1")
+    _with_fix(stored, "ln_1", ln_1, predict_layer_norm(r1, w.ln_1.gamma, w.ln_1.beta, eps))
+    act = "relu" if cfg.hidden_act == "relu" else "gelu"
+    _with_fix(stored, "ffn_act", quantize(t["ffn_act"][0], "ffn_act"), predict_act(stored["ffn_pre"], act))
+    r2 = quantize(t["residual_2"][0], "residual_2")
+    _with_fix(stored, "residual_2", r2, ln_1 + stored["ffn_output"])
+    _with_fix(stored, "ln_2", hidden, predict_layer_norm(r2, w.ln_2.gamma, w.ln_2.beta, eps))
+    stored["ffn_relu_output"] = quantize(relu_output, "ffn_relu_output")
+    return pack(stored)
+
+
+def _layer_norms(model: Model) -> list[dict]:
+    """Each encoder layer's LayerNorm weights, as the page predicts with them
+    (float64 from the model's dtype: JSON keeps every double exactly)."""
+    w = model.weights
+    return [
+        {f"{ln}_{name}": getattr(getattr(w.layers[k], ln), name).astype(np.float64).tolist()
+         for ln in ("ln_1", "ln_2") for name in ("gamma", "beta")}
+        for k in w.layer_map
+    ]  # fmt: skip
+
+
+def _common_part(enc: Encoding) -> tuple[dict, np.ndarray]:
+    """The arrays every layer shares: the embeddings and every hidden state."""
+    emb = enc.trace["embeddings"]
+    stored = {"embeddings.word": quantize(emb["word"][0], "word"),
+              "embeddings.position": quantize(emb["position"][0], "position")}  # fmt: skip
+    parts = stored["embeddings.word"] + stored["embeddings.position"]
+    if emb["token_type"] is not None:  # DistilBERT has no token-type table
+        stored["embeddings.token_type"] = quantize(emb["token_type"][0], "token_type")
+        parts = parts + stored["embeddings.token_type"]
+    _with_fix(stored, "embeddings.sum", quantize(emb["sum"][0], "sum"), parts)
+    if "projection" in emb:  # ELECTRA, ALBERT: hidden_states[0] is the projection of this
+        stored["embeddings.output"] = quantize(emb["output"][0], "output")
+    # hidden_states[1..L] are each layer's ln_2, stored with the layer
+    hidden = quantize(np.stack([hs[0] for hs in enc.hidden_states]), "hidden_states")  # (L+1, S, H)
+    stored["hidden0"] = hidden[0]
+    return pack(stored), hidden
+
+
+def _cosines(a: np.ndarray) -> np.ndarray:
+    """Cosine between every two rows: (S, H) -> (S, S)."""
+    unit = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    return unit @ unit.T
+
+
+def _rounded(a) -> list:
+    return np.round(np.asarray(a, dtype=np.float64), DIGITS).tolist()
+
+
+def statistics(enc: Encoding, relu: list[np.ndarray]) -> dict:
+    """What the page prints about the arrays, computed here in float64 from
+    the trace and rounded as printed: per hidden state, each token's norm, its
+    cosine to the previous layer and its three nearest tokens; per layer, the
+    LayerNorms' mean and variance, the activation's minimum, the ReLU
+    counterfactual's cosine and largest difference, each head's sum of P."""
+    hs = np.stack([h[0] for h in enc.hidden_states]).astype(np.float64)  # (L+1, S, H)
+    layers = enc.trace["layers"]
+    cos = np.stack([_cosines(h) for h in hs])  # (L+1, S, S)
+    S = hs.shape[1]
+    np.einsum("lii->li", cos)[...] = -np.inf  # not a token's own neighbour
+    near = np.argsort(-cos, axis=-1, kind="stable")[..., : min(3, S - 1)]  # (L+1, S, 3)
+    f64 = [{k: t[k][0].astype(np.float64) for k in ("residual_1", "residual_2", "ffn_output", "ffn_act")}
+           for t in layers]  # fmt: skip
+    per_layer = {
+        "mean_residual_1": [t["residual_1"].mean(-1) for t in f64],
+        "variance_residual_1": [t["residual_1"].var(-1) for t in f64],
+        "mean_residual_2": [t["residual_2"].mean(-1) for t in f64],
+        "variance_residual_2": [t["residual_2"].var(-1) for t in f64],
+        "min_ffn_act": [t["ffn_act"].min(-1) for t in f64],
+        "cosine": [np.einsum("sh,sh->s", t["ffn_output"], r) / np.linalg.norm(t["ffn_output"], axis=-1)
+                   / np.linalg.norm(r, axis=-1) for t, r in zip(f64, relu, strict=True)],
+        "maxdiff": [np.abs(t["ffn_output"] - r).max(-1) for t, r in zip(f64, relu, strict=True)],
+        "sum_probs": [t["probs"][0].astype(np.float64).sum(-1) for t in layers],  # (h, S)
+    }  # fmt: skip
+    return {
+        "norm": _rounded(np.linalg.norm(hs, axis=-1)),  # (L+1, S)
+        "cos_prev": _rounded(
+            np.einsum("lsh,lsh->ls", hs[1:], hs[:-1])
+            / np.linalg.norm(hs[1:], axis=-1)
+            / np.linalg.norm(hs[:-1], axis=-1)
+        ),  # fmt: skip
+        "nearest": near.tolist(),
+        "nearest_cos": _rounded(np.take_along_axis(cos, near, axis=-1)),
+        **{k: _rounded(np.stack(v)) for k, v in per_layer.items()},
+    }
+
+
+def _preview(enc: Encoding) -> dict:
+    """Every layer's and head's probabilities in 16 levels (p * 15, rounded), for
+    the model view's thumbnails only: (L, h, S, S)."""
+    probs = np.stack([t["probs"][0] for t in enc.trace["layers"]]).astype(np.float64)
+    return pack({"preview": np.floor(probs * 15 + 0.5).astype(np.int64)})
 
 
 def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], initial: dict) -> dict:
@@ -145,30 +255,24 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
     """
     cfg = model.config
     emb, layers = enc.trace["embeddings"], enc.trace["layers"]
-    arrays = {"embeddings.word": emb["word"][0], "embeddings.position": emb["position"][0]}
-    if emb["token_type"] is not None:  # DistilBERT has no token-type table
-        arrays["embeddings.token_type"] = emb["token_type"][0]
-    if "projection" in emb:  # ELECTRA, ALBERT: hidden_states[0] is the projection of this
-        arrays["embeddings.output"] = emb["output"][0]
-    arrays["hidden"] = np.stack([hs[0] for hs in enc.hidden_states])  # L+1 x (S, H) -> (L+1, S, H)
-    for key in LAYER_ARRAYS:
-        arrays[key] = np.stack([t[key][0] for t in layers])  # L x (...) -> (L, ...)
-    arrays["mask"] = layers[0]["mask"][0, 0, 0]  # (1, 1, 1, S) -> (S,), the same M in every layer
     # The article's FFN: ReLU instead of GELU on the same pre-activations, with the layer's own W_2, b_2.
     relu = []
     for k, t in zip(model.weights.layer_map, layers, strict=True):
         w = model.weights.layers[k]
-        relu.append(ops.linear(ops.relu(t["ffn_pre"][0]), w.ffn.W_2, w.ffn.b_2))  # (S, I) -> (S, H)
-    arrays["ffn_relu_output"] = np.stack(relu)
+        pre = t["ffn_pre"][0].astype(np.float64)
+        relu.append(np.maximum(pre, 0) @ w.ffn.W_2.astype(np.float64) + w.ffn.b_2)  # (S, I) -> (S, H)
+    common, hidden = _common_part(enc)
+    parts = [_layer_part(model, i, t, hidden[i], hidden[i + 1], relu[i]) for i, t in enumerate(layers)]
 
     def as_dict(step: str, c: Check) -> dict:
         return {"step": step, "what": c.what, "error": _number(c.error), "tol": c.tol, "ok": c.ok}
 
     per_layer = [step_checks(e) for e in explanations]
-
+    mask = layers[0]["mask"][0, 0, 0]  # (1, 1, 1, S) -> (S,), the same M in every layer
     return {
         "model": model.path.name,
         "dtype": str(model.dtype),
+        "digits": DIGITS,
         "config": {
             "L": len(layers),
             "H": cfg.hidden_size,
@@ -184,13 +288,19 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
         "ids": enc.input_ids[0].tolist(),
         "types": enc.token_type_ids[0].tolist(),
         "positions": position_ids(cfg, enc.input_ids, enc.attention_mask)[0].tolist(),
+        "mask": [_number(x) for x in mask.astype(np.float64)],
         "initial": initial,
+        "numbers": step_numbers(explanations[0]),
         # every layer's explain repeats the embedding checks: they are taken from layer 1's
         "checks": {
             "embeddings": [as_dict(s, c) for s, c in per_layer[0] if s == "embeddings"],
             "layers": [[as_dict(s, c) for s, c in found if s != "embeddings"] for found in per_layer],
         },
-        **_pack(arrays, model.dtype),
+        "stats": statistics(enc, relu),
+        "preview": _preview(enc),
+        "layer_norms": _layer_norms(model),
+        "common": common,
+        "layers": parts,
     }
 
 
@@ -204,14 +314,6 @@ def _article_items() -> list[dict]:
          "agree": i.agree, "note": i.note}
         for i in check_article()
     ]  # fmt: skip
-
-
-def _errata_link() -> str | None:
-    """docs/errata.md of this source checkout as a file:// URL, when there is
-    one (an installed package has no docs/): the page's own errata panel
-    summarises it either way."""
-    errata = Path(__file__).resolve().parents[2] / "docs" / "errata.md"
-    return errata.as_uri() if errata.is_file() else None
 
 
 def render(payload: dict) -> Page:
@@ -234,9 +336,26 @@ def render(payload: dict) -> Page:
     return Page(page)
 
 
+def _one_text(text) -> str:
+    """The text to view: a str, or a list (or tuple) of one str, as encode takes texts."""
+    if isinstance(text, (list, tuple)):
+        if len(text) != 1 or not isinstance(text[0], str):
+            kinds = ", ".join(sorted({type(x).__name__ for x in text})) or "nothing"
+            raise MinibertError(
+                f"text: view shows one text: give a str or a list of one str, not a {type(text).__name__} "
+                f"of {len(text)} ({kinds})"
+            )
+        return text[0]
+    if not isinstance(text, str):
+        raise MinibertError(
+            f"text: the text to view must be a str (or a list of one str), not {type(text).__name__}"
+        )
+    return text
+
+
 def view(
     model: Model,
-    text: str,
+    text: str | list[str],
     layer: int = 1,
     head: int = 0,
     token: int | str | None = None,
@@ -251,8 +370,7 @@ def view(
     line passes ``"--"``). Returns the HTML (:class:`Page`: a str, shown
     inline by Jupyter).
     """
-    if not isinstance(text, str):
-        raise MinibertError(f"the text to view must be a string, got {type(text).__name__}")
+    text = _one_text(text)
     if not text.strip():
         raise MinibertError("the text to view is empty")
     n = model.tokenize([text]).num_tokens[0]
@@ -268,7 +386,6 @@ def view(
     initial = {"layer": first.layer, "head": first.head, "token": first.T}
     payload = build_payload(model, first.enc, walks, initial)
     payload["article"] = _article_items()
-    payload["errata"] = _errata_link()
     return render(payload)
 
 

@@ -1,13 +1,16 @@
 /* minibert view: one forward pass of a BERT encoder, drawn from the numbers embedded in this page.
 
    minibert (Python) ran the text through the model and embedded, in the JSON element #minibert-data, the tokens,
-   the trace's arrays (packed: see decodeArrays) and the float64 checks of `minibert explain`. This script
-   only reads them, derives a few exact sums, and draws tables and SVG. No library, no request.
+   the trace's arrays at the printed precision (packed: see decodePart and minibert/teaching/view_pack.py), the
+   statistics it prints (computed in float64 when the page was built) and the float64 checks of `minibert
+   explain`. This script reads them, rebuilds the predictable arrays exactly, and draws tables, SVG and canvas.
+   No library, no request.
 
    The views, one function each:
      1. tokensView      the tokens, their ids, and word + position + type -> LayerNorm
      2. headView        bertviz's head view: lines from each token to the tokens it attends to
         modelView       bertviz's model view: every layer x head as a thumbnail; click one to open it
+        neuronView      bertviz's neuron view: q, k and q*k for the chosen query and key, summing to the score
      3. stepsView       each formula of the chosen layer, head and token, with shapes, numbers and checks
      4. layersView      per layer: vector norms, cosine to the previous layer, each token's nearest tokens
      5. errataView      where the article this project grew from departs from BERT
@@ -20,19 +23,20 @@ const DATA = JSON.parse(document.getElementById("minibert-data").textContent);
 const CFG = DATA.config; // L layers, H hidden size, h heads of d = H / h, I intermediate size, E embedding size
 const TOKENS = DATA.tokens;
 const S = TOKENS.length;
-const DIGITS = 4; // decimals printed, as `minibert explain` prints them
-const SHOW = 8; // numbers of a vector shown before its "all N" button
-// A float32 sum as NumPy computes it: two float32 added in float64 and rounded once to float32 is the correctly
-// rounded float32 sum, bit for bit. The page's derived sums therefore equal the trace's exactly.
-const round = DATA.dtype === "float32" ? Math.fround : (x) => x;
+const DIGITS = DATA.digits; // decimals printed, as `minibert explain` prints them, and stored
+const SCALE = 10 ** DIGITS; // an array element n is the number n / SCALE
+const NUM = DATA.numbers; // explain's step numbers, by page step: one numbering for both
 
-let A = null; // the trace's arrays by name (Tensor), once decoded
+let COMMON = null; // the arrays every layer shares (Tensor of integers), once decoded
+let PREVIEW = null; // every layer's probabilities in 16 levels, for the model view
+const LAYERS = []; // LAYERS[l - 1]: encoder layer l's arrays, decoded the first time layer l is shown
 const state = {
   layer: DATA.initial.layer, // encoder layer 1..L of the head view and the formula steps
   head: DATA.initial.head, // head 0..h-1 of the formula steps
   token: DATA.initial.token, // token position 0..S-1: the query of the formula steps
+  key: DATA.initial.token, // token position 0..S-1: the key of the neuron view
   shown: new Set([DATA.initial.head]), // heads drawn in the head view ("all" draws every one, as bertviz does)
-  open: new Set(), // vectors shown in full (their data-key)
+  open: new Set(), // vectors whose numbers are shown (their data-key and label)
 };
 
 // ------------------------------------------------------------------ the numbers
@@ -55,22 +59,20 @@ class Tensor {
   }
 }
 
-/** The arrays of DATA.blob: base-85 text of deflated byte planes (every number's first byte, then every second
-    byte, ...) of little-endian float32 (or float64) numbers; DATA.arrays gives each array's offset and shape. */
-async function decodeArrays() {
-  const packed = fromBase85(DATA.blob, DATA.blob_bytes);
+/** The integer arrays of one part: base-85 text of deflated byte planes (every number's first byte, then
+    every second byte, ...) of little-endian uint32 zigzag numbers (2n for n >= 0, -2n - 1 for n < 0). */
+async function decodePart(part) {
+  const packed = fromBase85(part.blob, part.blob_bytes);
   const inflated = new Blob([packed]).stream().pipeThrough(new DecompressionStream("deflate"));
   const planes = new Uint8Array(await new Response(inflated).arrayBuffer());
-  const size = DATA.itemsize;
-  const count = planes.length / size;
-  const bytes = new Uint8Array(planes.length);
-  for (let b = 0; b < size; b++) {
-    for (let i = 0; i < count; i++) bytes[i * size + b] = planes[b * count + i];
+  const count = planes.length / 4;
+  const numbers = new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    const z = (planes[i] | (planes[count + i] << 8) | (planes[2 * count + i] << 16) | (planes[3 * count + i] << 24)) >>> 0;
+    numbers[i] = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
   }
-  // typed arrays use the machine's byte order: little-endian on every platform browsers run on today
-  const numbers = size === 4 ? new Float32Array(bytes.buffer) : new Float64Array(bytes.buffer);
   const arrays = {};
-  for (const [name, { offset, shape }] of Object.entries(DATA.arrays)) {
+  for (const [name, { offset, shape }] of Object.entries(part.arrays)) {
     const n = shape.reduce((a, b) => a * b, 1);
     arrays[name] = new Tensor(numbers.subarray(offset, offset + n), shape);
   }
@@ -96,37 +98,181 @@ function fromBase85(text, length) {
   return out.subarray(0, length);
 }
 
+// ---- the predictions of minibert/teaching/view_pack.py, operation for operation: + - * / floor and sqrt only,
+// so that they give the same double as NumPy there, and prediction + stored correction is the stored truth.
+const LOG2E = 1.4426950408889634;
+const LN2 = 0.6931471805599453;
+const INV_FACT = [];
+for (let n = 0, f = 1; n <= 12; n++, f *= Math.max(n, 1)) INV_FACT.push(1 / f);
+const ERF_P = 0.3275911;
+const [A1, A2, A3, A4, A5] = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429];
+const roundUnits = (x) => Math.floor(x * SCALE + 0.5);
+
+/** 2^-k for k = 0..200, exactly (halving a power of two is exact). */
+const HALVES = [1];
+for (let k = 1; k <= 200; k++) HALVES.push(HALVES[k - 1] * 0.5);
+const pow2 = (k) => HALVES[-k]; // k <= 0 here: exp of x <= 0 only
+
+/** exp(x) for x <= 0: x = k ln 2 + r, Taylor series of exp(r), times 2^k; exp(-80) below -80. */
+function expDet(x) {
+  x = Math.max(x, -80);
+  const k = Math.floor(x * LOG2E + 0.5);
+  const r = x - k * LN2;
+  let p = INV_FACT[12];
+  for (let n = 11; n >= 0; n--) p = p * r + INV_FACT[n];
+  return p * pow2(k);
+}
+
+/** erf(z) to 1.5e-7 (Abramowitz and Stegun 7.1.26). */
+function erfDet(z) {
+  const az = Math.abs(z);
+  const t = 1 / (1 + ERF_P * az);
+  const poly = ((((A5 * t + A4) * t + A3) * t + A2) * t + A1) * t;
+  const y = 1 - poly * expDet(-az * az);
+  return z < 0 ? -y : y;
+}
+
+/** The stored array `name`, or its prediction plus the stored correction `name.fix`. */
+function restore(part, name, predict) {
+  if (part[name]) return part[name];
+  const fix = part[`${name}.fix`];
+  const pred = predict();
+  const out = new Int32Array(fix.data.length);
+  for (let i = 0; i < out.length; i++) out[i] = pred[i] + fix.data[i];
+  return new Tensor(out, fix.shape);
+}
+
+function predictScores(q, k) {
+  const [h, , d] = q.shape;
+  const out = new Float64Array(h * S * S);
+  const den = SCALE * Math.sqrt(d);
+  const Q = q.data;
+  const K = k.data;
+  for (let j = 0; j < h; j++)
+    for (let a = 0; a < S; a++) {
+      const qa = (j * S + a) * d;
+      for (let b = 0; b < S; b++) {
+        const kb = (j * S + b) * d;
+        let dot = 0;
+        for (let i = 0; i < d; i++) dot += Q[qa + i] * K[kb + i]; // exact: integers below 2^53 (checked in Python)
+        out[(j * S + a) * S + b] = Math.floor(dot / den + 0.5);
+      }
+    }
+  return out;
+}
+
+function predictProbs(scores) {
+  const out = new Float64Array(scores.data.length);
+  const e = new Float64Array(S);
+  for (let row = 0; row < out.length / S; row++) {
+    const s = scores.data.subarray(row * S, row * S + S);
+    let max = -Infinity;
+    for (let b = 0; b < S; b++) max = Math.max(max, s[b] / SCALE);
+    let total = 0;
+    for (let b = 0; b < S; b++) {
+      e[b] = expDet(s[b] / SCALE - max);
+      total = total + e[b];
+    }
+    for (let b = 0; b < S; b++) out[row * S + b] = roundUnits(e[b] / total);
+  }
+  return out;
+}
+
+function predictContext(probs, v) {
+  const [h, , d] = v.shape;
+  const out = new Float64Array(h * S * d);
+  const sum = new Float64Array(d);
+  const P = probs.data;
+  const V = v.data;
+  for (let j = 0; j < h; j++)
+    for (let a = 0; a < S; a++) {
+      sum.fill(0);
+      for (let b = 0; b < S; b++) {
+        const p = P[(j * S + a) * S + b];
+        if (p === 0) continue; // adds 0: the exact integer sum is the same
+        const vb = (j * S + b) * d;
+        for (let i = 0; i < d; i++) sum[i] += p * V[vb + i]; // exact integers, in key order
+      }
+      for (let i = 0; i < d; i++) out[(j * S + a) * d + i] = Math.floor(sum[i] / SCALE + 0.5);
+    }
+  return out;
+}
+
+function predictAct(pre) {
+  const out = new Float64Array(pre.data.length);
+  const relu = CFG.act === "relu";
+  for (let i = 0; i < out.length; i++) {
+    if (relu) out[i] = Math.max(pre.data[i], 0);
+    else {
+      const x = pre.data[i] / SCALE;
+      out[i] = roundUnits(0.5 * x * (1 + erfDet(x / Math.SQRT2)));
+    }
+  }
+  return out;
+}
+
+function predictLayerNorm(x, gamma, beta) {
+  const H = x.shape[1];
+  const out = new Float64Array(x.data.length);
+  const dev = new Float64Array(H);
+  for (let a = 0; a < S; a++) {
+    const row = x.at(a);
+    let total = 0;
+    for (let i = 0; i < H; i++) total = total + row[i] / SCALE;
+    const mu = total / H;
+    let sq = 0;
+    for (let i = 0; i < H; i++) {
+      dev[i] = row[i] / SCALE - mu;
+      sq = sq + dev[i] * dev[i];
+    }
+    const root = Math.sqrt(sq / H + CFG.eps);
+    for (let i = 0; i < H; i++) out[a * H + i] = roundUnits(gamma[i] * (dev[i] / root) + beta[i]);
+  }
+  return out;
+}
+
+const plus = (...ts) => Float64Array.from(ts[0].data, (_, i) => ts.reduce((s, t) => s + t.data[i], 0));
+
+/** Encoder layer l's arrays, decoded and rebuilt the first time it is needed (its input is layer l - 1's
+    output, so that layer comes first). */
+async function layer(l) {
+  if (LAYERS[l - 1]) return LAYERS[l - 1];
+  const X = l === 1 ? COMMON.hidden0 : (await layer(l - 1)).ln_2;
+  const p = await decodePart(DATA.layers[l - 1]);
+  const ln = DATA.layer_norms[l - 1];
+  const a = { ...p };
+  a.scores = restore(p, "scores", () => predictScores(p.q, p.k));
+  a.probs = restore(p, "probs", () => predictProbs(a.scores));
+  a.context = restore(p, "context", () => predictContext(a.probs, p.v));
+  a.residual_1 = restore(p, "residual_1", () => plus(X, p.attention_output));
+  a.ln_1 = restore(p, "ln_1", () => predictLayerNorm(a.residual_1, ln.ln_1_gamma, ln.ln_1_beta));
+  a.ffn_act = restore(p, "ffn_act", () => predictAct(p.ffn_pre));
+  a.residual_2 = restore(p, "residual_2", () => plus(a.ln_1, p.ffn_output));
+  a.ln_2 = restore(p, "ln_2", () => predictLayerNorm(a.residual_2, ln.ln_2_gamma, ln.ln_2_beta));
+  LAYERS[l - 1] = a;
+  return a;
+}
+
 function range(n) {
   return Array.from({ length: n }, (_, i) => i);
 }
 
-const fmt = (x) => x.toFixed(DIGITS);
+const fmt = (n) => (n / SCALE).toFixed(DIGITS); // an element of a stored array
+const fmtStat = (x) => (typeof x === "number" ? x.toFixed(DIGITS) : String(x)); // a statistic, stored rounded
 const fmtErr = (e) => (typeof e === "number" ? e.toExponential(1) : String(e));
-const add = (a, b) => Array.from(a, (x, i) => round(x + b[i])); // elementwise, in the trace's float rounding
-const dot = (a, b) => a.reduce((s, x, i) => s + x * b[i], 0);
-const norm = (a) => Math.sqrt(dot(a, a));
-const cosine = (a, b) => dot(a, b) / (norm(a) * norm(b));
-const mean = (a) => a.reduce((s, x) => s + x, 0) / a.length;
-const variance = (a) => {
-  const m = mean(a);
-  return a.reduce((s, x) => s + (x - m) * (x - m), 0) / a.length;
-};
 // neighbouring heads get far-apart hues (the golden angle), so any two shown together are told apart
 const headColour = (j) => `hsl(${Math.round((j * 137.5) % 360)}, 75%, 36%)`;
 const tokenName = (t) => `${t} "${TOKENS[t]}"`;
 
-// The quantities the page derives from the embedded arrays (exactly, see `round`).
-const X = (l, t) => A.hidden.at(l - 1, t); // the input of encoder layer l: hidden_states[l - 1]
-const embSum = (t) => {
-  const s = add(A["embeddings.word"].at(t), A["embeddings.position"].at(t));
-  return A["embeddings.token_type"] ? add(s, A["embeddings.token_type"].at(t)) : s;
-};
+// The quantities the page shows, by layer (the trace's own names).
+const X = (l, t) => (l === 1 ? COMMON.hidden0.at(t) : LAYERS[l - 2].ln_2.at(t)); // hidden_states[l - 1]
+const hiddenAt = (i, t) => (i === 0 ? COMMON.hidden0.at(t) : LAYERS[i - 1].ln_2.at(t));
+const embSum = () => restore(COMMON, "embeddings.sum", () =>
+  plus(...["embeddings.word", "embeddings.position", "embeddings.token_type"].filter((k) => COMMON[k]).map((k) => COMMON[k])));
 // e = LayerNorm(sum); without a projection (BERT) it is hidden_states[0] itself, embedded once
-const embOutput = (t) => (A["embeddings.output"] ? A["embeddings.output"].at(t) : A.hidden.at(0, t));
-const concat = (l, t) => range(CFG.h).flatMap((j) => Array.from(A.context.at(l - 1, j, t)));
-const residual1 = (l, t) => add(X(l, t), A.attention_output.at(l - 1, t));
-const residual2 = (l, t) => add(A.ln_1.at(l - 1, t), A.ffn_output.at(l - 1, t));
-const relu = (a) => Array.from(a, (x) => Math.max(0, x));
+const embOutput = (t) => (COMMON["embeddings.output"] ? COMMON["embeddings.output"].at(t) : COMMON.hidden0.at(t));
+const concat = (a, t) => Int32Array.from(range(CFG.h).flatMap((j) => Array.from(a.context.at(j, t))));
+const relu = (a) => Int32Array.from(a, (x) => Math.max(0, x));
 
 // ------------------------------------------------------------------ building blocks
 
@@ -144,14 +290,14 @@ function setAttributes(node, attrs) {
 /** An HTML element; strings among the children become text, never HTML. */
 function el(tag, attrs = {}, ...children) {
   const node = setAttributes(document.createElement(tag), attrs);
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  node.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   return node;
 }
 
 /** An SVG element. */
 function svg(tag, attrs = {}, ...children) {
   const node = setAttributes(document.createElementNS(SVGNS, tag), attrs);
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined));
+  node.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   return node;
 }
 
@@ -162,60 +308,99 @@ function dataAttrs(where) {
   return out;
 }
 
-/** One vector as a row: a label, its first SHOW numbers (from `first`, default 0) and an "all N" button.
+/** Enter or Space on a focusable element that is not a button does what a click does. */
+function activate(action) {
+  return (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      action(e);
+    }
+  };
+}
+
+/** A diverging colour for x against the largest |x| of its vector: blue negative, white 0, red positive. */
+function colour(x, max) {
+  const v = Math.max(-1, Math.min(1, x / (max || 1)));
+  const a = Math.abs(v);
+  const [r, g, b] = v < 0 ? [33, 102, 172] : [178, 24, 43];
+  const mix = (c) => Math.round(255 + (c - 255) * Math.sqrt(a));
+  return `rgb(${mix(r)}, ${mix(g)}, ${mix(b)})`;
+}
+
+/** A vector drawn as a colour strip, one cell per number (a canvas; hover tells the index and the number). */
+function strip(values, { max = null, mark = null, width = 1, height = 16, title = "" } = {}) {
+  const n = values.length;
+  const m = max ?? Math.max(1, ...Array.from(values, (x) => Math.abs(x)));
+  const cell = Math.max(width, n <= 64 ? 6 : n <= 512 ? 1 : 0.5);
+  const canvas = el("canvas", { class: "strip", width: Math.ceil(n * cell), height, "aria-hidden": "true" });
+  const ctx = canvas.getContext("2d");
+  Array.from(values).forEach((x, i) => {
+    ctx.fillStyle = colour(x, m);
+    ctx.fillRect(i * cell, mark && mark(i) ? 0 : 2, Math.max(cell, 1), mark && mark(i) ? height : height - 4);
+  });
+  canvas.addEventListener("mousemove", (e) => {
+    const i = Math.min(n - 1, Math.floor((e.offsetX / canvas.clientWidth) * n));
+    canvas.title = `${title}[${i}] = ${fmt(values[i])}`;
+  });
+  return canvas;
+}
+
+/** One vector as a row: a label, its colour strip, and its numbers on demand ("numbers" shows them all).
     `key` is the trace's name of the array, `where` the slice (data attributes read by the browser test). */
-function vector(label, values, key, where = {}, { first = 0, mark = null } = {}) {
+function vector(label, values, key, where = {}, { mark = null, max = null } = {}) {
   const id = `${key}:${label}`;
   const open = state.open.has(id);
   const row = el("div", { class: open ? "vec open" : "vec", "data-key": key, ...dataAttrs(where) });
-  const nums = el("span", { class: "nums" });
+  const nums = el("div", { class: "nums" });
   Array.from(values).forEach((x, i) => {
-    const cls = ["n"];
-    if (i < first || i >= first + SHOW) cls.push("more");
-    if (mark && mark(i)) cls.push("mark");
-    nums.append(el("span", { class: cls.join(" "), title: `[${i}]` }, fmt(x)));
+    nums.append(el("span", { class: mark && mark(i) ? "n mark" : "n", title: `[${i}]` }, fmt(x)));
   });
-  row.append(el("span", { class: "label" }, math(label)), nums);
-  if (values.length > 1) nums.before(el("span", { class: "dim" }, `(${values.length})`));
-  if (values.length > SHOW) {
-    const toggle = () => {
-      if (state.open.has(id)) state.open.delete(id);
-      else state.open.add(id);
-      row.classList.toggle("open");
-      button.textContent = row.classList.contains("open") ? "fewer" : `all ${values.length}`;
-    };
-    const button = el("button", { class: "all", onclick: toggle }, open ? "fewer" : `all ${values.length}`);
-    row.append(button);
-  }
+  const toggle = () => {
+    if (state.open.has(id)) state.open.delete(id);
+    else state.open.add(id);
+    row.classList.toggle("open");
+    button.setAttribute("aria-expanded", row.classList.contains("open"));
+  };
+  const n = values.length;
+  const button = el("button", { class: "all", onclick: toggle, "aria-expanded": open,
+    title: `show the ${n} numbers` }, n === 1 ? fmt(values[0]) : `${n} numbers`);
+  row.append(el("span", { class: "label" }, math(label)),
+    n > 1 ? strip(values, { mark, max, title: label }) : el("span", {}), button, nums);
   return row;
 }
 
-/** Vectors over the S keys (scores, mask, probabilities) as a table under the key tokens; `bars` draws each
-    number as a bar too (for probabilities). */
+/** Vectors over the S keys (scores, mask, probabilities) as a table under the key tokens, in a box that
+    scrolls sideways on its own; `bars` draws each number as a bar too (for probabilities). A key's column
+    header chooses that key for the neuron view. */
 function keyTable(rows) {
-  const head = el("tr", {}, el("th", {}, "key →"), TOKENS.map((tok, s) => el("th", { title: `key ${s}` }, tok)));
-  const body = rows.map(({ label, values, key, where, bars }) =>
+  const head = el("tr", {}, el("th", {}, "key →"), TOKENS.map((tok, s) =>
+    el("th", { title: `key ${s}: choose it for the neuron view`, class: s === state.key ? "key chosen" : "key",
+      tabindex: 0, "data-key-token": s, onclick: () => update({ key: s }), onkeydown: activate(() => update({ key: s })) },
+    tok)));
+  const body = rows.map(({ label, values, key, where, bars, plain }) =>
     el(
       "tr",
-      { class: "vec", "data-key": key, ...dataAttrs(where) },
+      plain ? { class: "derived" } : { class: "vec", "data-key": key, ...dataAttrs(where) },
       el("th", {}, math(label)),
-      Array.from(values).map((x) => {
-        const text = Number.isFinite(x) && Math.abs(x) < 1e30 ? fmt(x) : x.toExponential(1);
+      Array.from(values).map((x, s) => {
+        const text = plain ? x : Number.isFinite(x) && Math.abs(x) < 1e30 ? fmt(x) : x.toExponential(1);
         // a probability is drawn as a bar standing on its number, 40 px for 1
-        const bar = bars ? el("div", { class: "bar", style: `height: ${(40 * x).toFixed(1)}px` }) : null;
-        return el("td", { class: bars ? "n bars" : "n" }, bar, text);
+        const bar = bars ? el("div", { class: "bar", style: `height: ${((40 * x) / SCALE).toFixed(1)}px` }) : null;
+        return el("td", { class: `${plain ? "d" : "n"}${bars ? " bars" : ""}${s === state.key ? " chosen" : ""}` },
+          bar, text);
       }),
     ),
   );
   return el("div", { class: "scroll" }, el("table", { class: "keys" }, head, body));
 }
 
-/** A statistic the page computes (a mean, a norm, a cosine), marked for the browser test. */
+/** A statistic the page prints (a mean, a norm, a cosine), computed in float64 when the page was built,
+    marked for the browser test. */
 function stat(name, value, where = {}) {
-  return el("span", { class: "stat", "data-stat": name, ...dataAttrs(where) }, fmt(value));
+  return el("span", { class: "stat", "data-stat": name, ...dataAttrs(where) }, fmtStat(value));
 }
 
-/** explain's float64 checks that belong to `step`. */
+/** explain's float64 checks that belong to `step`, their text typeset like the formulas. */
 function checkList(checks, step, where = {}) {
   const mine = checks.filter((c) => c.step === step);
   if (!mine.length) return null;
@@ -227,13 +412,19 @@ function checkList(checks, step, where = {}) {
         "li",
         { class: c.ok ? "check ok" : "check fail", "data-step": step, "data-what": c.what, ...dataAttrs(where) },
         c.ok ? "✓ " : "✗ FAIL ",
-        el("span", { class: "what" }, c.what),
+        el("span", { class: "what" }, math(typeset(c.what))),
         ": max error ",
         el("span", { class: "err" }, fmtErr(c.error)),
         ` (tolerance ${fmtErr(c.tol)})`,
       ),
     ),
   );
+}
+
+/** explain's ASCII math as the page writes formulas: sqrt(d_k) -> √d_k, K^T -> Kᵀ, * -> ·. */
+function typeset(text) {
+  return text.replace(/sqrt\(([^()]*)\)/g, "√$1").replace(/\^T\b/g, "ᵀ").replace(/ \* /g, " · ")
+    .replace(/\.\.\./g, "…").replace(/->/g, "→");
 }
 
 /** Formula text with x^Q and d_k written as superscripts and subscripts (one or two letters or digits). */
@@ -248,14 +439,15 @@ function math(text) {
   return span;
 }
 
-/** One step of the forward pass: title, formula, shapes, numbers (body), explain's checks and, where the
-    article departs, a link to the erratum. */
+/** One step of the forward pass: explain's number and a title, formula, shapes, numbers (body), explain's
+    checks and, where the article departs, a link to the erratum. */
 function card({ id, title, formula, shapes, body, checks = null, erratum = null }) {
   const link = erratum ? el("a", { href: `#${ERRATA[erratum].id}` }, ERRATA[erratum].title) : null;
+  const number = NUM[id] ? `${NUM[id]} ` : "";
   return el(
     "article",
     { class: "step", id: `step-${id}`, "data-step": id },
-    el("h3", {}, title),
+    el("h3", {}, number, math(title)),
     el("div", { class: "formula" }, math(formula)),
     el("div", { class: "shapes" }, "shapes: ", math(shapes)),
     body,
@@ -266,7 +458,7 @@ function card({ id, title, formula, shapes, body, checks = null, erratum = null 
 
 // ------------------------------------------------------------------ controls
 
-/** The layer, head and token selectors at the top; every view follows them. */
+/** The layer, head, query and key selectors at the top; every view follows them. */
 function controls() {
   const select = (id, label, options, value, change) =>
     el(
@@ -279,6 +471,7 @@ function controls() {
         options.map(([v, text]) => el("option", { value: v, selected: v === value }, text)),
       ),
     );
+  const tokens = TOKENS.map((tok, t) => [t, `${t} ${tok}`]);
   return [
     select("layer", "Layer ", range(CFG.L).map((i) => [i + 1, `${i + 1} of ${CFG.L}`]), state.layer, (layer) =>
       update({ layer }),
@@ -286,25 +479,37 @@ function controls() {
     select("head", "Head ", range(CFG.h).map((j) => [j, `${j}`]), state.head, (head) =>
       update({ head, shown: new Set([head]) }),
     ),
-    select("token", "Token ", TOKENS.map((tok, t) => [t, `${t} ${tok}`]), state.token, (token) => update({ token })),
+    select("token", "Query ", tokens, state.token, (token) => update({ token })),
+    select("key", "Key ", tokens, state.key, (key) => update({ key })),
   ];
 }
 
 function syncControls() {
-  document.getElementById("layer").value = state.layer;
-  document.getElementById("head").value = state.head;
-  document.getElementById("token").value = state.token;
+  for (const name of ["layer", "head", "token", "key"]) document.getElementById(name).value = state[name];
 }
 
 // ------------------------------------------------------------------ 1. tokens and embeddings
 
+/** Up/Down (and Home/End) on a list of token rows moves the chosen token. */
+function tokenKeys(t, choose) {
+  return (e) => {
+    const to = { ArrowUp: t - 1, ArrowDown: t + 1, Home: 0, End: S - 1 }[e.key];
+    if (to !== undefined && to >= 0 && to < S) {
+      e.preventDefault();
+      choose(to);
+      requestAnimationFrame(() => document.querySelector(`[data-focus="${e.target.dataset.focus}"][data-token="${to}"]`)?.focus());
+    } else activate(() => choose(t))(e);
+  };
+}
+
 /** The tokens with their ids, then the embedding of the chosen token: word + position + type -> LayerNorm. */
 function tokensView() {
   const t = state.token;
-  const types = A["embeddings.token_type"]; // none for DistilBERT
-  const projected = A["embeddings.output"] !== undefined; // ELECTRA, ALBERT: e is projected to H
+  const types = COMMON["embeddings.token_type"]; // none for DistilBERT
+  const projected = COMMON["embeddings.output"] !== undefined; // ELECTRA, ALBERT: e is projected to H
   const E = CFG.E;
   const head = ["position", "token", "id", "position row", "type"].map((name) => el("th", {}, name));
+  const choose = (s) => update({ token: s });
   const table = el(
     "table",
     { class: "tokens" },
@@ -312,7 +517,8 @@ function tokensView() {
     TOKENS.map((tok, s) =>
       el(
         "tr",
-        { class: s === t ? "chosen" : null, "data-token": s, onclick: () => update({ token: s }) },
+        { class: s === t ? "chosen" : null, "data-token": s, "data-focus": "tokens", tabindex: 0,
+          "aria-selected": s === t, onclick: () => choose(s), onkeydown: tokenKeys(s, choose) },
         el("td", {}, s),
         el("td", { class: "tok" }, tok),
         el("td", {}, DATA.ids[s]),
@@ -323,22 +529,24 @@ function tokensView() {
   );
   const where = { token: t };
   const rows = [
-    vector("word[id]", A["embeddings.word"].at(t), "embeddings.word", where),
-    vector("position[pos]", A["embeddings.position"].at(t), "embeddings.position", where),
+    vector("word[id]", COMMON["embeddings.word"].at(t), "embeddings.word", where),
+    vector("position[pos]", COMMON["embeddings.position"].at(t), "embeddings.position", where),
     types ? vector("type[type]", types.at(t), "embeddings.token_type", where) : null,
-    vector("sum", embSum(t), "embeddings.sum", where),
+    vector("sum", embSum().at(t), "embeddings.sum", where),
     vector("e = LayerNorm(sum)", embOutput(t), "embeddings.output", where),
-    projected ? vector("x = e W_proj + b_proj", A.hidden.at(0, t), "embeddings.projection", where) : null,
+    projected ? vector("x = e W_proj + b_proj", COMMON.hidden0.at(t), "embeddings.projection", where) : null,
   ];
   const parts = types ? "word[id] + position[pos] + type[type]" : "word[id] + position[pos]   (no token-type table)";
   return [
     el("p", {}, `The text is split into ${S} tokens (special tokens included). Each token's id picks a row of `,
       `the word table, its place a row of the position table${types ? ", its segment a row of the type table" : ""}: `,
-      "their sum, normalised, is hidden_states[0], the input of layer 1. Click a token to follow it."),
-    table,
+      "their sum, normalised, is hidden_states[0], the input of layer 1. Click a token (or Tab to it, then ",
+      "↑ ↓ or Enter) to follow it. Each vector is drawn as a strip, one cell per number (blue negative, red ",
+      "positive); its button shows the numbers."),
+    el("div", { class: "scroll tokens-box" }, table),
     card({
       id: "embeddings",
-      title: `Token ${tokenName(t)}: its embedding`,
+      title: `Embeddings of token ${tokenName(t)}`,
       formula: `e = LayerNorm(${parts})`,
       shapes: `ids (${S}) → each table's rows (${S}, ${E}) → sum (${S}, ${E}) → e (${S}, ${E})` +
         (projected ? ` → projected (${S}, ${CFG.H})` : ""),
@@ -371,6 +579,7 @@ function headPicker() {
           class: state.shown.has(j) ? "head on" : "head",
           style: `--c: ${headColour(j)}`,
           "data-head": j,
+          "aria-pressed": state.shown.has(j),
           title: `head ${j}: click to show it alone, Shift+click to add it`,
           onclick: (e) => pick(j, e.shiftKey),
         },
@@ -383,99 +592,130 @@ function headPicker() {
 
 /** bertviz's head view for the chosen layer: each token on the left (the query) attends to the tokens on the
     right (the keys); a line's opacity is the probability P[query, key], its colour the head's. The chosen
-    token's lines are strong; other queries' lines are faint, and left out below 1%. */
+    query's lines are strong; other queries' lines are faint, and left out below 1%. Hovering a token
+    highlights its lines (a query's, or a key's incoming ones); a click (or Enter) chooses it. */
 function headView() {
   const l = state.layer;
+  const a = LAYERS[l - 1];
   const rowH = 20;
   const top = 26;
-  const xq = 190;
-  const xk = 390;
+  const longest = Math.max(...TOKENS.map((tok) => tok.length));
+  const xq = Math.min(170, 14 + 7.8 * longest);
+  const xk = xq + 150;
+  const width = xk + Math.min(170, 14 + 7.8 * longest) + 50;
   const height = top + S * rowH + 6;
   const y = (s) => top + s * rowH + rowH / 2;
-  const root = svg("svg", {
-    id: "head-view",
-    width: 560,
-    height,
-    viewBox: `0 0 560 ${height}`,
-    "data-layer": l,
-    "data-heads": [...state.shown].join(","),
-  });
+  const root = svg("svg", { id: "head-view", width, height, viewBox: `0 0 ${width} ${height}`, "data-layer": l,
+    "data-heads": [...state.shown].join(","), role: "group", "aria-label": "head view" });
   root.append(
     svg("text", { x: xq, y: 14, "text-anchor": "end", class: "axis" }, "query"),
     svg("text", { x: xk, y: 14, class: "axis" }, "key"),
   );
-  for (const j of state.shown) {
-    for (let q = 0; q < S; q++) {
-      const P = A.probs.at(l - 1, j, q);
-      const strong = q === state.token;
-      for (let k = 0; k < S; k++) {
-        if (!strong && P[k] < 0.01) continue;
-        root.append(
-          svg(
-            "line",
-            {
-              x1: xq + 6, y1: y(q), x2: xk - 6, y2: y(k),
-              stroke: headColour(j),
-              "stroke-width": strong ? 1.5 + 6 * P[k] : 1.5, // the chosen token's lines: wider for more weight
-              "stroke-opacity": (strong ? P[k] : 0.25 * P[k]).toFixed(DIGITS),
-              "data-head": j, "data-q": q, "data-k": k, "data-p": fmt(P[k]),
-              class: strong ? "strong" : null,
-            },
-            svg("title", {}, `layer ${l}, head ${j}: ${TOKENS[q]} → ${TOKENS[k]}: ${fmt(P[k])}`),
-          ),
-        );
+  const lines = svg("g", { class: "lines" });
+  const one = state.shown.size === 1 ? [...state.shown][0] : null;
+  const weights = [];
+  /** The lines, strong for the chosen query or for the hovered token ({side: "q" | "k", t}); the keys'
+      labels give the weights of the query shown strong. Only these are redrawn on hover. */
+  const paint = (hover = null) => {
+    // faint lines (other queries) as one path per head and opacity level (8 levels): a few elements, not S x S
+    const faint = [];
+    const strong = [];
+    for (const j of state.shown) {
+      const levels = Array.from({ length: 8 }, () => []);
+      for (let q = 0; q < S; q++) {
+        const P = a.probs.at(j, q);
+        const isStrong = hover ? hover.side === "q" && q === hover.t : q === state.token;
+        for (let k = 0; k < S; k++) {
+          const lit = isStrong || (hover && hover.side === "k" && k === hover.t);
+          const p = P[k] / SCALE;
+          if (!lit) {
+            if (p >= 0.01) levels[Math.min(7, Math.floor(p * 8))].push(`M${xq + 6} ${y(q)}L${xk - 6} ${y(k)}`);
+            continue;
+          }
+          strong.push(svg("line", {
+            x1: xq + 6, y1: y(q), x2: xk - 6, y2: y(k), stroke: headColour(j),
+            "stroke-width": 1.5 + 6 * p, // the chosen token's lines: wider for more weight
+            "stroke-opacity": p.toFixed(DIGITS),
+            "data-head": j, "data-q": q, "data-k": k, "data-p": fmt(P[k]), class: "strong",
+          }));
+        }
       }
+      levels.forEach((d, v) => {
+        if (d.length) faint.push(svg("path", { d: d.join(""), stroke: headColour(j), "stroke-width": 1.5,
+          "stroke-opacity": ((0.25 * (v + 0.5)) / 8).toFixed(3), fill: "none", class: "faint" }));
+      });
     }
-  }
-  // with one head shown, each key is labelled with the weight the chosen token gives it
-  const one = state.shown.size === 1 ? A.probs.at(l - 1, [...state.shown][0], state.token) : null;
+    lines.replaceChildren(...faint, ...strong);
+    // with one head shown, each key is labelled with the weight the query shown strong gives it
+    const query = hover && hover.side === "q" ? hover.t : state.token;
+    if (one !== null) weights.forEach((w, s) => (w.textContent = fmt(a.probs.at(one, query)[s])));
+  };
+  root.append(lines);
+  const choose = (side, s) => update(side === "q" ? { token: s } : { key: s });
   TOKENS.forEach((tok, s) => {
-    const chosen = s === state.token ? "tok chosen" : "tok";
-    root.append(
-      svg("text", { x: xq, y: y(s) + 4, "text-anchor": "end", class: chosen, "data-token": s,
-        onclick: () => update({ token: s }) }, tok),
-      svg("text", { x: xk, y: y(s) + 4, class: "tok" }, tok,
-        one ? svg("tspan", { class: "p", dx: 8, "data-k": s }, fmt(one[s])) : null),
-    );
+    for (const side of ["q", "k"]) {
+      const chosen = (side === "q" ? state.token : state.key) === s;
+      const weight = side === "k" && one !== null ? svg("tspan", { class: "p", dx: 8, "data-k": s }) : null;
+      if (weight) weights.push(weight);
+      root.append(svg("text", {
+        x: side === "q" ? xq : xk, y: y(s) + 4, "text-anchor": side === "q" ? "end" : "start",
+        class: chosen ? "tok chosen" : "tok", "data-token": s, "data-side": side, "data-focus": `head-${side}`,
+        tabindex: 0, role: "button", "aria-label": `${side === "q" ? "query" : "key"} ${tokenName(s)}`,
+        onclick: () => choose(side, s), onmouseenter: () => paint({ side, t: s }), onmouseleave: () => paint(),
+        onfocus: () => paint({ side, t: s }), onblur: () => paint(),
+        onkeydown: tokenKeys(s, (to) => choose(side, to)),
+      }, tok, weight));
+    }
   });
-  const names = [...state.shown].sort((a, b) => a - b).join(", ");
+  paint();
+  const names = [...state.shown].sort((x, z) => x - z).join(", ");
   return el(
     "div",
     { class: "panel" },
     el("h3", {}, `Head view: layer ${l}, head${state.shown.size > 1 ? "s" : ""} ${names}`),
     el("p", { class: "note" }, "Each line joins a query (left) to a key (right); its opacity is the attention ",
-      "probability. Click a token on the left to follow it."),
+      "probability. Hover a token to see its lines; click it (or Tab to it, then Enter, ↑ ↓) to choose it as ",
+      "the query (left) or the key of the neuron view (right)."),
     headPicker(),
-    root,
+    el("div", { class: "scroll view-box" }, root),
   );
 }
 
-/** bertviz's model view: every layer (rows) x head (columns) as a small head view, drawn on a canvas; a click
-    opens that layer and head in the head view and in the formula steps. */
+/** bertviz's model view: every layer (rows) x head (columns) as a small head view, drawn on a canvas from the
+    probabilities in 16 levels; a click (or Enter; arrow keys move) opens that layer and head. */
 function modelView() {
-  const grid = el("div", { id: "model-view", style: `grid-template-columns: auto repeat(${CFG.h}, 1fr)` });
+  const grid = el("div", { id: "model-view", style: `grid-template-columns: auto repeat(${CFG.h}, 1fr)`, role: "grid" });
   const columns = range(CFG.h).map((j) => el("span", { class: "col", style: `color: ${headColour(j)}` }, `head ${j}`));
   grid.append(el("span", {}), ...columns);
   const w = 64;
   const hgt = Math.max(40, Math.min(120, 4 * S + 8));
+  const open = (l, j) => {
+    update({ layer: l, head: j, shown: new Set([j]) });
+    document.getElementById("attention-head").scrollIntoView({ block: "start" });
+  };
+  const move = (l, j) => (e) => {
+    const to = { ArrowLeft: [l, j - 1], ArrowRight: [l, j + 1], ArrowUp: [l - 1, j], ArrowDown: [l + 1, j] }[e.key];
+    if (to && to[0] >= 1 && to[0] <= CFG.L && to[1] >= 0 && to[1] < CFG.h) {
+      e.preventDefault();
+      grid.querySelector(`canvas[data-layer="${to[0]}"][data-head="${to[1]}"]`).focus();
+    } else activate(() => update({ layer: l, head: j, shown: new Set([j]) }))(e);
+  };
   for (let l = 1; l <= CFG.L; l++) {
     grid.append(el("span", { class: "row" }, `layer ${l}`));
     for (let j = 0; j < CFG.h; j++) {
       const canvas = el("canvas", {
-        width: w, height: hgt, class: "thumb", "data-layer": l, "data-head": j,
-        title: `layer ${l}, head ${j}: click to open`,
-        onclick: () => {
-          update({ layer: l, head: j, shown: new Set([j]) });
-          document.getElementById("head-view").scrollIntoView({ block: "center" });
-        },
+        width: w, height: hgt, class: "thumb", "data-layer": l, "data-head": j, tabindex: 0, role: "button",
+        title: `layer ${l}, head ${j}: click to open`, "aria-label": `open layer ${l}, head ${j}`,
+        onclick: () => open(l, j), onkeydown: move(l, j),
       });
       const ctx = canvas.getContext("2d");
       ctx.strokeStyle = headColour(j);
       const y = (s) => 4 + ((hgt - 8) * (s + 0.5)) / S;
       for (let q = 0; q < S; q++) {
-        const P = A.probs.at(l - 1, j, q);
+        const P = PREVIEW.at(l - 1, j, q);
         for (let k = 0; k < S; k++) {
-          ctx.globalAlpha = P[k];
+          if (!P[k]) continue;
+          ctx.globalAlpha = P[k] / 15;
           ctx.beginPath();
           ctx.moveTo(6, y(q));
           ctx.lineTo(w - 6, y(k));
@@ -490,8 +730,8 @@ function modelView() {
     { class: "panel" },
     el("h3", {}, `Model view: ${CFG.L} layers × ${CFG.h} heads`),
     el("p", { class: "note" }, "Each thumbnail is one head's attention (queries left, keys right). ",
-      "Click one to open it."),
-    grid,
+      "Click one (or Tab to it, arrows, Enter) to open it."),
+    el("div", { class: "scroll view-box" }, grid),
   );
 }
 
@@ -499,6 +739,41 @@ function markCurrentThumbnail() {
   for (const c of document.querySelectorAll("#model-view .thumb")) {
     c.classList.toggle("current", Number(c.dataset.layer) === state.layer && Number(c.dataset.head) === state.head);
   }
+}
+
+/** bertviz's neuron view for the chosen layer, head, query t and key k: q_t, k_k and their product element by
+    element as colour strips; the products sum to q·k, which over √d is the score. */
+function neuronView() {
+  const l = state.layer;
+  const j = state.head;
+  const t = state.token;
+  const k = state.key;
+  const a = LAYERS[l - 1];
+  const q = a.q.at(j, t);
+  const kk = a.k.at(j, k);
+  const prod = Array.from(q, (x, i) => (x * kk[i]) / SCALE); // in units, from the printed q and k
+  const max = Math.max(...Array.from(q, Math.abs), ...Array.from(kk, Math.abs));
+  const pmax = Math.max(...prod.map(Math.abs));
+  const score = a.scores.at(j, t)[k];
+  return el(
+    "div",
+    { class: "panel neuron", id: "neuron-view" },
+    el("h3", {}, `Neuron view: layer ${l}, head ${j}, query ${tokenName(t)} · key ${tokenName(k)}`),
+    el("p", { class: "note" }, `The ${CFG.d} numbers of the query and of the key, and their products: the products `,
+      "sum to q·k, and q·k / √d", el("sub", {}, "k"), " is the score (then softmax over the keys). Red is positive, ",
+      "blue negative; hover a strip for its numbers. Choose the key on the right of the head view or above the ",
+      "score tables."),
+    el("div", { class: "neuron-rows" },
+      vector(`q (query ${t})`, q, "q", { layer: l, head: j, token: t }, { max }),
+      vector(`k (key ${k})`, kk, "k", { layer: l, head: j, token: k }, { max }),
+      el("div", { class: "dvec" }, el("span", { class: "label" }, "q ⊙ k"),
+        strip(prod, { max: pmax, title: "q ⊙ k" }), el("span", {}, "Σ = ", (prod.reduce((x, z) => x + z, 0) / SCALE).toFixed(DIGITS)))),
+    el("p", {}, `score = Σ(q ⊙ k) / √${CFG.d} = `,
+      el("span", { class: "vec inline", "data-key": "scores", "data-layer": l, "data-head": j, "data-token": t,
+        "data-start": k }, el("span", { class: "n" }, fmt(score))),
+      "; P = ", el("span", { class: "vec inline", "data-key": "probs", "data-layer": l, "data-head": j,
+        "data-token": t, "data-start": k }, el("span", { class: "n" }, fmt(a.probs.at(j, t)[k])))),
+  );
 }
 
 // ------------------------------------------------------------------ 3. one formula at a time
@@ -511,19 +786,19 @@ function stepsView() {
   const t = state.token;
   const checks = DATA.checks.layers[l - 1];
   const c = {
-    l, j, t,
+    l, j, t, a: LAYERS[l - 1],
     at: { layer: l, head: j, token: t }, // where a per-head row comes from
     lt: { layer: l, token: t }, // where a per-token row comes from
     checks: (step) => checkList(checks, step, { layer: l }),
   };
-  const steps = [inputStep, qkvStep, scoresStep, maskStep, softmaxStep, contextStep, concatStep,
+  const steps = [inputStep, qkvStep, scoresStep, maskStep, softmaxStep, contextStep, concatStep, multiHeadStep,
     residual1Step, layerNorm1Step, ffnStep, residual2Step, layerNorm2Step];
   const other = c.checks("other");
   return [
     el("p", {}, `Encoder layer ${l} of ${CFG.L}, head ${j}, token ${tokenName(t)}. `,
-      "Each step: its formula, the shapes, ",
-      `the numbers (first ${SHOW}; "all" shows the rest) and the checks of minibert explain, which recomputes the `,
-      "step in float64 from the traced inputs, independently of minibert's formula functions."),
+      "Each step has explain's number, its formula, the shapes, the numbers (a strip; its button shows them) ",
+      "and the checks of minibert explain, which recomputes the step in float64 from the traced inputs, ",
+      "independently of minibert's formula functions."),
     steps.map((step) => step(c)),
     other ? el("div", {}, el("h3", {}, "Other checks"), other) : null,
   ];
@@ -541,47 +816,49 @@ function inputStep({ l, t }) {
   });
 }
 
-function qkvStep({ l, j, t, at, checks }) {
+function qkvStep({ l, j, t, a, at, checks }) {
   const { h, d } = CFG;
+  const max = Math.max(...["q", "k", "v"].flatMap((name) => Array.from(a[name].at(j, t), Math.abs)));
   return card({
     id: "qkv",
-    title: "3.1 Q, K, V: three projections of the same X, split into heads",
+    title: "Q, K, V: three projections of the same X, split into heads",
     formula: "Q = X W^Q + b^Q,  K = X W^K + b^K,  V = X W^V + b^V",
     shapes: `X ${shapeSH()} → Q, K, V ${shapeSH()} → split into ${h} heads (${h}, ${S}, ${d}); ` +
       `head ${j} is columns ${j * d}..${(j + 1) * d - 1}`,
-    body: ["q", "k", "v"].map((name) => vector(`${name}  (head ${j}, token ${t})`, A[name].at(l - 1, j, t), name, at)),
+    body: ["q", "k", "v"].map((name) => vector(`${name}  (head ${j}, token ${t})`, a[name].at(j, t), name, at, { max })),
     checks: checks("qkv"),
     erratum: "qkv",
   });
 }
 
-function scoresStep({ l, j, t, at, checks }) {
+function scoresStep({ j, t, a, at, checks }) {
   const { h, d } = CFG;
   return card({
     id: "scores",
-    title: "3.2 Scores: how well the query matches each key",
+    title: "Scores: how well the query matches each key",
     formula: `scores = Q Kᵀ / √d_k,   d_k = ${d}, √d_k = ${Math.sqrt(d).toFixed(DIGITS)}`,
     shapes: `Q (${h}, ${S}, ${d}) × Kᵀ (${h}, ${d}, ${S}) → (${h}, ${S}, ${S}); ` +
       `here the row of query ${tokenName(t)}, head ${j}`,
-    body: [keyTable([{ label: "q·k / √d_k", values: A.scores.at(l - 1, j, t), key: "scores", where: at }])],
+    body: [keyTable([{ label: "q·k / √d_k", values: a.scores.at(j, t), key: "scores", where: at }]), neuronView()],
     checks: checks("scores"),
     erratum: "example",
   });
 }
 
-function maskStep({ l, j, t, at, checks }) {
+function maskStep({ l, j, t, a, at, checks }) {
   const h = CFG.h;
+  const M = Int32Array.from(DATA.mask, (m) => (typeof m === "number" && Math.abs(m) < 1e5 ? m * SCALE : -2e9));
   return card({
     id: "mask",
-    title: "3.3 The mask",
+    title: "The mask",
     formula: "masked = scores + M,   M = 0 for a real key, the most negative float for padding",
     shapes: `M (${S}) broadcast over heads and queries → masked (${h}, ${S}, ${S})`,
     body: [
       el("p", { class: "note" }, "This page shows the text's real tokens only, so M is 0 for every key. With padding ",
         "(minibert explain --pad 2), padded keys get the most negative float: after the softmax, exactly 0."),
       keyTable([
-        { label: "M", values: A.mask.data, key: "mask", where: { layer: l } },
-        { label: "scores + M", values: add(A.scores.at(l - 1, j, t), A.mask.data), key: "masked_scores", where: at },
+        { label: "M", values: M, key: "mask", where: { layer: l } },
+        { label: "scores + M", values: a.scores.at(j, t).map((x, s) => x + M[s]), key: "masked_scores", where: at },
       ]),
     ],
     checks: checks("mask"),
@@ -589,234 +866,283 @@ function maskStep({ l, j, t, at, checks }) {
   });
 }
 
-function softmaxStep({ l, j, t, at, checks }) {
+/** The softmax written out: exp(x − max) of every key (computed here from the printed scores), their sum, the
+    denominator, and P = exp / Σ. */
+function softmaxStep({ l, j, t, a, at, checks }) {
   const h = CFG.h;
-  const P = A.probs.at(l - 1, j, t);
+  const P = a.probs.at(j, t);
+  const x = Array.from(a.scores.at(j, t), (v) => v / SCALE);
+  const max = Math.max(...x);
+  const e = x.map((v) => Math.exp(v - max));
+  const total = e.reduce((u, v) => u + v, 0);
+  const sum = DATA.stats.sum_probs[l - 1][j][t];
   return card({
     id: "softmax",
-    title: "3.4 Softmax: the attention weights",
-    formula: "P = softmax(masked) along the keys: P[t, s] = exp(masked[t, s]) / Σ_s' exp(masked[t, s'])",
+    title: "Softmax: the attention weights",
+    formula: "P = softmax(masked) along the keys: P[t, s] = exp(masked[t, s] − m) / Σ_s' exp(masked[t, s'] − m)",
     shapes: `(${h}, ${S}, ${S}) → P (${h}, ${S}, ${S}); each row sums to 1`,
     body: [
-      keyTable([{ label: "P", values: P, key: "probs", where: at, bars: true }]),
-      el("p", {}, "Σ P = ", stat("sum", P.reduce((s, x) => s + x, 0), { key: "probs", ...at })),
+      el("p", { class: "note" }, `m = max over the keys = ${max.toFixed(DIGITS)} (subtracting it changes nothing `,
+        "but keeps exp from overflowing). exp(x − m) is computed here from the printed scores."),
+      keyTable([
+        { label: "exp(x − m)", values: e.map((v) => v.toFixed(DIGITS)), plain: true },
+        { label: "P", values: P, key: "probs", where: at, bars: true },
+      ]),
+      el("p", {}, `denominator Σ exp(x − m) = ${total.toFixed(DIGITS)};  P = exp(x − m) / ${total.toFixed(DIGITS)};  `,
+        "Σ P = ", stat("sum", sum, { key: "probs", ...at })),
     ],
     checks: checks("softmax"),
     erratum: "example",
   });
 }
 
-function contextStep({ l, j, t, at, checks }) {
+function contextStep({ l, j, t, a, at, checks }) {
   const { h, d } = CFG;
-  const P = A.probs.at(l - 1, j, t);
+  const P = a.probs.at(j, t);
+  const max = Math.max(...Array.from(a.v.at(j), Math.abs));
   // one row per key s: its weight P[t, s] and its value row v_s
   const rows = TOKENS.map((tok, s) =>
     el("div", { class: "wrow" },
       vector(`P[${t}, ${s}]`, [P[s]], "probs", { ...at, start: s }),
-      vector(`× v_${s} "${tok}"`, A.v.at(l - 1, j, s), "v", { layer: l, head: j, token: s })));
+      vector(`× v_${s} "${tok}"`, a.v.at(j, s), "v", { layer: l, head: j, token: s }, { max })));
   return card({
     id: "context",
-    title: "3.5 The weighted sum of V",
+    title: "The weighted sum of V",
     formula: `head_${j}[t] = Σ_s P[t, s] v_s`,
     shapes: `P (${h}, ${S}, ${S}) × V (${h}, ${S}, ${d}) → head outputs (${h}, ${S}, ${d})`,
-    body: [el("div", { class: "wsum" }, rows), vector(`= head_${j}[${t}]`, A.context.at(l - 1, j, t), "context", at)],
+    body: [el("div", { class: "wsum" }, rows), vector(`= head_${j}[${t}]`, a.context.at(j, t), "context", at, { max })],
     checks: checks("context"),
   });
 }
 
-function concatStep({ l, j, t, lt, checks }) {
-  const { H, h, d } = CFG;
+function concatStep({ j, t, a, lt, checks }) {
+  const { h, d } = CFG;
   const ofHead = (i) => i >= j * d && i < (j + 1) * d;
   return card({
     id: "concat",
-    title: "3.6 Concat(head_1..head_h) W^O + b^O",
-    formula: "MultiHead(X) = Concat(head_1, ..., head_h) W^O + b^O",
-    shapes: `${h} × (${S}, ${d}) → concat ${shapeSH()} → × W^O (${H}, ${H}) + b^O → ${shapeSH()}`,
+    title: "Concat(head_1, …, head_h): the heads side by side",
+    formula: "Concat(head_1, …, head_h)",
+    shapes: `${h} × (${S}, ${d}) → concat ${shapeSH()}`,
     body: [
-      vector(`concat[${t}] (head ${j}: columns ${j * d}..${(j + 1) * d - 1}, marked)`, concat(l, t), "concat", lt,
-        { first: j * d, mark: ofHead }),
-      vector(`MultiHead(X)[${t}]`, A.attention_output.at(l - 1, t), "attention_output", lt),
+      vector(`concat[${t}] (head ${j}: columns ${j * d}..${(j + 1) * d - 1}, marked)`, concat(a, t), "concat", lt,
+        { mark: ofHead }),
     ],
     checks: checks("concat"),
   });
 }
 
-function residual1Step({ l, t, lt, checks }) {
+function multiHeadStep({ t, a, lt, checks }) {
+  const H = CFG.H;
+  return card({
+    id: "multihead",
+    title: "MultiHead(X) = Concat(head_1, …, head_h) W^O + b^O",
+    formula: "MultiHead(X) = Concat(head_1, …, head_h) W^O + b^O",
+    shapes: `concat ${shapeSH()} × W^O (${H}, ${H}) + b^O → ${shapeSH()}`,
+    body: [vector(`MultiHead(X)[${t}]`, a.attention_output.at(t), "attention_output", lt)],
+    checks: checks("multihead"),
+  });
+}
+
+function residual1Step({ l, t, a, lt, checks }) {
   return card({
     id: "residual_1",
-    title: "3.7 Residual: add the input back",
+    title: "Residual: add the input back",
     formula: "residual_1 = X + MultiHead(X)",
     shapes: `${shapeSH()} + ${shapeSH()} → ${shapeSH()}`,
     body: [
       vector(`X[${t}]`, X(l, t), "hidden", { layer: l - 1, token: t }),
-      vector(`+ MultiHead(X)[${t}]`, A.attention_output.at(l - 1, t), "attention_output", lt),
-      vector(`= residual_1[${t}]`, residual1(l, t), "residual_1", lt),
+      vector(`+ MultiHead(X)[${t}]`, a.attention_output.at(t), "attention_output", lt),
+      vector(`= residual_1[${t}]`, a.residual_1.at(t), "residual_1", lt),
     ],
     checks: checks("residual_1"),
     erratum: "postln",
   });
 }
 
-/** μ and σ² of the row a LayerNorm normalises. */
-function layerNormStats(name, row, lt) {
+/** μ and σ² of the row a LayerNorm normalises (float64, from the trace, when the page was built). */
+function layerNormStats(name, l, lt) {
+  const at = (stat) => DATA.stats[`${stat}_${name}`][l - 1][lt.token];
   return el("p", {}, `over the ${CFG.H} numbers of token ${tokenName(lt.token)}: μ = `,
-    stat("mean", mean(row), { key: name, ...lt }), ", σ² = ", stat("variance", variance(row), { key: name, ...lt }),
+    stat("mean", at("mean"), { key: name, ...lt }), ", σ² = ", stat("variance", at("variance"), { key: name, ...lt }),
     `, ε = ${CFG.eps}`);
 }
 
-function layerNorm1Step({ l, t, lt, checks }) {
+function layerNorm1Step({ l, t, a, lt, checks }) {
   return card({
     id: "ln_1",
-    title: "3.8 LayerNorm after the sum (post-LN)",
+    title: "LayerNorm after the sum (post-LN)",
     formula: "ln_1 = γ (x − μ) / √(σ² + ε) + β,  x = residual_1, over the H numbers of each token",
     shapes: `${shapeSH()} → ${shapeSH()}`,
-    body: [layerNormStats("residual_1", residual1(l, t), lt), vector(`ln_1[${t}]`, A.ln_1.at(l - 1, t), "ln_1", lt)],
+    body: [layerNormStats("residual_1", l, lt), vector(`ln_1[${t}]`, a.ln_1.at(t), "ln_1", lt)],
     checks: checks("ln_1"),
     erratum: "postln",
   });
 }
 
-function ffnStep({ l, t, lt, checks }) {
+function ffnStep({ l, t, a, lt, checks }) {
   const { I } = CFG;
   const act = CFG.act === "relu" ? "ReLU" : CFG.act === "gelu" ? "GELU" : `GELU (${CFG.act}: tanh approximation)`;
-  const pre = A.ffn_pre.at(l - 1, t);
-  const gelu = A.ffn_act.at(l - 1, t);
-  const out = A.ffn_output.at(l - 1, t);
-  const reluOut = A.ffn_relu_output.at(l - 1, t);
+  const pre = a.ffn_pre.at(t);
+  const gelu = a.ffn_act.at(t);
+  const out = a.ffn_output.at(t);
+  const reluOut = a.ffn_relu_output.at(t);
   const negatives = pre.filter((x) => x < 0).length;
-  const maxDiff = Math.max(...Array.from(out, (x, i) => Math.abs(x - reluOut[i])));
   const relu_ = { key: "ffn_relu_output", ...lt };
+  const st = (name) => DATA.stats[name][l - 1][t];
+  const max = Math.max(...Array.from(out, Math.abs), ...Array.from(reluOut, Math.abs));
+  const pmax = Math.max(...Array.from(pre, Math.abs));
   return card({
     id: "ffn",
-    title: `3.9 The feed-forward network, with ${act}`,
+    title: `The feed-forward network, with ${act}`,
     formula: `FFN(x) = ${act}(x W_1 + b_1) W_2 + b_2,  x = ln_1;  GELU(x) = ½ x (1 + erf(x / √2))`,
     shapes: `x ${shapeSH()} → x W_1 + b_1 (${S}, ${I}) → ${act} → × W_2 + b_2 → ${shapeSH()}`,
     body: [
-      vector("x W_1 + b_1", pre, "ffn_pre", lt),
-      vector(`${act}(x W_1 + b_1)`, gelu, "ffn_act", lt),
-      vector("ReLU(x W_1 + b_1): the article's", relu(pre), "ffn_relu", lt),
+      vector("x W_1 + b_1", pre, "ffn_pre", lt, { max: pmax }),
+      vector(`${act}(x W_1 + b_1)`, gelu, "ffn_act", lt, { max: pmax }),
+      vector("ReLU(x W_1 + b_1): the article's", relu(pre), "ffn_relu", lt, { max: pmax }),
       activationPlot(pre, gelu, act),
       el("p", {}, `${negatives} of ${I} pre-activations of token ${tokenName(t)} are negative: ReLU makes them 0, `,
-        `${act} keeps them slightly negative (its minimum here: `,
-        stat("min", Math.min(...gelu), { key: "ffn_act", ...lt }), ")."),
-      vector(`FFN(x)[${t}] with ${act}`, out, "ffn_output", lt),
-      vector("with ReLU instead (same weights)", reluOut, "ffn_relu_output", lt),
-      el("p", {}, "With ReLU, this token's FFN output would have cosine ", stat("cosine", cosine(out, reluOut), relu_),
-        " to the real one, and differ by up to ", stat("maxdiff", maxDiff, relu_), "."),
+        `${act} keeps them slightly negative (its minimum here: `, stat("min", st("min_ffn_act"), { key: "ffn_act", ...lt }),
+        ")."),
+      vector(`FFN(x)[${t}] with ${act}`, out, "ffn_output", lt, { max }),
+      vector("FFN(x) with ReLU instead (same weights)", reluOut, "ffn_relu_output", lt, { max }),
+      el("p", {}, "With ReLU, this token's FFN output would have cosine ", stat("cosine", st("cosine"), relu_),
+        " to the real one, and differ by up to ", stat("maxdiff", st("maxdiff"), relu_), "."),
     ],
     checks: checks("ffn"),
     erratum: "gelu",
   });
 }
 
-function residual2Step({ l, t, lt, checks }) {
+function residual2Step({ t, a, lt, checks }) {
   return card({
     id: "residual_2",
-    title: "3.10 Residual around the FFN",
+    title: "Residual around the FFN",
     formula: "residual_2 = ln_1 + FFN(ln_1)",
     shapes: `${shapeSH()} + ${shapeSH()} → ${shapeSH()}`,
     body: [
-      vector(`ln_1[${t}]`, A.ln_1.at(l - 1, t), "ln_1", lt),
-      vector(`+ FFN[${t}]`, A.ffn_output.at(l - 1, t), "ffn_output", lt),
-      vector(`= residual_2[${t}]`, residual2(l, t), "residual_2", lt),
+      vector(`ln_1[${t}]`, a.ln_1.at(t), "ln_1", lt),
+      vector(`+ FFN[${t}]`, a.ffn_output.at(t), "ffn_output", lt),
+      vector(`= residual_2[${t}]`, a.residual_2.at(t), "residual_2", lt),
     ],
     checks: checks("residual_2"),
     erratum: "postln",
   });
 }
 
-function layerNorm2Step({ l, t, lt, checks }) {
+function layerNorm2Step({ l, t, a, lt, checks }) {
   const next = l < CFG.L ? `, the input of layer ${l + 1}` : ", the last layer's output";
   return card({
     id: "ln_2",
-    title: `3.11 LayerNorm again: the output of layer ${l}`,
+    title: `LayerNorm again: the output of layer ${l}`,
     formula: `ln_2 = γ₂ (x − μ) / √(σ² + ε) + β₂,  x = residual_2;  ln_2 = hidden_states[${l}]`,
     shapes: `${shapeSH()} → ${shapeSH()}${next}`,
     body: [
-      layerNormStats("residual_2", residual2(l, t), lt),
-      vector(`hidden_states[${l}][${t}]`, A.hidden.at(l, t), "hidden", { layer: l, token: t }),
+      layerNormStats("residual_2", l, lt),
+      vector(`hidden_states[${l}][${t}]`, a.ln_2.at(t), "hidden", { layer: l, token: t }),
     ],
     checks: checks("ln_2"),
     erratum: "postln",
   });
 }
 
+/** Ticks at round values covering [lo, hi]: about `n` of them, steps of 1, 2 or 5 times a power of ten. */
+function ticks(lo, hi, n = 5) {
+  const raw = (hi - lo) / n;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * p).find((v) => v >= raw);
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(Math.abs(v) < 1e-12 ? 0 : v);
+  return { values: out, digits: Math.max(0, -Math.floor(Math.log10(step))) };
+}
+
+/** Axes with ticks and grid lines for a plot of [x0, x1] × [y0, y1] mapped by px, py. */
+function axes(px, py, [x0, x1], [y0, y1], xs = null) {
+  const tx = xs ? { values: xs, digits: 0 } : ticks(x0, x1);
+  const ty = ticks(y0, y1);
+  return [
+    ty.values.map((v) => [
+      svg("line", { x1: px(x0), x2: px(x1), y1: py(v), y2: py(v), class: v === 0 ? "axis-line" : "grid" }),
+      svg("text", { x: px(x0) - 5, y: py(v) + 4, "text-anchor": "end", class: "tick" }, v.toFixed(ty.digits)),
+    ]),
+    tx.values.map((v) => [
+      svg("line", { x1: px(v), x2: px(v), y1: py(y0), y2: py(y1), class: v === 0 ? "axis-line" : "grid" }),
+      svg("text", { x: px(v), y: py(y0) + 15, "text-anchor": "middle", class: "tick" }, v.toFixed(tx.digits)),
+    ]),
+  ];
+}
+
 /** Every pre-activation of the token against its activation: the points trace the model's activation
     curve; the article's ReLU is drawn dashed beside it. */
 function activationPlot(pre, act, name) {
-  const W = 420;
-  const Ht = 220;
-  const pad = 32;
-  const xs = Array.from(pre);
+  const W = 560;
+  const Ht = 320;
+  const [padL, padR, padT, padB] = [48, 16, 34, 40];
+  const xs = Array.from(pre, (x) => x / SCALE);
+  const ys = Array.from(act, (x) => x / SCALE);
   const lo = Math.min(...xs, -1);
   const hi = Math.max(...xs, 1);
-  const ylo = Math.min(...act, -0.2);
-  const yhi = Math.max(hi, ...act);
-  const px = (x) => pad + ((x - lo) / (hi - lo)) * (W - 2 * pad);
-  const py = (y) => Ht - pad - ((y - ylo) / (yhi - ylo)) * (Ht - 2 * pad);
+  const ylo = Math.min(...ys, -0.5);
+  const yhi = Math.max(hi, ...ys);
+  const px = (x) => padL + ((x - lo) / (hi - lo)) * (W - padL - padR);
+  const py = (y) => Ht - padB - ((y - ylo) / (yhi - ylo)) * (Ht - padT - padB);
   return svg(
     "svg",
     { class: "plot", width: W, height: Ht, viewBox: `0 0 ${W} ${Ht}` },
-    svg("line", { x1: px(lo), y1: py(0), x2: px(hi), y2: py(0), class: "axis-line" }),
-    svg("line", { x1: px(0), y1: py(ylo), x2: px(0), y2: py(yhi), class: "axis-line" }),
+    axes(px, py, [lo, hi], [ylo, yhi]),
     svg("polyline", { points: `${px(lo)},${py(0)} ${px(0)},${py(0)} ${px(hi)},${py(hi)}`, class: "relu" }),
-    xs.map((x, i) => svg("circle", { cx: px(x).toFixed(1), cy: py(act[i]).toFixed(1), r: 1.6, class: "pt" })),
-    svg("text", { x: W - pad, y: Ht - 8, "text-anchor": "end", class: "axis" }, `x W₁ + b₁ (${xs.length} numbers)`),
-    svg("text", { x: pad + 4, y: 14, class: "axis" },
+    xs.map((x, i) => svg("circle", { cx: px(x).toFixed(1), cy: py(ys[i]).toFixed(1), r: 1.8, class: "pt" })),
+    svg("text", { x: W - padR, y: Ht - 4, "text-anchor": "end", class: "axis" }, `x W₁ + b₁ (${xs.length} numbers)`),
+    svg("text", { x: padL, y: 16, class: "axis" },
       svg("tspan", { class: "pt-key" }, "●"), ` ${name}(x), this token   `,
       svg("tspan", { class: "relu-key" }, "- -"), " ReLU(x), the article's"),
-    svg("text", { x: px(0) + 4, y: py(yhi) + 10, class: "tick" }, yhi.toFixed(1)),
-    svg("text", { x: px(lo), y: py(0) - 4, class: "tick" }, lo.toFixed(1)),
-    svg("text", { x: px(hi), y: py(0) + 12, "text-anchor": "end", class: "tick" }, hi.toFixed(1)),
   );
 }
 
 // ------------------------------------------------------------------ 4. layers
 
-/** A small line chart: one faint line per token, the chosen token's in colour, the mean dashed. */
+/** A line chart: one grey line per token, the chosen token's in colour, the mean dashed, with a legend. */
 function lineChart(title, xs, series, chosen, key) {
-  const W = 340;
-  const Ht = 210;
-  const padL = 44;
-  const pad = 24;
+  const W = 520;
+  const Ht = 300;
+  const [padL, padR, padT, padB] = [52, 16, 52, 40];
   const all = series.flat();
   let lo = Math.min(...all);
   let hi = Math.max(...all);
   if (hi - lo < 1e-9) [lo, hi] = [lo - 1, hi + 1];
-  const px = (i) => padL + (i / Math.max(1, xs.length - 1)) * (W - padL - pad);
-  const py = (y) => Ht - pad - ((y - lo) / (hi - lo)) * (Ht - 2 * pad);
-  const points = (ys) => ys.map((y, i) => `${px(i).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
+  const px = (i) => padL + ((i - xs[0]) / Math.max(1, xs.length - 1)) * (W - padL - padR);
+  const py = (y) => Ht - padB - ((y - lo) / (hi - lo)) * (Ht - padT - padB);
+  const points = (ys) => ys.map((y, i) => `${px(xs[i]).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
   const line = (ys, cls) => svg("polyline", { points: points(ys), class: cls });
-  const means = xs.map((_, i) => mean(series.map((ys) => ys[i])));
+  const means = xs.map((_, i) => series.reduce((s, ys) => s + ys[i], 0) / series.length);
+  const legend = [["faint", "each token"], ["mean", "mean over tokens"], ["chosen", `token ${tokenName(chosen)}`]];
   return svg(
     "svg",
     { class: "plot", width: W, height: Ht, viewBox: `0 0 ${W} ${Ht}`, "data-chart": key },
-    svg("text", { x: padL, y: 14, class: "axis" }, title),
-    svg("text", { x: padL - 4, y: py(hi) + 4, "text-anchor": "end", class: "tick" }, hi.toFixed(2)),
-    svg("text", { x: padL - 4, y: py(lo) + 4, "text-anchor": "end", class: "tick" }, lo.toFixed(2)),
-    xs.map((x, i) => svg("text", { x: px(i), y: Ht - 8, "text-anchor": "middle", class: "tick" }, String(x))),
-    svg("text", { x: W - 4, y: Ht - 8, "text-anchor": "end", class: "tick" }, "i"),
+    svg("text", { x: padL, y: 16, class: "axis title" }, title),
+    legend.map(([cls, text], i) => [
+      svg("line", { x1: padL + i * 150, x2: padL + i * 150 + 24, y1: 34, y2: 34, class: cls }),
+      svg("text", { x: padL + i * 150 + 30, y: 38, class: "tick" }, text),
+    ]),
+    axes(px, py, [xs[0], xs[xs.length - 1]], [lo, hi], xs),
+    svg("text", { x: W - padR, y: Ht - 4, "text-anchor": "end", class: "axis" }, "hidden state i (0 = embeddings)"),
     series.map((ys, s) => (s === chosen ? null : line(ys, "faint"))),
     line(means, "mean"),
     line(series[chosen], "chosen"),
     series[chosen].map((y, i) =>
-      svg("circle", { cx: px(i), cy: py(y), r: 3, class: "chosen-pt" }, svg("title", {}, `${xs[i]}: ${fmt(y)}`)),
+      svg("circle", { cx: px(xs[i]), cy: py(y), r: 3, class: "chosen-pt" }, svg("title", {}, `${xs[i]}: ${fmtStat(y)}`)),
     ),
   );
 }
 
 /** How each token's vector changes through the layers: its norm, its cosine to the previous layer, and the
-    tokens nearest to it (cosine) in each hidden state; the chosen token is in colour, the mean dashed. */
+    tokens nearest to it (cosine) in each hidden state; computed in float64 when the page was built. */
 function layersView() {
   const t = state.token;
+  const st = DATA.stats;
   const states = range(CFG.L + 1);
-  const norms = TOKENS.map((_, s) => states.map((i) => norm(A.hidden.at(i, s))));
-  const cos = TOKENS.map((_, s) => states.slice(1).map((i) => cosine(A.hidden.at(i, s), A.hidden.at(i - 1, s))));
-  const nearest = (i) =>
-    TOKENS.map((tok, u) => ({ u, tok, c: cosine(A.hidden.at(i, t), A.hidden.at(i, u)) }))
-      .filter((x) => x.u !== t)
-      .sort((a, b) => b.c - a.c)
-      .slice(0, 3);
+  const norms = TOKENS.map((_, s) => states.map((i) => st.norm[i][s]));
+  const cos = TOKENS.map((_, s) => states.slice(1).map((i) => st.cos_prev[i - 1][s]));
   const table = el(
     "table",
     { class: "layers" },
@@ -830,8 +1156,8 @@ function layersView() {
         el("td", {}, i === 0 ? "0 (embeddings)" : `${i} (layer ${i})`),
         el("td", {}, stat("norm", norms[t][i], { layer: i, token: t })),
         el("td", {}, i === 0 ? "–" : stat("cos_prev", cos[t][i - 1], { layer: i, token: t })),
-        el("td", {}, nearest(i).map(({ u, tok, c }) =>
-          el("span", { class: "near" }, `${tok} `, stat("nearest", c, { layer: i, token: t, other: u })),
+        el("td", {}, st.nearest[i][t].map((u, r) =>
+          el("span", { class: "near" }, `${TOKENS[u]} `, stat("nearest", st.nearest_cos[i][t][r], { layer: i, token: t, other: u })),
         )),
       ),
     ),
@@ -839,12 +1165,11 @@ function layersView() {
   return [
     el("p", {}, "For every hidden state (0 = the embeddings, i = the output of layer i): each token's vector ",
       "length, how far it moved from the previous layer, and which other tokens of the text it is closest to. ",
-      "Early on, a token is mostly itself; layer by layer it takes in its context. ",
-      `The chosen token ${tokenName(t)} is drawn in colour, the mean over tokens dashed.`),
+      "Early on, a token is mostly itself; layer by layer it takes in its context."),
     el("div", { class: "charts" },
       lineChart("|x|: vector norm", states, norms, t, "norm"),
       lineChart("cosine to the previous layer", states.slice(1), cos, t, "cos_prev")),
-    table,
+    el("div", { class: "scroll" }, table),
   ];
 }
 
@@ -860,7 +1185,7 @@ const ERRATA = {
     title: "FFN: the article uses ReLU, BERT uses GELU",
     text:
       "The article writes FFN(x) = ReLU(xW₁ + b₁)W₂ + b₂. BERT uses GELU(x) = ½x(1 + erf(x/√2)), as " +
-      "config.json's hidden_act says; ReLU is the original Transformer's. Step 3.9 shows both on the same " +
+      `config.json's hidden_act says; ReLU is the original Transformer's. Step ${NUM.ffn} shows both on the same ` +
       "pre-activations: GELU keeps small negative values where ReLU writes 0.",
   },
   postln: {
@@ -906,8 +1231,11 @@ const ERRATA = {
 };
 
 function errataView() {
-  // docs/errata.md of the source checkout, when the page was made from one (see minibert/teaching/view.py)
-  const link = (e) => (DATA.errata ? el("a", { href: `${DATA.errata}#${e.anchor}` }, e.source) : e.source);
+  // docs/errata.md (and docs/article.md) of the minibert repository have every item; the page carries the
+  // text itself, and names its source as a path in the repository (no link: where the page is opened from, a
+  // link to the builder's files would leak their path and break when the page is shared).
+  const source = (e) => el("span", { class: "ref", "data-file": "docs/errata.md", "data-anchor": e.anchor },
+    `minibert's ${e.source}`);
   const example = el(
     "table",
     { class: "article" },
@@ -923,23 +1251,42 @@ function errataView() {
       { class: "erratum-item", id: e.id },
       el("h3", {}, e.title),
       el("p", {}, e.text),
-      e === ERRATA.example ? example : null,
-      el("p", { class: "source" }, "See ", link(e), "."),
+      e === ERRATA.example ? el("div", { class: "scroll" }, example) : null,
+      el("p", { class: "source" }, "Source: ", source(e), "."),
     ),
   );
 }
 
 // ------------------------------------------------------------------ wiring
 
-/** Change the chosen layer / head / token / shown heads and redraw what depends on them. */
+let drawing = Promise.resolve();
+let pending = 0; // updates not drawn yet: while there are any, body[data-busy] is set (the browser tests wait on it)
+
+/** Change the chosen layer / head / token / key / shown heads and redraw what depends on them (decoding the
+    layer first if it was never shown). Changes are drawn one after another, in order. */
 function update(change) {
   Object.assign(state, change);
-  syncControls();
-  fill("tokens", tokensView());
-  fill("attention-head", headView());
-  fill("steps", stepsView());
-  fill("layers", layersView());
-  markCurrentThumbnail();
+  const keys = Object.keys(change);
+  const only = (...names) => keys.length > 0 && keys.every((k) => names.includes(k));
+  pending += 1;
+  document.body.dataset.busy = "true";
+  drawing = drawing
+    .then(async () => {
+      await layer(state.layer);
+      syncControls();
+      fill("attention-head", headView());
+      if (only("shown")) return; // the heads drawn in the head view: nothing else depends on them
+      if (!only("key")) fill("tokens", tokensView());
+      fill("steps", stepsView());
+      if (!only("key")) fill("layers", layersView());
+      markCurrentThumbnail();
+    })
+    .catch(failed)
+    .finally(() => {
+      pending -= 1;
+      if (!pending) delete document.body.dataset.busy;
+    });
+  return drawing;
 }
 
 function fill(id, children) {
@@ -947,8 +1294,21 @@ function fill(id, children) {
   (target.querySelector(":scope > .body") || target).replaceChildren(...[children].flat(2).filter(Boolean));
 }
 
+/** The header stays at the top; headings reached from its links are scrolled to just below it. */
+function fitHeader() {
+  const header = document.getElementById("top");
+  const set = () => document.documentElement.style.setProperty("--header", `${header.offsetHeight + 8}px`);
+  new ResizeObserver(set).observe(header);
+  set();
+  for (const a of header.querySelectorAll("nav a")) a.addEventListener("click", () => {
+    const menu = document.getElementById("menu");
+    if (menu && window.matchMedia("(max-width: 700px)").matches) menu.open = false;
+  });
+}
+
 async function main() {
-  A = await decodeArrays();
+  COMMON = await decodePart(DATA.common);
+  PREVIEW = (await decodePart(DATA.preview)).preview;
   const { L, H, h, d, I } = CFG;
   document.getElementById("summary").replaceChildren(
     el("span", { class: "text" }, DATA.text),
@@ -961,11 +1321,14 @@ async function main() {
   const attention = document.querySelector("#attention > .body");
   attention.replaceChildren(el("div", { id: "attention-head" }), el("div", { id: "attention-model" }, modelView()));
   fill("errata", errataView());
-  update({});
+  fitHeader();
+  await update({});
   document.body.dataset.ready = "true"; // for the browser test and the screenshots: everything is drawn
 }
 
-main().catch((e) => {
+function failed(e) {
   document.body.prepend(el("p", { class: "error" }, `minibert view could not draw this page: ${e}`));
-  throw e;
-});
+  console.error(e);
+}
+
+main().catch(failed);
