@@ -461,6 +461,15 @@ def _st_meta(key: str, value):
     return _st_header(edit)
 
 
+def _st_share(name: str, other: str):
+    """Point tensor ``name``'s data_offsets at ``other``'s bytes (same dtype and shape)."""
+
+    def edit(h):
+        h[name]["data_offsets"] = h[other]["data_offsets"]
+
+    return _st_header(edit)
+
+
 def _st_tensor(name: str, key: str, value):
     def edit(h):
         h[name][key] = value
@@ -535,6 +544,8 @@ DAMAGED = [
     ("o.safetensors", _st_tensor("offsets", "data_offsets", [0, 10**12]), ["'offsets'", "data_offsets"]),
     ("o.safetensors", _st_tensor("offsets", "data_offsets", [8, 4]), ["'offsets'", "data_offsets"]),
     ("o.safetensors", _st_tensor("offsets", "data_offsets", None), ["'offsets'", "data_offsets"]),
+    # two arrays on the same bytes (old: read, the other's values under this name): refused as an overlap
+    ("o.safetensors", _st_share("num_tokens", "kept_tokens"), ["'num_tokens'", "a gap or an overlap"]),
     ("o.safetensors", _st_header(lambda h: h.pop("kept_tokens")), ["'kept_tokens'"]),
     ("o.safetensors", _st_header(lambda h: h.__setitem__("__metadata__", [1])), ["__metadata__"]),
     ("o.safetensors", _st_header(lambda h: h["__metadata__"].pop("settings")), ["'settings'"]),

@@ -32,7 +32,7 @@ from minibert.files import open_regular, os_reason, parse_json, stat_file
 from minibert.outputs.npz import LazyArrays, NpzArrays
 from minibert.outputs.records import FORMATS
 from minibert.outputs.records import offsets as _offsets
-from minibert.outputs.safetensors_file import SafetensorsFile, int_list
+from minibert.outputs.safetensors_file import SafetensorsFile
 from minibert.outputs.spec import OUTPUT_DTYPES
 
 
@@ -229,6 +229,11 @@ class FileOutput:
 
 
 # -- checking what was read ------------------------------------------------------
+
+
+def int_list(v) -> bool:
+    """A JSON list of integers (not booleans)."""
+    return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
 
 
 def _header(arrays, name: str) -> tuple[np.dtype, tuple[int, ...]]:
