@@ -316,12 +316,6 @@ def _refuse_source(out: Path, out_stat: os.stat_result | None, source, what: str
         raise MinibertError(f"{out}: the output directory holds {what} {name}; choose another OUTPUT")
 
 
-def refuse_overwriting(output: str | Path, sources, sharded: bool, what: str) -> None:
-    """:func:`check_target` with every one of ``sources`` described as ``what``
-    (``"the input"``): OUTPUT is none of them, nor, ``sharded``, holds one."""
-    check_target(output, [(source, what) for source in sources], directory=sharded)
-
-
 def model_sources(model) -> list[tuple]:
     """A loaded model's files and its directory, as :func:`check_target`'s sources."""
     return [*((f, "a file of the model") for f in model.files), (model.path, "the model directory")]
