@@ -60,7 +60,7 @@ ASSETS = "view_assets"
 #: base64.b85encode's digits that HTML would need escaped, and what the page uses instead.
 BASE85_SAFE = str.maketrans("&<>", ".,:")
 
-#: explain's steps (by the number their title starts with) -> the step of the
+#: explain's steps (by their key, the number their title starts with) -> the step of the
 #: page that shows their checks. A check of any other step is shown under
 #: "other checks", never dropped.
 PAGE_STEP = {
@@ -102,11 +102,7 @@ class Page(str):
 
 def step_checks(explanation: Explanation) -> list[tuple[str, Check]]:
     """Every check of an explanation with the page step it belongs to (see PAGE_STEP)."""
-    return [
-        (PAGE_STEP.get(step.title.split(" ", 1)[0], "other"), c)
-        for step in explanation.steps
-        for c in step.checks
-    ]
+    return [(PAGE_STEP.get(step.key, "other"), c) for step in explanation.steps for c in step.checks]
 
 
 def _number(x: float) -> float | str:
