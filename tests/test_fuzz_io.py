@@ -13,7 +13,6 @@ file-size limit, which needs a process of its own.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
@@ -26,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_BERT as TINY
+from corpus_helpers import as_if_killed
 from fuzz_helpers import (
     assert_one_line_error,
     assert_unchanged,
+    fail_fsync,
+    fail_mkstemp,
     rewrite_safetensors_header,
     run,
     run_subprocess,
@@ -315,25 +317,7 @@ def test_output_path(tmp_path, make):
     assert_unchanged(before, tmp_path)
 
 
-def _fail_fsync(monkeypatch):
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return "no space left on device"
-
-
-def _fail_mkstemp(monkeypatch):
-    import tempfile
-
-    def mkstemp(*a, **kw):
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    return "read-only file system"
-
-
-@pytest.mark.parametrize("fail", [_fail_fsync, _fail_mkstemp], ids=["disk-full", "read-only"])
+@pytest.mark.parametrize("fail", [fail_fsync, fail_mkstemp], ids=["disk-full", "read-only"])
 @pytest.mark.parametrize("output", ["o.npz", "o.safetensors", "o.jsonl", "feats"])
 def test_write_errors_keep_the_earlier_file(tmp_path, monkeypatch, fail, output):
     src = tmp_path / "in.txt"
@@ -1070,10 +1054,7 @@ def test_resume_refuses_a_changed_model_file(tmp_path, name, edit):
     model, out = _copy_model(tmp_path), tmp_path / "feats"
     args = ["extract", "--model", model, src, "-o", out, "--shard-size", "2", "--quiet"]
     assert run(*args)[0] == 0
-    manifest = json.loads((out / MANIFEST).read_text())
-    manifest["complete"], manifest["num_texts"], manifest["num_tokens"] = False, None, None
-    manifest["shards"] = manifest["shards"][:1]  # as if killed after the first shard
-    (out / MANIFEST).write_text(json.dumps(manifest))
+    manifest = as_if_killed(out, keep=1)
     assert sorted(manifest["settings"]["model_files"]) == sorted(
         ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     )

@@ -16,8 +16,7 @@ import zlib
 import numpy as np
 import pytest
 from conftest import DATA, TINY_BERT
-from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
-from test_fuzz_io import _fail_fsync, _fail_mkstemp
+from fuzz_helpers import assert_one_line_error, assert_unchanged, fail_fsync, fail_mkstemp, run, snapshot
 
 from minibert import load
 from minibert.teaching.explain import explain
@@ -262,7 +261,7 @@ def test_text_that_is_not_utf8(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("fail", [_fail_fsync, _fail_mkstemp], ids=["disk-full", "read-only"])
+@pytest.mark.parametrize("fail", [fail_fsync, fail_mkstemp], ids=["disk-full", "read-only"])
 def test_write_errors_keep_the_earlier_page(tmp_path, monkeypatch, fail):
     out = tmp_path / "o.html"
     out.write_text("the user's earlier page", encoding="utf-8")
