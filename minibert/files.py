@@ -173,6 +173,34 @@ def parse_json(text: str, source: str, expect: type | tuple[type, ...] | None = 
     return obj
 
 
+def numbered_lines(f, name: str, limit: int | None = None):
+    """The lines of binary file ``f`` (line breaks kept), numbered from 1 and
+    decoded as UTF-8, read lazily: the one reader of line-numbered text (a
+    corpus, a .jsonl output). A line that is not UTF-8, one of more than
+    ``limit`` bytes (None: no limit; it is read whole before it is refused)
+    or a failed read is one MinibertError naming ``name`` and the line."""
+    lineno = 0
+    while True:
+        try:
+            raw = f.readline() if limit is None else f.readline(limit + 1)
+        except OSError as e:  # a read error mid-file (an I/O error, a directory opened on some systems)
+            raise MinibertError(f"{name}: cannot read ({os_reason(e)})") from None
+        if not raw:
+            return
+        lineno += 1
+        if limit is not None and len(raw) > limit:
+            raise MinibertError(
+                f"{name}: line {lineno} is longer than {limit:,} bytes, the most minibert reads as one line"
+            )
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MinibertError(
+                f"{name}: line {lineno} is not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+            ) from None
+        yield lineno, line
+
+
 def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_FILE) -> str:
     """A regular UTF-8 file's text, of at most ``limit`` bytes; every failure
     is one MinibertError naming the path."""
@@ -314,12 +342,6 @@ def _refuse_source(out: Path, out_stat: os.stat_result | None, source, what: str
     inside = not stdin and Path(os.path.realpath(source)).is_relative_to(os.path.realpath(out))
     if directory and out_stat is not None and (inside or _holds_link(out, s)):
         raise MinibertError(f"{out}: the output directory holds {what} {name}; choose another OUTPUT")
-
-
-def refuse_overwriting(output: str | Path, sources, sharded: bool, what: str) -> None:
-    """:func:`check_target` with every one of ``sources`` described as ``what``
-    (``"the input"``): OUTPUT is none of them, nor, ``sharded``, holds one."""
-    check_target(output, [(source, what) for source in sources], directory=sharded)
 
 
 def model_sources(model) -> list[tuple]:

@@ -62,7 +62,7 @@ def small_model_dir(request) -> Path:
 
 @pytest.fixture(scope="module")
 def one_blas_thread():
-    """BLAS limited to one thread in this process (see corpus_helpers.ONE_THREAD)."""
+    """BLAS limited to one thread in this process (see blas_helpers.ONE_THREAD)."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     with threadpoolctl.threadpool_limits(limits=1):
         yield

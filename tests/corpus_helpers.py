@@ -1,21 +1,22 @@
-"""Helpers shared by the corpus-scale tests (test_corpus.py, test_distributed.py)."""
+"""Helpers shared by the corpus-scale tests (test_corpus.py, test_distributed.py,
+test_extract_attentions.py, test_fuzz_io.py)."""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import numpy as np
+from blas_helpers import ONE_THREAD
 from fuzz_helpers import run
+
+from minibert.outputs.shards import MANIFEST
 
 WORDS = "the a cat dog runs quickly over lazy fox house green blue tree river mountain small".split()
 
-#: One BLAS thread in every run, in the test process and in subprocesses: on a shared 2-core machine,
-#: a second BLAS thread competing with other work made extract ~7x slower. Bit-for-bit comparisons
-#: are between runs with the same BLAS settings, as they are for a user resuming a run.
-ONE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+__all__ = ["ONE_THREAD", "as_if_killed", "assert_same_output", "cli", "here", "texts"]
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -48,3 +49,14 @@ def assert_same_output(a, b) -> None:
             x, y = a.vectors(n, name), b.vectors(n, name)
             assert x.dtype == y.dtype
             np.testing.assert_array_equal(x, y, err_msg=f"text {n} {name}")
+
+
+def as_if_killed(out_dir, keep: int = 1) -> dict:
+    """Rewrite the manifest of shard directory ``out_dir`` to the state a run
+    killed after its first ``keep`` shards leaves (the shards' files stay);
+    returns the new manifest."""
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    manifest["complete"], manifest["num_texts"], manifest["num_tokens"] = False, None, None
+    manifest["shards"] = manifest["shards"][:keep]
+    (out_dir / MANIFEST).write_text(json.dumps(manifest))
+    return manifest

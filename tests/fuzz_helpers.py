@@ -11,6 +11,7 @@ seconds; :func:`run_subprocess` is for the few that need a real process
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -90,3 +91,24 @@ def rewrite_safetensors_header(path: str | os.PathLike, edit) -> None:
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
+
+
+def fail_fsync(monkeypatch) -> str:
+    """os.fsync fails as on a full disk; returns the words of the error."""
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return "no space left on device"
+
+
+def fail_mkstemp(monkeypatch) -> str:
+    """tempfile.mkstemp fails as on a read-only file system; returns the words of the error."""
+    import tempfile
+
+    def mkstemp(*a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return "read-only file system"

@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from blas_helpers import ONE_THREAD
 
 TESTS = Path(__file__).resolve().parent
 WORDS = "the a cat dog runs quickly over lazy fox house green blue tree river mountain small".split()
-ONE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 REFUSALS = ("another minibert extract is writing", "output directory is not empty")
 
 

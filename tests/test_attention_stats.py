@@ -12,32 +12,10 @@ import pytest
 from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_helpers import loops
 
 import minibert
 from minibert.features.attention_stats import STATS, head_statistics, is_punctuation, token_kinds
-
-
-def loops(p, cls, sep, punct) -> dict[str, np.ndarray]:
-    """Every statistic by plain loops over heads, queries and keys, in Python floats."""
-    h, n, _ = p.shape
-    out = {name: np.zeros(h) for name in STATS}
-    for k in range(h):
-        sums = dict.fromkeys(STATS, 0.0)
-        for i in range(n):
-            for j in range(n):
-                v = float(p[k, i, j])
-                if v > 0:
-                    sums["entropy"] -= v * math.log(v)
-                sums["to_cls"] += v if cls[j] else 0.0
-                sums["to_sep"] += v if sep[j] else 0.0
-                sums["to_punct"] += v if punct[j] else 0.0
-                sums["to_prev"] += v if j == i - 1 else 0.0
-                sums["to_next"] += v if j == i + 1 else 0.0
-                sums["to_self"] += v if j == i else 0.0
-                sums["distance"] += v * abs(i - j)
-        for name in STATS:
-            out[name][k] = sums[name] / n
-    return out
 
 
 def assert_same(got: dict, want: dict, rtol: float = 1e-12, atol: float = 1e-13) -> None:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from conftest import DATA, TINY_BERT
 from numpy.testing import assert_allclose, assert_array_equal
+from reference_helpers import TOLERANCES, read_reference
 from safetensors.numpy import load_file, save_file
-from test_families import TOLERANCES, read_reference
 from torch_files import (
     Call,
     Global,

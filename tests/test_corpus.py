@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from corpus_helpers import ONE_THREAD, assert_same_output, cli, here, texts
+from blas_helpers import ONE_THREAD
+from corpus_helpers import assert_same_output, cli, here, texts
 
 import minibert
 from minibert import MinibertError

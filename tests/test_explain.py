@@ -19,7 +19,7 @@ import minibert
 from minibert import cli
 from minibert.encoder import ops
 from minibert.errors import MinibertError
-from minibert.teaching.explain import Check, explain, render
+from minibert.teaching.explain import Check, Explanation, Step, explain, render
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "explain"
@@ -117,6 +117,18 @@ def test_a_wrong_layer_norm_fails_its_checks(tiny_model, monkeypatch):
     failed = {c.what for c in result.checks if not c.ok}
     assert {"e = LayerNorm(sum), float64", "ln_1 = LayerNorm(residual_1), float64",
             "ln_2 = LayerNorm(residual_2), float64"} <= failed, failed  # fmt: skip
+
+
+def test_steps_are_found_by_their_key_not_their_title(tiny_model):
+    """Each numbered step carries its number as a key (the header none); a step
+    is found by that key, so a reworded title cannot lose it."""
+    walk = explain(tiny_model, "the cat sat", 1, 0, 1, pad=0)
+    assert walk.steps[0].key == ""
+    for step in walk.steps[1:]:
+        assert step.title.startswith(step.key + " "), (step.key, step.title)
+    assert [s.key for s in walk.steps[1:]] == NUMBERS
+    reworded = Explanation((Step("Scores, reworded", key="3.2"),), "float32", 1e-4)
+    assert reworded.step("3.2").title == "Scores, reworded"
 
 
 def test_render_colours_only_when_asked(tiny_model):

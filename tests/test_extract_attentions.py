@@ -14,8 +14,9 @@ import sys
 import numpy as np
 import pytest
 from conftest import TINY_BERT
+from corpus_helpers import as_if_killed
 from fuzz_helpers import assert_one_line_error, run
-from test_attention_stats import loops
+from reference_helpers import loops
 
 import minibert
 from minibert.commands import extract as extract_command
@@ -195,18 +196,11 @@ def test_a_run_without_attentions_writes_what_it_wrote_before(corpus, tmp_path):
             reader.attentions(0, 1)
 
 
-def _as_if_killed(out_dir) -> None:
-    """The manifest of a run killed after its first shard."""
-    m = json.loads((out_dir / MANIFEST).read_text())
-    m["complete"], m["num_texts"], m["num_tokens"], m["shards"] = False, None, None, m["shards"][:1]
-    (out_dir / MANIFEST).write_text(json.dumps(m))
-
-
 def test_resume_refuses_another_attentions_choice(corpus, tmp_path):
     whole, out = tmp_path / "whole", tmp_path / "out"
     extract(corpus, whole, "--attentions")
     extract(corpus, out, "--attentions")
-    _as_if_killed(out)
+    as_if_killed(out)
     base = ["extract", "--model", TINY_BERT, corpus, "-o", out, "--quiet", "--shard-size", "2",
             "--batch-size", "3", "--resume"]  # fmt: skip
     assert_one_line_error(
@@ -218,7 +212,7 @@ def test_resume_refuses_another_attentions_choice(corpus, tmp_path):
         assert (out / f).read_bytes() == (whole / f).read_bytes(), f
     plain = tmp_path / "plain"
     extract(corpus, plain)
-    _as_if_killed(plain)
+    as_if_killed(plain)
     base[5] = plain
     assert_one_line_error(run(*base, "--attentions"), "attentions: None there, 'maps' now")
 

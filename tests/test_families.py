@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from reference_helpers import TOLERANCES, read_reference
 
 import minibert
 from minibert import MinibertError
@@ -28,11 +29,6 @@ from minibert.loading.weights import from_tensors, read_safetensors
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 REFS = TESTS / "reference" / "families"
-
-TOLERANCES = {  # max abs difference
-    "float32": {"hidden_states": 1e-4, "attentions": 1e-5},
-    "float64": {"hidden_states": 1e-9, "attentions": 1e-9},
-}
 
 REFERENCES = sorted(REFS.glob("tiny-*-float*.npz"))
 TOKEN_REFERENCES = sorted(REFS.glob("tokens-tiny-*.json"))
@@ -52,15 +48,6 @@ EXPECTED = {
     "tiny-albert": ("float32", "float64"),
     "tiny-albert-groups": ("float32",),
 }
-
-
-def read_reference(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as f:
-        ref = {k: f[k] for k in f.files}
-    ref["provenance"] = json.loads(str(ref["provenance"]))
-    ref["texts"] = json.loads(str(ref["texts"]))
-    ref["text_pairs"] = json.loads(str(ref["text_pairs"]))
-    return ref
 
 
 def name_and_dtype(path: Path) -> tuple[str, str]:

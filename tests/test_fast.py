@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from blas_helpers import blas_threads_now
 from conftest import DATA, REFERENCE, TINY_BERT, id_batch, random_model, variant
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -503,12 +504,6 @@ def test_gelu_float32_matches_the_formula():
 
 
 # --------------------------------------------------------------------------- threads
-
-
-def blas_threads_now() -> int:
-    from threadpoolctl import threadpool_info
-
-    return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
 
 
 def test_threads_are_honoured(tiny_model, monkeypatch):

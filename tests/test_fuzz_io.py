@@ -13,7 +13,6 @@ file-size limit, which needs a process of its own.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
@@ -26,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_BERT as TINY
+from corpus_helpers import as_if_killed
 from fuzz_helpers import (
     assert_one_line_error,
     assert_unchanged,
+    fail_fsync,
+    fail_mkstemp,
     rewrite_safetensors_header,
     run,
     run_subprocess,
@@ -315,25 +317,7 @@ def test_output_path(tmp_path, make):
     assert_unchanged(before, tmp_path)
 
 
-def _fail_fsync(monkeypatch):
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return "no space left on device"
-
-
-def _fail_mkstemp(monkeypatch):
-    import tempfile
-
-    def mkstemp(*a, **kw):
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    return "read-only file system"
-
-
-@pytest.mark.parametrize("fail", [_fail_fsync, _fail_mkstemp], ids=["disk-full", "read-only"])
+@pytest.mark.parametrize("fail", [fail_fsync, fail_mkstemp], ids=["disk-full", "read-only"])
 @pytest.mark.parametrize("output", ["o.npz", "o.safetensors", "o.jsonl", "feats"])
 def test_write_errors_keep_the_earlier_file(tmp_path, monkeypatch, fail, output):
     src = tmp_path / "in.txt"
@@ -461,6 +445,15 @@ def _st_meta(key: str, value):
     return _st_header(edit)
 
 
+def _st_share(name: str, other: str):
+    """Point tensor ``name``'s data_offsets at ``other``'s bytes (same dtype and shape)."""
+
+    def edit(h):
+        h[name]["data_offsets"] = h[other]["data_offsets"]
+
+    return _st_header(edit)
+
+
 def _st_tensor(name: str, key: str, value):
     def edit(h):
         h[name][key] = value
@@ -535,6 +528,8 @@ DAMAGED = [
     ("o.safetensors", _st_tensor("offsets", "data_offsets", [0, 10**12]), ["'offsets'", "data_offsets"]),
     ("o.safetensors", _st_tensor("offsets", "data_offsets", [8, 4]), ["'offsets'", "data_offsets"]),
     ("o.safetensors", _st_tensor("offsets", "data_offsets", None), ["'offsets'", "data_offsets"]),
+    # two arrays on the same bytes (old: read, the other's values under this name): refused as an overlap
+    ("o.safetensors", _st_share("num_tokens", "kept_tokens"), ["'num_tokens'", "a gap or an overlap"]),
     ("o.safetensors", _st_header(lambda h: h.pop("kept_tokens")), ["'kept_tokens'"]),
     ("o.safetensors", _st_header(lambda h: h.__setitem__("__metadata__", [1])), ["__metadata__"]),
     ("o.safetensors", _st_header(lambda h: h["__metadata__"].pop("settings")), ["'settings'"]),
@@ -1059,10 +1054,7 @@ def test_resume_refuses_a_changed_model_file(tmp_path, name, edit):
     model, out = _copy_model(tmp_path), tmp_path / "feats"
     args = ["extract", "--model", model, src, "-o", out, "--shard-size", "2", "--quiet"]
     assert run(*args)[0] == 0
-    manifest = json.loads((out / MANIFEST).read_text())
-    manifest["complete"], manifest["num_texts"], manifest["num_tokens"] = False, None, None
-    manifest["shards"] = manifest["shards"][:1]  # as if killed after the first shard
-    (out / MANIFEST).write_text(json.dumps(manifest))
+    manifest = as_if_killed(out, keep=1)
     assert sorted(manifest["settings"]["model_files"]) == sorted(
         ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     )

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from blas_helpers import blas_thread_counts
 from conftest import id_batch, random_model, variant
 from numpy.testing import assert_array_equal
 
@@ -335,22 +336,17 @@ def test_concurrent_encode_equals_sequential(tiny_model):
     and threads settings, each result equal bit for bit to the same call made
     alone, and the BLAS setting restored afterwards."""
     pytest.importorskip("threadpoolctl")
-    from threadpoolctl import threadpool_info
-
-    def blas() -> list[int]:
-        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-
     models = [variant(tiny_model, impl, threads) for impl in ("fast", "plain") for threads in (None, 1, 2, 3)]
     jobs = [(m, c) for m in models for c in CALLS]
     want = [fingerprint(m.encode(**c)) for m, c in jobs]
-    before = blas()
+    before = blas_thread_counts()
     order = np.random.default_rng(0).permutation(np.tile(np.arange(len(jobs)), 5))
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = list(pool.map(lambda k: fingerprint(jobs[k][0].encode(**jobs[k][1])), order))
     for k, g in zip(order, got, strict=True):
         m, c = jobs[k]
         assert_same(g, want[k], f"{m.impl} threads={m.threads} {c}")
-    assert blas() == before
+    assert blas_thread_counts() == before
 
 
 def test_concurrent_tokenize_and_encode_long(bpe_model):

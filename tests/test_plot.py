@@ -201,7 +201,7 @@ def stats_outputs(tmp_path_factory, tiny_model_dir):
 
 
 def test_head_means_are_the_means_over_the_texts(stats_outputs, tiny_model):
-    from test_attention_stats import loops
+    from reference_helpers import loops
 
     from minibert import open_output
     from minibert.features.attention_stats import STATS, token_kinds

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from blas_helpers import blas_threads_now
 from conftest import id_batch, random_model, variant
 from numpy.testing import assert_array_equal
 
@@ -105,12 +106,7 @@ def test_blas_limit_is_restored_whatever_order_threads_end_in():
     """Regions that end in another order than they began (two threads) leave the
     BLAS thread count as it was before the first began."""
     pytest.importorskip("threadpoolctl")
-    from threadpoolctl import threadpool_info
-
-    def blas() -> int:
-        return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
-
-    before = blas()
+    before = blas_threads_now()
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
 
@@ -125,7 +121,7 @@ def test_blas_limit_is_restored_whatever_order_threads_end_in():
         with threads.threads(1):
             b_in.set()
             a_out.wait(10)
-            seen["inside b after a ended"] = blas()
+            seen["inside b after a ended"] = blas_threads_now()
             seen["wanted in b"] = threads.wanted()
 
     workers = [threading.Thread(target=a), threading.Thread(target=b)]
@@ -134,7 +130,7 @@ def test_blas_limit_is_restored_whatever_order_threads_end_in():
     for t in workers:
         t.join(30)
     assert seen == {"inside b after a ended": 1, "wanted in b": 1}
-    assert blas() == before
+    assert blas_threads_now() == before
 
 
 @pytest.mark.slow

@@ -14,8 +14,7 @@ import re
 import numpy as np
 import pytest
 from conftest import DATA, TINY_BERT
-from fuzz_helpers import assert_one_line_error, assert_unchanged, run, snapshot
-from test_fuzz_io import _fail_fsync, _fail_mkstemp
+from fuzz_helpers import assert_one_line_error, assert_unchanged, fail_fsync, fail_mkstemp, run, snapshot
 
 from minibert import load
 from minibert.errors import MinibertError
@@ -219,7 +218,11 @@ def test_exp_and_erf_of_the_predictions():
     x = np.linspace(-79, 0, 20001)
     # observed 9e-15: x - k ln 2 carries the rounding of ln 2 times k (up to 116)
     np.testing.assert_allclose(exp_det(x), np.exp(x), rtol=2e-14, atol=0)
-    assert exp_det(np.array([-1000.0]))[0] == exp_det(np.array([-80.0]))[0] == pytest.approx(math.exp(-80), rel=2e-14)
+    assert (
+        exp_det(np.array([-1000.0]))[0]
+        == exp_det(np.array([-80.0]))[0]
+        == pytest.approx(math.exp(-80), rel=2e-14)
+    )
     z = np.linspace(-6, 6, 20001)
     assert np.abs(erf_det(z) - np.array([math.erf(v) for v in z])).max() <= 1.5e-7
 
@@ -386,7 +389,7 @@ def test_text_that_is_not_utf8(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("fail", [_fail_fsync, _fail_mkstemp], ids=["disk-full", "read-only"])
+@pytest.mark.parametrize("fail", [fail_fsync, fail_mkstemp], ids=["disk-full", "read-only"])
 def test_write_errors_keep_the_earlier_page(tmp_path, monkeypatch, fail):
     out = tmp_path / "o.html"
     out.write_text("the user's earlier page", encoding="utf-8")

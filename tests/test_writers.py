@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minibert import MinibertError
-from minibert.files import refuse_overwriting
+from minibert.files import check_target
 from minibert.outputs.records import Record
 from minibert.outputs.spec import ExtractSpec
 from minibert.outputs.writers import is_sharded, open_writer, write_digested
@@ -63,10 +63,10 @@ def test_output_is_never_a_file_the_run_reads(tmp_path):
     os.link(src, tmp_path / "hard.txt")
     for out in (src, tmp_path / "link.txt", tmp_path / "hard.txt"):
         with pytest.raises(MinibertError, match="is the input"):
-            refuse_overwriting(out, [src], False, "the input")
+            check_target(out, [(src, "the input")])
     with pytest.raises(MinibertError, match="holds the input"):
-        refuse_overwriting(tmp_path, [src], True, "the input")
-    refuse_overwriting(tmp_path / "new.npz", [src], False, "the input")  # not there yet: fine
+        check_target(tmp_path, [(src, "the input")], directory=True)
+    check_target(tmp_path / "new.npz", [(src, "the input")])  # not there yet: fine
 
 
 def test_write_digested_returns_the_size_and_sha256_of_what_it_wrote(tmp_path):

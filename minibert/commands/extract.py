@@ -16,7 +16,6 @@ from minibert.commands.common import add_model_args, add_threads_arg, positive_i
 from minibert.corpus.driver import Engine, ExtractSummary, MapSize, check_output, extract_to
 from minibert.corpus.inputs import count_items, read_items
 from minibert.corpus.progress import Progress
-from minibert.encoder.layers import resolve_layers
 from minibert.errors import MinibertError, printable
 from minibert.features.pooling import COMBINES, POOLS
 from minibert.features.words import HOWS
@@ -185,7 +184,7 @@ def extract(args: argparse.Namespace) -> ExtractSummary:
         warnings.simplefilter("always", PoolingNote)
         spec = ExtractSpec.for_model(
             model,
-            layers=resolve_layers(args.layers, model.num_layers + 1, what="--layers"),
+            layers=args.layers,
             **{k: getattr(args, k) for k in SPEC_OPTIONS},
         )
     for w in caught:

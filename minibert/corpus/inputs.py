@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minibert.errors import MinibertError
-from minibert.files import not_regular, os_reason, parse_json
+from minibert.files import not_regular, numbered_lines, os_reason, parse_json
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,6 @@ class Item:
 #: beyond what a model reads at once, and room for a ``--long window`` text of
 #: over 100 MB; a line this long is read whole before it is refused.
 MAX_LINE = 256 << 20
-
-
-def _bounded(f, name: str) -> Iterator[tuple[int, bytes]]:
-    """``f``'s lines, numbered from 1, each at most :data:`MAX_LINE` bytes."""
-    limit = MAX_LINE
-    lineno = 0
-    while line := f.readline(limit + 1):
-        lineno += 1
-        if len(line) > limit:
-            raise MinibertError(
-                f"{name}: line {lineno} is longer than {limit:,} bytes, the most minibert reads as one line"
-            )
-        yield lineno, line
 
 
 def _open(path: str):
@@ -76,17 +63,15 @@ def _open(path: str):
         raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """The input's lines, numbered and decoded (:func:`minibert.files.numbered_lines`)."""
     if path == "-":
         if sys.stdin is None:  # started with stdin closed (<&-)
             raise MinibertError("-: stdin is closed (nothing to read: give a file, or pipe the texts in)")
-        yield from _bounded(sys.stdin.buffer, "<stdin>")
+        yield from numbered_lines(sys.stdin.buffer, "<stdin>", MAX_LINE)
         return
     with _open(path) as f:
-        try:
-            yield from _bounded(f, path)
-        except OSError as e:  # a read error mid-file (an I/O error, a directory opened on some systems)
-            raise MinibertError(f"{path}: cannot read ({os_reason(e)})") from None
+        yield from numbered_lines(f, path, MAX_LINE)
 
 
 def read_items(path: str | Path) -> Iterator[Item]:
@@ -95,13 +80,7 @@ def read_items(path: str | Path) -> Iterator[Item]:
     name = "<stdin>" if path == "-" else path
     is_jsonl = path.endswith((".jsonl", ".ndjson"))
     index = 0
-    for lineno, raw in _lines(path):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise MinibertError(
-                f"{name}: line {lineno} is not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
-            ) from None
+    for lineno, line in _lines(path):
         line = line.rstrip("\r\n")
         if lineno == 1:
             line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not text

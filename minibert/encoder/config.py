@@ -139,57 +139,7 @@ class Config:
                 values[f.name] = raw[f.name]
             elif f.default is MISSING:
                 raise MinibertError(f"{source}: missing required field {f.name!r}")
-        for key in SIZES:
-            value = values.get(key, 1)
-            if key == "type_vocab_size" and family == "distilbert":
-                continue  # DistilBERT: 0, no table
-            if not _integer(value) or not 1 <= value <= MAX_SIZE:
-                raise MinibertError(
-                    f"{source}: {key} must be a positive integer up to {MAX_SIZE}, got {_show(value)}"
-                )
-        steps = values["num_hidden_layers"] * values.get("inner_group_num", 1)
-        if steps > MAX_LAYER_STEPS:
-            raise MinibertError(
-                f"{source}: num_hidden_layers x inner_group_num is {steps} layer steps, "
-                f"more than minibert runs ({MAX_LAYER_STEPS})"
-            )
-        if values["hidden_size"] % values["num_attention_heads"]:
-            raise MinibertError(
-                f"{source}: hidden_size {values['hidden_size']} is not divisible by "
-                f"num_attention_heads {values['num_attention_heads']}"
-            )
-        act = _string(values.get("hidden_act", "gelu"), "hidden_act", source)
-        if act not in ACTIVATIONS:
-            raise MinibertError(
-                f"{source}: hidden_act {act[:40]!r} is not supported "
-                f"(supported: {', '.join(sorted(ACTIVATIONS))})"
-            )
-        pos = _string(values.get("position_embedding_type", "absolute"), "position_embedding_type", source)
-        if pos != "absolute":
-            raise MinibertError(
-                f"{source}: position_embedding_type {pos[:40]!r} is not supported (only 'absolute')"
-            )
-        eps = values.get("layer_norm_eps", 1e-12)
-        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and _finite(eps) and eps > 0):
-            raise MinibertError(
-                f"{source}: layer_norm_eps must be a finite positive number, got {_show(eps)}"
-            )
-        pad = values.get("pad_token_id", 0)
-        if not _integer(pad) or not 0 <= pad < values["vocab_size"]:
-            raise MinibertError(
-                f"{source}: pad_token_id must be a token id below vocab_size {values['vocab_size']}, "
-                f"got {_show(pad)}"
-            )
-        sinusoidal = values.get("sinusoidal_pos_embds", False)
-        if not isinstance(sinusoidal, bool):
-            raise MinibertError(
-                f"{source}: sinusoidal_pos_embds must be true or false, got {_show(sinusoidal)}"
-            )
-        if family == "roberta" and pad + 1 >= values["max_position_embeddings"]:
-            raise MinibertError(
-                f"{source}: RoBERTa positions start at pad_token_id + 1 = {pad + 1}, "
-                f"beyond max_position_embeddings {values['max_position_embeddings']}"
-            )
+        _check_values(values, family, source)
         return cls(**values, notes=notes)
 
     @classmethod
@@ -200,6 +150,60 @@ class Config:
         if not os.path.lexists(path):
             raise MinibertError(f"{path}: config.json not found")
         return cls.from_dict(read_json(path, dict, "config.json", MAX_CONFIG), source=str(path))
+
+
+def _check_values(values: dict, family: str, source: str) -> None:
+    """The checks of :meth:`Config.from_dict` on the fields' values (``values``:
+    config.json's, with the family's defaults): sizes, the layer steps, heads
+    dividing the width, the activation, positions, ``layer_norm_eps``,
+    ``pad_token_id``; each failure one MinibertError naming ``source`` and the key."""
+    for key in SIZES:
+        value = values.get(key, 1)
+        if key == "type_vocab_size" and family == "distilbert":
+            continue  # DistilBERT: 0, no table
+        if not _integer(value) or not 1 <= value <= MAX_SIZE:
+            raise MinibertError(
+                f"{source}: {key} must be a positive integer up to {MAX_SIZE}, got {_show(value)}"
+            )
+    steps = values["num_hidden_layers"] * values.get("inner_group_num", 1)
+    if steps > MAX_LAYER_STEPS:
+        raise MinibertError(
+            f"{source}: num_hidden_layers x inner_group_num is {steps} layer steps, "
+            f"more than minibert runs ({MAX_LAYER_STEPS})"
+        )
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise MinibertError(
+            f"{source}: hidden_size {values['hidden_size']} is not divisible by "
+            f"num_attention_heads {values['num_attention_heads']}"
+        )
+    act = _string(values.get("hidden_act", "gelu"), "hidden_act", source)
+    if act not in ACTIVATIONS:
+        raise MinibertError(
+            f"{source}: hidden_act {act[:40]!r} is not supported "
+            f"(supported: {', '.join(sorted(ACTIVATIONS))})"
+        )
+    pos = _string(values.get("position_embedding_type", "absolute"), "position_embedding_type", source)
+    if pos != "absolute":
+        raise MinibertError(
+            f"{source}: position_embedding_type {pos[:40]!r} is not supported (only 'absolute')"
+        )
+    eps = values.get("layer_norm_eps", 1e-12)
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and _finite(eps) and eps > 0):
+        raise MinibertError(f"{source}: layer_norm_eps must be a finite positive number, got {_show(eps)}")
+    pad = values.get("pad_token_id", 0)
+    if not _integer(pad) or not 0 <= pad < values["vocab_size"]:
+        raise MinibertError(
+            f"{source}: pad_token_id must be a token id below vocab_size {values['vocab_size']}, "
+            f"got {_show(pad)}"
+        )
+    sinusoidal = values.get("sinusoidal_pos_embds", False)
+    if not isinstance(sinusoidal, bool):
+        raise MinibertError(f"{source}: sinusoidal_pos_embds must be true or false, got {_show(sinusoidal)}")
+    if family == "roberta" and pad + 1 >= values["max_position_embeddings"]:
+        raise MinibertError(
+            f"{source}: RoBERTa positions start at pad_token_id + 1 = {pad + 1}, "
+            f"beyond max_position_embeddings {values['max_position_embeddings']}"
+        )
 
 
 def _integer(value) -> bool:

@@ -91,31 +91,11 @@ def encode_long(
     texts' length. A forward pass that gives NaN or Inf raises
     :class:`~minibert.model.NonFiniteError` naming the text.
     """
-    if not isinstance(model, Model):
-        raise MinibertError(
-            f"model must be a minibert.Model (from minibert.load), got {type(model).__name__}"
-        )
-    window = model.max_length if window is None else window
-    if not is_int(window) or not 2 <= window <= model.max_length:
-        raise MinibertError(f"window must be an integer from 2 to {model.max_length}, got {window!r}")
-    if stride is not None and (not is_int(stride) or stride < 1):
-        raise MinibertError(f"stride must be a positive integer, got {stride!r}")
-    if not is_int(batch_size) or batch_size < 1:
-        raise MinibertError(f"batch_size must be a positive integer, got {batch_size!r}")
-    window, stride, batch_size = int(window), None if stride is None else int(stride), int(batch_size)
+    window, stride, batch_size = _check_arguments(model, window, stride, batch_size)
     keep = resolve_layers(layers, model.num_layers + 1)
     full = model.tokenizer(texts, None, None)  # every token, nothing truncated
     B, N_max = full.input_ids.shape
-    H = model.config.hidden_size
-    what = f"encode_long's result ({len(keep)} hidden states of {B} x {N_max} x {H}, {model.dtype})"
-    size = len(keep) * B * N_max * H * model.dtype.itemsize
-    check_result_size(size, what)  # before any window runs
-    try:
-        states = [
-            np.zeros((B, N_max, H), model.dtype) if i in keep else None for i in range(model.num_layers + 1)
-        ]
-    except MemoryError:
-        raise result_too_large(size, what) from None
+    states = _kept_states(model, keep, B, N_max)
     chosen = []
     pending: list[tuple[int, np.ndarray, int, int, int]] = []  # (text, gather, first token, end, shift)
 
@@ -147,6 +127,38 @@ def encode_long(
     else:
         chosen = [np.zeros(0, np.int64) for _ in range(B)]
     return Encoding(full, tuple(states), windows=chosen)
+
+
+def _check_arguments(model, window, stride, batch_size) -> tuple[int, int | None, int]:
+    """encode_long's ``window`` (None: the model's limit), ``stride`` and
+    ``batch_size`` as plain ints, each checked; a bad one is a MinibertError naming it."""
+    if not isinstance(model, Model):
+        raise MinibertError(
+            f"model must be a minibert.Model (from minibert.load), got {type(model).__name__}"
+        )
+    window = model.max_length if window is None else window
+    if not is_int(window) or not 2 <= window <= model.max_length:
+        raise MinibertError(f"window must be an integer from 2 to {model.max_length}, got {window!r}")
+    if stride is not None and (not is_int(stride) or stride < 1):
+        raise MinibertError(f"stride must be a positive integer, got {stride!r}")
+    if not is_int(batch_size) or batch_size < 1:
+        raise MinibertError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(window), None if stride is None else int(stride), int(batch_size)
+
+
+def _kept_states(model: Model, keep: list[int], B: int, N_max: int) -> list[np.ndarray | None]:
+    """The result's hidden states, zeros (B, N_max, H) for the ``keep`` indices and
+    None for the others; their size checked before any window runs."""
+    H = model.config.hidden_size
+    what = f"encode_long's result ({len(keep)} hidden states of {B} x {N_max} x {H}, {model.dtype})"
+    size = len(keep) * B * N_max * H * model.dtype.itemsize
+    check_result_size(size, what)  # before any window runs
+    try:
+        return [
+            np.zeros((B, N_max, H), model.dtype) if i in keep else None for i in range(model.num_layers + 1)
+        ]
+    except MemoryError:
+        raise result_too_large(size, what) from None
 
 
 def _plan(N: int, sequence_ids: list[int | None], window: int, stride: int | None):

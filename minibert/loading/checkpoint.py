@@ -24,25 +24,22 @@ first (no pickle at all), then the PyTorch pickle (see :data:`WEIGHT_FILES`).
 
 from __future__ import annotations
 
-import math
 import os
-import struct
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.files import parse_json, read_json
+from minibert.files import read_json
 from minibert.loading.tensorfile import (
     DTYPES,
-    FLOATS,
     NUMPY_NAMES,
     Checkpoint,
     TensorInfo,
     allocate,
-    itemsize,
     open_for_read,
     read_exact,
+    read_safetensors_header,
 )
 from minibert.loading.torch_pickle import open_torch
 
@@ -81,41 +78,19 @@ class InMemory(Checkpoint):
 
 
 class Safetensors(Checkpoint):
-    """``model.safetensors`` (huggingface/safetensors): an 8-byte little-endian
-    header length n, n bytes of JSON (name -> dtype, shape, data_offsets),
-    then the tensors' little-endian bytes back to back.
-
-    The header is checked as the safetensors library checks it (every tensor's
-    byte range as long as its shape needs, the ranges tiling the data with no
-    gap or overlap, the data as long as the file), and in addition each bad
-    entry is named.
-    """
+    """``model.safetensors`` (huggingface/safetensors), its header read and
+    checked by :func:`minibert.loading.tensorfile.read_safetensors_header`
+    (the reader minibert's own .safetensors outputs use too), no longer than
+    the safetensors library's own limit, :data:`MAX_HEADER`."""
 
     format = "safetensors"
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
         with open_for_read(path) as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise MinibertError(f"{path}: not a valid safetensors file ({size} bytes, no header)")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(MAX_HEADER, size - 8):
-                raise MinibertError(
-                    f"{path}: not a valid safetensors file (header of {n:,} bytes in a file of {size:,})"
-                )
-            try:
-                text = f.read(n).decode("utf-8")
-            except UnicodeDecodeError:
-                raise MinibertError(f"{path}: not a valid safetensors file (header is not UTF-8)") from None
-        try:
-            header = parse_json(text, "header", expect=dict)
-        except MinibertError as e:
-            raise MinibertError(f"{path}: not a valid safetensors file ({e})") from None
-        self._start = 8 + n
-        tensors, self._offsets = _parse_header(header, path, size - 8 - n)
-        super().__init__(path, tensors, (path,))
+            header = read_safetensors_header(f, path, max_header=MAX_HEADER)
+        self._start, self._offsets = header.start, header.offsets
+        super().__init__(path, header.tensors, (path,))
 
     def read_stored(self, name: str) -> np.ndarray:
         info = self.tensors[name]
@@ -124,56 +99,6 @@ class Safetensors(Checkpoint):
             f.seek(self._start + self._offsets[name])
             read_exact(f, out, self.path, f"tensor {name!r}")
         return out.astype(out.dtype.newbyteorder("="), copy=False)
-
-
-def _natural(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _parse_header(header: dict, path: Path, data_len: int) -> tuple[dict[str, TensorInfo], dict[str, int]]:
-    """The safetensors header -> tensors and their data offsets, every entry checked."""
-    tensors, spans = {}, []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        bad = f"{path}: not a valid safetensors file (tensor {name!r}"
-        if not isinstance(entry, dict):
-            raise MinibertError(f"{bad}: entry is a {type(entry).__name__}, not an object)")
-        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if not isinstance(dtype, str):
-            raise MinibertError(f"{bad}: dtype {dtype!r} is not a string)")
-        if dtype not in DTYPES:
-            raise MinibertError(
-                f"{path}: tensor {name!r} has dtype {dtype[:20]!r}, which is not a safetensors dtype "
-                f"(minibert reads {', '.join(FLOATS)})"
-            )
-        if not isinstance(shape, list) or not all(_natural(d) for d in shape):
-            raise MinibertError(f"{bad}: shape {str(shape)[:60]} is not a list of sizes)")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_natural(o) for o in offsets)):
-            raise MinibertError(f"{bad}: data_offsets {str(offsets)[:60]} are not [start, end])")
-        start, end = offsets
-        nbytes = math.prod(shape) * itemsize(dtype)
-        if end - start != nbytes:
-            raise MinibertError(
-                f"{bad}: data_offsets [{start}, {end}] hold {end - start} bytes, "
-                f"its shape {tuple(shape)} of {dtype} needs {nbytes})"
-            )
-        tensors[name] = TensorInfo(dtype, tuple(shape), path)
-        spans.append((start, end, name))
-    expected = 0
-    for start, end, name in sorted(spans):
-        if start != expected:
-            raise MinibertError(
-                f"{path}: not a valid safetensors file (tensor {name!r} starts at byte {start} "
-                f"of the data, expected {expected}: a gap or an overlap)"
-            )
-        expected = end
-    if expected != data_len:
-        raise MinibertError(
-            f"{path}: not a valid safetensors file (the tensors need {expected:,} bytes of data, "
-            f"the file holds {data_len:,}: truncated or padded)"
-        )
-    return tensors, {name: start for start, _, name in spans}
 
 
 def inside(directory: Path, name: object, source: str) -> Path:

@@ -37,8 +37,9 @@ import numpy as np
 
 from minibert.errors import MinibertError
 from minibert.files import check_target, os_reason
-from minibert.loading.checkpoint import WEIGHT_FILES, Checkpoint, Safetensors, itemsize, open_checkpoint
+from minibert.loading.checkpoint import WEIGHT_FILES, Checkpoint, Safetensors, open_checkpoint
 from minibert.loading.directory import read_model_dir
+from minibert.loading.tensorfile import itemsize
 
 #: Names of files that are pickles (code a loader would run): never copied.
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

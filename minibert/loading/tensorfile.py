@@ -10,13 +10,15 @@ neither imports the other's internals, so the readers form no import cycle.
 from __future__ import annotations
 
 import math
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.files import open_regular
+from minibert.files import open_regular, parse_json
 
 #: Stored dtype (safetensors' names, used for every format) -> (NumPy dtype of
 #: the stored bits, the dtype's own name). bfloat16 is kept as its 16 bits and
@@ -133,3 +135,116 @@ def open_for_read(path: Path, what: str = "weights file"):
     """``path`` open for reading when it is a regular file (:func:`minibert.files.open_regular`:
     a FIFO or a device is refused, never read); every failure a one-line MinibertError."""
     return open_regular(path, what)
+
+
+# -- the safetensors header ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """What a ``.safetensors`` header says, every claim checked against the
+    file: ``tensors`` (name -> :class:`TensorInfo`), each tensor's ``offsets``
+    (its first byte within the data), ``start`` (the data's first byte in the
+    file: 8 + the header's length) and ``metadata`` (``__metadata__`` as the
+    header holds it, unchecked: ``{}`` when absent)."""
+
+    tensors: dict[str, TensorInfo]
+    offsets: dict[str, int]
+    start: int
+    metadata: object
+
+
+def read_safetensors_header(
+    f, path: Path, max_header: int | None = None, dtypes: tuple[str, ...] | None = None, gaps: bool = False
+) -> SafetensorsHeader:
+    """The header of the ``.safetensors`` file ``f`` (open at its start;
+    ``path`` names it in messages): the one reader of the format, for model
+    checkpoints and for minibert's outputs alike.
+
+    The format (huggingface/safetensors): an 8-byte little-endian header
+    length n, n bytes of JSON (name -> dtype, shape, data_offsets, and
+    ``__metadata__``), then the tensors' little-endian bytes back to back.
+    Checked as the safetensors library checks it -- every tensor's byte
+    range as long as its shape needs, the ranges tiling the data with no gap
+    or overlap, the data as long as the file -- and each bad entry named.
+    ``max_header``: the most header bytes accepted (None: any the file holds);
+    ``dtypes``: the stored dtypes accepted (None: every :data:`DTYPES` key);
+    ``gaps``: data bytes no tensor claims are allowed (never an overlap, nor
+    a range past the end) -- for outputs, whose readers then name the array
+    a hand-edited header left out, which a gap alone cannot."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    bad = f"{path}: not a valid safetensors file"
+    if len(head) < 8:
+        raise MinibertError(f"{bad} ({size} bytes, too short for a header)")
+    (n,) = struct.unpack("<Q", head)
+    if n > size - 8:
+        raise MinibertError(f"{bad} (header of {n:,} bytes runs past the end of the file's {size:,} bytes)")
+    if max_header is not None and n > max_header:
+        raise MinibertError(f"{bad} (header of {n:,} bytes, more than the {max_header:,} it may have)")
+    try:
+        text = f.read(n).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MinibertError(f"{bad} (header is not UTF-8)") from None
+    try:
+        header = parse_json(text, "header", expect=dict)
+    except MinibertError as e:
+        raise MinibertError(f"{bad} ({e})") from None
+    metadata = header.pop("__metadata__", {})
+    tensors = {name: _tensor_entry(name, entry, path, dtypes) for name, entry in header.items()}
+    offsets = {name: header[name]["data_offsets"][0] for name in tensors}
+    _check_tiling(header, path, size - 8 - n, gaps)
+    return SafetensorsHeader(tensors, offsets, 8 + n, metadata)
+
+
+def _natural(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_entry(name: str, entry, path: Path, dtypes: tuple[str, ...] | None) -> TensorInfo:
+    """One tensor's header entry, checked alone: a dtype, a shape of sizes, and
+    ``data_offsets`` [start, end] exactly as long as the shape needs."""
+    bad = f"{path}: not a valid safetensors file (tensor {name!r}"
+    if not isinstance(entry, dict):
+        raise MinibertError(f"{bad}: entry is a {type(entry).__name__}, not an object)")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise MinibertError(f"{bad}: dtype {dtype!r} is not a string)")
+    if dtype not in (dtypes or DTYPES):
+        refused = (
+            f"which is not a safetensors dtype (minibert reads {', '.join(FLOATS)})"
+            if dtypes is None
+            else f"which is not one minibert writes ({', '.join(dtypes)})"
+        )
+        raise MinibertError(f"{path}: tensor {name!r} has dtype {dtype[:20]!r}, {refused}")
+    if not isinstance(shape, list) or not all(_natural(d) for d in shape):
+        raise MinibertError(f"{bad}: shape {str(shape)[:60]} is not a list of sizes)")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_natural(o) for o in offsets)):
+        raise MinibertError(f"{bad}: data_offsets {str(offsets)[:60]} are not [start, end])")
+    start, end = offsets
+    nbytes = math.prod(shape) * itemsize(dtype)
+    if end - start != nbytes:
+        raise MinibertError(
+            f"{bad}: data_offsets [{start}, {end}] hold {end - start} bytes, "
+            f"its shape {tuple(shape)} of {dtype} needs {nbytes})"
+        )
+    return TensorInfo(dtype, tuple(shape), path)
+
+
+def _check_tiling(header: dict, path: Path, data_len: int, gaps: bool) -> None:
+    """The tensors' byte ranges (each checked alone) tile the file's
+    ``data_len`` data bytes: no overlap, nothing past the end, and unless
+    ``gaps``, no byte left over."""
+    expected = 0
+    for start, end, name in sorted((*e["data_offsets"], name) for name, e in header.items()):
+        if start < expected or (start > expected and not gaps):
+            raise MinibertError(
+                f"{path}: not a valid safetensors file (tensor {name!r} starts at byte {start} "
+                f"of the data, expected {expected}: a gap or an overlap)"
+            )
+        expected = end
+    if expected > data_len or (expected < data_len and not gaps):
+        raise MinibertError(
+            f"{path}: not a valid safetensors file (the tensors' data_offsets end at byte {expected:,} "
+            f"of the data, the file holds {data_len:,}: truncated or padded)"
+        )

@@ -102,7 +102,8 @@ class NpzArrays(LazyArrays):
         self.path = Path(path)
         self.what = what
         self._cache: dict[str, np.ndarray] = {}
-        self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        #: name -> (dtype, shape, where its data starts in the member, Fortran order)
+        self._specs: dict[str, tuple[np.dtype, tuple[int, ...], int, bool]] = {}
         self._identity = None
         with self._archive() as z:
             for info in z.infolist():
@@ -146,7 +147,7 @@ class NpzArrays(LazyArrays):
                 read_header = _HEADER_READERS.get(version)
                 if read_header is None:
                     raise ValueError(f".npy format version {version} is not supported")
-                shape, _, dtype = read_header(f)
+                shape, fortran, dtype = read_header(f)
                 header_bytes = f.tell()
         except _DAMAGE as e:
             raise MinibertError(f"{where} is damaged ({_first_line(e)})") from None
@@ -158,24 +159,23 @@ class NpzArrays(LazyArrays):
                 f"{where} declares {dtype} {shape} ({nbytes:,} bytes) but holds "
                 f"{info.file_size - header_bytes:,} bytes"
             )
-        self._specs[name] = (dtype, tuple(shape))
+        self._specs[name] = (dtype, tuple(shape), header_bytes, fortran)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of member ``name``, read alone: the member is
         never held whole (zipfile skips what comes before ``start``: it
         seeks in a stored member, reads and drops a compressed one's bytes),
-        unless it is in memory already or in Fortran order (then read whole)."""
-        dtype, shape = self._specs[name]
-        if name in self._cache or len(shape) == 0:
+        unless it is in memory already or in Fortran order (then read whole).
+        Where the rows start comes from the header checked on opening (the
+        archive cannot have changed since: :func:`open_unchanged`)."""
+        dtype, shape, header_bytes, fortran = self._specs[name]
+        if name in self._cache or len(shape) == 0 or (fortran and len(shape) > 1):
             return self[name][start:stop]
         row = dtype.itemsize * math.prod(shape[1:])
         out = np.empty((stop - start, *shape[1:]), dtype)
         try:
             with self._archive() as z, z.open(f"{name}.npy") as f:
-                _, fortran, _ = _HEADER_READERS[np.lib.format.read_magic(f)](f)
-                if fortran and len(shape) > 1:
-                    return self[name][start:stop]
-                f.seek(f.tell() + start * row)
+                f.seek(header_bytes + start * row)
                 got = f.readinto(memoryview(out.reshape(-1)).cast("B")) if out.nbytes else 0
         except _DAMAGE as e:
             raise MinibertError(f"{self.path}: member '{name}.npy' is damaged ({_first_line(e)})") from None

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.files import parse_json
+from minibert.loading.tensorfile import read_safetensors_header
 from minibert.outputs.npz import LazyArrays, open_unchanged
 
 #: NumPy dtype -> safetensors dtype name, for what extract writes.
@@ -85,64 +84,33 @@ class SafetensorsFile(LazyArrays):
     tensors read on demand -- whole, or a range of rows (a slice of the file).
 
     Read here rather than with ``safetensors.safe_open`` so that every way the
-    file can be bad is a check with a message naming it: too short, a header
-    length past the end, a header that is not a JSON object (too deep, huge
-    numbers, lone surrogates: :func:`minibert.files.parse_json`), a dtype
-    minibert never writes (F8, BF16, ...), a shape that is not a list of
-    counts, data offsets outside the file or not the size the shape needs.
+    file can be bad is a check with a message naming it: the header is read
+    by :func:`minibert.loading.tensorfile.read_safetensors_header`, the one
+    reader of the format (too short, a header length past the end, a header
+    that is not a JSON object, a shape that is not a list of counts, data
+    offsets not the size the shape needs, overlapping or past the end), with
+    only the dtypes minibert writes (not F8, BF16, ...); the metadata must
+    be a map of strings.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._identity = None
         with self._file() as (f, self._identity):
-            self.metadata, self._specs, self._start = self._read_header(f)
+            header = read_safetensors_header(f, self.path, dtypes=tuple(READ_DTYPES), gaps=True)
+        if not isinstance(header.metadata, dict) or not all(
+            isinstance(v, str) for v in header.metadata.values()
+        ):
+            raise MinibertError(f"{self.path}: header '__metadata__' is not a map of strings")
+        self.metadata, self._start = header.metadata, header.start
+        self._specs = {
+            name: (READ_DTYPES[info.dtype], info.shape, header.offsets[name])
+            for name, info in header.tensors.items()
+        }
 
     def _file(self):
         """The file, open for one read (:func:`minibert.outputs.npz.open_unchanged`)."""
         return open_unchanged(self.path, self._identity, "a .safetensors output")
-
-    def _read_header(self, f) -> tuple[dict, dict, int]:
-        path = self.path
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        if len(head) < 8:
-            raise MinibertError(f"{path}: {size} bytes, too short for a .safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise MinibertError(f"{path}: header length {n:,} runs past the end of the file ({size:,} bytes)")
-        try:
-            text = f.read(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise MinibertError(f"{path}: the header is not UTF-8 (not a .safetensors file?)") from None
-        header = parse_json(text, f"{path}: header", dict)
-        metadata = header.pop("__metadata__", {})
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise MinibertError(f"{path}: header '__metadata__' is not a map of strings")
-        data = size - 8 - n
-        specs = {}
-        for name, spec in header.items():
-            where = f"{path}: tensor {name!r}"
-            if not isinstance(spec, dict):
-                raise MinibertError(f"{where}: its header entry is not a JSON object")
-            dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-            if not isinstance(dtype, str) or dtype not in READ_DTYPES:
-                raise MinibertError(
-                    f"{where}: dtype {dtype!r} is not one minibert writes ({', '.join(READ_DTYPES)})"
-                )
-            if not int_list(shape) or any(d < 0 for d in shape):
-                raise MinibertError(f"{where}: shape {shape!r} is not a list of counts")
-            if not int_list(offsets) or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1] <= data:
-                raise MinibertError(
-                    f"{where}: data_offsets {offsets!r} are not within the file's {data:,} data bytes"
-                )
-            need = math.prod(shape) * READ_DTYPES[dtype].itemsize
-            if offsets[1] - offsets[0] != need:
-                raise MinibertError(
-                    f"{where}: holds {offsets[1] - offsets[0]:,} bytes, its shape {shape} needs {need:,}"
-                )
-            specs[name] = (READ_DTYPES[dtype], tuple(shape), offsets[0])
-        return metadata, specs, 8 + n
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of tensor ``name``: that slice of the file alone."""
@@ -163,8 +131,3 @@ class SafetensorsFile(LazyArrays):
                 if f.readinto(memoryview(out).cast("B")) != out.nbytes:
                     raise MinibertError(f"{self.path}: ended while reading {name!r} (the file changed?)")
         return out
-
-
-def int_list(v) -> bool:
-    """A JSON list of integers (not booleans)."""
-    return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)

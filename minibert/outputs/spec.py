@@ -93,6 +93,19 @@ def check_positive(field: str, value, optional: bool = False) -> None:
     raise OptionError(f"{{{field}}} must be {what}, got {{value!r}}", value=value)
 
 
+def _layers(layers, num_hidden_layers: int) -> tuple[int, ...]:
+    """``layers`` resolved (:func:`minibert.encoder.layers.resolve_layers`) for a
+    model of ``num_hidden_layers`` layers: the one place a run's layers are
+    resolved, for the library and ``--layers`` alike. A bad selection is an
+    OptionError naming the field, so each caller spells it its own way."""
+    try:
+        return tuple(resolve_layers(layers, num_hidden_layers + 1, what="layers"))
+    except MinibertError as e:
+        message = str(e)  # resolve_layers' messages begin with `what`
+        rest = message.removeprefix("layers") if message.startswith("layers") else f": {message}"
+        raise OptionError("{layers}{rest}", rest=rest) from None
+
+
 @dataclass(frozen=True)
 class ExtractSpec:
     """What a run cuts out of each text's forward pass, and from which model.
@@ -157,7 +170,7 @@ class ExtractSpec:
                 "{num_hidden_layers} must be a count, got {value!r}", value=self.num_hidden_layers
             )
         store("num_hidden_layers", int(self.num_hidden_layers))
-        store("layers", tuple(resolve_layers(self.layers, self.num_hidden_layers + 1)))
+        store("layers", _layers(self.layers, self.num_hidden_layers))
         for name, choices in (("pool", POOLS), ("combine", COMBINES), ("word_pool", ("none", *HOWS)),
                               ("long", LONG_MODES), ("dtype", DTYPES),
                               ("attentions", ATTENTIONS)):  # fmt: skip
@@ -289,10 +302,10 @@ class ExtractSpec:
             raise MinibertError(f"{source}: settings have no {missing[0]!r} (not written by this minibert?)")
         try:
             return cls(**{k: settings[k] for k in names})
-        except OptionError as e:
-            raise MinibertError(f"{source}: settings {e.named(repr)}") from None
-        except MinibertError as e:  # the layers (minibert.encoder.layers names them)
-            raise MinibertError(f"{source}: settings {e}") from None
+        except OptionError as e:  # the layers' messages name them bare, as they always have
+            raise MinibertError(
+                f"{source}: settings {e.named(lambda f: f if f == 'layers' else repr(f))}"
+            ) from None
 
     def differences(self, settings: dict) -> list[str]:
         """The keys whose value in recorded ``settings`` differs from this spec's, sorted."""
@@ -318,8 +331,8 @@ class ExtractSpec:
         attentions: str = "none",
     ) -> ExtractSpec:
         """The spec of a run on ``model`` (a loaded :class:`minibert.Model`):
-        its layer count, dtype, path and file digests filled in, ``layers``
-        resolved, ``pool="auto"`` resolved (:func:`resolve_pool`), and
+        its layer count, dtype, path and file digests filled in (``layers``
+        are resolved by the spec itself), ``pool="auto"`` resolved (:func:`resolve_pool`), and
         ``max_length`` checked against the model's limit."""
         auto = resolve_pool(model, pool, word_pool)
         if max_length is not None and is_int(max_length) and max_length > model.max_length:
@@ -331,7 +344,7 @@ class ExtractSpec:
         if max_length is None and auto.max_length is not None:
             max_length = auto.max_length
         return cls(
-            layers=resolve_layers(layers, model.num_layers + 1),
+            layers=layers,
             num_hidden_layers=model.num_layers,
             pool=auto.pool,
             combine=combine,

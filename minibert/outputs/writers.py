@@ -8,17 +8,8 @@ whole corpus in memory until it is written; for corpora, write a directory
 of shards instead (:mod:`minibert.outputs.shards`, chosen by :func:`is_sharded`,
 whose shards :func:`write_digested` writes).
 
-``.npz`` and ``.safetensors`` hold the arrays of :mod:`minibert.outputs.records`.
-``.jsonl``: one object per text, in input order:
-``{"index", "text", "text_pair"?, "tokens", "words"?, "spans"?, "segments"?,
-"num_tokens", "kept_tokens", "layers": [{"index", "values"}]}``
-(``"index": "combined"`` with --combine; words, spans and segments with
---word-pool), in the spirit of google-research/bert's extract_features.py;
-with --attentions also ``"attentions": [{"index": i, "values": (h, n, n)}]``
-per selected encoder layer, with --attention-stats
-``"attention_stats": {"layers": [...], "entropy": (L', h), ...}``.
-Numbers are written with 5 (float16), 9 (float32) or 17 (float64)
-significant digits, which read back to the same binary value.
+``.npz`` and ``.safetensors`` hold the arrays of :mod:`minibert.outputs.records`;
+``.jsonl`` one line per text (:mod:`minibert.outputs.jsonl`).
 """
 
 from __future__ import annotations
@@ -30,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from minibert.errors import MinibertError
-from minibert.features.attention_stats import STATS
 from minibert.files import check_target, write_atomic, write_sha256
+from minibert.outputs.jsonl import jsonl_line
 from minibert.outputs.records import FORMATS, Record, cast_features, records_to_arrays
 from minibert.outputs.safetensors_file import safetensors_parts
 from minibert.outputs.spec import ExtractSpec
@@ -117,60 +108,10 @@ class SafetensorsWriter(Writer):
             f.write(part)
 
 
-def _json_numbers(a: np.ndarray) -> str:
-    """A float array as JSON text that reads back to the same binary values."""
-    fmt = {2: "%.5g", 4: "%.9g"}.get(a.dtype.itemsize, "%.17g")
-    if a.ndim == 1:
-        return "[" + ",".join(np.char.mod(fmt, a)) + "]"
-    return "[" + ",".join(_json_numbers(row) for row in a) + "]"
-
-
-def _layer_key(name: str) -> str:
-    """``hidden_states.3`` -> ``3``; ``combined`` -> ``"combined"`` (JSON)."""
-    return '"combined"' if name == "combined" else name.removeprefix("hidden_states.")
-
-
 class JsonlWriter(Writer):
     def _write(self, f) -> None:
         for r in sorted(self.records, key=lambda r: r.index):
-            head = {"index": r.index, "text": r.text}
-            if r.text_pair is not None:
-                head["text_pair"] = r.text_pair
-            head["tokens"] = r.tokens
-            if r.words is not None:
-                head["words"] = r.words.words
-                head["spans"] = r.words.spans.tolist()
-                if r.text_pair is not None:
-                    head["segments"] = r.words.segments.tolist()
-            head["num_tokens"] = r.num_tokens
-            head["kept_tokens"] = len(r.tokens)
-            layers = ",".join(
-                f'{{"index":{_layer_key(name)},"values":{_json_numbers(v)}}}'
-                for name, v in r.features.items()
-            )
-            line = json.dumps(head, ensure_ascii=False)[:-1] + ',"layers":[' + layers + "]"
-            f.write((line + _jsonl_attention(r, self.spec) + "}\n").encode("utf-8"))
-
-
-def _jsonl_attention(r: Record, spec: ExtractSpec) -> str:
-    """A record's attention maps or statistics, as ``spec`` asks, as the end
-    of its .jsonl line; '' for none."""
-    if spec.attentions == "maps":
-        maps = ",".join(
-            f'{{"index":{i},"values":{_json_numbers(r.attentions[i])}}}' for i in spec.attention_layers
-        )
-        return ',"attentions":[' + maps + "]"
-    if spec.attentions == "stats":
-        # a text without tokens has NaN statistics: JSON null (read back as NaN)
-        values = [f'"{s}":{_json_numbers(r.attention_stats[s]).replace("nan", "null")}' for s in STATS]
-        return (
-            ',"attention_stats":{"layers":'
-            + json.dumps(list(spec.attention_layers))
-            + ","
-            + ",".join(values)
-            + "}"
-        )
-    return ""
+            f.write(jsonl_line(r, self.spec))
 
 
 WRITERS = {".npz": NpzWriter, ".safetensors": SafetensorsWriter, ".jsonl": JsonlWriter}

@@ -71,11 +71,14 @@ Line = str | Shown | Check
 @dataclass(frozen=True, eq=False)
 class Step:
     """One step of the walk: ``title`` (``"3.2 scores = Q K^T / sqrt(d_k)"``),
-    ``note`` (said after the title), and its ``lines`` in order."""
+    ``note`` (said after the title), its ``lines`` in order, and ``key``, the
+    number it is found by (``"3.2"``; the header has none): read by
+    :meth:`Explanation.step` and the view's page, never parsed from the title."""
 
     title: str
     note: str = ""
     lines: tuple[Line, ...] = ()
+    key: str = ""
 
     @property
     def checks(self) -> tuple[Check, ...]:
@@ -106,9 +109,9 @@ class Explanation:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def step(self, number: str) -> Step:
-        """The step whose title starts with ``number`` (``"3.4"``, ``"2."``)."""
-        return next(s for s in self.steps if s.title.startswith(number + " "))
+    def step(self, key: str) -> Step:
+        """The step of ``key`` (``"3.4"``, ``"2."``)."""
+        return next(s for s in self.steps if s.key == key)
 
     @property
     def text(self) -> str:
@@ -283,7 +286,7 @@ def _tokens(walk: Walk) -> Step:
             f"{b.attention_mask[0, s]:>5}{mark}"
         )
     title = f"1. Tokens: {walk.n} real + {walk.S - walk.n} padding (mask 0), S = {walk.S}"
-    return Step(title, lines=tuple(rows))
+    return Step(title, lines=tuple(rows), key="1.")
 
 
 def _embeddings(walk: Walk) -> Step:
@@ -322,12 +325,16 @@ def _embeddings(walk: Walk) -> Step:
                 _maxerr(e.projection, _affine64(e.output, ew.W_proj, ew.b_proj)),
             ),
         ]
-    return Step("2. Embeddings: e = LayerNorm(word[id] + position[pos] + type[type])", lines=tuple(lines))
+    return Step(
+        "2. Embeddings: e = LayerNorm(word[id] + position[pos] + type[type])", lines=tuple(lines), key="2."
+    )
 
 
 def _layer_heading(walk: Walk) -> Step:
     N, L = walk.layer, walk.model.num_layers
-    return Step(f"3. Encoder layer {N} of {L}: input X = hidden_states[{N - 1}], output hidden_states[{N}]")
+    return Step(
+        f"3. Encoder layer {N} of {L}: input X = hidden_states[{N - 1}], output hidden_states[{N}]", key="3."
+    )
 
 
 def _projections(walk: Walk) -> Step:
@@ -347,7 +354,11 @@ def _projections(walk: Walk) -> Step:
                 walk, f"{name.upper()} = X W^{name.upper()} + b, head split, float64", _maxerr(traced, ref)
             )
         )
-    return Step("3.1 Q = X W^Q + b^Q, K = X W^K + b^K, V = X W^V + b^V, split into heads", lines=tuple(lines))
+    return Step(
+        "3.1 Q = X W^Q + b^Q, K = X W^K + b^K, V = X W^V + b^V, split into heads",
+        lines=tuple(lines),
+        key="3.1",
+    )
 
 
 def _scores(walk: Walk) -> Step:
@@ -361,6 +372,7 @@ def _scores(walk: Walk) -> Step:
             Shown("scores", walk.a.scores[0, walk.head, walk.T]),
             _check(walk, "scores = Q K^T / sqrt(d_k), float64", _maxerr(walk.a.scores[0], walk.scores64)),
         ),
+        key="3.2",
     )
 
 
@@ -376,6 +388,7 @@ def _mask(walk: Walk) -> Step:
             f"  M for keys 0..{S - 1}: " + keys,
             _check(walk, "masked = scores + M", _maxerr(a.masked_scores, a.scores.astype(np.float64) + m)),
         ),
+        key="3.3",
     )
 
 
@@ -397,6 +410,7 @@ def _softmax(walk: Walk) -> Step:
                 walk, "P = softmax(Q K^T / sqrt(d_k) + M), float64", _maxerr(P[:, mask], walk.p64[:, mask])
             ),
         ),
+        key="3.4",
     )
 
 
@@ -413,6 +427,7 @@ def _context(walk: Walk) -> Step:
                 walk, "attention recomputed from Q, K, V, float64", _maxerr(a.context[0][:, m], ctx64[:, m])
             ),
         ),
+        key="3.5",
     )
 
 
@@ -430,6 +445,7 @@ def _concat(walk: Walk) -> Step:
                 _maxerr(walk.a.concat[0], walk.a.context[0].transpose(1, 0, 2).reshape(walk.S, -1)),
             ),
         ),
+        key="3.6",
     )
 
 
@@ -443,6 +459,7 @@ def _multi_head(walk: Walk) -> Step:
             Shown("MultiHead", a.output[0, walk.T]),
             _check(walk, "W^O projection, float64", _maxerr(a.output, _affine64(a.concat, w.W_o, w.b_o))),
         ),
+        key="3.7",
     )
 
 
@@ -460,6 +477,7 @@ def _residual_1(walk: Walk) -> Step:
                 _maxerr(t.residual_1, walk.x.astype(np.float64) + t.attention.output),
             ),
         ),
+        key="3.8",
     )
 
 
@@ -482,6 +500,7 @@ def _layer_norm(walk: Walk, num: str, name: str, src: str) -> Step:
             _check(walk, f"{name}: variance over H before gamma, beta = 1", var_1),
             _check(walk, f"{name} = LayerNorm({src}), float64", _maxerr(out, ln64)),
         ),
+        key=num,
     )
 
 
@@ -517,7 +536,7 @@ def _feed_forward(walk: Walk) -> Step:
         Shown("FFN", f.output[0, T]),
         _check(walk, "FFN = act W_2 + b_2, float64", _maxerr(f.output, _affine64(f.act, w.W_2, w.b_2))),
     ]
-    return Step("3.10 FFN(x) = act(x W_1 + b_1) W_2 + b_2, x = ln_1", lines=tuple(lines))
+    return Step("3.10 FFN(x) = act(x W_1 + b_1) W_2 + b_2, x = ln_1", lines=tuple(lines), key="3.10")
 
 
 def _residual_2(walk: Walk) -> Step:
@@ -529,6 +548,7 @@ def _residual_2(walk: Walk) -> Step:
             Shown("residual_2", t.residual_2[0, walk.T]),
             _check(walk, "residual_2 = ln_1 + FFN(ln_1)", sum_error),
         ),
+        key="3.11",
     )
 
 
@@ -550,7 +570,7 @@ def _output(walk: Walk) -> Step:
         pairs = zip(walk.enc.hidden_states, walk.unpadded.hidden_states, strict=True)
         worst = max(_maxerr(a[0, :n], b[0]) for a, b in pairs)
         lines.append(_check(walk, f"{walk.S - n} padding positions change no real token", worst))
-    return Step(f"4. Output of layer {N}: hidden_states[{N}] {walk.X}", lines=tuple(lines))
+    return Step(f"4. Output of layer {N}: hidden_states[{N}] {walk.X}", lines=tuple(lines), key="4.")
 
 
 def _every_layer(walk: Walk) -> Step:
@@ -570,7 +590,7 @@ def _every_layer(walk: Walk) -> Step:
             continue
         cos = cosine(cur, states[i - 1][0, :n])
         rows.append(f"  {i:>3}  {what:<20} {cos.mean():9.4f} {cos.min():9.4f} {norm:11.4f}{mark}")
-    return Step("5. Every layer: how far its output moved from the previous one", lines=tuple(rows))
+    return Step("5. Every layer: how far its output moved from the previous one", lines=tuple(rows), key="5.")
 
 
 #: The walk, in order.

@@ -65,7 +65,7 @@ MAX_TOKENS = 128
 EXTENSIONS = (".html", ".htm")
 ASSETS = "view_assets"
 
-#: explain's steps (by the number their title starts with) -> the step of the
+#: explain's steps (by their key, the number their title starts with) -> the step of the
 #: page that shows them and their checks, one page step per explain step, so
 #: that both number the steps alike (the page takes its numbers from here). A
 #: check of any other step is shown under "other checks", never dropped.
@@ -106,8 +106,8 @@ class Page(str):
 
 
 def step_number(step) -> str:
-    """The number an explain step's title starts with (``"3.4"``, ``"2."``)."""
-    return step.title.split(" ", 1)[0]
+    """An explain step's number, its key (``"3.4"``, ``"2."``)."""
+    return step.key
 
 
 def step_checks(explanation: Explanation) -> list[tuple[str, Check]]:
