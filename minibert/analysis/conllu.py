@@ -122,7 +122,9 @@ def read_jsonl(path: str | Path, labelled: bool = True) -> list[Sentence]:
         if not words:
             continue
         if any(not w.strip() for w in words):
-            raise MinibertError(f"{path}: line {n}: token {[w.strip() for w in words].index('') + 1} is empty")
+            raise MinibertError(
+                f"{path}: line {n}: token {[w.strip() for w in words].index('') + 1} is empty"
+            )
         labels = None
         if labelled:
             if "labels" not in obj:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp
 
 #: Inner-dimension block of every product (below OpenBLAS's GEMM_Q in either dtype).
 BLOCK = 256

@@ -105,10 +105,16 @@ def _layer_probe(l, Xtr, Xte, y, yc, gold, gold_c, K, Cs, folds, seed) -> dict:
     acc = float(np.mean(pred == gold))
     cacc = float(np.mean(logreg.predict(Xte, ctrl.W, ctrl.b) == gold_c))
     return {
-        "layer": int(l), "accuracy": acc, "macro_f1": macro_f1(gold, pred), "control_accuracy": cacc,
-        "selectivity": acc - cacc, "C": C, "cv_accuracy": [float(v) for v in cv],
-        "iterations": task.iterations, "converged": task.converged and ctrl.converged,
-    }  # fmt: skip
+        "layer": int(l),
+        "accuracy": acc,
+        "macro_f1": macro_f1(gold, pred),
+        "control_accuracy": cacc,
+        "selectivity": acc - cacc,
+        "C": C,
+        "cv_accuracy": [float(v) for v in cv],
+        "iterations": task.iterations,
+        "converged": task.converged and ctrl.converged,
+    }
 
 
 def _standardized(wv: WordVectors, stats) -> list[np.ndarray]:
@@ -122,10 +128,19 @@ def _read(path, task, what) -> list[Sentence]:
 
 
 def probe(
-    train, test, task: str = "upos", model: Model | str | Path | None = None, word_pool: str = "mean",
-    layers=None, seed: int = SEED, folds: int = FOLDS, Cs=CS, mix: bool = True, threads: int = 1,
+    train,
+    test,
+    task: str = "upos",
+    model: Model | str | Path | None = None,
+    word_pool: str = "mean",
+    layers=None,
+    seed: int = SEED,
+    folds: int = FOLDS,
+    Cs=CS,
+    mix: bool = True,
+    threads: int = 1,
     warn=None,
-) -> dict:  # fmt: skip
+) -> dict:
     """The probes of every layer of ``model`` on ``task``: the record
     ``minibert probe --json`` writes (see docs/probing.md)."""
     import time
@@ -155,24 +170,41 @@ def probe(
     args = [(l, Xtr[i], Xte[i], y, yc, gold, gold_c, K, Cs, folds, seed) for i, l in enumerate(wtr.layers)]
     rows = _run(args, threads)
     record = {
-        "task": task, "model": str(model.path), "word_pool": word_pool, "labels": classes, "layers": rows,
+        "task": task,
+        "model": str(model.path),
+        "word_pool": word_pool,
+        "labels": classes,
+        "layers": rows,
         "baselines": {
             "majority": majority_baseline(ytr_s, yte_s),
-            "type_level": float(np.mean(np.array(type_level_predictions(ftr, ytr_s, fte)) == np.array(yte_s))),
+            "type_level": float(
+                np.mean(np.array(type_level_predictions(ftr, ytr_s, fte)) == np.array(yte_s))
+            ),
         },
-    }  # fmt: skip
+    }
     if mix:
         record["scalar_mix"] = _mix(Xtr, Xte, y, gold, K, rows, wtr.layers)
     record["protocol"] = {
-        "train": str(train), "test": str(test), "seed": seed, "folds": folds, "C_grid": Cs,
+        "train": str(train),
+        "test": str(test),
+        "seed": seed,
+        "folds": folds,
+        "C_grid": Cs,
         "C_convention": "scikit-learn: C * sum of cross-entropies + 1/2 ||W||^2 (bias not penalised)",
-        "standardised_on": "train", "gtol": logreg.GTOL, "dtype": str(model.dtype),
-        "train_sentences": len(tr), "test_sentences": len(te), "train_words": int(len(y)),
-        "test_words": int(len(gold)), "windowed_sentences": wtr.windowed + wte.windowed,
-        "truncated_sentences": 0, "words_without_pieces": wtr.dropped + wte.dropped,
-        "unseen_test_labels": unseen, "control_seed": seed,
+        "standardised_on": "train",
+        "gtol": logreg.GTOL,
+        "dtype": str(model.dtype),
+        "train_sentences": len(tr),
+        "test_sentences": len(te),
+        "train_words": int(len(y)),
+        "test_words": int(len(gold)),
+        "windowed_sentences": wtr.windowed + wte.windowed,
+        "truncated_sentences": 0,
+        "words_without_pieces": wtr.dropped + wte.dropped,
+        "unseen_test_labels": unseen,
+        "control_seed": seed,
         "seconds": {"vectors": round(t_vectors, 2), "total": round(time.perf_counter() - t0, 2)},
-    }  # fmt: skip
+    }
     return record
 
 
@@ -217,10 +249,15 @@ def _mix(Xtr, Xte, y, gold, K, rows, layers) -> dict:
     pred = logreg.predict(logreg.mix(Xte, m.weights, m.gamma), m.W, m.b)
     w = [float(v) for v in m.weights]
     return {
-        "weights": w, "scale": m.gamma, "center_of_gravity": float(np.dot(layers, w)),
-        "accuracy": float(np.mean(pred == gold)), "macro_f1": macro_f1(gold, pred), "C": m.C,
-        "iterations": m.iterations, "converged": m.converged,
-    }  # fmt: skip
+        "weights": w,
+        "scale": m.gamma,
+        "center_of_gravity": float(np.dot(layers, w)),
+        "accuracy": float(np.mean(pred == gold)),
+        "macro_f1": macro_f1(gold, pred),
+        "C": m.C,
+        "iterations": m.iterations,
+        "converged": m.converged,
+    }
 
 
 def print_warning(message: str) -> None:

@@ -127,9 +127,13 @@ def _sentences(data) -> list[Sentence]:
 
 
 def similarity(
-    data, model: Model | str | Path | None = None, word_pool: str = "mean", layers=None, seed: int = 0,
+    data,
+    model: Model | str | Path | None = None,
+    word_pool: str = "mean",
+    layers=None,
+    seed: int = 0,
     against: Model | str | Path | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """CKA between the layers and Ethayarajh's three measures per layer: the
     record ``minibert similarity --json`` writes."""
     model = model if isinstance(model, Model) else load(model)
@@ -151,13 +155,25 @@ def similarity(
         ov = word_vectors(other, sentences, word_pool, None)
         if not np.array_equal(ov.keep, wv.keep):
             raise MinibertError("the two models' tokenizers leave different words without pieces")
-        record["against"] = {"model": str(other.path), "layers": list(ov.layers),
-                             "cka": cka_matrix(list(wv.vectors), list(ov.vectors)).tolist()}  # fmt: skip
+        record["against"] = {
+            "model": str(other.path),
+            "layers": list(ov.layers),
+            "cka": cka_matrix(list(wv.vectors), list(ov.vectors)).tolist(),
+        }
     record["protocol"] = {
-        "data": str(data), "model": str(model.path), "word_pool": word_pool, "seed": seed,
-        "sentences": len(sentences), "words": int(wv.vectors.shape[1]), "anisotropy_pairs": int(len(i)),
+        "data": str(data),
+        "model": str(model.path),
+        "word_pool": word_pool,
+        "seed": seed,
+        "sentences": len(sentences),
+        "words": int(wv.vectors.shape[1]),
+        "anisotropy_pairs": int(len(i)),
         "self_similarity_min_occurrences": MIN_OCCURRENCES,
-        "self_similarity_forms": int(np.sum(np.unique(forms.astype(str), return_counts=True)[1] >= MIN_OCCURRENCES)),
-        "windowed_sentences": wv.windowed, "truncated_sentences": 0, "words_without_pieces": wv.dropped,
-    }  # fmt: skip
+        "self_similarity_forms": int(
+            np.sum(np.unique(forms.astype(str), return_counts=True)[1] >= MIN_OCCURRENCES)
+        ),
+        "windowed_sentences": wv.windowed,
+        "truncated_sentences": 0,
+        "words_without_pieces": wv.dropped,
+    }
     return record

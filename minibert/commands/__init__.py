@@ -6,7 +6,17 @@ REGISTRY (one line).
 """
 
 from minibert.commands import (
-    check_article, convert, explain, extract, inspect, plot, probe, similarity, summary, verify, view,
+    check_article,
+    convert,
+    explain,
+    extract,
+    inspect,
+    plot,
+    probe,
+    similarity,
+    summary,
+    verify,
+    view,
 )  # fmt: skip
 
 REGISTRY = [

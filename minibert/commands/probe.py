@@ -15,14 +15,23 @@ from minibert.model import load
 
 def add_parser(sub) -> None:
     p = sub.add_parser("probe", help="which layer knows a task: a linear probe per layer (CoNLL-U or .jsonl)")
-    p.add_argument("train", metavar="TRAIN", help="training sentences: CoNLL-U, or .jsonl with tokens + labels")
+    p.add_argument(
+        "train", metavar="TRAIN", help="training sentences: CoNLL-U, or .jsonl with tokens + labels"
+    )
     p.add_argument("--test", required=True, metavar="TEST", help="test sentences, same format")
-    p.add_argument("--task", default="upos",
-                   help="the CoNLL-U column to predict: upos, xpos, deprel (before ':'), any column name "
-                   "or number 2-10; ignored for .jsonl (its labels)")  # fmt: skip
+    p.add_argument(
+        "--task",
+        default="upos",
+        help="the CoNLL-U column to predict: upos, xpos, deprel (before ':'), any column name "
+        "or number 2-10; ignored for .jsonl (its labels)",
+    )
     add_model_args(p)
-    p.add_argument("--word-pool", default="mean", choices=("mean", "first", "last"),
-                   help="a word's vector from its pieces")  # fmt: skip
+    p.add_argument(
+        "--word-pool",
+        default="mean",
+        choices=("mean", "first", "last"),
+        help="a word's vector from its pieces",
+    )
     p.add_argument("--layers", default=None, help="layers to probe (default all: 0 = embeddings)")
     p.add_argument("--seed", type=int_in(0, what="a seed"), default=SEED, help="folds and control task")
     p.add_argument("--folds", type=int_in(2, 100, "a number of folds"), default=FOLDS)
@@ -43,19 +52,25 @@ def parse_grid(text: str) -> list[float]:
 
 def table(record: dict) -> str:
     """The terminal table: one row per layer, the baselines and the mix."""
-    lines = [f"task {record['task']}: {record['protocol']['train_words']} training words, "
-             f"{record['protocol']['test_words']} test words, {len(record['labels'])} labels",
-             f"{'layer':>5} {'accuracy':>9} {'macro-F1':>9} {'control':>8} {'selectivity':>11} {'C':>7}"]  # fmt: skip
+    lines = [
+        f"task {record['task']}: {record['protocol']['train_words']} training words, "
+        f"{record['protocol']['test_words']} test words, {len(record['labels'])} labels",
+        f"{'layer':>5} {'accuracy':>9} {'macro-F1':>9} {'control':>8} {'selectivity':>11} {'C':>7}",
+    ]
     for r in record["layers"]:
-        lines.append(f"{r['layer']:>5} {r['accuracy']:9.4f} {r['macro_f1']:9.4f} {r['control_accuracy']:8.4f} "
-                     f"{r['selectivity']:11.4f} {r['C']:7g}")  # fmt: skip
+        lines.append(
+            f"{r['layer']:>5} {r['accuracy']:9.4f} {r['macro_f1']:9.4f} {r['control_accuracy']:8.4f} "
+            f"{r['selectivity']:11.4f} {r['C']:7g}"
+        )
     b = record["baselines"]
     lines.append(f"baselines: majority {b['majority']:.4f}, type-level {b['type_level']:.4f}")
     mix = record.get("scalar_mix")
     if mix:
         weights = " ".join(f"{w:.3f}" for w in mix["weights"])
-        lines.append(f"scalar mix: accuracy {mix['accuracy']:.4f}, weights {weights}, "
-                     f"centre of gravity {mix['center_of_gravity']:.2f}")  # fmt: skip
+        lines.append(
+            f"scalar mix: accuracy {mix['accuracy']:.4f}, weights {weights}, "
+            f"centre of gravity {mix['center_of_gravity']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -75,8 +90,20 @@ def run(args: argparse.Namespace) -> int:
         require_matplotlib()
         fig_path = check_figure_path(args.figure)
     model = load(args.model, args.dtype)
-    record = probe(args.train, args.test, args.task, model, args.word_pool, args.layers, args.seed, args.folds,
-                   Cs, not args.no_mix, args.threads, warn=print_warning)  # fmt: skip
+    record = probe(
+        args.train,
+        args.test,
+        args.task,
+        model,
+        args.word_pool,
+        args.layers,
+        args.seed,
+        args.folds,
+        Cs,
+        not args.no_mix,
+        args.threads,
+        warn=print_warning,
+    )
     print(table(record))
     if out is not None:
         write_json(out, record)

@@ -14,7 +14,9 @@ from minibert.model import load
 
 def add_parser(sub) -> None:
     p = sub.add_parser("similarity", help="CKA between layers and how contextual each layer's words are")
-    p.add_argument("data", metavar="DATA", help="CoNLL-U, .jsonl (tokens), or a .txt file, one sentence a line")
+    p.add_argument(
+        "data", metavar="DATA", help="CoNLL-U, .jsonl (tokens), or a .txt file, one sentence a line"
+    )
     add_model_args(p)
     p.add_argument("--against", default=None, metavar="MODEL", help="also CKA against every layer of MODEL")
     p.add_argument("--word-pool", default="mean", choices=("mean", "first", "last"))
@@ -30,8 +32,10 @@ def table(record: dict) -> str:
     lines = [f"{'layer':>5} {'anisotropy':>10} {'self-sim':>9} {'intra-sent':>10}   CKA with layers {layers}"]
     for k, l in enumerate(layers):
         cka = " ".join(f"{v:.3f}" for v in record["cka"][k])
-        lines.append(f"{l:>5} {record['anisotropy'][k]:10.4f} {record['self_similarity'][k]:9.4f} "
-                     f"{record['intra_sentence'][k]:10.4f}   {cka}")  # fmt: skip
+        lines.append(
+            f"{l:>5} {record['anisotropy'][k]:10.4f} {record['self_similarity'][k]:9.4f} "
+            f"{record['intra_sentence'][k]:10.4f}   {cka}"
+        )
     if "against" in record:
         lines.append(f"CKA against {record['against']['model']} (rows: this model's layers):")
         lines += ["  " + " ".join(f"{v:.3f}" for v in row) for row in record["against"]["cka"]]

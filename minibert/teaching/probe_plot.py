@@ -17,22 +17,31 @@ def probe_figure(record: dict):
     rows = record["layers"]
     x = [r["layer"] for r in rows]
     for key, label, style in (
-        ("accuracy", "probe accuracy", "o-"), ("control_accuracy", "control task accuracy", "s--"),
+        ("accuracy", "probe accuracy", "o-"),
+        ("control_accuracy", "control task accuracy", "s--"),
         ("selectivity", "selectivity", "^-"),
-    ):  # fmt: skip
+    ):
         left.plot(x, [r[key] for r in rows], style, label=label)
     for name, value in record["baselines"].items():
         left.axhline(value, color="grey", lw=0.8, ls=":")
         left.text(x[0], value, f" {name.replace('_', '-')} baseline", va="bottom", fontsize=7, color="grey")
-    left.set(xlabel="layer (0 = embeddings)", ylabel="fraction of test words", xticks=x,
-             title=f"{record['task']}: linear probe per layer")  # fmt: skip
+    left.set(
+        xlabel="layer (0 = embeddings)",
+        ylabel="fraction of test words",
+        xticks=x,
+        title=f"{record['task']}: linear probe per layer",
+    )
     left.legend(fontsize=8, loc="center right")
     mix = record.get("scalar_mix")
     if mix:
         right.bar(x, mix["weights"], color="tab:purple")
         right.axvline(mix["center_of_gravity"], color="k", ls="--", lw=1)
-        right.set(xlabel="layer", ylabel="weight s_l", xticks=x,
-                  title=f"scalar mix (centre {mix['center_of_gravity']:.2f}, acc {mix['accuracy']:.3f})")  # fmt: skip
+        right.set(
+            xlabel="layer",
+            ylabel="weight s_l",
+            xticks=x,
+            title=f"scalar mix (centre {mix['center_of_gravity']:.2f}, acc {mix['accuracy']:.3f})",
+        )
     else:
         right.set_axis_off()
     return fig
@@ -47,14 +56,32 @@ def similarity_figure(record: dict):
     im = left.imshow(cka, vmin=0, vmax=1, cmap="viridis")
     for i in range(len(layers)):
         for j in range(len(layers)):
-            left.text(j, i, f"{cka[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                      color="white" if cka[i, j] < 0.6 else "black")  # fmt: skip
-    left.set(xticks=range(len(layers)), xticklabels=layers, yticks=range(len(layers)), yticklabels=layers,
-             xlabel="layer", ylabel="layer", title="linear CKA between layers")  # fmt: skip
+            left.text(
+                j,
+                i,
+                f"{cka[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if cka[i, j] < 0.6 else "black",
+            )
+    left.set(
+        xticks=range(len(layers)),
+        xticklabels=layers,
+        yticks=range(len(layers)),
+        yticklabels=layers,
+        xlabel="layer",
+        ylabel="layer",
+        title="linear CKA between layers",
+    )
     fig.colorbar(im, ax=left, shrink=0.8)
     for key, style in (("anisotropy", "o-"), ("self_similarity", "s-"), ("intra_sentence", "^-")):
         right.plot(layers, record[key], style, label=key.replace("_", "-"))
-    right.set(xlabel="layer (0 = embeddings)", ylabel="mean cosine", xticks=layers,
-              title="Ethayarajh (2019) per layer")  # fmt: skip
+    right.set(
+        xlabel="layer (0 = embeddings)",
+        ylabel="mean cosine",
+        xticks=layers,
+        title="Ethayarajh (2019) per layer",
+    )
     right.legend(fontsize=8)
     return fig
