@@ -12,7 +12,7 @@ TEST_EXTRAS := $(VENV)/.installed-test,threads,plot,dask,browser
 LINT_EXTRAS := $(VENV)/.installed-lint
 DOCS_EXTRAS := $(VENV)/.installed-plot,browser
 
-.PHONY: demo test lint weights reference bench venv clean docs
+.PHONY: demo test lint weights reference bench venv clean docs probing
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,15 @@ docs: weights $(DOCS_EXTRAS)
 	$(PY) docs/figures.py
 	$(PY) docs/screenshots.py
 	$(PY) docs/build.py --write
+
+# docs/probing.md's full-data table and figures: UPOS probes and layer similarity of all-MiniLM-L6-v2 on UD English
+# EWT v2.16 dev -> test (EWT: a directory with en_ewt-ud-dev.conllu and en_ewt-ud-test.conllu; the repository
+# ships only a slice). Timed with /usr/bin/time -v; paste the table and the times into docs/probing.md.
+EWT ?= ../shared/data/ud-english-ewt
+probing: weights
+	$(PIP) install -e '.[plot]'
+	/usr/bin/time -v $(VENV)/bin/minibert probe $(EWT)/en_ewt-ud-dev.conllu --test $(EWT)/en_ewt-ud-test.conllu --task upos --threads 2 --json docs/probing-upos.json --figure docs/probing-upos.png
+	/usr/bin/time -v $(VENV)/bin/minibert similarity $(EWT)/en_ewt-ud-test.conllu --json docs/probing-similarity.json --figure docs/probing-similarity.png
 
 # Speed side by side (docs/performance.md): transformers+torch ([reference] extra) and ONNX
 # Runtime ([bench] extra) when they install; without them only the minibert columns print.

@@ -7,6 +7,8 @@
 7
 """
 
+from minibert.analysis.probe import probe
+from minibert.analysis.similarity import similarity
 from minibert.encoder.config import Config
 from minibert.errors import MinibertError
 from minibert.features.windows import encode_long
@@ -28,6 +30,8 @@ __all__ = [
     "forward",
     "load",
     "open_output",
+    "probe",
+    "similarity",
     "view",
     "words",
 ]

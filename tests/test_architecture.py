@@ -10,6 +10,7 @@ only the layers below it:
     features                          pooling, words, windows, attention statistics
     outputs                           one module per file format, shards, specs
     corpus                            the corpus driver
+    analysis                          probes and layer similarity over word vectors
     teaching                          explain, view, plot, article, verify
     minibert (its __init__)           the public API
     commands, cli                     the command line
@@ -39,6 +40,7 @@ LAYERS = (
     "minibert.features",
     "minibert.outputs",
     "minibert.corpus",
+    "minibert.analysis",
     "minibert.teaching",
     "minibert",
     "minibert.commands",

@@ -5,7 +5,19 @@ To add a subcommand: write a module here and append its ``add_parser`` to
 REGISTRY (one line).
 """
 
-from minibert.commands import check_article, convert, explain, extract, inspect, plot, summary, verify, view
+from minibert.commands import (
+    check_article,
+    convert,
+    explain,
+    extract,
+    inspect,
+    plot,
+    probe,
+    similarity,
+    summary,
+    verify,
+    view,
+)  # fmt: skip
 
 REGISTRY = [
     extract.add_parser,
@@ -17,4 +29,6 @@ REGISTRY = [
     plot.add_parser,
     convert.add_parser,
     view.add_parser,
+    probe.add_parser,
+    similarity.add_parser,
 ]

@@ -1,0 +1,1 @@
+"""Probes and layer similarity over word vectors (issue 22): docs/probing.md."""

@@ -1,0 +1,231 @@
+"""The linear probe: multinomial logistic regression, written out.
+
+For n word vectors x_i (H,) with labels y_i in 0..K-1, a weight matrix W
+(H, K) and a bias b (K,) give each word a distribution over the K labels,
+
+    p(k | x) = softmax(x W + b)_k,
+
+fitted by minimising the mean cross-entropy plus an L2 penalty on W,
+
+    J(W, b) = 1/n sum_i -log p(y_i | x_i) + 1/(2 C n) ||W||_F^2,
+
+whose gradient is exact and cheap:
+
+    dJ/dW = X^T (P - Y) / n + W / (C n),     dJ/db = 1^T (P - Y) / n,
+
+P (n, K) the probabilities, Y (n, K) the one-hot labels. C is scikit-learn's
+(``LogisticRegression(C=...)``: C times the summed loss plus 1/2 ||W||^2, the
+same minimiser divided by C n); larger C, weaker penalty. The bias is not
+penalised. scipy's L-BFGS minimises J; features are standardised first
+(:func:`standardize`), so one C grid suits every layer.
+
+Every matrix product is summed over blocks of :data:`BLOCK` of its inner
+dimension (:func:`dot`): OpenBLAS rounds an inner dimension above its GEMM_Q
+differently at 1 and at n threads (X^T G over 25,000 words does;
+docs/performance.md), and the probe promises the same numbers at any thread
+count.
+
+Shape alphabet: n words, H features, K labels, L + 1 layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+#: Inner-dimension block of every product (below OpenBLAS's GEMM_Q in either dtype).
+BLOCK = 256
+#: Stop when the largest gradient entry is below this (J is a mean, so it does not grow with n;
+#: scikit-learn's default tol for lbfgs on the same mean loss).
+GTOL = 1e-4
+MAXITER = 1000
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b summed over blocks of :data:`BLOCK` of the inner dimension, in a
+    fixed order, so the rounding does not depend on the BLAS thread count.
+    (m, N) @ (N, k) -> (m, k)."""
+    H = a.shape[1]
+    if H <= BLOCK:
+        return a @ b
+    out = a[:, :BLOCK] @ b[:BLOCK]
+    for lo in range(BLOCK, H, BLOCK):
+        out += a[:, lo : lo + BLOCK] @ b[lo : lo + BLOCK]
+    return out
+
+
+def standardize(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of the training vectors (a
+    constant feature gets scale 1, so it maps to 0). (n, H) -> (H,), (H,)."""
+    mean = X_train.mean(axis=0, dtype=np.float64)
+    std = X_train.std(axis=0, dtype=np.float64)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def log_softmax(Z: np.ndarray) -> np.ndarray:
+    """log p = Z - logsumexp(Z) per row, the max subtracted first. (n, K) -> (n, K)."""
+    m = Z.max(axis=1, keepdims=True)
+    return Z - (m + np.log(np.exp(Z - m).sum(axis=1, keepdims=True)))
+
+
+def objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, alpha: float):
+    """J and its gradient: mean cross-entropy + alpha/2 ||W||^2 (alpha = 1 / (C n)).
+
+    W (H, K), b (K,), X (n, H), y (n,) int -> J, dJ/dW (H, K), dJ/db (K,),
+    and dJ/dZ (n, K) = (P - Y) / n. The products run in X's dtype, the
+    softmax and the sums in float64."""
+    n = len(y)
+    logp = log_softmax(dot(X, W.astype(X.dtype)).astype(np.float64) + b)  # (n, K)
+    J = -logp[np.arange(n), y].mean() + 0.5 * alpha * float(np.sum(W * W))
+    G = np.exp(logp)
+    G[np.arange(n), y] -= 1
+    G /= n  # (n, K) dJ/dZ
+    gW = dot(X.T, G.astype(X.dtype)).astype(np.float64) + alpha * W  # (H, n) @ (n, K) -> (H, K)
+    return J, gW, G.sum(axis=0), G
+
+
+def preconditioner(X: np.ndarray, alpha: float) -> np.ndarray:
+    """P = (X^T X / n + alpha I)^(-1/2), (H, H): fitting V with W = P V is the
+    same problem (the same minimiser), but its curvature is near the identity,
+    so L-BFGS needs a few dozen steps where it needed hundreds (BERT's
+    features are strongly correlated). The eigendecomposition runs on one
+    BLAS thread (its rounding would follow the thread count)."""
+    S = dot(X.T, X).astype(np.float64) / len(X)  # (H, H)
+    try:
+        from minibert.encoder.threads import blas_limit
+
+        with blas_limit(1):
+            e, U = np.linalg.eigh(S)
+    except ImportError:  # without threadpoolctl, the BLAS as it is set
+        e, U = np.linalg.eigh(S)
+    return (U / np.sqrt(np.maximum(e, 0) + alpha)) @ U.T
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted probe: W (H, K), b (K,), its C, L-BFGS iterations and whether it converged."""
+
+    W: np.ndarray
+    b: np.ndarray
+    C: float
+    iterations: int
+    converged: bool
+
+
+def fit(X: np.ndarray, y: np.ndarray, K: int, C: float, init: Fit | None = None) -> Fit:
+    """Minimise J over W, b by L-BFGS from ``init`` (a warm start: the fit for
+    the previous C of a grid) or from zero, in the variables V = P^-1 W
+    (:func:`preconditioner`). X (n, H) standardised, y (n,) in 0..K-1."""
+    H = X.shape[1]
+    alpha = 1.0 / (C * len(y))
+    P = preconditioner(X, alpha)  # (H, H)
+
+    def f(theta):
+        W = P @ theta[: H * K].reshape(H, K)  # (H, H) @ (H, K)
+        J, gW, gb, _ = objective(W, theta[H * K :], X, y, alpha)
+        return J, np.concatenate([(P.T @ gW).ravel(), gb])  # dJ/dV = P^T dJ/dW
+
+    V0 = np.zeros((H, K)) if init is None else np.linalg.solve(P, init.W)
+    theta0 = np.concatenate([V0.ravel(), np.zeros(K) if init is None else init.b])
+    r = minimize(f, theta0, jac=True, method="L-BFGS-B", options={"maxiter": MAXITER, "gtol": GTOL})
+    return Fit(P @ r.x[: H * K].reshape(H, K), r.x[H * K :], C, int(r.nit), bool(r.success))
+
+
+def predict(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmax_k (x W + b)_k per row. (n, H) -> (n,)."""
+    return np.argmax(dot(X, W.astype(X.dtype)).astype(np.float64) + b, axis=1)
+
+
+def folds_of(n: int, k: int, seed: int) -> np.ndarray:
+    """Each of n rows' fold 0..k-1: a seeded shuffle cut into k near-equal parts. (n,)."""
+    fold = np.arange(n) % k
+    return fold[np.random.default_rng(seed).permutation(n)]
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, K: int, Cs: list[float], k: int, seed: int) -> np.ndarray:
+    """Mean held-out accuracy of each C over k folds of the training set.
+
+    Within a fold the C grid runs from the strongest penalty to the weakest,
+    each fit starting from the previous one (warm starts: a small step each,
+    instead of a cold fit per C). Returns (len(Cs),) accuracies."""
+    fold = folds_of(len(y), k, seed)
+    scores = np.zeros(len(Cs))
+    for j in range(k):
+        train, held = fold != j, fold == j
+        Xt, yt = X[train], y[train]
+        prev = None
+        for c in np.argsort(Cs):
+            prev = fit(Xt, yt, K, Cs[c], prev)
+            scores[c] += np.mean(predict(X[held], prev.W, prev.b) == y[held]) / k
+    return scores
+
+
+# ---------------------------------------------------------------- scalar mix
+
+
+def mix_objective(a, gamma, W, b, Xs: list[np.ndarray], y: np.ndarray, alpha: float):
+    """Tenney et al. (2019, eq. 1)'s scalar mix under the probe:
+
+        s = softmax(a),   x_i = gamma sum_l s_l X_l[i],   p(k | x_i) = softmax(x_i W + b)_k,
+        J = mean cross-entropy + alpha/2 (||W||^2 + gamma^2).
+
+    gamma and W trade off (a linear probe sees only their product), so the
+    penalty takes both, else gamma would grow and W shrink for free.
+    a (L,), gamma float, W (H, K), b (K,), Xs L x (n, H) -> J and the
+    gradients in a, gamma, W, b."""
+    s = np.exp(a - a.max())
+    s /= s.sum()  # (L,)
+    x = mix(Xs, s, gamma)  # L x (n, H) -> (n, H)
+    J, gW, gb, G = objective(W, b, x, y, alpha)
+    J += 0.5 * alpha * gamma**2
+    D = dot(G.astype(x.dtype), W.T.astype(x.dtype))  # (n, K) @ (K, H) -> (n, H): dJ/dx
+    c = np.array([np.sum(X_l * D, dtype=np.float64) for X_l in Xs])  # (L,) <X_l, dJ/dx>
+    g_gamma = float(s @ c) + alpha * gamma
+    gs = gamma * c  # (L,) dJ/ds
+    ga = s * (gs - s @ gs)  # through the softmax
+    return J, ga, g_gamma, gW, gb
+
+
+@dataclass(frozen=True)
+class MixFit:
+    """A fitted scalar mix: layer weights s (L,), scale gamma, the probe W, b."""
+
+    weights: np.ndarray
+    gamma: float
+    W: np.ndarray
+    b: np.ndarray
+    C: float
+    iterations: int
+    converged: bool
+
+
+def fit_mix(Xs: list[np.ndarray], y: np.ndarray, K: int, C: float) -> MixFit:
+    """The scalar mix and its probe learned jointly by L-BFGS, from equal
+    weights and gamma = 1; W preconditioned as in :func:`fit`, by the
+    equal-weight mix's covariance."""
+    L, H = len(Xs), Xs[0].shape[1]
+    alpha = 1.0 / (C * len(y))
+    P = preconditioner(mix(Xs, np.full(L, 1 / L), 1.0), alpha)
+
+    def f(theta):
+        a, gamma = theta[:L], theta[L]
+        W = P @ theta[L + 1 : L + 1 + H * K].reshape(H, K)
+        J, ga, g_gamma, gW, gb = mix_objective(a, gamma, W, theta[L + 1 + H * K :], Xs, y, alpha)
+        return J, np.concatenate([ga, [g_gamma], (P.T @ gW).ravel(), gb])
+
+    theta0 = np.concatenate([np.zeros(L), [1.0], np.zeros(H * K + K)])
+    r = minimize(f, theta0, jac=True, method="L-BFGS-B", options={"maxiter": MAXITER, "gtol": GTOL})
+    a, gamma = r.x[:L], float(r.x[L])
+    s = np.exp(a - a.max())
+    W = P @ r.x[L + 1 : L + 1 + H * K].reshape(H, K)
+    return MixFit(s / s.sum(), gamma, W, r.x[L + 1 + H * K :], C, int(r.nit), bool(r.success))
+
+
+def mix(Xs: list[np.ndarray], weights: np.ndarray, gamma: float) -> np.ndarray:
+    """gamma sum_l s_l X_l. L x (n, H) -> (n, H)."""
+    x = np.zeros_like(Xs[0])
+    for s_l, X_l in zip(weights, Xs, strict=True):
+        x += (gamma * s_l) * X_l
+    return x

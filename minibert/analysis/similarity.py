@@ -1,0 +1,179 @@
+"""``minibert similarity``: how layers relate, and how contextual their words are.
+
+- Linear CKA (Kornblith et al. 2019, "Similarity of Neural Network
+  Representations Revisited", eq. 5): for two representations of the same n
+  words, X (n, p) and Y (n, q), each column centred,
+
+      CKA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F),
+
+  the alignment of their (linear) Gram matrices XX^T and YY^T: 1 when one is
+  an orthogonal transform of the other up to scale, 0 when they share no
+  linear structure. Invariant to orthogonal transforms and isotropic scaling
+  (not to any invertible linear map, so a layer that only rescales some
+  directions still scores below 1).
+
+- After Ethayarajh (2019), "How Contextual are Contextualized Word
+  Representations?", per layer, cosines of word vectors:
+  anisotropy: the mean cosine of random pairs of words from different
+  sentences (the same pairs at every layer) -- how alike two unrelated words
+  look; self-similarity: for each word form with at least
+  :data:`MIN_OCCURRENCES` occurrences, the mean cosine between two of its
+  occurrences, averaged over the forms; intra-sentence similarity: the mean
+  cosine of each word with its sentence's mean vector, averaged over
+  sentences. Ethayarajh reads self- and intra-sentence similarity against
+  anisotropy: a self-similarity near the anisotropy means the word's vectors
+  are as different across contexts as unrelated words are.
+
+Shape alphabet: n words, H hidden size, L + 1 layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from minibert.analysis.conllu import Sentence, read_sentences
+from minibert.analysis.logreg import dot
+from minibert.analysis.vectors import word_vectors
+from minibert.errors import MinibertError
+from minibert.model import Model, load
+
+MIN_OCCURRENCES = 5
+#: Random word pairs for anisotropy.
+PAIRS = 10_000
+
+
+def centre(X: np.ndarray) -> np.ndarray:
+    """Each column minus its mean, in float64. (n, H) -> (n, H)."""
+    X = np.asarray(X, dtype=np.float64)
+    return X - X.mean(axis=0)
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) of the centred X (n, p), Y (n, q)."""
+    X, Y = centre(X), centre(Y)
+    xy = np.sum(dot(Y.T, X) ** 2)  # (q, n) @ (n, p) -> (q, p)
+    return float(xy / (np.linalg.norm(dot(X.T, X)) * np.linalg.norm(dot(Y.T, Y))))
+
+
+def cka_matrix(As: list[np.ndarray], Bs: list[np.ndarray] | None = None) -> np.ndarray:
+    """Linear CKA between every layer of As and every layer of Bs (default
+    As itself, symmetric with a diagonal of 1). (len(As), len(Bs))."""
+    cA = [centre(X) for X in As]
+    cB = cA if Bs is None else [centre(Y) for Y in Bs]
+    nA = [np.linalg.norm(dot(X.T, X)) for X in cA]
+    nB = nA if Bs is None else [np.linalg.norm(dot(Y.T, Y)) for Y in cB]
+    out = np.zeros((len(cA), len(cB)))
+    for i, X in enumerate(cA):
+        for j, Y in enumerate(cB):
+            if Bs is None and j < i:
+                out[i, j] = out[j, i]
+                continue
+            out[i, j] = np.sum(dot(Y.T, X) ** 2) / (nA[i] * nB[j])
+    return out
+
+
+def unit(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, float64 (a zero row stays 0). (n, H) -> (n, H)."""
+    X = np.asarray(X, dtype=np.float64)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norm > 0, norm, 1.0)
+
+
+def random_pairs(sentence_of: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded pairs (i, j) of words from different sentences. (m,), (m,)."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(sentence_of), 2 * n_pairs)
+    j = rng.integers(0, len(sentence_of), 2 * n_pairs)
+    ok = sentence_of[i] != sentence_of[j]
+    return i[ok][:n_pairs], j[ok][:n_pairs]
+
+
+def anisotropy(U: np.ndarray, i: np.ndarray, j: np.ndarray) -> float:
+    """Mean cosine of the pairs (i, j) of unit rows U (n, H)."""
+    return float(np.mean(np.sum(U[i] * U[j], axis=1))) if len(i) else float("nan")
+
+
+def self_similarity(U: np.ndarray, forms: np.ndarray) -> float:
+    """Mean over forms with at least MIN_OCCURRENCES occurrences of the mean
+    cosine between two different occurrences: with u the m unit vectors of a
+    form, (||sum u||^2 - m) / (m (m - 1))."""
+    kinds, which, m = np.unique(forms, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(kinds), U.shape[1]))
+    np.add.at(sums, which, U)  # (types, H)
+    often = m >= MIN_OCCURRENCES
+    if not often.any():
+        return float("nan")
+    s, k = sums[often], m[often]
+    return float(np.mean((np.sum(s * s, axis=1) - k) / (k * (k - 1))))
+
+
+def intra_sentence(U: np.ndarray, offsets: np.ndarray) -> float:
+    """Mean over sentences of the mean cosine of each word (unit rows U) with
+    the sentence's mean vector (of the unit vectors; offsets (S + 1,))."""
+    values = []
+    for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        if hi > lo:
+            mean = unit(U[lo:hi].mean(axis=0, keepdims=True))[0]
+            values.append(float(np.mean(U[lo:hi] @ mean)))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _sentences(data) -> list[Sentence]:
+    if isinstance(data, (str, Path)):
+        return read_sentences(data, None)
+    raise MinibertError(f"data must be a path to a CoNLL-U, .jsonl or text file, got {type(data).__name__}")
+
+
+def similarity(
+    data,
+    model: Model | str | Path | None = None,
+    word_pool: str = "mean",
+    layers=None,
+    seed: int = 0,
+    against: Model | str | Path | None = None,
+) -> dict:
+    """CKA between the layers and Ethayarajh's three measures per layer: the
+    record ``minibert similarity --json`` writes."""
+    model = model if isinstance(model, Model) else load(model)
+    sentences = _sentences(data)
+    wv = word_vectors(model, sentences, word_pool, layers)
+    forms = np.array([w for s in sentences for w in s.words], dtype=object)[wv.keep]
+    sent = np.repeat(np.arange(len(sentences)), [len(s.words) for s in sentences])[wv.keep]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(sent, minlength=len(sentences)))])
+    i, j = random_pairs(sent, PAIRS, seed)
+    rows = {"anisotropy": [], "self_similarity": [], "intra_sentence": []}
+    for v in wv.vectors:
+        U = unit(v)
+        rows["anisotropy"].append(anisotropy(U, i, j))
+        rows["self_similarity"].append(self_similarity(U, forms.astype(str)))
+        rows["intra_sentence"].append(intra_sentence(U, offsets))
+    record = {"layers": list(wv.layers), "cka": cka_matrix(list(wv.vectors)).tolist(), **rows}
+    if against is not None:
+        other = against if isinstance(against, Model) else load(against, str(model.dtype))
+        ov = word_vectors(other, sentences, word_pool, None)
+        if not np.array_equal(ov.keep, wv.keep):
+            raise MinibertError("the two models' tokenizers leave different words without pieces")
+        record["against"] = {
+            "model": str(other.path),
+            "layers": list(ov.layers),
+            "cka": cka_matrix(list(wv.vectors), list(ov.vectors)).tolist(),
+        }
+    record["protocol"] = {
+        "data": str(data),
+        "model": str(model.path),
+        "word_pool": word_pool,
+        "seed": seed,
+        "sentences": len(sentences),
+        "words": int(wv.vectors.shape[1]),
+        "anisotropy_pairs": int(len(i)),
+        "self_similarity_min_occurrences": MIN_OCCURRENCES,
+        "self_similarity_forms": int(
+            np.sum(np.unique(forms.astype(str), return_counts=True)[1] >= MIN_OCCURRENCES)
+        ),
+        "windowed_sentences": wv.windowed,
+        "truncated_sentences": 0,
+        "words_without_pieces": wv.dropped,
+    }
+    return record
