@@ -4,23 +4,26 @@ on the real model (all-MiniLM-L6-v2, float32), with every hidden state returned.
 
 Variants (each differs from "schedule", today's default, in one place):
 
-- ``schedule``: the default: kernels.layer_norm_inplace, kernels.gelu_inplace (with
-  kernels.erf32), kernels.attention, and the formulas ops.linear, ops.feed_forward
-- ``rows=in place``: the products, biases and residuals of the row block written in
-  place into buffers, as fast.py did before (a candidate kernel for ops.linear)
+- ``schedule``: the default, every kernel: kernels.linear_into (with the residual sums
+  in place), kernels.layer_norm_inplace, kernels.gelu_inplace (with kernels.erf32),
+  kernels.attention
+- ``linear=formula``: the row block with ops.linear and ops.feed_forward (new
+  temporaries, the layer's output copied into place), LayerNorm still the kernel
 - ``layer_norm=formula``: ops.layer_norm (through an adapter writing into the kernel's
   array: one extra copy of an (m, H) block, ~1/6 of the formula's passes)
 - ``gelu=formula``: ops.gelu with kernels.erf32 passed as its erf (no copy)
 - ``erf=scipy``: ops.gelu as the docs teach it, scipy's erf (so erf32's gain)
 - ``attention=formula``: ops.scaled_dot_product_attention per head group (timing only:
   its q is already divided by sqrt(d), so the numbers are off by that scale)
-- ``all=formula``: the three formulas above at once (erf32 kept)
+- ``all=formula``: every formula above at once, erf32 kept (``ops.gelu`` with it)
 
 Method: a warm-up call per variant, then rounds; in each round every variant runs once
 per workload (32 x 128 and 8 x 512 random token ids, 1 and 2 threads), in an order that
 rotates from round to round, so noise from other processes (a shared 2-core machine)
 hits all alike. The figure is the median of the per-round ratio schedule time / variant
-time (above 1: the variant is faster; below: the kernel pays), with its quartiles.
+time (above 1: the variant is faster; below: the kernel pays), with its quartiles, both
+in CPU time of the process (all its threads; far less disturbed by other processes on
+a loaded machine) and in wall-clock time.
 
 Run: ``python bench/kernels.py [--rounds 7]``.
 """
@@ -57,21 +60,23 @@ def attention_formula(q, kT, v, p, out, probs=None):
         probs[...] = a.probs
 
 
-def layer_rows_in_place(x, ctx, out, layer, act, eps):
-    """The row block as fast.py wrote it before issue 21: products into preallocated
-    buffers (``out=``), biases and residuals added in place (the same bits)."""
-    w, ffn = layer.attention, layer.ffn
-    a = np.matmul(ctx, w.W_o, out=np.empty_like(x))  # (m, H) -> (m, H)
-    a += w.b_o
-    a += x
-    kernels.layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
-    f = np.matmul(a, ffn.W_1, out=np.empty((len(a), ffn.W_1.shape[1]), a.dtype))  # (m, H) -> (m, I)
-    f += ffn.b_1
-    f = act(f)
-    np.matmul(f, ffn.W_2, out=out)  # (m, I) -> (m, H)
-    out += ffn.b_2
-    out += a
-    kernels.layer_norm_inplace(out, layer.ln_2.gamma, layer.ln_2.beta, eps)
+def layer_rows_formula(x, ctx, out, layer, act, eps, a, f):
+    """The row block with the formulas: ops.linear and ops.feed_forward, new temporaries
+    for every result, the layer's output copied into ``out`` (the same bits)."""
+    w = layer.attention
+    x_1 = ops.layer_norm(x + ops.linear(ctx, w.W_o, w.b_o), layer.ln_1.gamma, layer.ln_1.beta, eps)
+    x_2 = x_1 + ops.feed_forward(x_1, layer.ffn, act).output
+    out[...] = ops.layer_norm(x_2, layer.ln_2.gamma, layer.ln_2.beta, eps)
+
+
+def layer_rows_formula_ln_kernel(x, ctx, out, layer, act, eps, a, f):
+    """layer_rows_formula, but LayerNorm still the kernel: what linear_into alone buys."""
+    w = layer.attention
+    x_1 = x + ops.linear(ctx, w.W_o, w.b_o)
+    kernels.layer_norm_inplace(x_1, layer.ln_1.gamma, layer.ln_1.beta, eps)
+    x_2 = x_1 + ops.feed_forward(x_1, layer.ffn, act).output
+    kernels.layer_norm_inplace(x_2, layer.ln_2.gamma, layer.ln_2.beta, eps)
+    out[...] = x_2
 
 
 def gelu_formula_activation(name, dtype):
@@ -86,7 +91,7 @@ def scipy_activation(name, dtype):
 
 PATCHES = {
     "schedule": [],
-    "rows=in place": [(fast, "_layer_rows", layer_rows_in_place)],
+    "linear=formula": [(fast, "_layer_rows", layer_rows_formula_ln_kernel)],
     "layer_norm=formula": [(kernels, "layer_norm_inplace", layer_norm_formula)],
     "gelu=formula": [(fast, "activation", gelu_formula_activation)],
     "erf=scipy": [(fast, "activation", scipy_activation)],
@@ -95,6 +100,7 @@ PATCHES = {
         (kernels, "layer_norm_inplace", layer_norm_formula),
         (fast, "activation", gelu_formula_activation),
         (kernels, "attention", attention_formula),
+        (fast, "_layer_rows", layer_rows_formula),
     ],
 }
 
@@ -119,11 +125,24 @@ def batch(model, B: int, S: int, seed: int = 0) -> minibert.Batch:
     return minibert.Batch(ids, np.zeros_like(ids), mask, tokens, [[None] * S] * B, [S] * B)
 
 
-def timed(model, b, name: str) -> float:
+def timed(model, b, name: str) -> tuple[float, float]:
+    """(CPU seconds of the process, wall-clock seconds) of one forward pass."""
     with patched(name):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         model.forward(b)
-        return time.perf_counter() - t0
+        return time.process_time() - c0, time.perf_counter() - t0
+
+
+def table(times: dict, names: list[str], cases: list, clock: int) -> None:
+    print(f"{'variant':<20}" + "".join(f"{f'{w} {t}t':>30}" for w, t in cases))
+    for n in names:
+        cells = []
+        for c in cases:
+            base, mine = [x[clock] for x in times[c, "schedule"]], [x[clock] for x in times[c, n]]
+            ratios = [a / b for a, b in zip(base, mine, strict=True)]
+            q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            cells.append(f"{med:.3f} [{q1:.2f}, {q3:.2f}] {statistics.median(mine):.2f}s")
+        print(f"{n:<20}" + "".join(f"{cell:>30}" for cell in cells))
 
 
 def main(argv=None) -> int:
@@ -147,14 +166,9 @@ def main(argv=None) -> int:
             for n in order:
                 times[(w, t), n].append(timed(model, batches[w], n))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    print(f"{'variant':<20}" + "".join(f"{f'{w} {t}t':>30}" for w, t in cases))
-    for n in names:
-        cells = []
-        for c in cases:
-            ratios = [a / b for a, b in zip(times[c, "schedule"], times[c, n], strict=True)]
-            q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-            cells.append(f"{med:.3f} [{q1:.2f}, {q3:.2f}] {statistics.median(times[c, n]):.2f}s")
-        print(f"{n:<20}" + "".join(f"{cell:>30}" for cell in cells))
+    for clock, what in ((0, "CPU time (all threads)"), (1, "wall clock")):
+        print(f"\n{what}: schedule / variant, median [quartiles] of the per-round ratio, median time")
+        table(times, names, cases, clock)
     return 0
 
 

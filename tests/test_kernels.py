@@ -93,3 +93,17 @@ def test_attention_is_the_formula(g, n, d, dtype, scale, seed):
     tol = 8 * np.finfo(dtype).eps * (1 + np.abs(want.scores).max())
     assert_allclose(probs, want.probs, rtol=0, atol=tol)
     assert_allclose(out, want.context, rtol=0, atol=tol * max(1.0, np.abs(v).max()))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 40), st.integers(1, 50), st.integers(1, 50),
+    st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_linear_into_is_the_formula_bit_for_bit(m, n_in, n_out, dtype, seed):
+    """linear_into(x, W, b, out) == ops.linear(x, W, b), every bit, and returns out."""
+    rng = np.random.default_rng(seed)
+    x, W, b = (rng.standard_normal(shape).astype(dtype) for shape in ((m, n_in), (n_in, n_out), (n_out,)))
+    out = np.full((m, n_out), np.nan, dtype)
+    assert kernels.linear_into(x, W, b, out) is out
+    assert_array_equal(out, ops.linear(x, W, b))

@@ -9,25 +9,26 @@ What it does differently, and why (docs/performance.md has the measurements):
   padding. Attention runs per text on its own unpadded length, so no mask is
   needed. Padding positions of the returned hidden states are 0 (the plain
   path leaves whatever the formulas give there; neither is meaningful).
-- **One fused QKV product.** W_q, W_k, W_v are concatenated once, at load,
-  into one (H, 3H) matrix, ``AttentionWeights.W_qkv`` of the same weight
-  record the formulas read (:mod:`minibert.loading.weights`; W_k and W_v are views
-  into it); the 1/sqrt(d) of attention is folded into its W_q and b_q
-  columns, which changes float32 results by rounding only.
+- **One fused QKV product.** W_q, W_k, W_v are concatenated into one
+  (H, 3H) matrix per layer, built once per Weights and kept beside it
+  (:func:`fused_qkv`; the record the formulas take holds them apart); the
+  1/sqrt(d) of attention is folded into its W_q and b_q columns, which
+  changes float32 results by rounding only.
 - **Row blocks.** The attention output projection, both LayerNorms and the
-  FFN run on blocks of :data:`ROW_BLOCK` tokens, so the (rows, I) FFN
-  intermediate stays in cache and is never materialised for the whole batch.
-- **In place.** Biases, residuals, LayerNorm, softmax and GELU write into
-  buffers with ``out=`` and in-place operators instead of new temporaries.
-- **A faster float32 erf** for the exact GELU: :func:`erf32`, a polynomial
-  approximation that stays within 1 ulp of ``scipy.special.erf`` over the
-  whole float32 range (proven by ``tests/test_fast.py``). scipy's erf costs
-  about 15 ns per element on this machine, as much as the FFN's two matrix
-  products spend per activation; the whole fast GELU about 3.6 ns. This is
-  the only approximation in the fast path, and only for float32: float64
-  uses ``scipy.special.erf``. (The other changes - folding 1/sqrt(d) into
-  W_q, softmax without the max shift, LayerNorm sums - change rounding
-  only.)
+  FFN run on blocks of :data:`ROW_BLOCK` tokens (:func:`_layer_rows`), so
+  the (rows, I) FFN intermediate stays in cache and is never materialised
+  for the whole batch.
+- **The formulas, and kernels where they pay.** Each piece is computed by
+  the formulas of :mod:`minibert.encoder.ops` (``ops.embed``,
+  ``ops.linear``, ``ops.feed_forward``), except three that run as in-place
+  kernels of :mod:`minibert.encoder.kernels`, kept because this schedule
+  measured faster with them (docs/performance.md, Kernels;
+  ``bench/kernels.py``): LayerNorm, the float32 GELU with
+  :func:`~minibert.encoder.kernels.erf32` (a polynomial erf within 1 ulp of
+  scipy's, the only approximation of the fast path, float32 only) and
+  attention per head group (softmax without the max shift, rows normalised
+  after the product with V). Each is tested equal to its formula
+  (``tests/test_kernels.py``); besides erf32 they change rounding only.
 
 - **Work units, and threads that change no bit.** The batch is cut into
   units of about :data:`UNIT_TOKENS` tokens by the texts' lengths alone
@@ -40,7 +41,7 @@ What it does differently, and why (docs/performance.md has the measurements):
   instead (one-unit batches), it relies on OpenBLAS's matrix products giving
   the same bits at any thread count (tested on the encoder's shapes, in
   ``tests/test_threads.py``; in float32 only, and only once the probabilities
-  @ V are summed in blocks of keys, :func:`_times_v`); its
+  @ V are summed in blocks of keys, :func:`kernels.times_v`); its
   matrix-vector products do not, so rows are summed with ``einsum``. Units
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
@@ -330,6 +331,8 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
     scores = np.empty(_score_scratch(lengths, h), dtype)
+    R = min(ROW_BLOCK, N)
+    a, f = np.empty((R, H), dtype), np.empty((R, config.intermediate_size), dtype)
     for i, k in enumerate(weights.layer_map, start=1):
         W_qkv, b_qkv = qkv_weights[k]
         np.matmul(x, W_qkv, out=qkv)  # (N, H) -> (N, 3H)
@@ -340,28 +343,36 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
                 text_maps = None if maps is None or maps[i - 1] is None else maps[i - 1][b0 + b]
                 _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b])
         x_next = destination(i)
-        for r0 in range(0, N, ROW_BLOCK):
-            rows = slice(r0, min(r0 + ROW_BLOCK, N))
-            _layer_rows(x[rows], ctx[rows], x_next[rows], weights.layers[k], act, eps)
+        for r0 in range(0, N, R):
+            m = min(R, N - r0)  # rows in this block
+            rows = slice(r0, r0 + m)
+            _layer_rows(x[rows], ctx[rows], x_next[rows], weights.layers[k], act, eps, a[:m], f[:m])
         publish(i, x_next)
         x = x_next
 
 
-def _layer_rows(x: np.ndarray, ctx: np.ndarray, out: np.ndarray, layer, act, eps: float) -> None:
+def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray) -> None:
     """out <- the rest of :func:`ops.encoder_layer` after attention, on m rows:
 
         x_1 = LayerNorm(x + ctx W^O + b^O)
-        out = LayerNorm(x_1 + FFN(x_1))
+        out = LayerNorm(x_1 + FFN(x_1)),  FFN(x_1) = act(x_1 W_1 + b_1) W_2 + b_2
 
     x, ctx, out: (m, H), m <= :data:`ROW_BLOCK`, so the (m, I) FFN
-    intermediate stays in cache.
+    intermediate stays in cache; a (m, H) and f (m, I): scratch. The
+    formulas run as the in-place kernels of :mod:`minibert.encoder.kernels`
+    (:func:`~minibert.encoder.kernels.linear_into` for ``ops.linear``, the
+    residual sums with ``+=``, :func:`~minibert.encoder.kernels.layer_norm_inplace`),
+    and ``act`` (:func:`activation`).
     """
-    w = layer.attention
-    x_1 = x + ops.linear(ctx, w.W_o, w.b_o)
-    kernels.layer_norm_inplace(x_1, layer.ln_1.gamma, layer.ln_1.beta, eps)
-    x_2 = x_1 + ops.feed_forward(x_1, layer.ffn, act).output
-    kernels.layer_norm_inplace(x_2, layer.ln_2.gamma, layer.ln_2.beta, eps)
-    out[...] = x_2
+    w, ffn = layer.attention, layer.ffn
+    kernels.linear_into(ctx, w.W_o, w.b_o, out=a)  # (m, H) -> (m, H)
+    a += x
+    kernels.layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
+    kernels.linear_into(a, ffn.W_1, ffn.b_1, out=f)  # (m, H) -> (m, I)
+    f = act(f)
+    kernels.linear_into(f, ffn.W_2, ffn.b_2, out=out)  # (m, I) -> (m, H)
+    out += a
+    kernels.layer_norm_inplace(out, layer.ln_2.gamma, layer.ln_2.beta, eps)
 
 
 def activation(name: str, dtype):
@@ -374,7 +385,8 @@ def activation(name: str, dtype):
 
 
 def _gelu32(x: np.ndarray) -> np.ndarray:
-    """:func:`ops.gelu` with :func:`kernels.erf32`, in place on x (m, I)."""
+    """:func:`ops.gelu` with :func:`kernels.erf32`, in place on x (m, I)
+    (:func:`kernels.gelu_inplace`)."""
     kernels.gelu_inplace(x)
     return x
 

@@ -17,6 +17,22 @@ import numpy as np
 
 from minibert.errors import MinibertError
 
+
+def linear_into(x: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out <- x W + b, returned: :func:`ops.linear` written into a buffer the
+    schedule holds, the product with ``out=`` and the bias added in place (the
+    same bits). x: (m, n_in), W: (n_in, n_out), b: (n_out,), out: (m, n_out).
+
+    Measured gain (bench/kernels.py, CPU time, median of 4 rounds): the row
+    block with this and in-place residual sums against ``ops.linear`` and
+    ``ops.feed_forward`` with new temporaries: 4.4% (32 x 128) and 3.7%
+    (8 x 512) at 1 thread, 5.2% and 10% at 2 threads.
+    """
+    np.matmul(x, W, out=out)
+    out += b
+    return out
+
+
 #: Elements per chunk of the float32 GELU: its four scratch buffers of this
 #: many float32 stay in the L2 cache.
 GELU_CHUNK = 65536
@@ -48,6 +64,10 @@ def erf32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     (NumPy has no fast per-element select). NaN stays NaN, erf(+-inf) = +-1.
     This is an approximation: the plain path (:func:`minibert.encoder.ops.gelu`)
     uses scipy's erf. ``tests/test_fast.py`` checks every float32 value.
+
+    Formula: :func:`minibert.encoder.ops.erf` (scipy), inside :func:`ops.gelu`. Measured
+    gain (bench/kernels.py, CPU time): ``ops.gelu`` with erf32 against ``ops.gelu`` with
+    scipy's erf, 2.7% (32 x 128) and 3.1% (8 x 512) at 1 thread, 5.9% and 6.7% at 2.
     """
     x = np.asarray(x)
     if x.dtype != np.float32:
@@ -104,6 +124,10 @@ def gelu_inplace(h: np.ndarray) -> None:
     """h <- GELU(h) = 0.5 h (1 + erf(h / sqrt(2))), in place, h float32, contiguous:
     :func:`ops.gelu` with :func:`erf32` for its erf, the same bits, computed
     :data:`GELU_CHUNK` elements at a time in four scratch buffers that stay in cache.
+
+    Measured gain (bench/kernels.py, CPU time) against ``ops.gelu(x, erf=erf32)``:
+    10.0% (32 x 128) and 6.6% (8 x 512) at 1 thread, 6.7% and 2.9% at 2 threads
+    (against ``ops.gelu`` with scipy's erf: 13.0%, 9.9%, 13.0%, 9.8%).
     """
     flat = h.reshape(-1)
     root2 = np.sqrt(2).astype(h.dtype)
@@ -127,6 +151,9 @@ def layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: 
     reduction plus a temporary. (Not a product with a ones vector, though
     it is a little faster: OpenBLAS's matrix-vector product rounds
     differently with its thread count, see :func:`minibert.encoder.fast.forward`.)
+
+    Measured gain (bench/kernels.py, CPU time) against ``ops.layer_norm``: 6.8%
+    (32 x 128) and 4.4% (8 x 512) at 1 thread, 5.5% and -1.2% (noise) at 2 threads.
     """
     m, H = y.shape
     mu = np.einsum("ij->i", y)  # (m, H) -> (m,)
@@ -189,6 +216,10 @@ def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: 
     The probabilities, when asked for, are exp(S) / rowsum, divided from the exp(S)
     still in ``p`` after the context is computed: the context is the same arithmetic
     with or without them, so asking for attentions changes no bit of the hidden states.
+
+    Measured gain (bench/kernels.py, CPU time) against ``ops.scaled_dot_product_attention``
+    on the same head groups: 6.6% (32 x 128) and 15.5% (8 x 512) at 1 thread, 7.9% and
+    15.3% at 2 threads.
     """
     g, n, _ = q.shape
     tiny = np.finfo(q.dtype).tiny * 2**24
