@@ -1,10 +1,11 @@
-"""Batch + Weights -> forward -> Encoding: the record of every layer.
+"""Batch + Weights -> the encoder -> Encoding: the record of every layer.
 
-:func:`forward` is the whole encoder, written with the formula functions of
-:mod:`minibert.encoder.ops` and no I/O: the reference. :class:`Model` ties a
-directory's config, weights and tokenizer together (:func:`load` builds
-one); :meth:`Model.forward` chooses, in one place (:meth:`Model._compute`),
-whether these formulas or the fast path of :mod:`minibert.encoder.fast` run.
+:class:`Model` ties a directory's config, weights and tokenizer together
+(:func:`load` builds one); :meth:`Model.forward` checks its input and
+chooses, in one place (:meth:`Model._compute`), whether the reference
+forward pass (:func:`minibert.encoder.forward.forward`, the formulas of
+:mod:`minibert.encoder.ops`) or the fast schedule of
+:mod:`minibert.encoder.fast` runs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.encoder import fast, ops
+from minibert.encoder import fast
 from minibert.encoder.config import Config
+from minibert.encoder.forward import EncoderOutput, forward, position_ids  # noqa: F401 (re-exported)
 from minibert.encoder.layers import resolve_layer
 from minibert.encoder.params import Weights
 from minibert.encoder.threads import threads
@@ -30,23 +32,6 @@ from minibert.loading.tokenizer import Batch, Tokenizer
 #: Ways to run the encoder: "fast" (:mod:`minibert.encoder.fast`, the default) or
 #: "plain" (:func:`forward`: the formula functions of :mod:`minibert.encoder.ops`).
 IMPLS = ("fast", "plain")
-
-
-@dataclass(frozen=True)
-class EncoderOutput:
-    """What the encoder computed for a (B, S) batch.
-
-    hidden_states: num_hidden_layers + 1 arrays (B, S, H); [0] is the
-      embedding output (projected to H for ELECTRA and ALBERT), [i] the
-      output of encoder layer i (transformers' ``output_hidden_states``
-      indexing; ALBERT with inner_group_num > 1: one per inner layer).
-    attentions: num_hidden_layers arrays (B, h, S, S), or None.
-    trace: every intermediate (:class:`minibert.encoder.trace.Trace`), or None.
-    """
-
-    hidden_states: tuple[np.ndarray, ...]
-    attentions: tuple[np.ndarray, ...] | None = None
-    trace: Trace | None = None
 
 
 def _from_batch(name: str) -> property:
@@ -90,73 +75,6 @@ class Encoding:
     offsets = _from_batch("offsets")
     texts = _from_batch("texts")
     text_pairs = _from_batch("text_pairs")
-
-
-def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """The row of the position table each token reads: (B, S) -> (B, S).
-
-    BERT, DistilBERT, ELECTRA, ALBERT: 0, 1, ..., S-1 for every text.
-    RoBERTa, XLM-R, CamemBERT (fairseq's ``make_positions``, transformers'
-    ``create_position_ids_from_input_ids``): real tokens count from
-    pad_token_id + 1 and padding keeps pad_token_id,
-    ``pad + cumsum(m) * m`` with m = (input_ids != pad). That is why their
-    usable length is max_position_embeddings - pad_token_id - 1 (514 - 2).
-    """
-    B, S = input_ids.shape
-    if config.family == "roberta":
-        m = (input_ids != config.pad_token_id).astype(np.int64)
-        return config.pad_token_id + np.cumsum(m, axis=1) * m
-    return np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
-
-
-def forward(
-    weights: Weights,
-    config: Config,
-    input_ids: np.ndarray,
-    token_type_ids: np.ndarray,
-    attention_mask: np.ndarray,
-    output_attentions: bool = False,
-    trace: bool = False,
-) -> EncoderOutput:
-    """The encoder: embeddings, then num_hidden_layers post-LN layers.
-
-    input_ids, token_type_ids, attention_mask: (B, S) ints. Returns every
-    hidden state, L+1 arrays (B, S, H); with ``output_attentions`` the L
-    attention maps (B, h, S, S); with ``trace`` every intermediate.
-    Families differ only in data: the position rule (:func:`position_ids`),
-    a missing token-type table (DistilBERT), an E -> H projection after the
-    embeddings (ELECTRA, ALBERT; ``hidden_states[0]`` is the projected one,
-    as in transformers), and ``weights.layer_map`` (ALBERT runs one shared
-    layer L times). With ALBERT's rare ``inner_group_num`` > 1 every inner
-    layer is a step: L * inner_group_num + 1 hidden states, as transformers
-    5 records them.
-
-    These are the formulas themselves, the reference. ``Model.encode`` runs
-    them for a trace or ``impl="plain"``; otherwise it runs
-    :func:`minibert.encoder.fast.forward`, the same encoder arranged for speed (with
-    the attention maps too when asked for) and tested equal to this one (see
-    :meth:`Model._compute`).
-    """
-    eps, h = config.layer_norm_eps, config.num_attention_heads
-    positions = position_ids(config, input_ids, attention_mask)
-    embeddings = ops.embed(input_ids, positions, token_type_ids, weights.embeddings, eps, trace)
-    x = embeddings.hidden_state
-    mask = ops.additive_mask(attention_mask, x.dtype)  # (B, S) -> (B, 1, 1, S)
-    act = ops.ACTIVATIONS[config.hidden_act]
-    hidden_states, attentions, layers = [x], [], []
-    for k in weights.layer_map:
-        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace)
-        x = layer.output
-        hidden_states.append(x)
-        if output_attentions:
-            attentions.append(layer.attention.probs)
-        if trace:
-            layers.append(layer)
-    return EncoderOutput(
-        tuple(hidden_states),
-        tuple(attentions) if output_attentions else None,
-        Trace(embeddings, tuple(layers)) if trace else None,
-    )
 
 
 #: Score elements (b x h x S x S) of one chunk of texts in the plain path:
@@ -380,7 +298,8 @@ class Model:
         """Longest sequence the position table allows (special tokens included).
 
         max_position_embeddings, except for the RoBERTa family, whose
-        positions start at pad_token_id + 1 (see :func:`position_ids`):
+        positions start at pad_token_id + 1 (see
+        :func:`minibert.encoder.forward.position_ids`):
         514 - 2 = 512 for roberta-base.
         """
         if self.config.family == "roberta":

@@ -25,7 +25,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import erf
 
 import minibert
-from minibert.encoder import fast, ops
+from minibert.encoder import fast, kernels, ops
 from minibert.model import Model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -440,7 +440,7 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def check_erf32(bits: np.ndarray) -> int:
     x = bits.view(np.float32)
     x = x[~np.isnan(x)]
-    got, want = fast.erf32(x), erf(x)
+    got, want = kernels.erf32(x), erf(x)
     assert got.dtype == np.float32 and want.dtype == np.float32
     u = ulp_distance(got, want)
     worst = int(u.argmax())
@@ -467,14 +467,14 @@ def test_erf32_every_float32():
     for start in range(0, end, 2**24):
         check_erf32(np.arange(start, min(start + 2**24, end), dtype=np.uint32))
     x = np.arange(0, end, 4099, dtype=np.uint32).view(np.float32)
-    assert_array_equal(fast.erf32(-x), -fast.erf32(x))
+    assert_array_equal(kernels.erf32(-x), -kernels.erf32(x))
     above = np.arange(end, int(np.float32(np.inf).view(np.uint32)) + 1, 97, dtype=np.uint32)
-    assert (fast.erf32(above.view(np.float32)) == 1).all()
+    assert (kernels.erf32(above.view(np.float32)) == 1).all()
 
 
 def test_erf32_special_values():
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38, 1e-45, -1e-45], np.float32)
-    got = fast.erf32(x)
+    got = kernels.erf32(x)
     assert_array_equal(got[:4], [0.0, -0.0, 1.0, -1.0])
     assert np.signbit(got[1]) and np.isnan(got[4])
     assert_array_equal(got[5:7], [1.0, -1.0])
@@ -483,15 +483,16 @@ def test_erf32_special_values():
 
 def test_erf32_is_float32_only():
     with pytest.raises(minibert.MinibertError, match="float32"):
-        fast.erf32(np.zeros(3))
+        kernels.erf32(np.zeros(3))
 
 
-def test_gelu_float64_is_scipys_erf_exactly():
-    """In float64 the fast GELU is the exact formula of ops.gelu (same scipy erf)."""
-    x = np.random.default_rng(1).standard_normal((5, 40000)) * 4
-    y = x.copy()
-    fast._gelu_inplace(y)
-    assert_allclose(y, ops.gelu(x), rtol=1e-15, atol=1e-300)
+def test_gelu_float64_is_the_formula_itself():
+    """In float64 the schedule's activation is ops.gelu (scipy's erf); in float32 the
+    exact GELU runs kernels.gelu_inplace (erf32); other activations are the formulas."""
+    assert fast.activation("gelu", np.float64) is ops.gelu
+    assert fast.activation("gelu_new", np.float32) is ops.gelu_tanh
+    x = np.random.default_rng(1).standard_normal((5, 400)).astype(np.float32)
+    assert_array_equal(fast.activation("gelu", np.float32)(x.copy()), ops.gelu(x, erf=kernels.erf32))
 
 
 def test_gelu_float32_matches_the_formula():
@@ -499,7 +500,7 @@ def test_gelu_float32_matches_the_formula():
     0.5 |x| 1.2e-7, and erf is exactly -1 below x = -5.6: bound 3.4e-7."""
     x = (np.random.default_rng(2).standard_normal((7, 30000)) * 4).astype(np.float32)
     y = x.copy()
-    fast._gelu_inplace(y)
+    kernels.gelu_inplace(y)
     assert_allclose(y, ops.gelu(x), rtol=2e-6, atol=3.4e-7)  # observed 2.4e-7 max
 
 
@@ -747,3 +748,35 @@ def test_attention_layers_keeps_only_those_maps(tiny_model, monkeypatch):
             tiny_model.encode(texts, output_attentions=True, attention_layers=bad)
     with pytest.raises(minibert.MinibertError, match="output_attentions is False"):
         tiny_model.encode(texts, attention_layers=[1])
+
+
+# --------------------------------------------------------------------------- the fused layout
+
+
+def test_the_fused_qkv_layout_is_the_schedules_built_once_per_weights(tiny_model):
+    """W_qkv = [W_q * (1/sqrt(d)) | W_k | W_v], b_qkv likewise, the scale taken in the
+    weights' dtype (the arithmetic of the record's former __post_init__, bit for bit); built
+    once per Weights, dropped with it, and a Weights made by replace() gets its own."""
+    import gc
+
+    weights = tiny_model.weights
+    H, d = tiny_model.config.hidden_size, tiny_model.config.head_size
+    fused = fast.fused_qkv(weights)
+    assert fast.fused_qkv(weights) is fused  # cached
+    for layer, (W_qkv, b_qkv) in zip(weights.layers, fused, strict=True):
+        a = layer.attention
+        s = np.float32(1 / np.sqrt(d))
+        assert W_qkv.shape == (H, 3 * H) and W_qkv.flags.c_contiguous and b_qkv.shape == (3 * H,)
+        assert_array_equal(W_qkv, np.concatenate([a.W_q * s, a.W_k, a.W_v], axis=1))
+        assert_array_equal(b_qkv, np.concatenate([a.b_q * s, a.b_k, a.b_v]))
+        assert_allclose(W_qkv[:, :H], a.W_q / np.sqrt(d), rtol=1e-6, atol=0)
+        assert not np.shares_memory(W_qkv, a.W_q)
+    layer = weights.layers[0]
+    doubled = replace(layer, attention=replace(layer.attention, W_q=2 * layer.attention.W_q))
+    other = replace(weights, layers=(doubled, *weights.layers[1:]))
+    assert_array_equal(fast.fused_qkv(other)[0][0][:, :H], 2 * fused[0][0][:, :H])
+    key = id(other)
+    assert key in fast._FUSED
+    del other
+    gc.collect()
+    assert key not in fast._FUSED  # dropped with its weights

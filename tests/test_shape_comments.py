@@ -1,6 +1,6 @@
 """The shape comments of the forward passes are checked against real arrays.
 
-Every single-line statement of minibert/encoder/ops.py, model.py and fast.py that
+Every single-line statement of minibert/encoder/ops.py, forward.py, fast.py and kernels.py that
 carries a comment like ``# (B, S, H) -> (B, h, S, d)`` (or just ``# (P, 1)``)
 is watched while the encoder runs on committed tiny models: an assignment's
 target, a return value, or the ``out=`` array of a call such as
@@ -32,8 +32,9 @@ ROOT = Path(minibert.__file__).resolve().parent
 #: file -> the letters whose sizes are read from the running code's variables
 FILES = {
     ROOT / "encoder" / "ops.py": (),
-    ROOT / "model.py": (),
+    ROOT / "encoder" / "forward.py": (),
     ROOT / "encoder" / "fast.py": ("N", "n", "g", "m"),
+    ROOT / "encoder" / "kernels.py": ("n", "g", "m"),
 }
 SHAPE = r"\(([^()]*)\)"
 FACTOR = re.compile(r"(\d*)([A-Za-z]*)")
@@ -148,8 +149,8 @@ def watched_files(paths=FILES) -> dict[str, tuple[dict, tuple[str, ...]]]:
     }
 
 
-PLAIN = watched_files({p: FILES[p] for p in (ROOT / "encoder" / "ops.py", ROOT / "model.py")})
-FAST = watched_files({ROOT / "encoder" / "fast.py": FILES[ROOT / "encoder" / "fast.py"]})
+PLAIN = watched_files({p: FILES[p] for p in (ROOT / "encoder" / "ops.py", ROOT / "encoder" / "forward.py")})
+FAST = watched_files({p: FILES[p] for p in (ROOT / "encoder" / "fast.py", ROOT / "encoder" / "kernels.py")})
 
 
 def sizes_of(config, batch) -> dict[str, int]:
@@ -161,7 +162,7 @@ def sizes_of(config, batch) -> dict[str, int]:
 
 
 def run_plain(model, batch) -> None:
-    """The formulas, everything kept (ops.py and model.py are watched)."""
+    """The formulas, everything kept (ops.py and forward.py are watched)."""
     ids, types_, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
     minibert.forward(model.weights, model.config, ids, types_, mask, output_attentions=True, trace=True)
     if model.config.sinusoidal_pos_embds:  # the table this checkpoint ships is what the formula would build
@@ -171,12 +172,13 @@ def run_plain(model, batch) -> None:
 
 
 def run_fast(model, batch, module=fast) -> None:
-    """The fast path on one thread (the tracer follows one thread). Only fast.py
-    is watched: it calls ops.embed on packed tokens, (N,) where ops says (B, S)."""
+    """The fast path on one thread (the tracer follows one thread). Only fast.py and
+    kernels.py are watched: the schedule calls ops.embed on packed tokens, (N,) where
+    ops says (B, S)."""
     ids, types_, mask = batch.input_ids, batch.token_type_ids, batch.attention_mask
-    positions = minibert.model.position_ids(model.config, ids, mask)
+    positions = minibert.encoder.forward.position_ids(model.config, ids, mask)
     with threads.threads(1):
-        module.forward(model.weights, model.config, ids, positions, types_, mask)
+        module.forward(model.weights, model.config, ids, positions, types_, mask, output_attentions=True)
 
 
 TEXTS = ["a short one", "a somewhat longer text for padding", "", "the last text"]
@@ -199,37 +201,46 @@ def test_every_shape_comment_holds(monkeypatch):
                 errors += [f"{name}: {msg}" for msg in watch.errors]
     assert not errors, "\n".join(errors)
     every = {(f, line) for files in (PLAIN, FAST) for f, (lines, _) in files.items() for line in lines}
-    assert len([1 for f, _ in every if f.endswith("fast.py")]) >= 14  # the fast path's comments are read
+    assert (
+        len([1 for f, _ in every if f.endswith(("fast.py", "kernels.py"))]) >= 12
+    )  # the schedule's comments
     missing = sorted(every - checked)
     assert not missing, f"shape comments never reached: {[f'{Path(f).name}:{n}' for f, n in missing]}"
 
 
 @pytest.mark.parametrize(
-    "comment, swapped",
+    "file, comment, swapped",
     [
-        ("# (N, H) -> (N, 3H)", "# (N, H) -> (N, H)"),  # an out= array
-        ("# (n, g, d) -> (g, d, n)", "# (n, g, d) -> (g, n, d)"),  # an assignment, fast-path letters
-        ("# (g n, n) -> (g n,): the row sums", "# (g n, n) -> (n,): the row sums"),  # a product
+        ("fast.py", "# (N, H) -> (N, 3H)", "# (N, H) -> (N, H)"),  # an out= array
+        (
+            "fast.py",
+            "# (n, g, d) -> (g, d, n)",
+            "# (n, g, d) -> (g, n, d)",
+        ),  # an assignment, fast-path letters
+        ("kernels.py", "# (g n, n) -> (g n,): the row sums", "# (g n, n) -> (n,): the row sums"),  # a product
     ],
 )
-def test_a_swapped_comment_fails(tmp_path, comment, swapped):
-    """The checker itself: a copy of fast.py with one comment made wrong runs
-    under the same tracer, and the wrong line is reported."""
-    source = (ROOT / "encoder" / "fast.py").read_text(encoding="utf-8")
+def test_a_swapped_comment_fails(tmp_path, file, comment, swapped, monkeypatch):
+    """The checker itself: a copy of fast.py (or of kernels.py, which the schedule then
+    calls) with one comment made wrong runs under the same tracer, and the wrong line
+    is reported."""
+    source = (ROOT / "encoder" / file).read_text(encoding="utf-8")
     assert source.count(comment) == 1
-    path = tmp_path / "fast_swapped.py"
+    path = tmp_path / file.replace(".py", "_swapped.py")
     path.write_text(source.replace(comment, swapped), encoding="utf-8")
-    module = types.ModuleType("minibert.fast_swapped")
-    module.__package__ = "minibert"
+    module = types.ModuleType("minibert.encoder.swapped")
+    module.__package__ = "minibert.encoder"
     exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+    if file == "kernels.py":
+        monkeypatch.setattr(fast, "kernels", module)
     model = minibert.load(DATA / "tiny-bert", "float32")
     batch = model.tokenize(TEXTS)
-    files = watched_files({path: FILES[ROOT / "encoder" / "fast.py"]})
+    files = watched_files({path: FILES[ROOT / "encoder" / file]})
     with Watch(files, sizes_of(model.config, batch)) as watch:
-        run_fast(model, batch, module)
+        run_fast(model, batch, module if file == "fast.py" else fast)
     line = 1 + source[: source.index(comment)].count("\n")
-    assert any(e.startswith(f"fast_swapped.py:{line}:") for e in watch.errors), watch.errors
-    assert len(watch.errors) >= 1 and all(f"fast_swapped.py:{line}:" in e for e in watch.errors)
+    assert any(e.startswith(f"{path.name}:{line}:") for e in watch.errors), watch.errors
+    assert len(watch.errors) >= 1 and all(f"{path.name}:{line}:" in e for e in watch.errors)
 
 
 def test_the_reading_of_a_comment():

@@ -1,4 +1,4 @@
-"""The fast forward pass: the same encoder as :func:`minibert.model.forward`,
+"""The fast forward pass: the same encoder as :func:`minibert.encoder.forward.forward`,
 arranged for speed. :mod:`minibert.encoder.ops` stays the reference; this module is
 tested equal to it (``tests/test_fast.py``) and to transformers.
 
@@ -9,25 +9,26 @@ What it does differently, and why (docs/performance.md has the measurements):
   padding. Attention runs per text on its own unpadded length, so no mask is
   needed. Padding positions of the returned hidden states are 0 (the plain
   path leaves whatever the formulas give there; neither is meaningful).
-- **One fused QKV product.** W_q, W_k, W_v are concatenated once, at load,
-  into one (H, 3H) matrix, ``AttentionWeights.W_qkv`` of the same weight
-  record the formulas read (:mod:`minibert.loading.weights`; W_k and W_v are views
-  into it); the 1/sqrt(d) of attention is folded into its W_q and b_q
-  columns, which changes float32 results by rounding only.
+- **One fused QKV product.** W_q, W_k, W_v are concatenated into one
+  (H, 3H) matrix per layer, built once per Weights and kept beside it
+  (:func:`fused_qkv`; the record the formulas take holds them apart); the
+  1/sqrt(d) of attention is folded into its W_q and b_q columns, which
+  changes float32 results by rounding only.
 - **Row blocks.** The attention output projection, both LayerNorms and the
-  FFN run on blocks of :data:`ROW_BLOCK` tokens, so the (rows, I) FFN
-  intermediate stays in cache and is never materialised for the whole batch.
-- **In place.** Biases, residuals, LayerNorm, softmax and GELU write into
-  buffers with ``out=`` and in-place operators instead of new temporaries.
-- **A faster float32 erf** for the exact GELU: :func:`erf32`, a polynomial
-  approximation that stays within 1 ulp of ``scipy.special.erf`` over the
-  whole float32 range (proven by ``tests/test_fast.py``). scipy's erf costs
-  about 15 ns per element on this machine, as much as the FFN's two matrix
-  products spend per activation; the whole fast GELU about 3.6 ns. This is
-  the only approximation in the fast path, and only for float32: float64
-  uses ``scipy.special.erf``. (The other changes - folding 1/sqrt(d) into
-  W_q, softmax without the max shift, LayerNorm sums - change rounding
-  only.)
+  FFN run on blocks of :data:`ROW_BLOCK` tokens (:func:`_layer_rows`), so
+  the (rows, I) FFN intermediate stays in cache and is never materialised
+  for the whole batch.
+- **The formulas, and kernels where they pay.** Each piece is computed by
+  the formulas of :mod:`minibert.encoder.ops` (``ops.embed``,
+  ``ops.linear``, ``ops.feed_forward``), except three that run as in-place
+  kernels of :mod:`minibert.encoder.kernels`, kept because this schedule
+  measured faster with them (docs/performance.md, Kernels;
+  ``bench/kernels.py``): LayerNorm, the float32 GELU with
+  :func:`~minibert.encoder.kernels.erf32` (a polynomial erf within 1 ulp of
+  scipy's, the only approximation of the fast path, float32 only) and
+  attention per head group (softmax without the max shift, rows normalised
+  after the product with V). Each is tested equal to its formula
+  (``tests/test_kernels.py``); besides erf32 they change rounding only.
 
 - **Work units, and threads that change no bit.** The batch is cut into
   units of about :data:`UNIT_TOKENS` tokens by the texts' lengths alone
@@ -40,7 +41,7 @@ What it does differently, and why (docs/performance.md has the measurements):
   instead (one-unit batches), it relies on OpenBLAS's matrix products giving
   the same bits at any thread count (tested on the encoder's shapes, in
   ``tests/test_threads.py``; in float32 only, and only once the probabilities
-  @ V are summed in blocks of keys, :func:`_times_v`); its
+  @ V are summed in blocks of keys, :func:`kernels.times_v`); its
   matrix-vector products do not, so rows are summed with ``einsum``. Units
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
@@ -54,7 +55,7 @@ What it does differently, and why (docs/performance.md has the measurements):
   that measured cheapest.
 
 Not computed here: traces. :meth:`minibert.Model.forward` runs the formulas
-of :func:`minibert.model.forward` for those and for ``impl="plain"`` (the
+of :func:`minibert.encoder.forward.forward` for those and for ``impl="plain"`` (the
 choice is made in one place, ``Model._compute``).
 
 Shape alphabet as in :mod:`minibert.encoder.ops` (B, S, H, h, d, I), plus:
@@ -69,14 +70,15 @@ N, n, g and m are the values of the variables of those names where they run.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Collection
 
 import numpy as np
 
-from minibert.encoder import ops, threads
+from minibert.encoder import kernels, ops, threads
 from minibert.encoder.config import Config
 from minibert.encoder.params import Weights
-from minibert.errors import MinibertError
 
 #: Tokens per row block of the post-attention part of a layer: (ROW_BLOCK, I)
 #: float32 is 1.5 MB for I = 1536, and BLAS is near full speed at this size.
@@ -85,139 +87,6 @@ ROW_BLOCK = 256
 #: Score elements (g heads x n x n) computed at once in attention: 2**18
 #: float32 is 1 MB, so exp and the product with V read them from cache.
 ATTENTION_BLOCK = 2**18
-
-#: Elements per chunk of the float32 GELU: its four scratch buffers of this
-#: many float32 stay in the L2 cache.
-GELU_CHUNK = 65536
-
-# erf32 coefficients (float32). Fitted by bench/fit_erf.py (Lawson's minimax
-# iteration on scipy's float64 erf), then checked in float32 over every
-# float32 in the tests.
-#   |x| <= ERF_SPLIT: erf(x) = x + x * P(x^2)          (P: degree 5)
-#   |x| >  ERF_SPLIT: erf(x) = sign(x) (1 - exp(Q(|x|)))  (Q ~ log erfc, degree 7)
-ERF_SPLIT = np.float32(0.92)
-ERF_P = tuple(np.float32(c) for c in (
-    0.12837915, -0.37612498, 0.11281846, -0.026767718, 0.004994827, -0.0005999388,
-))  # fmt: skip
-ERF_Q = tuple(np.float32(c) for c in (
-    0.00017587071, -1.1295208, -0.6333347, -0.108293906, 0.025128596, -0.004174632, 0.00043521659,
-    -2.1161703e-05,
-))  # fmt: skip
-_SIGN = np.int32(-(2**31))  # the float32 sign bit as int32
-_SPLIT_BITS = ERF_SPLIT.view(np.int32)
-
-
-def erf32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """erf(x) for float32 x, within 1 ulp of ``scipy.special.erf`` everywhere.
-
-    A polynomial approximation (see ``ERF_P``, ``ERF_Q``): one branch near 0,
-    where erf(x) ~ 2x/sqrt(pi), and one for |x| > 0.92 through erfc =
-    exp(log erfc), so the result near 1 keeps full accuracy. Both branches
-    are computed for every element and the right one picked with bit masks
-    (NumPy has no fast per-element select). NaN stays NaN, erf(+-inf) = +-1.
-    This is an approximation: the plain path (:func:`minibert.encoder.ops.gelu`)
-    uses scipy's erf. ``tests/test_fast.py`` checks every float32 value.
-    """
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        raise MinibertError(f"erf32 takes float32, got {x.dtype}")
-    flat = np.ascontiguousarray(x).reshape(-1)
-    result = np.empty_like(flat) if out is None else out.reshape(-1)
-    scratch = [np.empty(min(GELU_CHUNK, flat.size), np.float32) for _ in range(4)]
-    for i in range(0, flat.size, GELU_CHUNK):
-        n = min(GELU_CHUNK, flat.size - i)
-        a, s, t, u = (buf[:n] for buf in scratch)
-        np.copyto(a, flat[i : i + n])
-        result[i : i + n] = _erf32_inplace(a, s, t, u)
-    return result.reshape(x.shape)
-
-
-def _erf32_inplace(x: np.ndarray, s: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """erf32 on one 1-D chunk. Destroys x, s, t; returns u holding erf(x)."""
-    P, Q = ERF_P, ERF_Q
-    with np.errstate(over="ignore", invalid="ignore"):
-        # small |x|: r = x + x P(x^2), into t
-        np.multiply(x, x, out=s)
-        np.multiply(s, P[5], out=t)
-        for c in P[4:0:-1]:
-            t += c
-            t *= s
-        t += P[0]
-        t *= x
-        t += x
-        # large |x|: 1 - exp(Q(|x|)), into u. Q's leading coefficient is
-        # negative, so Q(|x|) -> -inf for huge |x| (even inf) and exp gives 0.
-        np.abs(x, out=s)
-        np.multiply(s, Q[7], out=u)
-        for c in Q[6:0:-1]:
-            u += c
-            u *= s
-        u += Q[0]
-        np.exp(u, out=u)
-        np.subtract(np.float32(1), u, out=u)
-    xi, si, ti, ui = x.view(np.int32), s.view(np.int32), t.view(np.int32), u.view(np.int32)
-    # mask: all ones where |x| > ERF_SPLIT (positive floats order like their bits)
-    np.subtract(_SPLIT_BITS, si, out=si)
-    si >>= 31
-    # give the large branch the sign of x
-    xi &= _SIGN
-    ui |= xi
-    # u = mask ? u : t  (as t ^ ((t ^ u) & mask))
-    ui ^= ti
-    ui &= si
-    ui ^= ti
-    return u
-
-
-def _gelu_inplace(h: np.ndarray) -> None:
-    """h <- GELU(h) = 0.5 h (1 + erf(h / sqrt(2))), in place, h (m, I) contiguous.
-
-    float32: erf is :func:`erf32` (within 1 ulp of scipy's); float64: scipy's
-    erf itself, so float64 stays the exact formula of :func:`ops.gelu`.
-    """
-    flat = h.reshape(-1)
-    root2 = np.sqrt(2).astype(h.dtype)
-    if h.dtype != np.float32:
-        for i in range(0, flat.size, GELU_CHUNK):
-            c = flat[i : i + GELU_CHUNK]
-            e = np.divide(c, root2)
-            ops.erf(e, out=e)
-            e += 1
-            c *= 0.5
-            c *= e
-        return
-    n0 = min(GELU_CHUNK, flat.size)
-    scratch = [np.empty(n0, np.float32) for _ in range(4)]
-    for i in range(0, flat.size, GELU_CHUNK):
-        c = flat[i : i + GELU_CHUNK]
-        a, s, t, u = (buf[: c.size] for buf in scratch)
-        np.divide(c, root2, out=a)
-        e = _erf32_inplace(a, s, t, u)
-        e += 1
-        c *= np.float32(0.5)
-        c *= e
-
-
-def _layer_norm_inplace(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> None:
-    """y <- LayerNorm(y) = gamma (y - mu) / sqrt(sigma^2 + eps) + beta, in place.
-
-    y: (m, H). The formula of :func:`ops.layer_norm`; the row sums and the
-    sums of squares are ``einsum`` reductions, each one pass instead of a
-    reduction plus a temporary. (Not a product with a ones vector, though
-    it is a little faster: OpenBLAS's matrix-vector product rounds
-    differently with its thread count, see :func:`forward`.)
-    """
-    m, H = y.shape
-    mu = np.einsum("ij->i", y)  # (m, H) -> (m,)
-    mu /= H
-    y -= mu[:, None]
-    var = np.einsum("ij,ij->i", y, y)  # (m, H) -> (m,)
-    var /= H
-    var += np.asarray(eps, y.dtype)
-    np.sqrt(var, out=var)
-    y /= var[:, None]
-    y *= gamma
-    y += beta
 
 
 def _attention(
@@ -232,27 +101,17 @@ def _attention(
     probs: None, or (h, n, n), written (a view of the returned (B, h, S, S)
     array at the text's real queries and keys).
 
-    softmax is shift-invariant, and the shift by the row maximum in
-    :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken
-    of the raw scores and the rows are normalised after the product with V
-    (dividing (n, d) instead of (n, n)): ctx = (exp(S) V) / rowsum(exp(S)).
-    If a score is large enough to overflow exp (or the row sums, or the
-    product with V: exp(S) near the float limit times a value above 1), or
-    every score of a row so negative that the row sum underflows, those
-    heads are redone with the shift. Heads go g at a time, g chosen so the g (n, n) score matrices
-    stay in cache (all heads at once for short texts, one by one at 512).
-
-    The probabilities, when asked for, are exp(S) / rowsum, divided from
-    the cached exp(S) straight into ``probs`` after the context is computed:
-    the context is the same arithmetic with or without them, so asking for
-    attentions changes no bit of the hidden states.
+    The schedule of :func:`ops.scaled_dot_product_attention` for one text:
+    heads go g at a time, g chosen so the g (n, n) score matrices stay in
+    cache (all heads at once for short texts, one by one at 512), each group
+    computed by the kernel :func:`kernels.attention` (no mask: the text's
+    tokens are all real).
     """
     n, H3 = qkv.shape
     d = H3 // (3 * h)
     heads = qkv.reshape(n, 3, h, d)  # (n, 3H) -> (n, 3, h, d)
     out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) -> (h, n, d), a view of ctx
     step = _heads_at_once(n, h)
-    tiny = np.finfo(qkv.dtype).tiny * 2**24
     for h0 in range(0, h, step):
         g = min(step, h - h0)  # heads in this group
         group = slice(h0, h0 + g)
@@ -260,52 +119,7 @@ def _attention(
         kT = heads[:, 1, group].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
         v = heads[:, 2, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
         p = scores[: g * n * n].reshape(g, n, n)
-        np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in W_q
-        with np.errstate(over="ignore", under="ignore"):
-            np.exp(p, out=p)
-        z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
-        o = out[group]
-        ok = bool(np.isfinite(z).all() and z.min() > tiny)
-        if ok:
-            _times_v(p, v, o)  # (g, n, n) @ (g, n, d) -> (g, n, d)
-            ok = bool(np.isfinite(o).all())  # exp(S) near the float limit can overflow times V
-        if not ok:
-            np.matmul(q, kT, out=p)
-            p -= np.max(p, axis=-1, keepdims=True)
-            np.exp(p, out=p)
-            z = np.einsum("ij->i", p.reshape(-1, n))
-            _times_v(p, v, o)
-        zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
-        o /= zc
-        if probs is not None:
-            np.divide(p, zc, out=probs[group])  # (g, n, n) / (g, n, 1) -> (g, n, n)
-
-
-#: Keys per matrix product of :func:`_times_v`: below OpenBLAS's GEMM_Q, so no product is
-#: cut along the keys (on SkylakeX the cut began at 449 keys in float32, 440 in float64).
-KEY_BLOCK = 256
-
-
-def _times_v(p: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
-    """out <- p @ v, (g, n, n) @ (g, n, d) -> (g, n, d), summed over the keys
-    :data:`KEY_BLOCK` at a time: one product for n <= KEY_BLOCK, else one per
-    block of keys, added in order.
-
-    Why not one product: OpenBLAS cuts a product's inner dimension K (here n,
-    the keys) into blocks of its GEMM_Q, and for Q < K < 2Q its one-thread and
-    threaded drivers cut at different points, so one product rounds
-    differently with the BLAS thread count (n = 449..510 in float32 on
-    SkylakeX, 440..510 in float64: all-MiniLM-L6-v2's hidden states up to
-    7e-6 apart at 1 and 2 threads). The count
-    is one setting for the whole process, so a concurrent call changing it
-    changed this call's bits too (issue 17). Products of K <= KEY_BLOCK are
-    never cut, and give the same bits at any thread count
-    (``tests/test_threads.py``).
-    """
-    n = p.shape[-1]
-    np.matmul(p[..., :KEY_BLOCK], v[:, :KEY_BLOCK], out=out)
-    for k0 in range(KEY_BLOCK, n, KEY_BLOCK):
-        out += np.matmul(p[..., k0 : k0 + KEY_BLOCK], v[:, k0 : k0 + KEY_BLOCK])  # (g, n, d)
+        kernels.attention(q, kT, v, p, out[group], None if probs is None else probs[group])
 
 
 def _text_attention(
@@ -354,8 +168,8 @@ def forward(
     output_attentions: bool = False,
     attention_layers: Collection[int] | None = None,
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray | None, ...] | None]:
-    """The encoder, fast: the inputs of :func:`minibert.model.forward` (plus
-    the position ids, which :func:`minibert.model.position_ids` computes per
+    """The encoder, fast: the inputs of :func:`minibert.encoder.forward.forward` (plus
+    the position ids, which :func:`minibert.encoder.forward.position_ids` computes per
     family), and its hidden states and attention maps, to float rounding.
 
     input_ids, position_ids, token_type_ids, attention_mask: (B, S) ints.
@@ -481,7 +295,11 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
     maps[i - 1][b, :, :n, :n]).
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
-    padding, the rows are the output arrays themselves (no copy).
+    padding, the rows are the output arrays themselves (no copy). Each layer
+    is :func:`ops.encoder_layer` in three parts: the fused Q, K, V
+    projection of all N rows (:func:`fused_qkv`), attention text by text
+    (:func:`_attention`), and the rest of the layer on blocks of
+    :data:`ROW_BLOCK` rows (:func:`_layer_rows`).
     """
     dtype = weights.embeddings.word.dtype
     H, h = config.hidden_size, config.num_attention_heads
@@ -505,26 +323,20 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
             outs[i][b0:b1][real] = x
 
     types = None if token_type_ids is None else pack(token_type_ids)
-    x = ops.embed(pack(input_ids), pack(position_ids), types, weights.embeddings, eps).hidden_state
-    dest = destination(0)
-    dest[...] = x
-    publish(0, dest)
-    x = dest
-    act = _gelu_inplace if config.hidden_act == "gelu" else None
-    act_plain = ops.ACTIVATIONS[config.hidden_act]
-
-    R = min(ROW_BLOCK, N)
+    x = destination(0)
+    x[...] = ops.embed(pack(input_ids), pack(position_ids), types, weights.embeddings, eps).hidden_state
+    publish(0, x)
+    act = activation(config.hidden_act, dtype)
+    qkv_weights = fused_qkv(weights)
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
     scores = np.empty(_score_scratch(lengths, h), dtype)
-    x1 = np.empty((R, H), dtype)
-    inter = np.empty((R, config.intermediate_size), dtype)
-
+    R = min(ROW_BLOCK, N)
+    a, f = np.empty((R, H), dtype), np.empty((R, config.intermediate_size), dtype)
     for i, k in enumerate(weights.layer_map, start=1):
-        layer = weights.layers[k]
-        attention, ffn = layer.attention, layer.ffn
-        np.matmul(x, attention.W_qkv, out=qkv)  # (N, H) -> (N, 3H)
-        qkv += attention.b_qkv
+        W_qkv, b_qkv = qkv_weights[k]
+        np.matmul(x, W_qkv, out=qkv)  # (N, H) -> (N, 3H)
+        qkv += b_qkv
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
@@ -532,24 +344,85 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
                 _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b])
         x_next = destination(i)
         for r0 in range(0, N, R):
-            r1 = min(r0 + R, N)
-            m = r1 - r0
-            a = x1[:m]
-            np.matmul(ctx[r0:r1], attention.W_o, out=a)  # (m, H) -> (m, H)
-            a += attention.b_o
-            a += x[r0:r1]
-            _layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
-            f = inter[:m]
-            np.matmul(a, ffn.W_1, out=f)  # (m, H) -> (m, I)
-            f += ffn.b_1
-            if act is not None:
-                act(f)
-            else:
-                f[...] = act_plain(f)
-            y = x_next[r0:r1]
-            np.matmul(f, ffn.W_2, out=y)  # (m, I) -> (m, H)
-            y += ffn.b_2
-            y += a
-            _layer_norm_inplace(y, layer.ln_2.gamma, layer.ln_2.beta, eps)
+            m = min(R, N - r0)  # rows in this block
+            rows = slice(r0, r0 + m)
+            _layer_rows(x[rows], ctx[rows], x_next[rows], weights.layers[k], act, eps, a[:m], f[:m])
         publish(i, x_next)
         x = x_next
+
+
+def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray) -> None:
+    """out <- the rest of :func:`ops.encoder_layer` after attention, on m rows:
+
+        x_1 = LayerNorm(x + ctx W^O + b^O)
+        out = LayerNorm(x_1 + FFN(x_1)),  FFN(x_1) = act(x_1 W_1 + b_1) W_2 + b_2
+
+    x, ctx, out: (m, H), m <= :data:`ROW_BLOCK`, so the (m, I) FFN
+    intermediate stays in cache; a (m, H) and f (m, I): scratch. The
+    formulas run as the in-place kernels of :mod:`minibert.encoder.kernels`
+    (:func:`~minibert.encoder.kernels.linear_into` for ``ops.linear``, the
+    residual sums with ``+=``, :func:`~minibert.encoder.kernels.layer_norm_inplace`),
+    and ``act`` (:func:`activation`).
+    """
+    w, ffn = layer.attention, layer.ffn
+    kernels.linear_into(ctx, w.W_o, w.b_o, out=a)  # (m, H) -> (m, H)
+    a += x
+    kernels.layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
+    kernels.linear_into(a, ffn.W_1, ffn.b_1, out=f)  # (m, H) -> (m, I)
+    f = act(f)
+    kernels.linear_into(f, ffn.W_2, ffn.b_2, out=out)  # (m, I) -> (m, H)
+    out += a
+    kernels.layer_norm_inplace(out, layer.ln_2.gamma, layer.ln_2.beta, eps)
+
+
+def activation(name: str, dtype):
+    """The FFN's activation, config ``hidden_act``: the formula of
+    :data:`ops.ACTIVATIONS`, except the exact GELU in float32, which runs
+    with the kernel :func:`kernels.erf32` for scipy's erf."""
+    if name == "gelu" and np.dtype(dtype) == np.float32:
+        return _gelu32
+    return ops.ACTIVATIONS[name]
+
+
+def _gelu32(x: np.ndarray) -> np.ndarray:
+    """:func:`ops.gelu` with :func:`kernels.erf32`, in place on x (m, I)
+    (:func:`kernels.gelu_inplace`)."""
+    kernels.gelu_inplace(x)
+    return x
+
+
+_FUSED: dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
+_FUSED_LOCK = threading.Lock()
+
+
+def fused_qkv(weights: Weights) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per stored layer of ``weights``, the schedule's layout of its Q, K, V
+    projections: W_qkv (H, 3H) = [W_q / sqrt(d) | W_k | W_v] and b_qkv (3H,)
+    = [b_q / sqrt(d) | b_k | b_v], so one product projects all three and
+    :func:`kernels.attention` needs no division by sqrt(d).
+
+    Built on first use and kept while ``weights`` lives (keyed by its id, and
+    dropped by a ``weakref.finalize`` when it is collected): W_k, W_v and the
+    scaled W_q are copies, H (3H + 3) numbers per layer (7 MB for
+    all-MiniLM-L6-v2). The scale is 1/sqrt(d) in the weights' dtype times W_q
+    (which changes float32 results by rounding only).
+    """
+    key = id(weights)
+    with _FUSED_LOCK:
+        fused = _FUSED.get(key)
+        if fused is None:
+            fused = tuple(_fuse(layer.attention) for layer in weights.layers)
+            _FUSED[key] = fused
+            weakref.finalize(weights, _FUSED.pop, key, None)
+    return fused
+
+
+def _fuse(w) -> tuple[np.ndarray, np.ndarray]:
+    """(W_qkv, b_qkv) of one layer's AttentionWeights (see :func:`fused_qkv`)."""
+    H = w.W_q.shape[0]
+    s = np.asarray(1 / np.sqrt(w.head_size), w.W_q.dtype)
+    W_qkv = np.empty((H, 3 * H), w.W_q.dtype)
+    b_qkv = np.empty(3 * H, w.b_q.dtype)
+    W_qkv[:, :H], W_qkv[:, H : 2 * H], W_qkv[:, 2 * H :] = w.W_q * s, w.W_k, w.W_v
+    b_qkv[:H], b_qkv[H : 2 * H], b_qkv[2 * H :] = w.b_q * s, w.b_k, w.b_v
+    return W_qkv, b_qkv

@@ -152,17 +152,19 @@ def multi_head_attention(
 def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``scipy.special.erf``, imported on first use: scipy.special adds about
     24 MiB to a process, and float32 on the fast path never calls it (it has
-    its own erf, :func:`minibert.encoder.fast.erf32`)."""
+    its own erf, :func:`minibert.encoder.kernels.erf32`)."""
     from scipy.special import erf as scipy_erf
 
     return scipy_erf(x, out=out)
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
+def gelu(x: np.ndarray, erf=erf) -> np.ndarray:
     """GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), exact.
 
     BERT's activation (config ``hidden_act: "gelu"``; Hendrycks & Gimpel
     2016). The article writes ReLU here, which is not what BERT computes.
+    ``erf``: scipy's; the fast schedule passes its float32 one
+    (:func:`minibert.encoder.kernels.erf32`).
     """
     return 0.5 * x * (1 + erf(x / np.sqrt(2).astype(x.dtype)))
 

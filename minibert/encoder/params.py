@@ -7,7 +7,7 @@ They hold arrays only; which checkpoint tensor fills which field is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +41,9 @@ class EmbeddingWeights:
 class AttentionWeights:
     """Multi-head attention (:func:`minibert.encoder.ops.multi_head_attention`):
     W_q, W_k, W_v, W_o (H, H), ``(in, out)``; b_q, b_k, b_v, b_o (H,); the
-    h heads of d = ``head_size`` are column blocks of W_q, W_k, W_v.
-
-    Also the fast path's layout (:mod:`minibert.encoder.fast`), built here, once:
-    W_qkv (H, 3H) = [W_q / sqrt(d) | W_k | W_v] and b_qkv (3H,) =
-    [b_q / sqrt(d) | b_k | b_v]. W_k, W_v, b_k and b_v are then views into
-    them, so the two layouts share every array but the scaled Q block
-    (H^2 + H numbers per layer). Derived in ``__post_init__``: a record made
-    with ``dataclasses.replace`` gets its own.
+    h heads of d = ``head_size`` are column blocks of W_q, W_k, W_v. (The fast
+    schedule's fused, scaled layout of W_q, W_k, W_v is its own, built from
+    these: :func:`minibert.encoder.fast.fused_qkv`.)
     """
 
     W_q: np.ndarray
@@ -60,20 +55,6 @@ class AttentionWeights:
     W_o: np.ndarray
     b_o: np.ndarray
     head_size: int
-    W_qkv: np.ndarray = field(init=False, repr=False)
-    b_qkv: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self):
-        H = self.W_q.shape[0]
-        s = np.asarray(1 / np.sqrt(self.head_size), self.W_q.dtype)
-        W_qkv = np.empty((H, 3 * H), self.W_q.dtype)
-        b_qkv = np.empty(3 * H, self.b_q.dtype)
-        W_qkv[:, :H], W_qkv[:, H : 2 * H], W_qkv[:, 2 * H :] = self.W_q * s, self.W_k, self.W_v
-        b_qkv[:H], b_qkv[H : 2 * H], b_qkv[2 * H :] = self.b_q * s, self.b_k, self.b_v
-        fused = {"W_qkv": W_qkv, "b_qkv": b_qkv, "W_k": W_qkv[:, H : 2 * H], "W_v": W_qkv[:, 2 * H :],
-                 "b_k": b_qkv[H : 2 * H], "b_v": b_qkv[2 * H :]}  # fmt: skip
-        for name, value in fused.items():
-            object.__setattr__(self, name, value)  # frozen: set once, here
 
 
 @dataclass(frozen=True)
