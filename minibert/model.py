@@ -19,7 +19,7 @@ import numpy as np
 from minibert.encoder import fast, ops
 from minibert.encoder.config import Config
 from minibert.encoder.layers import resolve_layer
-from minibert.encoder.params import Weights
+from minibert.encoder.params import RelativePositions, Weights
 from minibert.encoder.threads import threads
 from minibert.encoder.trace import Trace
 from minibert.errors import MinibertError
@@ -101,12 +101,47 @@ def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarr
     pad_token_id + 1 and padding keeps pad_token_id,
     ``pad + cumsum(m) * m`` with m = (input_ids != pad). That is why their
     usable length is max_position_embeddings - pad_token_id - 1 (514 - 2).
+    MPNet follows the same rule with its padding index 1 (transformers'
+    ``MPNetEmbeddings``; config.py requires pad_token_id 1). DeBERTa counts
+    from 0 like BERT (and DeBERTa-v3 reads no position table at all).
     """
     B, S = input_ids.shape
-    if config.family == "roberta":
+    if config.family in ("roberta", "mpnet"):
         m = (input_ids != config.pad_token_id).astype(np.int64)
         return config.pad_token_id + np.cumsum(m, axis=1) * m
     return np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
+
+
+def relative_positions(config: Config, weights: Weights, length: int, dtype) -> RelativePositions | None:
+    """What every layer's attention reads about relative positions, for S =
+    ``length``: computed once per forward pass, not per layer or head.
+
+    MPNet: the bias (1, h, S, S) from its bucket table
+    (:func:`minibert.encoder.ops.relative_position_bias`). DeBERTa: the score
+    scale sqrt(d (1 + #terms)) in float32, and with ``relative_attention`` the
+    relative embeddings, LayerNormed when ``norm_rel_ebd`` says so (their 2K
+    first rows), and the (S, S) bucketed relative positions
+    (:func:`minibert.encoder.ops.relative_position_index`). Others: None.
+    """
+    if config.family == "mpnet":
+        return RelativePositions(bias=ops.relative_position_bias(length, weights.relative.table))
+    if config.family != "deberta-v2":
+        return None
+    factor = 1 + len(config.pos_att_type)
+    scale = ops.disentangled_scale(config.head_size, factor)
+    if not config.relative_attention:
+        return RelativePositions(scale_factor=factor, scale=scale)
+    span = config.relative_span
+    table = weights.relative.table[: 2 * span]
+    if weights.relative.ln is not None:
+        table = ops.layer_norm(
+            table, weights.relative.ln.gamma, weights.relative.ln.beta, config.layer_norm_eps
+        )
+    index = ops.relative_position_index(length, config.position_buckets, config.max_relative)
+    return RelativePositions(
+        embeddings=table.astype(dtype, copy=False), index=index, span=span, terms=config.pos_att_type,
+        scale_factor=factor, scale=scale, share_att_key=config.share_att_key,
+    )  # fmt: skip
 
 
 def forward(
@@ -141,11 +176,14 @@ def forward(
     positions = position_ids(config, input_ids, attention_mask)
     embeddings = ops.embed(input_ids, positions, token_type_ids, weights.embeddings, eps, trace)
     x = embeddings.hidden_state
+    if config.family == "deberta-v2":  # DebertaV2Embeddings: embeddings * mask
+        x = x * attention_mask[:, :, None].astype(x.dtype)  # (B, S, H), padding rows 0
     mask = ops.additive_mask(attention_mask, x.dtype)  # (B, S) -> (B, 1, 1, S)
     act = ops.ACTIVATIONS[config.hidden_act]
+    relative = relative_positions(config, weights, input_ids.shape[1], x.dtype)
     hidden_states, attentions, layers = [x], [], []
     for k in weights.layer_map:
-        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace)
+        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace, relative)
         x = layer.output
         hidden_states.append(x)
         if output_attentions:
@@ -383,7 +421,7 @@ class Model:
         positions start at pad_token_id + 1 (see :func:`position_ids`):
         514 - 2 = 512 for roberta-base.
         """
-        if self.config.family == "roberta":
+        if self.config.family in ("roberta", "mpnet"):
             return self.config.max_position_embeddings - self.config.pad_token_id - 1
         return self.config.max_position_embeddings
 
@@ -540,8 +578,14 @@ class Model:
             out = forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
             maps = _zero_padding_queries(_kept(out.attentions, keep), mask, copy=True)
             return replace(out, attentions=maps)
-        if self.impl == "plain":
+        # DeBERTa's c2p/p2c do not run on the fast schedule yet (issue 18; the schedule is being
+        # restructured to call the ops formulas, issue 21): it takes the formulas, chunked.
+        if self.impl == "plain" or self.config.family == "deberta-v2":
             out = self._plain_in_chunks(batch, output_attentions)
+            hidden = out.hidden_states
+            if self.impl != "plain":  # the default path's promise: 0 at padding positions
+                for x in hidden:
+                    x[~mask.astype(bool)] = 0
             return replace(
                 out, attentions=_zero_padding_queries(_kept(out.attentions, keep), mask, copy=False)
             )
