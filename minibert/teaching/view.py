@@ -145,7 +145,9 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
     """
     cfg = model.config
     emb, layers = enc.trace["embeddings"], enc.trace["layers"]
-    arrays = {"embeddings.word": emb["word"][0], "embeddings.position": emb["position"][0]}
+    # DeBERTa-v3 adds no absolute position (positions enter its attention): the page shows zeros
+    position = emb["position"] if emb["position"] is not None else np.zeros_like(emb["word"])
+    arrays = {"embeddings.word": emb["word"][0], "embeddings.position": position[0]}
     if emb["token_type"] is not None:  # DistilBERT has no token-type table
         arrays["embeddings.token_type"] = emb["token_type"][0]
     if "projection" in emb:  # ELECTRA, ALBERT: hidden_states[0] is the projection of this
