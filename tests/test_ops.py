@@ -202,7 +202,9 @@ def test_multi_head_attention_vs_loops(rng):
     # without a trace only what the layer reads on is kept: the (B, h, S, S) scores are freed
     kept = {f.name for f in fields(lean) if getattr(lean, f.name) is not None}
     assert kept == {"probs", "output"}, kept
-    assert all(getattr(full, f.name) is not None for f in fields(full))
+    relative = {"bias", "c2p", "p2c"}  # the relative-position families' terms: None for BERT
+    assert all(getattr(full, f.name) is not None for f in fields(full) if f.name not in relative)
+    assert all(getattr(full, name) is None for name in relative)
     q = ref_linear(x, w["W_q"], w["b_q"])
     for hh in range(h):  # head hh is column block hh of X W_q + b_q
         assert_allclose(full.q[:, hh], q[:, :, hh * d : (hh + 1) * d], rtol=0, atol=ATOL64)
@@ -388,8 +390,20 @@ def test_every_function_keeps_float32(rng):
         ),  # fmt: skip
         "encoder_layer": ops.encoder_layer(x, record(w), mask, h, ops.gelu, 1e-12, trace=True),
         "sinusoidal_positions": ops.sinusoidal_positions(8, H, f),
+        "relative_position_bias": ops.relative_position_bias(S, rng.normal(size=(32, h)).astype(f)),
+        "disentangled_bias": ops.disentangled_bias(
+            q,
+            q,
+            *rng.normal(size=(2, h, 6, d)).astype(f),
+            ops.relative_position_index(S, 4, 6),
+            3,
+            ops.disentangled_scale(d, 3),
+        ),
     }
-    assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"}
+    integer = {"relative_position_bucket", "log_bucket_position", "relative_position_index"}  # int64 out
+    scalar = {"disentangled_scale"}  # float32 whatever the pass's dtype (transformers' float32 product)
+    assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"} - integer - scalar
+    assert ops.disentangled_scale(d, 3).dtype == f
     for name, out in outs.items():
         for a in arrays_of(out):
             assert a.dtype == f, name
@@ -406,4 +420,6 @@ def arrays_of(value) -> list[np.ndarray]:
         return [value]
     if value is None:
         return []
+    if isinstance(value, tuple):  # disentangled_bias: (c2p, p2c)
+        return [a for v in value for a in arrays_of(v)]
     return [a for f in fields(value) for a in arrays_of(getattr(value, f.name))]

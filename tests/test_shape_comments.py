@@ -158,6 +158,7 @@ def sizes_of(config, batch) -> dict[str, int]:
         "H": config.hidden_size, "E": config.embedding_size, "h": config.num_attention_heads,
         "d": config.head_size, "I": config.intermediate_size, "P": config.max_position_embeddings,
         "V": config.vocab_size, "B": batch.input_ids.shape[0], "S": batch.input_ids.shape[1],
+        "K": config.relative_span,
     }  # fmt: skip
 
 
@@ -186,8 +187,10 @@ TEXTS = ["a short one", "a somewhat longer text for padding", "", "the last text
 
 def test_every_shape_comment_holds(monkeypatch):
     checked, errors = set(), []
-    # BERT; ELECTRA (E -> H projection); DistilBERT (no token types, sinusoidal table)
-    for name in ("tiny-bert", "tiny-electra", "tiny-distilbert"):
+    # BERT; ELECTRA (E -> H projection); DistilBERT (no token types, sinusoidal table);
+    # MPNet (bucket bias); DeBERTa v3 (shared keys, c2p and p2c) and v2 (own position projections)
+    for name in ("tiny-bert", "tiny-electra", "tiny-distilbert", "tiny-mpnet", "tiny-deberta-v3",
+                 "tiny-deberta-v2"):  # fmt: skip
         model = minibert.load(DATA / name, "float32")
         for dense in (False, True):  # padded texts, then texts of equal length (rows written in place)
             batch = model.tokenize(TEXTS if not dense else ["a b c d e"] * 3)

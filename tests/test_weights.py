@@ -397,6 +397,11 @@ def test_the_records_hold_the_checkpoint_arrays_only(tiny_model):
         "W_o",
         "b_o",
         "head_size",
+        "W_pk",  # DeBERTa's separate position projections (None elsewhere)
+        "b_pk",
+        "W_pq",
+        "b_pq",
     ]
+    assert a.W_pk is None and a.W_pq is None
     for name, stored in (("W_q", "query"), ("W_k", "key"), ("W_v", "value")):
         assert_array_equal(getattr(a, name), raw[f"encoder.layer.0.attention.self.{stored}.weight"].T)

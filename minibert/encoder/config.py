@@ -28,6 +28,8 @@ FAMILIES = {
     "distilbert": "distilbert",
     "electra": "electra",
     "albert": "albert",
+    "mpnet": "mpnet",
+    "deberta-v2": "deberta-v2",
 }
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
@@ -37,13 +39,24 @@ FAMILY_DEFAULTS = {
     "roberta": {"pad_token_id": 1},
     "electra": {"embedding_size": 128},
     "albert": {"embedding_size": 128, "hidden_act": "gelu_new"},
+    "mpnet": {"pad_token_id": 1, "relative_attention_num_buckets": 32},
+    "deberta-v2": {"type_vocab_size": 0, "layer_norm_eps": 1e-7},
 }
+
+#: DeBERTa's position terms (config ``pos_att_type``) minibert computes.
+POSITION_TERMS = ("c2p", "p2c")
+#: MPNet's bucket function is called with this many buckets whatever the config
+#: says (transformers' ``MPNetEncoder.compute_position_bias``): the table needs as many rows.
+MPNET_BUCKETS = 32
 
 #: The size fields, each a positive integer (DistilBERT: type_vocab_size is 0).
 SIZES = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
     "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups", "inner_group_num",
+    "relative_attention_num_buckets",
 )  # fmt: skip
+#: Families whose type_vocab_size may be 0 (no token-type table).
+NO_TYPES_ALLOWED = ("distilbert", "mpnet", "deberta-v2")
 #: No size may exceed this: every real one is far below, and beyond it numbers
 #: stop being sizes (a 10**300 in config.json would reach NumPy as an overflow).
 MAX_SIZE = 2**31 - 1
@@ -72,6 +85,13 @@ class Config:
     ``num_hidden_groups`` and ``inner_group_num`` describe ALBERT's shared
     layers (1 and 1 elsewhere). ``sinusoidal_pos_embds`` (DistilBERT): the
     position table is sin/cos, computed when the checkpoint lacks it.
+
+    The relative-position families (docs/relative-position-bias.md,
+    docs/disentangled-attention.md): MPNet's ``relative_attention_num_buckets``
+    (the rows of its bias table); DeBERTa-v2/v3's ``relative_attention``,
+    ``max_relative_positions``, ``position_buckets``, ``pos_att_type`` (a tuple
+    of "c2p", "p2c"; config.json may write "p2c|c2p"), ``share_att_key``,
+    ``norm_rel_ebd``, ``position_biased_input``, ``conv_kernel_size``.
     """
 
     vocab_size: int
@@ -90,6 +110,15 @@ class Config:
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     sinusoidal_pos_embds: bool = False
+    relative_attention_num_buckets: int = 32
+    relative_attention: bool = False
+    max_relative_positions: int = -1
+    position_buckets: int = -1
+    pos_att_type: tuple[str, ...] = ()
+    share_att_key: bool = False
+    norm_rel_ebd: str = "none"
+    position_biased_input: bool = True
+    conv_kernel_size: int = 0
     #: What was assumed for keys config.json lacks (not a config.json key; ``minibert inspect`` shows it).
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -101,6 +130,20 @@ class Config:
     def family(self) -> str:
         """ "bert", "roberta", "distilbert", "electra" or "albert"."""
         return FAMILIES[self.model_type]
+
+    @property
+    def max_relative(self) -> int:
+        """DeBERTa: ``max_relative_positions``, or max_position_embeddings when it is below 1."""
+        return (
+            self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
+        )
+
+    @property
+    def relative_span(self) -> int:
+        """DeBERTa's k: relative positions are clipped to [-k, k), and the relative
+        embedding table has 2k rows. ``position_buckets`` when positive, else
+        :attr:`max_relative`."""
+        return self.position_buckets if self.position_buckets > 0 else self.max_relative
 
     @property
     def head_size(self) -> int:
@@ -133,6 +176,10 @@ class Config:
         raw = FAMILY_DEFAULTS.get(family, {}) | raw
         if family == "distilbert":
             raw = _distilbert_to_bert(raw, source)
+        if family == "mpnet":
+            raw = raw | {"type_vocab_size": 0}  # no token types (MPNetEmbeddings has no table)
+        if family == "deberta-v2":
+            raw = _deberta_keys(raw, source)
         values = {}
         for f in fields(cls):
             if f.name in raw and f.name != "notes":
@@ -159,8 +206,8 @@ def _check_values(values: dict, family: str, source: str) -> None:
     ``pad_token_id``; each failure one MinibertError naming ``source`` and the key."""
     for key in SIZES:
         value = values.get(key, 1)
-        if key == "type_vocab_size" and family == "distilbert":
-            continue  # DistilBERT: 0, no table
+        if key == "type_vocab_size" and family in NO_TYPES_ALLOWED and value == 0:
+            continue  # DistilBERT, MPNet, DeBERTa-v3: 0, no table
         if not _integer(value) or not 1 <= value <= MAX_SIZE:
             raise MinibertError(
                 f"{source}: {key} must be a positive integer up to {MAX_SIZE}, got {_show(value)}"
@@ -204,6 +251,10 @@ def _check_values(values: dict, family: str, source: str) -> None:
             f"{source}: RoBERTa positions start at pad_token_id + 1 = {pad + 1}, "
             f"beyond max_position_embeddings {values['max_position_embeddings']}"
         )
+    if family == "mpnet":
+        _check_mpnet(values, source)
+    if family == "deberta-v2":
+        _check_deberta(values, source)
 
 
 def _integer(value) -> bool:
@@ -244,3 +295,91 @@ def _distilbert_to_bert(raw: dict, source: str) -> dict:
             out[new] = raw[old]
     out |= {"type_vocab_size": 0, "layer_norm_eps": 1e-12}
     return out
+
+
+def _deberta_keys(raw: dict, source: str) -> dict:
+    """DeBERTa-v2/v3's config.json -> the fields of :class:`Config`: ``pos_att_type``
+    as a tuple ("p2c|c2p" or a list, as transformers' ``DebertaV2Config`` reads
+    it; null is none), each term checked; every key minibert does not run
+    refused, naming it."""
+    terms = raw.get("pos_att_type")
+    if terms is None:
+        terms = []
+    if isinstance(terms, str):
+        terms = [t.strip() for t in terms.lower().split("|")]
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        raise MinibertError(f"{source}: pos_att_type must be a list of strings or 'a|b', got {_show(terms)}")
+    for t in terms:
+        if t not in POSITION_TERMS:
+            raise MinibertError(
+                f"{source}: pos_att_type {t[:40]!r} is not supported (supported: {', '.join(POSITION_TERMS)})"
+            )
+    out = raw | {"pos_att_type": tuple(dict.fromkeys(terms))}
+    for key in ("relative_attention", "share_att_key", "position_biased_input"):
+        if key in out and not isinstance(out[key], bool):
+            raise MinibertError(f"{source}: {key} must be true or false, got {_show(out[key])}")
+    for key in ("max_relative_positions", "position_buckets", "conv_kernel_size"):
+        if key in out and not (_integer(out[key]) and abs(out[key]) <= MAX_SIZE):
+            raise MinibertError(f"{source}: {key} must be an integer, got {_show(out[key])}")
+    norm = _string(out.get("norm_rel_ebd", "none"), "norm_rel_ebd", source)
+    if any(part.strip() not in ("none", "layer_norm") for part in norm.lower().split("|")):
+        raise MinibertError(
+            f"{source}: norm_rel_ebd {norm[:40]!r} is not supported (supported: 'none', 'layer_norm')"
+        )
+    if out.get("conv_kernel_size", 0) > 0:
+        raise MinibertError(
+            f"{source}: conv_kernel_size {out['conv_kernel_size']}: the convolution layer of the larger "
+            "DeBERTa-v2 models is not implemented"
+        )
+    if out.get("attention_head_size") not in (None, out.get("hidden_size", 0) // max(1, _num(out))):
+        raise MinibertError(
+            f"{source}: attention_head_size {_show(out['attention_head_size'])} is not "
+            "hidden_size / num_attention_heads, which minibert requires"
+        )
+    if "embedding_size" in out and out["embedding_size"] != out.get("hidden_size"):
+        raise MinibertError(
+            f"{source}: embedding_size {_show(out['embedding_size'])} differs from hidden_size: "
+            "DeBERTa's embedding projection is not implemented"
+        )
+    return out
+
+
+def _num(raw: dict) -> int:
+    heads = raw.get("num_attention_heads", 1)
+    return heads if _integer(heads) else 1
+
+
+def _check_mpnet(values: dict, source: str) -> None:
+    """MPNet's table must hold the 32 buckets its bucket function gives, and its
+    positions count from padding index 1, fixed in transformers' ``MPNetEmbeddings``."""
+    if values.get("relative_attention_num_buckets", 32) < MPNET_BUCKETS:
+        raise MinibertError(
+            f"{source}: relative_attention_num_buckets {values['relative_attention_num_buckets']} is below "
+            f"{MPNET_BUCKETS}, the buckets MPNet's bucket function gives whatever the config says"
+        )
+    if values.get("pad_token_id", 1) != 1:
+        raise MinibertError(
+            f"{source}: pad_token_id {values['pad_token_id']}: MPNet's positions count from padding index 1 "
+            "(fixed in transformers' MPNetEmbeddings), and a different pad id is not supported"
+        )
+    if values["max_position_embeddings"] <= 2:
+        raise MinibertError(
+            f"{source}: MPNet positions start at 2, beyond max_position_embeddings "
+            f"{values['max_position_embeddings']}"
+        )
+
+
+def _check_deberta(values: dict, source: str) -> None:
+    """DeBERTa's log buckets need mid = position_buckets / 2 >= 1 exact buckets below
+    a maximum beyond them: log((max_relative_positions - 1) / mid) > 0."""
+    buckets = values.get("position_buckets", -1)
+    if not values.get("relative_attention", False) or buckets <= 0:
+        return
+    max_rel = values.get("max_relative_positions", -1)
+    max_rel = max_rel if max_rel >= 1 else values["max_position_embeddings"]
+    if buckets < 2 or max_rel - 1 <= buckets // 2:
+        raise MinibertError(
+            f"{source}: position_buckets {buckets} with max_relative_positions {max_rel} is not a bucket "
+            "setting minibert implements (needs position_buckets >= 2 and max_relative_positions - 1 > "
+            "position_buckets / 2)"
+        )

@@ -90,7 +90,12 @@ ATTENTION_BLOCK = 2**18
 
 
 def _attention(
-    qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int, probs: np.ndarray | None = None
+    qkv: np.ndarray,
+    ctx: np.ndarray,
+    scores: np.ndarray,
+    h: int,
+    probs: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
 ) -> None:
     """ctx <- multi-head attention context of one text, before W^O; and, if
     ``probs`` is given, probs <- its attention probabilities.
@@ -99,7 +104,9 @@ def _attention(
     ctx: (n, H), written; scores: flat scratch of >= g n^2 elements for the
     g = :func:`_heads_at_once` heads of a group (see :data:`ATTENTION_BLOCK`);
     probs: None, or (h, n, n), written (a view of the returned (B, h, S, S)
-    array at the text's real queries and keys).
+    array at the text's real queries and keys); bias: None, or (h, n, n),
+    added to the scaled scores (MPNet's relative position bias,
+    :func:`minibert.encoder.ops.relative_position_bias`, computed once per batch).
 
     The schedule of :func:`ops.scaled_dot_product_attention` for one text:
     heads go g at a time, g chosen so the g (n, n) score matrices stay in
@@ -119,28 +126,40 @@ def _attention(
         kT = heads[:, 1, group].transpose(1, 2, 0)  # (n, g, d) -> (g, d, n)
         v = heads[:, 2, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
         p = scores[: g * n * n].reshape(g, n, n)
-        kernels.attention(q, kT, v, p, out[group], None if probs is None else probs[group])
+        group_probs = None if probs is None else probs[group]
+        kernels.attention(q, kT, v, p, out[group], group_probs, None if bias is None else bias[group])
 
 
 def _text_attention(
-    qkv: np.ndarray, ctx: np.ndarray, scores: np.ndarray, h: int, maps: np.ndarray | None, real: np.ndarray
+    qkv: np.ndarray,
+    ctx: np.ndarray,
+    scores: np.ndarray,
+    h: int,
+    maps: np.ndarray | None,
+    real: np.ndarray,
+    bias: np.ndarray | None = None,
 ) -> None:
     """:func:`_attention` of one text, writing its attention probabilities,
     if ``maps`` (h, S, S) is given, at its real queries and keys there
     (``real``: (S,) bool, n of them; every other entry is left as it is, 0).
+    ``bias``: None, or the batch's position bias (h, S, S), read
+    at the text's real positions (relative distances count padding, as in
+    the formulas).
 
     The tokenizer pads on the right, so the real tokens are the first n and
     the probabilities are written straight into maps[:, :n, :n]; a hand-made
     mask with padding elsewhere goes through a scratch array.
     """
-    if maps is None:
-        return _attention(qkv, ctx, scores, h)
     n = len(qkv)
-    if real[:n].all():
-        return _attention(qkv, ctx, scores, h, maps[:, :n, :n])
-    at = np.flatnonzero(real)
+    at = None if real[:n].all() else np.flatnonzero(real)
+    if bias is not None:
+        bias = bias[:, :n, :n] if at is None else bias[:, at[:, None], at]  # (h, S, S) -> (h, n, n)
+    if maps is None:
+        return _attention(qkv, ctx, scores, h, None, bias)
+    if at is None:
+        return _attention(qkv, ctx, scores, h, maps[:, :n, :n], bias)
     probs = np.empty((h, n, n), qkv.dtype)
-    _attention(qkv, ctx, scores, h, probs)
+    _attention(qkv, ctx, scores, h, probs, bias)
     maps[:, at[:, None], at] = probs
 
 
@@ -212,7 +231,10 @@ def forward(
     lengths = real.sum(axis=1)
     todo = units(lengths)
     n = threads.wanted()
-    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps)
+    bias = None
+    if config.family == "mpnet":  # the relative position bias, once per batch: (1, h, S, S) -> (h, S, S)
+        bias = ops.relative_position_bias(S, weights.relative.table)[0]
+    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
         with threads.blas_limit(1):
@@ -289,10 +311,11 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, b0, b1) -> None:
+def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, b0, b1) -> None:
     """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1] (and,
     unless ``maps`` is None, each text's attention maps into
-    maps[i - 1][b, :, :n, :n]).
+    maps[i - 1][b, :, :n, :n]). ``bias``: the batch's relative position bias
+    (h, S, S) added to every layer's scores (MPNet), or None.
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy). Each layer
@@ -341,7 +364,7 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
             s, e = starts[b], starts[b + 1]
             if e > s:
                 text_maps = None if maps is None or maps[i - 1] is None else maps[i - 1][b0 + b]
-                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b])
+                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], bias)
         x_next = destination(i)
         for r0 in range(0, N, R):
             m = min(R, N - r0)  # rows in this block

@@ -15,7 +15,7 @@ import numpy as np
 
 from minibert.encoder import ops
 from minibert.encoder.config import Config
-from minibert.encoder.params import Weights
+from minibert.encoder.params import RelativePositions, Weights
 from minibert.encoder.trace import Trace
 
 
@@ -45,12 +45,47 @@ def position_ids(config: Config, input_ids: np.ndarray, attention_mask: np.ndarr
     pad_token_id + 1 and padding keeps pad_token_id,
     ``pad + cumsum(m) * m`` with m = (input_ids != pad). That is why their
     usable length is max_position_embeddings - pad_token_id - 1 (514 - 2).
+    MPNet follows the same rule with its padding index 1 (transformers'
+    ``MPNetEmbeddings``; config.py requires pad_token_id 1). DeBERTa counts
+    from 0 like BERT (and DeBERTa-v3 reads no position table at all).
     """
     B, S = input_ids.shape
-    if config.family == "roberta":
+    if config.family in ("roberta", "mpnet"):
         m = (input_ids != config.pad_token_id).astype(np.int64)
         return config.pad_token_id + np.cumsum(m, axis=1) * m
     return np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
+
+
+def relative_positions(config: Config, weights: Weights, length: int, dtype) -> RelativePositions | None:
+    """What every layer's attention reads about relative positions, for S =
+    ``length``: computed once per forward pass, not per layer or head.
+
+    MPNet: the bias (1, h, S, S) from its bucket table
+    (:func:`minibert.encoder.ops.relative_position_bias`). DeBERTa: the score
+    scale sqrt(d (1 + #terms)) in float32, and with ``relative_attention`` the
+    relative embeddings, LayerNormed when ``norm_rel_ebd`` says so (their 2K
+    first rows), and the (S, S) bucketed relative positions
+    (:func:`minibert.encoder.ops.relative_position_index`). Others: None.
+    """
+    if config.family == "mpnet":
+        return RelativePositions(bias=ops.relative_position_bias(length, weights.relative.table))
+    if config.family != "deberta-v2":
+        return None
+    factor = 1 + len(config.pos_att_type)
+    scale = ops.disentangled_scale(config.head_size, factor)
+    if not config.relative_attention:
+        return RelativePositions(scale_factor=factor, scale=scale)
+    span = config.relative_span
+    table = weights.relative.table[: 2 * span]
+    if weights.relative.ln is not None:
+        table = ops.layer_norm(
+            table, weights.relative.ln.gamma, weights.relative.ln.beta, config.layer_norm_eps
+        )
+    index = ops.relative_position_index(length, config.position_buckets, config.max_relative)
+    return RelativePositions(
+        embeddings=table.astype(dtype, copy=False), index=index, span=span, terms=config.pos_att_type,
+        scale_factor=factor, scale=scale, share_att_key=config.share_att_key,
+    )  # fmt: skip
 
 
 def forward(
@@ -85,11 +120,14 @@ def forward(
     positions = position_ids(config, input_ids, attention_mask)
     embeddings = ops.embed(input_ids, positions, token_type_ids, weights.embeddings, eps, trace)
     x = embeddings.hidden_state
+    if config.family == "deberta-v2":  # DebertaV2Embeddings: embeddings * mask
+        x = x * attention_mask[:, :, None].astype(x.dtype)  # (B, S, H), padding rows 0
     mask = ops.additive_mask(attention_mask, x.dtype)  # (B, S) -> (B, 1, 1, S)
     act = ops.ACTIVATIONS[config.hidden_act]
+    relative = relative_positions(config, weights, input_ids.shape[1], x.dtype)
     hidden_states, attentions, layers = [x], [], []
     for k in weights.layer_map:
-        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace)
+        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace, relative)
         x = layer.output
         hidden_states.append(x)
         if output_attentions:

@@ -196,13 +196,14 @@ def times_v(p: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
 
 
 def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: np.ndarray,
-              probs: np.ndarray | None = None) -> None:  # fmt: skip
+              probs: np.ndarray | None = None, bias: np.ndarray | None = None) -> None:  # fmt: skip
     """out <- softmax(q kT) v, and probs <- softmax(q kT) if given, for g heads of one text:
     the formula of :func:`ops.scaled_dot_product_attention` with no mask, for queries
     already divided by sqrt(d) (the schedule folds 1/sqrt(d) into W_q).
 
     q: (g, n, d); kT: (g, d, n); v: (g, n, d); p: (g, n, n) scratch; out: (g, n, d),
-    written; probs: None or (g, n, n), written.
+    written; probs: None or (g, n, n), written; bias: None or (g, n, n), added to the
+    scaled scores (MPNet's relative position bias: the formula's ``bias``).
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken of the raw
@@ -224,6 +225,8 @@ def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: 
     g, n, _ = q.shape
     tiny = np.finfo(q.dtype).tiny * 2**24
     np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in q
+    if bias is not None:
+        p += bias
     with np.errstate(over="ignore", under="ignore"):
         np.exp(p, out=p)
     z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
@@ -233,6 +236,8 @@ def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: 
         ok = bool(np.isfinite(out).all())  # exp(S) near the float limit can overflow times V
     if not ok:
         np.matmul(q, kT, out=p)
+        if bias is not None:
+            p += bias
         p -= np.max(p, axis=-1, keepdims=True)
         np.exp(p, out=p)
         z = np.einsum("ij->i", p.reshape(-1, n))

@@ -11,6 +11,7 @@ Shape alphabet, used in every docstring and shape comment of this module:
     d  head size, d = H / h         I  intermediate (FFN) size
     V  vocabulary size              P  max position embeddings
     E  embedding size (= H for BERT; smaller for ALBERT / ELECTRA)
+    K  DeBERTa's relative span: relative positions clipped to [-K, K), 2K embeddings
 
 Weights are stored the way the formulas are written: ``x @ W + b`` with ``W``
 of shape ``(in, out)``. PyTorch checkpoints store ``Linear`` weights as
@@ -29,16 +30,25 @@ return what they computed as the records of :mod:`minibert.encoder.trace`: with
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
 
-from minibert.encoder.params import AttentionWeights, EmbeddingWeights, FeedForwardWeights, LayerWeights
+from minibert.encoder.params import (
+    AttentionWeights,
+    EmbeddingWeights,
+    FeedForwardWeights,
+    LayerWeights,
+    RelativePositions,
+)
 from minibert.encoder.trace import AttentionTrace, EmbeddingTrace, FeedForwardTrace, LayerTrace
 
 __all__ = [
     "ACTIVATIONS",
     "additive_mask",
+    "disentangled_bias",
+    "disentangled_scale",
     "embed",
     "encoder_layer",
     "feed_forward",
@@ -46,8 +56,12 @@ __all__ = [
     "gelu_tanh",
     "layer_norm",
     "linear",
+    "log_bucket_position",
     "merge_heads",
     "multi_head_attention",
+    "relative_position_bias",
+    "relative_position_bucket",
+    "relative_position_index",
     "relu",
     "scaled_dot_product_attention",
     "sinusoidal_positions",
@@ -92,23 +106,167 @@ def additive_mask(attention_mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def scaled_dot_product_attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    scale=None,
 ) -> AttentionTrace:
-    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V.
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + B + M) V.
 
-    q, k, v: (..., S, d); mask: additive, broadcastable to (..., S, S), or None.
-    Returns its scores, mask, masked_scores, probabilities (..., S, S) and
-    context (..., S, d) (an :class:`~minibert.encoder.trace.AttentionTrace`).
+    q, k, v: (..., S, d); mask: additive, broadcastable to (..., S, S), or None;
+    bias B: a position bias broadcastable to (..., S, S) (MPNet's bucket
+    bias, DeBERTa's c2p + p2c), or None (BERT). ``scale``: the divisor of
+    the scores when it is not sqrt(d_k) (DeBERTa: :func:`disentangled_scale`).
+    Returns its scores, mask, masked_scores (= scores + B + M), probabilities
+    (..., S, S) and context (..., S, d) (an :class:`~minibert.encoder.trace.AttentionTrace`).
     Vaswani et al. 2017, eq. 1; the mask M is 0 or a large negative number.
     The article's worked example (its section 4.3) gets this arithmetic wrong:
     see docs/errata.md.
     """
     d_k = q.shape[-1]
-    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(d_k).astype(q.dtype)  # (..., S, d) -> (..., S, S)
-    masked = scores if mask is None else scores + mask
+    divisor = np.sqrt(d_k).astype(q.dtype) if scale is None else np.asarray(scale, q.dtype)
+    scores = q @ np.swapaxes(k, -1, -2) / divisor  # (..., S, d) -> (..., S, S)
+    masked = scores if bias is None else scores + bias
+    masked = masked if mask is None else masked + mask
     probs = softmax(masked, axis=-1)
     context = probs @ v  # (..., S, S) -> (..., S, d)
-    return AttentionTrace(scores=scores, mask=mask, masked_scores=masked, probs=probs, context=context)
+    return AttentionTrace(
+        scores=scores, mask=mask, masked_scores=masked, probs=probs, context=context, bias=bias
+    )
+
+
+def relative_position_bucket(relative_position: np.ndarray, num_buckets: int = 32, max_distance: int = 128):
+    """T5's bucket of a relative position r = j - i (key j, query i), as MPNet computes it.
+
+    With n = i - j, half = num_buckets / 2 and e = half / 2 exact buckets:
+
+        bucket(r) = half [n < 0] + ( |n|                                         if |n| < e
+                                   ( min(half - 1, e + trunc(log(|n| / e)
+                                   (      / log(max_distance / e) (half - e)))   otherwise
+
+    so the two directions get half the buckets each, distances below e one
+    bucket each, and larger ones log-spaced buckets up to max_distance, beyond
+    which they share the last. relative_position: any shape of ints -> the
+    same shape, int64. The log is taken in float32 and truncated toward 0,
+    as transformers' ``MPNetEncoder.relative_position_bucket`` does (a float64
+    log could round across an integer); at n = 0 the log is of 0 there, and
+    its -inf is discarded by the ``where``: here the log is taken of
+    max(|n|, 1) instead, which the ``where`` discards the same way. MPNet
+    calls it with 32 buckets and max distance 128 whatever its config says
+    (``relative_attention_num_buckets`` only sizes the table).
+    Raffel et al. 2020 (T5), section 2.1; Song et al. 2020 (MPNet).
+    """
+    n = -np.asarray(relative_position, dtype=np.int64)
+    half = num_buckets // 2
+    exact = half // 2
+    sign = np.where(n < 0, half, 0)
+    n = np.abs(n)
+    ratio = np.maximum(n, 1).astype(np.float32) / np.float32(exact)
+    log_ratio = np.log(ratio) / np.float32(math.log(max_distance / exact)) * np.float32(half - exact)
+    large = np.minimum(exact + log_ratio.astype(np.int64), half - 1)
+    return sign + np.where(n < exact, n, large)
+
+
+def relative_position_bias(length: int, table: np.ndarray) -> np.ndarray:
+    """MPNet's position bias B[h, i, j] = table[bucket(j - i), h] -> (1, h, S, S).
+
+    length: S; table: (R, h), one learned number per bucket and head
+    (``encoder.relative_attention_bias``). It depends only on j - i, so it is
+    computed once per forward pass and added to the scaled scores of every
+    layer (:func:`scaled_dot_product_attention`'s B). Positions are indices
+    0..S-1, padding included, as in transformers.
+    """
+    pos = np.arange(length)
+    bucket = relative_position_bucket(pos[None, :] - pos[:, None])  # (S, S)
+    return table[bucket].transpose(2, 0, 1)[None]  # (S, S, h) -> (1, h, S, S)
+
+
+def log_bucket_position(relative_position: np.ndarray, bucket_size: int, max_position: int) -> np.ndarray:
+    """DeBERTa's log bucket of a relative position delta = i - j (query i, key j).
+
+    With mid = bucket_size / 2:
+
+        bucket(delta) = delta                                                 if |delta| <= mid
+                        sign(delta) (mid + ceil(log(|delta| / mid)
+                                     / log((max_position - 1) / mid) (mid - 1)))  otherwise
+
+    exact up to mid, log-spaced beyond (transformers' ``make_log_bucket_position``;
+    config ``position_buckets``, ``max_relative_positions``). Any shape of ints
+    -> the same shape, int64. In float32, as transformers computes it
+    whatever the model's dtype, so the same integers come out; positions
+    below mid take the log of mid - 1 there, discarded by the ``where``.
+    """
+    rel = np.asarray(relative_position, dtype=np.int64)
+    mid = bucket_size // 2
+    size = np.where((rel < mid) & (rel > -mid), mid - 1, np.abs(rel))
+    ratio = size.astype(np.float32) / np.float32(mid)
+    log_pos = np.ceil(np.log(ratio) / np.log(np.float32((max_position - 1) / mid)) * np.float32(mid - 1))
+    return np.where(size <= mid, rel, (log_pos + mid).astype(np.int64) * np.sign(rel))
+
+
+def relative_position_index(length: int, position_buckets: int, max_relative_positions: int) -> np.ndarray:
+    """delta(i, j) = i - j for query i and key j, log-bucketed when
+    ``position_buckets`` > 0 (:func:`log_bucket_position`) -> (S, S) int64.
+
+    DeBERTa's ``build_relative_position``; computed once per forward pass
+    (it depends only on S) and read by every layer's :func:`disentangled_bias`.
+    """
+    pos = np.arange(length)
+    delta = pos[:, None] - pos[None, :]  # (S, S)
+    if position_buckets > 0 and max_relative_positions > 0:
+        return log_bucket_position(delta, position_buckets, max_relative_positions)
+    return delta
+
+
+def disentangled_scale(head_size: int, scale_factor: int) -> np.float32:
+    """DeBERTa's score divisor sqrt(d (1 + #position terms)), with scale_factor = 1 + #terms.
+
+    The product and its root are float32 whatever the model's dtype, as in
+    transformers (``scaled_size_sqrt``: ``torch.sqrt(torch.tensor(d, dtype=torch.float)
+    * scale_factor)``): a float64 pass divides by this float32 number (the exact
+    root differs by up to 6e-8 relatively, which float64 would see).
+    """
+    return np.sqrt(np.float32(head_size) * np.float32(scale_factor))
+
+
+def disentangled_bias(
+    q: np.ndarray,
+    k: np.ndarray,
+    pos_q: np.ndarray | None,
+    pos_k: np.ndarray | None,
+    index: np.ndarray,
+    span: int,
+    scale,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """DeBERTa's position terms of the attention scores (He et al. 2021, eq. 4):
+
+        c2p[i, j] = Q_i . Kr_{c(i, j)} / s        (content of i -> position of j relative to i)
+        p2c[i, j] = K_j . Qr_{c'(j, i)} / s       (position of i relative to j -> content of j)
+
+    with c(i, j) = clip(delta(i, j) + K, 0, 2K - 1) and c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1),
+    delta the (bucketed) relative position :func:`relative_position_index`,
+    K = ``span`` and s = :func:`disentangled_scale`.
+    q, k: (B, h, S, d), the layer's queries and keys (unscaled); pos_q, pos_k:
+    (h, 2K, d), the relative embeddings projected (p2c reads pos_q, c2p pos_k;
+    None: the term is not in ``pos_att_type``); index: (S, S). Returns (c2p,
+    p2c), each (B, h, S, S) or None. Each term is one product with all 2K
+    relative positions, (B, h, S, 2K), then a gather of the S x S entries
+    that are used (transformers' ``torch.gather``).
+    """
+    S = q.shape[-2]
+    rows = np.arange(S)[:, None]  # (S, 1)
+    c2p = p2c = None
+    if pos_k is not None:
+        c2p_all = q @ np.swapaxes(pos_k, -1, -2)  # (B, h, S, d) @ (h, d, 2K) -> (B, h, S, 2K)
+        at = np.clip(index + span, 0, 2 * span - 1)  # (S, S)
+        c2p = c2p_all[:, :, rows, at] / np.asarray(scale, q.dtype)  # (B, h, S, 2K) -> (B, h, S, S)
+    if pos_q is not None:
+        p2c_all = k @ np.swapaxes(pos_q, -1, -2)  # (B, h, S, d) @ (h, d, 2K) -> (B, h, S, 2K)
+        at = np.clip(-index + span, 0, 2 * span - 1)  # (S, S)
+        p2c = np.swapaxes(p2c_all[:, :, rows, at], -1, -2) / np.asarray(scale, q.dtype)  # (B, h, S, S)
+    return c2p, p2c
 
 
 def split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:
@@ -124,7 +282,12 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
 
 
 def multi_head_attention(
-    x: np.ndarray, w: AttentionWeights, mask: np.ndarray | None, num_heads: int, trace: bool = False
+    x: np.ndarray,
+    w: AttentionWeights,
+    mask: np.ndarray | None,
+    num_heads: int,
+    trace: bool = False,
+    relative: RelativePositions | None = None,
 ) -> AttentionTrace:
     """MultiHead(X) = Concat(head_1, ..., head_h) W^O + b^O,
     head_i = Attention(X W_i^Q, X W_i^K, X W_i^V).
@@ -135,18 +298,47 @@ def multi_head_attention(
     every intermediate (:class:`~minibert.encoder.trace.AttentionTrace`).
     The h per-head projections W_i^Q are the column blocks of one (H, H)
     matrix, so all heads are projected by one product and split afterwards.
+    ``relative`` (:class:`~minibert.encoder.params.RelativePositions`): MPNet's
+    bias added to the scores, or DeBERTa's scale and c2p + p2c terms
+    (:func:`disentangled_bias`); None for BERT.
     """
     q = split_heads(linear(x, w.W_q, w.b_q), num_heads)  # (B, S, H) -> (B, h, S, d)
     k = split_heads(linear(x, w.W_k, w.b_k), num_heads)  # (B, S, H) -> (B, h, S, d)
     v = split_heads(linear(x, w.W_v, w.b_v), num_heads)  # (B, S, H) -> (B, h, S, d)
-    heads = scaled_dot_product_attention(q, k, v, mask)
+    bias, c2p, p2c, scale = None, None, None, None
+    if relative is not None and relative.bias is not None:  # MPNet
+        bias = relative.bias
+    elif relative is not None:  # DeBERTa
+        scale = relative.scale
+        if relative.embeddings is not None and relative.terms:
+            pos_q, pos_k = _position_projections(w, relative, num_heads)
+            c2p, p2c = disentangled_bias(q, k, pos_q, pos_k, relative.index, relative.span, scale)
+            bias = c2p if p2c is None else p2c if c2p is None else c2p + p2c
+    heads = scaled_dot_product_attention(q, k, v, mask, bias, scale)
     if not trace:  # keep what is read on: the (B, h, S, S) scores go now, as plain locals would
         heads = AttentionTrace(probs=heads.probs, context=heads.context)
     concat = merge_heads(heads.context)  # (B, h, S, d) -> (B, S, H)
     out = linear(concat, w.W_o, w.b_o)
     if trace:
-        return replace(heads, q=q, k=k, v=v, concat=concat, output=out)
+        return replace(heads, q=q, k=k, v=v, concat=concat, output=out, c2p=c2p, p2c=p2c)
     return AttentionTrace(probs=heads.probs, output=out)
+
+
+def _position_projections(
+    w: AttentionWeights, relative: RelativePositions, num_heads: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """DeBERTa's projected relative embeddings (pos_q, pos_k), each (h, 2K, d) or
+    None: P W + b, with the layer's own W_q / W_k when ``share_att_key`` (v3),
+    else its ``pos_query_proj`` / ``pos_key_proj``."""
+    P = relative.embeddings[None]  # (2K, H) -> (1, 2K, H)
+    pos_q = pos_k = None
+    if "c2p" in relative.terms:
+        W, b = (w.W_k, w.b_k) if relative.share_att_key else (w.W_pk, w.b_pk)
+        pos_k = split_heads(linear(P, W, b), num_heads)[0]  # (1, 2K, H) -> (h, 2K, d)
+    if "p2c" in relative.terms:
+        W, b = (w.W_q, w.b_q) if relative.share_att_key else (w.W_pq, w.b_pq)
+        pos_q = split_heads(linear(P, W, b), num_heads)[0]  # (1, 2K, H) -> (h, 2K, d)
+    return pos_q, pos_k
 
 
 def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -248,7 +440,9 @@ def embed(
     input_ids, position_ids, token_type_ids: (B, S) ints; w: the word (V, E),
     position (P, E) and token_type (T, E) tables and the LayerNorm
     (:class:`~minibert.encoder.params.EmbeddingWeights`) -> ``output`` (B, S, E).
-    DistilBERT has no token-type table (``w.token_type`` None). ELECTRA and
+    DistilBERT, MPNet and DeBERTa-v3 have no token-type table (``w.token_type``
+    None), DeBERTa-v3 no position table (``w.position`` None: positions enter
+    only through its attention). ELECTRA and
     ALBERT then project E -> H with one :func:`linear`, ``projection``
     (B, S, H). ``hidden_state``, what the encoder layers read, is the
     projection if there is one, else the output; without ``trace`` the
@@ -256,8 +450,10 @@ def embed(
     (:class:`~minibert.encoder.trace.EmbeddingTrace`).
     """
     e_word = w.word[input_ids]  # (B, S) -> (B, S, E)
-    e_pos = w.position[position_ids]  # (B, S) -> (B, S, E)
-    total = e_word + e_pos
+    total, e_pos = e_word, None
+    if w.position is not None:  # DeBERTa-v3 (position_biased_input false) has none
+        e_pos = w.position[position_ids]  # (B, S) -> (B, S, E)
+        total = total + e_pos
     e_type = None
     if w.token_type is not None:
         e_type = w.token_type[token_type_ids]  # (B, S) -> (B, S, E)
@@ -281,6 +477,7 @@ def encoder_layer(
     act,
     eps: float,
     trace: bool = False,
+    relative: RelativePositions | None = None,
 ) -> LayerTrace:
     """One post-LN Transformer encoder layer, as BERT computes it:
 
@@ -293,8 +490,10 @@ def encoder_layer(
     (B, h, S, S)); with ``trace``, every intermediate
     (:class:`~minibert.encoder.trace.LayerTrace`). LayerNorm comes after each
     residual sum (post-LN, Vaswani et al. 2017 and BERT), not before it.
+    ``relative``: the relative positions every layer's attention reads
+    (MPNet, DeBERTa; :func:`multi_head_attention`), or None.
     """
-    attention = multi_head_attention(x, layer.attention, mask, num_heads, trace)
+    attention = multi_head_attention(x, layer.attention, mask, num_heads, trace, relative)
     residual_1 = x + attention.output
     x_1 = layer_norm(residual_1, layer.ln_1.gamma, layer.ln_1.beta, eps)
     ffn = feed_forward(x_1, layer.ffn, act, trace)

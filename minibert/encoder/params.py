@@ -24,13 +24,14 @@ class LayerNormWeights:
 
 @dataclass(frozen=True)
 class EmbeddingWeights:
-    """word (V, E), position (P, E), token_type (T, E) or None (DistilBERT),
+    """word (V, E), position (P, E) or None (DeBERTa with ``position_biased_input``
+    false), token_type (T, E) or None (DistilBERT, MPNet, DeBERTa-v3),
     ln: the embeddings' LayerNorm (E,); W_proj (E, H) and b_proj (H,) project the
     embeddings to the hidden size (ELECTRA, ALBERT), else None. E = H for BERT.
     (:func:`minibert.encoder.ops.embed`)"""
 
     word: np.ndarray
-    position: np.ndarray
+    position: np.ndarray | None
     token_type: np.ndarray | None
     ln: LayerNormWeights
     W_proj: np.ndarray | None = None
@@ -55,6 +56,10 @@ class AttentionWeights:
     W_o: np.ndarray
     b_o: np.ndarray
     head_size: int
+    W_pk: np.ndarray | None = None
+    b_pk: np.ndarray | None = None
+    W_pq: np.ndarray | None = None
+    b_pq: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,47 @@ class LayerWeights:
 
 
 @dataclass(frozen=True)
+class RelativeWeights:
+    """The relative-position tables of an encoder, shared by all its layers.
+
+    MPNet: ``table`` (R, h), one learned bias per bucket and head
+    (``encoder.relative_attention_bias``, R = relative_attention_num_buckets).
+    DeBERTa-v2/v3: ``table`` (2 k, H), the relative position embeddings
+    (``encoder.rel_embeddings``, k = position_buckets or max_relative_positions),
+    and ``ln`` their LayerNorm when config ``norm_rel_ebd`` says ``layer_norm``,
+    else None.
+    """
+
+    table: np.ndarray
+    ln: LayerNormWeights | None = None
+
+
+@dataclass(frozen=True)
+class RelativePositions:
+    """What every layer's attention reads about relative positions, computed
+    once per forward pass from :class:`RelativeWeights` and the length S
+    (:func:`minibert.encoder.forward.relative_positions`).
+
+    MPNet: ``bias`` (1, h, S, S), added to every layer's scaled scores.
+    DeBERTa: ``embeddings`` (2 k, H), the (LayerNormed) relative embeddings;
+    ``index`` (S, S) int64, the bucketed relative position delta(i, j) of
+    query i and key j; ``span`` k; ``terms``, the position terms of
+    ``pos_att_type`` (("c2p", "p2c"), or fewer); ``scale_factor``, 1 + the
+    number of terms; ``scale``, the scores' divisor sqrt(d x scale_factor) in
+    float32 (:func:`minibert.encoder.ops.disentangled_scale`); ``share_att_key``.
+    """
+
+    bias: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    index: np.ndarray | None = None
+    span: int = 0
+    terms: tuple[str, ...] = ()
+    scale_factor: int = 1
+    scale: np.floating | None = None
+    share_att_key: bool = False
+
+
+@dataclass(frozen=True)
 class Weights:
     """Every tensor the encoder uses, in the requested dtype.
 
@@ -90,7 +136,8 @@ class Weights:
     from; ``ignored`` lists checkpoint tensors the encoder does not use;
     ``checkpoint_shapes`` and ``source_dtypes`` describe every tensor of the
     file as stored; ``format`` says what the weights file was (safetensors,
-    PyTorch zip or legacy, sharded) and ``files`` every file read for them.
+    PyTorch zip or legacy, sharded) and ``files`` every file read for them;
+    ``relative``: the relative-position tables (MPNet, DeBERTa), else None.
     """
 
     embeddings: EmbeddingWeights
@@ -102,3 +149,4 @@ class Weights:
     layer_map: tuple[int, ...] = ()
     format: str = ""
     files: tuple[Path, ...] = ()
+    relative: RelativeWeights | None = None

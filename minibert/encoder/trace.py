@@ -92,9 +92,15 @@ class AttentionTrace:
     adds q, k, v, concat and output.
 
     q, k, v, context: (B, h, S, d); scores = Q K^T / sqrt(d), masked_scores =
-    scores + mask, probs = softmax(masked_scores): (B, h, S, S); mask: the
+    scores + bias + mask, probs = softmax(masked_scores): (B, h, S, S); mask: the
     additive mask, (B, 1, 1, S); concat: (B, S, H); output: MultiHead(X) =
     concat W^O + b^O, (B, S, H).
+
+    The relative-position families add a ``bias`` to the scores, None
+    elsewhere: MPNet's bucket bias (1, h, S, S) (:func:`minibert.encoder.ops.relative_position_bias`);
+    DeBERTa's c2p + p2c (B, h, S, S), each also recorded as ``c2p`` and ``p2c``
+    (:func:`minibert.encoder.ops.disentangled_bias`), and its scores are
+    Q K^T / sqrt(d (1 + #terms)).
     """
 
     q: np.ndarray | None = None
@@ -107,6 +113,9 @@ class AttentionTrace:
     context: np.ndarray | None = None
     concat: np.ndarray | None = None
     output: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    c2p: np.ndarray | None = None
+    p2c: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)

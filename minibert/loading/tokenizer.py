@@ -191,6 +191,12 @@ class Tokenizer:
                 raise MinibertError(
                     f"{source}: cannot build a WordPiece tokenizer ({_library_error(e)})"
                 ) from None
+        elif os.path.lexists(path / "spm.model"):  # DeBERTa-v3, some XLM-R/ALBERT uploads
+            raise MinibertError(
+                f"{path}: only a SentencePiece spm.model, no tokenizer.json: write one with "
+                f'`pip install transformers sentencepiece` then `python -c "from transformers import '
+                f"AutoTokenizer; AutoTokenizer.from_pretrained('{path}').save_pretrained('{path}')\"`"
+            )
         else:
             raise MinibertError(f"{path}: no tokenizer (neither tokenizer.json nor vocab.txt)")
         model = backend.model

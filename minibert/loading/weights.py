@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from minibert.encoder.params import (
     FeedForwardWeights,
     LayerNormWeights,
     LayerWeights,
+    RelativeWeights,
     Weights,
 )
 from minibert.errors import MinibertError
@@ -101,6 +102,8 @@ class NameTable:
     layer: slot -> name template; ``{i}`` is the layer index (ALBERT: ``{g}``
     the group, ``{j}`` the layer inside it).
     layer_id: a regex whose groups identify the layer a name belongs to.
+    relative: the relative-position tables shared by all layers (MPNet,
+    DeBERTa: slot ``relative.table``, ``relative.ln.gamma`` ...), or empty.
     """
 
     prefixes: tuple[str, ...]
@@ -108,6 +111,7 @@ class NameTable:
     projection: dict[str, str]
     layer: dict[str, str]
     layer_id: str
+    relative: dict[str, str] = field(default_factory=dict)
 
 
 DISTILBERT_LAYER_NAMES = {
@@ -148,6 +152,31 @@ ALBERT_LAYER_NAMES = {
     "ln_2.beta": "encoder.albert_layer_groups.{g}.albert_layers.{j}.full_layer_layer_norm.bias",
 }
 
+MPNET_LAYER_NAMES = {
+    "attention.W_q": "encoder.layer.{i}.attention.attn.q.weight",
+    "attention.b_q": "encoder.layer.{i}.attention.attn.q.bias",
+    "attention.W_k": "encoder.layer.{i}.attention.attn.k.weight",
+    "attention.b_k": "encoder.layer.{i}.attention.attn.k.bias",
+    "attention.W_v": "encoder.layer.{i}.attention.attn.v.weight",
+    "attention.b_v": "encoder.layer.{i}.attention.attn.v.bias",
+    "attention.W_o": "encoder.layer.{i}.attention.attn.o.weight",
+    "attention.b_o": "encoder.layer.{i}.attention.attn.o.bias",
+    "ln_1.gamma": "encoder.layer.{i}.attention.LayerNorm.weight",
+    "ln_1.beta": "encoder.layer.{i}.attention.LayerNorm.bias",
+    **{slot: name for slot, name in LAYER_NAMES.items() if slot.startswith(("ffn.", "ln_2."))},
+}
+
+#: DeBERTa-v2/v3: BERT's layer names but for the projections (``query_proj`` ...), and
+#: the position projections of c2p and p2c when the keys are not shared (``share_att_key``).
+DEBERTA_LAYER_NAMES = {
+    **{slot: name.replace(".self.query.", ".self.query_proj.").replace(".self.key.", ".self.key_proj.")
+       .replace(".self.value.", ".self.value_proj.") for slot, name in LAYER_NAMES.items()},
+    "attention.W_pk": "encoder.layer.{i}.attention.self.pos_key_proj.weight",
+    "attention.b_pk": "encoder.layer.{i}.attention.self.pos_key_proj.bias",
+    "attention.W_pq": "encoder.layer.{i}.attention.self.pos_query_proj.weight",
+    "attention.b_pq": "encoder.layer.{i}.attention.self.pos_query_proj.bias",
+}  # fmt: skip
+
 BERT_LAYER_ID = r"encoder\.layer\.(\d+)\."
 
 #: Family (``Config.family``) -> its checkpoint names.
@@ -176,6 +205,23 @@ NAME_TABLES = {
         ALBERT_LAYER_NAMES,
         r"encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.",
     ),
+    "mpnet": NameTable(
+        ("mpnet.",),
+        {slot: name for slot, name in EMBEDDING_NAMES.items() if slot != "token_type"},
+        NO_PROJECTION,
+        MPNET_LAYER_NAMES,
+        BERT_LAYER_ID,
+        {"relative.table": "encoder.relative_attention_bias.weight"},
+    ),
+    "deberta-v2": NameTable(
+        ("deberta.",),
+        EMBEDDING_NAMES,
+        NO_PROJECTION,
+        DEBERTA_LAYER_NAMES,
+        BERT_LAYER_ID,
+        {"relative.table": "encoder.rel_embeddings.weight",
+         "relative.ln.gamma": "encoder.LayerNorm.weight", "relative.ln.beta": "encoder.LayerNorm.bias"},
+    ),
 }  # fmt: skip
 
 #: Names that are not parameters at all (buffers some checkpoints carry).
@@ -185,6 +231,45 @@ BUFFERS = re.compile(r"(^|\.)position_ids$")
 #: has none (transformers' DistilBERT has 512): a bound on what config.json
 #: alone can make minibert allocate.
 MAX_COMPUTED_POSITIONS = 1 << 16
+
+
+def layer_slots(config: Config) -> dict[str, str]:
+    """The layer slots this config's encoder reads -> their name templates: the
+    family's table, less DeBERTa's position projections it does not use
+    (``share_att_key`` uses W_q and W_k; c2p needs W_pk, p2c W_pq)."""
+    table = NAME_TABLES[config.family].layer
+    if config.family != "deberta-v2":
+        return dict(table)
+    skip = set()
+    for term, proj in (("c2p", "pk"), ("p2c", "pq")):
+        if config.share_att_key or not config.relative_attention or term not in config.pos_att_type:
+            skip |= {f"attention.W_{proj}", f"attention.b_{proj}"}
+    return {slot: name for slot, name in table.items() if slot not in skip}
+
+
+def relative_slots(config: Config) -> dict[str, str]:
+    """The relative-position tables this config reads: MPNet's bucket bias;
+    DeBERTa's relative embeddings (with ``relative_attention``) and their
+    LayerNorm (with ``norm_rel_ebd`` layer_norm)."""
+    table = NAME_TABLES[config.family].relative
+    if config.family == "deberta-v2":
+        if not config.relative_attention:
+            return {}
+        if "layer_norm" not in config.norm_rel_ebd:
+            return {"relative.table": table["relative.table"]}
+    return dict(table)
+
+
+def embedding_slots(config: Config) -> dict[str, str]:
+    """The embedding slots this config reads: DeBERTa without ``position_biased_input``
+    has no position table, and without token types no type table."""
+    names = dict(NAME_TABLES[config.family].embeddings)
+    if config.family == "deberta-v2":
+        if not config.position_biased_input:
+            names.pop("position")
+        if config.type_vocab_size == 0:
+            names.pop("token_type")
+    return names
 
 
 def _distinct_layer_keys(config: Config) -> Iterator[dict[str, int]]:
@@ -225,11 +310,16 @@ def slot(record, path: str) -> np.ndarray | None:
 
 
 def num_parameters(weights: Weights) -> dict[str, int]:
-    """Parameter count per part: embeddings, each distinct layer, total."""
+    """Parameter count per part: embeddings, each distinct layer, the
+    relative-position tables (MPNet, DeBERTa), total."""
     emb = (slot(weights.embeddings, path) for path in (*EMBEDDING_NAMES, "W_proj", "b_proj"))
     counts = {"embeddings": sum(t.size for t in emb if t is not None)}
+    paths = set().union(*(t.layer for t in NAME_TABLES.values()))
     for i, layer in enumerate(weights.layers):
-        counts[f"layer.{i}"] = sum(slot(layer, path).size for path in LAYER_NAMES)
+        counts[f"layer.{i}"] = sum(t.size for path in paths if (t := slot(layer, path)) is not None)
+    if weights.relative is not None:
+        ln = weights.relative.ln
+        counts["relative"] = weights.relative.table.size + (0 if ln is None else ln.gamma.size + ln.beta.size)
     counts["total"] = sum(counts.values())
     return counts
 
@@ -250,7 +340,18 @@ def _expected_shapes(config: Config) -> tuple[dict, dict]:
     layer |= {f"attention.{name}": (H,) for name in ("b_q", "b_k", "b_v", "b_o")}
     layer |= {f"{ln}.{name}": (H,) for ln in ("ln_1", "ln_2") for name in ("gamma", "beta")}
     layer |= {"ffn.W_1": (I, H), "ffn.b_1": (I,), "ffn.W_2": (H, I), "ffn.b_2": (H,)}
-    return emb, {slot: layer[slot] for slot in LAYER_NAMES}  # the layer's order: attention, ln_1, ffn, ln_2
+    layer |= {
+        "attention.W_pk": (H, H),
+        "attention.b_pk": (H,),
+        "attention.W_pq": (H, H),
+        "attention.b_pq": (H,),
+    }
+    if config.family == "mpnet":
+        emb["relative.table"] = (config.relative_attention_num_buckets, config.num_attention_heads)
+    else:  # DeBERTa
+        emb["relative.table"] = (2 * config.relative_span, H)
+    emb |= {"relative.ln.gamma": (H,), "relative.ln.beta": (H,)}
+    return emb, {slot: layer[slot] for slot in layer_slots(config)}  # attention, ln_1, ffn, ln_2
 
 
 def canonical_name(name: str, prefixes: tuple[str, ...] = PREFIXES) -> str:
@@ -361,7 +462,7 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
             )
         reads.append((slot, name, transpose))
 
-    emb_names = dict(table.embeddings)
+    emb_names = embedding_slots(config)
     if config.sinusoidal_pos_embds and emb_names["position"] not in by_name:
         # DistilBERT computes a missing sin/cos table rather than loading it
         emb_names.pop("position")
@@ -375,6 +476,8 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
         emb_names |= table.projection
     for k, name in emb_names.items():
         want(name, emb_shapes[k], _is_linear(k), f"embeddings.{k}")
+    for k, name in relative_slots(config).items():
+        want(name, emb_shapes[k], False, k)
     known = set()
     for k, keys in enumerate(_distinct_layer_keys(config)):
         for slot, shape in layer_shapes.items():
@@ -413,27 +516,36 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
         _check_finite(t, name, infos[name].file)  # before the transpose: indices as in the file
         values[slot] = np.ascontiguousarray(t.T) if transpose else t
     emb = {k: values.pop(f"embeddings.{k}") for k in plan.embeddings}
-    if "position" not in emb:
+    if "position" not in emb and config.sinusoidal_pos_embds:
         emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
     ln = LayerNormWeights(emb["ln.gamma"], emb["ln.beta"])
     embeddings = EmbeddingWeights(
-        emb["word"], emb["position"], emb.get("token_type"), ln, emb.get("W_proj"), emb.get("b_proj")
+        emb["word"], emb.get("position"), emb.get("token_type"), ln, emb.get("W_proj"), emb.get("b_proj")
     )
-    layers = tuple(_layer(values, f"layer.{k}.", config.head_size) for k in range(plan.num_layers))
+    relative = None
+    if "relative.table" in values:
+        rel_ln = None
+        if "relative.ln.gamma" in values:
+            rel_ln = LayerNormWeights(values.pop("relative.ln.gamma"), values.pop("relative.ln.beta"))
+        relative = RelativeWeights(values.pop("relative.table"), rel_ln)
+    slots = layer_slots(config)
+    layers = tuple(_layer(values, f"layer.{k}.", config.head_size, slots) for k in range(plan.num_layers))
     return Weights(
         embeddings, layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
         {name: info.shape for name, info in infos.items()},
         {name: info.dtype for name, info in infos.items()},
-        layer_map(config), checkpoint.format, checkpoint.files,
+        layer_map(config), checkpoint.format, checkpoint.files, relative,
     )  # fmt: skip
 
 
-def _layer(values: dict[str, np.ndarray], prefix: str, head_size: int) -> LayerWeights:
+def _layer(
+    values: dict[str, np.ndarray], prefix: str, head_size: int, slots: dict[str, str] = LAYER_NAMES
+) -> LayerWeights:
     """One layer's record from its slots (``prefix`` + ``attention.W_q``, ...),
     taking each out of ``values`` so its array is held once."""
 
     def group(name: str) -> dict[str, np.ndarray]:  # "ffn." -> {"W_1": ..., "b_1": ..., ...}
-        return {path[len(name) :]: values.pop(prefix + path) for path in LAYER_NAMES if path.startswith(name)}
+        return {path[len(name) :]: values.pop(prefix + path) for path in slots if path.startswith(name)}
 
     return LayerWeights(
         AttentionWeights(**group("attention."), head_size=head_size), LayerNormWeights(**group("ln_1.")),

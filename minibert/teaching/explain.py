@@ -28,6 +28,8 @@ from functools import cached_property
 
 import numpy as np
 
+from minibert.encoder import ops
+from minibert.encoder.forward import relative_positions
 from minibert.encoder.layers import is_int, resolve_layer, shown_int
 from minibert.encoder.params import LayerWeights
 from minibert.encoder.trace import AttentionTrace, LayerTrace
@@ -244,16 +246,43 @@ class Walk:
 
     @cached_property
     def p64(self) -> np.ndarray:
-        """softmax(Q K^T / sqrt(d) + M) in float64 from the traced q, k: (h, S, S)."""
-        ms = np.where(self.mask[None, None, :], self.scores64, -np.inf)
+        """softmax(Q K^T / sqrt(d) + B + M) in float64 from the traced q, k: (h, S, S)."""
+        ms = np.where(self.mask[None, None, :], self.scores64 + self.bias64, -np.inf)
         p = np.exp(ms - ms.max(-1, keepdims=True))
         return p / p.sum(-1, keepdims=True)
 
     @cached_property
+    def divisor(self) -> float:
+        """sqrt(d); DeBERTa: sqrt(d (1 + #terms)), the float32 root transformers divides by."""
+        if self.cfg.family == "deberta-v2":
+            return float(ops.disentangled_scale(self.cfg.head_size, 1 + len(self.cfg.pos_att_type)))
+        return math.sqrt(self.cfg.head_size)
+
+    @cached_property
     def scores64(self) -> np.ndarray:
-        """Q K^T / sqrt(d) in float64 from the traced q, k: (h, S, S)."""
+        """Q K^T / divisor in float64 from the traced q, k: (h, S, S)."""
         q64, k64 = (c[0].astype(np.float64) for c in (self.a.q, self.a.k))
-        return np.einsum("hsd,htd->hst", q64, k64) / math.sqrt(self.cfg.head_size)
+        return np.einsum("hsd,htd->hst", q64, k64) / self.divisor
+
+    @cached_property
+    def bias64(self) -> np.ndarray:
+        """The position bias B in float64: (h, S, S), 0 for BERT. MPNet: its table at
+        the buckets; DeBERTa: c2p + p2c from the traced q, k and the float64
+        projections of the relative embeddings (the same gathers as the formula)."""
+        cfg, weights, S = self.cfg, self.model.weights, self.S
+        if cfg.family == "mpnet":
+            return ops.relative_position_bias(S, weights.relative.table.astype(np.float64))[0]
+        if cfg.family != "deberta-v2" or not cfg.relative_attention or not cfg.pos_att_type:
+            return np.zeros((cfg.num_attention_heads, S, S))
+        rel = relative_positions(cfg, weights, S, np.float64)
+        names = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o", "W_pk", "b_pk", "W_pq", "b_pq")
+        w = self.w.attention
+        arrays = {n: None if getattr(w, n) is None else getattr(w, n).astype(np.float64) for n in names}
+        w64 = type(w)(**arrays, head_size=cfg.head_size)
+        pos_q, pos_k = ops._position_projections(w64, rel, cfg.num_attention_heads)
+        q64, k64 = (c.astype(np.float64) for c in (self.a.q, self.a.k))
+        c2p, p2c = ops.disentangled_bias(q64, k64, pos_q, pos_k, rel.index, rel.span, float(rel.scale))
+        return sum(t[0] for t in (c2p, p2c) if t is not None)
 
 
 def _check(walk: Walk, what: str, error: float, tol: float | None = None) -> Check:
@@ -301,9 +330,11 @@ def _embeddings(walk: Walk) -> Step:
         f"  ids (1, {S}) -> word, position, type (1, {S}, {H}) -> sum -> e (same)",
         f"  {walk.token}, first {SLICE} of {H} numbers:",
         Shown("word", e.word[0, T]),
-        Shown("position", e.position[0, T]),
     ]
-    parts = e.word.astype(np.float64) + e.position
+    parts = e.word.astype(np.float64)
+    if e.position is not None:  # DeBERTa-v3 has no absolute positions (they enter in its attention)
+        lines.append(Shown("position", e.position[0, T]))
+        parts = parts + e.position
     if e.token_type is not None:
         lines.append(Shown("type", e.token_type[0, T]))
         parts = parts + e.token_type
@@ -363,30 +394,68 @@ def _projections(walk: Walk) -> Step:
 
 def _scores(walk: Walk) -> Step:
     d = walk.cfg.head_size
+    if walk.cfg.family == "deberta-v2":  # DeBERTa: sqrt(d (1 + #terms)), a float32 root
+        title, note = (
+            "3.2 scores = Q K^T / sqrt(d_k (1 + #terms))",
+            f"   d_k = {d}, float32 root = {walk.divisor:.6f}",
+        )
+        what = "scores = Q K^T / sqrt(d_k (1 + #terms)), float64"
+    else:
+        title, note = "3.2 scores = Q K^T / sqrt(d_k)", f"   d_k = {d}, sqrt(d_k) = {math.sqrt(d):.4f}"
+        what = "scores = Q K^T / sqrt(d_k), float64"
     return Step(
-        "3.2 scores = Q K^T / sqrt(d_k)",
-        f"   d_k = {d}, sqrt(d_k) = {math.sqrt(d):.4f}",
+        title,
+        note,
         (
             f"  Q {walk.heads} x K^T -> scores {walk.SS}",
             f"  head {walk.head}, query {walk.token}, score with each key:",
             Shown("scores", walk.a.scores[0, walk.head, walk.T]),
-            _check(walk, "scores = Q K^T / sqrt(d_k), float64", _maxerr(walk.a.scores[0], walk.scores64)),
+            _check(walk, what, _maxerr(walk.a.scores[0], walk.scores64)),
         ),
         key="3.2",
     )
+
+
+def _position_bias(walk: Walk) -> Step | None:
+    """MPNet's bucket bias, DeBERTa's c2p and p2c: the numbers added to the scores."""
+    a, cfg, T, S = walk.a, walk.cfg, walk.T, walk.S
+    if a.bias is None:
+        return None
+    lines: list[Line] = [f"  B {walk.SS}, added to the scores of every layer"]
+    if cfg.family == "mpnet":
+        buckets = ops.relative_position_bucket(np.arange(S) - T)
+        lines += [f"  bucket(j - i), keys 0..{S - 1}: " + " ".join(map(str, buckets))[:48]]
+        title = "3.2b relative position bias: B[h, i, j] = table[bucket(j - i), h]"
+    else:
+        index = ops.relative_position_index(S, cfg.position_buckets, cfg.max_relative)
+        lines += [f"  delta(i, j), keys 0..{S - 1}: " + " ".join(map(str, index[T]))[:50]]
+        for name in ("c2p", "p2c"):
+            term = getattr(a, name)
+            if term is not None:
+                lines.append(Shown(name, term[0, walk.head, T]))
+        title = "3.2b disentangled attention: B = c2p + p2c"
+    lines += [
+        Shown("bias", a.bias[0, walk.head, T]),
+        _check(walk, "position bias B, float64", _maxerr(a.bias[0], walk.bias64)),
+    ]
+    return Step(title, lines=tuple(lines))
 
 
 def _mask(walk: Walk) -> Step:
     S, a = walk.S, walk.a
     m = a.mask[0, 0, 0]
     keys = " ".join("0" if v == 0 else f"{v:.1e}" for v in m)[: WIDTH - 22]
+    plus_b = "" if a.bias is None else " + B"
+    summed = a.scores.astype(np.float64) + (0.0 if a.bias is None else a.bias) + m
     return Step(
-        "3.3 masked = scores + M",
-        "   M = 0 (real key) or the most negative float (padding)",
+        f"3.3 masked = scores{plus_b} + M",
+        "   M = 0 (real key) or the most negative float (padding)"
+        if not plus_b
+        else "   M = 0 or the float min",
         (
             f"  M (1, 1, 1, {S}) broadcast over heads and queries -> masked {walk.SS}",
             f"  M for keys 0..{S - 1}: " + keys,
-            _check(walk, "masked = scores + M", _maxerr(a.masked_scores, a.scores.astype(np.float64) + m)),
+            _check(walk, f"masked = scores{plus_b} + M", _maxerr(a.masked_scores, summed)),
         ),
         key="3.3",
     )
@@ -601,6 +670,7 @@ STEPS: tuple[Callable[[Walk], Step], ...] = (
     _layer_heading,
     _projections,
     _scores,
+    _position_bias,
     _mask,
     _softmax,
     _context,
@@ -715,7 +785,8 @@ def explain(
 
 def explain_walk(walk: Walk) -> Explanation:
     """Every step of :data:`STEPS` on ``walk``."""
-    return Explanation(tuple(step(walk) for step in STEPS), str(walk.model.dtype), walk.tol, walk)
+    steps = (step(walk) for step in STEPS)  # a step of another family is None
+    return Explanation(tuple(s for s in steps if s is not None), str(walk.model.dtype), walk.tol, walk)
 
 
 # ---------------------------------------------------------------- the terminal text

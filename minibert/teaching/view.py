@@ -175,8 +175,10 @@ def _layer_norms(model: Model) -> list[dict]:
 def _common_part(enc: Encoding) -> tuple[dict, np.ndarray]:
     """The arrays every layer shares: the embeddings and every hidden state."""
     emb = enc.trace["embeddings"]
+    # DeBERTa-v3 adds no absolute position (positions enter its attention): the page shows zeros
+    position = emb["position"] if emb["position"] is not None else np.zeros_like(emb["word"])
     stored = {"embeddings.word": quantize(emb["word"][0], "word"),
-              "embeddings.position": quantize(emb["position"][0], "position")}  # fmt: skip
+              "embeddings.position": quantize(position[0], "position")}  # fmt: skip
     parts = stored["embeddings.word"] + stored["embeddings.position"]
     if emb["token_type"] is not None:  # DistilBERT has no token-type table
         stored["embeddings.token_type"] = quantize(emb["token_type"][0], "token_type")
