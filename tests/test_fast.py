@@ -553,10 +553,30 @@ def test_units_depend_on_the_batch_alone():
     assert fast.units(np.array([10, 10, 10, 10])) == [(0, 4)]
     assert fast.units(np.array([128] * 32)) == [(4 * i, 4 * i + 4) for i in range(8)]
     assert fast.units(np.array([512] * 8)) == [(i, i + 1) for i in range(8)]
-    assert fast.units(np.array([500, 3, 3, 3])) == [(0, 4)]  # 509 tokens: one unit
+    assert fast.units(np.array([500, 3, 3, 3])) == [(0, 1), (1, 4)]  # 509 tokens: two units
     assert fast.units(np.array([500, 500, 3, 3])) == [(0, 1), (1, 4)]
     assert fast.units(np.array([12])) == [(0, 1)]
     assert fast.units(np.array([], dtype=np.int64)) == [(0, 0)]
+    assert fast.SPLIT_TOKENS == 128
+    assert fast.units(np.array([4] * 31)) == [(0, 31)]  # 124 tokens: one unit
+    assert fast.units(np.array([4] * 32)) == [(0, 16), (16, 32)]  # 128: two
+
+
+def test_short_texts_make_an_even_number_of_units():
+    """Issue 21: a batch of 32 short texts was 1, 3 or 5 units of about 512 tokens,
+    and one of two threads idled for the last. Now the count is the even number
+    nearest to tokens / UNIT_TOKENS (at least 2), units of equal tokens give two
+    threads equal shares, and batches whose count was even keep their units."""
+    assert fast.units(np.array([7] * 32)) == [(0, 16), (16, 32)]  # 224 tokens: was one unit
+    assert fast.units(np.array([24] * 32)) == [(0, 16), (16, 32)]  # 768: was 2 (round half to even)
+    assert fast.units(np.array([48] * 32)) == [(8 * i, 8 * i + 8) for i in range(4)]  # 1536: was 3
+    assert [b1 - b0 for b0, b1 in fast.units(np.array([80] * 32))] == [5, 6, 5, 5, 6, 5]  # 2560: was 5
+    assert [b1 - b0 for b0, b1 in fast.units(np.array([88] * 32))] == [5, 6, 5, 5, 6, 5]  # 2816: 6
+    assert fast.units(np.array([600] * 3)) == [(0, 1), (1, 2), (2, 3)]  # 4 wanted: no more than the texts
+    for total in range(128, 20000, 37):
+        lengths = np.full(total // 8, 8)
+        k = len(fast.units(lengths))
+        assert k % 2 == 0 and abs(k - max(2, lengths.sum() / fast.UNIT_TOKENS)) <= 1 + 1e-9
 
 
 @given(st.lists(st.integers(0, 600), min_size=1, max_size=40))

@@ -237,8 +237,9 @@ def forward(
     args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
+        costliest_first = [todo[j] for j in np.argsort(-np.asarray(work), kind="stable")]
         with threads.blas_limit(1):
-            threads.run_on_threads(lambda b0, b1: _encode(*args, b0, b1), todo, min(n, len(todo)))
+            threads.run_on_threads(lambda b0, b1: _encode(*args, b0, b1), costliest_first, min(n, len(todo)))
     else:
         for b0, b1 in todo:
             _encode(*args, b0, b1)
@@ -272,9 +273,14 @@ def _map_arrays(layers: int, shape: tuple[int, ...], dtype, alloc) -> list[np.nd
 
 
 #: Tokens per work unit (see :func:`units`): enough rows that the fused QKV
-#: product runs at full BLAS speed, few enough that a batch of a few
-#: thousand tokens gives every thread several units.
+#: product runs at full BLAS speed (at 1 thread, units of 256 tokens cost about
+#: 8% more than units of 512 on 32 x 128; docs/performance.md), few enough that
+#: a batch of a few thousand tokens gives every thread several units.
 UNIT_TOKENS = 512
+
+#: Tokens below which a batch is one unit: smaller, the fixed cost of a unit
+#: (its packing, its Python per layer) outweighs what a second thread gains.
+SPLIT_TOKENS = 128
 
 
 def _cost(lengths: np.ndarray, config: Config) -> np.ndarray:
@@ -295,10 +301,20 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     depend on the thread count or the machine. Units are cut at the text
     boundaries nearest to equal shares of the token count; a text is never
     split.
+
+    Their number k is even (the even number nearest to tokens / UNIT_TOKENS,
+    at least 2 from :data:`SPLIT_TOKENS` tokens on), so two threads share a
+    batch evenly: a batch of 32 short texts is 500 to 2,500 tokens, and as
+    one unit (run on a 2-thread BLAS, every other operation on one thread)
+    or 3 or 5 units (one thread idle for the last) it ran at 0.89x the
+    speed of the old split into one range per thread (issue 21). More
+    threads take the units from a queue, the costliest first
+    (:func:`forward`).
     """
     B = len(lengths)
     total = int(lengths.sum())
-    k = min(B, max(1, round(total / UNIT_TOKENS)))
+    k = 2 * int(np.floor(total / UNIT_TOKENS / 2 + 0.5))  # the nearest even number
+    k = min(B, max(k, 2 if total >= SPLIT_TOKENS else 1))
     if k <= 1:
         return [(0, B)]
     ends = np.concatenate([[0], np.cumsum(lengths)])  # ends[c]: tokens of texts 0..c-1
