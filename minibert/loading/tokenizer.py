@@ -155,50 +155,13 @@ class Tokenizer:
         ``str.lower()`` on the text first; the two agree except for
         context-dependent mappings such as a word-final capital sigma.)
         """
-        from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import models, normalizers
 
         path = Path(path)
         cfg_path = path / "tokenizer_config.json"
         has_cfg = os.path.lexists(cfg_path)
         cfg = read_json(cfg_path, dict, "tokenizer_config.json", MAX_CONFIG) if has_cfg else {}
-        if os.path.lexists(path / "tokenizer.json"):
-            source = path / "tokenizer.json"
-            text = read_text(source, "tokenizer.json")
-            try:
-                backend = HFTokenizer.from_str(text)
-            except Exception as e:  # the library raises bare Exception
-                raise MinibertError(f"{source}: cannot load tokenizer ({_library_error(e)})") from None
-        elif os.path.lexists(path / "vocab.txt"):
-            from tokenizers.implementations import BertWordPieceTokenizer
-
-            source = path / "vocab.txt"
-            read_text(
-                source, "vocab.txt"
-            )  # a clear error (permission, not UTF-8) before the library reads it
-            options = dict(
-                lowercase=_flag(cfg, "do_lower_case", True, cfg_path),
-                strip_accents=_flag(cfg, "strip_accents", None, cfg_path, allow_none=True),
-                handle_chinese_chars=_flag(cfg, "tokenize_chinese_chars", True, cfg_path),
-                **{
-                    f"{name}_token": _token(cfg, f"{name}_token", f"[{name.upper()}]", cfg_path)
-                    for name in ("unk", "sep", "cls", "pad", "mask")
-                },
-            )
-            try:
-                backend = BertWordPieceTokenizer(str(source), **options)._tokenizer
-            except Exception as e:  # the library raises bare Exception
-                raise MinibertError(
-                    f"{source}: cannot build a WordPiece tokenizer ({_library_error(e)})"
-                ) from None
-        elif os.path.lexists(path / "spm.model"):  # DeBERTa-v3, some XLM-R/ALBERT uploads
-            raise MinibertError(
-                f"{path}: only a SentencePiece spm.model, no tokenizer.json: write one with "
-                f'`pip install transformers sentencepiece` then `python -c "from transformers import '
-                f"AutoTokenizer; AutoTokenizer.from_pretrained('{path}').save_pretrained('{path}')\"`"
-            )
-        else:
-            raise MinibertError(f"{path}: no tokenizer (neither tokenizer.json nor vocab.txt)")
+        backend, source = _read_backend(path, cfg, cfg_path)
         model = backend.model
         if isinstance(model, models.WordPiece) and backend.token_to_id(model.unk_token) is None:
             raise MinibertError(
@@ -379,3 +342,47 @@ def as_pairs(text_pairs, n: int, name: str = "text_pairs") -> list[str | None]:
     if len(pairs) != n:
         raise MinibertError(f"{n} texts but {len(pairs)} {name}")
     return [None if p is None else _check_text(p, name, i) for i, p in enumerate(pairs)]
+
+
+def _read_backend(path: Path, cfg: dict, cfg_path: Path):
+    """The tokenizers library's tokenizer of a model directory and the file it came from:
+    tokenizer.json, else vocab.txt with tokenizer_config.json's options; a directory with
+    only SentencePiece's spm.model, or none, is one error saying what to do."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    if os.path.lexists(path / "tokenizer.json"):
+        source = path / "tokenizer.json"
+        text = read_text(source, "tokenizer.json")
+        try:
+            backend = HFTokenizer.from_str(text)
+        except Exception as e:  # the library raises bare Exception
+            raise MinibertError(f"{source}: cannot load tokenizer ({_library_error(e)})") from None
+    elif os.path.lexists(path / "vocab.txt"):
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        source = path / "vocab.txt"
+        read_text(source, "vocab.txt")  # a clear error (permission, not UTF-8) before the library reads it
+        options = dict(
+            lowercase=_flag(cfg, "do_lower_case", True, cfg_path),
+            strip_accents=_flag(cfg, "strip_accents", None, cfg_path, allow_none=True),
+            handle_chinese_chars=_flag(cfg, "tokenize_chinese_chars", True, cfg_path),
+            **{
+                f"{name}_token": _token(cfg, f"{name}_token", f"[{name.upper()}]", cfg_path)
+                for name in ("unk", "sep", "cls", "pad", "mask")
+            },
+        )
+        try:
+            backend = BertWordPieceTokenizer(str(source), **options)._tokenizer
+        except Exception as e:  # the library raises bare Exception
+            raise MinibertError(
+                f"{source}: cannot build a WordPiece tokenizer ({_library_error(e)})"
+            ) from None
+    elif os.path.lexists(path / "spm.model"):  # DeBERTa-v3, some XLM-R/ALBERT uploads
+        raise MinibertError(
+            f"{path}: only a SentencePiece spm.model, no tokenizer.json: write one with "
+            f'`pip install transformers sentencepiece` then `python -c "from transformers import '
+            f"AutoTokenizer; AutoTokenizer.from_pretrained('{path}').save_pretrained('{path}')\"`"
+        )
+    else:
+        raise MinibertError(f"{path}: no tokenizer (neither tokenizer.json nor vocab.txt)")
+    return backend, source
