@@ -550,3 +550,25 @@ def test_sentence_pair_filters(browser, real_model, tmp_path):
 def test_a_single_texts_page_has_no_pair_filter(opened):
     assert opened.page.locator(".pair-filter").count() == 0
     assert opened.page.locator("#head-view text.tok.out").count() == 0
+
+
+def test_strips_of_a_card_line_up(opened):
+    """In every card the colour strips start and end at the same x, whatever the label or the last
+    column ("384 numbers", "1536 numbers", "Σ = ..."): the FFN card's rows under the plot (ReLU
+    instead) and the neuron view's q ⊙ k ended 8 and 13 px off the rows above them."""
+    page = opened.page
+    for layer in ("6", "1"):
+        page.select_option("#layer", layer)
+        settle(page)
+        cards = page.evaluate(
+            """() => [...document.querySelectorAll('article.step, #neuron-view, #embeddings')].map(c => [
+                c.id, [...c.querySelectorAll('canvas.strip')].filter(s => !s.closest('.wrow'))
+                    .map(s => { const r = s.getBoundingClientRect(); return [r.left, r.right]; })])"""
+        )
+        ffn = dict(cards)["step-ffn"]
+        assert len(ffn) == 5, ffn  # pre, GELU, ReLU, FFN with GELU, FFN with ReLU
+        for name, edges in cards:
+            if len(edges) < 2:
+                continue
+            lefts, rights = {round(a) for a, _ in edges}, {round(b) for _, b in edges}
+            assert max(lefts) - min(lefts) <= 1 and max(rights) - min(rights) <= 1, (name, edges)
