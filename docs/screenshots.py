@@ -14,6 +14,7 @@ and writes one PNG per view into docs/:
     view-errata.png    5. the article's errata
     view-wide.png      the page as it opens at 1400 x 900
     view-phone.png     the page at 390 x 844 (a phone): the top, then the neuron view
+    view-pair.png      2. the head view of a sentence pair, filtered to sentence B -> sentence A
 
     python docs/screenshots.py
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 TEXT = "The bank raised interest rates again today."
+PAIR = "She sat on the river bank."  # sentence B of the pair's page
 WIDTH = 1400
 HEIGHT = 900
 PHONE = (390, 844)
@@ -84,8 +86,9 @@ def main() -> int:
         phone.page.evaluate("document.getElementById('neuron-view').scrollIntoView()")
         phone.page.screenshot(path=str(DOCS / "view-phone-neuron.png"))
         print("wrote docs/view-phone.png, docs/view-phone-neuron.png")
+        pair = pair_shot(browser, Path(tmp), minibert)
         browser.close()
-        problems = [o for o in (opened, phone) if o.errors or len(o.requests) != 1]
+        problems = [o for o in (opened, phone, pair) if o.errors or len(o.requests) != 1]
         if problems:
             print(
                 f"screenshots: the page logged {problems[0].errors} and asked for {problems[0].requests}",
@@ -93,6 +96,25 @@ def main() -> int:
             )
             return 1
     return 0
+
+
+def pair_shot(browser, tmp: Path, minibert):
+    """The head view of TEXT with PAIR under bertviz's filter sentence B -> sentence A: layer 3,
+    head 9, whose query "bank" of the river (token 15) gives 0.73 of its attention to A's "bank"."""
+    from browser_helpers import open_page, settle
+
+    path = tmp / "pair.html"
+    path.write_text(
+        minibert.view(minibert.load(), TEXT, pair=PAIR, layer=3, head=9, token=15), encoding="utf-8"
+    )
+    opened = open_page(browser, path, width=WIDTH, height=HEIGHT)
+    page = opened.page
+    page.add_style_tag(content="header { position: static; }")
+    page.select_option("#filter-head", "BA")
+    settle(page)
+    page.locator("#attention-head").screenshot(path=str(DOCS / "view-pair.png"))
+    print("wrote docs/view-pair.png")
+    return opened
 
 
 if __name__ == "__main__":

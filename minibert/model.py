@@ -76,6 +76,49 @@ class Encoding:
     texts = _from_batch("texts")
     text_pairs = _from_batch("text_pairs")
 
+    def __repr__(self) -> str:
+        """A summary, not the arrays: the texts (the first few, shortened),
+        which hidden states and attention maps are held with their shape and
+        dtype, and whether a trace and windows are."""
+        B, S = self.input_ids.shape
+        lines = [f"Encoding of {B} text{'s' if B != 1 else ''} padded to S={S} tokens"]
+        texts = list(self.texts) if self.texts is not None else []
+        pairs = list(self.text_pairs) if self.text_pairs is not None else [None] * len(texts)
+        for b, (text, pair) in enumerate(zip(texts[:3], pairs[:3], strict=False)):
+            shown = _short(text) + ("" if pair is None else f" + {_short(pair)}")
+            lines.append(f"  text {b}: {shown} ({self.num_tokens[b]} tokens)")
+        if len(texts) > 3:
+            lines.append(f"  ... {len(texts) - 3} more")
+        lines.append(f"  hidden_states: {_held(self.hidden_states, 0)}")
+        lines.append(f"  attentions: {_held(self.attentions, 1)}")
+        lines.append(f"  trace: {'held (trace=True)' if self.trace is not None else 'none'}")
+        if self.windows is not None:
+            counts = [int(w.max(initial=-1)) + 1 for w in self.windows]
+            lines.append(f"  windows: {counts} per text (encode_long)")
+        return "\n".join(lines)
+
+
+def _short(text: str, width: int = 40) -> str:
+    """``text`` quoted, cut to ``width`` characters with an ellipsis."""
+    return repr(text if len(text) <= width else text[: width - 1] + "\u2026")
+
+
+def _held(maps, first: int) -> str:
+    """Which of ``maps`` (index ``first`` upwards; None: not kept) are held, their shape and dtype."""
+    if maps is None:
+        return "none"
+    held = [i for i, a in enumerate(maps, start=first) if a is not None]
+    if not held:
+        return "none kept"
+    a = maps[held[0] - first]
+    if len(held) == 1:
+        which = f"layer {held[0]}"
+    elif held == list(range(held[0], held[-1] + 1)):
+        which = f"layers {held[0]}..{held[-1]}"
+    else:
+        which = "layers " + ", ".join(map(str, held))
+    return f"{len(held)} of {len(maps)} ({which}), each {a.shape} {a.dtype}"
+
 
 #: Score elements (b x h x S x S) of one chunk of texts in the plain path:
 #: 2**24 float32 are 64 MiB (5 texts of 512 tokens with 12 heads).

@@ -668,3 +668,40 @@ def test_attention_maps_of_the_formulas_are_0_at_padding_too(tiny_model, impl, t
         assert_array_equal(a[1], f[1])
         if trace:
             assert_array_equal(enc.trace.layers[i].attention.probs, f)  # untouched
+
+
+# --------------------------------------------------------------------------- repr
+
+
+def test_an_encodings_repr_is_a_summary_not_its_arrays(tiny_model):
+    """print(enc) used to print every array (hundreds of lines for one sentence)."""
+    enc = tiny_model.encode(
+        ["Hello world", "A much longer text of many words " * 3, "x", "y"], output_attentions=True
+    )
+    S, H = enc.input_ids.shape[1], tiny_model.config.hidden_size
+    text = repr(enc)
+    lines = text.splitlines()
+    assert len(lines) == 8, text
+    assert lines[0] == f"Encoding of 4 texts padded to S={S} tokens"
+    assert lines[1] == f"  text 0: 'Hello world' ({enc.num_tokens[0]} tokens)"
+    assert lines[2].startswith("  text 1: 'A much longer text of many words A much\u2026' (")  # cut to 40
+    assert lines[4] == "  ... 1 more"
+    L = tiny_model.config.num_hidden_layers
+    assert lines[5] == f"  hidden_states: {L + 1} of {L + 1} (layers 0..{L}), each (4, {S}, {H}) float32"
+    h = tiny_model.config.num_attention_heads
+    assert lines[6] == f"  attentions: {L} of {L} (layers 1..{L}), each (4, {h}, {S}, {S}) float32"
+    assert lines[7] == "  trace: none"
+    assert not re.search(r"\d\.\d", text)  # no numbers of any array
+
+
+def test_an_encodings_repr_says_what_it_holds(tiny_model64):
+    enc = tiny_model64.encode(["Who?"], ["Me."], trace=True)
+    text = repr(enc)
+    assert "text 0: 'Who?' + 'Me.'" in text
+    assert "float64" in text and "trace: held (trace=True)" in text and "attentions: none" in text
+    L = tiny_model64.config.num_hidden_layers
+    long = minibert.encode_long(tiny_model64, ["word " * 40], layers=[-1], window=16, stride=8)
+    text = repr(long)
+    assert f"hidden_states: 1 of {L + 1} (layer {L})," in text
+    counts = [int(w.max()) + 1 for w in long.windows]
+    assert f"windows: {counts} per text (encode_long)" in text and counts[0] > 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY_BERT
+from fuzz_helpers import run
 
 from minibert import MinibertError, open_output
 from minibert.outputs.readers import FileOutput, OutputReader
@@ -40,3 +42,50 @@ def test_what_is_not_an_output(tmp_path):
         open_output(tmp_path / "x.csv")
     with pytest.raises(MinibertError, match="manifest.json: not found"):
         open_output(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, args, want",
+    [
+        (
+            "a.npz",
+            ["--pool", "none"],
+            "FileOutput('{p}', format='npz', texts=3, layers=[0, 1, 2], pool='none', dtype='float32')",
+        ),
+        (
+            "b.safetensors",
+            ["--layers", "-1", "--pool", "cls", "--output-dtype", "float16"],
+            "SafetensorsOutput('{p}', format='safetensors', texts=3, layers=[2], pool='cls', "
+            "dtype='float16')",
+        ),
+        (
+            "c.jsonl",
+            ["--layers", "0,-1", "--word-pool", "mean"],
+            "FileOutput('{p}', format='jsonl', texts=3, layers=[0, 2], pool='none', dtype='float64', "
+            "word_pool='yes')",
+        ),
+        (
+            "d",
+            ["--shard-size", "2", "--attentions"],
+            "ShardedOutput('{p}', format='directory of 2 shards', texts=3, layers=[0, 1, 2], pool='none', "
+            "dtype='float32', attentions='maps')",
+        ),
+        (
+            "e.npz",
+            ["--layers", "-2,-1", "--pool", "mean", "--combine", "concat", "--attention-stats"],
+            "FileOutput('{p}', format='npz', texts=3, layers=[1, 2], pool='mean', combine='concat', "
+            "dtype='float32', attentions='stats')",
+        ),
+    ],
+)
+def test_an_output_has_a_length_and_a_one_line_repr(tmp_path, name, args, want):
+    """len() is the number of texts, and repr says what is held without reading any feature."""
+    src = tmp_path / "in.txt"
+    src.write_text("one text\nthe second text\nand a third one\n", encoding="utf-8")
+    out = tmp_path / name
+    code, _, err = run("extract", src, "-o", out, "--model", TINY_BERT, *args)
+    assert code == 0, err
+    with open_output(out) as o:
+        assert len(o) == 3 == o.num_texts
+        assert repr(o) == want.format(p=out)
+        assert "\n" not in repr(o)

@@ -112,16 +112,17 @@ def printed(a: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.floor(np.asarray(a, np.float64) * 10**digits + 0.5).astype(np.int64)
 
 
-def assert_page_holds_the_trace(model, text: str, page: str) -> dict:
+def assert_page_holds_the_trace(model, text: str, page: str, pair: str | None = None) -> dict:
     """Every array the page embeds equals the traced forward pass rounded to the
     printed 4 decimals, exactly (the ReLU counterfactual: a float64 recomputation
-    from the weights)."""
+    from the weights). ``pair``: the text's second segment."""
     payload = payload_of(page)
     assert payload["digits"] == 4
     got = arrays_of(model, payload)
-    enc = model.encode([text], trace=True)
+    enc = model.encode([text], None if pair is None else [pair], trace=True)
     emb, layers = enc.trace["embeddings"], enc.trace["layers"]
     assert payload["tokens"] == enc.tokens[0]
+    assert payload["types"] == enc.token_type_ids[0].tolist()
     expected = {
         "embeddings.word": emb["word"][0],
         "embeddings.position": emb["position"][0],
@@ -157,6 +158,54 @@ def test_tiny_page_holds_the_trace(tiny_model):
 def test_float64_page_holds_float64_numbers(tiny_model64):
     payload = assert_page_holds_the_trace(tiny_model64, "a dog ran", view(tiny_model64, "a dog ran"))
     assert payload["dtype"] == "float64"
+
+
+@pytest.mark.parametrize("family", ["tiny-bert", "tiny-roberta"])
+def test_a_pairs_page_holds_the_pairs_trace(family):
+    """view(text, pair=...) is the trace of model.encode([text], [pair]) (type ids 1 in sentence B
+    for BERT; RoBERTa's </s></s> between the two), sentence B starting where bertviz starts it: the
+    first token of the pair (A is [CLS] A [SEP]); and its checks are explain's of the pair."""
+    model = load(DATA / family)
+    text, pair = "the cat sat", "on the mat"
+    page = view(model, text, pair=pair, layer=2, head=1, token=2)
+    payload = assert_page_holds_the_trace(model, text, page, pair)
+    enc = model.encode([text], [pair])
+    seq = enc.sequence_ids[0]
+    b = payload["b_start"]
+    assert payload["pair"] == pair and seq[b] == 1 and 1 not in seq[:b] and 0 not in seq[b:]
+    assert b == len(model.tokenize([text]).tokens[0]) + (family == "tiny-roberta")  # <s> A </s></s> | B </s>
+    if family == "tiny-bert":
+        assert payload["types"] == [0] * b + [1] * (len(seq) - b)
+    # the same text alone is another page, with no sentence B
+    alone = payload_of(view(model, text))
+    assert alone["pair"] is None and alone["b_start"] is None and len(alone["tokens"]) < len(seq)
+    for i, shown in enumerate(payload["checks"]["layers"], 1):
+        ours = explain(model, text, layer=i, head=1, token=2, pad=0, pair=pair).checks
+        assert [c["what"] for c in shown] == [c.what for c in ours][2:]  # the embeddings' two come first
+        assert [c["error"] for c in shown] == [c.error for c in ours][2:]
+        assert all(c["ok"] for c in shown)
+    assert view(model, [text], pair=[pair], layer=2, head=1, token=2) == page
+
+
+def test_explain_takes_a_pair(tiny_model):
+    """explain's walk is of the pair's tokens, and its header names the pair."""
+    result = explain(tiny_model, "the cat", pair="a dog", pad=1)
+    assert result.walk.batch.tokens[0] == tiny_model.tokenize(["the cat"], ["a dog"]).tokens[0]
+    assert result.ok and "pair: 'a dog'" in result.text
+    assert result.walk.batch.token_type_ids[0].tolist()[-3:] == [1, 1, 0]  # B's last two, then [PAD]
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        (42, "pair: the pair to view must be a str"),
+        (["a", "b"], "pair: view shows one pair"),
+        ("  ", "pair: the second text is empty"),
+    ],
+)
+def test_a_bad_pair(tiny_model, pair, message):
+    with pytest.raises(MinibertError, match=message):
+        view(tiny_model, "the cat", pair=pair)
 
 
 @pytest.mark.parametrize("family", ["tiny-distilbert", "tiny-electra", "tiny-albert", "tiny-roberta"])
@@ -337,6 +386,9 @@ def test_cli_writes_the_page(tmp_path, tiny_model):
     assert payload_of(page)["initial"] == {"layer": 2, "head": 0, "token": 2}
     assert page == view(tiny_model, "the cat sat", layer=-1, token="c")
     assert [p.name for p in tmp_path.iterdir()] == ["cat.html"]  # no temporary file left
+    code, _, err = run("view", "--model", TINY_BERT, "the cat sat", "--pair", "a dog", "-o", out)
+    assert code == 0, err
+    assert out.read_text(encoding="utf-8") == view(tiny_model, "the cat sat", pair="a dog")
 
 
 LONG = " ".join(["the"] * (MAX_TOKENS - 1))  # + [CLS] and [SEP]: one token too many
@@ -357,6 +409,11 @@ BAD = {
         ["--token 'dog'", "[CLS] the the [SEP]"],
     ),
     "too many tokens": ([LONG, "-o", "{d}/o.html"], [f"{MAX_TOKENS + 1} tokens", f"at most {MAX_TOKENS}"]),
+    "too many tokens with the pair": (
+        [" ".join(["the"] * (MAX_TOKENS - 4)), "--pair", "the the", "-o", "{d}/o.html"],
+        ["the text and its pair", f"{MAX_TOKENS + 1} tokens"],
+    ),
+    "empty pair": (["cat", "--pair", " ", "-o", "{d}/o.html"], ["--pair", "empty"]),
     "not HTML": (["cat", "-o", "{d}/o.png"], ["o.png", ".html"]),
     "no extension": (["cat", "-o", "{d}/o"], [".html"]),
     "missing directory": (["cat", "-o", "{d}/nowhere/o.html"], ["nowhere", "does not exist"]),

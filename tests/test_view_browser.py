@@ -62,10 +62,10 @@ def browser():
 class Page:
     """A page file and what Python knows of the same text: the traced Encoding."""
 
-    def __init__(self, model, text: str, path: Path, **opened_at):
+    def __init__(self, model, text: str, path: Path, pair: str | None = None, **opened_at):
         self.model, self.text, self.path = model, text, path
-        path.write_text(view(model, text, **opened_at), encoding="utf-8")
-        self.enc = model.encode([text], trace=True)
+        path.write_text(view(model, text, pair=pair, **opened_at), encoding="utf-8")
+        self.enc = model.encode([text], None if pair is None else [pair], trace=True)
 
 
 @pytest.fixture(scope="module")
@@ -461,3 +461,114 @@ def test_softmax_step_shows_exp_and_the_denominator(opened, bank):
     text = page.text_content("#step-softmax")
     denominator = float(re.search(r"denominator Σ exp\(x − m\) = ([0-9.]+)", text)[1])
     assert abs(denominator - e.sum()) <= 1e-3 and abs(e / e.sum() - P).max() < 1e-6
+
+
+PAIR = ("The cat sat on the mat.", "It was tired.")
+FILTERS = {"all": "AB", "AA": "A", "AB": "A", "BA": "B", "BB": "B"}  # -> the sentences a query may be in
+
+
+def _thumb_rows(page, layer: int, head: int, S: int) -> list[bool]:
+    """For each query q, whether the model view's thumbnail draws any line from it: the
+    largest alpha of the canvas pixels where its lines start (x = 6, rows around y(q))."""
+    return page.evaluate(
+        """([l, j, S]) => {
+            const c = document.querySelector(`#model-view canvas[data-layer="${l}"][data-head="${j}"]`);
+            const data = c.getContext("2d").getImageData(6, 0, 1, c.height).data;
+            const y = (s) => 4 + ((c.height - 8) * (s + 0.5)) / S;
+            return [...Array(S).keys()].map((q) => {
+                const rows = [Math.floor(y(q)) - 1, Math.floor(y(q)), Math.floor(y(q)) + 1];
+                return Math.max(...rows.map((r) => data[4 * r + 3])) > 0;
+            });
+        }""",
+        [layer, head, S],
+    )
+
+
+def test_sentence_pair_filters(browser, real_model, tmp_path):
+    """A pair's page (view(text, pair=...)): both segments in the summary, and bertviz's filter in the
+    head view and the model view. Under A->B only A's queries have lines, each to B's keys alone, with
+    the model's own probabilities; hovering a key shows only the filtered queries' lines; the model
+    view's thumbnails draw a query's lines exactly when one of its allowed keys has a preview level."""
+    p = Page(real_model, PAIR[0], tmp_path / "pair.html", pair=PAIR[1], layer=3, head=2, token=2)
+    o = open_page(browser, p.path)
+    page = o.page
+    try:
+        S = len(p.enc.tokens[0])
+        b = p.enc.sequence_ids[0].index(1)
+        sentence = ["A" if s < b else "B" for s in range(S)]
+        assert page.text_content("#summary .text.pair") == PAIR[1]
+        assert page.input_value("#filter-head") == page.input_value("#filter-model") == "all"
+        assert set(assert_rows_are_the_trace(page, p)) == SHOWN  # the pair's numbers, not the text's alone
+        P = p.enc.trace["layers"][2]["probs"][0, 2].astype(np.float64)  # (S, S) of layer 3, head 2
+        preview = np.floor(np.stack([t["probs"][0] for t in p.enc.trace["layers"]]) * 15 + 0.5)
+        for name, select in [("AB", "#filter-head"), ("BA", "#filter-model"), ("BB", "#filter-head"),
+                             ("AA", "#filter-model"), ("all", "#filter-head")]:  # fmt: skip
+            page.select_option(select, name)
+            settle(page)
+            assert page.input_value("#filter-head") == page.input_value("#filter-model") == name
+            keys = "AB" if name == "all" else name[1]
+            for query in (2, b + 1):  # a query of A, then one of B
+                page.select_option("#token", str(query))
+                settle(page)
+                lines = page.eval_on_selector_all(
+                    "#head-view line.strong",
+                    "ls => ls.map(l => [+l.dataset.q, +l.dataset.k, +l.getAttribute('stroke-opacity')])",
+                )
+                if sentence[query] not in FILTERS[name]:
+                    assert lines == [], (name, query)
+                    continue
+                assert sorted(k for _, k, _ in lines) == [k for k in range(S) if sentence[k] in keys]
+                for q, k, opacity in lines:
+                    assert q == query and abs(opacity - P[query, k]) <= PRINTED + 1e-9
+            out = page.eval_on_selector_all(
+                "#head-view text.tok.out", "ts => ts.map(t => [t.dataset.side, +t.dataset.token])"
+            )
+            dimmed = set() if name == "all" else {("q", s) for s in range(S) if sentence[s] != name[0]}
+            dimmed |= set() if name == "all" else {("k", s) for s in range(S) if sentence[s] != name[1]}
+            assert set(map(tuple, out)) == dimmed
+            # hovering a key of B: every drawn line ends there and starts at a query the filter allows
+            page.hover(f'#head-view text[data-side="k"][data-token="{b}"]', position={"x": 4, "y": 8})
+            lines = page.eval_on_selector_all(
+                "#head-view line.strong", "ls => ls.map(l => [+l.dataset.q, +l.dataset.k])"
+            )
+            allowed = [q for q in range(S) if sentence[q] in FILTERS[name]] if "B" in keys else []
+            assert sorted(q for q, _ in lines) == allowed and {k for _, k in lines} <= {b}, name
+            page.mouse.move(1, 1)
+            for layer, head in ((1, 0), (5, 7)):
+                drawn = _thumb_rows(page, layer, head, S)
+                want = [
+                    sentence[q] in FILTERS[name]
+                    and any(preview[layer - 1, head, q, k] > 0 for k in range(S) if sentence[k] in keys)
+                    for q in range(S)
+                ]
+                assert drawn == want, (name, layer, head)
+        assert o.errors == []
+    finally:
+        page.close()
+
+
+def test_a_single_texts_page_has_no_pair_filter(opened):
+    assert opened.page.locator(".pair-filter").count() == 0
+    assert opened.page.locator("#head-view text.tok.out").count() == 0
+
+
+def test_strips_of_a_card_line_up(opened):
+    """In every card the colour strips start and end at the same x, whatever the label or the last
+    column ("384 numbers", "1536 numbers", "Σ = ..."): the FFN card's rows under the plot (ReLU
+    instead) and the neuron view's q ⊙ k ended 8 and 13 px off the rows above them."""
+    page = opened.page
+    for layer in ("6", "1"):
+        page.select_option("#layer", layer)
+        settle(page)
+        cards = page.evaluate(
+            """() => [...document.querySelectorAll('article.step, #neuron-view, #embeddings')].map(c => [
+                c.id, [...c.querySelectorAll('canvas.strip')].filter(s => !s.closest('.wrow'))
+                    .map(s => { const r = s.getBoundingClientRect(); return [r.left, r.right]; })])"""
+        )
+        ffn = dict(cards)["step-ffn"]
+        assert len(ffn) == 5, ffn  # pre, GELU, ReLU, FFN with GELU, FFN with ReLU
+        for name, edges in cards:
+            if len(edges) < 2:
+                continue
+            lefts, rights = {round(a) for a, _ in edges}, {round(b) for _, b in edges}
+            assert max(lefts) - min(lefts) <= 1 and max(rights) - min(rights) <= 1, (name, edges)

@@ -140,6 +140,34 @@ def test_getitem_gives_one_texts_words_and_vectors(bpe_model):
     assert len(w) == 2
 
 
+def test_per_text_access_counts_from_the_end_iterates_and_refuses_what_is_not_a_text(bpe_model):
+    enc = bpe_model.encode(["Hello world", "", "Long documents are cut"])
+    w = minibert.words(enc, "first", layers=[-1])
+    assert w.vectors.shape == (1, 6, 32)  # (layers, all words of the batch, H)
+    last = w[-1]
+    assert last.words == ["Long", "documents", "are", "cut"] and last.vectors.shape == (1, 4, 32)
+    np.testing.assert_array_equal(last.vectors, w[2].vectors)
+    assert w[1].words == [] and w[1].vectors.shape == (1, 0, 32)
+    assert [t.words for t in w] == w.words
+    np.testing.assert_array_equal(np.concatenate([t.vectors for t in w], axis=1), w.vectors)
+    # w[-1] was rows offsets[-1]:offsets[0], nothing, and w[3] an IndexError of numpy's
+    for bad, message in [
+        (3, "text 3 out of range"),
+        (-4, "text -4 out of range"),
+        ("0", "must be an integer"),
+    ]:
+        with pytest.raises(MinibertError, match=message):
+            w[bad]
+
+
+def test_words_repr_is_a_summary(bpe_model):
+    w = minibert.words(bpe_model.encode(["Hello world", "Long documents are cut"]), "first_last")
+    assert repr(w) == (
+        "Words(2 texts, 6 words in all, how='first_last', layers=(0, 1, 2), vectors (3, 6, 64) float32: "
+        "(layers, all words of the batch, H); text b: w[b])"
+    )
+
+
 def test_a_texts_words_do_not_depend_on_its_batch(bpe_model):
     alone = minibert.words(bpe_model.encode(["Hello world, tokenizers split words!"]), "mean")
     batched = minibert.words(bpe_model.encode(["x", "Hello world, tokenizers split words!"]), "mean")

@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     )
     add_model_args(p)
     p.add_argument("text", metavar="TEXT", type=text_arg, help="the text to explain")
+    p.add_argument(
+        "--pair", metavar="PAIR", type=text_arg, default=None, help="a second text (sentence B) after TEXT"
+    )
     p.add_argument("--layer", type=int, default=1, help="encoder layer 1..L, or -1 for the last (default 1)")
     p.add_argument("--head", type=int, default=0, help="attention head 0..h-1 to show (default 0)")
     p.add_argument(
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from minibert.teaching.explain import explain, render
 
     model = load(args.model, args.dtype)
-    result = explain(model, args.text, args.layer, args.head, args.token, args.pad, prefix="--")
+    result = explain(
+        model, args.text, args.layer, args.head, args.token, args.pad, pair=args.pair, prefix="--"
+    )
     print(render(result, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     return 0 if result.ok else 1

@@ -20,6 +20,13 @@ def add_parser(sub) -> None:
     )
     add_model_args(p)
     p.add_argument("text", metavar="TEXT", type=text_arg, help="the text to show")
+    p.add_argument(
+        "--pair",
+        metavar="PAIR",
+        type=text_arg,
+        default=None,
+        help="a second text (sentence B) after TEXT; the attention views filter A->A, A->B, B->A, B->B",
+    )
     p.add_argument("-o", "--output", required=True, help="the page to write: a file ending in .html")
     p.add_argument("--layer", type=int, default=1, help="layer to open, 1..L or -1 for the last (default 1)")
     p.add_argument("--head", type=int, default=0, help="head to open, 0..h-1 (default 0)")
@@ -38,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     path = check_page_path(args.output)
     model = load(args.model, args.dtype)
     check_target(path, model_sources(model))
-    page = view(model, args.text, args.layer, args.head, args.token, prefix="--")
+    page = view(model, args.text, args.layer, args.head, args.token, pair=args.pair, prefix="--")
     data = page.encode("utf-8")
     write_atomic(path, lambda f: f.write(data))
     print(f"wrote {printable(str(path))} ({len(data) / 1e6:.2f} MB): open it in a browser")

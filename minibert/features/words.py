@@ -24,12 +24,14 @@ tokens in the batch, H hidden size, B texts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 
-from minibert.encoder.layers import resolve_layers
+from minibert.encoder.layers import is_int, resolve_layers
 from minibert.errors import MinibertError
 from minibert.model import Encoding, check_result_size, result_too_large
 
@@ -63,12 +65,41 @@ class Words:
     how: str
 
     def __len__(self) -> int:
+        """The number of texts B (not of words: that is ``vectors.shape[1]``)."""
         return len(self.words)
 
-    def __getitem__(self, b: int) -> tuple[list[str], np.ndarray]:
-        """Text b's words and their vectors (L, n_b, H)."""
+    def __getitem__(self, b: int) -> TextWords:
+        """Text b's words and their vectors (L, n_b, H): rows
+        ``offsets[b]:offsets[b + 1]`` of ``vectors``. A negative b counts
+        from the last text, as for a list."""
+        B = len(self.words)
+        if not is_int(b):
+            raise MinibertError(f"a text index must be an integer, got {type(b).__name__}")
+        if not -B <= b < B:
+            raise MinibertError(f"text {b} out of range (these words are of {B} texts)")
+        b = int(b) % B
         lo, hi = self.offsets[b], self.offsets[b + 1]
-        return self.words[b], self.vectors[:, lo:hi]
+        return TextWords(self.words[b], self.vectors[:, lo:hi])  # (L, W, H) -> (L, n_b, H)
+
+    def __iter__(self) -> Iterator[TextWords]:
+        """Each text's words and vectors in turn (``w[0]``, ``w[1]``, ...)."""
+        return (self[b] for b in range(len(self.words)))
+
+    def __repr__(self) -> str:
+        B, (L, W, width) = len(self.words), self.vectors.shape
+        return (
+            f"Words({B} text{'s' if B != 1 else ''}, {W} words in all, how={self.how!r}, "
+            f"layers={self.layers}, vectors {(L, W, width)} {self.vectors.dtype}: "
+            "(layers, all words of the batch, H); text b: w[b])"
+        )
+
+
+class TextWords(NamedTuple):
+    """One text's words: ``words`` its n_b strings, ``vectors`` (L, n_b, H)
+    (2H for ``first_last``), a view of the batch's :attr:`Words.vectors`."""
+
+    words: list[str]
+    vectors: np.ndarray
 
 
 def _flat(per_text: list[list], none: int = -1) -> np.ndarray:
@@ -84,6 +115,12 @@ def words(enc: Encoding, how: str = "first", layers: int | list[int] | str | Non
 
     Works on any Encoding that kept its texts: ``Model.encode`` (truncated
     words keep the pieces that survived) and :func:`minibert.encode_long`.
+
+    Returns :class:`Words`: ``vectors`` is (L, W, H) -- the L layers, then
+    the W words of *all* the batch's texts one after another (text b's are
+    rows ``offsets[b]:offsets[b + 1]``), then H (2H for ``first_last``).
+    ``w[b]`` is text b's ``(words, vectors (L, n_b, H))``; ``for text in w``
+    goes through them in turn.
     """
     if not isinstance(enc, Encoding):
         raise MinibertError(f"enc must be a minibert.Encoding (from Model.encode), got {type(enc).__name__}")

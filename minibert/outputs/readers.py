@@ -142,6 +142,7 @@ class FileOutput:
         heads: int | None = None,
     ):
         self.arrays = arrays
+        self.source = source
         self._tokens = tokens
         self._words = words
         self.settings = settings
@@ -215,6 +216,16 @@ class FileOutput:
     def parts(self) -> Iterator[FileOutput]:
         yield self
 
+    def __len__(self) -> int:
+        """The number of texts."""
+        return self.num_texts
+
+    def __repr__(self) -> str:
+        fmt = Path(self.source).suffix.lstrip(".") if self.source != "this output" else "in memory"
+        names = self.names
+        dtype = _header(self.arrays, names[0])[0].name if names else None
+        return describe(self, self.source, fmt, dtype)
+
     def close(self) -> None:
         close = getattr(self.arrays, "close", None)
         if close is not None:
@@ -225,6 +236,29 @@ class FileOutput:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def describe(reader: OutputReader, path: str, fmt: str, dtype: str | None) -> str:
+    """One line saying what an output holds: where, its format, how many
+    texts, which layers, the pooling (a .jsonl records none: pooled or not),
+    the features' dtype, and words or attention when it holds them."""
+    settings = reader.settings
+    pool = settings.get("pool", "pooled" if reader.pooled else "none")
+    fields = [
+        f"{path!r}",
+        f"format={fmt!r}",
+        f"texts={reader.num_texts}",
+        f"layers={reader.layers}",
+        f"pool={pool!r}",
+    ]
+    if settings.get("combine", "none") != "none":
+        fields.append(f"combine={settings['combine']!r}")
+    fields.append(f"dtype={dtype!r}")
+    if reader.word_level:
+        fields.append(f"word_pool={settings.get('word_pool', 'yes')!r}")
+    if reader.attention_layers:
+        fields.append(f"attentions={reader.attention.kind!r}")
+    return f"{type(reader).__name__}({', '.join(fields)})"
 
 
 # -- checking what was read ------------------------------------------------------

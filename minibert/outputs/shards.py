@@ -51,6 +51,7 @@ from minibert.outputs.readers import (
     SafetensorsOutput,
     attention_layer,
     check_settings,
+    describe,
     feature_name,
     require_attention,
     text_index,
@@ -541,6 +542,16 @@ class ShardedOutput:
     def parts(self) -> Iterator[FileOutput]:
         for i in range(len(self.shards)):
             yield self._shard(i)
+
+    def __len__(self) -> int:
+        """The number of texts (``num_texts``)."""
+        return self.num_texts
+
+    def __repr__(self) -> str:
+        shards = f"directory of {len(self.shards)} shard{'s' if len(self.shards) != 1 else ''}"
+        if not self.manifest["complete"]:
+            shards += ", unfinished"
+        return describe(self, str(self.path), shards, self.settings.get("output_dtype"))
 
     def close(self) -> None:
         if self._open is not None:

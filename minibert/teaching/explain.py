@@ -183,6 +183,7 @@ class Walk:
     batch: Batch  # the text and `pad` [PAD] positions
     enc: Encoding  # traced
     unpadded: Encoding  # the text alone, traced (enc itself when pad = 0)
+    pair: str | None = None  # the second segment (sentence B), if any
 
     @property
     def cfg(self):
@@ -300,6 +301,7 @@ def _header(walk: Walk) -> Step:
             f"  L={walk.model.num_layers} layers, H={cfg.hidden_size}, h={cfg.num_attention_heads} heads of "
             f"d={cfg.head_size}, I={cfg.intermediate_size}, act={cfg.hidden_act}",
             f"  text: {walk.text!r}"[:WIDTH],
+            *(() if walk.pair is None else (f"  pair: {walk.pair!r}"[:WIDTH],)),
         ),
     )
 
@@ -752,6 +754,7 @@ def explain(
     token: int | str | None = None,
     pad: int | None = None,
     *,
+    pair: str | None = None,
     prefix: str = "",
 ) -> Explanation:
     """Walk ``text`` through ``model``; explain encoder layer ``layer`` (1..L,
@@ -766,6 +769,9 @@ def explain(
     pass: a bool or a float is not an integer, and each error names the
     argument and its range. The text goes through the model once, traced
     (with ``pad`` [PAD] positions, and once more without them when pad > 0).
+    ``pair``: a second segment (sentence B), tokenized with the text as
+    ``model.tokenize([text], [pair])`` does ([CLS] A [SEP] B [SEP], type ids
+    0 then 1); ``token`` indexes the tokens of both.
     """
     N = resolve_layer(layer, model.num_layers + 1, f"{prefix}layer", first=1)
     head = resolve_head(head, model.config.num_attention_heads, f"{prefix}head")
@@ -773,14 +779,20 @@ def explain(
         raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
     if not text.strip():
         raise MinibertError("the text to explain is empty")
-    plain = model.tokenize([text])
+    if pair is not None and not isinstance(pair, str):
+        raise MinibertError(
+            f"{prefix}pair: the second text must be a string or None, got {type(pair).__name__}"
+        )
+    if pair is not None and not pair.strip():
+        raise MinibertError(f"{prefix}pair: the second text is empty")
+    plain = model.tokenize([text], None if pair is None else [pair])
     T = resolve_token(token, plain.tokens[0], f"{prefix}token")
     pad = resolve_pad(pad, len(plain.tokens[0]), model.max_length, f"{prefix}pad")
     batch = plain.padded(pad, model.tokenizer.pad_id)
     enc = model.forward(batch, trace=True)
     # trace=True runs the plain formulas (not the fast path): compare like with like
     unpadded = model.forward(plain, trace=True) if pad > 0 else enc
-    return explain_walk(Walk(model, text, N, head, T, batch, enc, unpadded))
+    return explain_walk(Walk(model, text, N, head, T, batch, enc, unpadded, pair))
 
 
 def explain_walk(walk: Walk) -> Explanation:

@@ -286,6 +286,9 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
             "eps": cfg.layer_norm_eps,
         },
         "text": enc.texts[0],
+        "pair": enc.text_pairs[0] if enc.text_pairs is not None else None,
+        # sentence B's first token (bertviz's sentence_b_start: [CLS] A [SEP] are A's), None without a pair
+        "b_start": next((s for s, seq in enumerate(enc.sequence_ids[0]) if seq == 1), None),
         "tokens": enc.tokens[0],
         "ids": enc.input_ids[0].tolist(),
         "types": enc.token_type_ids[0].tolist(),
@@ -326,7 +329,8 @@ def render(payload: dict) -> Page:
     template = (assets / "page.html").read_text(encoding="utf-8")
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    title = html.escape(f"minibert view: {payload['text']}"[:200])
+    pair = "" if payload.get("pair") is None else f" / {payload['pair']}"
+    title = html.escape(f"minibert view: {payload['text']}{pair}"[:200])
     values = {
         "{{TITLE}}": title,
         "/*{{CSS}}*/": (assets / "view.css").read_text(encoding="utf-8"),
@@ -338,19 +342,21 @@ def render(payload: dict) -> Page:
     return Page(page)
 
 
-def _one_text(text) -> str:
-    """The text to view: a str, or a list (or tuple) of one str, as encode takes texts."""
+def _one_text(text, name: str = "text") -> str:
+    """The text to view (or its pair, ``name``): a str, or a list (or tuple)
+    of one str, as encode takes texts."""
+    what = "text" if name == "text" else "pair"
     if isinstance(text, (list, tuple)):
         if len(text) != 1 or not isinstance(text[0], str):
             kinds = ", ".join(sorted({type(x).__name__ for x in text})) or "nothing"
             raise MinibertError(
-                f"text: view shows one text: give a str or a list of one str, not a {type(text).__name__} "
-                f"of {len(text)} ({kinds})"
+                f"{name}: view shows one {what}: give a str or a list of one str, "
+                f"not a {type(text).__name__} of {len(text)} ({kinds})"
             )
         return text[0]
     if not isinstance(text, str):
         raise MinibertError(
-            f"text: the text to view must be a str (or a list of one str), not {type(text).__name__}"
+            f"{name}: the {what} to view must be a str (or a list of one str), not {type(text).__name__}"
         )
     return text
 
@@ -362,27 +368,35 @@ def view(
     head: int = 0,
     token: int | str | None = None,
     *,
+    pair: str | list[str] | None = None,
     prefix: str = "",
 ) -> Page:
     """The page of ``text`` through ``model``, opened at encoder layer
     ``layer`` (1..L, or negative from the end), head ``head`` (0..h-1) and
     token ``token`` (an index into the text's tokens or a token string;
     default the first token after [CLS]); the page lets the reader choose
-    others. ``prefix`` goes before argument names in messages (the command
-    line passes ``"--"``). Returns the HTML (:class:`Page`: a str, shown
-    inline by Jupyter).
+    others. ``pair``: a second text (sentence B, a str or a list of one
+    str), encoded with the text as ``model.encode([text], [pair])`` does;
+    the head and model views then filter the attention between the two
+    sentences as bertviz does (all, A->A, A->B, B->A, B->B). ``prefix``
+    goes before argument names in messages (the command line passes
+    ``"--"``). Returns the HTML (:class:`Page`: a str, shown inline by
+    Jupyter).
     """
     text = _one_text(text)
     if not text.strip():
         raise MinibertError("the text to view is empty")
-    n = model.tokenize([text]).num_tokens[0]
+    if pair is not None:
+        pair = _one_text(pair, f"{prefix}pair")
+    n = model.tokenize([text], None if pair is None else [pair]).num_tokens[0]
     if n > MAX_TOKENS:
+        what = "the text" if pair is None else "the text and its pair"
         raise MinibertError(
-            f"the text has {n} tokens; a page shows every number of every token, at most {MAX_TOKENS} "
+            f"{what} has {n} tokens; a page shows every number of every token, at most {MAX_TOKENS} "
             "(shorten the text)"
         )
     # one traced forward pass; explain's steps of every layer read it
-    first = explain(model, text, layer, head, token, pad=0, prefix=prefix).walk
+    first = explain(model, text, layer, head, token, pad=0, pair=pair, prefix=prefix).walk
     layers = range(1, model.num_layers + 1)
     walks = [explain_walk(replace(first, layer=i)) for i in layers]
     initial = {"layer": first.layer, "head": first.head, "token": first.T}

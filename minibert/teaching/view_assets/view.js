@@ -36,6 +36,7 @@ const state = {
   token: DATA.initial.token, // token position 0..S-1: the query of the formula steps
   key: DATA.initial.token, // token position 0..S-1: the key of the neuron view
   shown: new Set([DATA.initial.head]), // heads drawn in the head view ("all" draws every one, as bertviz does)
+  filter: "all", // with a sentence pair, bertviz's filter of the head and model views: all, AA, AB, BA, BB
   open: new Set(), // vectors whose numbers are shown (their data-key and label)
 };
 
@@ -263,6 +264,13 @@ const fmtErr = (e) => (typeof e === "number" ? e.toExponential(1) : String(e));
 // neighbouring heads get far-apart hues (the golden angle), so any two shown together are told apart
 const headColour = (j) => `hsl(${Math.round((j * 137.5) % 360)}, 75%, 36%)`;
 const tokenName = (t) => `${t} "${TOKENS[t]}"`;
+// Sentence pairs, as bertviz splits them: sentence A is [CLS] A [SEP], sentence B the rest (B and its [SEP]).
+const B_START = DATA.b_start; // null without a pair
+const sentence = (t) => (B_START !== null && t >= B_START ? "B" : "A");
+/** Whether the line from query q to key k is drawn under the chosen filter ("AB": A's queries, B's keys). */
+const shownPair = (q, k) => state.filter === "all" || (state.filter[0] === sentence(q) && state.filter[1] === sentence(k));
+const FILTERS = [["all", "All"], ["AA", "Sentence A → Sentence A"], ["AB", "Sentence A → Sentence B"],
+  ["BA", "Sentence B → Sentence A"], ["BB", "Sentence B → Sentence B"]];
 
 // The quantities the page shows, by layer (the trace's own names).
 const X = (l, t) => (l === 1 ? COMMON.hidden0.at(t) : LAYERS[l - 2].ln_2.at(t)); // hidden_states[l - 1]
@@ -590,6 +598,22 @@ function headPicker() {
   );
 }
 
+/** bertviz's sentence filter (a pair only): which queries (A or B) and keys (A or B) the head view and the
+    model view draw; probabilities stay the model's (not renormalised over the shown keys). */
+function pairFilter(id) {
+  if (B_START === null) return null;
+  return el(
+    "label",
+    { class: "filter" },
+    "Attention: ",
+    el(
+      "select",
+      { id, class: "pair-filter", onchange: (e) => update({ filter: e.target.value }) },
+      FILTERS.map(([v, text]) => el("option", { value: v, selected: v === state.filter }, text)),
+    ),
+  );
+}
+
 /** bertviz's head view for the chosen layer: each token on the left (the query) attends to the tokens on the
     right (the keys); a line's opacity is the probability P[query, key], its colour the head's. The chosen
     query's lines are strong; other queries' lines are faint, and left out below 1%. Hovering a token
@@ -626,6 +650,7 @@ function headView() {
         const P = a.probs.at(j, q);
         const isStrong = hover ? hover.side === "q" && q === hover.t : q === state.token;
         for (let k = 0; k < S; k++) {
+          if (!shownPair(q, k)) continue;
           const lit = isStrong || (hover && hover.side === "k" && k === hover.t);
           const p = P[k] / SCALE;
           if (!lit) {
@@ -657,9 +682,11 @@ function headView() {
       const chosen = (side === "q" ? state.token : state.key) === s;
       const weight = side === "k" && one !== null ? svg("tspan", { class: "p", dx: 8, "data-k": s }) : null;
       if (weight) weights.push(weight);
+      // outside the filter's sentence on this side: dimmed (still a token to choose)
+      const out = state.filter !== "all" && sentence(s) !== state.filter[side === "q" ? 0 : 1];
       root.append(svg("text", {
         x: side === "q" ? xq : xk, y: y(s) + 4, "text-anchor": side === "q" ? "end" : "start",
-        class: chosen ? "tok chosen" : "tok", "data-token": s, "data-side": side, "data-focus": `head-${side}`,
+        class: `tok${chosen ? " chosen" : ""}${out ? " out" : ""}`, "data-token": s, "data-sentence": sentence(s), "data-side": side, "data-focus": `head-${side}`,
         tabindex: 0, role: "button", "aria-label": `${side === "q" ? "query" : "key"} ${tokenName(s)}`,
         onclick: () => choose(side, s), onmouseenter: () => paint({ side, t: s }), onmouseleave: () => paint(),
         onfocus: () => paint({ side, t: s }), onblur: () => paint(),
@@ -677,6 +704,7 @@ function headView() {
       "probability. Hover a token to see its lines; click it (or Tab to it, then Enter, ↑ ↓) to choose it as ",
       "the query (left) or the key of the neuron view (right)."),
     headPicker(),
+    pairFilter("filter-head"),
     el("div", { class: "scroll view-box" }, root),
   );
 }
@@ -714,7 +742,7 @@ function modelView() {
       for (let q = 0; q < S; q++) {
         const P = PREVIEW.at(l - 1, j, q);
         for (let k = 0; k < S; k++) {
-          if (!P[k]) continue;
+          if (!P[k] || !shownPair(q, k)) continue;
           ctx.globalAlpha = P[k] / 15;
           ctx.beginPath();
           ctx.moveTo(6, y(q));
@@ -731,6 +759,7 @@ function modelView() {
     el("h3", {}, `Model view: ${CFG.L} layers × ${CFG.h} heads`),
     el("p", { class: "note" }, "Each thumbnail is one head's attention (queries left, keys right). ",
       "Click one (or Tab to it, arrows, Enter) to open it."),
+    pairFilter("filter-model"),
     el("div", { class: "scroll view-box" }, grid),
   );
 }
@@ -1275,6 +1304,11 @@ function update(change) {
       await layer(state.layer);
       syncControls();
       fill("attention-head", headView());
+      if (only("filter")) {
+        fill("attention-model", modelView()); // the filter redraws both attention views, nothing else
+        markCurrentThumbnail();
+        return;
+      }
       if (only("shown")) return; // the heads drawn in the head view: nothing else depends on them
       if (!only("key")) fill("tokens", tokensView());
       fill("steps", stepsView());
@@ -1310,8 +1344,11 @@ async function main() {
   COMMON = await decodePart(DATA.common);
   PREVIEW = (await decodePart(DATA.preview)).preview;
   const { L, H, h, d, I } = CFG;
+  const pair = DATA.pair === null ? [] : [el("br"), el("span", { class: "text pair" }, DATA.pair),
+    ` (sentence B: tokens ${B_START}..${S - 1})`];
   document.getElementById("summary").replaceChildren(
     el("span", { class: "text" }, DATA.text),
+    ...pair,
     el("br"),
     `${DATA.model}, ${DATA.dtype}: L = ${L} layers, H = ${H}, h = ${h} heads of d = ${d}, I = ${I}, `,
     `activation ${CFG.act}; S = ${S} tokens. `,
