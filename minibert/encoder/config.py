@@ -30,6 +30,7 @@ FAMILIES = {
     "albert": "albert",
     "mpnet": "mpnet",
     "deberta-v2": "deberta-v2",
+    "modernbert": "modernbert",
 }
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
@@ -41,7 +42,14 @@ FAMILY_DEFAULTS = {
     "albert": {"embedding_size": 128, "hidden_act": "gelu_new"},
     "mpnet": {"pad_token_id": 1, "relative_attention_num_buckets": 32},
     "deberta-v2": {"type_vocab_size": 0, "layer_norm_eps": 1e-7},
+    "modernbert": {"type_vocab_size": 0, "layer_norm_eps": 1e-5, "max_position_embeddings": 8192},
 }
+
+#: ModernBERT's config.json keys -> the BERT names used here.
+MODERNBERT_KEYS = {"hidden_activation": "hidden_act", "norm_eps": "layer_norm_eps"}
+#: ModernBERT's two kinds of layer (config ``layer_types``): global attention, or
+#: attention within a sliding window of ``local_attention`` tokens.
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 #: DeBERTa's position terms (config ``pos_att_type``) minibert computes.
 POSITION_TERMS = ("c2p", "p2c")
@@ -56,7 +64,7 @@ SIZES = (
     "relative_attention_num_buckets",
 )  # fmt: skip
 #: Families whose type_vocab_size may be 0 (no token-type table).
-NO_TYPES_ALLOWED = ("distilbert", "mpnet", "deberta-v2")
+NO_TYPES_ALLOWED = ("distilbert", "mpnet", "deberta-v2", "modernbert")
 #: No size may exceed this: every real one is far below, and beyond it numbers
 #: stop being sizes (a 10**300 in config.json would reach NumPy as an overflow).
 MAX_SIZE = 2**31 - 1
@@ -92,6 +100,13 @@ class Config:
     ``max_relative_positions``, ``position_buckets``, ``pos_att_type`` (a tuple
     of "c2p", "p2c"; config.json may write "p2c|c2p"), ``share_att_key``,
     ``norm_rel_ebd``, ``position_biased_input``, ``conv_kernel_size``.
+
+    ModernBERT (docs/families.md): ``layer_types``, one of :data:`LAYER_TYPES`
+    per layer (from ``global_attn_every_n_layers`` when config.json has no
+    list: every n-th layer global, from layer 0); ``local_attention``, the
+    sliding window (a token sees keys at most ``local_attention // 2`` away);
+    ``global_rope_theta`` and ``local_rope_theta``, the rotary bases of the two
+    kinds of layer (config ``rope_parameters`` in transformers 5's files).
     """
 
     vocab_size: int
@@ -119,6 +134,10 @@ class Config:
     norm_rel_ebd: str = "none"
     position_biased_input: bool = True
     conv_kernel_size: int = 0
+    layer_types: tuple[str, ...] = ()
+    local_attention: int = 128
+    global_rope_theta: float = 160000.0
+    local_rope_theta: float = 10000.0
     #: What was assumed for keys config.json lacks (not a config.json key; ``minibert inspect`` shows it).
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -180,6 +199,8 @@ class Config:
             raw = raw | {"type_vocab_size": 0}  # no token types (MPNetEmbeddings has no table)
         if family == "deberta-v2":
             raw = _deberta_keys(raw, source)
+        if family == "modernbert":
+            raw = _modernbert_keys(raw, source)
         values = {}
         for f in fields(cls):
             if f.name in raw and f.name != "notes":
@@ -255,6 +276,8 @@ def _check_values(values: dict, family: str, source: str) -> None:
         _check_mpnet(values, source)
     if family == "deberta-v2":
         _check_deberta(values, source)
+    if family == "modernbert":
+        _check_modernbert(values, source)
 
 
 def _integer(value) -> bool:
@@ -382,4 +405,76 @@ def _check_deberta(values: dict, source: str) -> None:
             f"{source}: position_buckets {buckets} with max_relative_positions {max_rel} is not a bucket "
             "setting minibert implements (needs position_buckets >= 2 and max_relative_positions - 1 > "
             "position_buckets / 2)"
+        )
+
+
+def _modernbert_keys(raw: dict, source: str) -> dict:
+    """ModernBERT's config.json -> the fields of :class:`Config`: its names for
+    the activation and eps (:data:`MODERNBERT_KEYS`), the layer types (a list,
+    or ``global_attn_every_n_layers``), the rotary bases (``global_rope_theta``
+    / ``local_rope_theta``, or transformers 5's ``rope_parameters``); every
+    setting minibert does not run (a rotary scaling type, biases in the
+    projections or norms) refused, naming the key."""
+    out = {k: v for k, v in raw.items() if k not in MODERNBERT_KEYS}
+    for old, new in MODERNBERT_KEYS.items():
+        if old in raw:
+            out[new] = raw[old]
+    for key in ("attention_bias", "mlp_bias", "norm_bias"):
+        if raw.get(key, False) is not False:
+            raise MinibertError(
+                f"{source}: {key} {_show(raw[key])}: ModernBERT with biases is not implemented (only false)"
+            )
+    if raw.get("rope_scaling") is not None:
+        raise MinibertError(f"{source}: rope_scaling {_show(raw['rope_scaling'])} is not implemented")
+    rope = raw.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise MinibertError(f"{source}: rope_parameters must be an object, got {_show(rope)}")
+    for kind, key in (("full_attention", "global_rope_theta"), ("sliding_attention", "local_rope_theta")):
+        params = rope.get(kind) or {}
+        if not isinstance(params, dict):
+            raise MinibertError(f"{source}: rope_parameters.{kind} must be an object, got {_show(params)}")
+        rope_type = params.get("rope_type", "default")
+        if rope_type != "default":
+            raise MinibertError(
+                f"{source}: rope_parameters.{kind}.rope_type {_show(rope_type)} is not implemented "
+                "(only 'default')"
+            )
+        theta = params.get("rope_theta", raw.get(key, Config.__dataclass_fields__[key].default))
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not _finite(theta) or theta <= 1:
+            raise MinibertError(f"{source}: {key} must be a finite number above 1, got {_show(theta)}")
+        out[key] = float(theta)
+    layers = out.get("num_hidden_layers")
+    types = raw.get("layer_types")
+    if types is None:
+        every = raw.get("global_attn_every_n_layers", 3)
+        if not _integer(every) or not 1 <= every <= MAX_SIZE:
+            raise MinibertError(
+                f"{source}: global_attn_every_n_layers must be a positive integer, got {_show(every)}"
+            )
+        types = [
+            LAYER_TYPES[bool(i % every)]
+            for i in range(layers if _integer(layers) and 0 < layers <= MAX_LAYER_STEPS else 0)
+        ]
+    if not isinstance(types, list) or any(t not in LAYER_TYPES for t in types):
+        raise MinibertError(
+            f"{source}: layer_types must be a list of {' or '.join(LAYER_TYPES)}, got {_show(types)}"
+        )
+    if _integer(layers) and len(types) != layers:
+        raise MinibertError(f"{source}: layer_types has {len(types)} entries, num_hidden_layers is {layers}")
+    return out | {"layer_types": tuple(types)}
+
+
+def _check_modernbert(values: dict, source: str) -> None:
+    """The window must be a positive integer no larger than the positions, and
+    rotary embeddings rotate pairs of dimensions: the head size must be even."""
+    window = values.get("local_attention", 128)
+    if not _integer(window) or not 1 <= window <= values["max_position_embeddings"]:
+        raise MinibertError(
+            f"{source}: local_attention must be a positive integer up to max_position_embeddings "
+            f"{values['max_position_embeddings']}, got {_show(window)}"
+        )
+    if (values["hidden_size"] // values["num_attention_heads"]) % 2:
+        raise MinibertError(
+            f"{source}: head size hidden_size / num_attention_heads = "
+            f"{values['hidden_size'] // values['num_attention_heads']} is odd: rotary embeddings need it even"
         )

@@ -179,6 +179,18 @@ DEBERTA_LAYER_NAMES = {
 
 BERT_LAYER_ID = r"encoder\.layer\.(\d+)\."
 
+#: ModernBERT (``ModernBertModel``): fused, bias-free Q, K, V (``Wqkv``, rows [q | k | v])
+#: and GeGLU input (``Wi``, rows [input | gate]), split at load (:func:`_modernbert_layer`);
+#: its LayerNorms have no bias (config ``norm_bias`` false); layer 0 has no ``attn_norm``.
+MODERNBERT_LAYER_NAMES = {
+    "attention.W_qkv": "layers.{i}.attn.Wqkv.weight",
+    "attention.W_o": "layers.{i}.attn.Wo.weight",
+    "ln_1.gamma": "layers.{i}.attn_norm.weight",
+    "ln_2.gamma": "layers.{i}.mlp_norm.weight",
+    "ffn.W_i": "layers.{i}.mlp.Wi.weight",
+    "ffn.W_2": "layers.{i}.mlp.Wo.weight",
+}
+
 #: Family (``Config.family``) -> its checkpoint names.
 NAME_TABLES = {
     "bert": NameTable(PREFIXES, EMBEDDING_NAMES, NO_PROJECTION, LAYER_NAMES, BERT_LAYER_ID),
@@ -221,6 +233,14 @@ NAME_TABLES = {
         BERT_LAYER_ID,
         {"relative.table": "encoder.rel_embeddings.weight",
          "relative.ln.gamma": "encoder.LayerNorm.weight", "relative.ln.beta": "encoder.LayerNorm.bias"},
+    ),
+    "modernbert": NameTable(
+        ("model.",),
+        {"word": "embeddings.tok_embeddings.weight", "ln.gamma": "embeddings.norm.weight"},
+        NO_PROJECTION,
+        MODERNBERT_LAYER_NAMES,
+        r"layers\.(\d+)\.",
+        {"final_ln.gamma": "final_norm.weight"},
     ),
 }  # fmt: skip
 
@@ -305,7 +325,7 @@ def layer_map(config: Config) -> tuple[int, ...]:
 def slot(record, path: str) -> np.ndarray | None:
     """The array at a slot path of a record: ``slot(layer, "ln_1.gamma")``."""
     for name in path.split("."):
-        record = getattr(record, name)
+        record = getattr(record, name, None)  # None: a slot this family's record lacks
     return record
 
 
@@ -346,6 +366,9 @@ def _expected_shapes(config: Config) -> tuple[dict, dict]:
         "attention.W_pq": (H, H),
         "attention.b_pq": (H,),
     }
+    if config.family == "modernbert":
+        layer |= {"attention.W_qkv": (3 * H, H), "ffn.W_i": (2 * I, H)}
+        emb["final_ln.gamma"] = (H,)
     if config.family == "mpnet":
         emb["relative.table"] = (config.relative_attention_num_buckets, config.num_attention_heads)
     else:  # DeBERTa
@@ -481,6 +504,8 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
     known = set()
     for k, keys in enumerate(_distinct_layer_keys(config)):
         for slot, shape in layer_shapes.items():
+            if config.family == "modernbert" and k == 0 and slot == "ln_1.gamma":
+                continue  # ModernBERT's first layer: attn_norm is the identity
             want(table.layer[slot].format(**keys), shape, _is_linear(slot), f"layer.{k}.{slot}")
         known.add(tuple(keys.values()))
     found = {tuple(int(g) for g in m.groups()) for c in by_name if (m := re.match(table.layer_id, c))}
@@ -518,7 +543,9 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
     emb = {k: values.pop(f"embeddings.{k}") for k in plan.embeddings}
     if "position" not in emb and config.sinusoidal_pos_embds:
         emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
-    ln = LayerNormWeights(emb["ln.gamma"], emb["ln.beta"])
+    ln = LayerNormWeights(
+        emb["ln.gamma"], emb.get("ln.beta", np.zeros_like(emb["ln.gamma"]))
+    )  # ModernBERT: none
     embeddings = EmbeddingWeights(
         emb["word"], emb.get("position"), emb.get("token_type"), ln, emb.get("W_proj"), emb.get("b_proj")
     )
@@ -529,12 +556,20 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
             rel_ln = LayerNormWeights(values.pop("relative.ln.gamma"), values.pop("relative.ln.beta"))
         relative = RelativeWeights(values.pop("relative.table"), rel_ln)
     slots = layer_slots(config)
-    layers = tuple(_layer(values, f"layer.{k}.", config.head_size, slots) for k in range(plan.num_layers))
+    final_ln = None
+    if config.family == "modernbert":
+        gamma = values.pop("final_ln.gamma")
+        final_ln = LayerNormWeights(gamma, np.zeros_like(gamma))
+        layers = tuple(
+            _modernbert_layer(values, f"layer.{k}.", config.head_size) for k in range(plan.num_layers)
+        )
+    else:
+        layers = tuple(_layer(values, f"layer.{k}.", config.head_size, slots) for k in range(plan.num_layers))
     return Weights(
         embeddings, layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
         {name: info.shape for name, info in infos.items()},
         {name: info.dtype for name, info in infos.items()},
-        layer_map(config), checkpoint.format, checkpoint.files, relative,
+        layer_map(config), checkpoint.format, checkpoint.files, relative, final_ln,
     )  # fmt: skip
 
 
@@ -551,6 +586,28 @@ def _layer(
         AttentionWeights(**group("attention."), head_size=head_size), LayerNormWeights(**group("ln_1.")),
         FeedForwardWeights(**group("ffn.")), LayerNormWeights(**group("ln_2.")),
     )  # fmt: skip
+
+
+def _modernbert_layer(values: dict[str, np.ndarray], prefix: str, head_size: int) -> LayerWeights:
+    """One ModernBERT layer's record: ``Wqkv`` (H, 3H) split into W_q, W_k, W_v
+    (column blocks [q | k | v], as ``qkv.view(..., 3, h, d)`` reads them), ``Wi``
+    (H, 2I) into W_1 and W_gate (``chunk(2)``: [input | gate]); the biases the
+    checkpoint has none of (config ``attention_bias``, ``mlp_bias``,
+    ``norm_bias`` false) are zeros; no ``ln_1`` in layer 0 (the identity)."""
+    W_qkv, W_i = values.pop(prefix + "attention.W_qkv"), values.pop(prefix + "ffn.W_i")
+    H, I = W_qkv.shape[0], W_i.shape[1] // 2
+    zeros = np.zeros(H, W_qkv.dtype)
+    W_q, W_k, W_v = (np.ascontiguousarray(W_qkv[:, j * H : (j + 1) * H]) for j in range(3))
+    attention = AttentionWeights(
+        W_q, zeros, W_k, zeros, W_v, zeros, values.pop(prefix + "attention.W_o"), zeros, head_size
+    )
+    gamma_1 = values.pop(prefix + "ln_1.gamma", None)
+    ln_1 = None if gamma_1 is None else LayerNormWeights(gamma_1, zeros)
+    ffn = FeedForwardWeights(
+        np.ascontiguousarray(W_i[:, :I]), np.zeros(I, W_i.dtype), values.pop(prefix + "ffn.W_2"), zeros,
+        np.ascontiguousarray(W_i[:, I:]), np.zeros(I, W_i.dtype),
+    )  # fmt: skip
+    return LayerWeights(attention, ln_1, ffn, LayerNormWeights(values.pop(prefix + "ln_2.gamma"), zeros))
 
 
 def load_weights(path: str | Path, config: Config, dtype: str | np.dtype = "float32") -> Weights:

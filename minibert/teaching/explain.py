@@ -773,6 +773,11 @@ def explain(
         raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
     if not text.strip():
         raise MinibertError("the text to explain is empty")
+    if model.config.family == "modernbert":  # issue 19: its steps are not taught yet
+        raise MinibertError(
+            "explain and view do not show ModernBERT's steps yet (pre-LN layers, rotary q and k, GeGLU, "
+            "the window): use extract, or encode(..., trace=True)"
+        )
     plain = model.tokenize([text])
     T = resolve_token(token, plain.tokens[0], f"{prefix}token")
     pad = resolve_pad(pad, len(plain.tokens[0]), model.max_length, f"{prefix}pad")
