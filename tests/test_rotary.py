@@ -222,3 +222,33 @@ def test_the_commands_work(tmp_path, capsys):
     assert len(w.words) == 2 and np.isfinite(w.vectors).all()
     long = minibert.encode_long(m, ["word " * 100], window=32, stride=16)
     assert long.hidden_states[-1].shape[1] > 32 and np.isfinite(long.hidden_states[-1]).all()
+
+
+def test_parameter_count_is_the_checkpoints():
+    """The stored tensors (fused Wqkv and Wi, the final norm), not the zero biases of
+    the records: 28,992, sum(p.numel() for p in ModernBertModel.parameters()) in
+    transformers 5.25 for tests/data/tiny-modernbert."""
+    from minibert.loading.weights import num_parameters
+
+    counts = num_parameters(model("tiny-modernbert").weights)
+    assert counts["total"] == 28_992 and counts["final_ln"] == 24
+    assert counts["layer.0"] == counts["layer.1"] - 24  # no attention norm in layer 0
+
+
+def test_token_ids_equal_transformers():
+    """The byte-level BPE with its specials at the end of the vocabulary, through
+    tokenizer.json: singles, pairs, truncation, exactly transformers' ids."""
+    doc = json.loads((REFS / "tokens-tiny-modernbert.json").read_text(encoding="utf-8"))
+    m = model("tiny-modernbert")
+    vocab = m.tokenizer.backend.get_vocab_size()
+    assert [
+        m.tokenizer.backend.token_to_id(t) for t in ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+    ] == list(range(vocab - 5, vocab))
+    for case in doc["cases"]:
+        pair = None if case["text_pair"] is None else [case["text_pair"]]
+        # the tokenizer's model_max_length is 40, below the model's 64 positions (so that the
+        # long text is cut past the window); minibert's default is the positions
+        batch = m.tokenize([case["text"]], pair, case["max_length"] or 40)
+        n = int(batch.attention_mask[0].sum())
+        assert batch.input_ids[0, :n].tolist() == case["input_ids"], case
+        assert batch.tokens[0] == case["tokens"], case

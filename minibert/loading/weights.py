@@ -331,7 +331,11 @@ def slot(record, path: str) -> np.ndarray | None:
 
 def num_parameters(weights: Weights) -> dict[str, int]:
     """Parameter count per part: embeddings, each distinct layer, the
-    relative-position tables (MPNet, DeBERTa), total."""
+    relative-position tables (MPNet, DeBERTa), total. ModernBERT: the
+    checkpoint's own tensors (its fused ``Wqkv`` and ``Wi``, and the final norm),
+    not the zero biases its records carry."""
+    if weights.final_ln is not None:
+        return _stored_parameters(weights)
     emb = (slot(weights.embeddings, path) for path in (*EMBEDDING_NAMES, "W_proj", "b_proj"))
     counts = {"embeddings": sum(t.size for t in emb if t is not None)}
     paths = set().union(*(t.layer for t in NAME_TABLES.values()))
@@ -340,6 +344,18 @@ def num_parameters(weights: Weights) -> dict[str, int]:
     if weights.relative is not None:
         ln = weights.relative.ln
         counts["relative"] = weights.relative.table.size + (0 if ln is None else ln.gamma.size + ln.beta.size)
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _stored_parameters(weights: Weights) -> dict[str, int]:
+    """:func:`num_parameters` from the tensors the checkpoint stores (``Weights.names``)."""
+    counts: dict[str, int] = {}
+    for slot_path, name in weights.names.items():
+        part = (
+            ".".join(slot_path.split(".")[:2]) if slot_path.startswith("layer.") else slot_path.split(".")[0]
+        )
+        counts[part] = counts.get(part, 0) + int(np.prod(weights.checkpoint_shapes[name]))
     counts["total"] = sum(counts.values())
     return counts
 
