@@ -395,6 +395,7 @@ def test_every_function_keeps_float32(rng):
         "rotate": ops.rotate(q, *ops.rotary_angles(np.arange(S), d, 10000.0, f)),
         "sliding_window_mask": ops.sliding_window_mask(MASK01, 1, f),
         "glu": ops.glu(x, x, ops.gelu),
+        "silu": ops.silu(x),
         "pre_ln_layer": ops.pre_ln_layer(
             x,
             record(w),

@@ -1,6 +1,7 @@
-"""ModernBERT (issue 19): rotary, gated, windowed, pre-LN, against transformers.
+"""ModernBERT and NomicBERT (issue 19): rotary, gated, windowed, pre-LN, against transformers.
 
-The tiny model (tests/data/tiny-modernbert) and its references
+The tiny models (tests/data/tiny-modernbert, tiny-nomic-bert, and
+tiny-nomic-original: the same weights with nomic's original config keys) and their references
 (tests/reference/rotary/) are made by tests/reference/generate_rotary.py with
 transformers 5.25; these tests read only those files. Tolerances are the
 issue's: float32 <= 1e-5 on hidden states and attentions, float64 <= 1e-12,
@@ -34,7 +35,11 @@ TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 REFS = TESTS / "reference" / "rotary"
 TOLERANCES = {"float32": 1e-5, "float64": 1e-12}
-REFERENCES = [REFS / f"tiny-modernbert-{dtype}.npz" for dtype in ("float32", "float64")]
+REFERENCES = [REFS / f"{name}-{dtype}.npz" for name in ("tiny-modernbert", "tiny-nomic-bert")
+              for dtype in ("float32", "float64")]  # fmt: skip
+#: model directory -> the reference it is held to
+MODELS = {"tiny-modernbert": "tiny-modernbert", "tiny-nomic-bert": "tiny-nomic-bert",
+          "tiny-nomic-original": "tiny-nomic-bert"}  # fmt: skip
 
 
 def read_reference(path: Path) -> dict:
@@ -57,26 +62,30 @@ def model(name: str, dtype: str = "float32", impl: str = "fast"):
 
 
 @pytest.mark.parametrize("impl", ["fast", "plain"])
-@pytest.mark.parametrize("path", REFERENCES, ids=lambda p: p.stem)
-def test_matches_transformers(path, impl):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", MODELS)
+def test_matches_transformers(name, dtype, impl):
     """Ids, every hidden state (the last after the final norm) and every attention
     map at real positions, both paths. The batch mixes lengths (padding), pairs,
     an empty text and a text of 40 tokens, past the window of +-4; layers are
-    global, local, local, global. Observed: see the report of issue 19."""
-    name, dtype = path.stem.rsplit("-", 1)
-    ref = read_reference(path)
+    global, local, local, global. NomicBERT: pairs with token types, all layers
+    global. Observed (fast / plain): ModernBERT float32 3.3e-6 / 2.6e-6 (hidden),
+    8.6e-7 / 6.6e-7 (attentions), float64 5.3e-15 / 1.1e-15; NomicBERT float32
+    1.3e-6 / 3.3e-7, float64 2.7e-15 / 8.9e-16."""
+    ref = read_reference(REFS / f"{MODELS[name]}-{dtype}.npz")
     m = model(name, dtype, impl)
     enc = m.encode(ref["texts"], ref["text_pairs"], max_length=int(ref["max_length"]), output_attentions=True)
     mask = ref["attention_mask"].astype(bool)
     assert_array_equal(enc.attention_mask, ref["attention_mask"])
     assert_array_equal(enc.input_ids[mask], ref["input_ids"][mask])
-    assert enc.input_ids.shape[1] == 40 > 2 * (m.config.local_attention // 2) + 1
-    assert m.config.layer_types == (
-        "full_attention",
-        "sliding_attention",
-        "sliding_attention",
-        "full_attention",
-    )
+    if ref["provenance"]["has_token_type_ids"]:
+        assert_array_equal(enc.token_type_ids[mask], ref["token_type_ids"][mask])
+        assert ref["token_type_ids"].any()  # a pair's second segment
+    assert enc.input_ids.shape[1] == 40
+    if name == "tiny-modernbert":
+        assert 40 > 2 * (m.config.local_attention // 2) + 1  # past the window
+        layers = ("full_attention", "sliding_attention", "sliding_attention", "full_attention")
+        assert m.config.layer_types == layers
     assert len(enc.hidden_states) == ref["provenance"]["num_hidden_states"]
     assert (dtype == "float64") == ("patch" in ref["provenance"])
     tol = TOLERANCES[dtype]
@@ -85,25 +94,26 @@ def test_matches_transformers(path, impl):
         assert h.dtype == np.dtype(dtype)
         got, expected = h[b, s], ref[f"hidden_states.{i}"]
         err = np.abs(got - expected).max()
-        assert err <= tol, f"{dtype} {impl} hidden_states[{i}]: {err:.2e}"
+        assert err <= tol, f"{name} {dtype} {impl} hidden_states[{i}]: {err:.2e}"
     b, q, k = ref["attention_positions"].T
     for i, a in enumerate(enc.attentions):
         got, expected = a[b, :, q, k], ref[f"attentions.{i}"]
         err = np.abs(got - expected).max()
-        assert err <= tol, f"{dtype} {impl} attentions[{i}]: {err:.2e}"
+        assert err <= tol, f"{name} {dtype} {impl} attentions[{i}]: {err:.2e}"
         if m.config.layer_types[i] == "sliding_attention":  # exact zeros outside the window
             far = np.abs(q - k) > m.config.local_attention // 2
             assert far.any() and not got[far].any() and not expected[far].any()
 
 
-def test_the_fast_path_equals_the_formulas_on_random_batches():
+@pytest.mark.parametrize("name", ["tiny-modernbert", "tiny-nomic-bert"])
+def test_the_fast_path_equals_the_formulas_on_random_batches(name):
     """The schedule (packed texts, fused scaled QKV, rotation of the packed rows,
     window as a bias, row blocks) against forward.forward, on batches of mixed
     lengths and a hand-made mask with a hole, float64."""
     from minibert.encoder.fast import forward as fast_forward
     from minibert.encoder.forward import forward, position_ids
 
-    m = model("tiny-modernbert", "float64")
+    m = model(name, "float64")
     rng = np.random.default_rng(0)
     for trial in range(6):
         B, S = int(rng.integers(1, 5)), int(rng.integers(1, 50))
@@ -111,7 +121,7 @@ def test_the_fast_path_equals_the_formulas_on_random_batches():
         mask = (np.arange(S)[None] < rng.integers(1, S + 1, (B, 1))).astype(np.int64)
         if trial == 5 and S > 3:
             mask[0, 1] = 0  # padding inside a text: positions still count it
-        types = np.zeros_like(ids)
+        types = rng.integers(0, 2, (B, S))
         ref = forward(m.weights, m.config, ids, types, mask, output_attentions=True)
         pos = position_ids(m.config, ids, mask)
         hidden, maps = fast_forward(m.weights, m.config, ids, pos, types, mask, output_attentions=True)
@@ -141,8 +151,8 @@ def test_rotary_formulas():
     assert_array_equal(m == 0, ok)
 
 
-def config(**changes) -> dict:
-    raw = json.loads((DATA / "tiny-modernbert" / "config.json").read_text())
+def config(name="tiny-modernbert", **changes) -> dict:
+    raw = json.loads((DATA / name / "config.json").read_text())
     raw.update(changes)
     return {k: v for k, v in raw.items() if v is not ...}
 
@@ -168,6 +178,66 @@ def test_bad_configs_name_the_key(changes, key):
     with pytest.raises(MinibertError) as e:
         Config.from_dict(config(**changes))
     assert key in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"rotary_emb_fraction": 0.5}, "rotary_emb_fraction"),
+        ({"rotary_emb_interleaved": True}, "rotary_emb_interleaved"),
+        ({"rotary_scaling_factor": 2.0}, "rotary_scaling_factor"),
+        ({"qkv_proj_bias": True}, "qkv_proj_bias"),
+        ({"mlp_fc1_bias": True}, "mlp_fc1_bias"),
+        ({"prenorm": True}, "prenorm"),
+        ({"activation_function": "gelu"}, "activation_function"),
+        ({"rotary_emb_base": "big"}, "rope_theta"),
+        ({"n_embd": 30, "n_head": 6}, "odd"),
+    ],
+)
+def test_bad_nomic_configs_name_the_key(changes, key):
+    with pytest.raises(MinibertError) as e:
+        Config.from_dict(config("tiny-nomic-original", **changes))
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nomic_original_keys_read_as_transformers_keys():
+    a = Config.from_dict(config("tiny-nomic-original"))
+    b = Config.from_dict(config("tiny-nomic-bert"))
+    assert a == b and a.global_rope_theta == 1000.0 and a.hidden_act == "silu"
+    assert a.layer_types == ("full_attention",) * 2
+
+
+def test_nomic_under_transformers_names_loads_the_same_weights(tmp_path):
+    """A checkpoint under transformers' NomicBERT names (q_proj/k_proj/v_proj from
+    Wqkv's row thirds, gate_proj = fc12, up_proj = fc11, as transformers'
+    conversion mapping for nomic_bert renames them) gives the same arrays."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(DATA / "tiny-nomic-bert", tmp_path / "m")
+    t = load_file(tmp_path / "m" / "model.safetensors")
+    H = t["emb_ln.weight"].shape[0]
+    out = {"embeddings.word_embeddings.weight": t["embeddings.word_embeddings.weight"],
+           "embeddings.token_type_embeddings.weight": t["embeddings.token_type_embeddings.weight"],
+           "embeddings.LayerNorm.weight": t["emb_ln.weight"],
+           "embeddings.LayerNorm.bias": t["emb_ln.bias"]}  # fmt: skip
+    for i in range(2):
+        a, b = f"encoder.layers.{i}.", f"layers.{i}."
+        for j, x in enumerate("qkv"):
+            out[b + f"self_attn.{x}_proj.weight"] = t[a + "attn.Wqkv.weight"][j * H : (j + 1) * H]
+        renames = {"attn.out_proj": "self_attn.o_proj", "mlp.fc11": "mlp.up_proj",
+                   "mlp.fc12": "mlp.gate_proj", "mlp.fc2": "mlp.down_proj",
+                   "norm1": "post_attention_layernorm", "norm2": "post_mlp_layernorm"}  # fmt: skip
+        for old, new in renames.items():
+            for w in ("weight", "bias"):
+                if a + f"{old}.{w}" in t:
+                    out[b + f"{new}.{w}"] = t[a + f"{old}.{w}"]
+    save_file(out, tmp_path / "m" / "model.safetensors")
+    renamed, original = minibert.load(tmp_path / "m", "float64"), model("tiny-nomic-bert", "float64")
+    texts = ["Hello world!", "The quick brown fox jumps over the lazy dog."]
+    for x, y in zip(renamed.encode(texts).hidden_states, original.encode(texts).hidden_states, strict=True):
+        assert_array_equal(x, y)
 
 
 def test_old_style_config_reads_the_same_layers():
@@ -196,15 +266,16 @@ def test_a_missing_tensor_is_named(drop, tmp_path):
         minibert.load(tmp_path / "m")
 
 
-def test_the_commands_work(tmp_path, capsys):
+@pytest.mark.parametrize("name", MODELS)
+def test_the_commands_work(name, tmp_path, capsys):
     """inspect, verify, extract (with --attentions); words and encode_long; view
-    (and explain) refuse ModernBERT in one line until they teach its steps."""
+    (and explain) refuse these families in one line until they teach their steps."""
     from minibert.cli import main
 
-    path = str(DATA / "tiny-modernbert")
+    path = str(DATA / name)
     assert main(["inspect", "--model", path]) == 0
-    assert "modernbert" in capsys.readouterr().out.lower()
-    assert main(["verify", "--model", path, "--reference", str(REFS / "tiny-modernbert-float32.npz")]) == 0
+    assert ("modernbert" if "modern" in name else "nomic_bert") in capsys.readouterr().out.lower()
+    assert main(["verify", "--model", path, "--reference", str(REFS / f"{MODELS[name]}-float32.npz")]) == 0
     assert "OK" in capsys.readouterr().out
     texts = tmp_path / "t.txt"
     texts.write_text("Hello world!\nThe quick brown fox jumps over the lazy dog.\n")
@@ -214,9 +285,9 @@ def test_the_commands_work(tmp_path, capsys):
     assert main(["view", "--model", path, "Hello world!", "-o", str(tmp_path / "v.html")]) == 2  # not yet
     err = capsys.readouterr().err
     assert err.startswith("minibert: error: ") and "ModernBERT" in err and err.count("\n") == 1
-    trace = model("tiny-modernbert", "float64").encode(["Hello world!"], trace=True).trace
-    assert len(trace.layers) == 4  # the formulas' intermediates are recorded
-    m = model("tiny-modernbert")
+    trace = model(name, "float64").encode(["Hello world!"], trace=True).trace
+    assert len(trace.layers) == len(model(name).weights.layers)  # the formulas' intermediates are recorded
+    m = model(name)
     enc = m.encode(["Hello world!", "The quick brown fox jumps over the lazy dog."])
     w = minibert.words(enc)
     assert len(w.words) == 2 and np.isfinite(w.vectors).all()
@@ -252,6 +323,8 @@ def test_token_ids_equal_transformers():
         n = int(batch.attention_mask[0].sum())
         assert batch.input_ids[0, :n].tolist() == case["input_ids"], case
         assert batch.tokens[0] == case["tokens"], case
+        if case["token_type_ids"] is not None:
+            assert batch.token_type_ids[0, :n].tolist() == case["token_type_ids"], case
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

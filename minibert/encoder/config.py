@@ -31,6 +31,7 @@ FAMILIES = {
     "mpnet": "mpnet",
     "deberta-v2": "deberta-v2",
     "modernbert": "modernbert",
+    "nomic_bert": "nomic_bert",
 }
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
@@ -43,7 +44,15 @@ FAMILY_DEFAULTS = {
     "mpnet": {"pad_token_id": 1, "relative_attention_num_buckets": 32},
     "deberta-v2": {"type_vocab_size": 0, "layer_norm_eps": 1e-7},
     "modernbert": {"type_vocab_size": 0, "layer_norm_eps": 1e-5, "max_position_embeddings": 8192},
+    "nomic_bert": {"hidden_act": "silu", "max_position_embeddings": 2048, "vocab_size": 30528},
 }
+
+#: nomic's original config.json keys (GPT-2 style, as nomic-embed-text ships them) -> the BERT names.
+NOMIC_KEYS = {
+    "n_embd": "hidden_size", "n_head": "num_attention_heads", "n_layer": "num_hidden_layers",
+    "n_inner": "intermediate_size", "n_positions": "max_position_embeddings",
+    "layer_norm_epsilon": "layer_norm_eps",
+}  # fmt: skip
 
 #: ModernBERT's config.json keys -> the BERT names used here.
 MODERNBERT_KEYS = {"hidden_activation": "hidden_act", "norm_eps": "layer_norm_eps"}
@@ -107,6 +116,8 @@ class Config:
     sliding window (a token sees keys at most ``local_attention // 2`` away);
     ``global_rope_theta`` and ``local_rope_theta``, the rotary bases of the two
     kinds of layer (config ``rope_parameters`` in transformers 5's files).
+    NomicBERT: every layer ``full_attention`` with base ``global_rope_theta``
+    (its ``rope_parameters.rope_theta``, nomic's ``rotary_emb_base``).
     """
 
     vocab_size: int
@@ -201,6 +212,8 @@ class Config:
             raw = _deberta_keys(raw, source)
         if family == "modernbert":
             raw = _modernbert_keys(raw, source)
+        if family == "nomic_bert":
+            raw = _nomic_keys(raw, source)
         values = {}
         for f in fields(cls):
             if f.name in raw and f.name != "notes":
@@ -276,7 +289,7 @@ def _check_values(values: dict, family: str, source: str) -> None:
         _check_mpnet(values, source)
     if family == "deberta-v2":
         _check_deberta(values, source)
-    if family == "modernbert":
+    if family in ("modernbert", "nomic_bert"):
         _check_modernbert(values, source)
 
 
@@ -465,10 +478,12 @@ def _modernbert_keys(raw: dict, source: str) -> dict:
 
 
 def _check_modernbert(values: dict, source: str) -> None:
-    """The window must be a positive integer no larger than the positions, and
-    rotary embeddings rotate pairs of dimensions: the head size must be even."""
+    """The window of sliding-window layers (ModernBERT's) must be a positive integer
+    no larger than the positions, and rotary embeddings rotate pairs of
+    dimensions: the head size must be even (ModernBERT, NomicBERT)."""
     window = values.get("local_attention", 128)
-    if not _integer(window) or not 1 <= window <= values["max_position_embeddings"]:
+    windowed = "sliding_attention" in values.get("layer_types", ())
+    if windowed and (not _integer(window) or not 1 <= window <= values["max_position_embeddings"]):
         raise MinibertError(
             f"{source}: local_attention must be a positive integer up to max_position_embeddings "
             f"{values['max_position_embeddings']}, got {_show(window)}"
@@ -478,3 +493,49 @@ def _check_modernbert(values: dict, source: str) -> None:
             f"{source}: head size hidden_size / num_attention_heads = "
             f"{values['hidden_size'] // values['num_attention_heads']} is odd: rotary embeddings need it even"
         )
+
+
+def _nomic_keys(raw: dict, source: str) -> dict:
+    """NomicBERT's config.json (transformers' keys, or nomic's original GPT-2 style
+    ones, :data:`NOMIC_KEYS`) -> the fields of :class:`Config`: all layers global,
+    the rotary base in ``global_rope_theta`` (default 1000, transformers'
+    ``NomicBertConfig.default_theta``); each setting minibert does not run (a
+    ``rotary_emb_fraction`` other than 1, interleaved rotary, a scaling,
+    biases, pre-norm, an activation other than SwiGLU) refused, naming the key."""
+    out = {k: v for k, v in raw.items() if k not in NOMIC_KEYS}
+    for old, new in NOMIC_KEYS.items():
+        if old in raw:
+            out[new] = raw[old]
+    fraction = raw.get("rotary_emb_fraction", 1.0)
+    if fraction != 1.0 or isinstance(fraction, bool):
+        raise MinibertError(
+            f"{source}: rotary_emb_fraction {_show(fraction)}: "
+            "only 1.0 (every dimension rotated) is implemented"
+        )
+    refused = {"rotary_emb_interleaved": False, "qkv_proj_bias": False, "mlp_fc1_bias": False,
+               "mlp_fc2_bias": False, "prenorm": False, "rotary_scaling_factor": None,
+               "rope_scaling": None}  # fmt: skip
+    for key, ok in refused.items():
+        if key in raw and raw[key] is not ok and raw[key] != ok:
+            raise MinibertError(f"{source}: {key} {_show(raw[key])} is not implemented (only {_show(ok)})")
+    if "activation_function" in raw:
+        if raw["activation_function"] != "swiglu":
+            raise MinibertError(
+                f"{source}: activation_function {_show(raw['activation_function'])} is not implemented "
+                "(only 'swiglu')"
+            )
+        out["hidden_act"] = "silu"
+    rope = raw.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise MinibertError(f"{source}: rope_parameters must be an object, got {_show(rope)}")
+    if rope.get("rope_type", "default") != "default":
+        raise MinibertError(
+            f"{source}: rope_parameters.rope_type {_show(rope['rope_type'])} is not implemented "
+            "(only 'default')"
+        )
+    theta = rope.get("rope_theta", raw.get("rotary_emb_base", 1000.0))
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not _finite(theta) or theta <= 1:
+        raise MinibertError(f"{source}: rope_theta must be a finite number above 1, got {_show(theta)}")
+    layers = out.get("num_hidden_layers")
+    count = layers if _integer(layers) and 0 < layers <= MAX_LAYER_STEPS else 0
+    return out | {"global_rope_theta": float(theta), "layer_types": (LAYER_TYPES[0],) * count}

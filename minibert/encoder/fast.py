@@ -234,7 +234,7 @@ def forward(
     bias = None
     if config.family == "mpnet":  # the relative position bias, once per batch: (1, h, S, S) -> (h, S, S)
         bias = ops.relative_position_bias(S, weights.relative.table)[0]
-    rotary = rotary_tables(config, S, dtype) if config.family == "modernbert" else None
+    rotary = rotary_tables(config, S, dtype) if config.layer_types else None
     args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, rotary)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
@@ -315,7 +315,7 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
 def rotary_tables(
     config: Config, S: int, dtype
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """ModernBERT, once per batch: per kind of layer, its rotary tables cos, sin
+    """ModernBERT and NomicBERT, once per batch: per kind of layer, its rotary tables cos, sin
     (S, d) (:func:`ops.rotary_angles` with the kind's base) and its window as
     an additive bias (h, S, S) for :func:`kernels.attention` (None on global
     layers): 0 where |i - j| <= local_attention // 2, the dtype's most negative
@@ -398,6 +398,7 @@ def _encode(
     scores = np.empty(_score_scratch(lengths, h), dtype)
     R = min(ROW_BLOCK, N)
     a, f = np.empty((R, H), dtype), np.empty((R, config.intermediate_size), dtype)
+    pre_ln = config.family == "modernbert"
     if rotary is not None:
         pos = pack(position_ids)
         turns = {kind: (cos[pos], sin[pos], window) for kind, (cos, sin, window) in rotary.items()}
@@ -406,7 +407,7 @@ def _encode(
         W_qkv, b_qkv = qkv_weights[k]
         layer, layer_bias = weights.layers[k], bias
         src = x
-        if rotary is not None and layer.ln_1 is not None:  # pre-LN: attention reads LayerNorm_1(x)
+        if pre_ln and layer.ln_1 is not None:  # pre-LN: attention reads LayerNorm_1(x)
             np.copyto(normed, x)
             kernels.layer_norm_inplace(normed, layer.ln_1.gamma, layer.ln_1.beta, eps)
             src = normed
@@ -424,8 +425,9 @@ def _encode(
         for r0 in range(0, N, R):
             m = min(R, N - r0)  # rows in this block
             rows = slice(r0, r0 + m)
-            if rotary is None:
-                _layer_rows(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m])
+            if not pre_ln:
+                gm = None if rotary is None else g[:m]
+                _layer_rows(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], gm)
             else:
                 _layer_rows_pre(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], g[:m])
         if i == len(weights.layer_map) and weights.final_ln is not None:  # hidden_states[-1]: normalised
@@ -434,14 +436,15 @@ def _encode(
         x = x_next
 
 
-def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray) -> None:
+def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray, g=None) -> None:
     """out <- the rest of :func:`ops.encoder_layer` after attention, on m rows:
 
         x_1 = LayerNorm(x + ctx W^O + b^O)
         out = LayerNorm(x_1 + FFN(x_1)),  FFN(x_1) = act(x_1 W_1 + b_1) W_2 + b_2
 
     x, ctx, out: (m, H), m <= :data:`ROW_BLOCK`, so the (m, I) FFN
-    intermediate stays in cache; a (m, H) and f (m, I): scratch. The
+    intermediate stays in cache; a (m, H) and f (m, I): scratch; g (m, I):
+    scratch of a gated FFN (NomicBERT's SwiGLU, :func:`ops.glu`), else None. The
     formulas run as the in-place kernels of :mod:`minibert.encoder.kernels`
     (:func:`~minibert.encoder.kernels.linear_into` for ``ops.linear``, the
     residual sums with ``+=``, :func:`~minibert.encoder.kernels.layer_norm_inplace`),
@@ -452,7 +455,11 @@ def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarra
     a += x
     kernels.layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
     kernels.linear_into(a, ffn.W_1, ffn.b_1, out=f)  # (m, H) -> (m, I)
-    f = act(f)
+    if ffn.W_gate is None:
+        f = act(f)
+    else:  # NomicBERT's SwiGLU (g: (m, I) scratch)
+        kernels.linear_into(a, ffn.W_gate, ffn.b_gate, out=g)  # (m, H) -> (m, I)
+        f = ops.glu(f, g, act)
     kernels.linear_into(f, ffn.W_2, ffn.b_2, out=out)  # (m, I) -> (m, H)
     out += a
     kernels.layer_norm_inplace(out, layer.ln_2.gamma, layer.ln_2.beta, eps)

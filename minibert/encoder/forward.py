@@ -89,9 +89,9 @@ def relative_positions(config: Config, weights: Weights, length: int, dtype) -> 
 
 
 def rotary_layers(config: Config, attention_mask: np.ndarray, dtype) -> dict[str, tuple]:
-    """ModernBERT: per kind of layer (config ``layer_types``), what its attention
-    reads, computed once per forward pass: (RelativePositions with the rotary
-    tables of its base for positions 0..S-1, its mask). Global layers
+    """ModernBERT and NomicBERT (all its layers global): per kind of layer (config
+    ``layer_types``), what its attention reads, computed once per forward pass:
+    (RelativePositions with the rotary tables of its base for positions 0..S-1, its mask). Global layers
     (``full_attention``, ``global_rope_theta``): the padding mask (B, 1, 1, S);
     local layers (``sliding_attention``, ``local_rope_theta``): the sliding-window
     mask (B, 1, S, S) with w = local_attention // 2
@@ -136,7 +136,8 @@ def forward(
     5 records them. ModernBERT runs pre-LN layers (:func:`ops.pre_ln_layer`)
     with rotary q and k and a sliding window on its local layers
     (:func:`rotary_layers`), and its last hidden state is after the final
-    LayerNorm (as transformers' ``hidden_states[-1]``).
+    LayerNorm (as transformers' ``hidden_states[-1]``). NomicBERT runs
+    BERT's post-LN layers with rotary q and k and a SwiGLU FFN.
 
     These are the formulas themselves, the reference. ``Model.encode`` runs
     them for a trace or ``impl="plain"``; otherwise it runs
@@ -153,14 +154,15 @@ def forward(
     mask = ops.additive_mask(attention_mask, x.dtype)  # (B, S) -> (B, 1, 1, S)
     act = ops.ACTIVATIONS[config.hidden_act]
     relative = relative_positions(config, weights, input_ids.shape[1], x.dtype)
-    rotary = rotary_layers(config, attention_mask, x.dtype) if config.family == "modernbert" else None
+    rotary = rotary_layers(config, attention_mask, x.dtype) if config.layer_types else None
     hidden_states, attentions, layers = [x], [], []
     for i, k in enumerate(weights.layer_map):
         if rotary is None:
             layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace, relative)
-        else:  # ModernBERT: pre-LN, rotary, global or local by config layer_types
+        else:  # rotary: ModernBERT (pre-LN, global or local by layer_types), NomicBERT (post-LN)
             relative, mask = rotary[config.layer_types[i]]
-            layer = ops.pre_ln_layer(x, weights.layers[k], mask, h, act, eps, trace, relative)
+            step = ops.pre_ln_layer if config.family == "modernbert" else ops.encoder_layer
+            layer = step(x, weights.layers[k], mask, h, act, eps, trace, relative)
         x = layer.output
         hidden_states.append(x)
         if output_attentions:

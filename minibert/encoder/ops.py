@@ -70,6 +70,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "sinusoidal_positions",
     "softmax",
+    "silu",
     "sliding_window_mask",
     "split_heads",
 ]
@@ -454,12 +455,20 @@ def glu(pre: np.ndarray, gate: np.ndarray, act) -> np.ndarray:
     return act(pre) * gate
 
 
+def silu(x: np.ndarray) -> np.ndarray:
+    """SiLU(x) = x * sigmoid(x) = x / (1 + exp(-x)). Config ``hidden_act: "silu"``
+    (NomicBERT's SwiGLU; Elfwing et al. 2018, Ramachandran et al. 2017 "Swish")."""
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0: x / inf = -0, the limit
+        return x / (1 + np.exp(-x))
+
+
 #: ``hidden_act`` value in config.json -> activation function.
 ACTIVATIONS = {
     "gelu": gelu,
     "gelu_new": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "relu": relu,
+    "silu": silu,
 }
 
 

@@ -773,10 +773,10 @@ def explain(
         raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
     if not text.strip():
         raise MinibertError("the text to explain is empty")
-    if model.config.family == "modernbert":  # issue 19: its steps are not taught yet
+    if model.config.family in ("modernbert", "nomic_bert"):  # issue 19: their steps are not taught yet
         raise MinibertError(
-            "explain and view do not show ModernBERT's steps yet (pre-LN layers, rotary q and k, GeGLU, "
-            "the window): use extract, or encode(..., trace=True)"
+            "explain and view do not show ModernBERT's and NomicBERT's steps yet (rotary q and k, gated "
+            "FFNs, ModernBERT's pre-LN layers and window): use extract, or encode(..., trace=True)"
         )
     plain = model.tokenize([text])
     T = resolve_token(token, plain.tokens[0], f"{prefix}token")

@@ -8,6 +8,13 @@ vocabulary from the ``tokenizers`` library); minibert is not imported. The
 machinery (seeded scaled weights, one right-padded batch of mixed lengths,
 eager attention, the ``minibert verify`` layout) is generate_families.py's.
 
+* ``tiny-nomic-bert``: NomicBERT as transformers saves it (``q_proj`` ...,
+  ``gate_proj``/``up_proj``), 2 layers, rotary base 1000, SwiGLU, post-LN,
+  token types (pairs), a WordPiece vocabulary. transformers saves it under
+  nomic's original tensor names (``Wqkv`` = [q; k; v] rows, ``fc12`` = its
+  gate_proj, ``fc11`` = up_proj, ``fc2``, ``norm1``/``norm2``, ``emb_ln``);
+  ``tiny-nomic-original`` is the same files with nomic's original config.json
+  keys (``n_embd``, ``rotary_emb_base`` ...): the same references hold for both.
 * ``tiny-modernbert``: 4 layers, global every 3rd (global, local, local,
   global), ``local_attention`` 8 (a token sees 4 positions each way) on
   texts of up to 40 tokens, different rotary bases (global 160000, local
@@ -25,7 +32,9 @@ about 1e-6 and is not a float64 reference. For the float64 file only,
 ``transformers.models.modernbert.modeling_modernbert`` with the same
 formulas kept in the input's dtype (inv_freq = 1 / theta^(2i/d) recomputed in
 float64 from the config's theta); every other module is transformers' own.
-The float32 file is transformers unpatched. Written to tests/data/<name>/
+NomicBERT: transformers computes its rotary tables (``NomicBertRotaryEmbedding``)
+in float32 too; its float64 reference patches that one function the same way.
+The float32 files are transformers unpatched. Written to tests/data/<name>/
 and tests/reference/rotary/.
 """
 
@@ -60,6 +69,12 @@ SPECS = [
          "bpe", "PreTrainedTokenizerFast", MODERNBERT_SPECIALS, LENGTH,
          note="layers global, local, local, global; window 8 (+-4) on texts up to 40 tokens; "
               "rotary theta 160000 / 10000; GeGLU; pre-LN with final norm; specials at the vocabulary's end"),
+    Spec("tiny-nomic-bert", "NomicBertModel", "NomicBertConfig",
+         dict(hidden_size=24, num_attention_heads=3, intermediate_size=40, num_hidden_layers=2,
+              max_position_embeddings=64, type_vocab_size=2, hidden_act="silu", layer_norm_eps=1e-12,
+              rope_parameters={"rope_theta": 1000.0, "rope_type": "default"}),
+         "wordpiece", "BertTokenizer", fam.BERT_SPECIALS, LENGTH,
+         note="rotary base 1000, SwiGLU, post-LN, token types; saved under nomic's original tensor names"),
 ]  # fmt: skip
 
 LONG = " ".join(fam.CORPUS)
@@ -122,6 +137,40 @@ def build(spec: Spec, retrain: bool) -> Path:
     return path
 
 
+def nomic_original(path: Path) -> Path:
+    """tests/data/tiny-nomic-original: ``path``'s files with nomic's original
+    config.json keys (``n_embd``, ``rotary_emb_base`` ... as nomic-embed-text ships
+    them). The weights are copied as they are: transformers 5.25's save_pretrained
+    already writes nomic's original tensor names (``emb_ln``, ``encoder.layers.{i}.attn.Wqkv``,
+    ``mlp.fc11``/``fc12``/``fc2``, ``norm1``/``norm2``; its conversion mapping reversed)."""
+    out = fam.DATA / "tiny-nomic-original"
+    tmp = Path(tempfile.mkdtemp(dir=fam.DATA, prefix=".tiny-nomic-original."))
+    for f in path.iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, tmp / f.name)
+    c = json.loads((path / "config.json").read_text())
+    original = {
+        "model_type": "nomic_bert", "architectures": ["NomicBertModel"], "n_embd": c["hidden_size"],
+        "n_head": c["num_attention_heads"], "n_layer": c["num_hidden_layers"],
+        "n_inner": c["intermediate_size"],
+        "n_positions": c["max_position_embeddings"], "layer_norm_epsilon": c["layer_norm_eps"],
+        "vocab_size": c["vocab_size"], "type_vocab_size": c["type_vocab_size"],
+        "pad_token_id": c["pad_token_id"],
+        "activation_function": "swiglu", "rotary_emb_base": c["rope_parameters"]["rope_theta"],
+        "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False, "rotary_scaling_factor": None,
+        "qkv_proj_bias": False, "mlp_fc1_bias": False, "mlp_fc2_bias": False, "prenorm": False,
+        "causal": False,
+    }  # fmt: skip
+    (tmp / "config.json").write_text(json.dumps(original, indent=2) + "\n")
+    tmp.chmod(0o755)
+    for f in tmp.iterdir():
+        f.chmod(0o644)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
 @contextlib.contextmanager
 def float64_patch():
     """ModernBERT's rotary tables, rotation and softmax kept in the input's dtype
@@ -148,20 +197,32 @@ def float64_patch():
         w = torch.nn.functional.softmax(w, dim=-1)
         return torch.matmul(w, value).transpose(1, 2).contiguous(), w
 
-    saved = (mb.ModernBertRotaryEmbedding.forward, mb.apply_rotary_pos_emb, mb.eager_attention_forward)
-    mb.ModernBertRotaryEmbedding.forward, mb.apply_rotary_pos_emb, mb.eager_attention_forward = (
-        rotary_forward, apply_rotary, eager,
-    )  # fmt: skip
+    def nomic_rotary_forward(self, x, position_ids):
+        theta = self.config.rope_parameters["rope_theta"]
+        d = self.config.hidden_size // self.config.num_attention_heads
+        inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=x.dtype) / d))
+        freqs = position_ids[..., None].to(x.dtype) * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    from transformers.models.nomic_bert import modeling_nomic_bert as nb
+
+    saved = (mb.ModernBertRotaryEmbedding.forward, mb.apply_rotary_pos_emb, mb.eager_attention_forward,
+             nb.NomicBertRotaryEmbedding.forward)  # fmt: skip
+    patched = (rotary_forward, apply_rotary, eager, nomic_rotary_forward)
+    (mb.ModernBertRotaryEmbedding.forward, mb.apply_rotary_pos_emb, mb.eager_attention_forward,
+     nb.NomicBertRotaryEmbedding.forward) = patched  # fmt: skip
     try:
         yield
     finally:
-        mb.ModernBertRotaryEmbedding.forward, mb.apply_rotary_pos_emb, mb.eager_attention_forward = saved
+        (mb.ModernBertRotaryEmbedding.forward, mb.apply_rotary_pos_emb, mb.eager_attention_forward,
+         nb.NomicBertRotaryEmbedding.forward) = saved  # fmt: skip
 
 
 PATCH_NOTE = (
     "float64: transformers' ModernBertRotaryEmbedding.forward, apply_rotary_pos_emb and "
-    "eager_attention_forward patched to keep float64 (unpatched they compute in float32); "
-    "see generate_rotary.py"
+    "eager_attention_forward, and NomicBertRotaryEmbedding.forward, patched to keep float64 "
+    "(unpatched they compute in float32); see generate_rotary.py"
 )
 
 
@@ -185,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     written = []
     for spec in SPECS:
-        path = build(spec, args.retrain)
+        path = build(spec, args.retrain) if spec.tokenizer == "bpe" else fam.build(spec, args.retrain)
         written += [*path.iterdir(), fam.token_reference(spec, path, common)]
         written.append(fam.run_reference(spec, path, "float32", common))
         with float64_patch():
             written.append(fam.run_reference(spec, path, "float64", dict(common, patch=PATCH_NOTE)))
+        if spec.name == "tiny-nomic-bert":
+            written += [*nomic_original(path).iterdir()]
         print(f"{spec.name:<24} {spec.note}")
     return size_check(written, MAX_BYTES)
 
