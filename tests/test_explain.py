@@ -23,7 +23,13 @@ from minibert.teaching.explain import Check, Explanation, Step, explain, render
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "explain"
-FAMILY_MODELS = sorted(p.parent for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors"))
+#: ModernBERT's and NomicBERT's steps are not taught yet: explain refuses them in one line
+#: (tests/test_rotary.py).
+FAMILY_MODELS = sorted(
+    p.parent
+    for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors")
+    if "modernbert" not in str(p) and "nomic" not in str(p)
+)
 #: Every step, in order: the header, then the numbered formulas.
 NUMBERS = ["1.", "2.", "3.", "3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11",
            "3.12", "4.", "5."]  # fmt: skip

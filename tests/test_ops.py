@@ -26,6 +26,7 @@ from minibert.encoder.params import (
     FeedForwardWeights,
     LayerNormWeights,
     LayerWeights,
+    RelativePositions,
 )
 
 B, S, H, h, I, V, P, T = 2, 5, 8, 2, 12, 11, 7, 2
@@ -390,6 +391,24 @@ def test_every_function_keeps_float32(rng):
         ),  # fmt: skip
         "encoder_layer": ops.encoder_layer(x, record(w), mask, h, ops.gelu, 1e-12, trace=True),
         "sinusoidal_positions": ops.sinusoidal_positions(8, H, f),
+        "rotary_angles": ops.rotary_angles(np.arange(S), d, 10000.0, f),
+        "rotate": ops.rotate(q, *ops.rotary_angles(np.arange(S), d, 10000.0, f)),
+        "sliding_window_mask": ops.sliding_window_mask(MASK01, 1, f),
+        "glu": ops.glu(x, x, ops.gelu),
+        "silu": ops.silu(x),
+        "pre_ln_layer": ops.pre_ln_layer(
+            x,
+            record(w),
+            mask,
+            h,
+            ops.gelu,
+            1e-12,
+            trace=True,
+            relative=RelativePositions(
+                cos=ops.rotary_angles(np.arange(S), d, 1e4, f)[0],
+                sin=ops.rotary_angles(np.arange(S), d, 1e4, f)[1],
+            ),
+        ),  # fmt: skip
         "relative_position_bias": ops.relative_position_bias(S, rng.normal(size=(32, h)).astype(f)),
         "disentangled_bias": ops.disentangled_bias(
             q,

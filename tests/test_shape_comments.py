@@ -188,9 +188,10 @@ TEXTS = ["a short one", "a somewhat longer text for padding", "", "the last text
 def test_every_shape_comment_holds(monkeypatch):
     checked, errors = set(), []
     # BERT; ELECTRA (E -> H projection); DistilBERT (no token types, sinusoidal table);
-    # MPNet (bucket bias); DeBERTa v3 (shared keys, c2p and p2c) and v2 (own position projections)
+    # MPNet (bucket bias); DeBERTa v3 (shared keys, c2p and p2c) and v2 (own position projections);
+    # ModernBERT (rotary, sliding window, GeGLU, pre-LN); NomicBERT (rotary, SwiGLU, post-LN)
     for name in ("tiny-bert", "tiny-electra", "tiny-distilbert", "tiny-mpnet", "tiny-deberta-v3",
-                 "tiny-deberta-v2"):  # fmt: skip
+                 "tiny-deberta-v2", "tiny-modernbert", "tiny-nomic-bert"):  # fmt: skip
         model = minibert.load(DATA / name, "float32")
         for dense in (False, True):  # padded texts, then texts of equal length (rows written in place)
             batch = model.tokenize(TEXTS if not dense else ["a b c d e"] * 3)

@@ -30,6 +30,8 @@ FAMILIES = {
     "albert": "albert",
     "mpnet": "mpnet",
     "deberta-v2": "deberta-v2",
+    "modernbert": "modernbert",
+    "nomic_bert": "nomic_bert",
 }
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
@@ -41,7 +43,22 @@ FAMILY_DEFAULTS = {
     "albert": {"embedding_size": 128, "hidden_act": "gelu_new"},
     "mpnet": {"pad_token_id": 1, "relative_attention_num_buckets": 32},
     "deberta-v2": {"type_vocab_size": 0, "layer_norm_eps": 1e-7},
+    "modernbert": {"type_vocab_size": 0, "layer_norm_eps": 1e-5, "max_position_embeddings": 8192},
+    "nomic_bert": {"hidden_act": "silu", "max_position_embeddings": 2048, "vocab_size": 30528},
 }
+
+#: nomic's original config.json keys (GPT-2 style, as nomic-embed-text ships them) -> the BERT names.
+NOMIC_KEYS = {
+    "n_embd": "hidden_size", "n_head": "num_attention_heads", "n_layer": "num_hidden_layers",
+    "n_inner": "intermediate_size", "n_positions": "max_position_embeddings",
+    "layer_norm_epsilon": "layer_norm_eps",
+}  # fmt: skip
+
+#: ModernBERT's config.json keys -> the BERT names used here.
+MODERNBERT_KEYS = {"hidden_activation": "hidden_act", "norm_eps": "layer_norm_eps"}
+#: ModernBERT's two kinds of layer (config ``layer_types``): global attention, or
+#: attention within a sliding window of ``local_attention`` tokens.
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 #: DeBERTa's position terms (config ``pos_att_type``) minibert computes.
 POSITION_TERMS = ("c2p", "p2c")
@@ -56,7 +73,7 @@ SIZES = (
     "relative_attention_num_buckets",
 )  # fmt: skip
 #: Families whose type_vocab_size may be 0 (no token-type table).
-NO_TYPES_ALLOWED = ("distilbert", "mpnet", "deberta-v2")
+NO_TYPES_ALLOWED = ("distilbert", "mpnet", "deberta-v2", "modernbert")
 #: No size may exceed this: every real one is far below, and beyond it numbers
 #: stop being sizes (a 10**300 in config.json would reach NumPy as an overflow).
 MAX_SIZE = 2**31 - 1
@@ -92,6 +109,15 @@ class Config:
     ``max_relative_positions``, ``position_buckets``, ``pos_att_type`` (a tuple
     of "c2p", "p2c"; config.json may write "p2c|c2p"), ``share_att_key``,
     ``norm_rel_ebd``, ``position_biased_input``, ``conv_kernel_size``.
+
+    ModernBERT (docs/families.md): ``layer_types``, one of :data:`LAYER_TYPES`
+    per layer (from ``global_attn_every_n_layers`` when config.json has no
+    list: every n-th layer global, from layer 0); ``local_attention``, the
+    sliding window (a token sees keys at most ``local_attention // 2`` away);
+    ``global_rope_theta`` and ``local_rope_theta``, the rotary bases of the two
+    kinds of layer (config ``rope_parameters`` in transformers 5's files).
+    NomicBERT: every layer ``full_attention`` with base ``global_rope_theta``
+    (its ``rope_parameters.rope_theta``, nomic's ``rotary_emb_base``).
     """
 
     vocab_size: int
@@ -119,6 +145,10 @@ class Config:
     norm_rel_ebd: str = "none"
     position_biased_input: bool = True
     conv_kernel_size: int = 0
+    layer_types: tuple[str, ...] = ()
+    local_attention: int = 128
+    global_rope_theta: float = 160000.0
+    local_rope_theta: float = 10000.0
     #: What was assumed for keys config.json lacks (not a config.json key; ``minibert inspect`` shows it).
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -180,6 +210,10 @@ class Config:
             raw = raw | {"type_vocab_size": 0}  # no token types (MPNetEmbeddings has no table)
         if family == "deberta-v2":
             raw = _deberta_keys(raw, source)
+        if family == "modernbert":
+            raw = _modernbert_keys(raw, source)
+        if family == "nomic_bert":
+            raw = _nomic_keys(raw, source)
         values = {}
         for f in fields(cls):
             if f.name in raw and f.name != "notes":
@@ -255,6 +289,8 @@ def _check_values(values: dict, family: str, source: str) -> None:
         _check_mpnet(values, source)
     if family == "deberta-v2":
         _check_deberta(values, source)
+    if family in ("modernbert", "nomic_bert"):
+        _check_modernbert(values, source)
 
 
 def _integer(value) -> bool:
@@ -383,3 +419,123 @@ def _check_deberta(values: dict, source: str) -> None:
             "setting minibert implements (needs position_buckets >= 2 and max_relative_positions - 1 > "
             "position_buckets / 2)"
         )
+
+
+def _modernbert_keys(raw: dict, source: str) -> dict:
+    """ModernBERT's config.json -> the fields of :class:`Config`: its names for
+    the activation and eps (:data:`MODERNBERT_KEYS`), the layer types (a list,
+    or ``global_attn_every_n_layers``), the rotary bases (``global_rope_theta``
+    / ``local_rope_theta``, or transformers 5's ``rope_parameters``); every
+    setting minibert does not run (a rotary scaling type, biases in the
+    projections or norms) refused, naming the key."""
+    out = {k: v for k, v in raw.items() if k not in MODERNBERT_KEYS}
+    for old, new in MODERNBERT_KEYS.items():
+        if old in raw:
+            out[new] = raw[old]
+    for key in ("attention_bias", "mlp_bias", "norm_bias"):
+        if raw.get(key, False) is not False:
+            raise MinibertError(
+                f"{source}: {key} {_show(raw[key])}: ModernBERT with biases is not implemented (only false)"
+            )
+    if raw.get("rope_scaling") is not None:
+        raise MinibertError(f"{source}: rope_scaling {_show(raw['rope_scaling'])} is not implemented")
+    rope = raw.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise MinibertError(f"{source}: rope_parameters must be an object, got {_show(rope)}")
+    for kind, key in (("full_attention", "global_rope_theta"), ("sliding_attention", "local_rope_theta")):
+        params = rope.get(kind) or {}
+        if not isinstance(params, dict):
+            raise MinibertError(f"{source}: rope_parameters.{kind} must be an object, got {_show(params)}")
+        rope_type = params.get("rope_type", "default")
+        if rope_type != "default":
+            raise MinibertError(
+                f"{source}: rope_parameters.{kind}.rope_type {_show(rope_type)} is not implemented "
+                "(only 'default')"
+            )
+        theta = params.get("rope_theta", raw.get(key, Config.__dataclass_fields__[key].default))
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not _finite(theta) or theta <= 1:
+            raise MinibertError(f"{source}: {key} must be a finite number above 1, got {_show(theta)}")
+        out[key] = float(theta)
+    layers = out.get("num_hidden_layers")
+    types = raw.get("layer_types")
+    if types is None:
+        every = raw.get("global_attn_every_n_layers", 3)
+        if not _integer(every) or not 1 <= every <= MAX_SIZE:
+            raise MinibertError(
+                f"{source}: global_attn_every_n_layers must be a positive integer, got {_show(every)}"
+            )
+        types = [
+            LAYER_TYPES[bool(i % every)]
+            for i in range(layers if _integer(layers) and 0 < layers <= MAX_LAYER_STEPS else 0)
+        ]
+    if not isinstance(types, list) or any(t not in LAYER_TYPES for t in types):
+        raise MinibertError(
+            f"{source}: layer_types must be a list of {' or '.join(LAYER_TYPES)}, got {_show(types)}"
+        )
+    if _integer(layers) and len(types) != layers:
+        raise MinibertError(f"{source}: layer_types has {len(types)} entries, num_hidden_layers is {layers}")
+    return out | {"layer_types": tuple(types)}
+
+
+def _check_modernbert(values: dict, source: str) -> None:
+    """The window of sliding-window layers (ModernBERT's) must be a positive integer
+    no larger than the positions, and rotary embeddings rotate pairs of
+    dimensions: the head size must be even (ModernBERT, NomicBERT)."""
+    window = values.get("local_attention", 128)
+    windowed = "sliding_attention" in values.get("layer_types", ())
+    if windowed and (not _integer(window) or not 1 <= window <= values["max_position_embeddings"]):
+        raise MinibertError(
+            f"{source}: local_attention must be a positive integer up to max_position_embeddings "
+            f"{values['max_position_embeddings']}, got {_show(window)}"
+        )
+    if (values["hidden_size"] // values["num_attention_heads"]) % 2:
+        raise MinibertError(
+            f"{source}: head size hidden_size / num_attention_heads = "
+            f"{values['hidden_size'] // values['num_attention_heads']} is odd: rotary embeddings need it even"
+        )
+
+
+def _nomic_keys(raw: dict, source: str) -> dict:
+    """NomicBERT's config.json (transformers' keys, or nomic's original GPT-2 style
+    ones, :data:`NOMIC_KEYS`) -> the fields of :class:`Config`: all layers global,
+    the rotary base in ``global_rope_theta`` (default 1000, transformers'
+    ``NomicBertConfig.default_theta``); each setting minibert does not run (a
+    ``rotary_emb_fraction`` other than 1, interleaved rotary, a scaling,
+    biases, pre-norm, an activation other than SwiGLU) refused, naming the key."""
+    out = {k: v for k, v in raw.items() if k not in NOMIC_KEYS}
+    for old, new in NOMIC_KEYS.items():
+        if old in raw:
+            out[new] = raw[old]
+    fraction = raw.get("rotary_emb_fraction", 1.0)
+    if fraction != 1.0 or isinstance(fraction, bool):
+        raise MinibertError(
+            f"{source}: rotary_emb_fraction {_show(fraction)}: "
+            "only 1.0 (every dimension rotated) is implemented"
+        )
+    refused = {"rotary_emb_interleaved": False, "qkv_proj_bias": False, "mlp_fc1_bias": False,
+               "mlp_fc2_bias": False, "prenorm": False, "rotary_scaling_factor": None,
+               "rope_scaling": None}  # fmt: skip
+    for key, ok in refused.items():
+        if key in raw and raw[key] is not ok and raw[key] != ok:
+            raise MinibertError(f"{source}: {key} {_show(raw[key])} is not implemented (only {_show(ok)})")
+    if "activation_function" in raw:
+        if raw["activation_function"] != "swiglu":
+            raise MinibertError(
+                f"{source}: activation_function {_show(raw['activation_function'])} is not implemented "
+                "(only 'swiglu')"
+            )
+        out["hidden_act"] = "silu"
+    rope = raw.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise MinibertError(f"{source}: rope_parameters must be an object, got {_show(rope)}")
+    if rope.get("rope_type", "default") != "default":
+        raise MinibertError(
+            f"{source}: rope_parameters.rope_type {_show(rope['rope_type'])} is not implemented "
+            "(only 'default')"
+        )
+    theta = rope.get("rope_theta", raw.get("rotary_emb_base", 1000.0))
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not _finite(theta) or theta <= 1:
+        raise MinibertError(f"{source}: rope_theta must be a finite number above 1, got {_show(theta)}")
+    layers = out.get("num_hidden_layers")
+    count = layers if _integer(layers) and 0 < layers <= MAX_LAYER_STEPS else 0
+    return out | {"global_rope_theta": float(theta), "layer_types": (LAYER_TYPES[0],) * count}

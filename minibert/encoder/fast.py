@@ -234,7 +234,8 @@ def forward(
     bias = None
     if config.family == "mpnet":  # the relative position bias, once per batch: (1, h, S, S) -> (h, S, S)
         bias = ops.relative_position_bias(S, weights.relative.table)[0]
-    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias)
+    rotary = rotary_tables(config, S, dtype) if config.layer_types else None
+    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, rotary)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
         costliest_first = [todo[j] for j in np.argsort(-np.asarray(work), kind="stable")]
@@ -327,11 +328,52 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, b0, b1) -> None:
+def rotary_tables(
+    config: Config, S: int, dtype
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """ModernBERT and NomicBERT, once per batch: per kind of layer, its rotary tables cos, sin
+    (S, d) (:func:`ops.rotary_angles` with the kind's base) and its window as
+    an additive bias (h, S, S) for :func:`kernels.attention` (None on global
+    layers): 0 where |i - j| <= local_attention // 2, the dtype's most negative
+    number elsewhere (:func:`ops.sliding_window_mask` of one unpadded text;
+    padding is already packed away). This computes the full n x n scores and
+    zeroes the band's outside: correct, O(S^2); attending to the band only,
+    O(S w), is a later speed step (issue 19)."""
+    h, d = config.num_attention_heads, config.head_size
+    positions = np.arange(S)
+    window = ops.sliding_window_mask(np.ones((1, S), np.int64), config.local_attention // 2, dtype)[0, 0]
+    window = np.broadcast_to(window, (h, S, S))  # (S, S) -> (h, S, S), one copy for all heads
+    out = {}
+    for kind, theta in (
+        ("full_attention", config.global_rope_theta),
+        ("sliding_attention", config.local_rope_theta),
+    ):
+        cos, sin = ops.rotary_angles(positions, d, theta, dtype)  # (S, d) each
+        out[kind] = (cos, sin, None if kind == "full_attention" else window)
+    return out
+
+
+def _rotate_qk(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, h: int) -> None:
+    """Turn the queries and keys of qkv (N, 3H) in place by :func:`ops.rotate`,
+    cos and sin (N, d) at each row's position. The queries already carry
+    1/sqrt(d) (:func:`fused_qkv`): a rotation is linear, so the order does not matter."""
+    N, H3 = qkv.shape
+    H = H3 // 3
+    for part in (slice(0, H), slice(H, 2 * H)):
+        x = qkv[:, part].reshape(N, h, H // h)  # (N, H) -> (N, h, d), a view
+        x[...] = ops.rotate(x, cos[:, None], sin[:, None])  # (N, h, d)
+
+
+def _encode(
+    weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, rotary, b0, b1
+) -> None:
     """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1] (and,
     unless ``maps`` is None, each text's attention maps into
     maps[i - 1][b, :, :n, :n]). ``bias``: the batch's relative position bias
-    (h, S, S) added to every layer's scores (MPNet), or None.
+    (h, S, S) added to every layer's scores (MPNet), or None. ``rotary``
+    (ModernBERT, :func:`rotary_tables`): pre-LN layers (:func:`_layer_rows_pre`)
+    with q and k turned (:func:`_rotate_qk`), the window bias on local layers,
+    and the final LayerNorm on the last hidden state; else None.
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy). Each layer
@@ -372,32 +414,53 @@ def _encode(weights, config, input_ids, position_ids, token_type_ids, real, outs
     scores = np.empty(_score_scratch(lengths, h), dtype)
     R = min(ROW_BLOCK, N)
     a, f = np.empty((R, H), dtype), np.empty((R, config.intermediate_size), dtype)
+    pre_ln = config.family == "modernbert"
+    if rotary is not None:
+        pos = pack(position_ids)
+        turns = {kind: (cos[pos], sin[pos], window) for kind, (cos, sin, window) in rotary.items()}
+        g, normed = np.empty_like(f), np.empty((N, H), dtype)
     for i, k in enumerate(weights.layer_map, start=1):
         W_qkv, b_qkv = qkv_weights[k]
-        np.matmul(x, W_qkv, out=qkv)  # (N, H) -> (N, 3H)
+        layer, layer_bias = weights.layers[k], bias
+        src = x
+        if pre_ln and layer.ln_1 is not None:  # pre-LN: attention reads LayerNorm_1(x)
+            np.copyto(normed, x)
+            kernels.layer_norm_inplace(normed, layer.ln_1.gamma, layer.ln_1.beta, eps)
+            src = normed
+        np.matmul(src, W_qkv, out=qkv)  # (N, H) -> (N, 3H)
         qkv += b_qkv
+        if rotary is not None:
+            cos, sin, layer_bias = turns[config.layer_types[i - 1]]
+            _rotate_qk(qkv, cos, sin, h)
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
                 text_maps = None if maps is None or maps[i - 1] is None else maps[i - 1][b0 + b]
-                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], bias)
+                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], layer_bias)
         x_next = destination(i)
         for r0 in range(0, N, R):
             m = min(R, N - r0)  # rows in this block
             rows = slice(r0, r0 + m)
-            _layer_rows(x[rows], ctx[rows], x_next[rows], weights.layers[k], act, eps, a[:m], f[:m])
+            if not pre_ln:
+                gm = None if rotary is None else g[:m]
+                _layer_rows(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], gm)
+            else:
+                _layer_rows_pre(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], g[:m])
+        if i == len(weights.layer_map) and weights.final_ln is not None:  # hidden_states[-1]: normalised
+            kernels.layer_norm_inplace(x_next, weights.final_ln.gamma, weights.final_ln.beta, eps)
         publish(i, x_next)
         x = x_next
 
 
-def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray) -> None:
+def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray, g=None) -> None:
     """out <- the rest of :func:`ops.encoder_layer` after attention, on m rows:
 
         x_1 = LayerNorm(x + ctx W^O + b^O)
         out = LayerNorm(x_1 + FFN(x_1)),  FFN(x_1) = act(x_1 W_1 + b_1) W_2 + b_2
 
     x, ctx, out: (m, H), m <= :data:`ROW_BLOCK`, so the (m, I) FFN
-    intermediate stays in cache; a (m, H) and f (m, I): scratch. The
+    intermediate stays in cache; a (m, H) and f (m, I): scratch; g (m, I):
+    scratch of a gated FFN (NomicBERT's SwiGLU, :func:`ops.glu`), else None. The
     formulas run as the in-place kernels of :mod:`minibert.encoder.kernels`
     (:func:`~minibert.encoder.kernels.linear_into` for ``ops.linear``, the
     residual sums with ``+=``, :func:`~minibert.encoder.kernels.layer_norm_inplace`),
@@ -408,10 +471,34 @@ def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarra
     a += x
     kernels.layer_norm_inplace(a, layer.ln_1.gamma, layer.ln_1.beta, eps)
     kernels.linear_into(a, ffn.W_1, ffn.b_1, out=f)  # (m, H) -> (m, I)
-    f = act(f)
+    if ffn.W_gate is None:
+        f = act(f)
+    else:  # NomicBERT's SwiGLU (g: (m, I) scratch)
+        kernels.linear_into(a, ffn.W_gate, ffn.b_gate, out=g)  # (m, H) -> (m, I)
+        f = ops.glu(f, g, act)
     kernels.linear_into(f, ffn.W_2, ffn.b_2, out=out)  # (m, I) -> (m, H)
     out += a
     kernels.layer_norm_inplace(out, layer.ln_2.gamma, layer.ln_2.beta, eps)
+
+
+def _layer_rows_pre(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray, g: np.ndarray) -> None:
+    """out <- the rest of :func:`ops.pre_ln_layer` after attention, on m rows:
+
+        x_1 = x + ctx W^O + b^O
+        out = x_1 + FFN(LayerNorm_2(x_1)),  FFN(y) = glu(y W_1 + b_1, y W_gate + b_gate) W_2 + b_2
+
+    x, ctx, out: (m, H); a (m, H), f and g (m, I): scratch. The gated FFN is
+    :func:`ops.glu` (GeGLU with ModernBERT's GELU)."""
+    w, ffn = layer.attention, layer.ffn
+    kernels.linear_into(ctx, w.W_o, w.b_o, out=out)  # (m, H) -> (m, H)
+    out += x
+    np.copyto(a, out)
+    kernels.layer_norm_inplace(a, layer.ln_2.gamma, layer.ln_2.beta, eps)
+    kernels.linear_into(a, ffn.W_1, ffn.b_1, out=f)  # (m, H) -> (m, I)
+    kernels.linear_into(a, ffn.W_gate, ffn.b_gate, out=g)  # (m, H) -> (m, I)
+    f = ops.glu(f, g, act)
+    kernels.linear_into(f, ffn.W_2, ffn.b_2, out=a)  # (m, I) -> (m, H)
+    out += a
 
 
 def activation(name: str, dtype):

@@ -88,6 +88,31 @@ def relative_positions(config: Config, weights: Weights, length: int, dtype) -> 
     )  # fmt: skip
 
 
+def rotary_layers(config: Config, attention_mask: np.ndarray, dtype) -> dict[str, tuple]:
+    """ModernBERT and NomicBERT (all its layers global): per kind of layer (config
+    ``layer_types``), what its attention reads, computed once per forward pass:
+    (RelativePositions with the rotary tables of its base for positions 0..S-1, its mask). Global layers
+    (``full_attention``, ``global_rope_theta``): the padding mask (B, 1, 1, S);
+    local layers (``sliding_attention``, ``local_rope_theta``): the sliding-window
+    mask (B, 1, S, S) with w = local_attention // 2
+    (:func:`minibert.encoder.ops.sliding_window_mask`). Positions count
+    padding, as in transformers (``arange(S)``)."""
+    S = attention_mask.shape[1]
+    positions, d = np.arange(S), config.head_size
+    out = {}
+    for kind, theta in (
+        ("full_attention", config.global_rope_theta),
+        ("sliding_attention", config.local_rope_theta),
+    ):
+        cos, sin = ops.rotary_angles(positions, d, theta, dtype)  # (S, d) each
+        if kind == "full_attention":
+            mask = ops.additive_mask(attention_mask, dtype)  # (B, S) -> (B, 1, 1, S)
+        else:
+            mask = ops.sliding_window_mask(attention_mask, config.local_attention // 2, dtype)  # (B, 1, S, S)
+        out[kind] = (RelativePositions(cos=cos, sin=sin), mask)
+    return out
+
+
 def forward(
     weights: Weights,
     config: Config,
@@ -108,7 +133,11 @@ def forward(
     as in transformers), and ``weights.layer_map`` (ALBERT runs one shared
     layer L times). With ALBERT's rare ``inner_group_num`` > 1 every inner
     layer is a step: L * inner_group_num + 1 hidden states, as transformers
-    5 records them.
+    5 records them. ModernBERT runs pre-LN layers (:func:`ops.pre_ln_layer`)
+    with rotary q and k and a sliding window on its local layers
+    (:func:`rotary_layers`), and its last hidden state is after the final
+    LayerNorm (as transformers' ``hidden_states[-1]``). NomicBERT runs
+    BERT's post-LN layers with rotary q and k and a SwiGLU FFN.
 
     These are the formulas themselves, the reference. ``Model.encode`` runs
     them for a trace or ``impl="plain"``; otherwise it runs
@@ -125,15 +154,25 @@ def forward(
     mask = ops.additive_mask(attention_mask, x.dtype)  # (B, S) -> (B, 1, 1, S)
     act = ops.ACTIVATIONS[config.hidden_act]
     relative = relative_positions(config, weights, input_ids.shape[1], x.dtype)
+    rotary = rotary_layers(config, attention_mask, x.dtype) if config.layer_types else None
     hidden_states, attentions, layers = [x], [], []
-    for k in weights.layer_map:
-        layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace, relative)
+    for i, k in enumerate(weights.layer_map):
+        if rotary is None:
+            layer = ops.encoder_layer(x, weights.layers[k], mask, h, act, eps, trace, relative)
+        else:  # rotary: ModernBERT (pre-LN, global or local by layer_types), NomicBERT (post-LN)
+            relative, mask = rotary[config.layer_types[i]]
+            step = ops.pre_ln_layer if config.family == "modernbert" else ops.encoder_layer
+            layer = step(x, weights.layers[k], mask, h, act, eps, trace, relative)
         x = layer.output
         hidden_states.append(x)
         if output_attentions:
             attentions.append(layer.attention.probs)
         if trace:
             layers.append(layer)
+    if (
+        weights.final_ln is not None
+    ):  # pre-LN: the last hidden state is normalised, as transformers returns it
+        hidden_states[-1] = ops.layer_norm(x, weights.final_ln.gamma, weights.final_ln.beta, eps)
     return EncoderOutput(
         tuple(hidden_states),
         tuple(attentions) if output_attentions else None,

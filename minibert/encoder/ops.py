@@ -54,6 +54,7 @@ __all__ = [
     "feed_forward",
     "gelu",
     "gelu_tanh",
+    "glu",
     "layer_norm",
     "linear",
     "log_bucket_position",
@@ -63,9 +64,14 @@ __all__ = [
     "relative_position_bucket",
     "relative_position_index",
     "relu",
+    "rotary_angles",
+    "rotate",
+    "pre_ln_layer",
     "scaled_dot_product_attention",
     "sinusoidal_positions",
     "softmax",
+    "silu",
+    "sliding_window_mask",
     "split_heads",
 ]
 
@@ -103,6 +109,26 @@ def additive_mask(attention_mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     bias = (1 - attention_mask.astype(dtype)) * np.finfo(dtype).min
     return bias[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
+
+
+def sliding_window_mask(attention_mask: np.ndarray, half_window: int, dtype: np.dtype) -> np.ndarray:
+    """The padding mask of a sliding-window layer: query i sees key j when j is
+    a real token and |i - j| <= w, w = ``half_window`` (ModernBERT's local
+    layers: w = local_attention // 2).
+
+    attention_mask: (B, S) of 1 / 0 -> (B, 1, S, S): 0 where the key may be
+    attended, the dtype's most negative finite number elsewhere (not summed
+    with the padding mask, so no score reaches -inf). Outside the window the
+    probabilities are exactly 0, and the maps stay S x S, as transformers
+    returns them (``sliding_window_bidirectional_overlay``: ``abs(q_idx -
+    kv_idx) <= sliding_window``). Beltagy et al. 2020 (Longformer), section 3.1.
+    """
+    dtype = np.dtype(dtype)
+    S = attention_mask.shape[1]
+    pos = np.arange(S)
+    near = np.abs(pos[:, None] - pos[None, :]) <= half_window  # (S, S)
+    allowed = near[None] & attention_mask.astype(bool)[:, None, :]  # B x S x S
+    return np.where(allowed, 0, np.finfo(dtype).min).astype(dtype)[:, None]  # B x 1 x S x S
 
 
 def scaled_dot_product_attention(
@@ -269,6 +295,45 @@ def disentangled_bias(
     return c2p, p2c
 
 
+def rotary_angles(
+    positions: np.ndarray, head_size: int, theta: float, dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rotary tables: cos(p w_i) and sin(p w_i), w_i = theta^(-2i/d), i < d/2.
+
+    positions: (S,) ints; head_size d (even); theta: the base (ModernBERT:
+    config ``global_rope_theta`` on global layers, ``local_rope_theta`` on
+    local ones). -> (cos, sin), each (S, d), the d/2 angles written twice
+    ([a_0 .. a_{d/2-1}, a_0 .. a_{d/2-1}]) to match :func:`rotate`'s halves.
+    Computed in ``dtype``: transformers computes them in float32 whatever the
+    model's dtype (``ModernBertRotaryEmbedding``), which a float64 pass here
+    does not copy (the float64 references are patched to float64:
+    tests/reference/generate_rotary.py). Su et al. 2021 (RoFormer), eq. 34.
+    """
+    dtype = np.dtype(dtype)
+    i = np.arange(0, head_size, 2, dtype=dtype)  # 0, 2, 4, ..., d - 2
+    inv_freq = 1 / np.power(np.asarray(theta, dtype), i / dtype.type(head_size))  # the d/2 frequencies w_i
+    angles = positions.astype(dtype)[:, None] * inv_freq  # S x d/2: p w_i
+    angles = np.concatenate([angles, angles], axis=-1)  # (S, d)
+    return np.cos(angles), np.sin(angles)
+
+
+def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """RoPE: turn each pair (x_i, x_{i+d/2}) of a query or key by the angle p w_i:
+
+        rotate(x) = x * cos + [-x_2, x_1] * sin,   x = [x_1, x_2] (two halves of d)
+
+    x: (..., S, d); cos, sin: (S, d) from :func:`rotary_angles` (or rows
+    broadcastable to x) -> (..., S, d). A rotation keeps lengths, and
+    q_m . k_n after turning by m and n depends on m - n only: the relative
+    position enters every score. The pairs are the two halves (GPT-NeoX's
+    layout, transformers' ``rotate_half``), not neighbours as in the paper.
+    Su et al. 2021 (RoFormer), section 3.4.2.
+    """
+    half = x.shape[-1] // 2
+    turned = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # [-x_2, x_1], as x
+    return x * cos + turned * sin
+
+
 def split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:
     """Cut the hidden axis into heads: (B, S, H) -> (B, h, S, d)."""
     B, S, H = x.shape
@@ -299,12 +364,16 @@ def multi_head_attention(
     The h per-head projections W_i^Q are the column blocks of one (H, H)
     matrix, so all heads are projected by one product and split afterwards.
     ``relative`` (:class:`~minibert.encoder.params.RelativePositions`): MPNet's
-    bias added to the scores, or DeBERTa's scale and c2p + p2c terms
-    (:func:`disentangled_bias`); None for BERT.
+    bias added to the scores, DeBERTa's scale and c2p + p2c terms
+    (:func:`disentangled_bias`), ModernBERT's rotary tables (q and k turned
+    by :func:`rotate` before the scores; ``trace``'s q and k are the turned
+    ones); None for BERT.
     """
     q = split_heads(linear(x, w.W_q, w.b_q), num_heads)  # (B, S, H) -> (B, h, S, d)
     k = split_heads(linear(x, w.W_k, w.b_k), num_heads)  # (B, S, H) -> (B, h, S, d)
     v = split_heads(linear(x, w.W_v, w.b_v), num_heads)  # (B, S, H) -> (B, h, S, d)
+    if relative is not None and relative.cos is not None:  # ModernBERT: rotary q and k
+        q, k = rotate(q, relative.cos, relative.sin), rotate(k, relative.cos, relative.sin)
     bias, c2p, p2c, scale = None, None, None, None
     if relative is not None and relative.bias is not None:  # MPNet
         bias = relative.bias
@@ -376,12 +445,30 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0)
 
 
+def glu(pre: np.ndarray, gate: np.ndarray, act) -> np.ndarray:
+    """A gated linear unit: act(x W_1 + b_1) * (x W_gate + b_gate), given both products.
+
+    pre, gate: (..., I) -> (..., I). With GELU it is GeGLU (ModernBERT: its
+    ``Wi`` gives [pre | gate], ``act(input) * gate``), with SiLU SwiGLU.
+    Shazeer 2020, "GLU Variants Improve Transformer", eq. 5-6.
+    """
+    return act(pre) * gate
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """SiLU(x) = x * sigmoid(x) = x / (1 + exp(-x)). Config ``hidden_act: "silu"``
+    (NomicBERT's SwiGLU; Elfwing et al. 2018, Ramachandran et al. 2017 "Swish")."""
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0: x / inf = -0, the limit
+        return x / (1 + np.exp(-x))
+
+
 #: ``hidden_act`` value in config.json -> activation function.
 ACTIVATIONS = {
     "gelu": gelu,
     "gelu_new": gelu_tanh,
     "gelu_pytorch_tanh": gelu_tanh,
     "relu": relu,
+    "silu": silu,
 }
 
 
@@ -392,10 +479,15 @@ def feed_forward(x: np.ndarray, w: FeedForwardWeights, act=gelu, trace: bool = F
     (:class:`~minibert.encoder.params.FeedForwardWeights`). Returns ``output``
     (B, S, H); with ``trace`` also ``pre`` and ``act`` (B, S, I).
     ``act`` follows config ``hidden_act``: GELU for BERT, where the article
-    writes ReLU.
+    writes ReLU. With ``w.W_gate`` (ModernBERT) the FFN is gated:
+    act(x W_1 + b_1) * (x W_gate + b_gate) (:func:`glu`), and ``act`` in the
+    trace is that product.
     """
     pre = linear(x, w.W_1, w.b_1)  # (B, S, H) -> (B, S, I)
-    a = act(pre)
+    if w.W_gate is None:
+        a = act(pre)
+    else:  # ModernBERT's GeGLU
+        a = glu(pre, linear(x, w.W_gate, w.b_gate), act)  # (B, S, I)
     out = linear(a, w.W_2, w.b_2)  # (B, S, I) -> (B, S, H)
     return FeedForwardTrace(pre, a, out) if trace else FeedForwardTrace(output=out)
 
@@ -501,4 +593,38 @@ def encoder_layer(
     x_2 = layer_norm(residual_2, layer.ln_2.gamma, layer.ln_2.beta, eps)
     if trace:
         return LayerTrace(attention, residual_1, x_1, ffn, residual_2, x_2)
+    return LayerTrace(AttentionTrace(probs=attention.probs), ln_2=x_2)
+
+
+def pre_ln_layer(
+    x: np.ndarray,
+    layer: LayerWeights,
+    mask: np.ndarray | None,
+    num_heads: int,
+    act,
+    eps: float,
+    trace: bool = False,
+    relative: RelativePositions | None = None,
+) -> LayerTrace:
+    """One pre-LN Transformer encoder layer, as ModernBERT computes it:
+
+        x_1 = x + MultiHead(LayerNorm_1(x))
+        x_2 = x_1 + FFN(LayerNorm_2(x_1))
+
+    LayerNorm comes before each sublayer and the residual stream itself is
+    never normalised (Xiong et al. 2020); the encoder ends with one more
+    LayerNorm (``Weights.final_ln``). ``layer.ln_1`` None: the identity
+    (ModernBERT's first layer, whose input is the normalised embeddings).
+    x: (B, S, H) -> ``ln_2`` x_2 (B, S, H); the trace's ``residual_1`` is
+    x_1, its ``ln_1`` LayerNorm_2(x_1) (what the FFN reads), ``residual_2``
+    and ``ln_2`` both x_2 (:class:`~minibert.encoder.trace.LayerTrace`).
+    """
+    normed = x if layer.ln_1 is None else layer_norm(x, layer.ln_1.gamma, layer.ln_1.beta, eps)
+    attention = multi_head_attention(normed, layer.attention, mask, num_heads, trace, relative)
+    x_1 = x + attention.output
+    ffn_in = layer_norm(x_1, layer.ln_2.gamma, layer.ln_2.beta, eps)
+    ffn = feed_forward(ffn_in, layer.ffn, act, trace)
+    x_2 = x_1 + ffn.output
+    if trace:
+        return LayerTrace(attention, x_1, ffn_in, ffn, x_2, x_2)
     return LayerTrace(AttentionTrace(probs=attention.probs), ln_2=x_2)

@@ -65,21 +65,27 @@ class AttentionWeights:
 @dataclass(frozen=True)
 class FeedForwardWeights:
     """The position-wise FFN (:func:`minibert.encoder.ops.feed_forward`): W_1 (H, I),
-    b_1 (I,), W_2 (I, H), b_2 (H,), ``(in, out)``."""
+    b_1 (I,), W_2 (I, H), b_2 (H,), ``(in, out)``; a gated FFN (ModernBERT's
+    GeGLU, :func:`minibert.encoder.ops.glu`) also W_gate (H, I) and b_gate (I,)."""
 
     W_1: np.ndarray
     b_1: np.ndarray
     W_2: np.ndarray
     b_2: np.ndarray
+    W_gate: np.ndarray | None = None
+    b_gate: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class LayerWeights:
     """One post-LN encoder layer, grouped as :func:`minibert.encoder.ops.encoder_layer`
-    reads it: ``attention``, then ``ln_1``, then ``ffn``, then ``ln_2``."""
+    reads it: ``attention``, then ``ln_1``, then ``ffn``, then ``ln_2``.
+    A pre-LN layer (ModernBERT, :func:`minibert.encoder.ops.pre_ln_layer`):
+    ``ln_1`` before the attention (None: the identity, ModernBERT's first
+    layer), ``ln_2`` before the FFN."""
 
     attention: AttentionWeights
-    ln_1: LayerNormWeights
+    ln_1: LayerNormWeights | None
     ffn: FeedForwardWeights
     ln_2: LayerNormWeights
 
@@ -113,6 +119,8 @@ class RelativePositions:
     ``pos_att_type`` (("c2p", "p2c"), or fewer); ``scale_factor``, 1 + the
     number of terms; ``scale``, the scores' divisor sqrt(d x scale_factor) in
     float32 (:func:`minibert.encoder.ops.disentangled_scale`); ``share_att_key``.
+    ModernBERT: ``cos`` and ``sin`` (S, d), the rotary tables of the layer's
+    kind (:func:`minibert.encoder.ops.rotary_angles`), turning q and k.
     """
 
     bias: np.ndarray | None = None
@@ -123,6 +131,8 @@ class RelativePositions:
     scale_factor: int = 1
     scale: np.floating | None = None
     share_att_key: bool = False
+    cos: np.ndarray | None = None
+    sin: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,8 @@ class Weights:
     ``checkpoint_shapes`` and ``source_dtypes`` describe every tensor of the
     file as stored; ``format`` says what the weights file was (safetensors,
     PyTorch zip or legacy, sharded) and ``files`` every file read for them;
-    ``relative``: the relative-position tables (MPNet, DeBERTa), else None.
+    ``relative``: the relative-position tables (MPNet, DeBERTa), else None;
+    ``final_ln``: the LayerNorm after the last layer (pre-LN ModernBERT), else None.
     """
 
     embeddings: EmbeddingWeights
@@ -150,3 +161,4 @@ class Weights:
     format: str = ""
     files: tuple[Path, ...] = ()
     relative: RelativeWeights | None = None
+    final_ln: LayerNormWeights | None = None

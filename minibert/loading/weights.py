@@ -179,6 +179,49 @@ DEBERTA_LAYER_NAMES = {
 
 BERT_LAYER_ID = r"encoder\.layer\.(\d+)\."
 
+#: NomicBERT as transformers saves it (``NomicBertModel``): bias-free q/k/v/o projections,
+#: SwiGLU down_proj(silu(gate_proj x) * up_proj x), post-LN norms with bias.
+NOMIC_LAYER_NAMES = {
+    "attention.W_q": "layers.{i}.self_attn.q_proj.weight",
+    "attention.W_k": "layers.{i}.self_attn.k_proj.weight",
+    "attention.W_v": "layers.{i}.self_attn.v_proj.weight",
+    "attention.W_o": "layers.{i}.self_attn.o_proj.weight",
+    "ln_1.gamma": "layers.{i}.post_attention_layernorm.weight",
+    "ln_1.beta": "layers.{i}.post_attention_layernorm.bias",
+    "ffn.W_1": "layers.{i}.mlp.gate_proj.weight",
+    "ffn.W_gate": "layers.{i}.mlp.up_proj.weight",
+    "ffn.W_2": "layers.{i}.mlp.down_proj.weight",
+    "ln_2.gamma": "layers.{i}.post_mlp_layernorm.weight",
+    "ln_2.beta": "layers.{i}.post_mlp_layernorm.bias",
+}
+#: NomicBERT under nomic's original names (nomic-embed-text's own files): fused ``Wqkv``
+#: (rows [q | k | v]), ``fc12`` the activated branch (transformers' gate_proj), ``fc11`` the
+#: multiplier (up_proj), ``norm1``/``norm2``, ``emb_ln``; the same slots as :data:`NOMIC_LAYER_NAMES`.
+NOMIC_ORIGINAL_LAYER_NAMES = {
+    "attention.W_qkv": "encoder.layers.{i}.attn.Wqkv.weight",
+    "attention.W_o": "encoder.layers.{i}.attn.out_proj.weight",
+    "ln_1.gamma": "encoder.layers.{i}.norm1.weight",
+    "ln_1.beta": "encoder.layers.{i}.norm1.bias",
+    "ffn.W_1": "encoder.layers.{i}.mlp.fc12.weight",
+    "ffn.W_gate": "encoder.layers.{i}.mlp.fc11.weight",
+    "ffn.W_2": "encoder.layers.{i}.mlp.fc2.weight",
+    "ln_2.gamma": "encoder.layers.{i}.norm2.weight",
+    "ln_2.beta": "encoder.layers.{i}.norm2.bias",
+}
+NOMIC_EMBEDDINGS = {slot: name for slot, name in EMBEDDING_NAMES.items() if slot != "position"}
+
+#: ModernBERT (``ModernBertModel``): fused, bias-free Q, K, V (``Wqkv``, rows [q | k | v])
+#: and GeGLU input (``Wi``, rows [input | gate]), split at load (:func:`_gated_layer`);
+#: its LayerNorms have no bias (config ``norm_bias`` false); layer 0 has no ``attn_norm``.
+MODERNBERT_LAYER_NAMES = {
+    "attention.W_qkv": "layers.{i}.attn.Wqkv.weight",
+    "attention.W_o": "layers.{i}.attn.Wo.weight",
+    "ln_1.gamma": "layers.{i}.attn_norm.weight",
+    "ln_2.gamma": "layers.{i}.mlp_norm.weight",
+    "ffn.W_i": "layers.{i}.mlp.Wi.weight",
+    "ffn.W_2": "layers.{i}.mlp.Wo.weight",
+}
+
 #: Family (``Config.family``) -> its checkpoint names.
 NAME_TABLES = {
     "bert": NameTable(PREFIXES, EMBEDDING_NAMES, NO_PROJECTION, LAYER_NAMES, BERT_LAYER_ID),
@@ -222,7 +265,37 @@ NAME_TABLES = {
         {"relative.table": "encoder.rel_embeddings.weight",
          "relative.ln.gamma": "encoder.LayerNorm.weight", "relative.ln.beta": "encoder.LayerNorm.bias"},
     ),
+    "modernbert": NameTable(
+        ("model.",),
+        {"word": "embeddings.tok_embeddings.weight", "ln.gamma": "embeddings.norm.weight"},
+        NO_PROJECTION,
+        MODERNBERT_LAYER_NAMES,
+        r"layers\.(\d+)\.",
+        {"final_ln.gamma": "final_norm.weight"},
+    ),
+    "nomic_bert": NameTable(
+        ("nomic_bert.", "bert."), NOMIC_EMBEDDINGS, NO_PROJECTION, NOMIC_LAYER_NAMES, r"layers\.(\d+)\."
+    ),
 }  # fmt: skip
+
+#: NomicBERT's checkpoints under nomic's original names (see :func:`name_table`).
+NOMIC_ORIGINAL = NameTable(
+    ("nomic_bert.", "bert."),
+    NOMIC_EMBEDDINGS | {"ln.gamma": "emb_ln.weight", "ln.beta": "emb_ln.bias"},
+    NO_PROJECTION,
+    NOMIC_ORIGINAL_LAYER_NAMES,
+    r"encoder\.layers\.(\d+)\.",
+)
+
+
+def name_table(config: Config, names) -> NameTable:
+    """The family's names; for NomicBERT, nomic's original ones when the checkpoint
+    carries them (an ``emb_ln`` tensor), else transformers'."""
+    if config.family == "nomic_bert" and any(canonical_name(n, NOMIC_ORIGINAL.prefixes).startswith("emb_ln.")
+                                             for n in names):  # fmt: skip
+        return NOMIC_ORIGINAL
+    return NAME_TABLES[config.family]
+
 
 #: Names that are not parameters at all (buffers some checkpoints carry).
 BUFFERS = re.compile(r"(^|\.)position_ids$")
@@ -305,13 +378,17 @@ def layer_map(config: Config) -> tuple[int, ...]:
 def slot(record, path: str) -> np.ndarray | None:
     """The array at a slot path of a record: ``slot(layer, "ln_1.gamma")``."""
     for name in path.split("."):
-        record = getattr(record, name)
+        record = getattr(record, name, None)  # None: a slot this family's record lacks
     return record
 
 
 def num_parameters(weights: Weights) -> dict[str, int]:
     """Parameter count per part: embeddings, each distinct layer, the
-    relative-position tables (MPNet, DeBERTa), total."""
+    relative-position tables (MPNet, DeBERTa), total. ModernBERT: the
+    checkpoint's own tensors (its fused ``Wqkv`` and ``Wi``, and the final norm),
+    not the zero biases its records carry."""
+    if weights.layers and weights.layers[0].ffn.W_gate is not None:  # ModernBERT, NomicBERT
+        return _stored_parameters(weights)
     emb = (slot(weights.embeddings, path) for path in (*EMBEDDING_NAMES, "W_proj", "b_proj"))
     counts = {"embeddings": sum(t.size for t in emb if t is not None)}
     paths = set().union(*(t.layer for t in NAME_TABLES.values()))
@@ -320,6 +397,18 @@ def num_parameters(weights: Weights) -> dict[str, int]:
     if weights.relative is not None:
         ln = weights.relative.ln
         counts["relative"] = weights.relative.table.size + (0 if ln is None else ln.gamma.size + ln.beta.size)
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def _stored_parameters(weights: Weights) -> dict[str, int]:
+    """:func:`num_parameters` from the tensors the checkpoint stores (``Weights.names``)."""
+    counts: dict[str, int] = {}
+    for slot_path, name in weights.names.items():
+        part = (
+            ".".join(slot_path.split(".")[:2]) if slot_path.startswith("layer.") else slot_path.split(".")[0]
+        )
+        counts[part] = counts.get(part, 0) + int(np.prod(weights.checkpoint_shapes[name]))
     counts["total"] = sum(counts.values())
     return counts
 
@@ -339,18 +428,23 @@ def _expected_shapes(config: Config) -> tuple[dict, dict]:
     layer = {f"attention.{name}": (H, H) for name in ("W_q", "W_k", "W_v", "W_o")}
     layer |= {f"attention.{name}": (H,) for name in ("b_q", "b_k", "b_v", "b_o")}
     layer |= {f"{ln}.{name}": (H,) for ln in ("ln_1", "ln_2") for name in ("gamma", "beta")}
-    layer |= {"ffn.W_1": (I, H), "ffn.b_1": (I,), "ffn.W_2": (H, I), "ffn.b_2": (H,)}
+    layer |= {"ffn.W_1": (I, H), "ffn.b_1": (I,), "ffn.W_2": (H, I), "ffn.b_2": (H,), "ffn.W_gate": (I, H)}
     layer |= {
         "attention.W_pk": (H, H),
         "attention.b_pk": (H,),
         "attention.W_pq": (H, H),
         "attention.b_pq": (H,),
     }
+    if config.family in ("modernbert", "nomic_bert"):
+        layer |= {"attention.W_qkv": (3 * H, H), "ffn.W_i": (2 * I, H)}
+        emb["final_ln.gamma"] = (H,)
     if config.family == "mpnet":
         emb["relative.table"] = (config.relative_attention_num_buckets, config.num_attention_heads)
     else:  # DeBERTa
         emb["relative.table"] = (2 * config.relative_span, H)
     emb |= {"relative.ln.gamma": (H,), "relative.ln.beta": (H,)}
+    if config.family == "nomic_bert":  # both name tables: the slots of either
+        return emb, {slot: layer[slot] for slot in {*NOMIC_LAYER_NAMES, *NOMIC_ORIGINAL_LAYER_NAMES}}
     return emb, {slot: layer[slot] for slot in layer_slots(config)}  # attention, ln_1, ffn, ln_2
 
 
@@ -431,8 +525,8 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
     encoder layer config.json lacks. Layers are walked only while the
     checkpoint has them, so an absurd ``num_hidden_layers`` stops at the first
     missing layer at once."""
-    table = NAME_TABLES[config.family]
     infos = checkpoint.tensors
+    table = name_table(config, infos)
     by_name: dict[str, str] = {}  # canonical -> checkpoint name
     for name in infos:
         canon = canonical_name(name, table.prefixes)
@@ -462,7 +556,7 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
             )
         reads.append((slot, name, transpose))
 
-    emb_names = embedding_slots(config)
+    emb_names = embedding_slots(config) if table is not NOMIC_ORIGINAL else dict(table.embeddings)
     if config.sinusoidal_pos_embds and emb_names["position"] not in by_name:
         # DistilBERT computes a missing sin/cos table rather than loading it
         emb_names.pop("position")
@@ -481,6 +575,10 @@ def _plan(checkpoint: Checkpoint, config: Config) -> _Plan:
     known = set()
     for k, keys in enumerate(_distinct_layer_keys(config)):
         for slot, shape in layer_shapes.items():
+            if slot not in table.layer:  # NomicBERT: the slots of the other name table
+                continue
+            if config.family == "modernbert" and k == 0 and slot == "ln_1.gamma":
+                continue  # ModernBERT's first layer: attn_norm is the identity
             want(table.layer[slot].format(**keys), shape, _is_linear(slot), f"layer.{k}.{slot}")
         known.add(tuple(keys.values()))
     found = {tuple(int(g) for g in m.groups()) for c in by_name if (m := re.match(table.layer_id, c))}
@@ -518,7 +616,9 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
     emb = {k: values.pop(f"embeddings.{k}") for k in plan.embeddings}
     if "position" not in emb and config.sinusoidal_pos_embds:
         emb["position"] = sinusoidal_positions(config.max_position_embeddings, config.embedding_size, dtype)
-    ln = LayerNormWeights(emb["ln.gamma"], emb["ln.beta"])
+    ln = LayerNormWeights(
+        emb["ln.gamma"], emb.get("ln.beta", np.zeros_like(emb["ln.gamma"]))
+    )  # ModernBERT: none
     embeddings = EmbeddingWeights(
         emb["word"], emb.get("position"), emb.get("token_type"), ln, emb.get("W_proj"), emb.get("b_proj")
     )
@@ -529,12 +629,19 @@ def from_checkpoint(checkpoint: Checkpoint, config: Config, dtype: str | np.dtyp
             rel_ln = LayerNormWeights(values.pop("relative.ln.gamma"), values.pop("relative.ln.beta"))
         relative = RelativeWeights(values.pop("relative.table"), rel_ln)
     slots = layer_slots(config)
-    layers = tuple(_layer(values, f"layer.{k}.", config.head_size, slots) for k in range(plan.num_layers))
+    final_ln = None
+    if config.family == "modernbert":
+        gamma = values.pop("final_ln.gamma")
+        final_ln = LayerNormWeights(gamma, np.zeros_like(gamma))
+    if config.family in ("modernbert", "nomic_bert"):
+        layers = tuple(_gated_layer(values, f"layer.{k}.", config.head_size) for k in range(plan.num_layers))
+    else:
+        layers = tuple(_layer(values, f"layer.{k}.", config.head_size, slots) for k in range(plan.num_layers))
     return Weights(
         embeddings, layers, {slot: name for slot, name, _ in plan.reads}, plan.ignored,
         {name: info.shape for name, info in infos.items()},
         {name: info.dtype for name, info in infos.items()},
-        layer_map(config), checkpoint.format, checkpoint.files, relative,
+        layer_map(config), checkpoint.format, checkpoint.files, relative, final_ln,
     )  # fmt: skip
 
 
@@ -551,6 +658,37 @@ def _layer(
         AttentionWeights(**group("attention."), head_size=head_size), LayerNormWeights(**group("ln_1.")),
         FeedForwardWeights(**group("ffn.")), LayerNormWeights(**group("ln_2.")),
     )  # fmt: skip
+
+
+def _gated_layer(values: dict[str, np.ndarray], prefix: str, head_size: int) -> LayerWeights:
+    """One ModernBERT or NomicBERT layer's record. A fused ``Wqkv`` (H, 3H) is split
+    into W_q, W_k, W_v (column blocks [q | k | v], as ``qkv.view(..., 3, h, d)`` and
+    transformers' ``Chunk(dim=0)`` read them), ModernBERT's ``Wi`` (H, 2I) into W_1 and
+    W_gate (``chunk(2)``: [input | gate]); the biases the checkpoint has none of
+    (ModernBERT's ``attention_bias``, ``mlp_bias``, ``norm_bias`` false; NomicBERT's
+    projections) are zeros; no ``ln_1`` in ModernBERT's layer 0 (the identity)."""
+    take = values.pop
+    W_o = take(prefix + "attention.W_o")
+    H, dtype = W_o.shape[0], W_o.dtype
+    zeros = np.zeros(H, dtype)
+    if prefix + "attention.W_qkv" in values:
+        W_qkv = take(prefix + "attention.W_qkv")
+        W_q, W_k, W_v = (np.ascontiguousarray(W_qkv[:, j * H : (j + 1) * H]) for j in range(3))
+    else:
+        W_q, W_k, W_v = (take(prefix + f"attention.W_{x}") for x in "qkv")
+    attention = AttentionWeights(W_q, zeros, W_k, zeros, W_v, zeros, W_o, zeros, head_size)
+    if prefix + "ffn.W_i" in values:
+        W_i = take(prefix + "ffn.W_i")
+        I = W_i.shape[1] // 2
+        W_1, W_gate = np.ascontiguousarray(W_i[:, :I]), np.ascontiguousarray(W_i[:, I:])
+    else:
+        W_1, W_gate = take(prefix + "ffn.W_1"), take(prefix + "ffn.W_gate")
+    b_i = np.zeros(W_1.shape[1], dtype)
+    ffn = FeedForwardWeights(W_1, b_i, take(prefix + "ffn.W_2"), zeros, W_gate, b_i)
+    gamma_1 = take(prefix + "ln_1.gamma", None)
+    ln_1 = None if gamma_1 is None else LayerNormWeights(gamma_1, take(prefix + "ln_1.beta", zeros))
+    ln_2 = LayerNormWeights(take(prefix + "ln_2.gamma"), take(prefix + "ln_2.beta", zeros))
+    return LayerWeights(attention, ln_1, ffn, ln_2)
 
 
 def load_weights(path: str | Path, config: Config, dtype: str | np.dtype = "float32") -> Weights:

@@ -779,6 +779,11 @@ def explain(
         raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
     if not text.strip():
         raise MinibertError("the text to explain is empty")
+    if model.config.family in ("modernbert", "nomic_bert"):  # issue 19: their steps are not taught yet
+        raise MinibertError(
+            "explain and view do not show ModernBERT's and NomicBERT's steps yet (rotary q and k, gated "
+            "FFNs, ModernBERT's pre-LN layers and window): use extract, or encode(..., trace=True)"
+        )
     if pair is not None and not isinstance(pair, str):
         raise MinibertError(
             f"{prefix}pair: the second text must be a string or None, got {type(pair).__name__}"
