@@ -187,16 +187,16 @@ def _text_attention(
 
 def _disentangled(pos_qT, pos_kT, at_c2p, at_p2c, at, n: int) -> tuple:
     """DeBERTa's position terms for one text of n real tokens in one layer:
-    (pos_qT, c2p_cols, pos_kT, p2c_cols), each projection restricted to the
+    (pos_qT, p2c_cols, pos_kT, c2p_cols), each projection restricted to the
     relative embeddings the text reads.
 
     pos_qT, pos_kT: (h, d, 2K) or None, the layer's projected relative
-    embeddings, divided by s (:func:`_positions`); at_c2p, at_p2c: (S, S),
-    the batch's clamped gather indices clip(+-delta + K, 0, 2K - 1) of
-    :func:`ops.disentangled_bias`, read at the text's positions (``at``, or
-    the first n). A text of n tokens reads at most 2n - 1 of the 2K
-    embeddings: only those columns are multiplied (c2p_cols: (n, n) indices
-    into them).
+    embeddings (pos_qT divided by s; :func:`positions`); at_c2p, at_p2c:
+    (S, S), the batch's clamped gather indices clip(+-delta + K, 0, 2K - 1)
+    of :func:`ops.disentangled_bias`, read at the text's positions (``at``,
+    or the first n). A right-padded text of n tokens reads at most 2n - 1 of
+    the 2K embeddings: only the range it reads is multiplied (p2c_cols,
+    c2p_cols: (n, n) indices into it).
     """
     terms = []
     for posT, cols in ((pos_qT, at_p2c), (pos_kT, at_c2p)):
