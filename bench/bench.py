@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import platform
@@ -55,6 +56,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# Python puts this script's folder first on sys.path, where bench/kernels.py would shadow the
+# `kernels` package that transformers imports (its import then failed, and the transformers
+# columns were silently skipped): the folder goes, the repository comes in.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 import minibert  # noqa: E402
@@ -146,22 +151,29 @@ class TransformersEngine:
         self.torch = torch
         self.attentions = attentions
         self.name = "transformers-eager+attn" if attentions else "transformers"
-        attn = "eager" if attentions else "sdpa"
-        self.model = AutoModel.from_pretrained(str(path), attn_implementation=attn).eval()
+        self.attn = "eager" if attentions else "sdpa"
+        try:
+            self.model = AutoModel.from_pretrained(str(path), attn_implementation=self.attn).eval()
+        except ValueError:  # an architecture without SDPA (DeBERTa-v2/v3 in transformers 5.25)
+            self.attn = "eager"
+            self.model = AutoModel.from_pretrained(str(path), attn_implementation=self.attn).eval()
+        # MPNet takes no token type ids; DeBERTa-v2/v3 has no SDPA and runs its own attention
+        self.types = "token_type_ids" in inspect.signature(self.model.forward).parameters
 
     def set_threads(self, threads: int) -> None:
         self.torch.set_num_threads(threads)
 
     def __call__(self, batch) -> None:
         t = self.torch
+        types = {"token_type_ids": t.from_numpy(batch.token_type_ids)} if self.types else {}
         with t.inference_mode():
-            self.model(
+            return self.model(
                 input_ids=t.from_numpy(batch.input_ids),
                 attention_mask=t.from_numpy(batch.attention_mask),
-                token_type_ids=t.from_numpy(batch.token_type_ids),
                 output_hidden_states=True,
                 output_attentions=self.attentions,
-            )
+                **types,
+            ).hidden_states
 
 
 def make_engine(name: str, model: Model):
@@ -510,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     if "transformers" in wanted:
         try:
             engines["transformers"] = TransformersEngine(model.path)
+            if engines["transformers"].attn != "sdpa":
+                notes.append("transformers column: eager attention (transformers has no SDPA for this model)")
         except ImportError as e:
             notes.append(f"transformers column skipped: {e} (install the [reference] extra)")
     if "onnxruntime" in wanted:
@@ -549,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         got = engines["onnxruntime"](check)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True))
         print(f"check: ONNX Runtime vs minibert fast, max |difference| over all hidden states = {diff:.1e}")
+    if "minibert-fast" in engines and "transformers" in engines:
+        ref = engines["minibert-fast"].model.forward(check).hidden_states
+        engines["transformers"].set_threads(1)
+        got = [h.numpy() for h in engines["transformers"](check)]
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True))
+        print(f"check: transformers vs minibert fast, max |difference| over all hidden states = {diff:.1e}")
 
     results = {"environment": env, "notes": notes, "rates": {}, "attention_rates": {}, "runs": args.runs}
     thread_counts = [int(t) for t in args.threads.split(",")]

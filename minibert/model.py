@@ -502,14 +502,8 @@ class Model:
             out = forward(self.weights, self.config, ids, types, mask, output_attentions, trace)
             maps = _zero_padding_queries(_kept(out.attentions, keep), mask, copy=True)
             return replace(out, attentions=maps)
-        # DeBERTa's c2p/p2c do not run on the fast schedule yet (issue 18; the schedule is being
-        # restructured to call the ops formulas, issue 21): it takes the formulas, chunked.
-        if self.impl == "plain" or self.config.family == "deberta-v2":
+        if self.impl == "plain":
             out = self._plain_in_chunks(batch, output_attentions)
-            hidden = out.hidden_states
-            if self.impl != "plain":  # the default path's promise: 0 at padding positions
-                for x in hidden:
-                    x[~mask.astype(bool)] = 0
             return replace(
                 out, attentions=_zero_padding_queries(_kept(out.attentions, keep), mask, copy=False)
             )

@@ -795,7 +795,7 @@ def test_the_fused_qkv_layout_is_the_schedules_built_once_per_weights(tiny_model
     doubled = replace(layer, attention=replace(layer.attention, W_q=2 * layer.attention.W_q))
     other = replace(weights, layers=(doubled, *weights.layers[1:]))
     assert_array_equal(fast.fused_qkv(other)[0][0][:, :H], 2 * fused[0][0][:, :H])
-    key = id(other)
+    key = (id(other), "qkv", None)
     assert key in fast._FUSED
     del other
     gc.collect()

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import variant
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
+from test_fast import check_batch_fast_equals_plain
 
 import minibert
 from minibert import MinibertError
@@ -278,3 +282,78 @@ def test_the_commands_work_for_each_family(name, tmp_path, capsys):
     assert len(w.words) == 2 and np.isfinite(w.vectors).all()
     long = minibert.encode_long(m, ["word " * 300], window=32, stride=16)
     assert long.hidden_states[-1].shape[1] > 32 and np.isfinite(long.hidden_states[-1]).all()
+
+
+# --------------------------------------------------------------------------- the fast schedule
+
+
+def relpos_batch(m, lengths, seed: int, holes: bool):
+    """A right-padded batch of random ids (never a special id) with the given lengths;
+    with ``holes``, some texts get a masked token inside (a hand-made mask: the fast
+    path's gather at the real positions, relative distances counting the hole)."""
+    rng = np.random.default_rng(seed)
+    B, S = len(lengths), max(lengths)
+    ids = np.full((B, S), m.config.pad_token_id, np.int64)
+    mask = np.zeros((B, S), np.int64)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = rng.integers(5, m.config.vocab_size, n)
+        mask[b, :n] = 1
+        if holes and n > 2 and rng.random() < 0.5:
+            mask[b, rng.integers(1, n - 1)] = 0
+    types = (rng.integers(0, 2, (B, S)) * mask).astype(np.int64)
+    if m.config.type_vocab_size == 0:
+        types = np.zeros_like(types)
+    tokens = [[f"t{i}" for i in row[:n]] for row, n in zip(ids, lengths, strict=True)]
+    return minibert.Batch(ids, types, mask, tokens, [[None] * n for n in lengths], list(lengths))
+
+
+# Observed over 4 x 2 x 12 examples: fast vs plain float32 <= 1e-6 relative, float64 <= 3e-15.
+# Before issue 18's schedule work, DeBERTa ran the formulas on the default path (nothing to compare);
+# with the scale left at sqrt(d) (the fused layout's default) this fails at 2e-1.
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["tiny-mpnet", "tiny-deberta-v3", "tiny-deberta-v2", "tiny-deberta-c2p"])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.one_of(st.integers(1, 126), st.integers(1, 12)), min_size=1, max_size=9),
+    seed=st.integers(0, 2**16),
+    holes=st.booleans(),
+)
+def test_random_batch_compositions_fast_equals_plain_at_1_and_2_threads(name, dtype, lengths, seed, holes):
+    """MPNet and DeBERTa (v3, v2, c2p only) on the fast schedule: any mix of lengths
+    1-126 (past every exact bucket range and DeBERTa-v2's clipping; several work
+    units when the batch passes 512 tokens), token types, masked tokens inside a
+    text: fast == plain to rounding, hidden states and attention maps, 0 at
+    padding; 1 and 2 threads give the same bits (float32 and float64)."""
+    pytest.importorskip("threadpoolctl")
+    m = model(name, dtype, "fast")
+    batch = relpos_batch(m, lengths, seed, holes)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    one = check_batch_fast_equals_plain(m, batch, 1, rtol)
+    two = variant(m, "fast", 2).forward(batch, output_attentions=True)
+    for i, (a, b) in enumerate(zip(one.hidden_states, two.hidden_states, strict=True)):
+        assert_array_equal(b, a, err_msg=f"{name} hidden_states[{i}], lengths {lengths}, 2 threads vs 1")
+    for i, (a, b) in enumerate(zip(one.attentions, two.attentions, strict=True)):
+        assert_array_equal(b, a, err_msg=f"{name} attentions[{i}], lengths {lengths}, 2 threads vs 1")
+
+
+def test_deberta_fast_schedule_scale_and_projections():
+    """The fused layout of a DeBERTa model divides W_q by its float32 scale
+    sqrt(d (1 + #terms)), not by sqrt(d); the projected relative embeddings are
+    made once per Weights (cached) and p2c's pos_q carries the same 1/s."""
+    from minibert.encoder import fast
+    from minibert.encoder.forward import relative_positions
+
+    m = model("tiny-deberta-v3", "float64")
+    rel = relative_positions(m.config, m.weights, 10, np.float64)
+    assert rel.scale == np.sqrt(np.float32(m.config.head_size) * np.float32(3))
+    W_qkv, b_qkv = fast.fused_qkv(m.weights, rel.scale)[0]
+    a = m.weights.layers[0].attention
+    H = m.config.hidden_size
+    assert_allclose(W_qkv[:, :H], a.W_q / np.float64(rel.scale), rtol=1e-15, atol=0)
+    assert_array_equal(W_qkv[:, H:], np.concatenate([a.W_k, a.W_v], axis=1))
+    table = fast.positions(m.weights, rel)
+    assert fast.positions(m.weights, rel) is table
+    pos_q, pos_k = ops._position_projections(a, rel, m.config.num_attention_heads)
+    assert_allclose(table[0][0], np.swapaxes(pos_q, -1, -2) / np.float64(rel.scale), rtol=1e-14, atol=0)
+    assert_allclose(table[0][1], np.swapaxes(pos_k, -1, -2), rtol=0, atol=0)

@@ -33,7 +33,7 @@ ROOT = Path(minibert.__file__).resolve().parent
 FILES = {
     ROOT / "encoder" / "ops.py": (),
     ROOT / "encoder" / "forward.py": (),
-    ROOT / "encoder" / "fast.py": ("N", "n", "g", "m"),
+    ROOT / "encoder" / "fast.py": ("N", "n", "g", "m", "r"),
     ROOT / "encoder" / "kernels.py": ("n", "g", "m"),
 }
 SHAPE = r"\(([^()]*)\)"

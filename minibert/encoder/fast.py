@@ -13,7 +13,16 @@ What it does differently, and why (docs/performance.md has the measurements):
   (H, 3H) matrix per layer, built once per Weights and kept beside it
   (:func:`fused_qkv`; the record the formulas take holds them apart); the
   1/sqrt(d) of attention is folded into its W_q and b_q columns, which
-  changes float32 results by rounding only.
+  changes float32 results by rounding only. DeBERTa divides its scores by
+  sqrt(d (1 + #terms)), a float32 root (:func:`ops.disentangled_scale`):
+  its layout folds that number in instead (``fused_qkv(weights, divisor)``).
+- **Relative positions once.** MPNet's bias (h, S, S) is computed once per
+  batch and added to the scores of every layer. DeBERTa's relative
+  embeddings are projected once per Weights and layer (:func:`positions`),
+  its clamped gather indices once per batch; per text and head group, c2p
+  and p2c are one product of Q (already divided by s) or K with the
+  relative embeddings the text reads, then a gather
+  (:func:`_disentangled_bias`), added to the scores as MPNet's bias is.
 - **Row blocks.** The attention output projection, both LayerNorms and the
   FFN run on blocks of :data:`ROW_BLOCK` tokens (:func:`_layer_rows`), so
   the (rows, I) FFN intermediate stays in cache and is never materialised
@@ -63,9 +72,10 @@ Shape alphabet as in :mod:`minibert.encoder.ops` (B, S, H, h, d, I), plus:
     N  real (non-padding) tokens of the work unit, packed into rows
     n  one text's real tokens          g  heads whose scores are computed at once
     m  rows of a block (<= ROW_BLOCK)
+    r  DeBERTa's relative embeddings one text reads (<= 2K)
 
 Shape comments are checked while the code runs (``tests/test_shape_comments.py``);
-N, n, g and m are the values of the variables of those names where they run.
+N, n, g, m and r are the values of the variables of those names where they run.
 """
 
 from __future__ import annotations
@@ -78,7 +88,8 @@ import numpy as np
 
 from minibert.encoder import kernels, ops, threads
 from minibert.encoder.config import Config
-from minibert.encoder.params import Weights
+from minibert.encoder.forward import relative_positions
+from minibert.encoder.params import RelativePositions, Weights
 
 #: Tokens per row block of the post-attention part of a layer: (ROW_BLOCK, I)
 #: float32 is 1.5 MB for I = 1536, and BLAS is near full speed at this size.
@@ -96,17 +107,22 @@ def _attention(
     h: int,
     probs: np.ndarray | None = None,
     bias: np.ndarray | None = None,
+    disentangled: tuple | None = None,
 ) -> None:
     """ctx <- multi-head attention context of one text, before W^O; and, if
     ``probs`` is given, probs <- its attention probabilities.
 
-    qkv: (n, 3H) = [Q / sqrt(d) | K | V] of the text's n real tokens;
+    qkv: (n, 3H) = [Q / s | K | V] of the text's n real tokens (s = sqrt(d), or
+    DeBERTa's :func:`ops.disentangled_scale`);
     ctx: (n, H), written; scores: flat scratch of >= g n^2 elements for the
     g = :func:`_heads_at_once` heads of a group (see :data:`ATTENTION_BLOCK`);
     probs: None, or (h, n, n), written (a view of the returned (B, h, S, S)
     array at the text's real queries and keys); bias: None, or (h, n, n),
     added to the scaled scores (MPNet's relative position bias,
-    :func:`minibert.encoder.ops.relative_position_bias`, computed once per batch).
+    :func:`minibert.encoder.ops.relative_position_bias`, computed once per batch);
+    disentangled: None, or DeBERTa's position terms of this layer and text
+    (:func:`_disentangled`), whose c2p + p2c is computed per head group
+    (:func:`_disentangled_bias`) and added to the scaled scores the same way.
 
     The schedule of :func:`ops.scaled_dot_product_attention` for one text:
     heads go g at a time, g chosen so the g (n, n) score matrices stay in
@@ -127,7 +143,10 @@ def _attention(
         v = heads[:, 2, group].transpose(1, 0, 2)  # (n, g, d) -> (g, n, d)
         p = scores[: g * n * n].reshape(g, n, n)
         group_probs = None if probs is None else probs[group]
-        kernels.attention(q, kT, v, p, out[group], group_probs, None if bias is None else bias[group])
+        group_bias = None if bias is None else bias[group]
+        if disentangled is not None:
+            group_bias = _disentangled_bias(q, kT, group, *disentangled)
+        kernels.attention(q, kT, v, p, out[group], group_probs, group_bias)
 
 
 def _text_attention(
@@ -138,13 +157,15 @@ def _text_attention(
     maps: np.ndarray | None,
     real: np.ndarray,
     bias: np.ndarray | None = None,
+    relative: tuple | None = None,
 ) -> None:
     """:func:`_attention` of one text, writing its attention probabilities,
     if ``maps`` (h, S, S) is given, at its real queries and keys there
     (``real``: (S,) bool, n of them; every other entry is left as it is, 0).
     ``bias``: None, or the batch's position bias (h, S, S), read
     at the text's real positions (relative distances count padding, as in
-    the formulas).
+    the formulas). ``relative``: None, or DeBERTa's (pos_qT, pos_kT, at_c2p,
+    at_p2c) of this layer and batch (see :func:`_disentangled`).
 
     The tokenizer pads on the right, so the real tokens are the first n and
     the probabilities are written straight into maps[:, :n, :n]; a hand-made
@@ -154,13 +175,62 @@ def _text_attention(
     at = None if real[:n].all() else np.flatnonzero(real)
     if bias is not None:
         bias = bias[:, :n, :n] if at is None else bias[:, at[:, None], at]  # (h, S, S) -> (h, n, n)
+    terms = None if relative is None else _disentangled(*relative, at, n)
     if maps is None:
-        return _attention(qkv, ctx, scores, h, None, bias)
+        return _attention(qkv, ctx, scores, h, None, bias, terms)
     if at is None:
-        return _attention(qkv, ctx, scores, h, maps[:, :n, :n], bias)
+        return _attention(qkv, ctx, scores, h, maps[:, :n, :n], bias, terms)
     probs = np.empty((h, n, n), qkv.dtype)
-    _attention(qkv, ctx, scores, h, probs, bias)
+    _attention(qkv, ctx, scores, h, probs, bias, terms)
     maps[:, at[:, None], at] = probs
+
+
+def _disentangled(pos_qT, pos_kT, at_c2p, at_p2c, at, n: int) -> tuple:
+    """DeBERTa's position terms for one text of n real tokens in one layer:
+    (pos_qT, p2c_cols, pos_kT, c2p_cols), each projection restricted to the
+    relative embeddings the text reads.
+
+    pos_qT, pos_kT: (h, d, 2K) or None, the layer's projected relative
+    embeddings (pos_qT divided by s; :func:`positions`); at_c2p, at_p2c:
+    (S, S), the batch's clamped gather indices clip(+-delta + K, 0, 2K - 1)
+    of :func:`ops.disentangled_bias`, read at the text's positions (``at``,
+    or the first n). A right-padded text of n tokens reads at most 2n - 1 of
+    the 2K embeddings: only the range it reads is multiplied (p2c_cols,
+    c2p_cols: (n, n) indices into it).
+    """
+    terms = []
+    for posT, cols in ((pos_qT, at_p2c), (pos_kT, at_c2p)):
+        if posT is None:
+            terms += [None, None]
+            continue
+        cols = cols[:n, :n] if at is None else cols[at[:, None], at]  # (S, S) -> (n, n)
+        lo, hi = int(cols.min()), int(cols.max()) + 1
+        terms += [posT[:, :, lo:hi], cols - lo]
+    return tuple(terms)
+
+
+def _disentangled_bias(q, kT, group: slice, pos_qT, p2c_cols, pos_kT, c2p_cols) -> np.ndarray:
+    """c2p + p2c of :func:`ops.disentangled_bias` for g heads of one text, (g, n, n):
+
+        c2p[i, j] = Q_i . Kr_{c(i, j)} / s,    p2c[i, j] = K_j . Qr_{c'(j, i)} / s
+
+    q: (g, n, d), already divided by s (the fused layout); kT: (g, d, n);
+    pos_qT, pos_kT: (h, d, r) or None, the projections already divided by s
+    (p2c's Qr) or not (c2p's Kr), restricted to the r columns the text reads;
+    p2c_cols, c2p_cols: (n, n) indices into those columns. Each term is one
+    product with the r relative embeddings, then a gather, as in the formula.
+    """
+    bias = None
+    if pos_kT is not None:
+        r = pos_kT.shape[-1]  # noqa: F841 (the size of r in the shape comments)
+        c2p_all = q @ pos_kT[group]  # (g, n, d) @ (g, d, r) -> (g, n, r)
+        bias = np.take_along_axis(c2p_all, c2p_cols[None], axis=-1)  # (g, n, r) -> (g, n, n)
+    if pos_qT is not None:
+        r = pos_qT.shape[-1]  # noqa: F841
+        p2c_all = np.swapaxes(kT, -1, -2) @ pos_qT[group]  # (g, n, d) @ (g, d, r) -> (g, n, r)
+        p2c = np.take_along_axis(p2c_all, p2c_cols[None], axis=-1)  # (g, n, r) -> (g, n, n), [key, query]
+        bias = np.swapaxes(p2c, -1, -2) if bias is None else bias + np.swapaxes(p2c, -1, -2)
+    return bias
 
 
 def _heads_at_once(n: int, h: int) -> int:
@@ -231,11 +301,11 @@ def forward(
     lengths = real.sum(axis=1)
     todo = units(lengths)
     n = threads.wanted()
-    bias = None
-    if config.family == "mpnet":  # the relative position bias, once per batch: (1, h, S, S) -> (h, S, S)
-        bias = ops.relative_position_bias(S, weights.relative.table)[0]
+    bias, relative, divisor = _relative_terms(config, weights, S, dtype)
     rotary = rotary_tables(config, S, dtype) if config.layer_types else None
-    args = (weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, rotary)
+    qkv_weights = fused_qkv(weights, divisor)
+    inputs = (input_ids, position_ids, token_type_ids, real)
+    args = (weights, config, *inputs, outs, maps, bias, rotary, relative, qkv_weights)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
         costliest_first = [todo[j] for j in np.argsort(-np.asarray(work), kind="stable")]
@@ -245,6 +315,33 @@ def forward(
         for b0, b1 in todo:
             _encode(*args, b0, b1)
     return tuple(outs), None if maps is None else tuple(maps)
+
+
+def _relative_terms(config: Config, weights: Weights, S: int, dtype) -> tuple:
+    """What the layers read about relative positions in a batch padded to S:
+    (bias, relative, divisor), each None where the family has none.
+
+    MPNet: bias (h, S, S), the position bias of every layer, once per batch.
+    DeBERTa: divisor, the float32 scale s of its scores; relative, per stored
+    layer the projected relative embeddings (:func:`positions`, once per
+    Weights) and the (S, S) clamped gather indices of c2p and p2c
+    (:func:`ops.disentangled_bias`), once per batch.
+    """
+    if config.family == "mpnet":
+        return (
+            ops.relative_position_bias(S, weights.relative.table)[0],
+            None,
+            None,
+        )  # (1, h, S, S) -> (h, S, S)
+    if config.family != "deberta-v2":
+        return None, None, None
+    rel = relative_positions(config, weights, S, dtype)
+    if rel.embeddings is None or not rel.terms:
+        return None, None, rel.scale
+    span = rel.span
+    at_c2p = np.clip(rel.index + span, 0, 2 * span - 1)  # (S, S)
+    at_p2c = np.clip(-rel.index + span, 0, 2 * span - 1)  # (S, S)
+    return None, (positions(weights, rel), at_c2p, at_p2c), rel.scale
 
 
 #: Bytes of one layer's attention maps below which each layer gets its own
@@ -365,7 +462,20 @@ def _rotate_qk(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, h: int) -> Non
 
 
 def _encode(
-    weights, config, input_ids, position_ids, token_type_ids, real, outs, maps, bias, rotary, b0, b1
+    weights,
+    config,
+    input_ids,
+    position_ids,
+    token_type_ids,
+    real,
+    outs,
+    maps,
+    bias,
+    rotary,
+    relative,
+    qkv_weights,
+    b0,
+    b1,
 ) -> None:
     """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1] (and,
     unless ``maps`` is None, each text's attention maps into
@@ -374,6 +484,9 @@ def _encode(
     (ModernBERT, :func:`rotary_tables`): pre-LN layers (:func:`_layer_rows_pre`)
     with q and k turned (:func:`_rotate_qk`), the window bias on local layers,
     and the final LayerNorm on the last hidden state; else None.
+    ``relative``: DeBERTa's (per stored layer (pos_qT, pos_kT) of :func:`positions`, and
+    the batch's (S, S) gather indices for c2p and p2c), or None.
+    ``qkv_weights``: :func:`fused_qkv` with the family's scale.
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy). Each layer
@@ -406,9 +519,8 @@ def _encode(
     types = None if token_type_ids is None else pack(token_type_ids)
     x = destination(0)
     x[...] = ops.embed(pack(input_ids), pack(position_ids), types, weights.embeddings, eps).hidden_state
-    publish(0, x)
+    publish(0, x)  # DeBERTa multiplies the embeddings by the mask: real rows by 1, padding rows stay 0
     act = activation(config.hidden_act, dtype)
-    qkv_weights = fused_qkv(weights)
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
     scores = np.empty(_score_scratch(lengths, h), dtype)
@@ -436,7 +548,8 @@ def _encode(
             s, e = starts[b], starts[b + 1]
             if e > s:
                 text_maps = None if maps is None or maps[i - 1] is None else maps[i - 1][b0 + b]
-                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], layer_bias)
+                text_relative = None if relative is None else (*relative[0][k], *relative[1:])
+                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], layer_bias, text_relative)
         x_next = destination(i)
         for r0 in range(0, N, R):
             m = min(R, N - r0)  # rows in this block
@@ -517,38 +630,74 @@ def _gelu32(x: np.ndarray) -> np.ndarray:
     return x
 
 
-_FUSED: dict[int, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
+_FUSED: dict[tuple, tuple] = {}
 _FUSED_LOCK = threading.Lock()
 
 
-def fused_qkv(weights: Weights) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Per stored layer of ``weights``, the schedule's layout of its Q, K, V
-    projections: W_qkv (H, 3H) = [W_q / sqrt(d) | W_k | W_v] and b_qkv (3H,)
-    = [b_q / sqrt(d) | b_k | b_v], so one product projects all three and
-    :func:`kernels.attention` needs no division by sqrt(d).
-
-    Built on first use and kept while ``weights`` lives (keyed by its id, and
-    dropped by a ``weakref.finalize`` when it is collected): W_k, W_v and the
-    scaled W_q are copies, H (3H + 3) numbers per layer (7 MB for
-    all-MiniLM-L6-v2). The scale is 1/sqrt(d) in the weights' dtype times W_q
-    (which changes float32 results by rounding only).
-    """
-    key = id(weights)
+def _per_weights(weights: Weights, key: tuple, build):
+    """``build()``, made once per ``weights`` and ``key`` and kept while ``weights``
+    lives (keyed by its id, dropped by a ``weakref.finalize`` when it is collected)."""
+    key = (id(weights), *key)
     with _FUSED_LOCK:
-        fused = _FUSED.get(key)
-        if fused is None:
-            fused = tuple(_fuse(layer.attention) for layer in weights.layers)
-            _FUSED[key] = fused
+        value = _FUSED.get(key)
+        if value is None:
+            value = build()
+            _FUSED[key] = value
             weakref.finalize(weights, _FUSED.pop, key, None)
-    return fused
+    return value
 
 
-def _fuse(w) -> tuple[np.ndarray, np.ndarray]:
+def fused_qkv(weights: Weights, divisor=None) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per stored layer of ``weights``, the schedule's layout of its Q, K, V
+    projections: W_qkv (H, 3H) = [W_q / s | W_k | W_v] and b_qkv (3H,)
+    = [b_q / s | b_k | b_v], so one product projects all three and
+    :func:`kernels.attention` needs no division by the scale s: sqrt(d)
+    (``divisor`` None), or ``divisor``, DeBERTa's float32
+    :func:`ops.disentangled_scale` sqrt(d (1 + #terms)).
+
+    Built on first use and kept while ``weights`` lives (:func:`_per_weights`):
+    W_k, W_v and the scaled W_q are copies, H (3H + 3) numbers per layer
+    (7 MB for all-MiniLM-L6-v2). The scale is 1/s in the weights' dtype
+    times W_q (which changes float32 results by rounding only).
+    """
+    s = None if divisor is None else float(divisor)
+    return _per_weights(
+        weights, ("qkv", s), lambda: tuple(_fuse(layer.attention, divisor) for layer in weights.layers)
+    )
+
+
+def _fuse(w, divisor=None) -> tuple[np.ndarray, np.ndarray]:
     """(W_qkv, b_qkv) of one layer's AttentionWeights (see :func:`fused_qkv`)."""
     H = w.W_q.shape[0]
-    s = np.asarray(1 / np.sqrt(w.head_size), w.W_q.dtype)
+    root = np.sqrt(w.head_size) if divisor is None else np.float64(divisor)
+    s = np.asarray(1 / root, w.W_q.dtype)
     W_qkv = np.empty((H, 3 * H), w.W_q.dtype)
     b_qkv = np.empty(3 * H, w.b_q.dtype)
     W_qkv[:, :H], W_qkv[:, H : 2 * H], W_qkv[:, 2 * H :] = w.W_q * s, w.W_k, w.W_v
     b_qkv[:H], b_qkv[H : 2 * H], b_qkv[2 * H :] = w.b_q * s, w.b_k, w.b_v
     return W_qkv, b_qkv
+
+
+def positions(weights: Weights, relative: RelativePositions) -> tuple[tuple, ...]:
+    """DeBERTa's projected relative embeddings per stored layer, (pos_qT, pos_kT),
+    each (h, d, 2K) or None when its term (p2c, c2p) is not in ``pos_att_type``:
+    ``ops._position_projections`` of the (LayerNormed) relative embeddings,
+    transposed per head for the products with Q and K, and pos_q divided by s,
+    as the fused layout divides Q (c2p reads the scaled Q; p2c reads K, so its
+    1/s goes here). They depend on the weights alone: projected once per Weights
+    and kept while it lives (:func:`_per_weights`), 2 x L x 2K x H numbers
+    (38 MB for a 12-layer base model in float32), not per batch, layer call or head.
+    """
+    key = ("positions", float(relative.scale), relative.terms, relative.share_att_key, relative.span)
+    return _per_weights(
+        weights, key, lambda: tuple(_project(layer.attention, relative) for layer in weights.layers)
+    )
+
+
+def _project(w, relative: RelativePositions) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(pos_qT, pos_kT) of one layer (see :func:`positions`)."""
+    h = w.W_q.shape[1] // w.head_size
+    pos_q, pos_k = ops._position_projections(w, relative, h)  # (h, 2K, d) or None each
+    if pos_q is not None:
+        pos_q = pos_q * np.asarray(1 / np.float64(relative.scale), pos_q.dtype)
+    return tuple(None if p is None else np.ascontiguousarray(np.swapaxes(p, -1, -2)) for p in (pos_q, pos_k))
