@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from minibert.analysis import logreg
-from minibert.analysis.conllu import Sentence, read_sentences
-from minibert.analysis.vectors import WordVectors, word_vectors
+from minibert.analysis.conllu import Sentence, read_sentences, source_name
+from minibert.analysis.vectors import word_vectors
 from minibert.errors import MinibertError
 from minibert.model import Model, load
 
@@ -99,9 +99,10 @@ def _layer_probe(l, Xtr, Xte, y, yc, gold, gold_c, K, Cs, folds, seed) -> dict:
     """One layer: CV for C, the probe, the control probe at the same C."""
     cv = logreg.cross_validate(Xtr, y, K, list(Cs), folds, seed)
     C = float(Cs[int(np.argmax(cv))])  # ties: the first in the grid, the strongest penalty
-    task = logreg.fit(Xtr, y, K, C)
+    basis = logreg.spectrum(Xtr)  # one eigendecomposition for the task and its control
+    task = logreg.fit(Xtr, y, K, C, basis=basis)
     pred = logreg.predict(Xte, task.W, task.b)
-    ctrl = logreg.fit(Xtr, yc, K, C)
+    ctrl = logreg.fit(Xtr, yc, K, C, basis=basis)
     acc = float(np.mean(pred == gold))
     cacc = float(np.mean(logreg.predict(Xte, ctrl.W, ctrl.b) == gold_c))
     return {
@@ -117,14 +118,25 @@ def _layer_probe(l, Xtr, Xte, y, yc, gold, gold_c, K, Cs, folds, seed) -> dict:
     }
 
 
-def _standardized(wv: WordVectors, stats) -> list[np.ndarray]:
-    return [((v - m) / s).astype(wv.vectors.dtype) for v, (m, s) in zip(wv.vectors, stats, strict=True)]
+def _standardize_in_place(vectors: np.ndarray, stats) -> np.ndarray:
+    """(x - mean) / std per layer, written over ``vectors`` (L', N, H) (no
+    second copy of every layer's vectors), in their dtype."""
+    for v, (m, s) in zip(vectors, stats, strict=True):
+        v -= m.astype(v.dtype)
+        v /= s.astype(v.dtype)
+    return vectors
 
 
 def _read(path, task, what) -> list[Sentence]:
+    """A path's labelled sentences, or a list of already read ones (e.g. a slice of a file's)."""
     if isinstance(path, (str, Path)):
         return read_sentences(path, task)
-    raise MinibertError(f"{what} must be a path to a CoNLL-U or .jsonl file, got {type(path).__name__}")
+    if isinstance(path, list) and path and all(isinstance(s, Sentence) and s.labels for s in path):
+        return path
+    raise MinibertError(
+        f"{what} must be a path to a CoNLL-U or .jsonl file or a non-empty list of labelled "
+        f"Sentence (minibert.analysis.conllu), got {type(path).__name__}"
+    )
 
 
 def probe(
@@ -159,13 +171,15 @@ def probe(
     ftr, fte = _flat(tr, wtr.keep, "words"), _flat(te, wte.keep, "words")
     classes = sorted(set(ytr_s))
     if len(classes) < 2:
-        raise MinibertError(f"{train}: the training set has {len(classes)} label(s); a probe needs 2 or more")
+        raise MinibertError(
+            f"{source_name(train)}: the training set has {len(classes)} label(s); a probe needs 2 or more"
+        )
     y, gold = _encode(ytr_s, classes), _encode(yte_s, classes)
-    unseen = _unseen(te, wte.keep, classes, test, warn)
+    unseen = _unseen(te, wte.keep, classes, source_name(test), warn)
     ctl = control_labels(ftr + fte, ytr_s, seed)
     yc, gold_c = _encode([ctl[w] for w in ftr], classes), _encode([ctl[w] for w in fte], classes)
     stats = [logreg.standardize(v) for v in wtr.vectors]
-    Xtr, Xte = _standardized(wtr, stats), _standardized(wte, stats)
+    Xtr, Xte = _standardize_in_place(wtr.vectors, stats), _standardize_in_place(wte.vectors, stats)
     K = len(classes)
     args = [(l, Xtr[i], Xte[i], y, yc, gold, gold_c, K, Cs, folds, seed) for i, l in enumerate(wtr.layers)]
     rows = _run(args, threads)
@@ -185,8 +199,8 @@ def probe(
     if mix:
         record["scalar_mix"] = _mix(Xtr, Xte, y, gold, K, rows, wtr.layers)
     record["protocol"] = {
-        "train": str(train),
-        "test": str(test),
+        "train": source_name(train),
+        "test": source_name(test),
         "seed": seed,
         "folds": folds,
         "C_grid": Cs,
