@@ -313,7 +313,15 @@ def test_probe_end_to_end_and_same_at_any_thread_count(small, real_model, tmp_pa
     for blas, threads in ((1, 1), (2, 2)):
         with threadpool_limits(blas):
             runs.append(
-                minibert.probe(*map(str, small), "upos", real_model, layers=[0, 3, 6], threads=threads)
+                minibert.probe(
+                    *map(str, small),
+                    "upos",
+                    real_model,
+                    layers=[0, 3, 6],
+                    threads=threads,
+                    folds=2,
+                    Cs=(0.01, 0.1),
+                )  # fmt: skip
             )
     a, b = runs
     for ra, rb in zip(a["layers"], b["layers"], strict=True):
@@ -384,7 +392,8 @@ def test_dtype_float64_runs_in_float64_throughout(small, tiny_model_dir, tmp_pat
 
 @pytest.mark.real
 def test_similarity_against_itself_and_another_model(small, real_model, tiny_model, tmp_path):
-    rec = minibert.similarity(str(small[0]), real_model, layers=[0, 3, 6], against=real_model)
+    few = read_conllu(small[0], None)[:10]
+    rec = minibert.similarity(few, real_model, layers=[0, 3, 6], against=real_model)
     against = np.array(rec["against"]["cka"])
     assert rec["against"]["layers"] == list(range(7)) and against.shape == (3, 7)
     # a model against itself: its own layers' CKA, so 1 where the layers are the same
@@ -402,6 +411,7 @@ def test_similarity_against_itself_and_another_model(small, real_model, tiny_mod
     sents = read_conllu(small[0], None)
     ours = word_vectors(real_model, sents, "mean", [0, 6]).vectors.astype(np.float64)
     theirs = word_vectors(tiny_model, sents, "mean", None).vectors.astype(np.float64)
+    assert ours.shape[1] == theirs.shape[1] > 256  # past one BLOCK of the products' inner dimension
     want = [[cka_by_definition(X, Y) for Y in theirs] for X in ours]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert np.all((got > 0) & (got < 1))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -95,27 +96,41 @@ def _flat(sentences: list[Sentence], keep: np.ndarray, field: str) -> list:
     return [v for v, k in zip(values, keep.tolist(), strict=True) if k]
 
 
-def _layer_probe(l, Xtr, Xte, y, yc, gold, gold_c, K, Cs, folds, seed) -> dict:
-    """One layer: CV for C, the probe, the control probe at the same C."""
-    cv = logreg.cross_validate(Xtr, y, K, list(Cs), folds, seed)
-    C = float(Cs[int(np.argmax(cv))])  # ties: the first in the grid, the strongest penalty
-    basis = logreg.spectrum(Xtr)  # one eigendecomposition for the task and its control
-    task = logreg.fit(Xtr, y, K, C, basis=basis)
-    pred = logreg.predict(Xte, task.W, task.b)
-    ctrl = logreg.fit(Xtr, yc, K, C, basis=basis)
-    acc = float(np.mean(pred == gold))
-    cacc = float(np.mean(logreg.predict(Xte, ctrl.W, ctrl.b) == gold_c))
-    return {
-        "layer": int(l),
-        "accuracy": acc,
-        "macro_f1": macro_f1(gold, pred),
-        "control_accuracy": cacc,
-        "selectivity": acc - cacc,
-        "C": C,
-        "cv_accuracy": [float(v) for v in cv],
-        "iterations": task.iterations,
-        "converged": task.converged and ctrl.converged,
-    }
+def _probe_layers(Xtr, Xte, layers, y, yc, gold, gold_c, K, Cs, folds, seed, pmap) -> list[dict]:
+    """Every layer's row: the k folds of every layer's CV for C, then every
+    layer's probe and control probe at its C, each unit run by ``pmap`` (the
+    units are independent, so the bits do not depend on who runs them)."""
+    fold = logreg.folds_of(len(y), folds, seed)
+    units = [(i, j) for i in range(len(layers)) for j in range(folds)]
+    scores = list(pmap(lambda u: logreg.fold_scores(Xtr[u[0]], y, K, Cs, fold, u[1]), units))
+    cvs = [sum(scores[i * folds : (i + 1) * folds]) / folds for i in range(len(layers))]
+    Cbest = [float(Cs[int(np.argmax(cv))]) for cv in cvs]  # ties: the first in the grid
+
+    def fit(u):
+        i, labels = u
+        return logreg.fit(Xtr[i], labels, K, Cbest[i])
+
+    fits = list(pmap(fit, [(i, labels) for i in range(len(layers)) for labels in (y, yc)]))
+    rows = []
+    for i, l in enumerate(layers):
+        task, ctrl = fits[2 * i], fits[2 * i + 1]
+        pred = logreg.predict(Xte[i], task.W, task.b)
+        acc = float(np.mean(pred == gold))
+        cacc = float(np.mean(logreg.predict(Xte[i], ctrl.W, ctrl.b) == gold_c))
+        rows.append(
+            {
+                "layer": int(l),
+                "accuracy": acc,
+                "macro_f1": macro_f1(gold, pred),
+                "control_accuracy": cacc,
+                "selectivity": acc - cacc,
+                "C": Cbest[i],
+                "cv_accuracy": [float(v) for v in cvs[i]],
+                "iterations": task.iterations,
+                "converged": task.converged and ctrl.converged,
+            }
+        )
+    return rows
 
 
 def _standardize_in_place(vectors: np.ndarray, stats) -> np.ndarray:
@@ -181,8 +196,9 @@ def probe(
     stats = [logreg.standardize(v) for v in wtr.vectors]
     Xtr, Xte = _standardize_in_place(wtr.vectors, stats), _standardize_in_place(wte.vectors, stats)
     K = len(classes)
-    args = [(l, Xtr[i], Xte[i], y, yc, gold, gold_c, K, Cs, folds, seed) for i, l in enumerate(wtr.layers)]
-    rows = _run(args, threads)
+    with _threads(threads) as pmap:
+        rows = _probe_layers(Xtr, Xte, wtr.layers, y, yc, gold, gold_c, K, Cs, folds, seed, pmap)
+        mixed = _mix(Xtr, Xte, y, gold, K, rows, wtr.layers, pmap) if mix else None
     record = {
         "task": task,
         "model": str(model.path),
@@ -196,8 +212,8 @@ def probe(
             ),
         },
     }
-    if mix:
-        record["scalar_mix"] = _mix(Xtr, Xte, y, gold, K, rows, wtr.layers)
+    if mixed is not None:
+        record["scalar_mix"] = mixed
     record["protocol"] = {
         "train": source_name(train),
         "test": source_name(test),
@@ -238,28 +254,28 @@ def _unseen(te, keep, classes, path, warn) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _run(args: list[tuple], threads: int) -> list[dict]:
-    """The layers' probes, on ``threads`` threads, each with a one-thread BLAS
-    (with threadpoolctl; every product is blocked, so the bits are the same
-    whichever thread runs a layer)."""
-    if threads <= 1:
-        return [_layer_probe(*a) for a in args]
+@contextmanager
+def _threads(threads: int):
+    """A map over ``threads`` threads, each with a one-thread BLAS (with
+    threadpoolctl; every product is blocked, so the bits are the same
+    whichever thread runs a unit); the plain map on one thread or without threadpoolctl."""
     try:
         from minibert.encoder.threads import blas_limit
 
-        limit = blas_limit(1)
+        limit = blas_limit(1) if threads > 1 else None
     except ImportError:
         limit = None
     if limit is None:
-        return [_layer_probe(*a) for a in args]
+        yield map
+        return
     with limit, ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda a: _layer_probe(*a), args))
+        yield pool.map
 
 
-def _mix(Xtr, Xte, y, gold, K, rows, layers) -> dict:
+def _mix(Xtr, Xte, y, gold, K, rows, layers, pmap) -> dict:
     """The scalar mix at the C of the layer with the best cross-validated accuracy."""
     best = max(rows, key=lambda r: max(r["cv_accuracy"]))
-    m = logreg.fit_mix(Xtr, y, K, best["C"])
+    m = logreg.fit_mix(Xtr, y, K, best["C"], pmap)
     pred = logreg.predict(logreg.mix(Xte, m.weights, m.gamma), m.W, m.b)
     w = [float(v) for v in m.weights]
     return {
