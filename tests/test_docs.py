@@ -124,6 +124,7 @@ def test_quote_errors():
 def test_figures_are_small():
     figures = [("attention.png", 200_000), ("layers.png", 200_000), ("heads.png", 300_000)]
     figures += [(f"fig-{n}.png", 150_000) for n in ("encoder-block", "gelu-relu", "softmax", "layernorm")]
+    figures += [("probing-similarity.png", 150_000), ("probing-upos.png", 150_000)]
     for name, most in figures:
         path = DOCS / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -313,7 +313,15 @@ def test_probe_end_to_end_and_same_at_any_thread_count(small, real_model, tmp_pa
     for blas, threads in ((1, 1), (2, 2)):
         with threadpool_limits(blas):
             runs.append(
-                minibert.probe(*map(str, small), "upos", real_model, layers=[0, 3, 6], threads=threads)
+                minibert.probe(
+                    *map(str, small),
+                    "upos",
+                    real_model,
+                    layers=[0, 3, 6],
+                    threads=threads,
+                    folds=2,
+                    Cs=(0.01, 0.1),
+                )  # fmt: skip
             )
     a, b = runs
     for ra, rb in zip(a["layers"], b["layers"], strict=True):
@@ -344,3 +352,66 @@ def test_similarity_cli(small, real_model_dir, tmp_path):
         assert len(rec[key]) == 3 and all(-1 <= v <= 1 for v in rec[key])
     # the output is never written over an input
     assert_one_line_error(run("similarity", small[0], "--json", small[0]), small[0])
+
+
+@pytest.mark.parametrize("task", ["11", "0", "1", "99"])
+def test_task_column_number_out_of_range_is_one_line(small, task):
+    # CoNLL-U has 10 columns; column 1 is ID, a word's position, which is no label
+    message = assert_one_line_error(
+        run("probe", small[0], "--test", small[1], "--task", task, "--model", "tests/data/tiny-bert"), task
+    )
+    assert "2-10" in message
+
+
+def test_dtype_float64_runs_in_float64_throughout(small, tiny_model_dir, tmp_path, monkeypatch):
+    seen = []
+    plain_dot = logreg.dot
+
+    def recording_dot(a, b):
+        seen.append((a.dtype, b.dtype))
+        return plain_dot(a, b)
+
+    monkeypatch.setattr(logreg, "dot", recording_dot)
+    records = {}
+    for dtype in ("float32", "float64"):
+        seen.clear()
+        out = tmp_path / f"{dtype}.json"
+        code, _, err = run(
+            "probe", small[0], "--test", small[1], "--model", tiny_model_dir, "--dtype", dtype,
+            "--json", out, "--folds", "2", "--C", "0.1,1", "--layers", "0,2",
+        )  # fmt: skip
+        assert code == 0, err
+        records[dtype] = json.loads(out.read_text())
+        assert records[dtype]["protocol"]["dtype"] == dtype
+        # every product of the CV, the probes, the control task and the scalar mix
+        assert len(seen) > 50 and set(seen) == {(np.dtype(dtype), np.dtype(dtype))}, set(seen)
+    # the same probe at two precisions: close, not identical
+    a, b = records["float32"]["layers"], records["float64"]["layers"]
+    assert [r["accuracy"] for r in a] == pytest.approx([r["accuracy"] for r in b], abs=0.02)
+
+
+@pytest.mark.real
+def test_similarity_against_itself_and_another_model(small, real_model, tiny_model, tmp_path):
+    few = read_conllu(small[0], None)[:10]
+    rec = minibert.similarity(few, real_model, layers=[0, 3, 6], against=real_model)
+    against = np.array(rec["against"]["cka"])
+    assert rec["against"]["layers"] == list(range(7)) and against.shape == (3, 7)
+    # a model against itself: its own layers' CKA, so 1 where the layers are the same
+    np.testing.assert_allclose(against[:, [0, 3, 6]], rec["cka"], rtol=1e-12)
+    np.testing.assert_allclose(against[[0, 1, 2], [0, 3, 6]], 1, rtol=1e-9)
+    assert np.all(np.delete(against, [0, 3, 6], axis=1) < 0.999)
+    # against another model (the tiny BERT, another tokenizer and hidden size): CKA by its definition
+    out = tmp_path / "against.json"
+    code, _, err = run(
+        "similarity", small[0], "--layers", "0,6", "--against", "tests/data/tiny-bert", "--json", out
+    )
+    assert code == 0, err
+    got = np.array(json.loads(out.read_text())["against"]["cka"])
+    assert got.shape == (2, tiny_model.num_layers + 1)
+    sents = read_conllu(small[0], None)
+    ours = word_vectors(real_model, sents, "mean", [0, 6]).vectors.astype(np.float64)
+    theirs = word_vectors(tiny_model, sents, "mean", None).vectors.astype(np.float64)
+    assert ours.shape[1] == theirs.shape[1] > 256  # past one BLOCK of the products' inner dimension
+    want = [[cka_by_definition(X, Y) for Y in theirs] for X in ours]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.all((got > 0) & (got < 1))

@@ -7,7 +7,7 @@ Multiword-token lines (ID ``3-4``: the surface form of "don't" spelling the
 words "do" and "n't" on the lines after it) and empty nodes (ID ``5.1``) are
 not words and are skipped. A task is a column: ``upos``, ``xpos``,
 ``deprel`` (the universal relation before any ``:`` subtype, "nmod:poss" ->
-"nmod"), any other column by name (``feats``, ``misc``...) or by number 1-10.
+"nmod"), any other column by name (``feats``, ``misc``...) or by number 2-10.
 
 A ``.jsonl`` task holds one sentence a line, ``{"tokens": [...], "labels":
 [...]}``, a label per token. A plain text file (``minibert similarity``) is
@@ -37,10 +37,16 @@ class Sentence:
     lines: list[int]
 
 
+def source_name(data) -> str:
+    """A path as written; sentences given as a list: how many."""
+    return str(data) if isinstance(data, (str, Path)) else f"a list of {len(data)} sentences"
+
+
 def task_column(task: str) -> int:
-    """A task's 0-based CoNLL-U column: a column name or its number 1-10."""
+    """A task's 0-based CoNLL-U column: a column name or its number 2-10 (not
+    ID, column 1: a word's position is no label)."""
     name = str(task).strip().lower()
-    if name.isdigit() and 1 <= int(name) <= len(COLUMNS):
+    if name.isdigit() and 2 <= int(name) <= len(COLUMNS):
         return int(name) - 1
     if name in COLUMNS and name != "id":
         return COLUMNS.index(name)

@@ -86,20 +86,27 @@ def objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, alpha:
     return J, gW, G.sum(axis=0), G
 
 
-def preconditioner(X: np.ndarray, alpha: float) -> np.ndarray:
-    """P = (X^T X / n + alpha I)^(-1/2), (H, H): fitting V with W = P V is the
-    same problem (the same minimiser), but its curvature is near the identity,
-    so L-BFGS needs a few dozen steps where it needed hundreds (BERT's
-    features are strongly correlated). The eigendecomposition runs on one
-    BLAS thread (its rounding would follow the thread count)."""
+def spectrum(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues e (H,) and eigenvectors U (H, H) of X^T X / n, the part of
+    :func:`preconditioner` that does not depend on C: computed once per
+    training matrix and shared by every C of a grid. The eigendecomposition
+    runs on one BLAS thread (its rounding would follow the thread count)."""
     S = dot(X.T, X).astype(np.float64) / len(X)  # (H, H)
     try:
         from minibert.encoder.threads import blas_limit
 
         with blas_limit(1):
-            e, U = np.linalg.eigh(S)
+            return np.linalg.eigh(S)
     except ImportError:  # without threadpoolctl, the BLAS as it is set
-        e, U = np.linalg.eigh(S)
+        return np.linalg.eigh(S)
+
+
+def preconditioner(X: np.ndarray, alpha: float, basis=None) -> np.ndarray:
+    """P = (X^T X / n + alpha I)^(-1/2), (H, H): fitting V with W = P V is the
+    same problem (the same minimiser), but its curvature is near the identity,
+    so L-BFGS needs a few dozen steps where it needed hundreds (BERT's
+    features are strongly correlated). ``basis``: X's :func:`spectrum`, if known."""
+    e, U = spectrum(X) if basis is None else basis
     return (U / np.sqrt(np.maximum(e, 0) + alpha)) @ U.T
 
 
@@ -114,13 +121,14 @@ class Fit:
     converged: bool
 
 
-def fit(X: np.ndarray, y: np.ndarray, K: int, C: float, init: Fit | None = None) -> Fit:
+def fit(X: np.ndarray, y: np.ndarray, K: int, C: float, init: Fit | None = None, basis=None) -> Fit:
     """Minimise J over W, b by L-BFGS from ``init`` (a warm start: the fit for
     the previous C of a grid) or from zero, in the variables V = P^-1 W
-    (:func:`preconditioner`). X (n, H) standardised, y (n,) in 0..K-1."""
+    (:func:`preconditioner`; ``basis``: X's :func:`spectrum` if already
+    computed). X (n, H) standardised, y (n,) in 0..K-1."""
     H = X.shape[1]
     alpha = 1.0 / (C * len(y))
-    P = preconditioner(X, alpha)  # (H, H)
+    P = preconditioner(X, alpha, basis)  # (H, H)
 
     def f(theta):
         W = P @ theta[: H * K].reshape(H, K)  # (H, H) @ (H, K)
@@ -144,28 +152,35 @@ def folds_of(n: int, k: int, seed: int) -> np.ndarray:
     return fold[np.random.default_rng(seed).permutation(n)]
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, K: int, Cs: list[float], k: int, seed: int) -> np.ndarray:
-    """Mean held-out accuracy of each C over k folds of the training set.
-
-    Within a fold the C grid runs from the strongest penalty to the weakest,
-    each fit starting from the previous one (warm starts: a small step each,
-    instead of a cold fit per C). Returns (len(Cs),) accuracies."""
-    fold = folds_of(len(y), k, seed)
+def fold_scores(
+    X: np.ndarray, y: np.ndarray, K: int, Cs: list[float], fold: np.ndarray, j: int
+) -> np.ndarray:
+    """Held-out accuracy of each C on fold j (``fold`` (n,): each row's fold),
+    trained on the other folds. The C grid runs from the strongest penalty to
+    the weakest, each fit starting from the previous one (warm starts: a
+    small step each, instead of a cold fit per C), all sharing one
+    :func:`spectrum`. Returns (len(Cs),) accuracies."""
+    train, held = fold != j, fold == j
+    Xt, yt = X[train], y[train]
+    prev, basis = None, spectrum(Xt)
     scores = np.zeros(len(Cs))
-    for j in range(k):
-        train, held = fold != j, fold == j
-        Xt, yt = X[train], y[train]
-        prev = None
-        for c in np.argsort(Cs):
-            prev = fit(Xt, yt, K, Cs[c], prev)
-            scores[c] += np.mean(predict(X[held], prev.W, prev.b) == y[held]) / k
+    for c in np.argsort(Cs, kind="stable"):
+        prev = fit(Xt, yt, K, Cs[c], prev, basis)
+        scores[c] = np.mean(predict(X[held], prev.W, prev.b) == y[held])
     return scores
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, K: int, Cs: list[float], k: int, seed: int) -> np.ndarray:
+    """Mean held-out accuracy of each C over k folds of the training set
+    (:func:`fold_scores` of each fold, summed in fold order). Returns (len(Cs),)."""
+    fold = folds_of(len(y), k, seed)
+    return sum(fold_scores(X, y, K, Cs, fold, j) for j in range(k)) / k
 
 
 # ---------------------------------------------------------------- scalar mix
 
 
-def mix_objective(a, gamma, W, b, Xs: list[np.ndarray], y: np.ndarray, alpha: float):
+def mix_objective(a, gamma, W, b, Xs, y: np.ndarray, alpha: float, pmap=map):
     """Tenney et al. (2019, eq. 1)'s scalar mix under the probe:
 
         s = softmax(a),   x_i = gamma sum_l s_l X_l[i],   p(k | x_i) = softmax(x_i W + b)_k,
@@ -173,19 +188,33 @@ def mix_objective(a, gamma, W, b, Xs: list[np.ndarray], y: np.ndarray, alpha: fl
 
     gamma and W trade off (a linear probe sees only their product), so the
     penalty takes both, else gamma would grow and W shrink for free.
-    a (L,), gamma float, W (H, K), b (K,), Xs L x (n, H) -> J and the
-    gradients in a, gamma, W, b."""
+    a (L,), gamma float, W (H, K), b (K,), Xs L x (n, H) (a list or an
+    (L, n, H) array) -> J and the gradients in a, gamma, W, b.
+
+    The mixed vectors are never formed: the logits are sum_l X_l (gamma s_l W),
+    and with T_l = X_l^T (P - Y) / n (H, K) every gradient is a sum over the
+    layers: dJ/dW = gamma sum_l s_l T_l, dJ/ds_l = gamma <T_l, W>. ``pmap``
+    runs the layers' products (a thread pool's map: they are summed in layer
+    order, so the bits do not depend on it)."""
     s = np.exp(a - a.max())
     s /= s.sum()  # (L,)
-    x = mix(Xs, s, gamma)  # L x (n, H) -> (n, H)
-    J, gW, gb, G = objective(W, b, x, y, alpha)
-    J += 0.5 * alpha * gamma**2
-    D = dot(G.astype(x.dtype), W.T.astype(x.dtype))  # (n, K) @ (K, H) -> (n, H): dJ/dx
-    c = np.array([np.sum(X_l * D, dtype=np.float64) for X_l in Xs])  # (L,) <X_l, dJ/dx>
+    n = len(y)
+    Z = np.zeros((n, len(b)))
+    for Z_l in pmap(lambda l: dot(Xs[l], (gamma * s[l] * W).astype(Xs[l].dtype)), range(len(Xs))):
+        Z += Z_l  # (n, H) @ (H, K)
+    logp = log_softmax(Z + b)  # (n, K)
+    J = -logp[np.arange(n), y].mean() + 0.5 * alpha * (float(np.sum(W * W)) + gamma**2)
+    G = np.exp(logp)
+    G[np.arange(n), y] -= 1
+    G /= n  # (n, K) dJ/dZ
+    Gx = G.astype(Xs[0].dtype)
+    T = list(pmap(lambda X_l: dot(X_l.T, Gx).astype(np.float64), Xs))  # L x (H, n) @ (n, K) -> (H, K)
+    c = np.array([np.sum(T_l * W) for T_l in T])  # (L,) <X_l, dJ/dx> = <T_l, W>
+    gW = gamma * sum(s_l * T_l for s_l, T_l in zip(s, T, strict=True)) + alpha * W
     g_gamma = float(s @ c) + alpha * gamma
     gs = gamma * c  # (L,) dJ/ds
     ga = s * (gs - s @ gs)  # through the softmax
-    return J, ga, g_gamma, gW, gb
+    return J, ga, g_gamma, gW, G.sum(axis=0)
 
 
 @dataclass(frozen=True)
@@ -201,10 +230,10 @@ class MixFit:
     converged: bool
 
 
-def fit_mix(Xs: list[np.ndarray], y: np.ndarray, K: int, C: float) -> MixFit:
+def fit_mix(Xs: list[np.ndarray], y: np.ndarray, K: int, C: float, pmap=map) -> MixFit:
     """The scalar mix and its probe learned jointly by L-BFGS, from equal
     weights and gamma = 1; W preconditioned as in :func:`fit`, by the
-    equal-weight mix's covariance."""
+    equal-weight mix's covariance; ``pmap`` as in :func:`mix_objective`."""
     L, H = len(Xs), Xs[0].shape[1]
     alpha = 1.0 / (C * len(y))
     P = preconditioner(mix(Xs, np.full(L, 1 / L), 1.0), alpha)
@@ -212,7 +241,7 @@ def fit_mix(Xs: list[np.ndarray], y: np.ndarray, K: int, C: float) -> MixFit:
     def f(theta):
         a, gamma = theta[:L], theta[L]
         W = P @ theta[L + 1 : L + 1 + H * K].reshape(H, K)
-        J, ga, g_gamma, gW, gb = mix_objective(a, gamma, W, theta[L + 1 + H * K :], Xs, y, alpha)
+        J, ga, g_gamma, gW, gb = mix_objective(a, gamma, W, theta[L + 1 + H * K :], Xs, y, alpha, pmap)
         return J, np.concatenate([ga, [g_gamma], (P.T @ gW).ravel(), gb])
 
     theta0 = np.concatenate([np.zeros(L), [1.0], np.zeros(H * K + K)])

@@ -26,13 +26,14 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from minibert.analysis import logreg
-from minibert.analysis.conllu import Sentence, read_sentences
-from minibert.analysis.vectors import WordVectors, word_vectors
+from minibert.analysis.conllu import Sentence, read_sentences, source_name
+from minibert.analysis.vectors import word_vectors
 from minibert.errors import MinibertError
 from minibert.model import Model, load
 
@@ -95,36 +96,62 @@ def _flat(sentences: list[Sentence], keep: np.ndarray, field: str) -> list:
     return [v for v, k in zip(values, keep.tolist(), strict=True) if k]
 
 
-def _layer_probe(l, Xtr, Xte, y, yc, gold, gold_c, K, Cs, folds, seed) -> dict:
-    """One layer: CV for C, the probe, the control probe at the same C."""
-    cv = logreg.cross_validate(Xtr, y, K, list(Cs), folds, seed)
-    C = float(Cs[int(np.argmax(cv))])  # ties: the first in the grid, the strongest penalty
-    task = logreg.fit(Xtr, y, K, C)
-    pred = logreg.predict(Xte, task.W, task.b)
-    ctrl = logreg.fit(Xtr, yc, K, C)
-    acc = float(np.mean(pred == gold))
-    cacc = float(np.mean(logreg.predict(Xte, ctrl.W, ctrl.b) == gold_c))
-    return {
-        "layer": int(l),
-        "accuracy": acc,
-        "macro_f1": macro_f1(gold, pred),
-        "control_accuracy": cacc,
-        "selectivity": acc - cacc,
-        "C": C,
-        "cv_accuracy": [float(v) for v in cv],
-        "iterations": task.iterations,
-        "converged": task.converged and ctrl.converged,
-    }
+def _probe_layers(Xtr, Xte, layers, y, yc, gold, gold_c, K, Cs, folds, seed, pmap) -> list[dict]:
+    """Every layer's row: the k folds of every layer's CV for C, then every
+    layer's probe and control probe at its C, each unit run by ``pmap`` (the
+    units are independent, so the bits do not depend on who runs them)."""
+    fold = logreg.folds_of(len(y), folds, seed)
+    units = [(i, j) for i in range(len(layers)) for j in range(folds)]
+    scores = list(pmap(lambda u: logreg.fold_scores(Xtr[u[0]], y, K, Cs, fold, u[1]), units))
+    cvs = [sum(scores[i * folds : (i + 1) * folds]) / folds for i in range(len(layers))]
+    Cbest = [float(Cs[int(np.argmax(cv))]) for cv in cvs]  # ties: the first in the grid
+
+    def fit(u):
+        i, labels = u
+        return logreg.fit(Xtr[i], labels, K, Cbest[i])
+
+    fits = list(pmap(fit, [(i, labels) for i in range(len(layers)) for labels in (y, yc)]))
+    rows = []
+    for i, l in enumerate(layers):
+        task, ctrl = fits[2 * i], fits[2 * i + 1]
+        pred = logreg.predict(Xte[i], task.W, task.b)
+        acc = float(np.mean(pred == gold))
+        cacc = float(np.mean(logreg.predict(Xte[i], ctrl.W, ctrl.b) == gold_c))
+        rows.append(
+            {
+                "layer": int(l),
+                "accuracy": acc,
+                "macro_f1": macro_f1(gold, pred),
+                "control_accuracy": cacc,
+                "selectivity": acc - cacc,
+                "C": Cbest[i],
+                "cv_accuracy": [float(v) for v in cvs[i]],
+                "iterations": task.iterations,
+                "converged": task.converged and ctrl.converged,
+            }
+        )
+    return rows
 
 
-def _standardized(wv: WordVectors, stats) -> list[np.ndarray]:
-    return [((v - m) / s).astype(wv.vectors.dtype) for v, (m, s) in zip(wv.vectors, stats, strict=True)]
+def _standardize_in_place(vectors: np.ndarray, stats) -> np.ndarray:
+    """(x - mean) / std per layer, written over ``vectors`` (L', N, H) (no
+    second copy of every layer's vectors), in their dtype."""
+    for v, (m, s) in zip(vectors, stats, strict=True):
+        v -= m.astype(v.dtype)
+        v /= s.astype(v.dtype)
+    return vectors
 
 
 def _read(path, task, what) -> list[Sentence]:
+    """A path's labelled sentences, or a list of already read ones (e.g. a slice of a file's)."""
     if isinstance(path, (str, Path)):
         return read_sentences(path, task)
-    raise MinibertError(f"{what} must be a path to a CoNLL-U or .jsonl file, got {type(path).__name__}")
+    if isinstance(path, list) and path and all(isinstance(s, Sentence) and s.labels for s in path):
+        return path
+    raise MinibertError(
+        f"{what} must be a path to a CoNLL-U or .jsonl file or a non-empty list of labelled "
+        f"Sentence (minibert.analysis.conllu), got {type(path).__name__}"
+    )
 
 
 def probe(
@@ -159,16 +186,19 @@ def probe(
     ftr, fte = _flat(tr, wtr.keep, "words"), _flat(te, wte.keep, "words")
     classes = sorted(set(ytr_s))
     if len(classes) < 2:
-        raise MinibertError(f"{train}: the training set has {len(classes)} label(s); a probe needs 2 or more")
+        raise MinibertError(
+            f"{source_name(train)}: the training set has {len(classes)} label(s); a probe needs 2 or more"
+        )
     y, gold = _encode(ytr_s, classes), _encode(yte_s, classes)
-    unseen = _unseen(te, wte.keep, classes, test, warn)
+    unseen = _unseen(te, wte.keep, classes, source_name(test), warn)
     ctl = control_labels(ftr + fte, ytr_s, seed)
     yc, gold_c = _encode([ctl[w] for w in ftr], classes), _encode([ctl[w] for w in fte], classes)
     stats = [logreg.standardize(v) for v in wtr.vectors]
-    Xtr, Xte = _standardized(wtr, stats), _standardized(wte, stats)
+    Xtr, Xte = _standardize_in_place(wtr.vectors, stats), _standardize_in_place(wte.vectors, stats)
     K = len(classes)
-    args = [(l, Xtr[i], Xte[i], y, yc, gold, gold_c, K, Cs, folds, seed) for i, l in enumerate(wtr.layers)]
-    rows = _run(args, threads)
+    with _threads(threads) as pmap:
+        rows = _probe_layers(Xtr, Xte, wtr.layers, y, yc, gold, gold_c, K, Cs, folds, seed, pmap)
+        mixed = _mix(Xtr, Xte, y, gold, K, rows, wtr.layers, pmap) if mix else None
     record = {
         "task": task,
         "model": str(model.path),
@@ -182,11 +212,11 @@ def probe(
             ),
         },
     }
-    if mix:
-        record["scalar_mix"] = _mix(Xtr, Xte, y, gold, K, rows, wtr.layers)
+    if mixed is not None:
+        record["scalar_mix"] = mixed
     record["protocol"] = {
-        "train": str(train),
-        "test": str(test),
+        "train": source_name(train),
+        "test": source_name(test),
         "seed": seed,
         "folds": folds,
         "C_grid": Cs,
@@ -224,28 +254,28 @@ def _unseen(te, keep, classes, path, warn) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _run(args: list[tuple], threads: int) -> list[dict]:
-    """The layers' probes, on ``threads`` threads, each with a one-thread BLAS
-    (with threadpoolctl; every product is blocked, so the bits are the same
-    whichever thread runs a layer)."""
-    if threads <= 1:
-        return [_layer_probe(*a) for a in args]
+@contextmanager
+def _threads(threads: int):
+    """A map over ``threads`` threads, each with a one-thread BLAS (with
+    threadpoolctl; every product is blocked, so the bits are the same
+    whichever thread runs a unit); the plain map on one thread or without threadpoolctl."""
     try:
         from minibert.encoder.threads import blas_limit
 
-        limit = blas_limit(1)
+        limit = blas_limit(1) if threads > 1 else None
     except ImportError:
         limit = None
     if limit is None:
-        return [_layer_probe(*a) for a in args]
+        yield map
+        return
     with limit, ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda a: _layer_probe(*a), args))
+        yield pool.map
 
 
-def _mix(Xtr, Xte, y, gold, K, rows, layers) -> dict:
+def _mix(Xtr, Xte, y, gold, K, rows, layers, pmap) -> dict:
     """The scalar mix at the C of the layer with the best cross-validated accuracy."""
     best = max(rows, key=lambda r: max(r["cv_accuracy"]))
-    m = logreg.fit_mix(Xtr, y, K, best["C"])
+    m = logreg.fit_mix(Xtr, y, K, best["C"], pmap)
     pred = logreg.predict(logreg.mix(Xte, m.weights, m.gamma), m.W, m.b)
     w = [float(v) for v in m.weights]
     return {

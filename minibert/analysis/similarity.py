@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.analysis.conllu import Sentence, read_sentences
+from minibert.analysis.conllu import Sentence, read_sentences, source_name
 from minibert.analysis.logreg import dot
 from minibert.analysis.vectors import word_vectors
 from minibert.errors import MinibertError
@@ -123,7 +123,12 @@ def intra_sentence(U: np.ndarray, offsets: np.ndarray) -> float:
 def _sentences(data) -> list[Sentence]:
     if isinstance(data, (str, Path)):
         return read_sentences(data, None)
-    raise MinibertError(f"data must be a path to a CoNLL-U, .jsonl or text file, got {type(data).__name__}")
+    if isinstance(data, list) and data and all(isinstance(s, Sentence) for s in data):
+        return data
+    raise MinibertError(
+        "data must be a path to a CoNLL-U, .jsonl or text file or a non-empty list of Sentence "
+        f"(minibert.analysis.conllu), got {type(data).__name__}"
+    )
 
 
 def similarity(
@@ -161,7 +166,7 @@ def similarity(
             "cka": cka_matrix(list(wv.vectors), list(ov.vectors)).tolist(),
         }
     record["protocol"] = {
-        "data": str(data),
+        "data": source_name(data),
         "model": str(model.path),
         "word_pool": word_pool,
         "seed": seed,
