@@ -174,11 +174,7 @@ def probe(
 
     t0 = time.perf_counter()
     model = model if isinstance(model, Model) else load(model)
-    if not isinstance(folds, int) or folds < 2:
-        raise MinibertError(f"folds must be an integer of at least 2, got {folds!r}")
-    Cs = [float(c) for c in Cs]
-    if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
-        raise MinibertError(f"Cs must be positive numbers, got {Cs!r}")
+    Cs = _check_protocol(folds, Cs)
     tr, te = _read(train, task, "train"), _read(test, task, "test")
     wtr, wte = word_vectors(model, tr, word_pool, layers), word_vectors(model, te, word_pool, layers)
     t_vectors = time.perf_counter() - t0
@@ -236,6 +232,16 @@ def probe(
         "seconds": {"vectors": round(t_vectors, 2), "total": round(time.perf_counter() - t0, 2)},
     }
     return record
+
+
+def _check_protocol(folds, Cs) -> list[float]:
+    """``folds`` an integer of at least 2 and ``Cs`` positive numbers (returned as floats)."""
+    if not isinstance(folds, int) or folds < 2:
+        raise MinibertError(f"folds must be an integer of at least 2, got {folds!r}")
+    Cs = [float(c) for c in Cs]
+    if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
+        raise MinibertError(f"Cs must be positive numbers, got {Cs!r}")
+    return Cs
 
 
 def _unseen(te, keep, classes, path, warn) -> dict[str, int]:

@@ -305,7 +305,7 @@ def forward(
     rotary = rotary_tables(config, S, dtype) if config.layer_types else None
     qkv_weights = fused_qkv(weights, divisor)
     inputs = (input_ids, position_ids, token_type_ids, real)
-    args = (weights, config, *inputs, outs, maps, bias, rotary, relative, qkv_weights)
+    args = (weights, config, inputs, outs, maps, bias, rotary, relative, qkv_weights)
     work = [float(_cost(lengths[b0:b1], config).sum()) for b0, b1 in todo]
     if n > 1 and len(todo) > 1 and max(work) <= 0.75 * sum(work):
         costliest_first = [todo[j] for j in np.argsort(-np.asarray(work), kind="stable")]
@@ -461,32 +461,15 @@ def _rotate_qk(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, h: int) -> Non
         x[...] = ops.rotate(x, cos[:, None], sin[:, None])  # (N, h, d)
 
 
-def _encode(
-    weights,
-    config,
-    input_ids,
-    position_ids,
-    token_type_ids,
-    real,
-    outs,
-    maps,
-    bias,
-    rotary,
-    relative,
-    qkv_weights,
-    b0,
-    b1,
-) -> None:
-    """Run texts b0..b1-1 through the encoder, writing outs[i][b0:b1] (and,
-    unless ``maps`` is None, each text's attention maps into
-    maps[i - 1][b, :, :n, :n]). ``bias``: the batch's relative position bias
-    (h, S, S) added to every layer's scores (MPNet), or None. ``rotary``
-    (ModernBERT, :func:`rotary_tables`): pre-LN layers (:func:`_layer_rows_pre`)
-    with q and k turned (:func:`_rotate_qk`), the window bias on local layers,
-    and the final LayerNorm on the last hidden state; else None.
-    ``relative``: DeBERTa's (per stored layer (pos_qT, pos_kT) of :func:`positions`, and
-    the batch's (S, S) gather indices for c2p and p2c), or None.
-    ``qkv_weights``: :func:`fused_qkv` with the family's scale.
+def _encode(weights, config, inputs, outs, maps, bias, rotary, relative, qkv_weights, b0, b1) -> None:
+    """Run texts b0..b1-1 (``inputs``: ids, positions, types, real, (B, S)) through the encoder,
+    writing outs[i][b0:b1] (and, unless ``maps`` is None, each text's attention maps into
+    maps[i - 1][b, :, :n, :n]). ``bias``: the batch's relative position bias (h, S, S) of
+    every layer (MPNet), or None. ``rotary`` (:func:`rotary_tables`): q and k turned
+    (:func:`_rotate_qk`), the window bias on local layers, ModernBERT's pre-LN layers
+    (:func:`_layer_rows_pre`) and final LayerNorm; else None. ``relative``: DeBERTa's
+    (per stored layer (pos_qT, pos_kT) of :func:`positions`, and the batch's (S, S) c2p
+    and p2c gather indices), or None. ``qkv_weights``: :func:`fused_qkv` with the family's scale.
 
     The texts' N real tokens are packed into (N, H) rows; when there is no
     padding, the rows are the output arrays themselves (no copy). Each layer
@@ -495,6 +478,7 @@ def _encode(
     (:func:`_attention`), and the rest of the layer on blocks of
     :data:`ROW_BLOCK` rows (:func:`_layer_rows`).
     """
+    input_ids, position_ids, token_type_ids, real = inputs
     dtype = weights.embeddings.word.dtype
     H, h = config.hidden_size, config.num_attention_heads
     eps = config.layer_norm_eps
@@ -526,43 +510,53 @@ def _encode(
     scores = np.empty(_score_scratch(lengths, h), dtype)
     R = min(ROW_BLOCK, N)
     a, f = np.empty((R, H), dtype), np.empty((R, config.intermediate_size), dtype)
-    pre_ln = config.family == "modernbert"
+    pre_ln, g = config.family == "modernbert", None
     if rotary is not None:
         pos = pack(position_ids)
         turns = {kind: (cos[pos], sin[pos], window) for kind, (cos, sin, window) in rotary.items()}
         g, normed = np.empty_like(f), np.empty((N, H), dtype)
     for i, k in enumerate(weights.layer_map, start=1):
-        W_qkv, b_qkv = qkv_weights[k]
         layer, layer_bias = weights.layers[k], bias
         src = x
         if pre_ln and layer.ln_1 is not None:  # pre-LN: attention reads LayerNorm_1(x)
             np.copyto(normed, x)
             kernels.layer_norm_inplace(normed, layer.ln_1.gamma, layer.ln_1.beta, eps)
             src = normed
+        W_qkv, b_qkv = qkv_weights[k]
         np.matmul(src, W_qkv, out=qkv)  # (N, H) -> (N, 3H)
         qkv += b_qkv
         if rotary is not None:
             cos, sin, layer_bias = turns[config.layer_types[i - 1]]
             _rotate_qk(qkv, cos, sin, h)
+        layer_maps = None if maps is None else maps[i - 1]
+        layer_relative = None if relative is None else (*relative[0][k], *relative[1:])
         for b in range(len(lengths)):
             s, e = starts[b], starts[b + 1]
             if e > s:
-                text_maps = None if maps is None or maps[i - 1] is None else maps[i - 1][b0 + b]
-                text_relative = None if relative is None else (*relative[0][k], *relative[1:])
-                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], layer_bias, text_relative)
+                text_maps = None if layer_maps is None else layer_maps[b0 + b]
+                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], layer_bias, layer_relative)
         x_next = destination(i)
-        for r0 in range(0, N, R):
-            m = min(R, N - r0)  # rows in this block
-            rows = slice(r0, r0 + m)
-            if not pre_ln:
-                gm = None if rotary is None else g[:m]
-                _layer_rows(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], gm)
-            else:
-                _layer_rows_pre(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], g[:m])
+        _rows_of_layer(x, ctx, x_next, layer, act, eps, (a, f, g), pre_ln)
         if i == len(weights.layer_map) and weights.final_ln is not None:  # hidden_states[-1]: normalised
             kernels.layer_norm_inplace(x_next, weights.final_ln.gamma, weights.final_ln.beta, eps)
         publish(i, x_next)
         x = x_next
+
+
+def _rows_of_layer(x, ctx, x_next, layer, act, eps: float, buffers, pre_ln: bool) -> None:
+    """The rest of one layer after attention, on blocks of :data:`ROW_BLOCK` rows:
+    :func:`_layer_rows` (post-LN) or :func:`_layer_rows_pre` (pre-LN), with the
+    row buffers ``a`` (R, H), ``f`` (R, I) and, for a gated FFN, ``g`` (R, I) or None."""
+    a, f, g = buffers
+    N, R = len(x), len(a)
+    for r0 in range(0, N, R):
+        m = min(R, N - r0)  # rows in this block
+        rows = slice(r0, r0 + m)
+        gm = None if g is None else g[:m]
+        if not pre_ln:
+            _layer_rows(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], gm)
+        else:
+            _layer_rows_pre(x[rows], ctx[rows], x_next[rows], layer, act, eps, a[:m], f[:m], gm)
 
 
 def _layer_rows(x, ctx, out, layer, act, eps: float, a: np.ndarray, f: np.ndarray, g=None) -> None:
