@@ -79,6 +79,19 @@ def write_json(path, record: dict) -> None:
     write_atomic(path, lambda f: f.write(data))
 
 
+def report(record: dict, text: str, out, fig_path, figure) -> int:
+    """Print a probe's or similarity's table, write its JSON to ``out`` and its
+    ``figure(record)`` to ``fig_path`` (each when not None): both commands end here."""
+    print(text)
+    if out is not None:
+        write_json(out, record)
+    if fig_path is not None:
+        from minibert.teaching.plot import save
+
+        save(figure(record), fig_path)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     Cs = parse_grid(args.Cs)
     sources = [(args.train, "the training set"), (args.test, "the test set")]
@@ -104,12 +117,6 @@ def run(args: argparse.Namespace) -> int:
         args.threads,
         warn=print_warning,
     )
-    print(table(record))
-    if out is not None:
-        write_json(out, record)
-    if fig_path is not None:
-        from minibert.teaching.plot import save
-        from minibert.teaching.probe_plot import probe_figure
+    from minibert.teaching.probe_plot import probe_figure
 
-        save(probe_figure(record), fig_path)
-    return 0
+    return report(record, table(record), out, fig_path, probe_figure)

@@ -7,7 +7,7 @@ import argparse
 
 from minibert.analysis.similarity import similarity
 from minibert.commands.common import add_model_args, int_in
-from minibert.commands.probe import write_json
+from minibert.commands.probe import report
 from minibert.files import check_target
 from minibert.model import load
 
@@ -52,12 +52,6 @@ def run(args: argparse.Namespace) -> int:
         fig_path = check_figure_path(args.figure)
     model = load(args.model, args.dtype)
     record = similarity(args.data, model, args.word_pool, args.layers, args.seed, args.against)
-    print(table(record))
-    if out is not None:
-        write_json(out, record)
-    if fig_path is not None:
-        from minibert.teaching.plot import save
-        from minibert.teaching.probe_plot import similarity_figure
+    from minibert.teaching.probe_plot import similarity_figure
 
-        save(similarity_figure(record), fig_path)
-    return 0
+    return report(record, table(record), out, fig_path, similarity_figure)
