@@ -603,7 +603,12 @@ def test_fast_path_working_memory_does_not_grow_with_the_batch(monkeypatch):
     model = random_model(heads=4, max_positions=64)
     sizes = []
     real = fast._encode
-    monkeypatch.setattr(fast, "_encode", lambda *a: sizes.append(int(a[5][a[-2] : a[-1]].sum())) or real(*a))
+
+    def spy(*a):  # _encode(weights, config, (ids, positions, types, real), ..., b0, b1)
+        sizes.append(int(a[2][3][a[-2] : a[-1]].sum()))  # the unit's real tokens
+        return real(*a)
+
+    monkeypatch.setattr(fast, "_encode", spy)
     model.threads = 1
     model.forward(id_batch([64] * 100))  # 6,400 tokens
     assert len(sizes) == 12 and max(sizes) <= 640
