@@ -24,6 +24,7 @@ from conftest import variant
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
+from reference_helpers import assert_matches_reference, read_reference
 from test_fast import check_batch_fast_equals_plain
 
 import minibert
@@ -35,7 +36,6 @@ TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 REFS = TESTS / "reference" / "relpos"
 REAL = TESTS.parent / "weights" / "all-mpnet-base-v2"
-TOLERANCES = {"float32": 1e-5, "float64": 1e-12}
 EXPECTED = {
     "tiny-mpnet": ("float32", "float64"),
     "tiny-deberta-v3": ("float32", "float64"),
@@ -43,15 +43,6 @@ EXPECTED = {
     "tiny-deberta-c2p": ("float32",),
 }
 REFERENCES = [REFS / f"{name}-{dtype}.npz" for name, dtypes in EXPECTED.items() for dtype in dtypes]
-
-
-def read_reference(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as f:
-        ref = {k: f[k] for k in f.files}
-    for key in ("provenance", "texts", "text_pairs"):
-        if key in ref:
-            ref[key] = json.loads(str(ref[key]))
-    return ref
 
 
 _models: dict = {}
@@ -88,35 +79,8 @@ def test_matches_transformers(path, impl):
     ref = read_reference(path)
     m = model(name, dtype, impl)
     enc = m.encode(ref["texts"], ref["text_pairs"], max_length=int(ref["max_length"]), output_attentions=True)
-    mask = ref["attention_mask"].astype(bool)
-    assert_array_equal(enc.attention_mask, ref["attention_mask"])
-    assert_array_equal(enc.input_ids[mask], ref["input_ids"][mask])
-    if ref["provenance"]["has_token_type_ids"]:
-        assert_array_equal(enc.token_type_ids[mask], ref["token_type_ids"][mask])
     assert enc.input_ids.shape[1] == 100  # the long text: every bucket branch
-    assert len(enc.hidden_states) == ref["provenance"]["num_hidden_states"]
-    tol = TOLERANCES[dtype]
-    b, s = ref["positions"].T
-    for i, h in enumerate(enc.hidden_states):
-        assert h.dtype == np.dtype(dtype)
-        got, expected = h[b, s], ref[f"hidden_states.{i}"]
-        assert_allclose(
-            got,
-            expected,
-            rtol=0,
-            atol=tol,
-            err_msg=f"{name} {dtype} {impl} hidden_states[{i}]: {np.abs(got - expected).max():.2e}",
-        )
-    b, q, k = ref["attention_positions"].T
-    for i, a in enumerate(enc.attentions):
-        got, expected = a[b, :, q, k], ref[f"attentions.{i}"]
-        assert_allclose(
-            got,
-            expected,
-            rtol=0,
-            atol=tol,
-            err_msg=f"{name} {dtype} {impl} attentions[{i}]: {np.abs(got - expected).max():.2e}",
-        )
+    assert_matches_reference(enc, ref, dtype, f"{name} {dtype} {impl}")
 
 
 # --------------------------------------------------------------------------- the bucket functions
