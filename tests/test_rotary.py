@@ -248,8 +248,8 @@ def test_a_missing_tensor_is_named(drop, tmp_path):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_commands_work(name, tmp_path, capsys):
-    """inspect, verify, extract (with --attentions); words and encode_long; view
-    (and explain) refuse these families in one line until they teach their steps."""
+    """inspect, verify, extract (with --attentions), explain; words and encode_long; view
+    refuses these families in one line until it draws their steps."""
     from minibert.cli import main
 
     path = str(DATA / name)
@@ -262,6 +262,8 @@ def test_the_commands_work(name, tmp_path, capsys):
     out = tmp_path / "o.npz"
     assert main(["extract", str(texts), "-o", str(out), "--layers", "all", "--attentions", "--quiet"]
                 + ["--model", path]) == 0  # fmt: skip
+    assert main(["explain", "--model", path, "Hello world!", "--layer", "-1"]) == 0
+    assert "3.1b rotary" in capsys.readouterr().out
     assert main(["view", "--model", path, "Hello world!", "-o", str(tmp_path / "v.html")]) == 2  # not yet
     err = capsys.readouterr().err
     assert err.startswith("minibert: error: ") and "ModernBERT" in err and err.count("\n") == 1

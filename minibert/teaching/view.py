@@ -386,6 +386,11 @@ def view(
     text = _one_text(text)
     if not text.strip():
         raise MinibertError("the text to view is empty")
+    if model.config.family in ("modernbert", "nomic_bert"):  # issue 19: the page does not draw them yet
+        raise MinibertError(
+            "view does not draw ModernBERT's and NomicBERT's steps yet (rotary q and k, gated FFNs, "
+            "pre-LN, the window): minibert explain shows them"
+        )
     if pair is not None:
         pair = _one_text(pair, f"{prefix}pair")
     n = model.tokenize([text], None if pair is None else [pair]).num_tokens[0]
