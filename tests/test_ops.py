@@ -421,7 +421,12 @@ def test_every_function_keeps_float32(rng):
             ops.disentangled_scale(d, 3),
         ),
     }
-    integer = {"relative_position_bucket", "log_bucket_position", "relative_position_index"}  # int64 out
+    integer = {
+        "relative_position_bucket",
+        "log_bucket_position",
+        "relative_position_index",
+        "gather_index",
+    }  # int64
     scalar = {"disentangled_scale"}  # float32 whatever the pass's dtype (transformers' float32 product)
     assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"} - integer - scalar
     assert ops.disentangled_scale(d, 3).dtype == f

@@ -53,6 +53,7 @@ __all__ = [
     "encoder_layer",
     "feed_forward",
     "gelu",
+    "gather_index",
     "gelu_tanh",
     "glu",
     "layer_norm",
@@ -258,6 +259,22 @@ def disentangled_scale(head_size: int, scale_factor: int) -> np.float32:
     return np.sqrt(np.float32(head_size) * np.float32(scale_factor))
 
 
+def gather_index(index: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where DeBERTa's position terms read their all-positions products:
+
+        c(i, j)  = clip(delta(i, j) + K, 0, 2K - 1)     (c2p, row i)
+        c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1)    (p2c, row j of the keys)
+
+    index: delta (S, S), :func:`relative_position_index`; span K -> (c, c'),
+    each (S, S) int64: c[i, j] and c'[j, i], relative distances clamped to
+    the 2K embeddings (transformers' ``torch.clamp`` before its gathers).
+    Read by :func:`disentangled_bias` and by the fast schedule.
+    """
+    at_c2p = np.clip(index + span, 0, 2 * span - 1)  # (S, S)
+    at_p2c = np.clip(-index + span, 0, 2 * span - 1)  # (S, S)
+    return at_c2p, at_p2c
+
+
 def disentangled_bias(
     q: np.ndarray,
     k: np.ndarray,
@@ -272,8 +289,8 @@ def disentangled_bias(
         c2p[i, j] = Q_i . Kr_{c(i, j)} / s        (content of i -> position of j relative to i)
         p2c[i, j] = K_j . Qr_{c'(j, i)} / s       (position of i relative to j -> content of j)
 
-    with c(i, j) = clip(delta(i, j) + K, 0, 2K - 1) and c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1),
-    delta the (bucketed) relative position :func:`relative_position_index`,
+    with c(i, j) = clip(delta(i, j) + K, 0, 2K - 1) and c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1)
+    (:func:`gather_index`), delta the (bucketed) relative position :func:`relative_position_index`,
     K = ``span`` and s = :func:`disentangled_scale`.
     q, k: (B, h, S, d), the layer's queries and keys (unscaled); pos_q, pos_k:
     (h, 2K, d), the relative embeddings projected (p2c reads pos_q, c2p pos_k;
@@ -284,15 +301,14 @@ def disentangled_bias(
     """
     S = q.shape[-2]
     rows = np.arange(S)[:, None]  # (S, 1)
+    at_c2p, at_p2c = gather_index(index, span)  # (S, S) each
     c2p = p2c = None
     if pos_k is not None:
         c2p_all = q @ np.swapaxes(pos_k, -1, -2)  # (B, h, S, d) @ (h, d, 2K) -> (B, h, S, 2K)
-        at = np.clip(index + span, 0, 2 * span - 1)  # (S, S)
-        c2p = c2p_all[:, :, rows, at] / np.asarray(scale, q.dtype)  # (B, h, S, 2K) -> (B, h, S, S)
+        c2p = c2p_all[:, :, rows, at_c2p] / np.asarray(scale, q.dtype)  # (B, h, S, 2K) -> (B, h, S, S)
     if pos_q is not None:
         p2c_all = k @ np.swapaxes(pos_q, -1, -2)  # (B, h, S, d) @ (h, d, 2K) -> (B, h, S, 2K)
-        at = np.clip(-index + span, 0, 2 * span - 1)  # (S, S)
-        p2c = np.swapaxes(p2c_all[:, :, rows, at], -1, -2) / np.asarray(scale, q.dtype)  # (B, h, S, S)
+        p2c = np.swapaxes(p2c_all[:, :, rows, at_p2c], -1, -2) / np.asarray(scale, q.dtype)  # (B, h, S, S)
     return c2p, p2c
 
 

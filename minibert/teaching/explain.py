@@ -615,13 +615,14 @@ def _gathers(walk: Walk) -> list[Line]:
     index = ops.relative_position_index(S, cfg.position_buckets, cfg.max_relative)  # (S, S)
     K = cfg.relative_span
     rows = [("delta(i, j)", index[T])]
+    at_c2p, at_p2c = ops.gather_index(index, K)  # (S, S) each: c[i, j], c'[j, i]
     lines: list[Line] = [f"  B {walk.SS}; 2K = {2 * K} relative embeddings Kr, Qr (K = {K})"]
     if "c2p" in cfg.pos_att_type:
         lines.append("  c2p[i, j] = Q_i . Kr_c / s at c = clip(delta(i, j) + K, 0, 2K - 1)")
-        rows.append(("c", np.clip(index[T] + K, 0, 2 * K - 1)))
+        rows.append(("c", at_c2p[T]))
     if "p2c" in cfg.pos_att_type:
         lines.append("  p2c[i, j] = K_j . Qr_c' / s at c' = clip(-delta(j, i) + K, 0, 2K - 1)")
-        rows.append(("c'", np.clip(-index[:, T] + K, 0, 2 * K - 1)))
+        rows.append(("c'", at_p2c[:, T]))
     lines += [
         "  (each: one product with all 2K, then a gather of the S x S entries used)",
         f"  s = sqrt(d (1 + #terms)) = {walk.divisor:.6f}; query {walk.token}:",
