@@ -1277,7 +1277,7 @@ function gatedFfnStep({ l, t, a, lt, checks }) {
       vector(`${act}(x W_1 + b_1) ⊙ gate`, a.ffn_act.at(t), "ffn_act", lt, { max: pmax }),
       activationPlot(pre, activated, act),
       el("p", {}, `${flips} of ${I} gate values of token ${tokenName(t)} are negative: they flip the sign of `,
-        `${act}(x W_1 + b_1). The article's FFN has ReLU and no gate.`),
+        math(`${act}(x W_1 + b_1)`), ". The article's FFN has ReLU and no gate."),
       vector(`FFN(x)[${t}] with ${glu}`, out, "ffn_output", lt, { max }),
       vector("FFN(x) with ReLU in place of " + act + " (same gate and weights)", reluOut, "ffn_relu_output", lt, { max }),
       el("p", {}, "With ReLU, this token's FFN output would have cosine ", stat("cosine", st("cosine"), relu_),
