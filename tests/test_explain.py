@@ -4,10 +4,13 @@ themselves, and the rendered text is the text of before."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +22,11 @@ import minibert
 from minibert import cli
 from minibert.encoder import ops
 from minibert.errors import MinibertError
-from minibert.teaching.explain import Check, Explanation, Step, explain, render
+from minibert.teaching.explain import Check, Explanation, Step, explain, explain_walk, render
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "explain"
-#: ModernBERT's and NomicBERT's steps are not taught yet: explain refuses them in one line
-#: (tests/test_rotary.py).
-FAMILY_MODELS = sorted(
-    p.parent
-    for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors")
-    if "modernbert" not in str(p) and "nomic" not in str(p)
-)
+FAMILY_MODELS = sorted(p.parent for p in (ROOT / "tests" / "data").glob("tiny-*/model.safetensors"))
 #: Every step, in order: the header, then the numbered formulas.
 NUMBERS = ["1.", "2.", "3.", "3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11",
            "3.12", "4.", "5."]  # fmt: skip
@@ -89,11 +86,16 @@ def test_the_numbers_shown_are_the_chosen_head_and_token(real_model):
 @pytest.mark.parametrize("path", FAMILY_MODELS, ids=lambda p: p.name)
 def test_every_tiny_family(path):
     """Every committed tiny model (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT,
-    bf16/fp16 weights, gelu_new): the walkthrough's checks all pass."""
-    model = minibert.load(path)
-    result = explain(model, "hello world, this is a test", layer=-1)
-    assert result.ok, [c for c in result.checks if not c.ok]
-    assert all(len(line) <= 80 for line in render(result).splitlines())
+    bf16/fp16 weights, gelu_new, MPNet, DeBERTa, ModernBERT, NomicBERT): the
+    walkthrough's checks all pass, in both dtypes, for every layer."""
+    for dtype in ("float32", "float64"):
+        model = minibert.load(path, dtype)
+        first = explain(model, "hello world, this is a test", layer=1)
+        for i in range(1, model.num_layers + 1):
+            result = explain_walk(replace(first.walk, layer=i))
+            assert result.ok, (dtype, i, [c for c in result.checks if not c.ok])
+            assert all(len(line) <= 80 for line in render(result).splitlines()), (dtype, i)
+    result = explain(minibert.load(path), "hello world, this is a test", layer=-1)
     projected = model.weights.embeddings.W_proj is not None
     assert any(c.what == "x = e W_proj + b_proj, float64" for c in result.checks) == projected
 
@@ -326,3 +328,252 @@ def test_explain_console_script(real_model_dir):
     assert proc.returncode == 0, proc.stderr
     assert "\033[" not in proc.stdout
     assert re.search(r"^all 26 checks ok \(tolerance 0.0001 for float32", proc.stdout, re.M)
+
+
+# --------------------------------------------------------------------------- the families' own steps
+#
+# What explain shows for ModernBERT's and NomicBERT's steps (the pre-LN norm, the rotation of q and k
+# with its angle table, the window, the gated FFN, the final norm), and for MPNet's and DeBERTa's
+# relative positions, against numbers computed here: the layer's input and attention maps from the
+# transformers references (tests/reference/), everything else in NumPy float64 from the checkpoint's
+# own tensors (read with safetensors, under their checkpoint names), never by minibert's formulas.
+
+REFS = ROOT / "tests" / "reference"
+#: The references' third text and its pair (batch row 2): longer than ModernBERT's window of +-4.
+TEXT, PAIR, ROW = "How old are you?", "I am six years old.", 2
+#: Shown numbers against the recomputation: float64 to rounding, float32 to its rounding.
+SHOWN_TOL = {"float32": 2e-4, "float64": 1e-9}
+
+
+def reference_row(path: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Row ROW of a reference: its hidden states (n, H) and attention maps (h, n, n)."""
+    from reference_helpers import read_reference
+
+    ref = read_reference(path)
+    b, s = ref["positions"].T
+    states = [ref[f"hidden_states.{i}"][b == ROW][np.argsort(s[b == ROW])] for i in range(len(ref) - 1)
+              if f"hidden_states.{i}" in ref]  # fmt: skip
+    b, q, k = ref["attention_positions"].T
+    maps = []
+    for i in range(len(states) - 1):
+        a = np.zeros((ref[f"attentions.{i}"].shape[1], n, n))
+        a[:, q[b == ROW], k[b == ROW]] = ref[f"attentions.{i}"][b == ROW].T
+        maps.append(a)
+    assert all(h.shape[0] == n for h in states)
+    return states, maps
+
+
+def ln64(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, eps: float) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    out = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * gamma
+    return out if beta is None else out + beta
+
+
+def turned(x: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RoPE on rows 0..n-1 of x (n, d), halves paired (GPT-NeoX): the turned rows and
+    the frequencies theta^(-2i/d) and angles p theta^(-2i/d)."""
+    n, d = x.shape
+    w = theta ** (-np.arange(0, d, 2) / d)  # (d/2,)
+    angle = np.arange(n)[:, None] * w  # (n, d/2)
+    x1, x2 = x[:, : d // 2], x[:, d // 2 :]
+    c, s = np.cos(angle), np.sin(angle)
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1), w, angle
+
+
+GELU = np.vectorize(lambda u: 0.5 * u * (1 + math.erf(u / math.sqrt(2))))
+
+
+def rotary_layer(name: str, N: int, x: np.ndarray, P: np.ndarray) -> dict[str, np.ndarray]:
+    """Encoder layer N (1..L) of tiny-modernbert or tiny-nomic-bert on its input x (n, H), in
+    float64 from the checkpoint's tensors, with the attention maps P (h, n, n) of the
+    reference: every intermediate explain shows, by its explain name."""
+    from safetensors.numpy import load_file
+
+    t = {
+        k: v.astype(np.float64)
+        for k, v in load_file(ROOT / "tests" / "data" / name / "model.safetensors").items()
+    }
+    cfg = json.loads((ROOT / "tests" / "data" / name / "config.json").read_text())
+    H, h, I = cfg["hidden_size"], cfg["num_attention_heads"], cfg["intermediate_size"]
+    d, n, i = H // h, x.shape[0], N - 1
+    out: dict[str, np.ndarray] = {}
+    if name == "tiny-modernbert":
+        kind = cfg["layer_types"][i]
+        theta, eps, p = cfg["rope_parameters"][kind]["rope_theta"], cfg["norm_eps"], f"layers.{i}."
+        xn = x if i == 0 else ln64(x, t[p + "attn_norm.weight"], None, eps)
+        out["LN_1(X)"] = xn
+        W_qkv, W_o = t[p + "attn.Wqkv.weight"], t[p + "attn.Wo.weight"]
+    else:
+        theta, eps, p = cfg["rope_parameters"]["rope_theta"], cfg["layer_norm_eps"], f"encoder.layers.{i}."
+        xn, W_qkv, W_o = x, t[p + "attn.Wqkv.weight"], t[p + "attn.out_proj.weight"]
+    q, k, v = ((xn @ W_qkv[j * H : (j + 1) * H].T).reshape(n, h, d).transpose(1, 0, 2) for j in range(3))
+    out["q"], out["k"], out["v"] = q, k, v  # (h, n, d)
+    rotated = [turned(q[j], theta) for j in range(h)]
+    out["q rotated"] = np.stack([r[0] for r in rotated])
+    out["k rotated"] = np.stack([turned(k[j], theta)[0] for j in range(h)])
+    out["w"], out["angle"] = rotated[0][1], rotated[0][2]
+    out["scores"] = out["q rotated"] @ out["k rotated"].transpose(0, 2, 1) / math.sqrt(d)
+    attention = (P @ v).transpose(1, 0, 2).reshape(n, H) @ W_o.T  # (n, H)
+    if name == "tiny-modernbert":
+        x_1 = x + attention
+        f_in = ln64(x_1, t[p + "mlp_norm.weight"], None, eps)
+        W_i = t[p + "mlp.Wi.weight"]
+        pre, gate, act, W_2 = f_in @ W_i[:I].T, f_in @ W_i[I:].T, GELU, t[p + "mlp.Wo.weight"]
+    else:
+        x_1 = f_in = ln64(x + attention, t[p + "norm1.weight"], t[p + "norm1.bias"], eps)
+        pre, gate, W_2 = (
+            f_in @ t[p + "mlp.fc12.weight"].T,
+            f_in @ t[p + "mlp.fc11.weight"].T,
+            t[p + "mlp.fc2.weight"],
+        )
+        act = lambda u: u / (1 + np.exp(-u))  # noqa: E731 (SiLU)
+    out |= {"residual_1": x + attention, "ln_1": f_in, "ffn_pre": pre, "gate": gate, "act(ffn_pre)": act(pre)}
+    out["ffn_act"] = act(pre) * gate
+    out["FFN"] = out["ffn_act"] @ W_2.T
+    if name == "tiny-modernbert":
+        out["output"] = x_1 + out["FFN"]
+        if N == cfg["num_hidden_layers"]:
+            out["final"] = ln64(out["output"], t["final_norm.weight"], None, eps)
+    else:
+        out["output"] = ln64(x_1 + out["FFN"], t[p + "norm2.weight"], t[p + "norm2.bias"], eps)
+    out["theta"], out["window"] = (
+        theta,
+        cfg.get("local_attention", 0) // 2
+        if name == "tiny-modernbert" and kind == "sliding_attention"
+        else None,
+    )
+    return out
+
+
+def assert_rotary_steps(result, name: str, dtype: str) -> None:
+    """Every number explain shows for a rotary family's layer, head and token equals the
+    recomputation above (its input and attention maps from the transformers reference)."""
+    walk, tol = result.walk, SHOWN_TOL[dtype]
+    N, T, j, n = walk.layer, walk.T, walk.head, walk.n
+    states, maps = reference_row(REFS / "rotary" / f"{name}-{dtype}.npz", n)
+    want = rotary_layer(name, N, states[N - 1], maps[N - 1])
+
+    def same(key: str, label: str, expected) -> None:
+        got = result.step(key).shown[label]
+        np.testing.assert_allclose(got[: len(expected)], expected, rtol=0, atol=tol, err_msg=f"{key} {label}")
+
+    # the transformers reference itself, for the recomputation of the layer (its own check)
+    np.testing.assert_allclose(want.get("final", want["output"]), states[N], rtol=0, atol=tol * 10)
+    if "LN_1(X)" in want and N > 1:
+        same("3.0", "LN_1(X)", want["LN_1(X)"][T])
+    for label in ("q", "k", "v"):
+        same("3.1", label, want[label][j, T])
+    for label in ("q rotated", "k rotated"):
+        same("3.1b", label, want[label][j, T])
+    same("3.1b", "q before", want["q"][j, T])
+    table = [
+        line
+        for line in result.step("3.1b").lines
+        if isinstance(line, str) and re.fullmatch(r"\s+\d+(\s+\S+){4}", line)
+    ]
+    assert len(table) == min(len(want["w"]), 6)
+    for line in table:
+        i, w, angle, c, s = (float(v) for v in line.split())
+        i = int(i)
+        assert w == pytest.approx(want["w"][i], rel=1e-5) and angle == pytest.approx(
+            want["angle"][T, i], rel=1e-5, abs=1e-12
+        )
+        assert (
+            abs(c - math.cos(want["angle"][T, i])) <= 5e-5 and abs(s - math.sin(want["angle"][T, i])) <= 5e-5
+        )
+    assert f"theta = {want['theta']:g}" in "\n".join(map(str, result.step("3.1b").lines))
+    same("3.2", "scores", want["scores"][j, T])
+    same("3.4", "P", maps[N - 1][j, T])  # the reference's own attention map
+    if want["window"] is not None:  # a local layer: the keys the token sees
+        w = want["window"]
+        assert f"sees keys {max(0, T - w)}..{min(n - 1, T + w)}: " in "\n".join(
+            map(str, result.step("3.3").lines)
+        )
+        assert np.all(result.step("3.4").shown["P"][np.abs(np.arange(walk.S) - T) > w] == 0)
+    same("3.8", "residual_1", want["residual_1"][T])
+    same("3.9", "ln_1", want["ln_1"][T])
+    for label in ("ffn_pre", "gate", "act(ffn_pre)", "ffn_act", "FFN"):
+        same("3.10", label, want[label][T])
+    if "final" in want:
+        same("3.12", "final", want["final"][T])
+    same("4.", f"layer {N}", states[N][T])  # the reference's hidden state
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["tiny-modernbert", "tiny-nomic-bert"])
+def test_rotary_families_show_independent_numbers(name, dtype):
+    """Every layer (ModernBERT: global, local, local, global with the final norm), head 1,
+    token 12 of a text longer than the window: explain's steps show what NumPy computes
+    from the checkpoint and the transformers reference, and every check passes."""
+    model = minibert.load(ROOT / "tests" / "data" / name, dtype)
+    first = explain(model, TEXT, layer=1, head=1, token=12, pair=PAIR)
+    keys = [s.key for s in first.steps]
+    assert "3.1b" in keys and ("3.0" in keys) == (name == "tiny-modernbert")
+    for N in range(1, model.num_layers + 1):
+        result = explain_walk(replace(first.walk, layer=N))
+        assert result.ok, [c for c in result.checks if not c.ok]
+        assert_rotary_steps(result, name, dtype)
+
+
+def test_a_wrong_rotation_or_gate_fails(monkeypatch):
+    """The checks and the comparisons above can fail: neighbours paired instead of
+    halves (the paper's layout, not the checkpoint's) breaks explain's pair-length
+    check and the comparison; the gate's halves swapped passes explain's float64
+    check (the same formula in float64) but not the comparison."""
+    model = minibert.load(ROOT / "tests" / "data" / "tiny-modernbert", "float64")
+
+    def neighbours(x, cos, sin):
+        half = x.shape[-1] // 2
+        c, s = cos[..., :half], sin[..., :half]
+        out = np.empty_like(x)
+        out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        out[..., 1::2] = x[..., 1::2] * c + x[..., 0::2] * s
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(ops, "rotate", neighbours)
+        result = explain(model, TEXT, layer=2, head=1, token=12, pair=PAIR)
+        assert "each pair keeps its length" in {c.what for c in result.checks if not c.ok}
+        with pytest.raises(AssertionError):
+            assert_rotary_steps(result, "tiny-modernbert", "float64")
+    with monkeypatch.context() as m:
+        m.setattr(ops, "glu", lambda pre, gate, act: act(gate) * pre)
+        result = explain(model, TEXT, layer=1, head=1, token=12, pair=PAIR)  # the first wrong step: 3.10
+        assert result.ok
+        with pytest.raises(AssertionError, match="3.10"):
+            assert_rotary_steps(result, "tiny-modernbert", "float64")
+
+
+@pytest.mark.parametrize("name", ["tiny-mpnet", "tiny-deberta-v3"])
+def test_relative_positions_show_transformers_numbers(name):
+    """MPNet's bucket row and DeBERTa's relative positions and gather indices are
+    transformers' integers (tests/reference/relpos/buckets.npz), the attention row
+    is the reference's, and c2p + p2c is the bias."""
+    from reference_helpers import read_reference
+
+    model = minibert.load(ROOT / "tests" / "data" / name, "float64")
+    buckets = read_reference(REFS / "relpos" / "buckets.npz")
+    at = {int(r): i for i, r in enumerate(buckets["relative_position"])}
+    result = explain(model, TEXT, layer=2, head=2, token=9, pair=PAIR)
+    assert result.ok, [c for c in result.checks if not c.ok]
+    step, T = result.step("3.2b"), 9
+    rows = {line[2:16].strip(): [int(v) for v in line[16:].split()] for line in step.lines
+            if isinstance(line, str) and re.fullmatch(r"  \S.{13}(\s+-?\d+)+", line)}  # fmt: skip
+    keys = rows.pop("key j")
+    if name == "tiny-mpnet":
+        assert rows["j - i"] == [k - T for k in keys]
+        assert rows["bucket(j - i)"] == [buckets["mpnet"][at[k - T]] for k in keys]
+    else:
+        K = model.config.relative_span
+        delta = [buckets["deberta_16_128"][at[T - k]] for k in keys]  # DeBERTa's delta is i - j
+        assert rows["delta(i, j)"] == delta
+        assert rows["c"] == [min(max(x + K, 0), 2 * K - 1) for x in delta]
+        assert rows["c'"] == rows["c"]  # delta(j, i) = -delta(i, j)
+        np.testing.assert_allclose(
+            step.shown["c2p"] + step.shown["p2c"], step.shown["bias"], rtol=0, atol=1e-12
+        )
+    states, maps = reference_row(REFS / "relpos" / f"{name}-float64.npz", result.walk.n)
+    np.testing.assert_allclose(
+        result.step("3.4").shown["P"][: result.walk.n], maps[1][2, T], rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(result.step("4.").shown["layer 2"], states[2][T], rtol=0, atol=1e-11)

@@ -203,7 +203,8 @@ def test_multi_head_attention_vs_loops(rng):
     # without a trace only what the layer reads on is kept: the (B, h, S, S) scores are freed
     kept = {f.name for f in fields(lean) if getattr(lean, f.name) is not None}
     assert kept == {"probs", "output"}, kept
-    relative = {"bias", "c2p", "p2c"}  # the relative-position families' terms: None for BERT
+    # the relative-position and rotary families' terms: None for BERT
+    relative = {"bias", "c2p", "p2c", "q_unrotated", "k_unrotated", "cos", "sin"}
     assert all(getattr(full, f.name) is not None for f in fields(full) if f.name not in relative)
     assert all(getattr(full, name) is None for name in relative)
     q = ref_linear(x, w["W_q"], w["b_q"])
@@ -392,6 +393,7 @@ def test_every_function_keeps_float32(rng):
         "encoder_layer": ops.encoder_layer(x, record(w), mask, h, ops.gelu, 1e-12, trace=True),
         "sinusoidal_positions": ops.sinusoidal_positions(8, H, f),
         "rotary_angles": ops.rotary_angles(np.arange(S), d, 10000.0, f),
+        "rotary_frequencies": ops.rotary_frequencies(d, 10000.0, f),
         "rotate": ops.rotate(q, *ops.rotary_angles(np.arange(S), d, 10000.0, f)),
         "sliding_window_mask": ops.sliding_window_mask(MASK01, 1, f),
         "glu": ops.glu(x, x, ops.gelu),
@@ -419,7 +421,12 @@ def test_every_function_keeps_float32(rng):
             ops.disentangled_scale(d, 3),
         ),
     }
-    integer = {"relative_position_bucket", "log_bucket_position", "relative_position_index"}  # int64 out
+    integer = {
+        "relative_position_bucket",
+        "log_bucket_position",
+        "relative_position_index",
+        "gather_index",
+    }  # int64
     scalar = {"disentangled_scale"}  # float32 whatever the pass's dtype (transformers' float32 product)
     assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"} - integer - scalar
     assert ops.disentangled_scale(d, 3).dtype == f

@@ -248,8 +248,7 @@ def test_a_missing_tensor_is_named(drop, tmp_path):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_commands_work(name, tmp_path, capsys):
-    """inspect, verify, extract (with --attentions); words and encode_long; view
-    (and explain) refuse these families in one line until they teach their steps."""
+    """inspect, verify, extract (with --attentions), explain, view; words and encode_long."""
     from minibert.cli import main
 
     path = str(DATA / name)
@@ -262,9 +261,10 @@ def test_the_commands_work(name, tmp_path, capsys):
     out = tmp_path / "o.npz"
     assert main(["extract", str(texts), "-o", str(out), "--layers", "all", "--attentions", "--quiet"]
                 + ["--model", path]) == 0  # fmt: skip
-    assert main(["view", "--model", path, "Hello world!", "-o", str(tmp_path / "v.html")]) == 2  # not yet
-    err = capsys.readouterr().err
-    assert err.startswith("minibert: error: ") and "ModernBERT" in err and err.count("\n") == 1
+    assert main(["explain", "--model", path, "Hello world!", "--layer", "-1"]) == 0
+    assert "3.1b rotary" in capsys.readouterr().out
+    assert main(["view", "--model", path, "Hello world!", "-o", str(tmp_path / "v.html")]) == 0
+    assert "<html" in (tmp_path / "v.html").read_text()[:2000].lower()
     trace = model(name, "float64").encode(["Hello world!"], trace=True).trace
     assert len(trace.layers) == len(model(name).weights.layers)  # the formulas' intermediates are recorded
     m = model(name)

@@ -268,3 +268,51 @@ def test_optional_embedding_parts(family):
         assert "projection" not in e and set(e) == set(EMBEDDING_NAMES) and e["token_type"] is None
         with pytest.raises(KeyError):
             e["projection"]
+
+
+@pytest.mark.parametrize("family", ["tiny-modernbert", "tiny-nomic-bert", "tiny-mpnet", "tiny-deberta-v3"])
+def test_the_families_own_intermediates(family):
+    """The rotary families record q and k before their rotation, the rotary tables and
+    the FFN's gate; ModernBERT also the attention's pre-LN input and the final norm;
+    MPNet and DeBERTa their position bias (and c2p, p2c). Each is a key only where the
+    family has it, and holds what NumPy recomputes here in float64: the halves of q
+    turned by p theta^(-2i/d), act(pre) * gate."""
+    import minibert
+
+    model = minibert.load(Path(__file__).resolve().parent / "data" / family, "float64")
+    enc = model.encode(["How old are you? I am six years old.", "hello"], trace=True)
+    trace, cfg = enc.trace, model.config
+    rotary, modern = family in ("tiny-modernbert", "tiny-nomic-bert"), family == "tiny-modernbert"
+    assert ("final_ln" in trace) == modern
+    for i, layer in enumerate(trace.layers):
+        names = set(layer)
+        assert (
+            {"q_unrotated", "k_unrotated", "cos", "sin", "ffn_gate"} <= names
+            if rotary
+            else "cos" not in names
+        )
+        assert ("attention_input" in names) == modern and ("bias" in names) == (not rotary)
+        assert ("c2p" in names) == ("p2c" in names) == (family == "tiny-deberta-v3")
+        if not rotary:
+            continue
+        theta = cfg.local_rope_theta if cfg.layer_types[i] == "sliding_attention" else cfg.global_rope_theta
+        S, d = layer["q"].shape[-2:]
+        angle = np.arange(S)[:, None] * theta ** (-np.arange(0, d, 2) / d)  # (S, d/2)
+        c, s = np.cos(angle), np.sin(angle)
+        for name in ("q", "k"):
+            x = layer[f"{name}_unrotated"]
+            x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+            assert_allclose(
+                layer[name], np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1), rtol=0, atol=1e-13
+            )
+        pre = layer["ffn_pre"]
+        act = (
+            np.vectorize(lambda u: 0.5 * u * (1 + math.erf(u / math.sqrt(2))))(pre)
+            if modern
+            else pre / (1 + np.exp(-pre))
+        )
+        assert_allclose(layer["ffn_act"], act * layer["ffn_gate"], rtol=0, atol=1e-13)
+    if modern:
+        assert trace["final_ln"] is enc.hidden_states[-1]
+        assert_array_equal(trace.layers[0]["attention_input"], enc.hidden_states[0])  # layer 0: no norm
+        assert trace.layers[-1]["ln_2"] is not enc.hidden_states[-1]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +30,12 @@ from minibert.teaching.view_pack import (
     predict_context,
     predict_layer_norm,
     predict_probs,
+    predict_product,
     predict_scores,
     unpack,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 #: 10 tokens with [CLS] and [SEP]: the text the size budget is stated for.
 TEXT10 = "The bank raised interest rates again today."
 STEPS = {
@@ -68,48 +72,84 @@ def arrays_of(model, payload: dict) -> dict[str, np.ndarray]:
         out["embeddings.sum"] = sum(out[p] for p in parts if p != "embeddings.output") + out.pop(
             "embeddings.sum.fix"
         )
-    cfg = model.config
-    hidden = [out.pop("hidden0")]
-    for i, part in enumerate(payload["layers"]):
-        a = unpack(part)
-        ln = payload["layer_norms"][i]
-
-        def fixed(name, predict, a=a):
-            return a[name] if name in a else predict() + a.pop(name + ".fix")
-
-        a["scores"] = fixed("scores", lambda a=a: predict_scores(a["q"], a["k"], cfg.head_size))
-        a["probs"] = fixed("probs", lambda a=a: predict_probs(a["scores"]))
-        a["context"] = fixed("context", lambda a=a: predict_context(a["probs"], a["v"]))
-        a["residual_1"] = fixed("residual_1", lambda a=a: hidden[-1] + a["attention_output"])
-        a["ln_1"] = fixed(
-            "ln_1",
-            lambda a=a, ln=ln: predict_layer_norm(
-                a["residual_1"], ln["ln_1_gamma"], ln["ln_1_beta"], cfg.layer_norm_eps
-            ),
-        )
-        a["ffn_act"] = fixed(
-            "ffn_act", lambda a=a: predict_act(a["ffn_pre"], "relu" if cfg.hidden_act == "relu" else "gelu")
-        )
-        a["residual_2"] = fixed("residual_2", lambda a=a: a["ln_1"] + a["ffn_output"])
-        a["ln_2"] = fixed(
-            "ln_2",
-            lambda a=a, ln=ln: predict_layer_norm(
-                a["residual_2"], ln["ln_2_gamma"], ln["ln_2_beta"], cfg.layer_norm_eps
-            ),
-        )
-        hidden.append(a["ln_2"])
+    hidden, layers = [out.pop("hidden0")], []
+    for i, part in enumerate(payload["layers"]):  # a layer's input is the previous one's ln_2
+        layers.append(rebuilt_layer(model, payload, i, unpack(part), layers[-1]["ln_2"] if i else hidden[0],
+                                    out.get("bias")))  # fmt: skip
+    hidden += [a.get("final_ln", a["ln_2"]) for a in layers]  # pre-LN: the last after the final norm
+    for a in layers:
         for name, value in a.items():
             out.setdefault(name, []).append(value)
     for name in list(out):
-        if isinstance(out[name], list):
-            out[name] = np.stack(out[name])
+        if isinstance(out[name], list):  # final_ln: the last layer's only
+            out[name] = out[name][0] if name == "final_ln" else np.stack(out[name])
     out["hidden"] = np.stack(hidden)
     return out
+
+
+def rebuilt_layer(model, payload: dict, i: int, a: dict, X: np.ndarray, mpnet_bias) -> dict:
+    """Layer i's arrays: each ``name.fix`` plus its prediction (view_pack's), in the
+    order the page rebuilds them; X, the layer's input, rounded."""
+    cfg, family = model.config, payload["config"]
+    ln, eps = payload["layer_norms"][i], cfg.layer_norm_eps
+
+    def fixed(name, predict):
+        return a[name] if name in a else predict() + a.pop(name + ".fix")
+
+    def norm(x, which):
+        return predict_layer_norm(x, ln[f"{which}_gamma"], ln[f"{which}_beta"], eps)
+
+    if family["pre_ln"]:
+        a["attention_input"] = fixed(
+            "attention_input", lambda: X if ln["ln_0_gamma"] is None else norm(X, "ln_0")
+        )
+    a["scores"] = fixed("scores", lambda: predict_scores(a["q"], a["k"], family["divisor"]))
+    bias = mpnet_bias
+    if "c2p" in a or "p2c" in a:
+        bias = a["bias"] = fixed("bias", lambda: sum(a[n] for n in ("c2p", "p2c") if n in a))
+    masked = a["scores"]
+    if bias is not None:
+        masked = a["masked_scores"] = fixed("masked_scores", lambda: a["scores"] + bias)
+    seen = None
+    if family["kinds"] and family["kinds"][i] == "sliding_attention":  # |i - j| <= w, written here
+        pos = np.arange(a["scores"].shape[-1])
+        seen = np.abs(pos[:, None] - pos[None, :]) <= family["window"]
+    a["probs"] = fixed("probs", lambda: predict_probs(masked, seen))
+    a["context"] = fixed("context", lambda: predict_context(a["probs"], a["v"]))
+    a["residual_1"] = fixed("residual_1", lambda: X + a["attention_output"])
+    a["ln_1"] = fixed("ln_1", lambda: norm(a["residual_1"], "ln_1"))
+    if family["gated"]:
+        a["ffn_act"] = fixed("ffn_act", lambda: predict_product(a["ffn_activated"], a["ffn_gate"]))
+    else:
+        a["ffn_act"] = fixed(
+            "ffn_act", lambda: predict_act(a["ffn_pre"], "relu" if cfg.hidden_act == "relu" else "gelu")
+        )
+    first = a["residual_1"] if family["pre_ln"] else a["ln_1"]
+    a["residual_2"] = fixed("residual_2", lambda: first + a["ffn_output"])
+    a["ln_2"] = fixed("ln_2", lambda: a["residual_2"] if family["pre_ln"] else norm(a["residual_2"], "ln_2"))
+    if "final_ln.fix" in a:
+        final = payload["final_norm"]
+        a["final_ln"] = fixed(
+            "final_ln", lambda: predict_layer_norm(a["ln_2"], final["gamma"], final["beta"], eps)
+        )
+    return a
 
 
 def printed(a: np.ndarray, digits: int = 4) -> np.ndarray:
     """The trace as the page prints it: floor(x 10**digits + 0.5), computed here in float64."""
     return np.floor(np.asarray(a, np.float64) * 10**digits + 0.5).astype(np.int64)
+
+
+#: The families' own arrays the page stores, by their trace names: each layer's where the trace has them.
+FAMILY_KEYS = ("q_unrotated", "k_unrotated", "c2p", "p2c", "ffn_gate", "attention_input")
+
+
+def activated(hidden_act: str, pre: np.ndarray) -> np.ndarray:
+    """A gated FFN's act(pre), in float64 here: GELU with math.erf, or SiLU."""
+    pre = pre.astype(np.float64)
+    if hidden_act == "silu":
+        return pre / (1 + np.exp(-pre))
+    return np.vectorize(lambda u: 0.5 * u * (1 + math.erf(u / math.sqrt(2))))(pre)
 
 
 def assert_page_holds_the_trace(model, text: str, page: str, pair: str | None = None) -> dict:
@@ -125,28 +165,56 @@ def assert_page_holds_the_trace(model, text: str, page: str, pair: str | None = 
     assert payload["types"] == enc.token_type_ids[0].tolist()
     expected = {
         "embeddings.word": emb["word"][0],
-        "embeddings.position": emb["position"][0],
         "embeddings.sum": emb["sum"][0],
         "hidden": np.stack([h[0] for h in enc.hidden_states]),
     }
-    if emb["token_type"] is not None:
-        expected["embeddings.token_type"] = emb["token_type"][0]
+    for name in ("position", "token_type"):  # absent in some families
+        if emb[name] is not None:
+            expected[f"embeddings.{name}"] = emb[name][0]
     if "projection" in emb:
         expected["embeddings.output"] = emb["output"][0]
-    for key in LAYER_ARRAYS + ("scores", "probs", "residual_1", "ffn_act", "residual_2", "ln_2"):
-        expected[key] = np.stack([t[key][0] for t in layers])
+    for key in (
+        LAYER_ARRAYS + ("scores", "probs", "residual_1", "ffn_act", "residual_2", "ln_2") + FAMILY_KEYS
+    ):
+        if key in layers[0]:
+            expected[key] = np.stack([t[key][0] for t in layers])
+    expected |= family_arrays(model, enc)
     assert payload["mask"] == [float(x) for x in layers[0]["mask"][0, 0, 0]]
-    assert set(got) == set(expected) | {"ffn_relu_output"}
+    integers = {k for k in got if k.startswith("relative.")}  # checked by test_family_pages
+    assert set(got) - integers == set(expected) | {"ffn_relu_output"}
     for name, want in expected.items():
         np.testing.assert_array_equal(got[name], printed(want), err_msg=name)
     w = model.weights
     for i, t in enumerate(layers):
         lw = w.layers[w.layer_map[i]]
-        relu64 = (
-            np.maximum(t["ffn_pre"][0].astype(np.float64), 0) @ lw.ffn.W_2.astype(np.float64) + lw.ffn.b_2
-        )
+        a = np.maximum(t["ffn_pre"][0].astype(np.float64), 0) * (t["ffn_gate"][0] if "ffn_gate" in t else 1)
+        relu64 = a @ lw.ffn.W_2.astype(np.float64) + lw.ffn.b_2
         np.testing.assert_array_equal(got["ffn_relu_output"][i], printed(relu64), err_msg=f"layer {i}")
     return payload
+
+
+def family_arrays(model, enc) -> dict[str, np.ndarray]:
+    """The trace's arrays of the families' own steps, as the page stores them: MPNet's bias
+    (once: every layer adds the same), DeBERTa's and the masked scores, the angle tables'
+    first d/2 columns, act(pre) of a gated FFN, the final norm (the last hidden state)."""
+    layers, out = enc.trace["layers"], {}
+    first = layers[0]
+    if "bias" in first:
+        out["masked_scores"] = np.stack([t["masked_scores"][0] for t in layers])
+        if "c2p" in first or "p2c" in first:
+            out["bias"] = np.stack([t["bias"][0] for t in layers])
+        else:
+            assert all(t["bias"] is first["bias"] for t in layers)
+            out["bias"] = first["bias"][0]
+    if "cos" in first:
+        half = model.config.head_size // 2
+        for name in ("cos", "sin"):
+            out[name] = np.stack([t[name][:, :half] for t in layers])
+    if "ffn_gate" in first:
+        out["ffn_activated"] = np.stack([activated(model.config.hidden_act, t["ffn_pre"][0]) for t in layers])
+    if "final_ln" in enc.trace:
+        out["final_ln"] = enc.trace["final_ln"][0]
+    return out
 
 
 def test_tiny_page_holds_the_trace(tiny_model):
@@ -456,3 +524,64 @@ def test_write_errors_keep_the_earlier_page(tmp_path, monkeypatch, fail):
     monkeypatch.undo()
     assert_unchanged(before, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["o.html"]
+
+
+#: The arrays a family's page adds to BERT's (besides the relative-position integer tables).
+OWN = {
+    "tiny-modernbert": {"q_unrotated", "k_unrotated", "cos", "sin", "ffn_gate", "ffn_activated",
+                        "attention_input", "final_ln"},
+    "tiny-nomic-bert": {"q_unrotated", "k_unrotated", "cos", "sin", "ffn_gate", "ffn_activated"},
+    "tiny-mpnet": {"bias", "masked_scores"},
+    "tiny-deberta-v3": {"c2p", "p2c", "bias", "masked_scores"},
+    "tiny-deberta-c2p": {"c2p", "bias", "masked_scores"},
+}  # fmt: skip
+#: transformers' bucket integers (tests/reference/relpos/buckets.npz) of each family's setting
+BUCKETS = {"tiny-mpnet": "mpnet", "tiny-deberta-v3": "deberta_16_128", "tiny-deberta-c2p": "deberta_8_24"}
+
+
+@pytest.mark.parametrize(
+    ("family", "dtype"), [(f, "float32") for f in OWN] + [("tiny-modernbert", "float64")]
+)
+def test_family_pages(family, dtype):
+    """ModernBERT (pre-LN, rotary with two bases, window, GeGLU, final norm), NomicBERT
+    (rotary, SwiGLU), MPNet (bucket bias), DeBERTa (c2p and p2c): every array the page
+    stores is the trace's, rounded as printed, the family's own included; its bucket and
+    gather tables are transformers' integers; every check is explain's, under a step of
+    the page (none left to "other checks")."""
+    from reference_helpers import read_reference
+
+    model = load(DATA / family, dtype)
+    text, pair = "How old are you?", "I am six years old."  # longer than ModernBERT's window
+    payload = assert_page_holds_the_trace(model, text, view(model, text, pair=pair, layer=2, head=1), pair)
+    got = arrays_of(model, payload)
+    assert OWN[family] <= set(got)
+    config, S = payload["config"], len(payload["tokens"])
+    rotary = family in ("tiny-modernbert", "tiny-nomic-bert")
+    assert config["pre_ln"] == (family == "tiny-modernbert") and config["gated"] == rotary
+    if config["rotary"]:
+        kinds = model.config.layer_types
+        assert [r["theta"] for r in config["rotary"]] == [
+            model.config.local_rope_theta if k == "sliding_attention" else model.config.global_rope_theta
+            for k in kinds
+        ]
+        d = model.config.head_size
+        for r in config["rotary"]:
+            np.testing.assert_allclose(r["freq"], r["theta"] ** (-np.arange(0, d, 2) / d), rtol=1e-15)
+    if family in BUCKETS:
+        ref = read_reference(ROOT / "tests" / "reference" / "relpos" / "buckets.npz")
+        at = {int(r): n for n, r in enumerate(ref["relative_position"])}
+        i, j = np.meshgrid(np.arange(S), np.arange(S), indexing="ij")
+        if family == "tiny-mpnet":
+            np.testing.assert_array_equal(
+                got["relative.bucket"], np.vectorize(lambda r: ref["mpnet"][at[r]])(j - i)
+            )
+        else:
+            delta = np.vectorize(lambda r: ref[BUCKETS[family]][at[r]])(i - j)  # DeBERTa's delta is i - j
+            K = config["span"]
+            np.testing.assert_array_equal(got["relative.delta"], delta)
+            np.testing.assert_array_equal(got["relative.c"], np.clip(delta + K, 0, 2 * K - 1))
+            np.testing.assert_array_equal(got["relative.c_prime"], np.clip(-delta + K, 0, 2 * K - 1))
+    for n, shown in enumerate(payload["checks"]["layers"], 1):
+        ours = explain(model, text, layer=n, head=1, token=payload["initial"]["token"], pad=0, pair=pair)
+        assert [c["what"] for c in shown] == [c.what for c in ours.checks][2:]  # the embeddings' come first
+        assert all(c["ok"] for c in shown) and "other" not in {c["step"] for c in shown}

@@ -13,6 +13,7 @@ Chromium; ``make test`` installs Playwright).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "The bank raised interest rates again today."
 PER_HEAD = {"q", "k", "v", "context", "scores", "masked_scores", "probs"}
+#: The families' own per-head rows: q and k before their rotation, the position bias and its terms.
+FAMILY_PER_HEAD = {"q_unrotated", "k_unrotated", "bias", "c2p", "p2c"}
 #: Every array the steps, the tokens view and the layers view print (ln_2 is printed as hidden_states[l]).
 SHOWN = PER_HEAD | {
     "mask", "concat", "attention_output", "residual_1", "ln_1", "ffn_pre", "ffn_act", "ffn_relu",
@@ -87,10 +90,22 @@ def _int(v) -> int | None:
 
 
 def _relu_ffn(p: Page, layer: int, token: int) -> np.ndarray:
-    """The article's FFN output (ReLU for GELU) in float64, from the weights."""
+    """The article's FFN output (ReLU for GELU) in float64, from the weights (a gated
+    FFN: ReLU(pre) times the same gate)."""
     w = p.model.weights.layers[p.model.weights.layer_map[layer - 1]]
-    pre = p.enc.trace["layers"][layer - 1]["ffn_pre"][0, token].astype(np.float64)
-    return np.maximum(pre, 0) @ w.ffn.W_2.astype(np.float64) + w.ffn.b_2
+    t = p.enc.trace["layers"][layer - 1]
+    a = np.maximum(t["ffn_pre"][0, token].astype(np.float64), 0)
+    if "ffn_gate" in t:
+        a = a * t["ffn_gate"][0, token]
+    return a @ w.ffn.W_2.astype(np.float64) + w.ffn.b_2
+
+
+def _activated(p: Page, pre: np.ndarray) -> np.ndarray:
+    """A gated FFN's act(pre) in float64: GELU with math.erf, or SiLU."""
+    pre = pre.astype(np.float64)
+    if p.model.config.hidden_act == "silu":
+        return pre / (1 + np.exp(-pre))
+    return np.array([0.5 * u * (1 + math.erf(u / math.sqrt(2))) for u in pre])
 
 
 def expected(p: Page, key: str, layer: int | None, head: int | None, token: int | None) -> np.ndarray:
@@ -103,8 +118,12 @@ def expected(p: Page, key: str, layer: int | None, head: int | None, token: int 
     t = trace["layers"][layer - 1]
     if key == "mask":
         return t["mask"][0, 0, 0]
-    if key in PER_HEAD:
+    if key in PER_HEAD | FAMILY_PER_HEAD:
         return t[key][0, head, token]
+    if key in ("cos", "sin"):  # the angle table: one angle per pair, d/2
+        return t[key][token, : p.model.config.head_size // 2]
+    if key == "ffn_activated":
+        return _activated(p, t["ffn_pre"][0, token])
     if key == "ffn_relu":
         return np.maximum(t["ffn_pre"][0, token], 0)
     if key == "ffn_relu_output":
@@ -237,8 +256,8 @@ def expected_stat(p: Page, s: dict) -> float:
     if s["stat"] == "nearest":
         return _cos(hs[layer][token], hs[layer][_int(s["other"])])
     t = p.enc.trace["layers"][layer - 1]
-    if s["stat"] in ("mean", "variance"):
-        row = t[s["key"]][0, token].astype(np.float64)
+    if s["stat"] in ("mean", "variance"):  # key "input": the layer's input (pre-LN's first norm)
+        row = hs[layer - 1][token] if s["key"] == "input" else t[s["key"]][0, token].astype(np.float64)
         return float(row.mean() if s["stat"] == "mean" else row.var())
     if s["stat"] == "sum":
         return float(t["probs"][0, _int(s["head"]), token].astype(np.float64).sum())
@@ -572,3 +591,51 @@ def test_strips_of_a_card_line_up(opened):
                 continue
             lefts, rights = {round(a) for a, _ in edges}, {round(b) for _, b in edges}
             assert max(lefts) - min(lefts) <= 1 and max(rights) - min(rights) <= 1, (name, edges)
+
+
+#: What each family's page prints beyond BERT's (trace names), in the layers opened below.
+FAMILY_SHOWN = {
+    "tiny-modernbert": {"q_unrotated", "k_unrotated", "cos", "sin", "attention_input", "ffn_gate",
+                        "ffn_activated"},
+    "tiny-nomic-bert": {"q_unrotated", "k_unrotated", "cos", "sin", "ffn_gate", "ffn_activated"},
+    "tiny-mpnet": {"bias", "masked_scores"},
+    "tiny-deberta-v3": {"c2p", "p2c", "bias", "masked_scores"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", list(FAMILY_SHOWN))
+def test_family_pages(browser, tmp_path, family):
+    """ModernBERT, NomicBERT, MPNet, DeBERTa-v3, every layer: drawn without error, every
+    printed number and statistic the trace's (the family's own steps too: the rotation
+    and its angle table, the window, the gate, the pre-LN norms, the final norm; the
+    bias, c2p and p2c), every check explain's and passing; on a local layer the query's
+    probabilities are 0 outside its window, and the page says which keys it sees."""
+    model = load(DATA / family)
+    text, pair = "How old are you?", "I am six years old."
+    p = Page(model, text, tmp_path / "family.html", pair=pair, layer=1, head=1, token=9)
+    o = open_page(browser, p.path)
+    try:
+        compared: set[str] = set()
+        for layer in range(1, model.num_layers + 1):
+            o.page.select_option("#layer", str(layer))
+            settle(o.page)
+            compared |= set(assert_rows_are_the_trace(o.page, p))
+            for s in o.page.evaluate(STATS_JS):
+                tol = PRINTED + 1e-9 + (2e-5 if s["stat"] in ("cosine", "maxdiff") else 0)
+                assert abs(float(s["text"]) - expected_stat(p, s)) <= tol, s
+            shown = o.page.evaluate(CHECKS_JS)
+            ours = explain(model, text, layer=layer, head=1, token=9, pad=0, pair=pair).checks
+            assert len(shown) == len(ours) and all(c["ok"] for c in shown)
+            assert not o.page.locator("#steps h3", has_text="Other checks").count()
+            if model.config.layer_types and model.config.layer_types[layer - 1] == "sliding_attention":
+                w = model.config.local_attention // 2
+                note = o.page.text_content("#step-mask .note")
+                assert f"sees keys {9 - w}..{9 + w}." in note
+                P = p.enc.trace["layers"][layer - 1]["probs"][0, 1, 9]
+                assert np.all(P[np.abs(np.arange(len(P)) - 9) > w] == 0)
+        assert FAMILY_SHOWN[family] <= compared, FAMILY_SHOWN[family] - compared
+        if family == "tiny-modernbert":  # the last layer's output is after the final norm
+            assert o.page.locator("#step-ln_2 h3", has_text="final LayerNorm").count() == 1
+        assert o.errors == [] and len(o.requests) == 1
+    finally:
+        o.page.close()

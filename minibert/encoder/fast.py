@@ -338,9 +338,7 @@ def _relative_terms(config: Config, weights: Weights, S: int, dtype) -> tuple:
     rel = relative_positions(config, weights, S, dtype)
     if rel.embeddings is None or not rel.terms:
         return None, None, rel.scale
-    span = rel.span
-    at_c2p = np.clip(rel.index + span, 0, 2 * span - 1)  # (S, S)
-    at_p2c = np.clip(-rel.index + span, 0, 2 * span - 1)  # (S, S)
+    at_c2p, at_p2c = ops.gather_index(rel.index, rel.span)  # (S, S) each
     return None, (positions(weights, rel), at_c2p, at_p2c), rel.scale
 
 

@@ -169,12 +169,13 @@ def forward(
             attentions.append(layer.attention.probs)
         if trace:
             layers.append(layer)
+    final = None
     if (
         weights.final_ln is not None
     ):  # pre-LN: the last hidden state is normalised, as transformers returns it
-        hidden_states[-1] = ops.layer_norm(x, weights.final_ln.gamma, weights.final_ln.beta, eps)
+        final = hidden_states[-1] = ops.layer_norm(x, weights.final_ln.gamma, weights.final_ln.beta, eps)
     return EncoderOutput(
         tuple(hidden_states),
         tuple(attentions) if output_attentions else None,
-        Trace(embeddings, tuple(layers)) if trace else None,
+        Trace(embeddings, tuple(layers), final) if trace else None,
     )

@@ -53,6 +53,7 @@ __all__ = [
     "encoder_layer",
     "feed_forward",
     "gelu",
+    "gather_index",
     "gelu_tanh",
     "glu",
     "layer_norm",
@@ -65,6 +66,7 @@ __all__ = [
     "relative_position_index",
     "relu",
     "rotary_angles",
+    "rotary_frequencies",
     "rotate",
     "pre_ln_layer",
     "scaled_dot_product_attention",
@@ -257,6 +259,22 @@ def disentangled_scale(head_size: int, scale_factor: int) -> np.float32:
     return np.sqrt(np.float32(head_size) * np.float32(scale_factor))
 
 
+def gather_index(index: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where DeBERTa's position terms read their all-positions products:
+
+        c(i, j)  = clip(delta(i, j) + K, 0, 2K - 1)     (c2p, row i)
+        c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1)    (p2c, row j of the keys)
+
+    index: delta (S, S), :func:`relative_position_index`; span K -> (c, c'),
+    each (S, S) int64: c[i, j] and c'[j, i], relative distances clamped to
+    the 2K embeddings (transformers' ``torch.clamp`` before its gathers).
+    Read by :func:`disentangled_bias` and by the fast schedule.
+    """
+    at_c2p = np.clip(index + span, 0, 2 * span - 1)  # (S, S)
+    at_p2c = np.clip(-index + span, 0, 2 * span - 1)  # (S, S)
+    return at_c2p, at_p2c
+
+
 def disentangled_bias(
     q: np.ndarray,
     k: np.ndarray,
@@ -271,8 +289,8 @@ def disentangled_bias(
         c2p[i, j] = Q_i . Kr_{c(i, j)} / s        (content of i -> position of j relative to i)
         p2c[i, j] = K_j . Qr_{c'(j, i)} / s       (position of i relative to j -> content of j)
 
-    with c(i, j) = clip(delta(i, j) + K, 0, 2K - 1) and c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1),
-    delta the (bucketed) relative position :func:`relative_position_index`,
+    with c(i, j) = clip(delta(i, j) + K, 0, 2K - 1) and c'(j, i) = clip(-delta(j, i) + K, 0, 2K - 1)
+    (:func:`gather_index`), delta the (bucketed) relative position :func:`relative_position_index`,
     K = ``span`` and s = :func:`disentangled_scale`.
     q, k: (B, h, S, d), the layer's queries and keys (unscaled); pos_q, pos_k:
     (h, 2K, d), the relative embeddings projected (p2c reads pos_q, c2p pos_k;
@@ -283,16 +301,29 @@ def disentangled_bias(
     """
     S = q.shape[-2]
     rows = np.arange(S)[:, None]  # (S, 1)
+    at_c2p, at_p2c = gather_index(index, span)  # (S, S) each
     c2p = p2c = None
     if pos_k is not None:
         c2p_all = q @ np.swapaxes(pos_k, -1, -2)  # (B, h, S, d) @ (h, d, 2K) -> (B, h, S, 2K)
-        at = np.clip(index + span, 0, 2 * span - 1)  # (S, S)
-        c2p = c2p_all[:, :, rows, at] / np.asarray(scale, q.dtype)  # (B, h, S, 2K) -> (B, h, S, S)
+        c2p = c2p_all[:, :, rows, at_c2p] / np.asarray(scale, q.dtype)  # (B, h, S, 2K) -> (B, h, S, S)
     if pos_q is not None:
         p2c_all = k @ np.swapaxes(pos_q, -1, -2)  # (B, h, S, d) @ (h, d, 2K) -> (B, h, S, 2K)
-        at = np.clip(-index + span, 0, 2 * span - 1)  # (S, S)
-        p2c = np.swapaxes(p2c_all[:, :, rows, at], -1, -2) / np.asarray(scale, q.dtype)  # (B, h, S, S)
+        p2c = np.swapaxes(p2c_all[:, :, rows, at_p2c], -1, -2) / np.asarray(scale, q.dtype)  # (B, h, S, S)
     return c2p, p2c
+
+
+def rotary_frequencies(head_size: int, theta: float, dtype) -> np.ndarray:
+    """The rotary frequencies w_i = theta^(-2i/d), i = 0 .. d/2 - 1 -> (d/2,).
+
+    Pair i of a query or key turns by the angle p w_i at position p
+    (:func:`rotary_angles`): w_0 = 1 radian a position, down to almost
+    1 / theta for the last pair, so the first pairs turn fast and the last
+    ones barely. theta: the base (config ``global_rope_theta`` /
+    ``local_rope_theta``). Su et al. 2021 (RoFormer), eq. 15.
+    """
+    dtype = np.dtype(dtype)
+    i = np.arange(0, head_size, 2, dtype=dtype)  # 0, 2, 4, ..., d - 2
+    return 1 / np.power(np.asarray(theta, dtype), i / dtype.type(head_size))  # the d/2 frequencies w_i
 
 
 def rotary_angles(
@@ -310,9 +341,7 @@ def rotary_angles(
     tests/reference/generate_rotary.py). Su et al. 2021 (RoFormer), eq. 34.
     """
     dtype = np.dtype(dtype)
-    i = np.arange(0, head_size, 2, dtype=dtype)  # 0, 2, 4, ..., d - 2
-    inv_freq = 1 / np.power(np.asarray(theta, dtype), i / dtype.type(head_size))  # the d/2 frequencies w_i
-    angles = positions.astype(dtype)[:, None] * inv_freq  # S x d/2: p w_i
+    angles = positions.astype(dtype)[:, None] * rotary_frequencies(head_size, theta, dtype)  # S x d/2: p w_i
     angles = np.concatenate([angles, angles], axis=-1)  # (S, d)
     return np.cos(angles), np.sin(angles)
 
@@ -365,14 +394,17 @@ def multi_head_attention(
     matrix, so all heads are projected by one product and split afterwards.
     ``relative`` (:class:`~minibert.encoder.params.RelativePositions`): MPNet's
     bias added to the scores, DeBERTa's scale and c2p + p2c terms
-    (:func:`disentangled_bias`), ModernBERT's rotary tables (q and k turned
-    by :func:`rotate` before the scores; ``trace``'s q and k are the turned
-    ones); None for BERT.
+    (:func:`disentangled_bias`), ModernBERT's and NomicBERT's rotary tables
+    (q and k turned by :func:`rotate` before the scores; ``trace``'s q and k
+    are the turned ones, ``q_unrotated`` and ``k_unrotated`` the projections
+    before, ``cos`` and ``sin`` the tables); None for BERT.
     """
     q = split_heads(linear(x, w.W_q, w.b_q), num_heads)  # (B, S, H) -> (B, h, S, d)
     k = split_heads(linear(x, w.W_k, w.b_k), num_heads)  # (B, S, H) -> (B, h, S, d)
     v = split_heads(linear(x, w.W_v, w.b_v), num_heads)  # (B, S, H) -> (B, h, S, d)
-    if relative is not None and relative.cos is not None:  # ModernBERT: rotary q and k
+    rotary = relative is not None and relative.cos is not None  # ModernBERT, NomicBERT
+    q_in, k_in = (q, k) if trace else (None, None)  # the trace keeps them; a plain pass frees them
+    if rotary:  # q and k turned by their positions
         q, k = rotate(q, relative.cos, relative.sin), rotate(k, relative.cos, relative.sin)
     bias, c2p, p2c, scale = None, None, None, None
     if relative is not None and relative.bias is not None:  # MPNet
@@ -389,7 +421,10 @@ def multi_head_attention(
     concat = merge_heads(heads.context)  # (B, h, S, d) -> (B, S, H)
     out = linear(concat, w.W_o, w.b_o)
     if trace:
-        return replace(heads, q=q, k=k, v=v, concat=concat, output=out, c2p=c2p, p2c=p2c)
+        heads = replace(heads, q=q, k=k, v=v, concat=concat, output=out, c2p=c2p, p2c=p2c)
+        if rotary:
+            heads = replace(heads, q_unrotated=q_in, k_unrotated=k_in, cos=relative.cos, sin=relative.sin)
+        return heads
     return AttentionTrace(probs=heads.probs, output=out)
 
 
@@ -479,17 +514,19 @@ def feed_forward(x: np.ndarray, w: FeedForwardWeights, act=gelu, trace: bool = F
     (:class:`~minibert.encoder.params.FeedForwardWeights`). Returns ``output``
     (B, S, H); with ``trace`` also ``pre`` and ``act`` (B, S, I).
     ``act`` follows config ``hidden_act``: GELU for BERT, where the article
-    writes ReLU. With ``w.W_gate`` (ModernBERT) the FFN is gated:
-    act(x W_1 + b_1) * (x W_gate + b_gate) (:func:`glu`), and ``act`` in the
-    trace is that product.
+    writes ReLU. With ``w.W_gate`` (ModernBERT, NomicBERT) the FFN is gated:
+    act(x W_1 + b_1) * (x W_gate + b_gate) (:func:`glu`); the trace's ``act``
+    is that product and its ``gate`` x W_gate + b_gate (B, S, I).
     """
     pre = linear(x, w.W_1, w.b_1)  # (B, S, H) -> (B, S, I)
+    gate = None
     if w.W_gate is None:
         a = act(pre)
-    else:  # ModernBERT's GeGLU
-        a = glu(pre, linear(x, w.W_gate, w.b_gate), act)  # (B, S, I)
+    else:  # ModernBERT's GeGLU, NomicBERT's SwiGLU
+        gate = linear(x, w.W_gate, w.b_gate)  # (B, S, H) -> (B, S, I)
+        a = glu(pre, gate, act)  # (B, S, I)
     out = linear(a, w.W_2, w.b_2)  # (B, S, I) -> (B, S, H)
-    return FeedForwardTrace(pre, a, out) if trace else FeedForwardTrace(output=out)
+    return FeedForwardTrace(pre, a, out, gate) if trace else FeedForwardTrace(output=out)
 
 
 def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
@@ -615,9 +652,10 @@ def pre_ln_layer(
     never normalised (Xiong et al. 2020); the encoder ends with one more
     LayerNorm (``Weights.final_ln``). ``layer.ln_1`` None: the identity
     (ModernBERT's first layer, whose input is the normalised embeddings).
-    x: (B, S, H) -> ``ln_2`` x_2 (B, S, H); the trace's ``residual_1`` is
-    x_1, its ``ln_1`` LayerNorm_2(x_1) (what the FFN reads), ``residual_2``
-    and ``ln_2`` both x_2 (:class:`~minibert.encoder.trace.LayerTrace`).
+    x: (B, S, H) -> ``ln_2`` x_2 (B, S, H); the trace's ``attention_input``
+    is LayerNorm_1(x) (x itself in the first layer), ``residual_1`` x_1,
+    ``ln_1`` LayerNorm_2(x_1) (what the FFN reads), ``residual_2`` and
+    ``ln_2`` both x_2 (:class:`~minibert.encoder.trace.LayerTrace`).
     """
     normed = x if layer.ln_1 is None else layer_norm(x, layer.ln_1.gamma, layer.ln_1.beta, eps)
     attention = multi_head_attention(normed, layer.attention, mask, num_heads, trace, relative)
@@ -626,5 +664,5 @@ def pre_ln_layer(
     ffn = feed_forward(ffn_in, layer.ffn, act, trace)
     x_2 = x_1 + ffn.output
     if trace:
-        return LayerTrace(attention, x_1, ffn_in, ffn, x_2, x_2)
+        return LayerTrace(attention, x_1, ffn_in, ffn, x_2, x_2, attention_input=normed)
     return LayerTrace(AttentionTrace(probs=attention.probs), ln_2=x_2)

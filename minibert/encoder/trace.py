@@ -6,11 +6,15 @@ The composite formulas of :mod:`minibert.encoder.ops` return these records, and
     Trace
       embeddings: EmbeddingTrace      word, position, token_type, sum, output, projection
       layers[i]:  LayerTrace          (encoder layer i + 1)
+        attention_input               (pre-LN only: LayerNorm_1 of the layer's input)
         attention: AttentionTrace     q, k, v, scores, mask, masked_scores, probs,
                                       context, concat, output
+                                      (+ bias, c2p, p2c: MPNet, DeBERTa;
+                                       + q_unrotated, k_unrotated, cos, sin: rotary)
         residual_1, ln_1
-        ffn: FeedForwardTrace         pre, act, output
+        ffn: FeedForwardTrace         pre, act, output (+ gate: a gated FFN)
         residual_2, ln_2              (ln_2 is the layer's output, hidden_states[i + 1])
+      final_ln                        (pre-LN only: LayerNorm of the last layer's output)
 
 Shapes as in :mod:`minibert.encoder.ops`. The records hold the arrays the formulas
 computed, never copies. A formula called without ``trace`` fills only what
@@ -101,6 +105,13 @@ class AttentionTrace:
     DeBERTa's c2p + p2c (B, h, S, S), each also recorded as ``c2p`` and ``p2c``
     (:func:`minibert.encoder.ops.disentangled_bias`), and its scores are
     Q K^T / sqrt(d (1 + #terms)).
+
+    The rotary families (ModernBERT, NomicBERT) turn q and k by their
+    positions (:func:`minibert.encoder.ops.rotate`): ``q`` and ``k`` are the
+    turned ones (what the scores read), ``q_unrotated`` and ``k_unrotated``
+    (B, h, S, d) the projections before, ``cos`` and ``sin`` (S, d) the
+    tables of the layer's base (:func:`minibert.encoder.ops.rotary_angles`);
+    None elsewhere. A sliding-window layer's ``mask`` is (B, 1, S, S).
     """
 
     q: np.ndarray | None = None
@@ -116,16 +127,23 @@ class AttentionTrace:
     bias: np.ndarray | None = None
     c2p: np.ndarray | None = None
     p2c: np.ndarray | None = None
+    q_unrotated: np.ndarray | None = None
+    k_unrotated: np.ndarray | None = None
+    cos: np.ndarray | None = None
+    sin: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class FeedForwardTrace:
     """:func:`minibert.encoder.ops.feed_forward`: pre = x W_1 + b_1 (B, S, I), act =
-    act(pre) (B, S, I), output = act W_2 + b_2 (B, S, H)."""
+    act(pre) (B, S, I), output = act W_2 + b_2 (B, S, H). A gated FFN (ModernBERT's
+    GeGLU, NomicBERT's SwiGLU): gate = x W_gate + b_gate (B, S, I) and act =
+    act(pre) * gate (:func:`minibert.encoder.ops.glu`); else gate is None."""
 
     pre: np.ndarray | None = None
     act: np.ndarray | None = None
     output: np.ndarray | None = None
+    gate: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +155,13 @@ class LayerTrace(_Names):
 
     attention: :class:`AttentionTrace`; ffn: :class:`FeedForwardTrace`; the
     rest (B, S, H).
+
+    A pre-LN layer (:func:`minibert.encoder.ops.pre_ln_layer`, ModernBERT):
+    ``attention_input`` = LayerNorm_1(x) (x itself where the layer has no
+    attention norm), residual_1 = x_1 = x + MultiHead(attention_input),
+    ln_1 = LayerNorm_2(x_1), what the FFN reads, and residual_2 = ln_2 =
+    x_1 + FFN(ln_1), the output. Post-LN layers leave ``attention_input``
+    None (the attention reads x).
     """
 
     attention: AttentionTrace
@@ -145,6 +170,7 @@ class LayerTrace(_Names):
     ffn: FeedForwardTrace | None = None
     residual_2: np.ndarray | None = None
     ln_2: np.ndarray | None = None
+    attention_input: np.ndarray | None = None
 
     #: The trace's flat names (its first, dictionary form) -> typed fields.
     KEYS = {
@@ -158,7 +184,23 @@ class LayerTrace(_Names):
         "ffn_output": ("ffn", "output"),
         "residual_2": ("residual_2",),
         "ln_2": ("ln_2",),
+        # the families' own steps: absent (not keys) where the family has none
+        **{name: ("attention", name) for name in
+           ("bias", "c2p", "p2c", "q_unrotated", "k_unrotated", "cos", "sin")},
+        "ffn_gate": ("ffn", "gate"),
+        "attention_input": ("attention_input",),
     }  # fmt: skip
+    OPTIONAL = (
+        "bias",
+        "c2p",
+        "p2c",
+        "q_unrotated",
+        "k_unrotated",
+        "cos",
+        "sin",
+        "ffn_gate",
+        "attention_input",
+    )
 
     @property
     def output(self) -> np.ndarray:
@@ -170,9 +212,14 @@ class LayerTrace(_Names):
 class Trace(_Names):
     """Every intermediate of one traced forward pass (``Encoding.trace``):
     ``embeddings`` and one :class:`LayerTrace` per step of the encoder
-    (``layers[i]`` produced ``hidden_states[i + 1]``)."""
+    (``layers[i]`` produced ``hidden_states[i + 1]``); ``final_ln``, the
+    LayerNorm after the last layer of a pre-LN encoder (ModernBERT; it is
+    hidden_states[-1], and the last layer's ``ln_2`` its input), else None
+    (and then not a key)."""
 
     embeddings: EmbeddingTrace
     layers: tuple[LayerTrace, ...]
+    final_ln: np.ndarray | None = None
 
-    KEYS = {"embeddings": ("embeddings",), "layers": ("layers",)}
+    KEYS = {"embeddings": ("embeddings",), "layers": ("layers",), "final_ln": ("final_ln",)}
+    OPTIONAL = ("final_ln",)

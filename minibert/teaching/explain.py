@@ -11,11 +11,18 @@ error and tolerance). Each step is made by one small function below, from
 the facts of the walk (:class:`Walk`); :func:`render` turns the steps into
 the terminal text, and is the only place that knows colours.
 
-The checks are written independently of :mod:`minibert.encoder.ops` (einsum,
-explicit statistics, ``math.erf`` one scalar at a time), so they test the
-formula functions rather than repeat them. To show the padding mask at work,
-the text is padded with ``pad`` extra [PAD] positions (attention mask 0); a
-check confirms they get zero attention weight and do not change the real
+The checks of BERT's steps are written independently of
+:mod:`minibert.encoder.ops` (einsum, explicit statistics, ``math.erf`` one
+scalar at a time), so they test the formula functions rather than repeat them.
+The families' own steps -- MPNet's bucket bias, DeBERTa's c2p and p2c, the
+rotation of q and k with its angle table (ModernBERT, NomicBERT), the gated FFN,
+the sliding window, the pre-LN norms -- are recomputed in float64 from the
+traced inputs by the same formula functions of :mod:`minibert.encoder.ops`
+(no formula is written twice), so their checks measure the rounding of the
+dtype; tests/test_explain.py holds what they show to independent
+recomputations and to the transformers references. To show the padding mask
+at work, the text is padded with ``pad`` extra [PAD] positions (attention mask
+0); a check confirms they get zero attention weight and do not change the real
 tokens.
 """
 
@@ -245,10 +252,44 @@ class Walk:
     def SS(self) -> str:
         return f"(1, {self.cfg.num_attention_heads}, {self.S}, {self.S})"
 
+    @property
+    def kind(self) -> str | None:
+        """The layer's kind (config ``layer_types``): ``"full_attention"`` or
+        ``"sliding_attention"`` (ModernBERT, NomicBERT); None for the others."""
+        types = self.cfg.layer_types
+        return types[self.layer - 1] if types else None
+
+    @property
+    def pre_ln(self) -> bool:
+        """Pre-LN layers (ModernBERT): the trace records what the attention read."""
+        return self.t.attention_input is not None
+
+    @property
+    def attention_input(self) -> np.ndarray:
+        """What the attention read: LayerNorm_1(X) in a pre-LN layer, else X."""
+        return self.x if self.t.attention_input is None else self.t.attention_input
+
+    @property
+    def final(self) -> bool:
+        """The explained layer is the last of a pre-LN encoder: the final norm follows it."""
+        return self.layer == self.model.num_layers and self.enc.trace.final_ln is not None
+
+    @property
+    def theta(self) -> float:
+        """The rotary base of the layer: ``local_rope_theta`` on a sliding-window
+        layer, else ``global_rope_theta``."""
+        return self.cfg.local_rope_theta if self.kind == "sliding_attention" else self.cfg.global_rope_theta
+
+    @cached_property
+    def allowed(self) -> np.ndarray:
+        """(S, S) bool: query i may attend key j (M[i, j] = 0), read from the
+        traced mask: the real keys, and within the window on a local layer."""
+        return np.broadcast_to(self.a.mask[0, 0] == 0, (self.S, self.S))
+
     @cached_property
     def p64(self) -> np.ndarray:
         """softmax(Q K^T / sqrt(d) + B + M) in float64 from the traced q, k: (h, S, S)."""
-        ms = np.where(self.mask[None, None, :], self.scores64 + self.bias64, -np.inf)
+        ms = np.where(self.allowed[None], self.scores64 + self.bias64, -np.inf)
         p = np.exp(ms - ms.max(-1, keepdims=True))
         return p / p.sum(-1, keepdims=True)
 
@@ -267,14 +308,20 @@ class Walk:
 
     @cached_property
     def bias64(self) -> np.ndarray:
-        """The position bias B in float64: (h, S, S), 0 for BERT. MPNet: its table at
-        the buckets; DeBERTa: c2p + p2c from the traced q, k and the float64
-        projections of the relative embeddings (the same gathers as the formula)."""
+        """The position bias B in float64: (h, S, S), 0 for BERT (:attr:`terms64` summed)."""
+        return sum(self.terms64.values(), np.zeros((self.cfg.num_attention_heads, self.S, self.S)))
+
+    @cached_property
+    def terms64(self) -> dict[str, np.ndarray]:
+        """The terms of the position bias in float64, each (h, S, S); none for BERT.
+        MPNet: ``bias``, its table at the buckets; DeBERTa: ``c2p`` and ``p2c`` from
+        the traced q, k and the float64 projections of the relative embeddings (the
+        same gathers as the formula)."""
         cfg, weights, S = self.cfg, self.model.weights, self.S
         if cfg.family == "mpnet":
-            return ops.relative_position_bias(S, weights.relative.table.astype(np.float64))[0]
+            return {"bias": ops.relative_position_bias(S, weights.relative.table.astype(np.float64))[0]}
         if cfg.family != "deberta-v2" or not cfg.relative_attention or not cfg.pos_att_type:
-            return np.zeros((cfg.num_attention_heads, S, S))
+            return {}
         rel = relative_positions(cfg, weights, S, np.float64)
         names = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o", "W_pk", "b_pk", "W_pq", "b_pq")
         w = self.w.attention
@@ -283,7 +330,7 @@ class Walk:
         pos_q, pos_k = ops._position_projections(w64, rel, cfg.num_attention_heads)
         q64, k64 = (c.astype(np.float64) for c in (self.a.q, self.a.k))
         c2p, p2c = ops.disentangled_bias(q64, k64, pos_q, pos_k, rel.index, rel.span, float(rel.scale))
-        return sum(t[0] for t in (c2p, p2c) if t is not None)
+        return {name: t[0] for name, t in (("c2p", c2p), ("p2c", p2c)) if t is not None}
 
 
 def _check(walk: Walk, what: str, error: float, tol: float | None = None) -> Check:
@@ -302,8 +349,24 @@ def _header(walk: Walk) -> Step:
             f"d={cfg.head_size}, I={cfg.intermediate_size}, act={cfg.hidden_act}",
             f"  text: {walk.text!r}"[:WIDTH],
             *(() if walk.pair is None else (f"  pair: {walk.pair!r}"[:WIDTH],)),
+            *_family_lines(walk),
         ),
     )
+
+
+def _family_lines(walk: Walk) -> tuple[str, ...]:
+    """What this family does differently, in a line or two of the header."""
+    cfg = walk.cfg
+    if cfg.family == "modernbert":
+        kinds = " ".join("G" if k == "full_attention" else "L" for k in cfg.layer_types)
+        return (
+            f"  ModernBERT: pre-LN layers, rotary q and k, GeGLU FFN; layers {kinds}"[:WIDTH],
+            f"  (G global, theta {cfg.global_rope_theta:g}; L local, window |i - j| <= "
+            f"{cfg.local_attention // 2}, theta {cfg.local_rope_theta:g})",
+        )
+    if cfg.family == "nomic_bert":
+        return (f"  NomicBERT: post-LN layers, rotary q and k (theta {cfg.global_rope_theta:g}), SwiGLU FFN",)
+    return ()
 
 
 def _tokens(walk: Walk) -> Step:
@@ -328,23 +391,24 @@ def _embeddings(walk: Walk) -> Step:
         walk.S,
         walk.cfg.hidden_size,
     )
-    lines: list[Line] = [
-        f"  ids (1, {S}) -> word, position, type (1, {S}, {H}) -> sum -> e (same)",
-        f"  {walk.token}, first {SLICE} of {H} numbers:",
-        Shown("word", e.word[0, T]),
+    # DeBERTa-v3, ModernBERT and NomicBERT have no position table (positions enter in the attention),
+    # DistilBERT, MPNet, DeBERTa-v3 and ModernBERT no token types
+    tables = [
+        (n, t)
+        for n, t in (("word", e.word), ("position", e.position), ("type", e.token_type))
+        if t is not None
     ]
-    parts = e.word.astype(np.float64)
-    if e.position is not None:  # DeBERTa-v3 has no absolute positions (they enter in its attention)
-        lines.append(Shown("position", e.position[0, T]))
-        parts = parts + e.position
-    if e.token_type is not None:
-        lines.append(Shown("type", e.token_type[0, T]))
-        parts = parts + e.token_type
-    lines += [
+    names = ", ".join(n for n, _ in tables)
+    lines: list[Line] = [
+        f"  ids (1, {S}) -> {names} (1, {S}, {H}) -> sum -> e (same)",
+        *([] if e.position is not None else ["  no position table: positions enter in the attention"]),
+        f"  {walk.token}, first {SLICE} of {H} numbers:",
+        *(Shown(n, t[0, T]) for n, t in tables),
         Shown("sum", e.sum[0, T]),
         Shown("LayerNorm", e.output[0, T]),
-        _check(walk, "sum = word + position + type", _maxerr(e.sum, parts)),
-    ]
+        _check(walk, "sum = " + " + ".join(n for n, _ in tables), _maxerr(e.sum, sum(t.astype(np.float64)
+                                                                                   for _, t in tables))),
+    ]  # fmt: skip
     _, ln = _ln64(e.sum, ew.ln.gamma, ew.ln.beta, walk.cfg.layer_norm_eps)
     lines.append(_check(walk, "e = LayerNorm(sum), float64", _maxerr(e.output, ln)))
     if e.projection is not None:  # ELECTRA, ALBERT: embeddings of size E, projected to H
@@ -358,9 +422,9 @@ def _embeddings(walk: Walk) -> Step:
                 _maxerr(e.projection, _affine64(e.output, ew.W_proj, ew.b_proj)),
             ),
         ]
-    return Step(
-        "2. Embeddings: e = LayerNorm(word[id] + position[pos] + type[type])", lines=tuple(lines), key="2."
-    )
+    lookups = {"word": "word[id]", "position": "position[pos]", "type": "type[type]"}
+    title = f"2. Embeddings: e = LayerNorm({' + '.join(lookups[n] for n, _ in tables)})"
+    return Step(title, lines=tuple(lines), key="2.")
 
 
 def _layer_heading(walk: Walk) -> Step:
@@ -373,15 +437,18 @@ def _layer_heading(walk: Walk) -> Step:
 def _projections(walk: Walk) -> Step:
     a, w, S, T = walk.a, walk.w.attention, walk.S, walk.T
     h, d = walk.cfg.num_attention_heads, walk.cfg.head_size
+    q, k = (a.q, a.k) if a.q_unrotated is None else (a.q_unrotated, a.k_unrotated)
     lines: list[Line] = [
         f"  X {walk.X} -> Q, K, V {walk.X} -> {walk.heads}",
+        *(["  pre-LN: X here is LayerNorm_1(X) (3.0)"] if walk.pre_ln else []),
+        *([] if a.q_unrotated is None else ["  q and k before their rotation (3.1b)"]),
         f"  head {walk.head}, {walk.token}, first {SLICE} of d={d}:",
-        Shown("q", a.q[0, walk.head, T]),
-        Shown("k", a.k[0, walk.head, T]),
+        Shown("q", q[0, walk.head, T]),
+        Shown("k", k[0, walk.head, T]),
         Shown("v", a.v[0, walk.head, T]),
     ]
-    for name, traced, W, b in (("q", a.q, w.W_q, w.b_q), ("k", a.k, w.W_k, w.b_k), ("v", a.v, w.W_v, w.b_v)):
-        ref = _affine64(walk.x, W, b).reshape(1, S, h, d).transpose(0, 2, 1, 3)
+    for name, traced, W, b in (("q", q, w.W_q, w.b_q), ("k", k, w.W_k, w.b_k), ("v", a.v, w.W_v, w.b_v)):
+        ref = _affine64(walk.attention_input, W, b).reshape(1, S, h, d).transpose(0, 2, 1, 3)
         lines.append(
             _check(
                 walk, f"{name.upper()} = X W^{name.upper()} + b, head split, float64", _maxerr(traced, ref)
@@ -392,6 +459,85 @@ def _projections(walk: Walk) -> Step:
         lines=tuple(lines),
         key="3.1",
     )
+
+
+#: Positions added to every position by the rotary step's check: q . k must not change.
+SHIFT = 5
+
+
+def _rotary(walk: Walk) -> Step | None:
+    """ModernBERT, NomicBERT: q and k turned by their positions (RoPE), with the
+    angle table of the shown token and the checks of the rotation."""
+    a, cfg, S, T, j = walk.a, walk.cfg, walk.S, walk.T, walk.head
+    if a.q_unrotated is None:
+        return None
+    d, theta = cfg.head_size, walk.theta
+    cos64, sin64 = ops.rotary_angles(np.arange(S), d, theta, np.float64)  # (S, d) each
+    q64, k64 = (ops.rotate(x[0].astype(np.float64), cos64, sin64) for x in (a.q_unrotated, a.k_unrotated))
+    # shifted: every position + SHIFT; the scores, which depend on i - j only, stay
+    cos_s, sin_s = ops.rotary_angles(np.arange(S) + SHIFT, d, theta, np.float64)
+    q_s, k_s = (ops.rotate(x[0].astype(np.float64), cos_s, sin_s) for x in (a.q_unrotated, a.k_unrotated))
+    shifted = _maxerr(q_s @ np.swapaxes(k_s, -1, -2), q64 @ np.swapaxes(k64, -1, -2))
+    tables = max(_maxerr(a.cos, cos64), _maxerr(a.sin, sin64))
+    lines: list[Line] = [
+        "  rotate(x) = x cos(p w) + [-x_2, x_1] sin(p w), x = [x_1, x_2], p the position:",
+        f"  pair (x_i, x_i+{d // 2}) turns by the angle p w_i, w_i = theta^(-2i/d), d = {d}",
+        _theta_line(walk),
+        *_angle_table(walk, theta),
+        f"  head {j}, {walk.token}, first {SLICE} of d={d}:",
+        Shown("q before", a.q_unrotated[0, j, T]),
+        Shown("q rotated", a.q[0, j, T]),
+        Shown("k before", a.k_unrotated[0, j, T]),
+        Shown("k rotated", a.k[0, j, T]),
+        _check(walk, "cos(p w_i), sin(p w_i) tables, float64", tables),
+        _check(walk, "q = rotate(q before), float64", _maxerr(a.q[0], q64)),
+        _check(walk, "k = rotate(k before), float64", _maxerr(a.k[0], k64)),
+        _check(walk, "each pair keeps its length", max(_pair_change(a.q_unrotated, a.q),
+                                                       _pair_change(a.k_unrotated, a.k))),
+        _check(walk, f"q . k depends on i - j only: positions + {SHIFT}, float64", shifted),
+    ]  # fmt: skip
+    return Step("3.1b rotary: q and k turned by their position (RoPE)", lines=tuple(lines), key="3.1b")
+
+
+def _theta_line(walk: Walk) -> str:
+    cfg = walk.cfg
+    if cfg.family != "modernbert":
+        return f"  every layer: theta = {cfg.global_rope_theta:g} (rope_theta)"
+    if walk.kind == "sliding_attention":
+        return (
+            f"  layer {walk.layer} is local: theta = {cfg.local_rope_theta:g} (local_rope_theta; "
+            f"global: {cfg.global_rope_theta:g})"
+        )
+    return (
+        f"  layer {walk.layer} is global: theta = {cfg.global_rope_theta:g} (global_rope_theta; "
+        f"local: {cfg.local_rope_theta:g})"
+    )
+
+
+def _angle_table(walk: Walk, theta: float) -> list[str]:
+    """w_i, p w_i, cos and sin at the shown token's position p = T, as the layer's
+    traced tables hold them (the first pairs, then the last: the slowest)."""
+    T, half = walk.T, walk.cfg.head_size // 2
+    w = ops.rotary_frequencies(walk.cfg.head_size, theta, np.float64)  # (d/2,)
+    rows = [f"  at p = {T}:     i          w_i        p w_i      cos(p w_i)  sin(p w_i)"]
+    shown = list(range(half)) if half <= SLICE else [*range(SLICE - 1), half - 1]
+    for n, i in enumerate(shown):
+        if n and i != shown[n - 1] + 1:
+            rows.append(f"  {'...':>17}")
+        c, s = walk.a.cos[T, i], walk.a.sin[T, i]
+        rows.append(f"  {i:>17} {w[i]:12.6g} {T * w[i]:12.6g} {c:11.4f} {s:11.4f}")
+    return rows
+
+
+def _pair_change(before: np.ndarray, after: np.ndarray) -> float:
+    """The largest change of a pair's length |(x_i, x_i+d/2)| under the rotation."""
+    half = before.shape[-1] // 2
+
+    def lengths(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        return np.hypot(x[..., :half], x[..., half:])
+
+    return _maxerr(lengths(after), lengths(before))
 
 
 def _scores(walk: Walk) -> Step:
@@ -420,69 +566,149 @@ def _scores(walk: Walk) -> Step:
 
 def _position_bias(walk: Walk) -> Step | None:
     """MPNet's bucket bias, DeBERTa's c2p and p2c: the numbers added to the scores."""
-    a, cfg, T, S = walk.a, walk.cfg, walk.T, walk.S
+    a, cfg, T, S, j = walk.a, walk.cfg, walk.T, walk.S, walk.head
     if a.bias is None:
         return None
-    lines: list[Line] = [f"  B {walk.SS}, added to the scores of every layer"]
     if cfg.family == "mpnet":
         buckets = ops.relative_position_bucket(np.arange(S) - T)
-        lines += [f"  bucket(j - i), keys 0..{S - 1}: " + " ".join(map(str, buckets))[:48]]
+        lines: list[Line] = [
+            f"  B {walk.SS}, added to the scores of every layer",
+            f"  table {walk.model.weights.relative.table.shape}: one number per bucket and head",
+            "  (MPNet's buckets: 32, log-spaced up to distance 128, whatever the config)",
+            f"  query {walk.token}: B[{j}, {T}, j] = table[bucket(j - {T}), {j}]",
+            *_key_rows(walk, ("j - i", np.arange(S) - T), ("bucket(j - i)", buckets)),
+        ]
         title = "3.2b relative position bias: B[h, i, j] = table[bucket(j - i), h]"
     else:
-        index = ops.relative_position_index(S, cfg.position_buckets, cfg.max_relative)
-        lines += [f"  delta(i, j), keys 0..{S - 1}: " + " ".join(map(str, index[T]))[:50]]
-        for name in ("c2p", "p2c"):
-            term = getattr(a, name)
-            if term is not None:
-                lines.append(Shown(name, term[0, walk.head, T]))
-        title = "3.2b disentangled attention: B = c2p + p2c"
+        lines, title = _gathers(walk), "3.2b disentangled attention: B = c2p + p2c"
+    for name, term in walk.terms64.items():
+        if name != "bias":
+            lines += [
+                Shown(name, getattr(a, name)[0, j, T]),
+                _check(walk, f"{name}, float64", _maxerr(getattr(a, name)[0], term)),
+            ]
     lines += [
-        Shown("bias", a.bias[0, walk.head, T]),
+        Shown("bias", a.bias[0, j, T]),
         _check(walk, "position bias B, float64", _maxerr(a.bias[0], walk.bias64)),
+    ]  # fmt: skip
+    return Step(title, lines=tuple(lines), key="3.2b")
+
+
+#: Keys shown in a row of integers (relative positions, buckets, gather indices).
+KEYS_SHOWN = 14
+
+
+def _key_rows(walk: Walk, *rows: tuple[str, np.ndarray]) -> list[str]:
+    """Rows of integers over the keys, aligned under a row of key positions: the
+    :data:`KEYS_SHOWN` keys around the shown query when there are more."""
+    lo = min(max(0, walk.T - KEYS_SHOWN // 2), max(0, walk.S - KEYS_SHOWN))
+    keys = range(lo, min(walk.S, lo + KEYS_SHOWN))
+    out = [f"  {'key j':<14}" + "".join(f"{j:>4}" for j in keys)]
+    out += [f"  {label:<14}" + "".join(f"{values[j]:>4}" for j in keys) for label, values in rows]
+    return out
+
+
+def _gathers(walk: Walk) -> list[Line]:
+    """DeBERTa: the relative positions of the shown query's row and where c2p and
+    p2c read the all-positions products (transformers' gathers)."""
+    cfg, T, S = walk.cfg, walk.T, walk.S
+    index = ops.relative_position_index(S, cfg.position_buckets, cfg.max_relative)  # (S, S)
+    K = cfg.relative_span
+    rows = [("delta(i, j)", index[T])]
+    at_c2p, at_p2c = ops.gather_index(index, K)  # (S, S) each: c[i, j], c'[j, i]
+    lines: list[Line] = [f"  B {walk.SS}; 2K = {2 * K} relative embeddings Kr, Qr (K = {K})"]
+    if "c2p" in cfg.pos_att_type:
+        lines.append("  c2p[i, j] = Q_i . Kr_c / s at c = clip(delta(i, j) + K, 0, 2K - 1)")
+        rows.append(("c", at_c2p[T]))
+    if "p2c" in cfg.pos_att_type:
+        lines.append("  p2c[i, j] = K_j . Qr_c' / s at c' = clip(-delta(j, i) + K, 0, 2K - 1)")
+        rows.append(("c'", at_p2c[:, T]))
+    lines += [
+        "  (each: one product with all 2K, then a gather of the S x S entries used)",
+        f"  s = sqrt(d (1 + #terms)) = {walk.divisor:.6f}; query {walk.token}:",
+        *_key_rows(walk, *rows),
     ]
-    return Step(title, lines=tuple(lines))
+    return lines
 
 
 def _mask(walk: Walk) -> Step:
-    S, a = walk.S, walk.a
-    m = a.mask[0, 0, 0]
-    keys = " ".join("0" if v == 0 else f"{v:.1e}" for v in m)[: WIDTH - 22]
+    S, a, T = walk.S, walk.a, walk.T
+    M = np.broadcast_to(a.mask[0, 0], (S, S))  # one row per query (a sliding window), or one for all
+    if walk.kind == "sliding_attention":  # a row per query: 0 or m, the float min, so the window shows
+        keys = " ".join("0" if v == 0 else "m" for v in M[T])[: WIDTH - 22].rstrip()
+    else:
+        keys = " ".join("0" if v == 0 else f"{v:.1e}" for v in M[T])[: WIDTH - 22]
     plus_b = "" if a.bias is None else " + B"
-    summed = a.scores.astype(np.float64) + (0.0 if a.bias is None else a.bias) + m
-    return Step(
-        f"3.3 masked = scores{plus_b} + M",
+    summed = a.scores[0].astype(np.float64) + (0.0 if a.bias is None else a.bias[0]) + M
+    lines: list[Line] = [
+        f"  M {a.mask.shape} broadcast over heads"
+        + ("" if a.mask.shape[2] > 1 else " and queries")
+        + f" -> masked {walk.SS}",
+        f"  M for keys 0..{S - 1}: " + keys,
+        *_window_lines(walk, M),
+        _check(walk, f"masked = scores{plus_b} + M", _maxerr(a.masked_scores[0], summed)),
+    ]
+    title = f"3.3 masked = scores{plus_b} + M" + (
+        ", M: padding and window" if walk.kind == "sliding_attention" else ""
+    )
+    note = (
         "   M = 0 (real key) or the most negative float (padding)"
         if not plus_b
-        else "   M = 0 or the float min",
-        (
-            f"  M (1, 1, 1, {S}) broadcast over heads and queries -> masked {walk.SS}",
-            f"  M for keys 0..{S - 1}: " + keys,
-            _check(walk, f"masked = scores{plus_b} + M", _maxerr(a.masked_scores, summed)),
-        ),
-        key="3.3",
+        else "   M = 0 or the float min"
     )
+    return Step(title, "" if walk.kind == "sliding_attention" else note, tuple(lines), key="3.3")
+
+
+def _window_lines(walk: Walk, M: np.ndarray) -> list[Line]:
+    """A sliding-window layer: which keys the shown query may see, and the mask
+    against :func:`ops.sliding_window_mask` of the batch."""
+    cfg = walk.cfg
+    if walk.kind is None:
+        return []
+    if walk.kind == "full_attention":
+        if cfg.family != "modernbert":
+            return []
+        return [
+            f"  layer {walk.layer} is global: every real key (local: |i - j| <= {cfg.local_attention // 2})"
+        ]
+    w = cfg.local_attention // 2
+    seen = np.flatnonzero(M[walk.T] == 0)
+    window = ops.sliding_window_mask(walk.batch.attention_mask, w, np.float64)[0, 0] == 0  # (S, S)
+    return [
+        f"  layer {walk.layer} is local: query i sees key j only if |i - j| <= w = {w}",
+        f"  (w = local_attention // 2 = {cfg.local_attention} // 2); elsewhere M = m = {M.min():.1e}",
+        f"  {walk.token} sees keys {seen.min()}..{seen.max()}: {seen.size} of {walk.S}",
+        _check(walk, "window: M = 0 where |i - j| <= w, j real", float(np.sum(window != (M == 0))), 0.0),
+    ]
 
 
 def _softmax(walk: Walk) -> Step:
     mask, S, n = walk.mask, walk.S, walk.n
     P = walk.a.probs[0].astype(np.float64)
     real_rows = P[:, mask]  # (h, n, S)
-    return Step(
-        "3.4 P = softmax(masked), along the keys",
-        lines=(
-            f"  masked {walk.SS} -> P {walk.SS}, each row sums to 1",
-            f"  head {walk.head}, query {walk.token}, weight on each key:",
-            Shown("P", walk.a.probs[0, walk.head, walk.T]),
-            _check(walk, "rows of P sum to 1", float(np.max(np.abs(real_rows.sum(-1) - 1)))),
+    lines: list[Line] = [
+        f"  masked {walk.SS} -> P {walk.SS}, each row sums to 1",
+        f"  head {walk.head}, query {walk.token}, weight on each key:",
+        Shown("P", walk.a.probs[0, walk.head, walk.T]),
+        _check(walk, "rows of P sum to 1", float(np.max(np.abs(real_rows.sum(-1) - 1)))),
+        _check(walk, f"padded keys ({S - n}) get weight 0", float(np.max(P[:, :, ~mask], initial=0.0)), 0.0),
+    ]
+    if walk.kind == "sliding_attention":  # real keys outside a real query's window
+        seen = np.flatnonzero(walk.allowed[walk.T])
+        lines.insert(3, Shown(f"P, keys {seen[0]}..", walk.a.probs[0, walk.head, walk.T, seen]))
+        outside = ~walk.allowed & mask[None, :] & mask[:, None]  # (S, S)
+        lines.append(
             _check(
-                walk, f"padded keys ({S - n}) get weight 0", float(np.max(P[:, :, ~mask], initial=0.0)), 0.0
-            ),
-            _check(
-                walk, "P = softmax(Q K^T / sqrt(d_k) + M), float64", _maxerr(P[:, mask], walk.p64[:, mask])
-            ),
-        ),
-        key="3.4",
+                walk, "keys outside the window get weight 0", float(np.max(P[:, outside], initial=0.0)), 0.0
+            )
+        )
+    what = (
+        "P = softmax(Q K^T / sqrt(d_k) + M), float64"
+        if walk.a.bias is None
+        else "P = softmax(scores + B + M), float64"
     )
+    lines.append(_check(walk, what, _maxerr(P[:, mask], walk.p64[:, mask])))
+    return Step("3.4 P = softmax(masked), along the keys", lines=tuple(lines), key="3.4")
 
 
 def _context(walk: Walk) -> Step:
@@ -536,15 +762,16 @@ def _multi_head(walk: Walk) -> Step:
 
 def _residual_1(walk: Walk) -> Step:
     t, X = walk.t, walk.X
+    formula = "X + MultiHead(LayerNorm_1(X))" if walk.pre_ln else "X + MultiHead(X)"
     return Step(
-        "3.8 residual_1 = X + MultiHead(X)",
+        f"3.8 residual_1 = {formula}",
         lines=(
             f"  X {X} + MultiHead {X} -> residual_1 {X}",
             Shown("X", walk.x[0, walk.T]),
             Shown("residual_1", t.residual_1[0, walk.T]),
             _check(
                 walk,
-                "residual_1 = X + MultiHead(X)",
+                f"residual_1 = {formula}",
                 _maxerr(t.residual_1, walk.x.astype(np.float64) + t.attention.output),
             ),
         ),
@@ -554,32 +781,64 @@ def _residual_1(walk: Walk) -> Step:
 
 def _layer_norm(walk: Walk, num: str, name: str, src: str) -> Step:
     """``name`` (ln_1, ln_2) = LayerNorm(``src``) with the layer's gamma and beta."""
-    eps, T = walk.cfg.layer_norm_eps, walk.T
     out, res, ln = getattr(walk.t, name), getattr(walk.t, src), getattr(walk.w, name)
-    r = res[0, T].astype(np.float64)
-    _, ln64 = _ln64(res, ln.gamma, ln.beta, eps)
+    lines = _norm_lines(walk, out, res, ln, name, f"{name} = LayerNorm({src})")
+    return Step(f"{num} {name} = LayerNorm({src})", "   post-LN: after the residual sum", lines, key=num)
+
+
+def _norm_lines(walk: Walk, out: np.ndarray, x: np.ndarray, ln, name: str, what: str) -> tuple[Line, ...]:
+    """out = LayerNorm(x) with ``ln``'s gamma and beta: its statistics for the shown
+    token, the output and three checks (named by ``name`` and ``what``). Before
+    gamma and beta a row has mean 0 and variance sigma^2 / (sigma^2 + eps), which
+    is 1 but for eps (1e-5 for MPNet and ModernBERT: 1e-5 / sigma^2 off): the
+    variance check takes eps out, so that it holds to rounding in float64 too."""
+    eps, T = walk.cfg.layer_norm_eps, walk.T
+    r = x[0, T].astype(np.float64)
+    _, ln64 = _ln64(x, ln.gamma, ln.beta, eps)
     zhat = (out.astype(np.float64) - ln.beta.astype(np.float64)) / ln.gamma.astype(np.float64)
-    mean_0, var_1 = float(np.max(np.abs(zhat.mean(-1)))), float(np.max(np.abs(zhat.var(-1) - 1)))
-    return Step(
-        f"{num} {name} = LayerNorm({src})",
-        "   post-LN: after the residual sum",
-        (
-            f"  = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta over H; eps = {eps:g}",
-            f"  {walk.token}: mu = {r.mean():.4f}, sigma^2 = {r.var():.4f}",
-            Shown(name, out[0, T]),
-            _check(walk, f"{name}: mean over H before gamma, beta = 0", mean_0),
-            _check(walk, f"{name}: variance over H before gamma, beta = 1", var_1),
-            _check(walk, f"{name} = LayerNorm({src}), float64", _maxerr(out, ln64)),
-        ),
-        key=num,
+    var = x.astype(np.float64).var(-1)
+    mean_0 = float(np.max(np.abs(zhat.mean(-1))))
+    var_1 = float(np.max(np.abs(zhat.var(-1) * (var + eps) / var - 1)))
+    return (
+        f"  = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta over H; eps = {eps:g}",
+        f"  {walk.token}: mu = {r.mean():.4f}, sigma^2 = {r.var():.4f}",
+        Shown(name, out[0, T]),
+        _check(walk, f"{name}: mean over H before gamma, beta = 0", mean_0),
+        _check(walk, f"{name}: variance over H before gamma, beta = 1", var_1),
+        _check(walk, f"{what}, float64", _maxerr(out, ln64)),
     )
 
 
 def _ln_1(walk: Walk) -> Step:
+    if walk.pre_ln:  # pre-LN: the FFN's own norm; the residual stream goes on as it is
+        t, note = walk.t, "   pre-LN: the FFN's input only"
+        lines = _norm_lines(walk, t.ln_1, t.residual_1, walk.w.ln_2, "ln_1", "ln_1 = LayerNorm_2(residual_1)")
+        return Step("3.9 ln_1 = LayerNorm_2(residual_1)", note, lines, key="3.9")
     return _layer_norm(walk, "3.9", "ln_1", "residual_1")
 
 
+def _attention_norm(walk: Walk) -> Step | None:
+    """Pre-LN (ModernBERT): the attention reads LayerNorm_1(X), not X; the first
+    layer has no such norm (its input, the embeddings, was just normalised)."""
+    if not walk.pre_ln:
+        return None
+    t, title = walk.t, "3.0 LayerNorm_1(X): pre-LN, the attention reads X normalised"
+    if walk.w.ln_1 is None:
+        lines: tuple[Line, ...] = (
+            "  this layer has no attention norm: LayerNorm_1 is the identity",
+            "  (its input, the embedding output, was normalised just before)",
+            _check(walk, "the attention reads X itself", _maxerr(t.attention_input, walk.x), 0.0),
+        )
+    else:
+        lines = _norm_lines(
+            walk, t.attention_input, walk.x, walk.w.ln_1, "LN_1(X)", "LN_1(X) = LayerNorm_1(X)"
+        )
+    return Step(title, "", (f"  X {walk.X} -> {walk.X}; X itself goes on to the residual", *lines), key="3.0")
+
+
 def _feed_forward(walk: Walk) -> Step:
+    if walk.t.ffn.gate is not None:
+        return _gated_feed_forward(walk)
     cfg, t, f, w, T, S = walk.cfg, walk.t, walk.t.ffn, walk.w.ffn, walk.T, walk.S
     act_formula, act64 = _ACT64[cfg.hidden_act]
     lines: list[Line] = [
@@ -610,24 +869,101 @@ def _feed_forward(walk: Walk) -> Step:
     return Step("3.10 FFN(x) = act(x W_1 + b_1) W_2 + b_2, x = ln_1", lines=tuple(lines), key="3.10")
 
 
+#: A gated FFN's name and its activation's formula, by config ``hidden_act``.
+GATED = {
+    "gelu": ("GeGLU", "GELU(x) = 0.5 x (1 + erf(x / sqrt(2)))"),
+    "gelu_new": ("GeGLU", "GELU(x) ~ 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))"),
+    "gelu_pytorch_tanh": ("GeGLU", "GELU(x) ~ 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))"),
+    "silu": ("SwiGLU", "SiLU(x) = x sigmoid(x) = x / (1 + exp(-x))"),
+    "relu": ("ReGLU", "ReLU(x) = max(0, x)"),
+}
+
+
+def _gated_feed_forward(walk: Walk) -> Step:
+    """ModernBERT's GeGLU, NomicBERT's SwiGLU: act(x W_1 + b_1) * (x W_gate + b_gate),
+    the two halves, the activation and the product, with :func:`ops.glu` in float64."""
+    cfg, t, f, w, T, S, I = (
+        walk.cfg,
+        walk.t,
+        walk.t.ffn,
+        walk.w.ffn,
+        walk.T,
+        walk.S,
+        walk.cfg.intermediate_size,
+    )
+    name, formula = GATED[cfg.hidden_act]
+    act = ops.ACTIVATIONS[cfg.hidden_act]
+    pre64, gate64 = f.pre.astype(np.float64), f.gate.astype(np.float64)
+    halves = "Wi, in two halves" if cfg.family == "modernbert" else "fc12, then fc11"
+    m, flips = walk.mask, int(np.sum(f.gate[0, T] < 0))
+    glu64 = ops.glu(pre64[0], gate64[0], act)  # (S, I)
+    lines: list[Line] = [
+        f"  ln_1 {walk.X} -> two products (1, {S}, {I}): x W_1 + b_1, to activate,",
+        f"  and the gate x W_gate + b_gate (the checkpoint's {halves})",
+        Shown("ffn_pre", f.pre[0, T]),
+        Shown("gate", f.gate[0, T]),
+        _check(walk, "ffn_pre = ln_1 W_1 + b_1, float64", _maxerr(f.pre, _affine64(t.ln_1, w.W_1, w.b_1))),
+        _check(walk, "gate = ln_1 W_gate + b_gate, float64", _maxerr(f.gate, _affine64(t.ln_1, w.W_gate,
+                                                                                         w.b_gate))),
+        f"  act on the first only: {formula}",
+        Shown("act(ffn_pre)", act(pre64[0, T])),
+        f"  then times the gate, number by number ({name}; the article: ReLU, no gate)",
+        Shown("ffn_act", f.act[0, T]),
+        f"  {flips} of {I} gate values of this token are < 0: they flip act's sign",
+        _check(walk, f"ffn_act = act(ffn_pre) * gate, {name}, float64", _maxerr(f.act[0][m], glu64[m])),
+        f"  act (1, {S}, {I}) -> act W_2 + b_2 = FFN {walk.X}",
+        Shown("FFN", f.output[0, T]),
+        _check(walk, "FFN = act W_2 + b_2, float64", _maxerr(f.output, _affine64(f.act, w.W_2, w.b_2))),
+    ]  # fmt: skip
+    return Step(
+        "3.10 FFN(x) = (act(x W_1 + b_1) * (x W_gate + b_gate)) W_2 + b_2",
+        f"   {name}",
+        tuple(lines),
+        key="3.10",
+    )
+
+
 def _residual_2(walk: Walk) -> Step:
     t = walk.t
-    sum_error = _maxerr(t.residual_2, t.ln_1.astype(np.float64) + t.ffn.output)
+    src = "residual_1" if walk.pre_ln else "ln_1"  # pre-LN: the stream, not the FFN's normalised input
+    sum_error = _maxerr(t.residual_2, getattr(t, src).astype(np.float64) + t.ffn.output)
     return Step(
-        "3.11 residual_2 = ln_1 + FFN(ln_1)",
+        f"3.11 residual_2 = {src} + FFN(ln_1)",
         lines=(
             Shown("residual_2", t.residual_2[0, walk.T]),
-            _check(walk, "residual_2 = ln_1 + FFN(ln_1)", sum_error),
+            _check(walk, f"residual_2 = {src} + FFN(ln_1)", sum_error),
         ),
         key="3.11",
     )
 
 
 def _ln_2(walk: Walk) -> Step:
-    step = _layer_norm(walk, "3.12", "ln_2", "residual_2")
     N = walk.layer
+    if walk.final:  # pre-LN's last layer: the final norm
+        return _final_norm(walk)
+    if walk.pre_ln:  # no LayerNorm after the sum: the output is residual_2 itself
+        output = _check(
+            walk, f"residual_2 is hidden_states[{N}]", _maxerr(walk.t.ln_2, walk.enc.hidden_states[N])
+        )
+        lines = (f"  pre-LN adds no LayerNorm after the sum; layer {N + 1} normalises its input", output)
+        return Step(f"3.12 hidden_states[{N}] = residual_2", "   pre-LN", lines, key="3.12")
+    step = _layer_norm(walk, "3.12", "ln_2", "residual_2")
     output = _check(walk, f"ln_2 is hidden_states[{N}]", _maxerr(walk.t.ln_2, walk.enc.hidden_states[N]))
     return replace(step, lines=(*step.lines, output))
+
+
+def _final_norm(walk: Walk) -> Step:
+    """Pre-LN: the encoder's last step, one more LayerNorm after its last layer."""
+    N, final = walk.layer, walk.enc.trace.final_ln
+    what = "final = LayerNorm_final(residual_2)"
+    lines = (
+        "  pre-LN: the stream is normalised once more, after the last layer",
+        *_norm_lines(walk, final, walk.t.residual_2, walk.model.weights.final_ln, "final", what),
+        _check(walk, f"final is hidden_states[{N}]", _maxerr(final, walk.enc.hidden_states[N])),
+    )
+    return Step(
+        f"3.12 hidden_states[{N}] = LayerNorm_final(residual_2)", "   the final norm", lines, key="3.12"
+    )
 
 
 def _output(walk: Walk) -> Step:
@@ -654,6 +990,8 @@ def _every_layer(walk: Walk) -> Step:
     for i, hs in enumerate(states):
         cur = hs[0, :n]
         what = "embedding output" if i == 0 else f"encoder layer {i}"
+        if i == len(states) - 1 and walk.enc.trace.final_ln is not None:
+            what = f"layer {i} + final norm"
         norm = float(np.mean(np.linalg.norm(cur.astype(np.float64), axis=-1)))
         mark = "  <- explained" if i == walk.layer else ""
         if i == 0:
@@ -670,7 +1008,9 @@ STEPS: tuple[Callable[[Walk], Step], ...] = (
     _tokens,
     _embeddings,
     _layer_heading,
+    _attention_norm,
     _projections,
+    _rotary,
     _scores,
     _position_bias,
     _mask,
@@ -779,11 +1119,6 @@ def explain(
         raise MinibertError(f"the text to explain must be a string, got {type(text).__name__}")
     if not text.strip():
         raise MinibertError("the text to explain is empty")
-    if model.config.family in ("modernbert", "nomic_bert"):  # issue 19: their steps are not taught yet
-        raise MinibertError(
-            "explain and view do not show ModernBERT's and NomicBERT's steps yet (rotary q and k, gated "
-            "FFNs, ModernBERT's pre-LN layers and window): use extract, or encode(..., trace=True)"
-        )
     if pair is not None and not isinstance(pair, str):
         raise MinibertError(
             f"{prefix}pair: the second text must be a string or None, got {type(pair).__name__}"

@@ -29,6 +29,12 @@ read in Python.
 The page shows the real tokens only (explain's ``pad=0``): the mask step
 shows M = 0 for every key and says what padding would get
 (``minibert explain --pad`` shows it at work).
+
+The other families' own steps come from the same trace and are drawn as
+explain numbers them: MPNet's bucket bias and DeBERTa's c2p and p2c with
+their gather positions (3.2b), the rotation of q and k with its angle table
+(3.1b), the sliding window (3.3), a gated FFN (3.10) and ModernBERT's pre-LN
+order (3.0, 3.9, the final norm in 3.12).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minibert.encoder import ops
 from minibert.errors import MinibertError
 from minibert.model import Encoding, Model, position_ids
 from minibert.teaching.explain import Check, Explanation, explain, explain_walk
@@ -54,6 +61,7 @@ from minibert.teaching.view_pack import (
     predict_context,
     predict_layer_norm,
     predict_probs,
+    predict_product,
     predict_scores,
     quantize,
 )
@@ -71,8 +79,11 @@ ASSETS = "view_assets"
 #: check of any other step is shown under "other checks", never dropped.
 PAGE_STEP = {
     "2.": "embeddings",
+    "3.0": "attention_norm",
     "3.1": "qkv",
+    "3.1b": "rotary",
     "3.2": "scores",
+    "3.2b": "bias",
     "3.3": "mask",
     "3.4": "softmax",
     "3.5": "context",
@@ -91,6 +102,9 @@ PAGE_STEP = {
 LAYER_ARRAYS = (
     "q", "k", "v", "context", "attention_output", "ln_1", "ffn_pre", "ffn_output",
 )  # fmt: skip
+#: The families' own per-layer arrays, stored as they are where the trace has them:
+#: q and k before their rotation, DeBERTa's position terms, a gated FFN's gate.
+FAMILY_ARRAYS = ("q_unrotated", "k_unrotated", "c2p", "p2c", "ffn_gate")
 
 
 class Page(str):
@@ -138,58 +152,159 @@ def _with_fix(stored: dict, name: str, truth: np.ndarray, prediction: np.ndarray
 def _layer_part(model: Model, i: int, t, x: np.ndarray, hidden: np.ndarray, relu_output: np.ndarray) -> dict:
     """Encoder layer ``i``'s arrays at the printed precision, the predictable
     ones as corrections (view_pack's table); ``x`` is the layer's input and
-    ``hidden`` its output, both rounded (S, H)."""
-    cfg = model.config
-    w = model.weights.layers[model.weights.layer_map[i]]
-    eps = cfg.layer_norm_eps
-    stored = {key: quantize(t[key][0], key) for key in LAYER_ARRAYS}
-    scores = quantize(t["scores"][0], "scores")  # (h, S, S)
-    _with_fix(stored, "scores", scores, predict_scores(stored["q"], stored["k"], cfg.head_size))
-    probs = quantize(t["probs"][0], "probs")
-    _with_fix(stored, "probs", probs, predict_probs(scores))
-    _with_fix(stored, "context", stored.pop("context"), predict_context(probs, stored["v"]))
-    r1 = quantize(t["residual_1"][0], "residual_1")
-    _with_fix(stored, "residual_1", r1, x + stored["attention_output"])
-    ln_1 = stored.pop("ln_1")
-    _with_fix(stored, "ln_1", ln_1, predict_layer_norm(r1, w.ln_1.gamma, w.ln_1.beta, eps))
-    act = "relu" if cfg.hidden_act == "relu" else "gelu"
-    _with_fix(stored, "ffn_act", quantize(t["ffn_act"][0], "ffn_act"), predict_act(stored["ffn_pre"], act))
-    r2 = quantize(t["residual_2"][0], "residual_2")
-    _with_fix(stored, "residual_2", r2, ln_1 + stored["ffn_output"])
-    _with_fix(stored, "ln_2", hidden, predict_layer_norm(r2, w.ln_2.gamma, w.ln_2.beta, eps))
+    ``hidden`` its output, hidden_states[i + 1], both rounded (S, H). The
+    families' own arrays are stored as they are: q and k before their rotation,
+    the angle table's cos and sin (S, d/2), c2p and p2c, the FFN's gate and act(pre)."""
+    cfg, eps = model.config, model.config.layer_norm_eps
+    pre_ln = t.attention_input is not None
+    norms = layer_norms(model, model.weights.layer_map[i], pre_ln)
+    stored = {key: quantize(t[key][0], key) for key in LAYER_ARRAYS + FAMILY_ARRAYS if key in t}
+    if "cos" in t:  # the angle table: cos and sin of the d/2 angles, at every position
+        stored |= {n: quantize(t[n][:, : cfg.head_size // 2], n) for n in ("cos", "sin")}
+    if pre_ln:  # what the attention reads: LayerNorm_1(X), or X itself (ModernBERT's first layer)
+        ln = norms["ln_0"]
+        prediction = x if ln is None else predict_layer_norm(x, ln.gamma, ln.beta, eps)
+        _with_fix(stored, "attention_input", quantize(t["attention_input"][0], "attention_input"), prediction)
+    bias = quantize(t["bias"][0], "bias") if cfg.family == "mpnet" else None  # the same in every layer
+    _attention_part(stored, t, score_divisor(cfg), bias)
+    _after_attention(stored, t, x, hidden, norms, cfg.hidden_act, eps)
+    if i == len(model.weights.layer_map) - 1 and model.weights.final_ln is not None:  # pre-LN's final norm
+        final = model.weights.final_ln
+        ln_2 = quantize(t["ln_2"][0], "ln_2")
+        _with_fix(stored, "final_ln", hidden, predict_layer_norm(ln_2, final.gamma, final.beta, eps))
     stored["ffn_relu_output"] = quantize(relu_output, "ffn_relu_output")
     return pack(stored)
 
 
-def _layer_norms(model: Model) -> list[dict]:
+def _attention_part(stored: dict, t, divisor: float, bias: np.ndarray | None) -> None:
+    """scores, the position bias (DeBERTa: c2p + p2c) and the masked scores, P and the
+    heads' outputs, as corrections; ``bias``: MPNet's, rounded (h, S, S), else None.
+    A sliding-window layer's P is predicted over the keys its traced mask lets in."""
+    scores = quantize(t["scores"][0], "scores")  # (h, S, S)
+    _with_fix(stored, "scores", scores, predict_scores(stored["q"], stored["k"], divisor))
+    terms = [stored[n] for n in ("c2p", "p2c") if n in stored]
+    if terms:  # DeBERTa: B = c2p + p2c
+        bias = quantize(t["bias"][0], "bias")
+        _with_fix(stored, "bias", bias, sum(terms))
+    masked = scores
+    if bias is not None:
+        masked = quantize(t["masked_scores"][0], "masked_scores")
+        _with_fix(stored, "masked_scores", masked, scores + bias)
+    mask = t["mask"][0, 0]  # (1, S), or (S, S) on a sliding-window layer
+    seen = mask == 0 if mask.shape[0] > 1 else None
+    probs = quantize(t["probs"][0], "probs")
+    _with_fix(stored, "probs", probs, predict_probs(masked, seen))
+    _with_fix(stored, "context", stored.pop("context"), predict_context(probs, stored["v"]))
+
+
+def _after_attention(
+    stored: dict, t, x: np.ndarray, hidden: np.ndarray, norms: dict, act: str, eps: float
+) -> None:
+    """The residual sums, the LayerNorms and the FFN's activation, as corrections.
+    Pre-LN (``"ln_0"`` in ``norms``): residual_2 = residual_1 + FFN and the layer's
+    output is residual_2 itself; post-LN: residual_2 = ln_1 + FFN and the output
+    (hidden) is LayerNorm(residual_2)."""
+    r1 = quantize(t["residual_1"][0], "residual_1")
+    _with_fix(stored, "residual_1", r1, x + stored["attention_output"])
+    ln_1, ln = stored.pop("ln_1"), norms["ln_1"]
+    _with_fix(stored, "ln_1", ln_1, predict_layer_norm(r1, ln.gamma, ln.beta, eps))
+    truth = quantize(t["ffn_act"][0], "ffn_act")
+    if "ffn_gate" in stored:  # gated: act(pre), then times the gate
+        stored["ffn_activated"] = quantize(
+            ops.ACTIVATIONS[act](t["ffn_pre"][0].astype(np.float64)), "ffn_activated"
+        )
+        _with_fix(stored, "ffn_act", truth, predict_product(stored["ffn_activated"], stored["ffn_gate"]))
+    else:
+        _with_fix(
+            stored, "ffn_act", truth, predict_act(stored["ffn_pre"], "relu" if act == "relu" else "gelu")
+        )
+    r2 = quantize(t["residual_2"][0], "residual_2")
+    pre_ln = "ln_0" in norms
+    _with_fix(stored, "residual_2", r2, (r1 if pre_ln else ln_1) + stored["ffn_output"])
+    if pre_ln:  # no LayerNorm after the sum
+        _with_fix(stored, "ln_2", quantize(t["ln_2"][0], "ln_2"), r2)
+    else:
+        _with_fix(
+            stored, "ln_2", hidden, predict_layer_norm(r2, norms["ln_2"].gamma, norms["ln_2"].beta, eps)
+        )
+
+
+def layer_norms(model: Model, k: int, pre_ln: bool) -> dict:
+    """The LayerNorms (:class:`~minibert.encoder.params.LayerNormWeights`) that make
+    stored layer k's traced arrays: ``ln_1`` and ``ln_2`` the trace's ln_1 and ln_2;
+    pre-LN (ModernBERT), ``ln_0`` the attention's (None: the identity), ``ln_1`` the
+    FFN's and ``ln_2`` None (no norm after the sum)."""
+    w = model.weights.layers[k]
+    return {"ln_0": w.ln_1, "ln_1": w.ln_2, "ln_2": None} if pre_ln else {"ln_1": w.ln_1, "ln_2": w.ln_2}
+
+
+def score_divisor(cfg) -> float:
+    """What the scores are divided by: sqrt(d), or DeBERTa's float32 sqrt(d (1 + #terms))."""
+    if cfg.family == "deberta-v2":
+        return float(ops.disentangled_scale(cfg.head_size, 1 + len(cfg.pos_att_type)))
+    return math.sqrt(cfg.head_size)
+
+
+def _layer_norms(model: Model, pre_ln: bool) -> list[dict]:
     """Each encoder layer's LayerNorm weights, as the page predicts with them
-    (float64 from the model's dtype: JSON keeps every double exactly)."""
-    w = model.weights
+    (float64 from the model's dtype: JSON keeps every double exactly); a norm
+    the layer does not have is None."""
+
+    def numbers(ln, name):
+        return None if ln is None else getattr(ln, name).astype(np.float64).tolist()
+
     return [
-        {f"{ln}_{name}": getattr(getattr(w.layers[k], ln), name).astype(np.float64).tolist()
-         for ln in ("ln_1", "ln_2") for name in ("gamma", "beta")}
-        for k in w.layer_map
+        {f"{role}_{name}": numbers(ln, name) for role, ln in layer_norms(model, k, pre_ln).items()
+         for name in ("gamma", "beta")}
+        for k in model.weights.layer_map
     ]  # fmt: skip
 
 
-def _common_part(enc: Encoding) -> tuple[dict, np.ndarray]:
-    """The arrays every layer shares: the embeddings and every hidden state."""
+def _final_norm(model: Model) -> dict | None:
+    """The LayerNorm after the last layer (pre-LN, ModernBERT), as the page predicts with it."""
+    ln = model.weights.final_ln
+    return (
+        None
+        if ln is None
+        else {name: getattr(ln, name).astype(np.float64).tolist() for name in ("gamma", "beta")}
+    )
+
+
+def _common_part(model: Model, enc: Encoding) -> tuple[dict, np.ndarray]:
+    """The arrays every layer shares: the embeddings, every hidden state, and the
+    relative positions (MPNet's bias and buckets, DeBERTa's relative positions and
+    gather positions: integers, not scaled)."""
     emb = enc.trace["embeddings"]
-    # DeBERTa-v3 adds no absolute position (positions enter its attention): the page shows zeros
-    position = emb["position"] if emb["position"] is not None else np.zeros_like(emb["word"])
-    stored = {"embeddings.word": quantize(emb["word"][0], "word"),
-              "embeddings.position": quantize(position[0], "position")}  # fmt: skip
-    parts = stored["embeddings.word"] + stored["embeddings.position"]
-    if emb["token_type"] is not None:  # DistilBERT has no token-type table
-        stored["embeddings.token_type"] = quantize(emb["token_type"][0], "token_type")
-        parts = parts + stored["embeddings.token_type"]
+    stored = {"embeddings.word": quantize(emb["word"][0], "word")}
+    for name in ("position", "token_type"):  # DeBERTa-v3, ModernBERT, NomicBERT: no position table
+        if emb[name] is not None:
+            stored[f"embeddings.{name}"] = quantize(emb[name][0], name)
+    parts = sum(stored[k] for k in list(stored))
     _with_fix(stored, "embeddings.sum", quantize(emb["sum"][0], "sum"), parts)
     if "projection" in emb:  # ELECTRA, ALBERT: hidden_states[0] is the projection of this
         stored["embeddings.output"] = quantize(emb["output"][0], "output")
     # hidden_states[1..L] are each layer's ln_2, stored with the layer
     hidden = quantize(np.stack([hs[0] for hs in enc.hidden_states]), "hidden_states")  # (L+1, S, H)
     stored["hidden0"] = hidden[0]
+    stored |= _relative_part(model, enc)
     return pack(stored), hidden
+
+
+def _relative_part(model: Model, enc: Encoding) -> dict[str, np.ndarray]:
+    """MPNet: its bias B (h, S, S), rounded, the same in every layer, and the bucket of
+    every (query, key); DeBERTa: the relative position delta(i, j) and the gather
+    positions c and c' (S, S) of :func:`ops.gather_index`."""
+    cfg, S = model.config, enc.input_ids.shape[1]
+    first = enc.trace["layers"][0]
+    if cfg.family == "mpnet":
+        pos = np.arange(S)
+        return {"bias": quantize(first["bias"][0], "bias"),
+                "relative.bucket": ops.relative_position_bucket(pos[None, :] - pos[:, None])}  # fmt: skip
+    if "c2p" not in first and "p2c" not in first:
+        return {}
+    delta = ops.relative_position_index(S, cfg.position_buckets, cfg.max_relative)  # (S, S)
+    c, c_prime = ops.gather_index(delta, cfg.relative_span)
+    return {"relative.delta": delta, "relative.c": c, "relative.c_prime": c_prime}
 
 
 def _cosines(a: np.ndarray) -> np.ndarray:
@@ -216,6 +331,11 @@ def statistics(enc: Encoding, relu: list[np.ndarray]) -> dict:
     near = np.argsort(-cos, axis=-1, kind="stable")[..., : min(3, S - 1)]  # (L+1, S, 3)
     f64 = [{k: t[k][0].astype(np.float64) for k in ("residual_1", "residual_2", "ffn_output", "ffn_act")}
            for t in layers]  # fmt: skip
+    pre_ln = {}
+    if (
+        layers[0].attention_input is not None
+    ):  # pre-LN: the statistics of each layer's input, its first norm's
+        pre_ln = {"mean_input": hs[:-1].mean(-1), "variance_input": hs[:-1].var(-1)}  # (L, S) each
     per_layer = {
         "mean_residual_1": [t["residual_1"].mean(-1) for t in f64],
         "variance_residual_1": [t["residual_1"].var(-1) for t in f64],
@@ -228,6 +348,7 @@ def statistics(enc: Encoding, relu: list[np.ndarray]) -> dict:
         "sum_probs": [t["probs"][0].astype(np.float64).sum(-1) for t in layers],  # (h, S)
     }  # fmt: skip
     return {
+        **{k: _rounded(v) for k, v in pre_ln.items()},
         "norm": _rounded(np.linalg.norm(hs, axis=-1)),  # (L+1, S)
         "cos_prev": _rounded(
             np.einsum("lsh,lsh->ls", hs[1:], hs[:-1])
@@ -257,13 +378,16 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
     """
     cfg = model.config
     emb, layers = enc.trace["embeddings"], enc.trace["layers"]
-    # The article's FFN: ReLU instead of GELU on the same pre-activations, with the layer's own W_2, b_2.
+    # The article's FFN: ReLU instead of GELU on the same pre-activations, with the layer's own W_2, b_2
+    # (a gated FFN: ReLU(pre) times the same gate).
     relu = []
     for k, t in zip(model.weights.layer_map, layers, strict=True):
         w = model.weights.layers[k]
-        pre = t["ffn_pre"][0].astype(np.float64)
-        relu.append(np.maximum(pre, 0) @ w.ffn.W_2.astype(np.float64) + w.ffn.b_2)  # (S, I) -> (S, H)
-    common, hidden = _common_part(enc)
+        a = np.maximum(t["ffn_pre"][0].astype(np.float64), 0)
+        if "ffn_gate" in t:
+            a = a * t["ffn_gate"][0]
+        relu.append(a @ w.ffn.W_2.astype(np.float64) + w.ffn.b_2)  # (S, I) -> (S, H)
+    common, hidden = _common_part(model, enc)
     parts = [_layer_part(model, i, t, hidden[i], hidden[i + 1], relu[i]) for i, t in enumerate(layers)]
 
     def as_dict(step: str, c: Check) -> dict:
@@ -284,6 +408,7 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
             "E": int(emb["word"].shape[-1]),
             "act": cfg.hidden_act,
             "eps": cfg.layer_norm_eps,
+            **_family_config(model, enc),
         },
         "text": enc.texts[0],
         "pair": enc.text_pairs[0] if enc.text_pairs is not None else None,
@@ -303,10 +428,40 @@ def build_payload(model: Model, enc: Encoding, explanations: list[Explanation], 
         },
         "stats": statistics(enc, relu),
         "preview": _preview(enc),
-        "layer_norms": _layer_norms(model),
+        "layer_norms": _layer_norms(model, layers[0].attention_input is not None),
+        "final_norm": _final_norm(model),
         "common": common,
         "layers": parts,
     }
+
+
+def _family_config(model: Model, enc: Encoding) -> dict:
+    """What the page needs to know of the family: its name, the score divisor,
+    pre-LN or post-LN, a gated FFN; the rotary layers' kind, base and frequencies
+    (:func:`ops.rotary_frequencies`) and the window's half width; DeBERTa's span
+    and terms."""
+    cfg, first = model.config, enc.trace["layers"][0]
+    out = {
+        "family": cfg.family,
+        "divisor": score_divisor(cfg),
+        "pre_ln": first.attention_input is not None,
+        "gated": "ffn_gate" in first,
+        "kinds": list(cfg.layer_types) or None,
+        "window": cfg.local_attention // 2 if "sliding_attention" in cfg.layer_types else None,
+        "rotary": None,
+    }
+    if "cos" in first:
+        thetas = [
+            cfg.local_rope_theta if k == "sliding_attention" else cfg.global_rope_theta
+            for k in cfg.layer_types
+        ]
+        freq = {
+            theta: ops.rotary_frequencies(cfg.head_size, theta, np.float64).tolist() for theta in set(thetas)
+        }
+        out["rotary"] = [{"theta": theta, "freq": freq[theta]} for theta in thetas]
+    if cfg.family == "deberta-v2":
+        out |= {"span": cfg.relative_span, "terms": list(cfg.pos_att_type)}
+    return out
 
 
 def _article_items() -> list[dict]:

@@ -11,10 +11,17 @@ difference between the rounded truth and a prediction made from the rounded
 inputs, which is almost always -1, 0 or 1 and compresses to nearly nothing:
 
     scores      from q and k            sum_i q_i k_i / sqrt(d), in exact integers
-    probs       from scores             the softmax, with exp_det below
-    ffn_act     from ffn_pre            GELU (erf from exp_det) or ReLU
+                                        (DeBERTa: / its own divisor)
+    masked_scores  scores + B           MPNet's bias, DeBERTa's c2p + p2c (stored when B is)
+    bias        c2p + p2c               DeBERTa: an integer sum
+    probs       from the masked scores  the softmax over the keys a query may see
+                                        (a sliding window: the others get 0), with exp_det
+    ffn_act     from ffn_pre            GELU (erf from exp_det) or ReLU; a gated FFN:
+                                        act(pre) x gate, in exact integers
     residual_1  X + attention_output    an integer sum
-    residual_2  ln_1 + ffn_output       an integer sum
+    residual_2  ln_1 + ffn_output       an integer sum (pre-LN: residual_1 + ffn_output)
+    ln_1, ln_2  LayerNorm of the sums   (pre-LN: attention_input, ln_1, final_ln; ln_2 is
+                                        residual_2)
     embeddings.sum  word + position + type
 
 The prediction is the same computation in the browser (view.js) and here, on
@@ -95,21 +102,28 @@ def _round(x: np.ndarray) -> np.ndarray:
     return np.floor(x * SCALE + 0.5).astype(np.int64)
 
 
-def predict_scores(q: np.ndarray, k: np.ndarray, d: int) -> np.ndarray | None:
+def predict_scores(q: np.ndarray, k: np.ndarray, divisor: float) -> np.ndarray | None:
     """Scores from the stored q and k: (..., S, d) x (..., S, d) -> (..., S, S),
-    the integer dot product (exact) over SCALE sqrt(d); None when a dot product
-    could leave the exact integers of a double."""
-    bound = int(np.abs(q).max(initial=0)) * int(np.abs(k).max(initial=0)) * d
+    the integer dot product (exact) over SCALE x divisor (sqrt(d); DeBERTa's
+    sqrt(d (1 + #terms)), the float32 root, as a double); None when a dot
+    product could leave the exact integers of a double."""
+    bound = int(np.abs(q).max(initial=0)) * int(np.abs(k).max(initial=0)) * q.shape[-1]
     if bound >= EXACT:
         return None
     dots = np.einsum("...qi,...ki->...qk", q, k)  # exact in int64
-    return np.floor(dots.astype(np.float64) / (SCALE * math.sqrt(d)) + 0.5).astype(np.int64)
+    return np.floor(dots.astype(np.float64) / (SCALE * divisor) + 0.5).astype(np.int64)
 
 
-def predict_probs(scores: np.ndarray) -> np.ndarray:
-    """The softmax of the stored scores along the last axis, summed in key order."""
+def predict_probs(scores: np.ndarray, seen: np.ndarray | None = None) -> np.ndarray:
+    """The softmax of the stored (masked) scores along the last axis, summed in key
+    order; ``seen`` (S, S) bool: the keys each query may see (a sliding window), the
+    others get 0. None: every key."""
     s = scores / SCALE
-    e = exp_det(s - s.max(axis=-1, keepdims=True))
+    if seen is None:
+        e = exp_det(s - s.max(axis=-1, keepdims=True))
+    else:
+        top = np.where(seen, s, -np.inf).max(axis=-1, keepdims=True)
+        e = np.where(seen, exp_det(np.where(seen, s - top, 0.0)), 0.0)
     total = np.zeros(e.shape[:-1])
     for i in range(e.shape[-1]):  # one key after another, as view.js sums
         total = total + e[..., i]
@@ -133,6 +147,15 @@ def predict_context(probs: np.ndarray, v: np.ndarray) -> np.ndarray | None:
         return None
     sums = np.einsum("...ts,...si->...ti", probs, v)  # exact in int64
     return np.floor(sums.astype(np.float64) / SCALE + 0.5).astype(np.int64)
+
+
+def predict_product(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """A gated FFN's act(pre) * gate from the stored act(pre) and gate, element by
+    element: the integer product (exact) over SCALE; None when a product could
+    leave the exact integers of a double."""
+    if int(np.abs(a).max(initial=0)) * int(np.abs(b).max(initial=0)) >= EXACT:
+        return None
+    return np.floor((a * b).astype(np.float64) / SCALE + 0.5).astype(np.int64)
 
 
 def predict_layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:

@@ -146,7 +146,7 @@ function restore(part, name, predict) {
 function predictScores(q, k) {
   const [h, , d] = q.shape;
   const out = new Float64Array(h * S * S);
-  const den = SCALE * Math.sqrt(d);
+  const den = SCALE * CFG.divisor; // √d; DeBERTa: √(d (1 + #terms)), its float32 root
   const Q = q.data;
   const K = k.data;
   for (let j = 0; j < h; j++)
@@ -162,21 +162,29 @@ function predictScores(q, k) {
   return out;
 }
 
-function predictProbs(scores) {
+/** The softmax of the (masked) scores over the keys each query may see (`seen(a, b)`; every key when null). */
+function predictProbs(scores, seen = null) {
   const out = new Float64Array(scores.data.length);
   const e = new Float64Array(S);
   for (let row = 0; row < out.length / S; row++) {
     const s = scores.data.subarray(row * S, row * S + S);
+    const a = row % S; // the query
+    const sees = (b) => seen === null || seen(a, b);
     let max = -Infinity;
-    for (let b = 0; b < S; b++) max = Math.max(max, s[b] / SCALE);
+    for (let b = 0; b < S; b++) if (sees(b)) max = Math.max(max, s[b] / SCALE);
     let total = 0;
     for (let b = 0; b < S; b++) {
-      e[b] = expDet(s[b] / SCALE - max);
+      e[b] = sees(b) ? expDet(s[b] / SCALE - max) : 0;
       total = total + e[b];
     }
     for (let b = 0; b < S; b++) out[row * S + b] = roundUnits(e[b] / total);
   }
   return out;
+}
+
+/** A gated FFN's act(pre) × gate, element by element, in exact integers over SCALE. */
+function predictProduct(a, g) {
+  return Float64Array.from(a.data, (x, i) => Math.floor((x * g.data[i]) / SCALE + 0.5));
 }
 
 function predictContext(probs, v) {
@@ -234,22 +242,31 @@ function predictLayerNorm(x, gamma, beta) {
 
 const plus = (...ts) => Float64Array.from(ts[0].data, (_, i) => ts.reduce((s, t) => s + t.data[i], 0));
 
+/** The keys query a may see in layer l: every key, or within the window on a local (sliding) layer. */
+const seenIn = (l) => (CFG.kinds && CFG.kinds[l - 1] === "sliding_attention" ? (a, b) => Math.abs(a - b) <= CFG.window : null);
+
 /** Encoder layer l's arrays, decoded and rebuilt the first time it is needed (its input is layer l - 1's
-    output, so that layer comes first). */
+    output, so that layer comes first). The same predictions as minibert/teaching/view.py's _layer_part. */
 async function layer(l) {
   if (LAYERS[l - 1]) return LAYERS[l - 1];
   const X = l === 1 ? COMMON.hidden0 : (await layer(l - 1)).ln_2;
   const p = await decodePart(DATA.layers[l - 1]);
   const ln = DATA.layer_norms[l - 1];
   const a = { ...p };
+  if (CFG.pre_ln) // what the attention reads: LayerNorm_1(X), or X itself (no norm in the first layer)
+    a.attention_input = restore(p, "attention_input", () => (ln.ln_0_gamma ? predictLayerNorm(X, ln.ln_0_gamma, ln.ln_0_beta) : X.data));
   a.scores = restore(p, "scores", () => predictScores(p.q, p.k));
-  a.probs = restore(p, "probs", () => predictProbs(a.scores));
+  if (p.c2p || p.p2c) a.bias = restore(p, "bias", () => plus(...[p.c2p, p.p2c].filter(Boolean))); // DeBERTa
+  else if (COMMON.bias) a.bias = COMMON.bias; // MPNet: the same B in every layer
+  a.masked_scores = a.bias ? restore(p, "masked_scores", () => plus(a.scores, a.bias)) : a.scores;
+  a.probs = restore(p, "probs", () => predictProbs(a.masked_scores, seenIn(l)));
   a.context = restore(p, "context", () => predictContext(a.probs, p.v));
   a.residual_1 = restore(p, "residual_1", () => plus(X, p.attention_output));
   a.ln_1 = restore(p, "ln_1", () => predictLayerNorm(a.residual_1, ln.ln_1_gamma, ln.ln_1_beta));
-  a.ffn_act = restore(p, "ffn_act", () => predictAct(p.ffn_pre));
-  a.residual_2 = restore(p, "residual_2", () => plus(a.ln_1, p.ffn_output));
-  a.ln_2 = restore(p, "ln_2", () => predictLayerNorm(a.residual_2, ln.ln_2_gamma, ln.ln_2_beta));
+  a.ffn_act = restore(p, "ffn_act", () => (CFG.gated ? predictProduct(p.ffn_activated, p.ffn_gate) : predictAct(p.ffn_pre)));
+  a.residual_2 = restore(p, "residual_2", () => plus(CFG.pre_ln ? a.residual_1 : a.ln_1, p.ffn_output));
+  a.ln_2 = restore(p, "ln_2", () => (CFG.pre_ln ? a.residual_2.data : predictLayerNorm(a.residual_2, ln.ln_2_gamma, ln.ln_2_beta)));
+  if (p.final_ln || p["final_ln.fix"]) a.final_ln = restore(p, "final_ln", () => predictLayerNorm(a.ln_2, DATA.final_norm.gamma, DATA.final_norm.beta));
   LAYERS[l - 1] = a;
   return a;
 }
@@ -274,7 +291,8 @@ const FILTERS = [["all", "All"], ["AA", "Sentence A → Sentence A"], ["AB", "Se
 
 // The quantities the page shows, by layer (the trace's own names).
 const X = (l, t) => (l === 1 ? COMMON.hidden0.at(t) : LAYERS[l - 2].ln_2.at(t)); // hidden_states[l - 1]
-const hiddenAt = (i, t) => (i === 0 ? COMMON.hidden0.at(t) : LAYERS[i - 1].ln_2.at(t));
+// hidden_states[L] of a pre-LN encoder is its last layer's output after the final norm
+const hiddenAt = (i, t) => (i === 0 ? COMMON.hidden0.at(t) : (LAYERS[i - 1].final_ln ?? LAYERS[i - 1].ln_2).at(t));
 const embSum = () => restore(COMMON, "embeddings.sum", () =>
   plus(...["embeddings.word", "embeddings.position", "embeddings.token_type"].filter((k) => COMMON[k]).map((k) => COMMON[k])));
 // e = LayerNorm(sum); without a projection (BERT) it is hidden_states[0] itself, embedded once
@@ -536,18 +554,21 @@ function tokensView() {
     ),
   );
   const where = { token: t };
+  const positions = COMMON["embeddings.position"]; // none for DeBERTa-v3, ModernBERT, NomicBERT
   const rows = [
     vector("word[id]", COMMON["embeddings.word"].at(t), "embeddings.word", where),
-    vector("position[pos]", COMMON["embeddings.position"].at(t), "embeddings.position", where),
+    positions ? vector("position[pos]", positions.at(t), "embeddings.position", where) : null,
     types ? vector("type[type]", types.at(t), "embeddings.token_type", where) : null,
     vector("sum", embSum().at(t), "embeddings.sum", where),
     vector("e = LayerNorm(sum)", embOutput(t), "embeddings.output", where),
     projected ? vector("x = e W_proj + b_proj", COMMON.hidden0.at(t), "embeddings.projection", where) : null,
   ];
-  const parts = types ? "word[id] + position[pos] + type[type]" : "word[id] + position[pos]   (no token-type table)";
+  const parts = ["word[id]", positions ? "position[pos]" : null, types ? "type[type]" : null].filter(Boolean).join(" + ") +
+    (types ? "" : "   (no token-type table)") + (positions ? "" : "   (no position table: positions enter in the attention)");
   return [
     el("p", {}, `The text is split into ${S} tokens (special tokens included). Each token's id picks a row of `,
-      `the word table, its place a row of the position table${types ? ", its segment a row of the type table" : ""}: `,
+      `the word table${positions ? ", its place a row of the position table" : ""}` +
+      `${types ? ", its segment a row of the type table" : ""}: `,
       "their sum, normalised, is hidden_states[0], the input of layer 1. Click a token (or Tab to it, then ",
       "↑ ↓ or Enter) to follow it. Each vector is drawn as a strip, one cell per number (blue negative, red ",
       "positive); its button shows the numbers."),
@@ -789,7 +810,9 @@ function neuronView() {
     { class: "panel neuron", id: "neuron-view" },
     el("h3", {}, `Neuron view: layer ${l}, head ${j}, query ${tokenName(t)} · key ${tokenName(k)}`),
     el("p", { class: "note" }, `The ${CFG.d} numbers of the query and of the key, and their products: the products `,
-      "sum to q·k, and q·k / √d", el("sub", {}, "k"), " is the score (then softmax over the keys). Red is positive, ",
+      "sum to q·k, and q·k / √d", el("sub", {}, "k"), " is the score (then softmax over the keys). ",
+      CFG.rotary ? "Here q and k are the turned ones (the rotary step). " : "",
+      CFG.family === "mpnet" || CFG.family === "deberta-v2" ? "The position bias B is added to it after. " : "", "Red is positive, ",
       "blue negative; hover a strip for its numbers. Choose the key on the right of the head view or above the ",
       "score tables."),
     el("div", { class: "neuron-rows" },
@@ -797,7 +820,7 @@ function neuronView() {
       vector(`k (key ${k})`, kk, "k", { layer: l, head: j, token: k }, { max }),
       el("div", { class: "dvec" }, el("span", { class: "label" }, "q ⊙ k"),
         strip(prod, { max: pmax, title: "q ⊙ k" }), el("span", {}, "Σ = ", (prod.reduce((x, z) => x + z, 0) / SCALE).toFixed(DIGITS)))),
-    el("p", {}, `score = Σ(q ⊙ k) / √${CFG.d} = `,
+    el("p", {}, `score = Σ(q ⊙ k) / ${CFG.family === "deberta-v2" ? CFG.divisor.toFixed(DIGITS) : `√${CFG.d}`} = `,
       el("span", { class: "vec inline", "data-key": "scores", "data-layer": l, "data-head": j, "data-token": t,
         "data-start": k }, el("span", { class: "n" }, fmt(score))),
       "; P = ", el("span", { class: "vec inline", "data-key": "probs", "data-layer": l, "data-head": j,
@@ -820,8 +843,10 @@ function stepsView() {
     lt: { layer: l, token: t }, // where a per-token row comes from
     checks: (step) => checkList(checks, step, { layer: l }),
   };
-  const steps = [inputStep, qkvStep, scoresStep, maskStep, softmaxStep, contextStep, concatStep, multiHeadStep,
-    residual1Step, layerNorm1Step, ffnStep, residual2Step, layerNorm2Step];
+  // the family's own steps: pre-LN's first norm, the rotation of q and k, a position bias, a gated FFN
+  const steps = [inputStep, CFG.pre_ln && attentionNormStep, qkvStep, CFG.rotary && rotaryStep, scoresStep,
+    c.a.bias && biasStep, maskStep, softmaxStep, contextStep, concatStep, multiHeadStep, residual1Step,
+    layerNorm1Step, CFG.gated ? gatedFfnStep : ffnStep, residual2Step, layerNorm2Step].filter(Boolean);
   const other = c.checks("other");
   return [
     el("p", {}, `Encoder layer ${l} of ${CFG.L}, head ${j}, token ${tokenName(t)}. `,
@@ -847,25 +872,91 @@ function inputStep({ l, t }) {
 
 function qkvStep({ l, j, t, a, at, checks }) {
   const { h, d } = CFG;
-  const max = Math.max(...["q", "k", "v"].flatMap((name) => Array.from(a[name].at(j, t), Math.abs)));
+  // rotary families: q and k as projected, before the rotation of the next step
+  const names = CFG.rotary ? ["q_unrotated", "k_unrotated", "v"] : ["q", "k", "v"];
+  const max = Math.max(...names.flatMap((name) => Array.from(a[name].at(j, t), Math.abs)));
+  const input = CFG.pre_ln ? "X here is LN_1(X), the step before (pre-LN). " : "";
   return card({
     id: "qkv",
     title: "Q, K, V: three projections of the same X, split into heads",
     formula: "Q = X W^Q + b^Q,  K = X W^K + b^K,  V = X W^V + b^V",
     shapes: `X ${shapeSH()} → Q, K, V ${shapeSH()} → split into ${h} heads (${h}, ${S}, ${d}); ` +
       `head ${j} is columns ${j * d}..${(j + 1) * d - 1}`,
-    body: ["q", "k", "v"].map((name) => vector(`${name}  (head ${j}, token ${t})`, a[name].at(j, t), name, at, { max })),
+    body: [
+      input || CFG.rotary ? el("p", { class: "note" }, input, CFG.rotary ? "q and k before their rotation (next step)." : "") : null,
+      names.map((name) => vector(`${name[0]}  (head ${j}, token ${t})`, a[name].at(j, t), name, at, { max })),
+    ],
     checks: checks("qkv"),
     erratum: "qkv",
   });
 }
 
+/** Pre-LN (ModernBERT): the attention reads LayerNorm_1(X); X itself goes on to the residual sum. */
+function attentionNormStep({ l, t, a, lt, checks }) {
+  const identity = DATA.layer_norms[l - 1].ln_0_gamma === null;
+  const st = (name) => DATA.stats[`${name}_input`][l - 1][t];
+  return card({
+    id: "attention_norm",
+    title: "Pre-LN: the attention reads X normalised",
+    formula: identity ? "LN_1 is the identity in this layer: its input, the embedding output, was normalised just before"
+      : "LN_1(X) = γ₁ (X − μ) / √(σ² + ε) + β₁ over the H numbers of each token; X itself goes on to the residual",
+    shapes: `${shapeSH()} → ${shapeSH()}`,
+    body: [
+      identity ? null : el("p", {}, `over the ${CFG.H} numbers of token ${tokenName(t)}: μ = `,
+        stat("mean", st("mean"), { key: "input", ...lt }), ", σ² = ", stat("variance", st("variance"), { key: "input", ...lt }),
+        `, ε = ${CFG.eps}`),
+      vector(`LN_1(X)[${t}]`, a.attention_input.at(t), "attention_input", lt),
+    ],
+    checks: checks("attention_norm"),
+  });
+}
+
+/** RoPE (ModernBERT, NomicBERT): each pair (x_i, x_i+d/2) of q and k turns by the angle p w_i, p the position;
+    the angle table of the chosen token, and q and k before and after. */
+function rotaryStep({ l, j, t, a, at, checks }) {
+  const { h, d } = CFG;
+  const { theta, freq } = CFG.rotary[l - 1];
+  const kind = CFG.kinds[l - 1] === "sliding_attention" ? "local (sliding window)" : "global";
+  const others = [...new Set(CFG.rotary.map((r) => r.theta))].filter((x) => x !== theta); // ModernBERT: the other kind's
+  const other = others.length ? ` (${kind === "global" ? "local" : "global"} layers: θ = ${others[0]})` : "";
+  const cos = a.cos.at(t);
+  const sin = a.sin.at(t);
+  const table = el("table", { class: "keys angles" },
+    el("tr", {}, ["i", "w_i = θ^(−2i/d)", `p w_i, p = ${t}`, "cos(p w_i)", "sin(p w_i)"].map((x) => el("th", {}, x))),
+    range(d / 2).map((i) => el("tr", { class: "derived" }, el("td", { class: "d" }, i),
+      el("td", { class: "d" }, freq[i].toPrecision(6)), el("td", { class: "d" }, (t * freq[i]).toPrecision(6)),
+      el("td", { class: "d" }, fmt(cos[i])), el("td", { class: "d" }, fmt(sin[i])))));
+  const max = Math.max(...["q_unrotated", "q", "k_unrotated", "k"].flatMap((n) => Array.from(a[n].at(j, t), Math.abs)));
+  return card({
+    id: "rotary",
+    title: "Rotary positions: q and k turned by their position",
+    formula: `rotate(x) = x cos(p w) + [−x₂, x₁] sin(p w),  x = [x₁, x₂] its two halves;  w_i = θ^(−2i/d), θ = ${theta}`,
+    shapes: `q, k (${h}, ${S}, ${d}) → turned, the same shape; cos, sin (${S}, ${d / 2}), one angle per pair`,
+    body: [
+      el("p", { class: "note" }, `Layer ${l} is ${kind}: θ = ${theta}${other}. Pair i, (x_i, x_i+${d / 2}), turns by `,
+        "the angle p w_i: the first pairs fast, the last barely. Turning q by its position and k by its own ",
+        "leaves q·k depending on the distance between the two only: this is how positions enter."),
+      el("div", { class: "scroll" }, table),
+      vector(`cos(p w_i), p = ${t}`, cos, "cos", { layer: l, token: t }),
+      vector(`sin(p w_i), p = ${t}`, sin, "sin", { layer: l, token: t }),
+      vector(`q before (head ${j}, token ${t})`, a.q_unrotated.at(j, t), "q_unrotated", at, { max }),
+      vector("q turned", a.q.at(j, t), "q", at, { max }),
+      vector(`k before (token ${t})`, a.k_unrotated.at(j, t), "k_unrotated", at, { max }),
+      vector("k turned", a.k.at(j, t), "k", at, { max }),
+    ],
+    checks: checks("rotary"),
+  });
+}
+
 function scoresStep({ j, t, a, at, checks }) {
   const { h, d } = CFG;
+  const formula = CFG.family === "deberta-v2"
+    ? `scores = Q Kᵀ / √(d_k (1 + #terms)),   d_k = ${d}, ${1 + CFG.terms.length} terms: ${CFG.divisor.toFixed(DIGITS)} (a float32 root)`
+    : `scores = Q Kᵀ / √d_k,   d_k = ${d}, √d_k = ${Math.sqrt(d).toFixed(DIGITS)}`;
   return card({
     id: "scores",
     title: "Scores: how well the query matches each key",
-    formula: `scores = Q Kᵀ / √d_k,   d_k = ${d}, √d_k = ${Math.sqrt(d).toFixed(DIGITS)}`,
+    formula,
     shapes: `Q (${h}, ${S}, ${d}) × Kᵀ (${h}, ${d}, ${S}) → (${h}, ${S}, ${S}); ` +
       `here the row of query ${tokenName(t)}, head ${j}`,
     body: [keyTable([{ label: "q·k / √d_k", values: a.scores.at(j, t), key: "scores", where: at }]), neuronView()],
@@ -874,20 +965,68 @@ function scoresStep({ j, t, a, at, checks }) {
   });
 }
 
+/** MPNet's bucket bias, DeBERTa's c2p and p2c with the positions they are gathered at: B, added to the scores. */
+function biasStep({ l, j, t, a, at, checks }) {
+  const h = CFG.h;
+  const keys = range(S);
+  const rows = [];
+  if (CFG.family === "mpnet") {
+    rows.push({ label: "j − i", values: keys.map((s) => s - t), plain: true },
+      { label: "bucket(j − i)", values: COMMON["relative.bucket"].at(t), plain: true });
+  } else {
+    rows.push({ label: "δ(i, j)", values: COMMON["relative.delta"].at(t), plain: true });
+    if (a.c2p) rows.push({ label: "c", values: COMMON["relative.c"].at(t), plain: true },
+      { label: "c2p", values: a.c2p.at(j, t), key: "c2p", where: at });
+    if (a.p2c) rows.push({ label: "c′", values: keys.map((s) => COMMON["relative.c_prime"].at(s)[t]), plain: true },
+      { label: "p2c", values: a.p2c.at(j, t), key: "p2c", where: at });
+  }
+  rows.push({ label: "B", values: a.bias.at(j, t), key: "bias", where: at });
+  const mpnet = CFG.family === "mpnet";
+  return card({
+    id: "bias",
+    title: mpnet ? "Relative position bias: one learned number per distance bucket" : "Disentangled attention: c2p and p2c",
+    formula: mpnet ? "B[h, i, j] = table[bucket(j − i), h]: buckets exact for small distances, log-spaced up to 128"
+      : `B = c2p + p2c;  c2p[i, j] = Q_i · Kr_c / s, c = clip(δ(i, j) + K, 0, 2K − 1);  ` +
+        `p2c[i, j] = K_j · Qr_c′ / s, c′ = clip(−δ(j, i) + K, 0, 2K − 1);  K = ${CFG.span}`,
+    shapes: mpnet ? `table (32 buckets, ${h}) → B (${h}, ${S}, ${S}), computed once, added in every layer`
+      : `Q (${h}, ${S}, ${CFG.d}) × Kr (${h}, ${2 * CFG.span}, ${CFG.d}) → (${h}, ${S}, ${2 * CFG.span}) → gathered at c → (${h}, ${S}, ${S})`,
+    body: [
+      el("p", { class: "note" }, mpnet ? `Query ${tokenName(t)}: the distance to each key, its bucket, and head ${j}'s number for it.`
+        : `Query ${tokenName(t)}: δ is the (log-bucketed) relative position i − j; each term is one product with all ` +
+          `${2 * CFG.span} relative embeddings, then a gather of the entries the pairs use.`),
+      keyTable(rows),
+    ],
+    checks: checks("bias"),
+  });
+}
+
 function maskStep({ l, j, t, a, at, checks }) {
   const h = CFG.h;
+  const seen = seenIn(l);
+  const local = seen !== null;
   const M = Int32Array.from(DATA.mask, (m) => (typeof m === "number" && Math.abs(m) < 1e5 ? m * SCALE : -2e9));
+  const plusB = a.bias ? " + B" : "";
+  // a local layer: M is a row per query, 0 within the window, the most negative float ("min") outside
+  const row = local ? keysOf((s) => (seen(t, s) ? "0" : "min")) : null;
+  const masked = a.masked_scores.at(j, t);
   return card({
     id: "mask",
-    title: "The mask",
-    formula: "masked = scores + M,   M = 0 for a real key, the most negative float for padding",
-    shapes: `M (${S}) broadcast over heads and queries → masked (${h}, ${S}, ${S})`,
+    title: local ? "The mask: padding and the sliding window" : "The mask",
+    formula: `masked = scores${plusB} + M,   M = 0 for a key the query may see, the most negative float otherwise`,
+    shapes: local ? `M (${S}, ${S}), one row per query → masked (${h}, ${S}, ${S})`
+      : `M (${S}) broadcast over heads and queries → masked (${h}, ${S}, ${S})`,
     body: [
-      el("p", { class: "note" }, "This page shows the text's real tokens only, so M is 0 for every key. With padding ",
-        "(minibert explain --pad 2), padded keys get the most negative float: after the softmax, exactly 0."),
-      keyTable([
+      el("p", { class: "note" }, "This page shows the text's real tokens only, so no key is padding. With padding ",
+        "(minibert explain --pad 2), padded keys get the most negative float: after the softmax, exactly 0.",
+        local ? ` Layer ${l} is local: query i sees key j only if |i − j| ≤ ${CFG.window} (local_attention / 2); ` +
+          `token ${tokenName(t)} sees keys ${Math.max(0, t - CFG.window)}..${Math.min(S - 1, t + CFG.window)}.` : "",
+        CFG.kinds && !local ? ` Layer ${l} is global: every key (local layers: |i − j| ≤ ${CFG.window}).` : ""),
+      keyTable(local ? [
+        { label: "M", values: row, plain: true },
+        { label: `scores${plusB} + M`, values: keysOf((s) => (seen(t, s) ? fmt(masked[s]) : "min")), plain: true },
+      ] : [
         { label: "M", values: M, key: "mask", where: { layer: l } },
-        { label: "scores + M", values: a.scores.at(j, t).map((x, s) => x + M[s]), key: "masked_scores", where: at },
+        { label: `scores${plusB} + M`, values: masked.map((x, s) => x + M[s]), key: "masked_scores", where: at },
       ]),
     ],
     checks: checks("mask"),
@@ -895,14 +1034,17 @@ function maskStep({ l, j, t, a, at, checks }) {
   });
 }
 
+const keysOf = (f) => range(S).map(f);
+
 /** The softmax written out: exp(x − max) of every key (computed here from the printed scores), their sum, the
     denominator, and P = exp / Σ. */
 function softmaxStep({ l, j, t, a, at, checks }) {
   const h = CFG.h;
   const P = a.probs.at(j, t);
-  const x = Array.from(a.scores.at(j, t), (v) => v / SCALE);
-  const max = Math.max(...x);
-  const e = x.map((v) => Math.exp(v - max));
+  const seen = seenIn(l) ?? (() => true);
+  const x = Array.from(a.masked_scores.at(j, t), (v) => v / SCALE);
+  const max = Math.max(...x.filter((_, s) => seen(t, s)));
+  const e = x.map((v, s) => (seen(t, s) ? Math.exp(v - max) : 0)); // outside a window: exp(min − m) = 0
   const total = e.reduce((u, v) => u + v, 0);
   const sum = DATA.stats.sum_probs[l - 1][j][t];
   return card({
@@ -912,7 +1054,7 @@ function softmaxStep({ l, j, t, a, at, checks }) {
     shapes: `(${h}, ${S}, ${S}) → P (${h}, ${S}, ${S}); each row sums to 1`,
     body: [
       el("p", { class: "note" }, `m = max over the keys = ${max.toFixed(DIGITS)} (subtracting it changes nothing `,
-        "but keeps exp from overflowing). exp(x − m) is computed here from the printed scores."),
+        "but keeps exp from overflowing). exp(x − m) is computed here from the printed masked scores."),
       keyTable([
         { label: "exp(x − m)", values: e.map((v) => v.toFixed(DIGITS)), plain: true },
         { label: "P", values: P, key: "probs", where: at, bars: true },
@@ -976,7 +1118,8 @@ function residual1Step({ l, t, a, lt, checks }) {
   return card({
     id: "residual_1",
     title: "Residual: add the input back",
-    formula: "residual_1 = X + MultiHead(X)",
+    formula: CFG.pre_ln ? "residual_1 = X + MultiHead(LN_1(X)): the input itself, not its norm (pre-LN)"
+      : "residual_1 = X + MultiHead(X)",
     shapes: `${shapeSH()} + ${shapeSH()} → ${shapeSH()}`,
     body: [
       vector(`X[${t}]`, X(l, t), "hidden", { layer: l - 1, token: t }),
@@ -984,7 +1127,7 @@ function residual1Step({ l, t, a, lt, checks }) {
       vector(`= residual_1[${t}]`, a.residual_1.at(t), "residual_1", lt),
     ],
     checks: checks("residual_1"),
-    erratum: "postln",
+    erratum: CFG.pre_ln ? null : "postln",
   });
 }
 
@@ -999,12 +1142,13 @@ function layerNormStats(name, l, lt) {
 function layerNorm1Step({ l, t, a, lt, checks }) {
   return card({
     id: "ln_1",
-    title: "LayerNorm after the sum (post-LN)",
-    formula: "ln_1 = γ (x − μ) / √(σ² + ε) + β,  x = residual_1, over the H numbers of each token",
+    title: CFG.pre_ln ? "LayerNorm before the FFN (pre-LN)" : "LayerNorm after the sum (post-LN)",
+    formula: CFG.pre_ln ? "ln_1 = γ₂ (x − μ) / √(σ² + ε) + β₂,  x = residual_1: what the FFN reads; residual_1 goes on as it is"
+      : "ln_1 = γ (x − μ) / √(σ² + ε) + β,  x = residual_1, over the H numbers of each token",
     shapes: `${shapeSH()} → ${shapeSH()}`,
     body: [layerNormStats("residual_1", l, lt), vector(`ln_1[${t}]`, a.ln_1.at(t), "ln_1", lt)],
     checks: checks("ln_1"),
-    erratum: "postln",
+    erratum: CFG.pre_ln ? null : "postln",
   });
 }
 
@@ -1044,22 +1188,25 @@ function ffnStep({ l, t, a, lt, checks }) {
 }
 
 function residual2Step({ t, a, lt, checks }) {
+  const first = CFG.pre_ln ? "residual_1" : "ln_1"; // pre-LN: the stream, not the FFN's normalised input
   return card({
     id: "residual_2",
     title: "Residual around the FFN",
-    formula: "residual_2 = ln_1 + FFN(ln_1)",
+    formula: `residual_2 = ${first} + FFN(ln_1)`,
     shapes: `${shapeSH()} + ${shapeSH()} → ${shapeSH()}`,
     body: [
-      vector(`ln_1[${t}]`, a.ln_1.at(t), "ln_1", lt),
+      vector(`${first}[${t}]`, a[first].at(t), first, lt),
       vector(`+ FFN[${t}]`, a.ffn_output.at(t), "ffn_output", lt),
       vector(`= residual_2[${t}]`, a.residual_2.at(t), "residual_2", lt),
     ],
     checks: checks("residual_2"),
-    erratum: "postln",
+    erratum: CFG.pre_ln ? null : "postln",
   });
 }
 
-function layerNorm2Step({ l, t, a, lt, checks }) {
+function layerNorm2Step(c) {
+  if (CFG.pre_ln) return c.a.final_ln ? finalNormStep(c) : preLnOutputStep(c);
+  const { l, t, a, lt, checks } = c;
   const next = l < CFG.L ? `, the input of layer ${l + 1}` : ", the last layer's output";
   return card({
     id: "ln_2",
@@ -1072,6 +1219,72 @@ function layerNorm2Step({ l, t, a, lt, checks }) {
     ],
     checks: checks("ln_2"),
     erratum: "postln",
+  });
+}
+
+/** Pre-LN: no LayerNorm after the sum; the next layer normalises its input itself. */
+function preLnOutputStep({ l, t, a, checks }) {
+  return card({
+    id: "ln_2",
+    title: `The output of layer ${l}: residual_2 itself (pre-LN)`,
+    formula: `hidden_states[${l}] = residual_2: no LayerNorm after the sum; layer ${l + 1} normalises its input (LN_1)`,
+    shapes: `${shapeSH()}, the input of layer ${l + 1}`,
+    body: [vector(`hidden_states[${l}][${t}]`, a.ln_2.at(t), "hidden", { layer: l, token: t })],
+    checks: checks("ln_2"),
+  });
+}
+
+/** Pre-LN's last step: one more LayerNorm after the last layer (ModernBERT's final_norm). */
+function finalNormStep({ l, t, a, lt, checks }) {
+  return card({
+    id: "ln_2",
+    title: "The final LayerNorm: the encoder's output",
+    formula: `hidden_states[${l}] = γ_f (x − μ) / √(σ² + ε) + β_f,  x = residual_2, after the last layer (pre-LN)`,
+    shapes: `${shapeSH()} → ${shapeSH()}, the last hidden state`,
+    body: [
+      layerNormStats("residual_2", l, lt),
+      vector(`hidden_states[${l}][${t}]`, a.final_ln.at(t), "hidden", { layer: l, token: t }),
+    ],
+    checks: checks("ln_2"),
+  });
+}
+
+/** A gated FFN (ModernBERT's GeGLU, NomicBERT's SwiGLU): two products of x, the first activated, then multiplied
+    by the second, number by number. */
+function gatedFfnStep({ l, t, a, lt, checks }) {
+  const { I } = CFG;
+  const [act, glu] = CFG.act === "silu" ? ["SiLU", "SwiGLU"] : ["GELU", "GeGLU"];
+  const pre = a.ffn_pre.at(t);
+  const gate = a.ffn_gate.at(t);
+  const activated = a.ffn_activated.at(t);
+  const out = a.ffn_output.at(t);
+  const reluOut = a.ffn_relu_output.at(t);
+  const flips = gate.filter((x) => x < 0).length;
+  const relu_ = { key: "ffn_relu_output", ...lt };
+  const st = (name) => DATA.stats[name][l - 1][t];
+  const pmax = Math.max(...Array.from(pre, Math.abs), ...Array.from(gate, Math.abs));
+  const max = Math.max(...Array.from(out, Math.abs), ...Array.from(reluOut, Math.abs));
+  const formula = act === "SiLU" ? "SiLU(x) = x / (1 + exp(−x))" : "GELU(x) = ½ x (1 + erf(x / √2))";
+  return card({
+    id: "ffn",
+    title: `The feed-forward network, gated: ${glu}`,
+    formula: `FFN(x) = (${act}(x W_1 + b_1) ⊙ (x W_gate + b_gate)) W_2 + b_2,  x = ln_1;  ${formula}`,
+    shapes: `x ${shapeSH()} → two products (${S}, ${I}) → ${act} of the first, times the second → × W_2 + b_2 → ${shapeSH()}`,
+    body: [
+      vector("x W_1 + b_1", pre, "ffn_pre", lt, { max: pmax }),
+      vector("gate: x W_gate + b_gate", gate, "ffn_gate", lt, { max: pmax }),
+      vector(`${act}(x W_1 + b_1)`, activated, "ffn_activated", lt, { max: pmax }),
+      vector(`${act}(x W_1 + b_1) ⊙ gate`, a.ffn_act.at(t), "ffn_act", lt, { max: pmax }),
+      activationPlot(pre, activated, act),
+      el("p", {}, `${flips} of ${I} gate values of token ${tokenName(t)} are negative: they flip the sign of `,
+        math(`${act}(x W_1 + b_1)`), ". The article's FFN has ReLU and no gate."),
+      vector(`FFN(x)[${t}] with ${glu}`, out, "ffn_output", lt, { max }),
+      vector("FFN(x) with ReLU in place of " + act + " (same gate and weights)", reluOut, "ffn_relu_output", lt, { max }),
+      el("p", {}, "With ReLU, this token's FFN output would have cosine ", stat("cosine", st("cosine"), relu_),
+        " to the real one, and differ by up to ", stat("maxdiff", st("maxdiff"), relu_), "."),
+    ],
+    checks: checks("ffn"),
+    erratum: "gelu",
   });
 }
 
