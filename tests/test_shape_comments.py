@@ -221,7 +221,7 @@ def test_every_shape_comment_holds(monkeypatch):
             "# (n, g, d) -> (g, d, n)",
             "# (n, g, d) -> (g, n, d)",
         ),  # an assignment, fast-path letters
-        ("kernels.py", "# (g n, n) -> (g n,): the row sums", "# (g n, n) -> (n,): the row sums"),  # a product
+        ("kernels.py", "# (g m, n) -> (g m,): the row sums", "# (g m, n) -> (m,): the row sums"),  # a product
     ],
 )
 def test_a_swapped_comment_fails(tmp_path, file, comment, swapped, monkeypatch):
