@@ -167,8 +167,9 @@ def check_fast_equals_plain(model: Model, batch, rtol: float, threads_: int = 1)
 
 
 #: lengths at the edges: the window (w = 4 of local_attention 8: 4, 5, 9, 10), the band's
-#: blocks (BAND_ROWS 128: 127..129, 256, 257), and far past both
-EDGES = [1, 2, 4, 5, 9, 10, 127, 128, 129, 256, 257, 700]
+#: blocks (BAND_ROWS - 1 .. BAND_ROWS + 1, 2 BAND_ROWS, 2 BAND_ROWS + 1), and far past both
+R = fast.BAND_ROWS
+EDGES = [1, 2, 4, 5, 9, 10, R - 1, R, R + 1, 2 * R, 2 * R + 1, 700]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

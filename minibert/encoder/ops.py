@@ -147,7 +147,7 @@ def window_bias(
     """
     dtype = np.dtype(dtype)
     near = np.abs(query_positions[:, None] - key_positions[None, :]) <= half_window  # m x k
-    return np.where(near, 0, np.finfo(dtype).min).astype(dtype)
+    return np.where(near, 0, np.finfo(dtype).min).astype(dtype, copy=False)
 
 
 def window_span(positions: np.ndarray, lo: int, hi: int, half_window: int) -> tuple[int, int]:
