@@ -175,7 +175,7 @@ def _band_attention(qkv, ctx, scores, h: int, probs, positions: np.ndarray, half
     on the band only; and, if ``probs`` is given, probs <- its attention probabilities.
 
     qkv: (n, 3H) = [Q / s | K | V] (as :func:`_attention`); ctx: (n, H), written;
-    scores: flat scratch of >= g m k elements (:func:`_band_scratch`); probs: None,
+    scores: flat scratch of >= g m k elements (:func:`_score_scratch`); probs: None,
     or (h, n, n), written in full: the band, and exact zeros outside it;
     positions: (n,) the text's token positions, increasing; half: w, a query sees
     the keys at most w positions away.
