@@ -394,6 +394,8 @@ def test_every_function_keeps_float32(rng):
         "rotary_angles": ops.rotary_angles(np.arange(S), d, 10000.0, f),
         "rotate": ops.rotate(q, *ops.rotary_angles(np.arange(S), d, 10000.0, f)),
         "sliding_window_mask": ops.sliding_window_mask(MASK01, 1, f),
+        "window_bias": ops.window_bias(np.arange(S), np.arange(S), 1, f),
+        "band_attention": ops.band_attention(q, q, q, np.arange(S), 1, 1, S)[1],  # (k0, the block's trace)
         "glu": ops.glu(x, x, ops.gelu),
         "silu": ops.silu(x),
         "pre_ln_layer": ops.pre_ln_layer(
@@ -419,7 +421,8 @@ def test_every_function_keeps_float32(rng):
             ops.disentangled_scale(d, 3),
         ),
     }
-    integer = {"relative_position_bucket", "log_bucket_position", "relative_position_index"}  # int64 out
+    integer = {"relative_position_bucket", "log_bucket_position", "relative_position_index",
+               "window_span"}  # int64 out, or ints  # fmt: skip
     scalar = {"disentangled_scale"}  # float32 whatever the pass's dtype (transformers' float32 product)
     assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"} - integer - scalar
     assert ops.disentangled_scale(d, 3).dtype == f
