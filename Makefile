@@ -12,7 +12,7 @@ TEST_EXTRAS := $(VENV)/.installed-test,threads,plot,dask,browser
 LINT_EXTRAS := $(VENV)/.installed-lint
 DOCS_EXTRAS := $(VENV)/.installed-plot,browser
 
-.PHONY: demo test lint weights weights-mpnet weights-nomic reference bench venv clean docs probing
+.PHONY: demo test lint weights weights-mpnet weights-nomic reference bench bench-band venv clean docs probing
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,12 @@ probing: weights
 bench: weights
 	$(PIP) install -e '.[reference,bench,threads]' || echo "bench: extras not installed, minibert columns only"
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+# ModernBERT's sliding-window layers: the band against full masked attention, time and memory
+# of one base-sized local layer at 512, 2,048 and 8,192 tokens (docs/performance.md, Sliding
+# windows). Needs only threadpoolctl. Options with BAND_ARGS, e.g. BAND_ARGS="--rounds 5".
+bench-band: $(VENV)/.installed-threads
+	$(PY) bench/band_scaling.py $(BAND_ARGS)
 
 lint: $(LINT_EXTRAS)
 	$(VENV)/bin/ruff check minibert tests weights bench

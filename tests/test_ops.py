@@ -396,6 +396,8 @@ def test_every_function_keeps_float32(rng):
         "rotary_frequencies": ops.rotary_frequencies(d, 10000.0, f),
         "rotate": ops.rotate(q, *ops.rotary_angles(np.arange(S), d, 10000.0, f)),
         "sliding_window_mask": ops.sliding_window_mask(MASK01, 1, f),
+        "window_bias": ops.window_bias(np.arange(S), np.arange(S), 1, f),
+        "band_attention": ops.band_attention(q, q, q, np.arange(S), 1, 1, S)[1],  # (k0, the block's trace)
         "glu": ops.glu(x, x, ops.gelu),
         "silu": ops.silu(x),
         "pre_ln_layer": ops.pre_ln_layer(
@@ -426,7 +428,8 @@ def test_every_function_keeps_float32(rng):
         "log_bucket_position",
         "relative_position_index",
         "gather_index",
-    }  # int64
+        "window_span",
+    }  # int64 out, or ints
     scalar = {"disentangled_scale"}  # float32 whatever the pass's dtype (transformers' float32 product)
     assert set(outs) >= set(ops.__all__) - {"ACTIVATIONS", "additive_mask"} - integer - scalar
     assert ops.disentangled_scale(d, 3).dtype == f

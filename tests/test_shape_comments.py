@@ -6,7 +6,7 @@ is watched while the encoder runs on committed tiny models: an assignment's
 target, a return value, or the ``out=`` array of a call such as
 ``np.matmul(x, W, out=y)``, must have the shape the comment gives (after the
 last ``->``). B, S come from the batch; H, E, h, d, I, P, V from the config;
-the fast path's own letters (N, n, g, m: its module docstring) are the
+the fast path's own letters (N, n, g, m, k, r: its module docstring) are the
 values of the variables of those names where the line runs (or in its
 callers). ``...`` stands for any leading axes, ``3H`` for 3 x H, ``g n``
 for g x n. A wrong comment fails here; ``test_a_swapped_comment_fails``
@@ -33,7 +33,7 @@ ROOT = Path(minibert.__file__).resolve().parent
 FILES = {
     ROOT / "encoder" / "ops.py": (),
     ROOT / "encoder" / "forward.py": (),
-    ROOT / "encoder" / "fast.py": ("N", "n", "g", "m", "r"),
+    ROOT / "encoder" / "fast.py": ("N", "n", "g", "m", "k", "r"),
     ROOT / "encoder" / "kernels.py": ("n", "g", "m"),
 }
 SHAPE = r"\(([^()]*)\)"
@@ -198,6 +198,7 @@ def test_every_shape_comment_holds(monkeypatch):
             # several units; a head group that is not all heads (g = 1 or 2 here, and a last, smaller group)
             monkeypatch.setattr(fast, "UNIT_TOKENS", 8)
             monkeypatch.setattr(fast, "ATTENTION_BLOCK", 2 * 7 * 7)
+            monkeypatch.setattr(fast, "BAND_ROWS", 3)  # ModernBERT's local layers: blocks of 3 queries
             for files, run in ((PLAIN, run_plain), (FAST, run_fast)):
                 with Watch(files, sizes_of(model.config, batch)) as watch:
                     run(model, batch)
@@ -221,7 +222,7 @@ def test_every_shape_comment_holds(monkeypatch):
             "# (n, g, d) -> (g, d, n)",
             "# (n, g, d) -> (g, n, d)",
         ),  # an assignment, fast-path letters
-        ("kernels.py", "# (g n, n) -> (g n,): the row sums", "# (g n, n) -> (n,): the row sums"),  # a product
+        ("kernels.py", "# (g m, n) -> (g m,): the row sums", "# (g m, n) -> (m,): the row sums"),  # a product
     ],
 )
 def test_a_swapped_comment_fails(tmp_path, file, comment, swapped, monkeypatch):

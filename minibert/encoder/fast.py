@@ -55,6 +55,17 @@ What it does differently, and why (docs/performance.md has the measurements):
   also bound the working memory, whatever the batch size. The plain path
   makes no such promise.
 
+- **Sliding windows, the band only.** A local layer of ModernBERT lets query i
+  see key j only when |i - j| <= w (w = local_attention // 2); every other
+  score gets probability exactly 0. Its attention runs on blocks of
+  :data:`BAND_ROWS` queries, each over the keys of its window alone
+  (:func:`_band_attention`, the schedule of :func:`ops.band_attention`), so
+  a text of n tokens costs O(n w) time and its scores take at most
+  :data:`ATTENTION_BLOCK` elements (1 MB in float32), where all n x n scores
+  of one head are 256 MB at 8,192 tokens (measured: docs/performance.md,
+  Sliding windows). The maps, when asked for, are still (h, S, S), with
+  exact zeros outside the window.
+
 - **Attention maps when asked for.** Each text's probabilities are divided
   from the exp(S) its attention already holds in cache straight into the
   returned (B, h, S, S) arrays at [b, :, :n, :n]; everything else stays 0.
@@ -71,11 +82,12 @@ Shape alphabet as in :mod:`minibert.encoder.ops` (B, S, H, h, d, I), plus:
 
     N  real (non-padding) tokens of the work unit, packed into rows
     n  one text's real tokens          g  heads whose scores are computed at once
-    m  rows of a block (<= ROW_BLOCK)
+    m  rows of a block (<= ROW_BLOCK; of a sliding-window layer's queries, <= BAND_ROWS)
+    k  keys a block of a sliding-window layer reads (<= m + 2 (local_attention // 2))
     r  DeBERTa's relative embeddings one text reads (<= 2K)
 
 Shape comments are checked while the code runs (``tests/test_shape_comments.py``);
-N, n, g, m and r are the values of the variables of those names where they run.
+N, n, g, m, k and r are the values of the variables of those names where they run.
 """
 
 from __future__ import annotations
@@ -149,6 +161,63 @@ def _attention(
         kernels.attention(q, kT, v, p, out[group], group_probs, group_bias)
 
 
+#: Queries per block of a sliding-window layer (:func:`_band_attention`): each block
+#: reads at most BAND_ROWS + 2w keys, 192 for ModernBERT's w = 64 (one product of
+#: :func:`kernels.times_v`), so it computes 1.5 times the 129 scores per query the
+#: window needs. Measured on base shapes (12 heads of 64, w = 64, float32, 1 thread,
+#: medians of 6 rounds, one local layer's attention at 2,048 / 8,192 tokens): blocks
+#: of 32 27 / 106 ms, 64 27 / 106 ms, 128 31 / 124 ms, 256 43 / 182 ms.
+BAND_ROWS = 64
+
+
+def _band_attention(qkv, ctx, scores, h: int, probs, positions: np.ndarray, half: int) -> None:
+    """ctx <- the context of one text in a sliding-window layer, before W^O, computed
+    on the band only; and, if ``probs`` is given, probs <- its attention probabilities.
+
+    qkv: (n, 3H) = [Q / s | K | V] (as :func:`_attention`); ctx: (n, H), written;
+    scores: flat scratch of >= g m k elements (:func:`_score_scratch`); probs: None,
+    or (h, n, n), written in full: the band, and exact zeros outside it;
+    positions: (n,) the text's token positions, increasing; half: w, a query sees
+    the keys at most w positions away.
+
+    The schedule of :func:`ops.band_attention`: the queries go in blocks of
+    m = :data:`BAND_ROWS`, each over the k keys of its span
+    (:func:`ops.window_span`, at most m + 2w), with :func:`ops.window_bias` on the
+    scores and the heads g at a time, each group by the kernel
+    :func:`kernels.attention`. Scores and their memory grow with n (m + 2w), not n^2.
+    """
+    n, H3 = qkv.shape
+    d = H3 // (3 * h)
+    heads = qkv.reshape(n, 3, h, d)  # (n, 3H) -> (n, 3, h, d)
+    out = ctx.reshape(n, h, d).transpose(1, 0, 2)  # (n, H) -> (h, n, d), a view of ctx
+    rows = min(BAND_ROWS, n)
+    step = _heads_at_once_in_band(rows, min(n, rows + 2 * half), h)
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        k0, k1 = ops.window_span(positions, lo, hi, half)
+        m, k = hi - lo, k1 - k0
+        bias = ops.window_bias(positions[lo:hi], positions[k0:k1], half, qkv.dtype)  # (m, k)
+        bias = bias if bias.any() else None  # every key of the span in every query's window
+        for h0 in range(0, h, step):
+            g = min(step, h - h0)  # heads in this group
+            group = slice(h0, h0 + g)
+            q = heads[lo:hi, 0, group].transpose(1, 0, 2)  # (m, g, d) -> (g, m, d)
+            kT = heads[k0:k1, 1, group].transpose(1, 2, 0)  # (k, g, d) -> (g, d, k)
+            v = heads[k0:k1, 2, group].transpose(1, 0, 2)  # (k, g, d) -> (g, k, d)
+            p = scores[: g * m * k].reshape(g, m, k)
+            group_probs = None if probs is None else probs[group, lo:hi, k0:k1]
+            kernels.attention(q, kT, v, p, out[group, lo:hi], group_probs, bias)
+        if probs is not None:  # outside the band: exact zeros, as in the masked formula
+            probs[:, lo:hi, :k0] = 0
+            probs[:, lo:hi, k1:] = 0
+
+
+def _heads_at_once_in_band(m: int, k: int, h: int) -> int:
+    """g: heads whose (m, k) band scores :func:`_band_attention` computes at once,
+    so that g m k stays within :data:`ATTENTION_BLOCK` (at least one head)."""
+    return max(1, min(h, ATTENTION_BLOCK // (m * k)))
+
+
 def _text_attention(
     qkv: np.ndarray,
     ctx: np.ndarray,
@@ -158,6 +227,7 @@ def _text_attention(
     real: np.ndarray,
     bias: np.ndarray | None = None,
     relative: tuple | None = None,
+    window: int | None = None,
 ) -> None:
     """:func:`_attention` of one text, writing its attention probabilities,
     if ``maps`` (h, S, S) is given, at its real queries and keys there
@@ -165,7 +235,10 @@ def _text_attention(
     ``bias``: None, or the batch's position bias (h, S, S), read
     at the text's real positions (relative distances count padding, as in
     the formulas). ``relative``: None, or DeBERTa's (pos_qT, pos_kT, at_c2p,
-    at_p2c) of this layer and batch (see :func:`_disentangled`).
+    at_p2c) of this layer and batch (see :func:`_disentangled`). ``window``:
+    None, or w of a sliding-window layer, whose attention is
+    :func:`_band_attention` at the text's positions in the batch (padding
+    counts, as in :func:`ops.sliding_window_mask`).
 
     The tokenizer pads on the right, so the real tokens are the first n and
     the probabilities are written straight into maps[:, :n, :n]; a hand-made
@@ -173,15 +246,26 @@ def _text_attention(
     """
     n = len(qkv)
     at = None if real[:n].all() else np.flatnonzero(real)
-    if bias is not None:
-        bias = bias[:, :n, :n] if at is None else bias[:, at[:, None], at]  # (h, S, S) -> (h, n, n)
-    terms = None if relative is None else _disentangled(*relative, at, n)
+    if window is not None:
+        positions = np.arange(n) if at is None else at  # (n,)
+
+        def attend(probs):
+            _band_attention(qkv, ctx, scores, h, probs, positions, window)
+
+    else:
+        if bias is not None:
+            bias = bias[:, :n, :n] if at is None else bias[:, at[:, None], at]  # (h, S, S) -> (h, n, n)
+        terms = None if relative is None else _disentangled(*relative, at, n)
+
+        def attend(probs):
+            _attention(qkv, ctx, scores, h, probs, bias, terms)
+
     if maps is None:
-        return _attention(qkv, ctx, scores, h, None, bias, terms)
+        return attend(None)
     if at is None:
-        return _attention(qkv, ctx, scores, h, maps[:, :n, :n], bias, terms)
+        return attend(maps[:, :n, :n])
     probs = np.empty((h, n, n), qkv.dtype)
-    _attention(qkv, ctx, scores, h, probs, bias, terms)
+    attend(probs)
     maps[:, at[:, None], at] = probs
 
 
@@ -239,12 +323,25 @@ def _heads_at_once(n: int, h: int) -> int:
     return max(1, min(h, ATTENTION_BLOCK // (n * n)))
 
 
-def _score_scratch(lengths, h: int) -> int:
+def _score_scratch(lengths, h: int, layer_types: tuple[str, ...] = (), half: int = 0) -> int:
     """Elements of the scores scratch that every text of ``lengths`` needs:
     the largest g(n) n^2. Not always the longest text's: g shrinks in steps,
     so a shorter text can need more (n = 190 with h = 12 takes 7 heads at
-    once, 252,700 elements; n = 200 takes 6, 240,000)."""
-    return max((_heads_at_once(int(n), h) * int(n) ** 2 for n in set(lengths.tolist()) if n), default=1)
+    once, 252,700 elements; n = 200 takes 6, 240,000). Global layers (every
+    family's, and ModernBERT's ``full_attention``) need that; sliding-window
+    layers (``layer_types``' ``sliding_attention``, w = ``half``) their
+    band's largest g m k (:func:`_band_attention`), so a model of local layers
+    only never holds n^2 scores."""
+    sizes = [int(n) for n in set(lengths.tolist()) if n]
+    need = 1
+    if not layer_types or "full_attention" in layer_types:
+        need = max((_heads_at_once(n, h) * n**2 for n in sizes), default=1)
+    if "sliding_attention" in layer_types:
+        for n in sizes:
+            m = min(BAND_ROWS, n)
+            k = min(n, m + 2 * half)
+            need = max(need, _heads_at_once_in_band(m, k, h) * m * k)
+    return need
 
 
 def forward(
@@ -423,28 +520,20 @@ def units(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def rotary_tables(
-    config: Config, S: int, dtype
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+def rotary_tables(config: Config, S: int, dtype) -> dict[str, tuple[np.ndarray, np.ndarray, int | None]]:
     """ModernBERT and NomicBERT, once per batch: per kind of layer, its rotary tables cos, sin
-    (S, d) (:func:`ops.rotary_angles` with the kind's base) and its window as
-    an additive bias (h, S, S) for :func:`kernels.attention` (None on global
-    layers): 0 where |i - j| <= local_attention // 2, the dtype's most negative
-    number elsewhere (:func:`ops.sliding_window_mask` of one unpadded text;
-    padding is already packed away). This computes the full n x n scores and
-    zeroes the band's outside: correct, O(S^2); attending to the band only,
-    O(S w), is a later speed step (issue 19)."""
-    h, d = config.num_attention_heads, config.head_size
+    (S, d) (:func:`ops.rotary_angles` with the kind's base) and its window w: None on
+    global layers, local_attention // 2 on sliding-window ones, whose attention
+    reads only the keys within w of each query (:func:`_band_attention`)."""
+    d = config.head_size
     positions = np.arange(S)
-    window = ops.sliding_window_mask(np.ones((1, S), np.int64), config.local_attention // 2, dtype)[0, 0]
-    window = np.broadcast_to(window, (h, S, S))  # (S, S) -> (h, S, S), one copy for all heads
     out = {}
     for kind, theta in (
         ("full_attention", config.global_rope_theta),
         ("sliding_attention", config.local_rope_theta),
     ):
         cos, sin = ops.rotary_angles(positions, d, theta, dtype)  # (S, d) each
-        out[kind] = (cos, sin, None if kind == "full_attention" else window)
+        out[kind] = (cos, sin, None if kind == "full_attention" else config.local_attention // 2)
     return out
 
 
@@ -464,8 +553,8 @@ def _encode(weights, config, inputs, outs, maps, bias, rotary, relative, qkv_wei
     writing outs[i][b0:b1] (and, unless ``maps`` is None, each text's attention maps into
     maps[i - 1][b, :, :n, :n]). ``bias``: the batch's relative position bias (h, S, S) of
     every layer (MPNet), or None. ``rotary`` (:func:`rotary_tables`): q and k turned
-    (:func:`_rotate_qk`), the window bias on local layers, ModernBERT's pre-LN layers
-    (:func:`_layer_rows_pre`) and final LayerNorm; else None. ``relative``: DeBERTa's
+    (:func:`_rotate_qk`), the band of local layers (:func:`_band_attention`), ModernBERT's
+    pre-LN layers (:func:`_layer_rows_pre`) and final LayerNorm; else None. ``relative``: DeBERTa's
     (per stored layer (pos_qT, pos_kT) of :func:`positions`, and the batch's (S, S) c2p
     and p2c gather indices), or None. ``qkv_weights``: :func:`fused_qkv` with the family's scale.
 
@@ -505,16 +594,16 @@ def _encode(weights, config, inputs, outs, maps, bias, rotary, relative, qkv_wei
     act = activation(config.hidden_act, dtype)
     qkv = np.empty((N, 3 * H), dtype)
     ctx = np.empty((N, H), dtype)
-    scores = np.empty(_score_scratch(lengths, h), dtype)
+    scores = np.empty(_score_scratch(lengths, h, config.layer_types, config.local_attention // 2), dtype)
     R = min(ROW_BLOCK, N)
     a, f = np.empty((R, H), dtype), np.empty((R, config.intermediate_size), dtype)
     pre_ln, g = config.family == "modernbert", None
     if rotary is not None:
         pos = pack(position_ids)
-        turns = {kind: (cos[pos], sin[pos], window) for kind, (cos, sin, window) in rotary.items()}
+        turns = {kind: (cos[pos], sin[pos], half) for kind, (cos, sin, half) in rotary.items()}
         g, normed = np.empty_like(f), np.empty((N, H), dtype)
     for i, k in enumerate(weights.layer_map, start=1):
-        layer, layer_bias = weights.layers[k], bias
+        layer, window = weights.layers[k], None
         src = x
         if pre_ln and layer.ln_1 is not None:  # pre-LN: attention reads LayerNorm_1(x)
             np.copyto(normed, x)
@@ -524,7 +613,7 @@ def _encode(weights, config, inputs, outs, maps, bias, rotary, relative, qkv_wei
         np.matmul(src, W_qkv, out=qkv)  # (N, H) -> (N, 3H)
         qkv += b_qkv
         if rotary is not None:
-            cos, sin, layer_bias = turns[config.layer_types[i - 1]]
+            cos, sin, window = turns[config.layer_types[i - 1]]
             _rotate_qk(qkv, cos, sin, h)
         layer_maps = None if maps is None else maps[i - 1]
         layer_relative = None if relative is None else (*relative[0][k], *relative[1:])
@@ -532,7 +621,8 @@ def _encode(weights, config, inputs, outs, maps, bias, rotary, relative, qkv_wei
             s, e = starts[b], starts[b + 1]
             if e > s:
                 text_maps = None if layer_maps is None else layer_maps[b0 + b]
-                _text_attention(qkv[s:e], ctx[s:e], scores, h, text_maps, real[b], layer_bias, layer_relative)
+                text = (qkv[s:e], ctx[s:e], scores, h, text_maps, real[b])
+                _text_attention(*text, bias, layer_relative, window)
         x_next = destination(i)
         _rows_of_layer(x, ctx, x_next, layer, act, eps, (a, f, g), pre_ln)
         if i == len(weights.layer_map) and weights.final_ln is not None:  # hidden_states[-1]: normalised

@@ -8,7 +8,7 @@ holds each equal to its formula (hypothesis property tests). A kernel that stops
 goes, and the schedule calls the formula.
 
 Shape alphabet as in :mod:`minibert.encoder.ops`, plus g (heads at once), n (one text's
-tokens) and m (rows of a block).
+tokens, or the keys attention reads) and m (rows of a block: of tokens, or of queries).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ KEY_BLOCK = 256
 
 
 def times_v(p: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
-    """out <- p @ v, (g, n, n) @ (g, n, d) -> (g, n, d), summed over the keys
+    """out <- p @ v, (g, m, n) @ (g, n, d) -> (g, m, d), summed over the keys
     :data:`KEY_BLOCK` at a time: one product for n <= KEY_BLOCK, else one per
     block of keys, added in order.
 
@@ -192,7 +192,7 @@ def times_v(p: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
     n = p.shape[-1]
     np.matmul(p[..., :KEY_BLOCK], v[:, :KEY_BLOCK], out=out)
     for k0 in range(KEY_BLOCK, n, KEY_BLOCK):
-        out += np.matmul(p[..., k0 : k0 + KEY_BLOCK], v[:, k0 : k0 + KEY_BLOCK])  # (g, n, d)
+        out += np.matmul(p[..., k0 : k0 + KEY_BLOCK], v[:, k0 : k0 + KEY_BLOCK])  # (g, m, d)
 
 
 def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: np.ndarray,
@@ -201,14 +201,16 @@ def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: 
     the formula of :func:`ops.scaled_dot_product_attention` with no mask, for queries
     already divided by sqrt(d) (the schedule folds 1/sqrt(d) into W_q).
 
-    q: (g, n, d); kT: (g, d, n); v: (g, n, d); p: (g, n, n) scratch; out: (g, n, d),
-    written; probs: None or (g, n, n), written; bias: None or (g, n, n), added to the
-    scaled scores (MPNet's relative position bias: the formula's ``bias``).
+    q: (g, m, d), m queries; kT: (g, d, n), n keys; v: (g, n, d); p: (g, m, n) scratch;
+    out: (g, m, d), written; probs: None or (g, m, n), written; bias: None or broadcastable
+    to (g, m, n), added to the scaled scores (MPNet's relative position bias, DeBERTa's
+    terms: the formula's ``bias``; a sliding window's :func:`ops.window_bias`). Global
+    attention reads every key (m = n); a block of a sliding-window layer, its span.
 
     softmax is shift-invariant, and the shift by the row maximum in
     :func:`ops.softmax` only keeps exp from overflowing. Here exp is taken of the raw
     scores in place and the rows are normalised after the product with V (dividing
-    (n, d) instead of (n, n)): out = (exp(S) V) / rowsum(exp(S)). If a score is large
+    (m, d) instead of (m, n)): out = (exp(S) V) / rowsum(exp(S)). If a score is large
     enough to overflow exp (or the row sums, or the product with V: exp(S) near the
     float limit times a value above 1), or every score of a row so negative that the
     row sum underflows, the group is redone with the shift. The product with V is
@@ -222,17 +224,18 @@ def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: 
     on the same head groups: 6.6% (32 x 128) and 15.5% (8 x 512) at 1 thread, 7.9% and
     15.3% at 2 threads.
     """
-    g, n, _ = q.shape
+    g, m, _ = q.shape
+    n = kT.shape[-1]
     tiny = np.finfo(q.dtype).tiny * 2**24
-    np.matmul(q, kT, out=p)  # (g, n, d) @ (g, d, n) -> (g, n, n); 1/sqrt(d) is in q
+    np.matmul(q, kT, out=p)  # (g, m, d) @ (g, d, n) -> (g, m, n); 1/sqrt(d) is in q
     if bias is not None:
         p += bias
     with np.errstate(over="ignore", under="ignore"):
         np.exp(p, out=p)
-    z = np.einsum("ij->i", p.reshape(-1, n))  # (g n, n) -> (g n,): the row sums
+    z = np.einsum("ij->i", p.reshape(-1, n))  # (g m, n) -> (g m,): the row sums
     ok = bool(np.isfinite(z).all() and z.min() > tiny)
     if ok:
-        times_v(p, v, out)  # (g, n, n) @ (g, n, d) -> (g, n, d)
+        times_v(p, v, out)  # (g, m, n) @ (g, n, d) -> (g, m, d)
         ok = bool(np.isfinite(out).all())  # exp(S) near the float limit can overflow times V
     if not ok:
         np.matmul(q, kT, out=p)
@@ -242,7 +245,7 @@ def attention(q: np.ndarray, kT: np.ndarray, v: np.ndarray, p: np.ndarray, out: 
         np.exp(p, out=p)
         z = np.einsum("ij->i", p.reshape(-1, n))
         times_v(p, v, out)
-    zc = z.reshape(g, n, 1)  # (g n,) -> (g, n, 1)
+    zc = z.reshape(g, m, 1)  # (g m,) -> (g, m, 1)
     out /= zc
     if probs is not None:
-        np.divide(p, zc, out=probs)  # (g, n, n) / (g, n, 1) -> (g, n, n)
+        np.divide(p, zc, out=probs)  # (g, m, n) / (g, m, 1) -> (g, m, n)

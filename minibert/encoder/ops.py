@@ -47,6 +47,7 @@ from minibert.encoder.trace import AttentionTrace, EmbeddingTrace, FeedForwardTr
 __all__ = [
     "ACTIVATIONS",
     "additive_mask",
+    "band_attention",
     "disentangled_bias",
     "disentangled_scale",
     "embed",
@@ -75,6 +76,8 @@ __all__ = [
     "silu",
     "sliding_window_mask",
     "split_heads",
+    "window_bias",
+    "window_span",
 ]
 
 
@@ -123,14 +126,72 @@ def sliding_window_mask(attention_mask: np.ndarray, half_window: int, dtype: np.
     with the padding mask, so no score reaches -inf). Outside the window the
     probabilities are exactly 0, and the maps stay S x S, as transformers
     returns them (``sliding_window_bidirectional_overlay``: ``abs(q_idx -
-    kv_idx) <= sliding_window``). Beltagy et al. 2020 (Longformer), section 3.1.
+    kv_idx) <= sliding_window``). The window is :func:`window_bias` of the
+    positions 0..S-1. Beltagy et al. 2020 (Longformer), section 3.1.
     """
     dtype = np.dtype(dtype)
-    S = attention_mask.shape[1]
-    pos = np.arange(S)
-    near = np.abs(pos[:, None] - pos[None, :]) <= half_window  # (S, S)
-    allowed = near[None] & attention_mask.astype(bool)[:, None, :]  # B x S x S
-    return np.where(allowed, 0, np.finfo(dtype).min).astype(dtype)[:, None]  # B x 1 x S x S
+    pos = np.arange(attention_mask.shape[1])
+    window = window_bias(pos, pos, half_window, dtype)  # (S, S)
+    real = attention_mask.astype(bool)[:, None, :]  # (B, S) -> (B, 1, S): real keys
+    return np.where(real, window, np.finfo(dtype).min).astype(dtype)[:, None]  # (B, 1, S, S)
+
+
+def window_bias(
+    query_positions: np.ndarray, key_positions: np.ndarray, half_window: int, dtype: np.dtype
+) -> np.ndarray:
+    """The sliding window as a bias added to the scores: 0 where |p_i - p_j| <= w,
+    the dtype's most negative finite number elsewhere (w = ``half_window``).
+
+    query_positions: (m,), key_positions: (k,) ints -> (m, k). Of the whole
+    text (both 0..S-1) it is the window of :func:`sliding_window_mask`; of a
+    block of queries and the keys of its span (:func:`window_span`) it is
+    what :func:`band_attention` adds.
+    """
+    dtype = np.dtype(dtype)
+    near = np.abs(query_positions[:, None] - key_positions[None, :]) <= half_window  # m x k
+    return np.where(near, 0, np.finfo(dtype).min).astype(dtype, copy=False)
+
+
+def window_span(positions: np.ndarray, lo: int, hi: int, half_window: int) -> tuple[int, int]:
+    """The keys that queries lo..hi-1 of a text can see through the window:
+    (k0, k1), keys k0..k1-1.
+
+    positions: (n,) the text's token positions, increasing (0..n-1 for a
+    right-padded text). Key j is in some query's window when positions[lo] - w
+    <= positions[j] <= positions[hi - 1] + w (w = ``half_window``), and since
+    positions increase these keys are one contiguous run: k0 is the first
+    key at or past positions[lo] - w, k1 one past the last at or before
+    positions[hi - 1] + w. A block of m queries reads at most m + 2w keys,
+    whatever n is: the band of :func:`band_attention`.
+    """
+    k0 = int(np.searchsorted(positions, positions[lo] - half_window, side="left"))
+    k1 = int(np.searchsorted(positions, positions[hi - 1] + half_window, side="right"))
+    return k0, k1
+
+
+def band_attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray, half_window: int, lo: int, hi: int
+) -> tuple[int, AttentionTrace]:
+    """Sliding-window attention of queries lo..hi-1 of one text, computed on the band only:
+
+        context_i = sum over j with |p_i - p_j| <= w of softmax_j(q_i . k_j / sqrt(d)) v_j
+
+    q, k, v: (..., n, d); positions: (n,) increasing (:func:`window_span`);
+    w = ``half_window``. The keys outside the span k0..k1-1 of
+    :func:`window_span` have probability exactly 0 in
+    :func:`scaled_dot_product_attention` with :func:`sliding_window_mask`
+    (exp of the most negative number), so they are left out: the scores are
+    (..., m, k1 - k0), m = hi - lo, not (..., m, n), and a text of n tokens
+    costs O(n (m + 2w)) instead of O(n^2). Inside the span the window is
+    :func:`window_bias`. Returns (k0, the block's
+    :class:`~minibert.encoder.trace.AttentionTrace`: probabilities (..., m, k1 - k0)
+    of keys k0..k1-1, context (..., m, d)): rows lo..hi-1 of the masked full
+    attention, to rounding. Beltagy et al. 2020 (Longformer), section 3.2.
+    """
+    k0, k1 = window_span(positions, lo, hi, half_window)
+    mask = window_bias(positions[lo:hi], positions[k0:k1], half_window, q.dtype)  # m x k
+    block = scaled_dot_product_attention(q[..., lo:hi, :], k[..., k0:k1, :], v[..., k0:k1, :], mask)
+    return k0, block
 
 
 def scaled_dot_product_attention(
