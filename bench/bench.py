@@ -17,6 +17,20 @@ With attentions (on 32 x 128 and 8 x 512 only, timed in the same rounds):
 - minibert plain and minibert fast with ``output_attentions=True``: every
   hidden state and every layer's (B, h, S, S) probabilities
 
+The families of issues 18 and 19 (after the default model; ``--families``,
+``--families-only``): MPNet, DeBERTa-v3, ModernBERT, NomicBERT, each a
+base-size model (hidden 768, 12 heads; the FFN of its family's base config)
+with transformers' random initialisation under a fixed torch seed and
+``--family-layers`` layers (default 4), built at bench time in a temporary
+directory and never kept (:func:`build_family`); MPNet is the real
+all-mpnet-base-v2 (12 layers) when ``make weights-mpnet`` has fetched it. On
+32 x 128 and 8 x 512, every hidden state returned, in interleaved rounds:
+transformers SDPA (left out where transformers has none for the family, and
+says so), transformers eager, minibert plain and minibert fast; the table
+gives the medians and the quartiles of the per-round ratios, and the run
+checks the fast path's last hidden state against transformers' on the timed
+batches (:func:`run_families`).
+
 transformers and ONNX Runtime are optional (the ``[reference]`` and
 ``[bench]`` extras); without them only the minibert columns are printed.
 
@@ -45,6 +59,7 @@ import inspect
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,10 +154,12 @@ def quiet_transformers() -> None:
 
 
 class TransformersEngine:
-    """transformers + torch: SDPA attention and every hidden state; or, with
-    ``attentions``, eager attention returning every layer's probabilities too."""
+    """transformers + torch: SDPA attention and every hidden state (or eager
+    attention, ``impl="eager"``); or, with ``attentions``, eager attention
+    returning every layer's probabilities too. ``attn`` says which attention
+    ran: "eager" when SDPA was asked for but the architecture has none."""
 
-    def __init__(self, path: Path, attentions: bool = False):
+    def __init__(self, path: Path, attentions: bool = False, impl: str = "sdpa"):
         import torch
         from transformers import AutoModel
 
@@ -151,7 +168,7 @@ class TransformersEngine:
         self.torch = torch
         self.attentions = attentions
         self.name = "transformers-eager+attn" if attentions else "transformers"
-        self.attn = "eager" if attentions else "sdpa"
+        self.attn = "eager" if attentions else impl
         try:
             self.model = AutoModel.from_pretrained(str(path), attn_implementation=self.attn).eval()
         except ValueError:  # an architecture without SDPA (DeBERTa-v2/v3 in transformers 5.25)
@@ -313,13 +330,13 @@ def flops_per_token(config, S: int) -> float:
 # --------------------------------------------------------------------------- timing
 
 
-def timed_rounds(engines: dict, batch, runs: int, repeat: int) -> dict[str, list[float]]:
-    """Median-able seconds per call of each engine: warm up twice, then
+def timed_rounds(engines: dict, batch, runs: int, repeat: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Median-able seconds per call of each engine: warm up (``warmup`` calls each), then
     ``runs`` rounds, each engine once per round (``repeat`` calls, averaged),
     the order rotating so no engine always runs first or last."""
     names = list(engines)
     for name in names:
-        for _ in range(2):
+        for _ in range(warmup):
             engines[name](batch)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(runs):
@@ -445,6 +462,167 @@ def measure_extract(model_dir: Path, with_transformers: bool) -> dict[str, dict]
     return results
 
 
+# --------------------------------------------------------------------------- families (issues 18 and 19)
+
+#: The families of issues 18 and 19 as base-size encoders built at bench time: transformers'
+#: config class and the settings that differ from its defaults (the classes default to a
+#: base model for MPNet, ModernBERT and NomicBERT; DeBERTa's to v2-xlarge without relative
+#: attention). MPNet: mpnet-base's 514 positions (the class says 512). DeBERTa-v3:
+#: deberta-v3-base's settings. ModernBERT: ModernBERT-base (768, 12 heads, GeGLU 1152, every
+#: 3rd layer global, window 128, rotary theta 160000 / 10000) with the tokenizer's special ids.
+#: NomicBERT: nomic-embed-text-v1.5 (768, 12 heads, SwiGLU 3072, rotary base 1000).
+FAMILIES = {
+    "mpnet": ("MPNetConfig", {"max_position_embeddings": 514}),
+    "deberta-v3": ("DebertaV2Config", {
+        "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "relative_attention": True,
+        "max_relative_positions": -1, "position_buckets": 256, "norm_rel_ebd": "layer_norm",
+        "share_att_key": True, "pos_att_type": ["p2c", "c2p"], "position_biased_input": False,
+        "type_vocab_size": 0,
+    }),
+    "modernbert": ("ModernBertConfig", {}),
+    "nomic-bert": ("NomicBertConfig", {}),
+}  # fmt: skip
+#: The real MPNet checkpoint (``make weights-mpnet``), timed instead of a random MPNet when present.
+REAL_MPNET = ROOT / "weights" / "all-mpnet-base-v2"
+FAMILY_SEED = 0
+FAMILY_WORKLOADS = ("32x128", "8x512")
+FAMILY_ENGINES = ("transformers-sdpa", "transformers-eager", "minibert-plain", "minibert-fast")
+#: A fast-path hidden state further than this from transformers' is flagged in the check.
+FAMILY_TOLERANCE = 1e-4
+
+
+def build_family(name: str, layers: int, tokenizer_dir: Path, out: Path) -> Path:
+    """out/<name>: a base-size model of family ``name`` (:data:`FAMILIES`) with
+    ``layers`` layers and transformers' random initialisation (torch seed
+    :data:`FAMILY_SEED`), saved by ``save_pretrained``, with the WordPiece
+    tokenizer of ``tokenizer_dir`` (its vocabulary size and special ids), so
+    every family reads the same token ids."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    quiet_transformers()
+    path = out / name
+    path.mkdir()
+    for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (tokenizer_dir / file).is_file():
+            shutil.copy(tokenizer_dir / file, path / file)
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    config_class, settings = FAMILIES[name]
+    if name == "modernbert":  # its defaults are ModernBERT's own BPE ids
+        cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        settings = settings | {"pad_token_id": tokenizer.token_to_id("[PAD]"), "cls_token_id": cls,
+                               "sep_token_id": sep, "bos_token_id": cls, "eos_token_id": sep}  # fmt: skip
+    config = getattr(transformers, config_class)(
+        vocab_size=tokenizer.get_vocab_size(), num_hidden_layers=layers, **settings
+    )
+    torch.manual_seed(FAMILY_SEED)
+    transformers.AutoModel.from_config(config).eval().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def family_model(name: str, layers: int, tokenizer_dir: Path, out: Path) -> tuple[Path, str]:
+    """The model directory timed for a family, and what it is: all-mpnet-base-v2 for
+    MPNet when weights/ holds it, else :func:`build_family`'s random model."""
+    if name == "mpnet" and (REAL_MPNET / "model.safetensors").is_file():
+        return REAL_MPNET, "all-mpnet-base-v2 (real weights, 12 layers)"
+    if name not in FAMILIES:
+        raise SystemExit(f"--families: no family {name!r} (of {', '.join(FAMILIES)})")
+    what = f"random weights, base shapes, {layers} layer{'s' if layers > 1 else ''}"
+    return build_family(name, layers, tokenizer_dir, out), what
+
+
+def family_engines(model: Model) -> tuple[dict, str]:
+    """:data:`FAMILY_ENGINES` for one model (SDPA left out when transformers has
+    none for the architecture and would run eager), and which attention ran."""
+    engines = {
+        "transformers-sdpa": TransformersEngine(model.path),
+        "transformers-eager": TransformersEngine(model.path, impl="eager"),
+        "minibert-plain": MinibertEngine(model, "plain"),
+        "minibert-fast": MinibertEngine(model, "fast"),
+    }
+    if engines["transformers-sdpa"].attn != "sdpa":
+        del engines["transformers-sdpa"]
+        return engines, "no SDPA in transformers (eager only)"
+    return engines, "SDPA and eager"
+
+
+def family_check(engines: dict, batch) -> dict[str, float]:
+    """The fast path's last hidden state against each transformers engine's on the
+    timed batch: max |difference| (float32), and the largest |value| for scale."""
+    fast = engines["minibert-fast"].model.forward(batch).hidden_states[-1]
+    out = {"largest": float(np.abs(fast).max())}
+    for name in ("transformers-sdpa", "transformers-eager"):
+        if name in engines:
+            theirs = engines[name](batch)[-1].numpy()
+            out[name.removeprefix("transformers-")] = float(np.abs(theirs - fast).max())
+    return out
+
+
+def fmt_spread(ratios: list[float] | None) -> str:
+    """Median of the per-round ratios [first, third quartile]."""
+    if not ratios or len(ratios) < 4:
+        return "-"
+    q = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.2f}x [{q[0]:.2f}, {q[2]:.2f}]"
+
+
+def bench_family(name: str, path: Path, thread_counts: list[int], runs: int, workloads: list[str]) -> dict:
+    """One family's rows of the family table (printed as they are measured) and
+    its accuracy check (at the first thread count)."""
+    model = minibert.load(path, "float32")
+    engines, attention = family_engines(model)
+    batches = {w: make_batch(model, w) for w in workloads}
+    for engine in engines.values():
+        engine.set_threads(thread_counts[0])
+    result = {"attention": attention, "check": {w: family_check(engines, b) for w, b in batches.items()}}
+    for threads in thread_counts:
+        for engine in engines.values():
+            engine.set_threads(threads)
+        for workload, batch in batches.items():
+            tokens = int(batch.attention_mask.sum())
+            times = timed_rounds(engines, batch, runs, 1, warmup=1)  # each call takes seconds
+            rate = {n: tokens / statistics.median(t) for n, t in times.items()}
+            sdpa = per_round_ratio(times, "minibert-fast", "transformers-sdpa")
+            eager = per_round_ratio(times, "minibert-fast", "transformers-eager")
+            result[f"{workload}@{threads}"] = dict(rates=rate, fast_over_sdpa=sdpa, fast_over_eager=eager)
+            fast, plain = rate["minibert-fast"], rate["minibert-plain"]
+            row = [name, workload, str(threads), *(fmt_rate(rate.get(n)) for n in FAMILY_ENGINES)]
+            row += [fmt_spread(sdpa), fmt_spread(eager), fmt_ratio(fast, plain)]
+            print("| " + " | ".join(row) + " |", flush=True)
+    return result
+
+
+def run_families(names: list[str], layers: int, tokenizer_dir: Path, thread_counts, runs: int) -> dict:
+    """The family section of ``make bench`` (issues 18 and 19): per family, tokens/s
+    of transformers (SDPA, eager) and minibert (plain, fast) with every hidden state, on
+    :data:`FAMILY_WORKLOADS`, in the interleaved rounds of :func:`timed_rounds`; then
+    each model's description and the fast path's accuracy against transformers."""
+    print(f"\n## Families (issues 18 and 19): median of {runs} interleaved rounds, tokens/s\n")
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    header = ["family", "workload", "threads", "transformers SDPA", "transformers eager", "minibert plain"]
+    header += ["minibert fast", "fast/SDPA per round [quartiles]", "fast/eager per round [quartiles]"]
+    header += ["fast/plain"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="minibert-bench-families-") as tmp:
+        for name in names:
+            path, what = family_model(name, layers, tokenizer_dir, Path(tmp))
+            results[name] = bench_family(name, path, thread_counts, runs, list(FAMILY_WORKLOADS))
+            results[name]["model"] = what
+            gc.collect()
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("\nmodels, and the fast path's last hidden state against transformers' (max |difference|):")
+    for name, r in results.items():
+        for workload, c in r["check"].items():
+            diffs = ", ".join(f"{k} {c[k]:.1e}" for k in ("sdpa", "eager") if k in c)
+            flag = "" if max(c.get("sdpa", 0), c["eager"]) <= FAMILY_TOLERANCE else "  MISMATCH"
+            print(f"  {name} ({r['model']}; {r['attention']}) {workload}: {diffs}"
+                  f" (largest |value| {c['largest']:.1f}){flag}")  # fmt: skip
+    return results
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -502,6 +680,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(every), help=f"of {', '.join(every)}")
     skip = "skip the peak-memory subprocesses (forward passes, cold extract)"
     parser.add_argument("--no-memory", action="store_true", help=skip)
+    families = f"families timed after the default model (of {', '.join(FAMILIES)}; or none)"
+    parser.add_argument("--families", default=",".join(FAMILIES), help=families)
+    layers = "encoder layers of the random family models (default 4; the real MPNet keeps its 12)"
+    parser.add_argument("--family-layers", type=int, default=4, help=layers)
+    parser.add_argument("--families-only", action="store_true", help="only the family section")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -512,6 +695,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs < 5:
         parser.error("--runs must be at least 5")
+    family_names = [] if args.families == "none" else args.families.split(",")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    if args.families_only:
+        env = environment()
+        print(f"# minibert benchmark, family section; CPU: {env['cpu']}, {env['cores']} cores")
+        print(", ".join(f"{m} {env[m]}" for m in ("numpy", "torch", "transformers") if m in env))
+        families = run_families(family_names, args.family_layers, model_dir, thread_counts, args.runs)
+        if args.json:
+            args.json.write_text(json.dumps({"environment": environment(), "families": families}, indent=1))
+        return 0
 
     model = minibert.load(model_dir, "float32")
     config = model.config
@@ -571,7 +764,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check: transformers vs minibert fast, max |difference| over all hidden states = {diff:.1e}")
 
     results = {"environment": env, "notes": notes, "rates": {}, "attention_rates": {}, "runs": args.runs}
-    thread_counts = [int(t) for t in args.threads.split(",")]
     for threads in thread_counts:
         for engine in [*engines.values(), *attention_engines.values()]:
             engine.set_threads(threads)
@@ -653,6 +845,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:23s} {m['max_rss_bytes'] / 2**20:8.1f} MiB")
             else:
                 print(f"  {name:23s} failed: {m['error']}")
+
+    if family_names:
+        family_args = (family_names, args.family_layers, model_dir, thread_counts, args.runs)
+        results["families"] = run_families(*family_args)
 
     print("\ntargets (issues 5 and 12):")
     for line in targets(results):

@@ -271,29 +271,39 @@ def _text_attention(
 
 def _disentangled(pos_qT, pos_kT, at_c2p, at_p2c, at, n: int) -> tuple:
     """DeBERTa's position terms for one text of n real tokens in one layer:
-    (pos_qT, p2c_cols, pos_kT, c2p_cols), each projection restricted to the
-    relative embeddings the text reads.
+    (pos_qT, p2c_flat, pos_kT, c2p_flat), each projection restricted to the
+    relative embeddings the text reads, with the flat gather indices into its
+    product with K or Q.
 
     pos_qT, pos_kT: (h, d, 2K) or None, the layer's projected relative
     embeddings (pos_qT divided by s; :func:`positions`); at_c2p, at_p2c:
     (S, S), the batch's clamped gather indices clip(+-delta + K, 0, 2K - 1)
     of :func:`ops.disentangled_bias`, read at the text's positions (``at``,
     or the first n). A right-padded text of n tokens reads at most 2n - 1 of
-    the 2K embeddings: only the range it reads is multiplied (p2c_cols,
-    c2p_cols: (n, n) indices into it).
+    the 2K embeddings: only the r columns it reads are multiplied.
+
+    The gathers of :func:`_disentangled_bias` read the (n, r) product of one
+    head as flat memory: c2p[i, j] = c2p_all[i, c(i, j)] is element
+    i r + c(i, j), so c2p_flat = (i r + c(i, j)), (n, n); p2c[i, j] =
+    p2c_all[j, c'(j, i)] (rows are keys) is element j r + c'(j, i), so p2c_flat
+    is indexed [query, key] already and p2c needs no transpose. One np.take of
+    flat indices costs a quarter of take_along_axis's broadcast index arrays
+    (3.4 against 14 ms per head at n = 512); the values gathered are the same.
     """
     terms = []
-    for posT, cols in ((pos_qT, at_p2c), (pos_kT, at_c2p)):
+    rows = np.arange(n)[:, None]  # (n, 1)
+    for posT, cols, transpose in ((pos_qT, at_p2c, True), (pos_kT, at_c2p, False)):
         if posT is None:
             terms += [None, None]
             continue
         cols = cols[:n, :n] if at is None else cols[at[:, None], at]  # (S, S) -> (n, n)
         lo, hi = int(cols.min()), int(cols.max()) + 1
-        terms += [posT[:, :, lo:hi], cols - lo]
+        flat = rows * (hi - lo) + (cols - lo)  # (n, n): row i of the (n, r) product, column c - lo
+        terms += [posT[:, :, lo:hi], np.ascontiguousarray(flat.T) if transpose else flat]
     return tuple(terms)
 
 
-def _disentangled_bias(q, kT, group: slice, pos_qT, p2c_cols, pos_kT, c2p_cols) -> np.ndarray:
+def _disentangled_bias(q, kT, group: slice, pos_qT, p2c_flat, pos_kT, c2p_flat) -> np.ndarray:
     """c2p + p2c of :func:`ops.disentangled_bias` for g heads of one text, (g, n, n):
 
         c2p[i, j] = Q_i . Kr_{c(i, j)} / s,    p2c[i, j] = K_j . Qr_{c'(j, i)} / s
@@ -301,19 +311,21 @@ def _disentangled_bias(q, kT, group: slice, pos_qT, p2c_cols, pos_kT, c2p_cols) 
     q: (g, n, d), already divided by s (the fused layout); kT: (g, d, n);
     pos_qT, pos_kT: (h, d, r) or None, the projections already divided by s
     (p2c's Qr) or not (c2p's Kr), restricted to the r columns the text reads;
-    p2c_cols, c2p_cols: (n, n) indices into those columns. Each term is one
-    product with the r relative embeddings, then a gather, as in the formula.
+    p2c_flat, c2p_flat: (n, n) flat indices into one head's (n, r) product
+    (:func:`_disentangled`). Each term is one product with the r relative
+    embeddings, then a gather, as in the formula.
     """
     bias = None
+    g, n, _ = q.shape
     if pos_kT is not None:
-        r = pos_kT.shape[-1]  # noqa: F841 (the size of r in the shape comments)
+        r = pos_kT.shape[-1]
         c2p_all = q @ pos_kT[group]  # (g, n, d) @ (g, d, r) -> (g, n, r)
-        bias = np.take_along_axis(c2p_all, c2p_cols[None], axis=-1)  # (g, n, r) -> (g, n, n)
+        bias = np.take(c2p_all.reshape(g, n * r), c2p_flat, axis=1)  # (g, n r) -> (g, n, n)
     if pos_qT is not None:
-        r = pos_qT.shape[-1]  # noqa: F841
-        p2c_all = np.swapaxes(kT, -1, -2) @ pos_qT[group]  # (g, n, d) @ (g, d, r) -> (g, n, r)
-        p2c = np.take_along_axis(p2c_all, p2c_cols[None], axis=-1)  # (g, n, r) -> (g, n, n), [key, query]
-        bias = np.swapaxes(p2c, -1, -2) if bias is None else bias + np.swapaxes(p2c, -1, -2)
+        r = pos_qT.shape[-1]
+        p2c_all = np.swapaxes(kT, -1, -2) @ pos_qT[group]  # (g, n, d) @ (g, d, r) -> (g, n, r), [key, .]
+        p2c = np.take(p2c_all.reshape(g, n * r), p2c_flat, axis=1)  # (g, n r) -> (g, n, n), [query, key]
+        bias = p2c if bias is None else np.add(bias, p2c, out=bias)
     return bias
 
 
