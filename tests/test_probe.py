@@ -168,6 +168,37 @@ def test_cka_against_its_definition_and_invariances():
     np.testing.assert_allclose(M, M.T)
 
 
+def test_blocked_cka_equals_its_definition_past_one_block():
+    # cross_products sums the centred X^T Y over row blocks of BLOCK words: 700 words are 3 blocks,
+    # the last one short; two models of different widths as in --against
+    from minibert.analysis.logreg import BLOCK
+
+    rng = np.random.default_rng(8)
+    n = 2 * BLOCK + 188
+    A = [rng.standard_normal((n, 6)).astype(np.float32) + 5 for _ in range(3)]  # offset: centring matters
+    A[1] += 2 * A[0]
+    B = [A[2][:, :4] @ rng.standard_normal((4, 9)).astype(np.float32), rng.standard_normal((n, 9))]
+    want = [[cka_by_definition(X.astype(np.float64), Y.astype(np.float64)) for Y in A + B] for X in A]
+    # atol: on the small entries (CKA 0.006) the n x n definition is itself 1.6e-14 away from its own
+    # transpose; observed max difference 1.4e-14
+    np.testing.assert_allclose(cka_matrix(A), np.array(want)[:, :3], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(cka_matrix(A, B), np.array(want)[:, 3:], rtol=1e-12, atol=1e-13)
+
+
+def test_cka_memory_is_bounded_by_the_layers(monkeypatch):
+    # the centring and the products hold one block of each layer in float64, never a float64 copy of a
+    # layer (n x H x 8 bytes; the code before made one per layer: 3 x 10 MB here) nor n x n
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    layers = [rng.standard_normal((20_000, 64)).astype(np.float32) for _ in range(3)]
+    tracemalloc.start()
+    cka_matrix(layers)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000 * 64 * 8 / 4, peak  # observed 1.2 MB (41 MB before)
+
+
 def test_self_similarity_formula():
     rng = np.random.default_rng(7)
     U = rng.standard_normal((12, 4))
