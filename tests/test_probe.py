@@ -96,7 +96,7 @@ def test_gradient_by_finite_differences():
 
 def test_scalar_mix_gradient_by_finite_differences():
     rng = np.random.default_rng(3)
-    Xs = [rng.standard_normal((40, 4)) for _ in range(3)]
+    Xs = rng.standard_normal((3, 40, 4))
     y = rng.integers(0, 3, 40)
     a, gamma, W, b, alpha = (
         rng.standard_normal(3),
@@ -119,6 +119,47 @@ def test_scalar_mix_gradient_by_finite_differences():
     d = np.zeros_like(W)
     d[2, 1] = eps
     assert abs((J(a, gamma, W + d, b) - J(a, gamma, W - d, b)) / (2 * eps) - gW[2, 1]) < 1e-7
+
+
+def test_scalar_mix_by_row_blocks_equals_the_per_layer_formula():
+    # mix_objective sums its terms over blocks of MIX_ROWS words with dJ/dc_l = <X_l, (P - Y) W^T / n>;
+    # the reference is the per-layer form, T_l = X_l^T (P - Y) / n, dJ/dW = gamma sum_l s_l T_l + alpha W,
+    # dJ/ds_l = gamma <T_l, W>, on all n words at once, in float64
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    L, n, H, K = 3, 2 * logreg.MIX_ROWS + 77, 6, 4
+    Xs = rng.standard_normal((L, n, H))
+    y = rng.integers(0, K, n)
+    a, gamma, W, b, alpha = (
+        rng.standard_normal(L),
+        1.3,
+        rng.standard_normal((H, K)),
+        rng.standard_normal(K),
+        0.02,
+    )
+    s = np.exp(a) / np.exp(a).sum()
+    Z = gamma * sum(s_l * X_l for s_l, X_l in zip(s, Xs, strict=True)) @ W + b
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    J = -np.mean(np.log(P[np.arange(n), y])) + 0.5 * alpha * (np.sum(W * W) + gamma**2)
+    P[np.arange(n), y] -= 1
+    T = [X_l.T @ P / n for X_l in Xs]
+    gs = gamma * np.array([np.sum(T_l * W) for T_l in T])
+    want = (
+        J,
+        s * (gs - s @ gs),
+        s @ gs / gamma + alpha * gamma,
+        gamma * sum(s_l * T_l for s_l, T_l in zip(s, T, strict=True)) + alpha * W,
+        P.sum(0) / n,
+    )
+    got = logreg.mix_objective(a, gamma, W, b, Xs, y, alpha)
+    for name, g, w in zip(("J", "da", "dgamma", "dW", "db"), got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15, err_msg=name)  # observed 2e-15
+    with ThreadPoolExecutor(2) as pool:  # blocks run by two threads: the same bits
+        threaded = logreg.mix_objective(a, gamma, W, b, Xs, y, alpha, pool.map)
+    for g, t in zip(got, threaded, strict=True):
+        np.testing.assert_array_equal(g, t)
 
 
 def test_macro_f1_agrees_with_scikit_learn():
@@ -166,6 +207,37 @@ def test_cka_against_its_definition_and_invariances():
     M = cka_matrix([X, Y, X @ Q])
     np.testing.assert_allclose(np.diag(M), 1.0, rtol=1e-12)
     np.testing.assert_allclose(M, M.T)
+
+
+def test_blocked_cka_equals_its_definition_past_one_block():
+    # cross_products sums the centred X^T Y over row blocks of BLOCK words: 700 words are 3 blocks,
+    # the last one short; two models of different widths as in --against
+    from minibert.analysis.logreg import BLOCK
+
+    rng = np.random.default_rng(8)
+    n = 2 * BLOCK + 188
+    A = [rng.standard_normal((n, 6)).astype(np.float32) + 5 for _ in range(3)]  # offset: centring matters
+    A[1] += 2 * A[0]
+    B = [A[2][:, :4] @ rng.standard_normal((4, 9)).astype(np.float32), rng.standard_normal((n, 9))]
+    want = [[cka_by_definition(X.astype(np.float64), Y.astype(np.float64)) for Y in A + B] for X in A]
+    # atol: on the small entries (CKA 0.006) the n x n definition is itself 1.6e-14 away from its own
+    # transpose; observed max difference 1.4e-14
+    np.testing.assert_allclose(cka_matrix(A), np.array(want)[:, :3], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(cka_matrix(A, B), np.array(want)[:, 3:], rtol=1e-12, atol=1e-13)
+
+
+def test_cka_memory_is_bounded_by_the_layers(monkeypatch):
+    # the centring and the products hold one block of each layer in float64, never a float64 copy of a
+    # layer (n x H x 8 bytes; the code before made one per layer: 3 x 10 MB here) nor n x n
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    layers = [rng.standard_normal((20_000, 64)).astype(np.float32) for _ in range(3)]
+    tracemalloc.start()
+    cka_matrix(layers)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000 * 64 * 8 / 4, peak  # observed 1.2 MB (41 MB before)
 
 
 def test_self_similarity_formula():

@@ -41,6 +41,8 @@ BLOCK = 256
 #: scikit-learn's default tol for lbfgs on the same mean loss).
 GTOL = 1e-4
 MAXITER = 1000
+#: Words per block of :func:`mix_objective` (one block's mixed vectors, (MIX_ROWS, H), at a time).
+MIX_ROWS = 512
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,10 +66,36 @@ def standardize(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def log_softmax(Z: np.ndarray) -> np.ndarray:
-    """log p = Z - logsumexp(Z) per row, the max subtracted first. (n, K) -> (n, K)."""
-    m = Z.max(axis=1, keepdims=True)
-    return Z - (m + np.log(np.exp(Z - m).sum(axis=1, keepdims=True)))
+def cross_entropy(Z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean cross-entropy of the logits Z (n, K) for the labels y (n,),
+
+        J = 1/n sum_i -log softmax(Z_i)_{y_i} = 1/n sum_i (log sum_k exp Z_ik - Z_{i y_i}),
+
+    and its gradient dJ/dZ = (P - Y) / n, P = softmax(Z) row-wise, Y one-hot
+    (n, K), written over Z (the caller's temporary from :func:`logits`: no
+    second (n, K) array, whose fresh pages cost more than the arithmetic).
+    One exp per entry, each row's max subtracted first, in Z's dtype (float64
+    here). Z laid out column by column (Fortran order, as :func:`logits`
+    gives it) makes every per-row max and sum run down K contiguous columns
+    of n: ten times faster than along rows of K = 17."""
+    n = len(y)
+    Z -= Z.max(axis=1, keepdims=True)
+    zy = Z[np.arange(n), y]  # (n,)
+    P = np.exp(Z, out=Z)  # (n, K) unnormalised
+    total = P.sum(axis=1)  # (n,)
+    J = float(np.mean(np.log(total) - zy))
+    P *= (1.0 / (n * total))[:, None]
+    P[np.arange(n), y] -= 1.0 / n
+    return J, P
+
+
+def logits(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Z = X W + b, the product in X's dtype, the sum in float64, laid out
+    column by column (Fortran order; see :func:`cross_entropy`). (n, H) @ (H, K) -> (n, K)."""
+    XW = dot(X, W.astype(X.dtype))  # (n, K)
+    Zt = np.empty((len(b), len(X)))  # (K, n)
+    np.add(XW.T, b[:, None], out=Zt)
+    return Zt.T
 
 
 def objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, alpha: float):
@@ -76,13 +104,9 @@ def objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, alpha:
     W (H, K), b (K,), X (n, H), y (n,) int -> J, dJ/dW (H, K), dJ/db (K,),
     and dJ/dZ (n, K) = (P - Y) / n. The products run in X's dtype, the
     softmax and the sums in float64."""
-    n = len(y)
-    logp = log_softmax(dot(X, W.astype(X.dtype)).astype(np.float64) + b)  # (n, K)
-    J = -logp[np.arange(n), y].mean() + 0.5 * alpha * float(np.sum(W * W))
-    G = np.exp(logp)
-    G[np.arange(n), y] -= 1
-    G /= n  # (n, K) dJ/dZ
-    gW = dot(X.T, G.astype(X.dtype)).astype(np.float64) + alpha * W  # (H, n) @ (n, K) -> (H, K)
+    J, G = cross_entropy(logits(X, W, b), y)  # (n, K) dJ/dZ
+    J += 0.5 * alpha * float(np.sum(W * W))
+    gW = dot(G.T.astype(X.dtype), X).T + alpha * W  # (K, n) @ (n, H) -> (K, H), transposed
     return J, gW, G.sum(axis=0), G
 
 
@@ -143,7 +167,7 @@ def fit(X: np.ndarray, y: np.ndarray, K: int, C: float, init: Fit | None = None,
 
 def predict(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """argmax_k (x W + b)_k per row. (n, H) -> (n,)."""
-    return np.argmax(dot(X, W.astype(X.dtype)).astype(np.float64) + b, axis=1)
+    return np.argmax(logits(X, W, b), axis=1)
 
 
 def folds_of(n: int, k: int, seed: int) -> np.ndarray:
@@ -180,7 +204,7 @@ def cross_validate(X: np.ndarray, y: np.ndarray, K: int, Cs: list[float], k: int
 # ---------------------------------------------------------------- scalar mix
 
 
-def mix_objective(a, gamma, W, b, Xs, y: np.ndarray, alpha: float, pmap=map):
+def mix_objective(a, gamma, W, b, Xs: np.ndarray, y: np.ndarray, alpha: float, pmap=map):
     """Tenney et al. (2019, eq. 1)'s scalar mix under the probe:
 
         s = softmax(a),   x_i = gamma sum_l s_l X_l[i],   p(k | x_i) = softmax(x_i W + b)_k,
@@ -188,33 +212,49 @@ def mix_objective(a, gamma, W, b, Xs, y: np.ndarray, alpha: float, pmap=map):
 
     gamma and W trade off (a linear probe sees only their product), so the
     penalty takes both, else gamma would grow and W shrink for free.
-    a (L,), gamma float, W (H, K), b (K,), Xs L x (n, H) (a list or an
-    (L, n, H) array) -> J and the gradients in a, gamma, W, b.
+    a (L,), gamma float, W (H, K), b (K,), Xs (L, n, H) -> J and the
+    gradients in a, gamma, W, b. With c_l = gamma s_l and D = dJ/dx =
+    (P - Y) W^T / n (n, H), each word's gradient in its mixed vector:
 
-    The mixed vectors are never formed: the logits are sum_l X_l (gamma s_l W),
-    and with T_l = X_l^T (P - Y) / n (H, K) every gradient is a sum over the
-    layers: dJ/dW = gamma sum_l s_l T_l, dJ/ds_l = gamma <T_l, W>. ``pmap``
-    runs the layers' products (a thread pool's map: they are summed in layer
-    order, so the bits do not depend on it)."""
+        dJ/dW = x^T (P - Y) / n + alpha W,    dJ/dc_l = <X_l, D>_F,
+        dJ/dgamma = s . dJ/dc + alpha gamma,  dJ/ds_l = gamma dJ/dc_l,
+        dJ/da = s * (dJ/ds - s . dJ/ds)       (through the softmax).
+
+    Every term is a sum over words, so :func:`mix_rows` computes them on
+    blocks of :data:`MIX_ROWS` words, the mixed vectors formed one block at a
+    time (never for all n words): two products of the probe's size per block,
+    not two per layer. ``pmap`` runs the blocks (a thread pool's map: their
+    sums are added in block order, so the bits do not depend on it)."""
     s = np.exp(a - a.max())
     s /= s.sum()  # (L,)
     n = len(y)
-    Z = np.zeros((n, len(b)))
-    for Z_l in pmap(lambda l: dot(Xs[l], (gamma * s[l] * W).astype(Xs[l].dtype)), range(len(Xs))):
-        Z += Z_l  # (n, H) @ (H, K)
-    logp = log_softmax(Z + b)  # (n, K)
-    J = -logp[np.arange(n), y].mean() + 0.5 * alpha * (float(np.sum(W * W)) + gamma**2)
-    G = np.exp(logp)
-    G[np.arange(n), y] -= 1
-    G /= n  # (n, K) dJ/dZ
-    Gx = G.astype(Xs[0].dtype)
-    T = list(pmap(lambda X_l: dot(X_l.T, Gx).astype(np.float64), Xs))  # L x (H, n) @ (n, K) -> (H, K)
-    c = np.array([np.sum(T_l * W) for T_l in T])  # (L,) <X_l, dJ/dx> = <T_l, W>
-    gW = gamma * sum(s_l * T_l for s_l, T_l in zip(s, T, strict=True)) + alpha * W
-    g_gamma = float(s @ c) + alpha * gamma
-    gs = gamma * c  # (L,) dJ/ds
+    c = gamma * s  # (L,)
+    blocks = range(0, n, MIX_ROWS)
+    parts = list(pmap(lambda lo: mix_rows(c, W, b, Xs, y, n, lo, min(lo + MIX_ROWS, n)), blocks))
+    J = sum(p[0] for p in parts) + 0.5 * alpha * (float(np.sum(W * W)) + gamma**2)
+    gW = sum(p[1] for p in parts) + alpha * W
+    gc = sum(p[3] for p in parts)  # (L,)
+    g_gamma = float(s @ gc) + alpha * gamma
+    gs = gamma * gc  # (L,) dJ/ds
     ga = s * (gs - s @ gs)  # through the softmax
-    return J, ga, g_gamma, gW, G.sum(axis=0)
+    return J, ga, g_gamma, gW, sum(p[2] for p in parts)
+
+
+def mix_rows(c: np.ndarray, W, b, Xs: np.ndarray, y: np.ndarray, n: int, lo: int, hi: int):
+    """Words lo..hi's share of :func:`mix_objective`: their mixed vectors
+    x = sum_l c_l X_l[lo:hi] (r, H) in X's dtype, and their terms of J (the
+    cross-entropies summed, / n), dJ/dW (H, K) without the penalty, dJ/db (K,)
+    and dJ/dc (L,); the products in X's dtype, the sums over words in float64."""
+    dtype = Xs.dtype
+    Xb = Xs[:, lo:hi]  # (L, r, H)
+    x = np.einsum("l,lrh->rh", c.astype(dtype), Xb)  # (r, H)
+    J, G = cross_entropy(logits(x, W, b), y[lo:hi])  # (r, K) (P - Y) / r
+    G *= (hi - lo) / n  # (r, K) dJ/dZ
+    Gx = G.astype(dtype)
+    gW = dot(x.T, Gx).astype(np.float64)  # (H, r) @ (r, K) -> (H, K)
+    D = Gx @ W.T.astype(dtype)  # (r, K) @ (K, H) -> (r, H) dJ/dx
+    gc = np.einsum("lrh,rh->lr", Xb, D).sum(axis=1, dtype=np.float64)  # (L,) <X_l, D> by word, then summed
+    return J * (hi - lo) / n, gW, G.sum(axis=0), gc
 
 
 @dataclass(frozen=True)
@@ -230,11 +270,13 @@ class MixFit:
     converged: bool
 
 
-def fit_mix(Xs: list[np.ndarray], y: np.ndarray, K: int, C: float, pmap=map) -> MixFit:
+def fit_mix(Xs: np.ndarray, y: np.ndarray, K: int, C: float, pmap=map) -> MixFit:
     """The scalar mix and its probe learned jointly by L-BFGS, from equal
     weights and gamma = 1; W preconditioned as in :func:`fit`, by the
-    equal-weight mix's covariance; ``pmap`` as in :func:`mix_objective`."""
-    L, H = len(Xs), Xs[0].shape[1]
+    equal-weight mix's covariance; ``pmap`` as in :func:`mix_objective`.
+    Xs (L, n, H) (a list of L (n, H) is stacked once)."""
+    Xs = np.asarray(Xs)
+    L, H = Xs.shape[0], Xs.shape[2]
     alpha = 1.0 / (C * len(y))
     P = preconditioner(mix(Xs, np.full(L, 1 / L), 1.0), alpha)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from minibert.analysis.conllu import Sentence, read_sentences, source_name
-from minibert.analysis.logreg import dot
+from minibert.analysis.logreg import BLOCK
 from minibert.analysis.vectors import word_vectors
 from minibert.errors import MinibertError
 from minibert.model import Model, load
@@ -44,33 +44,45 @@ MIN_OCCURRENCES = 5
 PAIRS = 10_000
 
 
-def centre(X: np.ndarray) -> np.ndarray:
-    """Each column minus its mean, in float64. (n, H) -> (n, H)."""
-    X = np.asarray(X, dtype=np.float64)
-    return X - X.mean(axis=0)
+def cross_products(Ls: list[np.ndarray], pairs: list[tuple[int, int]]) -> dict:
+    """(X_i - 1 mean(X_i))^T (X_j - 1 mean(X_j)) for each pair (i, j) of the
+    layers Ls (each (n, p_i), the same n words), in float64, summed over row
+    blocks of :data:`BLOCK` words in order:
+
+        sum over blocks r of (X_i[r] - mean(X_i))^T (X_j[r] - mean(X_j)),
+
+    so only one block of each layer is ever held in float64: the memory is the
+    layers themselves plus (p_i, p_j) per pair (no n x H float64 copy of each
+    layer, no n x n Gram matrix), and the rounding does not depend on the BLAS
+    thread count. Returns {(i, j): (p_i, p_j)}."""
+    means = [X.mean(axis=0, dtype=np.float64) for X in Ls]  # (p_i,) each
+    out = {(i, j): np.zeros((Ls[i].shape[1], Ls[j].shape[1])) for i, j in pairs}
+    for lo in range(0, len(Ls[0]), BLOCK):
+        r = [X[lo : lo + BLOCK].astype(np.float64) - m for X, m in zip(Ls, means, strict=True)]  # (b, p_i)
+        for i, j in pairs:
+            out[i, j] += r[i].T @ r[j]  # (p_i, b) @ (b, p_j)
+    return out
 
 
 def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     """||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) of the centred X (n, p), Y (n, q)."""
-    X, Y = centre(X), centre(Y)
-    xy = np.sum(dot(Y.T, X) ** 2)  # (q, n) @ (n, p) -> (q, p)
-    return float(xy / (np.linalg.norm(dot(X.T, X)) * np.linalg.norm(dot(Y.T, Y))))
+    return float(cka_matrix([X], [Y])[0, 0])
 
 
 def cka_matrix(As: list[np.ndarray], Bs: list[np.ndarray] | None = None) -> np.ndarray:
     """Linear CKA between every layer of As and every layer of Bs (default
-    As itself, symmetric with a diagonal of 1). (len(As), len(Bs))."""
-    cA = [centre(X) for X in As]
-    cB = cA if Bs is None else [centre(Y) for Y in Bs]
-    nA = [np.linalg.norm(dot(X.T, X)) for X in cA]
-    nB = nA if Bs is None else [np.linalg.norm(dot(Y.T, Y)) for Y in cB]
-    out = np.zeros((len(cA), len(cB)))
-    for i, X in enumerate(cA):
-        for j, Y in enumerate(cB):
-            if Bs is None and j < i:
-                out[i, j] = out[j, i]
-                continue
-            out[i, j] = np.sum(dot(Y.T, X) ** 2) / (nA[i] * nB[j])
+    As itself, symmetric with a diagonal of 1), all from one pass of
+    :func:`cross_products` (||M^T||_F = ||M||_F, so the pair (j, i) is (i, j)'s).
+    (len(As), len(Bs))."""
+    Ls = list(As) if Bs is None else list(As) + list(Bs)
+    cols = list(range(len(As))) if Bs is None else list(range(len(As), len(Ls)))
+    pairs = {(k, k) for k in range(len(Ls))} | {(min(i, j), max(i, j)) for i in range(len(As)) for j in cols}
+    S = cross_products(Ls, sorted(pairs))
+    norm = [np.linalg.norm(S[k, k]) for k in range(len(Ls))]  # ||X^T X||_F
+    out = np.zeros((len(As), len(cols)))
+    for i in range(len(As)):
+        for c, j in enumerate(cols):
+            out[i, c] = np.sum(S[min(i, j), max(i, j)] ** 2) / (norm[i] * norm[j])
     return out
 
 
@@ -92,7 +104,7 @@ def random_pairs(sentence_of: np.ndarray, n_pairs: int, seed: int) -> tuple[np.n
 
 def anisotropy(U: np.ndarray, i: np.ndarray, j: np.ndarray) -> float:
     """Mean cosine of the pairs (i, j) of unit rows U (n, H)."""
-    return float(np.mean(np.sum(U[i] * U[j], axis=1))) if len(i) else float("nan")
+    return float(np.mean(np.einsum("ph,ph->p", U[i], U[j]))) if len(i) else float("nan")
 
 
 def self_similarity(U: np.ndarray, forms: np.ndarray) -> float:
